@@ -1,0 +1,128 @@
+"""The run manifest: what ran, on what, and whether the run is complete."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from .errors import RunFormatError
+from .schema import FORMAT_VERSION, MANIFEST
+
+RunStatus = Literal["writing", "complete"]
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LANG_PATTERN = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]+)?$")
+# Keys a credential might hide under; the manifest never records them.
+_SECRET_KEY = re.compile(
+    r"^(hf_|auth_|access_|api_|bearer_)?(token|secret|password|passwd|api_?key|credentials?|access_key|secret_key)$",
+    re.IGNORECASE,
+)
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is a safe directory name, else raise ValueError."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        raise ValueError(
+            f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 128 characters, not starting with '.' or '-')"
+        )
+    return run_id
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 string in UTC, second precision."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Manifest:
+    """Contents of ``manifest.json`` (DESIGN.md section 3).
+
+    The nested sections are plain dictionaries so that tools may record more
+    than the required keys.
+    """
+
+    run_id: str
+    """Directory name of the run under the results root."""
+    languages: list[str]
+    """ISO codes, in display order; the first is the 'source' language."""
+    n_pairs: int
+    """Number of aligned sentence pairs (pair ids are 0 .. n_pairs - 1)."""
+    d_sae: int
+    """Number of SAE features (feature ids are 0 .. d_sae - 1)."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """Model name, and ``path`` when loaded from a local checkpoint."""
+    sae: dict[str, Any] = field(default_factory=dict)
+    """``release`` + ``id`` or ``path``, ``hook_name``, ``neuronpedia_id`` when known."""
+    corpus: dict[str, Any] = field(default_factory=dict)
+    """``source``, ``config``, ``split``, ``seed``, ``sample_size``."""
+    extraction: dict[str, Any] = field(default_factory=dict)
+    """``dtype``, ``batch_size``, ``max_tokens``, ``device`` and extraction counters."""
+    versions: dict[str, str] = field(default_factory=dict)
+    """Package versions that produced the run."""
+    scoring: dict[str, Any] = field(default_factory=dict)
+    """Filled by the scorer: variant, K, beta, when scored."""
+    status: RunStatus = "writing"
+    created_at: str = field(default_factory=utc_now)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run_id)
+        if len(self.languages) < 2 or len(set(self.languages)) != len(self.languages):
+            raise ValueError(f"need two or more distinct languages, got {self.languages}")
+        for lang in self.languages:
+            if not LANG_PATTERN.match(lang) or lang == "global":
+                raise ValueError(f"invalid language code {lang!r} (expected e.g. 'en', 'es')")
+        if self.n_pairs < 0 or self.d_sae <= 0:
+            raise ValueError(f"n_pairs must be >= 0 and d_sae > 0 (got {self.n_pairs}, {self.d_sae})")
+        for section in ("model", "sae", "corpus", "extraction"):
+            _reject_secrets(getattr(self, section), section)
+
+    @property
+    def neuronpedia_id(self) -> str | None:
+        """Neuronpedia's model/SAE id (``gemma-2-2b/20-gemmascope-res-16k``), when known."""
+        return self.sae.get("neuronpedia_id") or None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False, default=str) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RunFormatError(MANIFEST, None, f"not valid JSON ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise RunFormatError(MANIFEST, None, "expected a JSON object")
+        required = ("format_version", "run_id", "status", "created_at", "languages", "n_pairs", "d_sae")
+        missing = [k for k in required if k not in raw]
+        if missing:
+            raise RunFormatError(MANIFEST, missing[0], f"missing required key(s): {', '.join(missing)}")
+        if raw["format_version"] != FORMAT_VERSION:
+            raise RunFormatError(
+                MANIFEST, "format_version",
+                f"format version {raw['format_version']!r} is not supported (this tool reads {FORMAT_VERSION})",
+            )
+        if raw["status"] not in ("writing", "complete"):
+            raise RunFormatError(MANIFEST, "status", f"unknown status {raw['status']!r}")
+        for key in ("n_pairs", "d_sae"):
+            if not isinstance(raw[key], int) or isinstance(raw[key], bool):
+                raise RunFormatError(MANIFEST, key, f"must be an integer, got {raw[key]!r}")
+        if not isinstance(raw["languages"], list) or not all(isinstance(x, str) for x in raw["languages"]):
+            raise RunFormatError(MANIFEST, "languages", "must be a list of language codes")
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in raw.items() if k in known}
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise RunFormatError(MANIFEST, None, str(exc)) from exc
+
+
+def _reject_secrets(section: dict[str, Any], name: str) -> None:
+    for key, value in section.items():
+        if _SECRET_KEY.search(str(key)):
+            raise ValueError(f"manifest section {name!r} must not record credentials (key {key!r})")
+        if isinstance(value, dict):
+            _reject_secrets(value, f"{name}.{key}")

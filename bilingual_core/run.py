@@ -1,0 +1,131 @@
+"""Open run directories and list the runs under a results root."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import RunFormatError
+from .manifest import Manifest
+from .schema import MANIFEST
+from .storage import join, open_root, read_text
+
+
+@dataclass
+class Run:
+    """A run directory on some filesystem, with its parsed manifest."""
+
+    fs: fsspec.AbstractFileSystem
+    path: str
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, location: str | os.PathLike[str], run_id: str | None = None) -> Run:
+        """Open ``<location>/<run_id>`` (or ``location`` itself when run_id is None).
+
+        Raises RunFormatError when the directory or its manifest is missing or
+        malformed. A run whose status is not ``complete`` opens (so tools can
+        inspect it) but ``is_complete`` is False.
+        """
+        fs, base = open_root(location)
+        path = join(base, run_id) if run_id else base
+        return cls.open_fs(fs, path)
+
+    @classmethod
+    def open_fs(cls, fs: fsspec.AbstractFileSystem, path: str) -> Run:
+        if not fs.isdir(path):
+            raise RunFormatError(MANIFEST, None, f"no run directory at {path}")
+        manifest_path = join(path, MANIFEST)
+        if not fs.exists(manifest_path):
+            raise RunFormatError(MANIFEST, None, f"missing in {path} (not a run directory, or still being written)")
+        return cls(fs, path, Manifest.from_json(read_text(fs, manifest_path)))
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    @property
+    def is_complete(self) -> bool:
+        return self.manifest.status == "complete"
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.manifest.languages)
+
+    def file(self, name: str) -> str:
+        return join(self.path, name)
+
+    def has(self, name: str) -> bool:
+        return self.fs.exists(self.file(name))
+
+    def parquet(self, name: str) -> pq.ParquetFile:
+        """An open ParquetFile for streaming reads (row groups, batches)."""
+        if not self.has(name):
+            raise RunFormatError(name, None, f"missing from run {self.run_id!r} ({self.path})")
+        try:
+            return pq.ParquetFile(self.fs.open(self.file(name), "rb"), read_dictionary=["lang"])
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise RunFormatError(name, None, f"not a readable Parquet file ({exc})") from exc
+
+    def read(self, name: str, columns: list[str] | None = None, **options: Any) -> pa.Table:
+        """Read a whole table (or some columns); ``options`` go to ``pq.read_table``."""
+        if not self.has(name):
+            raise RunFormatError(name, None, f"missing from run {self.run_id!r} ({self.path})")
+        try:
+            return pq.read_table(self.file(name), filesystem=self.fs, columns=columns, **options)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise RunFormatError(name, None, f"could not be read ({exc})") from exc
+        except KeyError as exc:  # pragma: no cover - pyarrow raises ArrowInvalid for columns
+            raise RunFormatError(name, str(exc), "column missing") from exc
+
+    def read_pandas(self, name: str, columns: list[str] | None = None, **options: Any):
+        return self.read(name, columns, **options).to_pandas()
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """One entry of a results root: a usable run, or a directory with its problem."""
+
+    run_id: str
+    path: str
+    manifest: Manifest | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def list_runs(location: str | os.PathLike[str]) -> list[RunListing]:
+    """Every run directory under a results root, complete ones first.
+
+    Hidden directories (temporaries of writers in progress) are skipped. A
+    directory whose manifest is missing, malformed or not complete is listed
+    with its problem so that a UI can say what is wrong instead of hiding it.
+    """
+    fs, base = open_root(location)
+    if not fs.exists(base):
+        return []
+    listings = []
+    for entry in fs.ls(base, detail=True):
+        if entry.get("type") != "directory":
+            continue
+        path = entry["name"].rstrip("/")
+        name = posixpath.basename(path)
+        if name.startswith((".", "_")):
+            continue
+        try:
+            run = Run.open_fs(fs, path)
+        except RunFormatError as exc:
+            listings.append(RunListing(name, path, None, str(exc)))
+            continue
+        problem = None if run.is_complete else f"status is {run.manifest.status!r}, not complete"
+        listings.append(RunListing(name, path, run.manifest, problem))
+    listings.sort(key=lambda r: (not r.ok, r.run_id))
+    return listings

@@ -1,0 +1,134 @@
+"""The run-directory contract: file names, column names and Arrow types.
+
+One run is a directory holding ``manifest.json`` and long-format Parquet tables
+(DESIGN.md section 3). Every writer and reader in the project goes through the
+schemas below, so a column is named in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+PAIRS = "pairs.parquet"
+TOKENS = "tokens.parquet"
+ACTIVATIONS = "activations.parquet"
+FEATURES = "features.parquet"
+THRESHOLDS = "thresholds.parquet"
+CURVES = "curves.parquet"
+# Derived by the scorer (not part of the minimal contract, but always written):
+SENTENCE_MAX = "sentence_max.parquet"
+COACTIVATION = "coactivation.parquet"
+# Optional: pad-position activations kept only by the importer of the post's
+# published data, for the `notebook` score variant (DESIGN.md section 4, item 5).
+PAD_ACTIVATIONS = "pad_activations.parquet"
+
+# Threshold names in display order: the mean and five quantiles of all positive
+# token activations in a scope.
+THRESHOLD_QUANTILES: dict[str, float] = {
+    "q0.05": 0.05,
+    "q0.25": 0.25,
+    "q0.5": 0.5,
+    "q0.75": 0.75,
+    "q0.95": 0.95,
+}
+THRESHOLD_NAMES: tuple[str, ...] = ("mean", *THRESHOLD_QUANTILES)
+# Co-activation is also reported at "any" (t = 0: the feature fires at all).
+COACTIVATION_THRESHOLDS: tuple[str, ...] = ("any", *THRESHOLD_NAMES)
+GLOBAL_SCOPE = "global"
+
+LANG_TYPE = pa.dictionary(pa.int8(), pa.string())
+
+
+@dataclass(frozen=True)
+class Column:
+    """One required column: its name and the Arrow type writers must use."""
+
+    name: str
+    type: pa.DataType
+
+
+def _schema(columns: list[Column]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type, nullable=False) for c in columns])
+
+
+PAIRS_COLUMNS = [
+    Column("pair_id", pa.int32()),
+    Column("lang", LANG_TYPE),
+    Column("text", pa.string()),
+]
+TOKENS_COLUMNS = [
+    Column("pair_id", pa.int32()),
+    Column("lang", LANG_TYPE),
+    Column("position", pa.int32()),
+    Column("token_id", pa.int32()),
+    Column("token", pa.string()),
+]
+ACTIVATIONS_COLUMNS = [
+    Column("pair_id", pa.int32()),
+    Column("lang", LANG_TYPE),
+    Column("position", pa.int32()),
+    Column("feature", pa.int32()),
+    Column("activation", pa.float32()),
+]
+SENTENCE_MAX_COLUMNS = [
+    Column("pair_id", pa.int32()),
+    Column("lang", LANG_TYPE),
+    Column("feature", pa.int32()),
+    Column("max_activation", pa.float32()),
+    Column("n_tokens", pa.int32()),
+]
+THRESHOLDS_COLUMNS = [
+    Column("threshold", pa.string()),
+    Column("scope", pa.string()),
+    Column("value", pa.float64()),
+    Column("n_activations", pa.int64()),
+]
+CURVES_COLUMNS = [
+    Column("threshold", pa.string()),
+    Column("scope", pa.string()),
+    Column("rank", pa.int32()),
+    Column("fraction", pa.float64()),
+    Column("feature", pa.int32()),
+]
+
+PAIRS_SCHEMA = _schema(PAIRS_COLUMNS)
+TOKENS_SCHEMA = _schema(TOKENS_COLUMNS)
+ACTIVATIONS_SCHEMA = _schema(ACTIVATIONS_COLUMNS)
+SENTENCE_MAX_SCHEMA = _schema(SENTENCE_MAX_COLUMNS)
+THRESHOLDS_SCHEMA = _schema(THRESHOLDS_COLUMNS)
+CURVES_SCHEMA = _schema(CURVES_COLUMNS)
+
+# Columns every reader may rely on (more are welcome; see features.py for the
+# full list the scorer writes).
+REQUIRED_COLUMNS: dict[str, list[Column]] = {
+    PAIRS: PAIRS_COLUMNS,
+    TOKENS: TOKENS_COLUMNS,
+    ACTIVATIONS: ACTIVATIONS_COLUMNS,
+    PAD_ACTIVATIONS: ACTIVATIONS_COLUMNS,
+    SENTENCE_MAX: SENTENCE_MAX_COLUMNS,
+    THRESHOLDS: THRESHOLDS_COLUMNS[:3],
+    CURVES: CURVES_COLUMNS[:4],
+    FEATURES: [
+        Column("feature", pa.int32()),
+        Column("alive", pa.bool_()),
+        Column("jsd", pa.float64()),
+        Column("idaf", pa.float64()),
+        Column("bi", pa.float64()),
+        Column("bi_rank", pa.int32()),
+    ],
+}
+
+# Files a run needs before it can be scored, and the ones scoring produces.
+INPUT_FILES = (PAIRS, TOKENS, ACTIVATIONS)
+SCORE_FILES = (FEATURES, THRESHOLDS, CURVES, SENTENCE_MAX, COACTIVATION)
+REQUIRED_FILES = (PAIRS, TOKENS, ACTIVATIONS, FEATURES, THRESHOLDS, CURVES)
+
+# Activation rows are written in row groups of this many rows, sorted by
+# feature, so a reader filtering on one feature touches one or two groups.
+ACTIVATION_ROW_GROUP = 1 << 20
+

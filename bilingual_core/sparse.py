@@ -1,0 +1,130 @@
+"""Per-sentence maxima of SAE features in sparse form.
+
+The scores of DESIGN.md section 4 depend on the activations only through the
+per-sample maximum ``q_i,l[k] = max_p a[k,l,p,i]``. Almost all of these are
+zero, so they are kept as parallel arrays of the non-zero entries, sorted by
+``(feature, pair, language)``. Every score is computed from them in time
+proportional to the number of non-zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SentenceMax:
+    """Non-zero per-sentence maxima, sorted by ``(feature, pair, lang)``.
+
+    Covers features ``feature_offset .. feature_offset + n_features - 1``;
+    ``feature`` holds global feature ids.
+    """
+
+    feature: np.ndarray
+    """int32, global feature id."""
+    pair: np.ndarray
+    """int32, pair id in ``0 .. n_pairs - 1``."""
+    lang: np.ndarray
+    """int8, index into ``languages``."""
+    value: np.ndarray
+    """float32 > 0: ``q_i,l[k]``."""
+    n_tokens: np.ndarray
+    """int32: number of tokens of the sentence where the feature fires."""
+    n_pairs: int
+    languages: list[str]
+    feature_offset: int
+    n_features: int
+
+    @property
+    def m(self) -> int:
+        return len(self.languages)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    @property
+    def local_feature(self) -> np.ndarray:
+        """Feature ids relative to this block (0 .. n_features - 1), int64."""
+        return self.feature.astype(np.int64) - self.feature_offset
+
+    def per_feature_lang(self, weights: np.ndarray | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+        """Sum ``weights`` (default 1) per (feature, language): shape (n_features, m)."""
+        idx = self.local_feature * self.m + self.lang
+        w = weights
+        if mask is not None:
+            idx = idx[mask]
+            w = None if weights is None else weights[mask]
+        counts = np.bincount(idx, weights=w, minlength=self.n_features * self.m)
+        return counts.reshape(self.n_features, self.m)
+
+    def max_per_feature_lang(self) -> np.ndarray:
+        """``max_k q_i,l[k]`` (0 where the feature never fires): shape (n_features, m)."""
+        out = np.zeros(self.n_features * self.m, dtype=np.float64)
+        np.maximum.at(out, self.local_feature * self.m + self.lang, self.value.astype(np.float64))
+        return out.reshape(self.n_features, self.m)
+
+    def union_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Group entries by (feature, pair): the pairs where some language fires.
+
+        Returns ``(row_feature, row_of_entry, dense)``: the local feature of each
+        union row, the union row of each entry, and a (rows, m) float64 matrix
+        of ``q`` with zeros where a language is silent.
+        """
+        n = len(self)
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, self.m))
+        new = np.empty(n, dtype=bool)
+        new[0] = True
+        new[1:] = (self.feature[1:] != self.feature[:-1]) | (self.pair[1:] != self.pair[:-1])
+        row_of_entry = np.cumsum(new) - 1
+        n_rows = int(row_of_entry[-1]) + 1
+        dense = np.zeros((n_rows, self.m), dtype=np.float64)
+        dense[row_of_entry, self.lang] = self.value
+        row_feature = self.local_feature[new]
+        return row_feature, row_of_entry, dense
+
+    def blocks(self, block_features: int) -> Iterator[SentenceMax]:
+        """Split into blocks of at most ``block_features`` consecutive features."""
+        for start in range(0, self.n_features, block_features):
+            count = min(block_features, self.n_features - start)
+            lo_f = self.feature_offset + start
+            lo, hi = np.searchsorted(self.feature, [lo_f, lo_f + count])
+            yield SentenceMax(
+                self.feature[lo:hi], self.pair[lo:hi], self.lang[lo:hi], self.value[lo:hi],
+                self.n_tokens[lo:hi], self.n_pairs, self.languages, lo_f, count,
+            )
+
+    def scaled(self, factor_per_lang: np.ndarray) -> SentenceMax:
+        """A copy with each language's values multiplied by its factor."""
+        value = (self.value.astype(np.float64) * factor_per_lang[self.lang]).astype(np.float32)
+        return SentenceMax(
+            self.feature, self.pair, self.lang, value, self.n_tokens,
+            self.n_pairs, self.languages, self.feature_offset, self.n_features,
+        )
+
+
+def sentence_max_from_dense(
+    q: np.ndarray, languages: list[str], n_tokens: np.ndarray | None = None
+) -> SentenceMax:
+    """Build a SentenceMax from a dense ``(n_pairs, m, d_sae)`` array of maxima.
+
+    Used by tests and by the reference implementations; the pipeline never
+    holds a dense array.
+    """
+    n_pairs, m, d_sae = q.shape
+    if m != len(languages):
+        raise ValueError(f"q has {m} languages, expected {len(languages)}")
+    if (q < 0).any():
+        raise ValueError("per-sentence maxima must be >= 0")
+    # Order entries by (feature, pair, lang).
+    qt = np.transpose(q, (2, 0, 1))  # (d_sae, n_pairs, m)
+    f, k, lang = np.nonzero(qt > 0)
+    tokens = np.ones(len(f), np.int32) if n_tokens is None else n_tokens.transpose(2, 0, 1)[f, k, lang]
+    return SentenceMax(
+        f.astype(np.int32), k.astype(np.int32), lang.astype(np.int8),
+        qt[f, k, lang].astype(np.float32), tokens.astype(np.int32),
+        n_pairs, list(languages), 0, d_sae,
+    )
