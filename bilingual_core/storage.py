@@ -29,7 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .errors import RunExistsError
 from .manifest import Manifest, check_run_id
-from .schema import MANIFEST
+from .schema import ACTIVATIONS_SCHEMA, MANIFEST
 
 RESULTS_ENV = "BILINGUAL_RESULTS_DIR"
 DEFAULT_RESULTS = "results"
@@ -64,6 +64,29 @@ def write_parquet(
     options.setdefault("compression", "zstd")
     with fs.open(path, "wb") as handle:
         pq.write_table(table, handle, **options)
+
+
+def activation_writer(handle: Any, **options: Any) -> pq.ParquetWriter:
+    """A ParquetWriter for ``activations.parquet`` rows (ACTIVATIONS_SCHEMA).
+
+    Delta encoding for the sorted integer columns and byte-stream-split for the
+    activations compress well under zstd and decode fast. Write tables already
+    sorted by (feature, pair_id, lang, position) with
+    ``row_group_size=schema.ACTIVATION_ROW_GROUP``.
+    """
+    options.setdefault("compression", "zstd")
+    return pq.ParquetWriter(
+        handle,
+        ACTIVATIONS_SCHEMA,
+        use_dictionary=["lang"],
+        column_encoding={
+            "pair_id": "DELTA_BINARY_PACKED",
+            "position": "DELTA_BINARY_PACKED",
+            "feature": "DELTA_BINARY_PACKED",
+            "activation": "BYTE_STREAM_SPLIT",
+        },
+        **options,
+    )
 
 
 def read_text(fs: fsspec.AbstractFileSystem, path: str) -> str:

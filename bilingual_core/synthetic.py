@@ -45,7 +45,7 @@ from .schema import (
     TOKENS,
     TOKENS_SCHEMA,
 )
-from .storage import RunWriter
+from .storage import RunWriter, activation_writer
 
 PLANTED_KINDS = ("bilingual", "leaning", "independent", "ubiquitous", "weak", "dead")
 BOS_TOKEN = "<bos>"
@@ -282,18 +282,6 @@ def _write_activation_block(
     )
     writer.write_table(table, row_group_size=ACTIVATION_ROW_GROUP)
     return table.num_rows
-
-
-def activation_writer(handle, **options) -> pq.ParquetWriter:
-    """A ParquetWriter for activations.parquet with the project's encodings."""
-    options.setdefault("compression", "zstd")
-    return pq.ParquetWriter(
-        handle, ACTIVATIONS_SCHEMA,
-        use_dictionary=["lang"],
-        column_encoding={"pair_id": "DELTA_BINARY_PACKED", "position": "DELTA_BINARY_PACKED",
-                         "feature": "DELTA_BINARY_PACKED", "activation": "BYTE_STREAM_SPLIT"},
-        **options,
-    )
 
 
 def write_synthetic_run(

@@ -78,7 +78,7 @@ def _load_plugins() -> None:
     """Import modules that register further subcommands (cheap: they import torch lazily)."""
     import importlib
 
-    for module in ("precompute.commands",):
+    for module in ("precompute.commands", "precompute.importer", "precompute.jobs"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
