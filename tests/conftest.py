@@ -1,0 +1,51 @@
+"""Shared fixtures: small, seeded runs written under ``tmp_path``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bilingual_core import SyntheticConfig, SyntheticTruth, write_synthetic_run
+
+
+@dataclass(frozen=True)
+class SyntheticRun:
+    """A synthetic run on disk and the truth of its planted features."""
+
+    root: Path
+    """The results root the run was written under."""
+    config: SyntheticConfig
+    truth: SyntheticTruth
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return self.root / self.config.run_id
+
+
+def build_synthetic_config(**overrides: object) -> SyntheticConfig:
+    """A small synthetic config (40 pairs, 64 features); keywords override any field."""
+    fields: dict[str, object] = {"n_pairs": 40, "d_sae": 64, "mean_tokens": 8.0, "seed": 0}
+    fields.update(overrides)
+    return SyntheticConfig(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def make_synthetic_run(tmp_path: Path) -> Callable[..., SyntheticRun]:
+    """Factory: ``make_synthetic_run(**config_overrides)`` writes an unscored run
+    under ``tmp_path / "results"`` and returns a :class:`SyntheticRun`."""
+
+    def make(**overrides: object) -> SyntheticRun:
+        cfg = build_synthetic_config(**overrides)
+        root = tmp_path / "results"
+        truth = write_synthetic_run(root, cfg)
+        return SyntheticRun(root, cfg, truth)
+
+    return make
