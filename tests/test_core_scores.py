@@ -95,7 +95,9 @@ def test_softmax_jsd_three_languages_is_entropy_of_mean_minus_mean_entropy():
     # q = (ln 2, 0), (0, ln 2), (0, 0): P1 = (2/3, 1/3), P2 = (1/3, 2/3), P3 = M = (1/2, 1/2)
     # H(M) = ln 2, H(P1) = H(P2) = ln 3 - 2/3 ln 2, H(P3) = ln 2
     # JSD = ln 2 - (2 (ln 3 - 2/3 ln 2) + ln 2) / 3 = 10/9 ln 2 - 2/3 ln 3 = 0.0377553...
-    got = scores.softmax_jsd(block_of([[LN2, 0.0], [0.0, LN2], [0.0, 0.0]], languages=("en", "es", "fr")))
+    got = scores.softmax_jsd(
+        block_of([[LN2, 0.0], [0.0, LN2], [0.0, 0.0]], languages=("en", "es", "fr"))
+    )
     h = lambda p: -sum(x * log(x) for x in p)  # noqa: E731
     via_entropy = h([0.5, 0.5]) - (h([2 / 3, 1 / 3]) + h([1 / 3, 2 / 3]) + h([0.5, 0.5])) / 3
     assert got[0] == pytest.approx(10 / 9 * LN2 - 2 / 3 * LN3, rel=F32)
@@ -106,7 +108,9 @@ def test_softmax_jsd_three_languages_is_entropy_of_mean_minus_mean_entropy():
 def test_softmax_jsd_is_stable_at_large_activations():
     # q = 1000 overflows exp() without log-sum-exp. Disjoint pairs: P_en = (1, e^-1000) etc.,
     # JSD = ln 2 to double precision; same pairs: 0.
-    got = scores.softmax_jsd(block_of([[1000.0, 0.0], [0.0, 1000.0]], [[1000.0, 0.0], [1000.0, 0.0]]))
+    got = scores.softmax_jsd(
+        block_of([[1000.0, 0.0], [0.0, 1000.0]], [[1000.0, 0.0], [1000.0, 0.0]])
+    )
     assert np.isfinite(got).all()
     assert got[0] == pytest.approx(LN2, rel=1e-12)
     assert got[1] == pytest.approx(0.0, abs=1e-15)
@@ -159,7 +163,9 @@ def test_mass_jsd_by_hand():
             [[1.0, 2.0, 4.0], [0.5, 1.0, 2.0]],
         )
     )
-    expected0 = 0.5 * (0.25 * log(2 / 3) + 0.75 * log(6 / 5)) + 0.5 * (0.5 * log(4 / 3) + 0.5 * log(4 / 5))
+    expected0 = 0.5 * (0.25 * log(2 / 3) + 0.75 * log(6 / 5)) + 0.5 * (
+        0.5 * log(4 / 3) + 0.5 * log(4 / 5)
+    )
     assert got[0] == pytest.approx(expected0, rel=1e-12)
     assert got[0] == pytest.approx(0.033822075568605, rel=1e-11)
     assert got[1] == pytest.approx(expected0, rel=1e-6)  # float32 storage of q
@@ -170,7 +176,9 @@ def test_mass_jsd_by_hand():
 
 def test_mass_jsd_three_languages():
     # P1 = (2/3, 1/3), P2 = (1/3, 2/3), P3 = (1/2, 1/2): JSD = 10/9 ln 2 - 2/3 ln 3
-    got = scores.mass_jsd(block_of([[2.0, 1.0], [1.0, 2.0], [3.0, 3.0]], languages=("en", "es", "fr")))
+    got = scores.mass_jsd(
+        block_of([[2.0, 1.0], [1.0, 2.0], [3.0, 3.0]], languages=("en", "es", "fr"))
+    )
     assert got[0] == pytest.approx(10 / 9 * LN2 - 2 / 3 * LN3, rel=1e-12)
 
 
@@ -187,7 +195,9 @@ def test_firing_counts_idaf_and_alive_by_hand():
     counts = scores.firing_counts(block)
     np.testing.assert_array_equal(counts, [[2, 1], [0, 0], [3, 0], [4, 4]])
     # q > 0.75: feature 0 keeps en pair 1 (2.0) and es pair 0 (1.0)
-    np.testing.assert_array_equal(scores.firing_counts(block, 0.75), [[1, 1], [0, 0], [3, 0], [4, 4]])
+    np.testing.assert_array_equal(
+        scores.firing_counts(block, 0.75), [[1, 1], [0, 0], [3, 0], [4, 4]]
+    )
     # idaf = (m n) / pooled count = 8 / 3, undefined, 8 / 3, 8 / 8
     got = scores.idaf(counts, n_pairs=4)
     np.testing.assert_allclose(got[[0, 2, 3]], [8 / 3, 8 / 3, 1.0], rtol=1e-15)
@@ -239,7 +249,9 @@ def test_bilingual_score_beta_zero_when_all_idaf_equal():
     np.testing.assert_array_equal(r.bi[:5], JSD[:5])
     np.testing.assert_array_equal(r.rank, [1, 3, 2, 5, 4, 0, 0])
     # Equal jsd and equal idaf: ties broken by feature id.
-    tied = scores.bilingual_score(np.array([0.5, 0.25, 0.5, 0.25]), np.full(4, 2.0), np.ones(4, bool))
+    tied = scores.bilingual_score(
+        np.array([0.5, 0.25, 0.5, 0.25]), np.full(4, 2.0), np.ones(4, bool)
+    )
     np.testing.assert_array_equal(tied.rank, [3, 1, 4, 2])
 
 
@@ -253,7 +265,9 @@ def test_bilingual_score_notebook_sign():
 
 
 def test_bilingual_score_one_alive_and_none_alive():
-    one = scores.bilingual_score(np.array([0.3, 0.1]), np.array([2.0, 5.0]), np.array([True, False]))
+    one = scores.bilingual_score(
+        np.array([0.3, 0.1]), np.array([2.0, 5.0]), np.array([True, False])
+    )
     assert one.k == 0 and one.beta == 0.0
     np.testing.assert_array_equal(one.rank, [1, 0])
     none = scores.bilingual_score(np.array([0.3, 0.0]), np.array([2.0, np.nan]), np.zeros(2, bool))
@@ -291,10 +305,14 @@ def test_coactivation_by_hand():
     np.testing.assert_allclose(c.jaccard[:3], [2 / 5, 1.0, 0.0])
     assert np.isnan(c.jaccard[3])
     np.testing.assert_allclose(c.conditional[:2], [[2 / 4, 2 / 3], [1.0, 1.0]])
-    assert c.conditional[2, 0] == 0.0 and np.isnan(c.conditional[2, 1]) and np.isnan(c.conditional[3]).all()
+    assert (
+        c.conditional[2, 0] == 0.0
+        and np.isnan(c.conditional[2, 1])
+        and np.isnan(c.conditional[3]).all()
+    )
     assert hypergeom_tail(2, 10, 4, 3) == pytest.approx(1 / 3)
     assert hypergeom_tail(2, 10, 2, 2) == pytest.approx(1 / 45)
-    np.testing.assert_allclose(10.0 ** c.log10_pvalue, [1 / 3, 1 / 45, 1.0, 1.0], rtol=1e-10)
+    np.testing.assert_allclose(10.0**c.log10_pvalue, [1 / 3, 1 / 45, 1.0, 1.0], rtol=1e-10)
     assert stats.hypergeom.sf(1, 10, 4, 3) == pytest.approx(1 / 3)
 
     # At t = 0.6: F_en = {0,1,2}, F_es = {2,4}: |∩| = 1, |∪| = 4, Jaccard 1/4, rates 1/3, 1/2,
@@ -343,9 +361,13 @@ def test_coactivation_three_languages():
 
 def test_monolinguality_by_hand():
     # nu_l = mu_l - mean of the other languages' mu
-    np.testing.assert_allclose(scores.monolinguality(np.array([[3.0, 1.0], [2.0, 2.0]])), [[2.0, -2.0], [0.0, 0.0]])
+    np.testing.assert_allclose(
+        scores.monolinguality(np.array([[3.0, 1.0], [2.0, 2.0]])), [[2.0, -2.0], [0.0, 0.0]]
+    )
     # three languages: mu = (3, 1, 2): nu = 3 - 1.5, 1 - 2.5, 2 - 2
-    np.testing.assert_allclose(scores.monolinguality(np.array([[3.0, 1.0, 2.0]])), [[1.5, -1.5, 0.0]])
+    np.testing.assert_allclose(
+        scores.monolinguality(np.array([[3.0, 1.0, 2.0]])), [[1.5, -1.5, 0.0]]
+    )
 
 
 # --------------------------------------------------------------------------- curves (unit)
@@ -353,8 +375,16 @@ def test_monolinguality_by_hand():
 
 def test_curve_counts_and_curves_by_hand():
     # 2 pairs; q per feature: 0 = en (2, 0) es (2, 0); 1 = en (3, 0) es (0, 3); 2 = en (0, 5); 3 dead
-    block = block_of([[2.0, 0.0], [2.0, 0.0]], [[3.0, 0.0], [0.0, 3.0]], [[0.0, 5.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]])
-    thr = {"mean": {"en": 2.5, "es": 2.5, "global": 2.5}, "q0.5": {"en": 1.0, "es": 1.0, "global": 4.0}}
+    block = block_of(
+        [[2.0, 0.0], [2.0, 0.0]],
+        [[3.0, 0.0], [0.0, 3.0]],
+        [[0.0, 5.0], [0.0, 0.0]],
+        [[0.0, 0.0], [0.0, 0.0]],
+    )
+    thr = {
+        "mean": {"en": 2.5, "es": 2.5, "global": 2.5},
+        "q0.5": {"en": 1.0, "es": 1.0, "global": 4.0},
+    }
     counts = curve_counts(block, thr)
     np.testing.assert_array_equal(counts[("mean", "en")], [0, 1, 1, 0])
     np.testing.assert_array_equal(counts[("mean", "global")], [0, 2, 1, 0])
@@ -375,8 +405,16 @@ def test_curve_counts_and_curves_by_hand():
 # --------------------------------------------------------------------------- the pipeline on a hand-built run
 
 
-def write_hand_run(root, run_id: str, rows: list[tuple[int, str, int, int, float]], *,
-                   n_pairs: int, d_sae: int, lengths: dict[str, int], languages=("en", "es")) -> None:
+def write_hand_run(
+    root,
+    run_id: str,
+    rows: list[tuple[int, str, int, int, float]],
+    *,
+    n_pairs: int,
+    d_sae: int,
+    lengths: dict[str, int],
+    languages=("en", "es"),
+) -> None:
     """A run in the contract format: ``lengths[lang]`` real tokens per sentence plus
     BOS, and the given activation rows ``(pair, lang, position, feature, value)``."""
     langs = list(languages)
@@ -386,31 +424,62 @@ def write_hand_run(root, run_id: str, rows: list[tuple[int, str, int, int, float
         return pa.array(values, pa.string()).dictionary_encode().cast(lang_type)
 
     pairs = [(k, lang, f"sentence {k} {lang}") for k in range(n_pairs) for lang in langs]
-    tokens = [(k, lang, p, 10 + p, "<bos>" if p == 0 else f"t{p}")
-              for k in range(n_pairs) for lang in langs for p in range(lengths[lang] + 1)]
+    tokens = [
+        (k, lang, p, 10 + p, "<bos>" if p == 0 else f"t{p}")
+        for k in range(n_pairs)
+        for lang in langs
+        for p in range(lengths[lang] + 1)
+    ]
     rows = sorted(rows, key=lambda r: (r[3], r[0], langs.index(r[1]), r[2]))
     with RunWriter(root, run_id) as w:
-        w.write_table(PAIRS, pa.table({
-            "pair_id": pa.array([r[0] for r in pairs], pa.int32()), "lang": lang_col([r[1] for r in pairs]),
-            "text": [r[2] for r in pairs]}, schema=PAIRS_SCHEMA))
-        w.write_table(TOKENS, pa.table({
-            "pair_id": pa.array([r[0] for r in tokens], pa.int32()), "lang": lang_col([r[1] for r in tokens]),
-            "position": pa.array([r[2] for r in tokens], pa.int32()),
-            "token_id": pa.array([r[3] for r in tokens], pa.int32()), "token": [r[4] for r in tokens]},
-            schema=TOKENS_SCHEMA))
-        w.write_table(ACTIVATIONS, pa.table({
-            "pair_id": pa.array([r[0] for r in rows], pa.int32()), "lang": lang_col([r[1] for r in rows]),
-            "position": pa.array([r[2] for r in rows], pa.int32()),
-            "feature": pa.array([r[3] for r in rows], pa.int32()),
-            "activation": pa.array([r[4] for r in rows], pa.float32())}, schema=ACTIVATIONS_SCHEMA))
+        w.write_table(
+            PAIRS,
+            pa.table(
+                {
+                    "pair_id": pa.array([r[0] for r in pairs], pa.int32()),
+                    "lang": lang_col([r[1] for r in pairs]),
+                    "text": [r[2] for r in pairs],
+                },
+                schema=PAIRS_SCHEMA,
+            ),
+        )
+        w.write_table(
+            TOKENS,
+            pa.table(
+                {
+                    "pair_id": pa.array([r[0] for r in tokens], pa.int32()),
+                    "lang": lang_col([r[1] for r in tokens]),
+                    "position": pa.array([r[2] for r in tokens], pa.int32()),
+                    "token_id": pa.array([r[3] for r in tokens], pa.int32()),
+                    "token": [r[4] for r in tokens],
+                },
+                schema=TOKENS_SCHEMA,
+            ),
+        )
+        w.write_table(
+            ACTIVATIONS,
+            pa.table(
+                {
+                    "pair_id": pa.array([r[0] for r in rows], pa.int32()),
+                    "lang": lang_col([r[1] for r in rows]),
+                    "position": pa.array([r[2] for r in rows], pa.int32()),
+                    "feature": pa.array([r[3] for r in rows], pa.int32()),
+                    "activation": pa.array([r[4] for r in rows], pa.float32()),
+                },
+                schema=ACTIVATIONS_SCHEMA,
+            ),
+        )
         w.commit(Manifest(run_id=run_id, languages=langs, n_pairs=n_pairs, d_sae=d_sae))
 
 
 HAND_ROWS = [
     # feature 0: en pair 0 at two tokens (max 2), es pair 0 at one token (2): P_en = P_es
-    (0, "en", 1, 0, 1.0), (0, "en", 2, 0, 2.0), (0, "es", 3, 0, 2.0),
+    (0, "en", 1, 0, 1.0),
+    (0, "en", 2, 0, 2.0),
+    (0, "es", 3, 0, 2.0),
     # feature 1: en pair 0 (3), es pair 1 (3): disjoint
-    (0, "en", 3, 1, 3.0), (1, "es", 2, 1, 3.0),
+    (0, "en", 3, 1, 3.0),
+    (1, "es", 2, 1, 3.0),
     # feature 2: English only, pair 1 (5); feature 3: dead
     (1, "en", 3, 2, 5.0),
 ]
@@ -435,8 +504,12 @@ def test_score_run_on_hand_built_run(hand_run):
     sig3 = 1 / (1 + exp(-3.0))
     p5 = 1 / (1 + exp(-5.0))
     mid = [(0.5 + (1 - p5)) / 2, (0.5 + p5) / 2]
-    expected_jsd = [0.0, LN2 + sig3 * log(sig3) + (1 - sig3) * log(1 - sig3),
-                    0.5 * kl([1 - p5, p5], mid) + 0.5 * kl([0.5, 0.5], mid), 0.0]
+    expected_jsd = [
+        0.0,
+        LN2 + sig3 * log(sig3) + (1 - sig3) * log(1 - sig3),
+        0.5 * kl([1 - p5, p5], mid) + 0.5 * kl([0.5, 0.5], mid),
+        0.0,
+    ]
     np.testing.assert_allclose(f.jsd, expected_jsd, rtol=1e-9, atol=1e-15)
     assert f.jsd[1] == pytest.approx(0.5022822094535, rel=1e-10)
     # idaf = (m n) / pooled count = 4/2, 4/2, 4/1, undefined
@@ -445,7 +518,8 @@ def test_score_run_on_hand_built_run(hand_run):
     # Both alive features have idaf 2: beta = 0, bi = jsd, ranks 1, 2, none, none.
     assert result.scoring["beta"] == 0.0
     np.testing.assert_allclose(f.bi[:2], f.jsd[:2])
-    assert f.bi_rank.tolist()[:2] == [1, 2] and f.bi_rank.isna().tolist() == [False, False, True, True]
+    assert f.bi_rank.tolist()[:2] == [1, 2]
+    assert f.bi_rank.isna().tolist() == [False, False, True, True]
     # mass JSD: 0, ln 2, undefined, undefined
     np.testing.assert_allclose(f.mass_jsd[:2], [0.0, LN2], atol=1e-15)
     assert f.mass_jsd[2:].isna().all()
@@ -476,8 +550,13 @@ def test_thresholds_and_curves_on_hand_built_run(hand_run):
     for scope, values in expected.items():
         got = [table[(name, scope)] for name in names]
         np.testing.assert_allclose(got, values, rtol=1e-12, err_msg=scope)
-        np.testing.assert_allclose(got[1:], np.quantile(
-            [r[4] for r in HAND_ROWS if scope in ("global", r[1])], [0.05, 0.25, 0.5, 0.75, 0.95]))
+        np.testing.assert_allclose(
+            got[1:],
+            np.quantile(
+                [r[4] for r in HAND_ROWS if scope in ("global", r[1])],
+                [0.05, 0.25, 0.5, 0.75, 0.95],
+            ),
+        )
     assert len(thr) == 18
     curves = pd.read_parquet(hand_run / CURVES)
 
