@@ -30,7 +30,8 @@ length must be the pad id 0, else the row is rejected: a non-zero id there
 means the strings and ids disagree and positions cannot be trusted.
 
 Memory: the source is read a few rows at a time (one dense row of the
-published data is 2 x L x 16384 float32, about 13 MB for L = 100). The
+published data is 2 x L x 16384 float32, about 13 MB for L = 100; pyarrow may
+decode up to one Parquet row group of the source at once). The
 non-zero activations are accumulated as compact per-row arrays (17 bytes per
 activation) and sorted by feature once at the end. The published data has
 about 500 pairs x 2 languages x ~60 tokens x ~70 features = ~4 million
