@@ -259,9 +259,12 @@ def test_mass_jsd_counts_and_monolinguality_match_reference(scored):
         np.testing.assert_array_equal(f[f"n_fire_{lang}"], (dense.q[:, li] > 0).sum(axis=0))
         np.testing.assert_array_equal(f[f"n_tokens_{lang}"], n_rows[li])
         np.testing.assert_allclose(f[f"max_act_{lang}"], dense.q[:, li].max(axis=0), rtol=1e-7)
-        np.testing.assert_allclose(f[f"mean_act_{lang}"], mu[li], rtol=1e-9)
+        # Sums of float32 activations: float32 rounding (1e-7) is accepted, not more.
+        np.testing.assert_allclose(f[f"mean_act_{lang}"], mu[li], rtol=1e-6)
         others = np.delete(mu, li, axis=0).mean(axis=0)
-        np.testing.assert_allclose(f[f"mono_{lang}"], mu[li] - others, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            f[f"mono_{lang}"], mu[li] - others, rtol=1e-6, atol=1e-6 * mu.max()
+        )
 
 
 def test_coactivation_matches_reference(scored):
