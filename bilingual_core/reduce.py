@@ -1,21 +1,26 @@
-"""One streaming pass over ``activations.parquet``: per-sentence maxima and sums.
+"""Streaming passes over ``activations.parquet``.
 
 The file is sorted by ``(feature, pair_id, lang, position)``, so each
-``(feature, pair, lang)`` group is a contiguous run of rows and the maximum is
-a ``np.maximum.reduceat`` over run starts. Batches are read one at a time (a
-background thread decodes the next one while numpy reduces the current), so
-memory holds the per-sentence maxima plus one batch, never the activations.
-The same pass checks the data: sort order, duplicate rows, non-positive
-activations, ids out of range, unknown languages.
+``(feature, pair, lang)`` group is a contiguous run of rows and its maximum is
+one ``np.maximum.reduceat`` over run starts. Batches are decoded in a
+background thread while numpy reduces the previous one.
+
+* :func:`threshold_pass` reads only ``lang`` and ``activation`` and returns the
+  exact thresholds (re-reading the file once more at large scale).
+* :func:`sentence_max_blocks` yields the per-sentence maxima one block of
+  consecutive features at a time, so memory holds one block, never the whole
+  run. It also checks the data: sort order, duplicate rows, non-positive
+  activations, ids out of range, unknown languages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -57,24 +62,11 @@ def _iter_batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordB
             yield batch
 
 
-def _column(batch: pa.RecordBatch, name: str, dtype: type, file: str) -> np.ndarray:
+def _column(batch: pa.RecordBatch, name: str, dtype: type, file: str, *, writable: bool = False) -> np.ndarray:
     col = batch.column(name)
     if col.null_count:
         raise RunFormatError(file, name, "contains nulls")
-    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-
-
-@dataclass
-class ActivationPass:
-    """Everything the scorer needs from the token-level activations."""
-
-    sentence_max: SentenceMax
-    token_sum: np.ndarray
-    """(d_sae, m): sum of activations over all real tokens."""
-    quantiles: ExactQuantiles
-    n_rows: int
-    lang_max: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """(m,): the largest activation in each language."""
+    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=writable)
 
 
 def check_schema(pf: pq.ParquetFile, file: str) -> None:
@@ -95,99 +87,136 @@ def check_schema(pf: pq.ParquetFile, file: str) -> None:
             raise RunFormatError(file, name, f"has type {t}, expected {kind}")
 
 
-def activation_pass(
+@dataclass
+class BlockSums:
+    """Per (feature, language) sums accumulated over the whole pass."""
+
+    token_sum: np.ndarray
+    """(d_sae, m): sum of activations over all real tokens."""
+    n_rows: int = 0
+
+
+def sentence_max_blocks(
     pf: pq.ParquetFile,
     *,
     languages: list[str],
     n_pairs: int,
     d_sae: int,
     file: str,
-    quantiles: bool = True,
+    block_features: int,
+    sums: BlockSums | None = None,
     progress: object | None = None,
-) -> ActivationPass:
-    """Stream the activation table once; see the module docstring."""
+) -> Iterator[SentenceMax]:
+    """Yield a SentenceMax for every block of ``block_features`` features, in order.
+
+    Every block is yielded, empty or not, so per-feature arrays built from the
+    blocks cover all ``d_sae`` features. ``sums`` (if given) accumulates the
+    per-(feature, language) token sums and the row count.
+    """
     check_schema(pf, file)
     m = len(languages)
     if d_sae >= 1 << 24:
         raise RunFormatError(file, "feature", f"d_sae {d_sae} is larger than this scorer supports (2^24)")
-    scopes = [*languages, "global"]
-    q = ExactQuantiles(scopes)
-    token_sum = np.zeros(d_sae * m, dtype=np.float64)
-    lang_max = np.zeros(m, dtype=np.float64)
-    out_f: list[np.ndarray] = []
-    out_p: list[np.ndarray] = []
-    out_l: list[np.ndarray] = []
-    out_v: list[np.ndarray] = []
-    out_n: list[np.ndarray] = []
+    pending = _Groups()
+    next_block = 0
     prev_key: int | None = None
     prev_pos = -1
-    n_rows = 0
     for batch in _iter_batches(pf, COLUMNS):
         if batch.num_rows == 0:
             continue
-        f = _column(batch, "feature", np.int64, file)
-        p = _column(batch, "pair_id", np.int64, file)
-        pos = _column(batch, "position", np.int64, file)
+        f = _column(batch, "feature", np.int64, file, writable=True)
+        p = _column(batch, "pair_id", np.int64, file, writable=True)
+        pos = _column(batch, "position", np.int32, file)
         a = _column(batch, "activation", np.float32, file)
         li = lang_indices(batch.column("lang"), languages, file)
         _check_ranges(f, p, pos, a, n_pairs, d_sae, file)
-        key = (f << 39) | (p << 8) | li.astype(np.int64)
+        f <<= 39
+        p <<= 8
+        f |= p
+        f |= li
+        key = f
         if prev_key is not None and (key[0] < prev_key or (key[0] == prev_key and pos[0] <= prev_pos)):
             _order_error(file, key[0] == prev_key)
         dk = np.diff(key)
-        if (dk < 0).any():
+        if dk.min(initial=0) < 0:
             _order_error(file, False)
-        same = dk == 0
-        if (np.diff(pos)[same] <= 0).any():
+        new_group = dk != 0
+        if not np.all(new_group | (np.diff(pos) > 0)):
             _order_error(file, True)
-        starts = np.flatnonzero(np.concatenate([[True], ~same]))
+        starts = np.flatnonzero(new_group)
+        starts += 1
+        starts = np.concatenate([[0], starts])
         gmax = np.maximum.reduceat(a, starts)
         gcount = np.diff(np.append(starts, len(a))).astype(np.int32)
         gkey = key[starts]
-        if prev_key is not None and gkey[0] == prev_key:
-            # The first group continues the last group of the previous batch.
-            out_v[-1][-1] = max(out_v[-1][-1], gmax[0])
-            out_n[-1][-1] += gcount[0]
-            gmax, gcount, gkey, starts = gmax[1:], gcount[1:], gkey[1:], starts[1:]
-        out_f.append((gkey >> 39).astype(np.int32))
-        out_p.append(((gkey >> 8) & 0x7FFFFFFF).astype(np.int32))
-        out_l.append((gkey & 0xFF).astype(np.int8))
-        out_v.append(gmax.astype(np.float32))
-        out_n.append(gcount)
-        token_sum += np.bincount(f * m + li, weights=a, minlength=d_sae * m)
-        _lang_max(lang_max, li, a, m)
-        if quantiles:
-            for s in range(m):
-                q.add(s, a[li == s])
-            q.add(m, a)
-        prev_key = int(key[-1])
-        prev_pos = int(pos[-1])
-        n_rows += batch.num_rows
+        if sums is not None:
+            gsum = np.add.reduceat(a, starts)
+            sums.token_sum += np.bincount(
+                (gkey >> 39) * m + (gkey & 0xFF), weights=gsum, minlength=d_sae * m
+            ).reshape(d_sae, m)
+            sums.n_rows += batch.num_rows
+        pending.add(gkey, gmax, gcount, continues=prev_key is not None and gkey[0] == prev_key)
+        prev_key, prev_pos = int(key[-1]), int(pos[-1])
+        # Every feature below the batch's last one is complete.
+        last_feature = prev_key >> 39
+        while (next_block + 1) * block_features <= last_feature:
+            yield pending.take_below((next_block + 1) * block_features, next_block, block_features, n_pairs, languages, d_sae)
+            next_block += 1
         if progress is not None:
             progress.update(batch.num_rows)  # type: ignore[attr-defined]
-    sm = SentenceMax(
-        _cat(out_f, np.int32), _cat(out_p, np.int32), _cat(out_l, np.int8), _cat(out_v, np.float32),
-        _cat(out_n, np.int32), n_pairs, list(languages), 0, d_sae,
-    )
-    return ActivationPass(sm, token_sum.reshape(d_sae, m), q, n_rows, lang_max)
+    while next_block * block_features < d_sae:
+        yield pending.take_below((next_block + 1) * block_features, next_block, block_features, n_pairs, languages, d_sae)
+        next_block += 1
 
 
-def rescan_values(pf: pq.ParquetFile, languages: list[str], file: str) -> Iterator[tuple[int, np.ndarray]]:
-    """Second pass for exact quantiles: ``(scope index, values)`` chunks (global = m)."""
-    m = len(languages)
+class _Groups:
+    """Per-sentence groups waiting for their feature block to be complete."""
+
+    def __init__(self) -> None:
+        self.keys: list[np.ndarray] = []
+        self.maxima: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+
+    def add(self, key: np.ndarray, gmax: np.ndarray, count: np.ndarray, *, continues: bool) -> None:
+        if continues:
+            # The first group continues the last group of the previous batch.
+            self.maxima[-1][-1] = max(self.maxima[-1][-1], gmax[0])
+            self.counts[-1][-1] += count[0]
+            key, gmax, count = key[1:], gmax[1:], count[1:]
+        self.keys.append(key)
+        self.maxima.append(gmax)
+        self.counts.append(count)
+
+    def take_below(
+        self, limit: int, block: int, block_features: int, n_pairs: int, languages: list[str], d_sae: int
+    ) -> SentenceMax:
+        key, gmax, count = _cat(self.keys, np.int64), _cat(self.maxima, np.float32), _cat(self.counts, np.int32)
+        cut = int(np.searchsorted(key, np.int64(limit) << 39))
+        self.keys, self.maxima, self.counts = [key[cut:]], [gmax[cut:]], [count[cut:]]
+        key = key[:cut]
+        start = block * block_features
+        return SentenceMax(
+            (key >> 39).astype(np.int32), ((key >> 8) & 0x7FFFFFFF).astype(np.int32), (key & 0xFF).astype(np.int8),
+            gmax[:cut], count[:cut], n_pairs, list(languages), start, min(block_features, d_sae - start),
+        )
+
+
+def threshold_pass(
+    pf: pq.ParquetFile, languages: list[str], file: str, *, track_max: bool = False
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Exact thresholds of the file's activations and (with ``track_max``) the
+    largest activation per language."""
+    check_schema(pf, file)
+    q = ExactQuantiles(languages, track_max=track_max)
+    for li, a in rescan_values(pf, languages, file):
+        q.add(li, a)
+    return q.result(lambda: rescan_values(pf, languages, file)), q.lang_max
+
+
+def rescan_values(pf: pq.ParquetFile, languages: list[str], file: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Second pass for exact quantiles: ``(language indices, values)`` per batch."""
     for batch in _iter_batches(pf, ["lang", "activation"]):
-        a = _column(batch, "activation", np.float32, file)
-        li = lang_indices(batch.column("lang"), languages, file)
-        for s in range(m):
-            yield s, a[li == s]
-        yield m, a
-
-
-def _lang_max(lang_max: np.ndarray, li: np.ndarray, a: np.ndarray, m: int) -> None:
-    for s in range(m):
-        sel = a[li == s]
-        if len(sel):
-            lang_max[s] = max(lang_max[s], float(sel.max()))
+        yield lang_indices(batch.column("lang"), languages, file), _column(batch, "activation", np.float32, file)
 
 
 def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:

@@ -16,41 +16,51 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from scipy import stats
 
+from . import hypergeom
 from .sparse import SentenceMax
 
 
-def _jsd_from_log_probs(
-    row_feature: np.ndarray,
-    log_p_rows: np.ndarray,
-    log_p_silent: np.ndarray,
-    n_silent: np.ndarray,
-    n_features: int,
+def _jsd_terms(
+    row_feature: np.ndarray, p: np.ndarray, log_p: np.ndarray, n_features: int, *, positive: bool = False
+) -> np.ndarray:
+    """Per feature, ``sum_rows sum_l P_l log(P_l / M)`` over the given rows; ``p``, ``log_p`` are (m, rows).
+
+    ``positive``: every ``P`` is > 0 (softmax), so no ``0 log 0`` guard is needed.
+    """
+    m = p.shape[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_mean = np.log(p.sum(axis=0) / m)
+        total = np.zeros(p.shape[1])
+        for lang in range(m):
+            term = log_p[lang] - log_mean
+            term *= p[lang]
+            if not positive:
+                term[p[lang] == 0] = 0.0
+            total += term
+    return np.bincount(row_feature, weights=total, minlength=n_features)
+
+
+def _jsd(
+    row_feature: np.ndarray, p_rows: np.ndarray, log_p_rows: np.ndarray,
+    p_silent: np.ndarray, log_p_silent: np.ndarray, n_silent: np.ndarray, n_features: int,
+    *, positive_hint: bool = False,
 ) -> np.ndarray:
     """``JSD = (1/m) sum_l sum_k P_l[k] log(P_l[k] / M[k])`` with ``M`` the mean of the ``P_l``.
 
-    ``log_p_rows`` (rows, m): log-probabilities on the pairs where some language
-    fires (``-inf`` for zero probability); ``log_p_silent`` (features, m): the
-    log-probability every language gives a pair where no language fires, and
-    ``n_silent`` (features,) the number of such pairs. Natural logarithm; the
-    identity ``JSD = H(M) - mean_l H(P_l)`` holds, this form is used because its
-    terms vanish when the distributions agree, so it keeps precision near 0.
+    ``p_rows`` / ``log_p_rows`` (m, rows): probabilities on the pairs where some
+    language fires; ``p_silent`` / ``log_p_silent`` (m, features): what each
+    language gives a pair where no language fires, and ``n_silent`` the number
+    of such pairs per feature. Natural logarithm. This equals
+    ``H(M) - mean_l H(P_l)``; the KL form is used because its terms vanish when
+    the distributions agree, which keeps precision near 0.
     """
-    m = log_p_rows.shape[1]
-
-    def kl_terms(log_p: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p = np.exp(log_p)
-            log_m = np.log(p.mean(axis=1, keepdims=True))
-            terms = np.where(p > 0, p * (log_p - log_m), 0.0)
-        return terms.sum(axis=1)
-
-    per_row = kl_terms(log_p_rows)
-    total = np.bincount(row_feature, weights=per_row, minlength=n_features)
-    silent = kl_terms(log_p_silent) * n_silent
-    out = (total + np.where(n_silent > 0, silent, 0.0)) / m
-    return np.maximum(out, 0.0)
+    m = p_rows.shape[0]
+    total = _jsd_terms(row_feature, p_rows, log_p_rows, n_features, positive=positive_hint)
+    if positive_hint and np.isnan(total).any():  # a probability underflowed to 0
+        total = _jsd_terms(row_feature, p_rows, log_p_rows, n_features)
+    silent = _jsd_terms(np.arange(n_features), p_silent, log_p_silent, n_features) * n_silent
+    return np.maximum((total + np.where(n_silent > 0, silent, 0.0)) / m, 0.0)
 
 
 def softmax_jsd(block: SentenceMax) -> np.ndarray:
@@ -63,17 +73,19 @@ def softmax_jsd(block: SentenceMax) -> np.ndarray:
     n, f = block.n_pairs, block.n_features
     if n == 0:
         return np.full(f, np.nan)
-    row_feature, _, dense = block.union_rows()
-    q = block.value.astype(np.float64)
+    row_feature, _, dense = block.union
     qmax = block.max_per_feature_lang()  # (f, m); 0 where never fires, still >= every q
     counts = block.per_feature_lang()
-    shifted = np.exp(q - qmax[block.local_feature, block.lang])
+    group = block.local_feature * block.m + block.lang
+    shifted = np.exp(block.value - qmax.reshape(-1)[group])
     fired_sum = block.per_feature_lang(shifted)
-    log_z = qmax + np.log(fired_sum + (n - counts) * np.exp(-qmax))
-    log_p_rows = dense - log_z[row_feature]
-    log_p_silent = -log_z
+    log_z = (qmax + np.log(fired_sum + (n - counts) * np.exp(-qmax))).T  # (m, f)
+    log_p_rows = np.empty_like(dense)
+    for lang in range(block.m):
+        np.subtract(dense[lang], log_z[lang][row_feature], out=log_p_rows[lang])
     n_silent = n - np.bincount(row_feature, minlength=f)
-    return _jsd_from_log_probs(row_feature, log_p_rows, log_p_silent, n_silent, f)
+    return _jsd(row_feature, np.exp(log_p_rows), log_p_rows, np.exp(-log_z), -log_z, n_silent, f,
+                positive_hint=True)
 
 
 def mass_jsd(block: SentenceMax) -> np.ndarray:
@@ -82,20 +94,87 @@ def mass_jsd(block: SentenceMax) -> np.ndarray:
     Scale-free and zeros stay zero (unlike the softmax, which gives a silent
     pair positive mass). NaN when the feature never fires in some language.
     """
-    f = block.n_features
-    row_feature, _, dense = block.union_rows()
-    totals = block.per_feature_lang(block.value.astype(np.float64))  # (f, m)
+    f, m = block.n_features, block.m
+    row_feature, _, dense = block.union
+    totals = block.per_feature_lang(block.value).T  # (m, f)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_p_rows = np.log(dense) - np.log(totals[row_feature])
-    log_p_silent = np.full((f, block.m), -np.inf)
-    out = _jsd_from_log_probs(row_feature, log_p_rows, log_p_silent, np.zeros(f), f)
-    return np.where((totals > 0).all(axis=1), out, np.nan)
+        p_rows = np.empty_like(dense)
+        for lang in range(m):
+            np.divide(dense[lang], totals[lang][row_feature], out=p_rows[lang])
+        log_p_rows = np.log(p_rows)
+    zeros = np.zeros((m, f))
+    out = _jsd(row_feature, p_rows, log_p_rows, zeros, zeros, np.zeros(f), f)
+    return np.where((totals > 0).all(axis=0), out, np.nan)
 
 
 def firing_counts(block: SentenceMax, threshold: float = 0.0) -> np.ndarray:
     """``#{k : q_i,l[k] > threshold}`` per feature and language: shape (f, m), int64."""
-    mask = None if threshold <= 0 else block.value > threshold
-    return block.per_feature_lang(mask=mask).astype(np.int64)
+    if threshold <= 0:
+        return block.per_feature_lang().astype(np.int64)
+    return threshold_counts(block, np.array([threshold])).sizes[:, :, 0]
+
+
+def _float32_floor(cuts: np.ndarray) -> np.ndarray:
+    """The largest float32 <= each cut: for float32 ``q``, ``q > t`` iff ``q > floor32(t)``."""
+    c32 = cuts.astype(np.float32)
+    above = c32.astype(np.float64) > cuts
+    c32[above] = np.nextafter(c32[above], np.float32(-np.inf))
+    return c32
+
+
+def _above(group: np.ndarray, n_groups: int, level: np.ndarray, n_cuts: int) -> np.ndarray:
+    """(n_groups, n_cuts): per group, how many levels exceed each cut index (``level > j``)."""
+    n_levels = n_cuts + 1
+    hist = np.bincount(group * n_levels + level, minlength=n_groups * n_levels).reshape(n_groups, n_levels)
+    return np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+
+
+@dataclass(frozen=True)
+class ThresholdCounts:
+    """Firing counts of a block at several thresholds ``t_j`` (last axis)."""
+
+    sizes: np.ndarray
+    """(f, m, T): ``|F_l| = #{k : q_l[k] > t}``."""
+    intersection: np.ndarray
+    """(f, T): pairs where every language exceeds t."""
+    union: np.ndarray
+    """(f, T): pairs where some language exceeds t."""
+    pair_overlap: dict[tuple[int, int], np.ndarray]
+    """(f, T) per pair of languages: pairs where both exceed t."""
+
+
+def threshold_counts(block: SentenceMax, cuts: np.ndarray) -> ThresholdCounts:
+    """Count, for all thresholds at once, which sentences and pairs exceed them.
+
+    Each value gets a level, the number of thresholds below it (one binary
+    search per value); ``q > t_j`` iff its level exceeds ``j``'s rank. A pair is
+    above ``t`` in every language iff the minimum of its levels is, in some
+    language iff the maximum is. Per-group level histograms summed from the top
+    give every count.
+    """
+    f, m = block.n_features, block.m
+    cuts = np.asarray(cuts, dtype=np.float64)
+    order = np.argsort(cuts, kind="stable")
+    sorted32 = _float32_floor(cuts[order])
+    t = len(cuts)
+    level = np.searchsorted(sorted32, block.value, side="left").astype(np.int64)
+    row_feature, row_of_entry, _ = block.union
+    levels = np.zeros((m, len(row_feature)), dtype=np.int64)
+    levels[block.lang, row_of_entry] = level
+    inverse = np.empty(t, dtype=np.int64)
+    inverse[order] = np.arange(t)
+
+    def unsort(a: np.ndarray) -> np.ndarray:
+        return a[..., inverse]
+
+    sizes = _above(block.local_feature * m + block.lang, f * m, level, t).reshape(f, m, t)
+    inter = _above(row_feature, f, levels.min(axis=0), t)
+    union = _above(row_feature, f, levels.max(axis=0), t)
+    overlap = {
+        (a, b): inter if m == 2 else _above(row_feature, f, np.minimum(levels[a], levels[b]), t)
+        for a, b in combinations(range(m), 2)
+    }
+    return ThresholdCounts(unsort(sizes), unsort(inter), unsort(union), {k: unsort(v) for k, v in overlap.items()})
 
 
 def idaf(counts: np.ndarray, n_pairs: int) -> np.ndarray:
@@ -174,31 +253,30 @@ class Coactivation:
 
 
 def coactivation(block: SentenceMax, threshold: float = 0.0) -> Coactivation:
-    """``F_l = {k : q_i,l[k] > t}``; Jaccard ``|∩ F_l| / |∪ F_l|`` and the rest.
+    """Co-activation at one threshold; see :func:`coactivation_from_counts`."""
+    return coactivation_from_counts(threshold_counts(block, np.array([threshold])), block.n_pairs)[0]
+
+
+def coactivation_from_counts(counts: ThresholdCounts, n_pairs: int) -> list[Coactivation]:
+    """``F_l = {k : q_i,l[k] > t}``; Jaccard ``|∩ F_l| / |∪ F_l|`` and the rest, per threshold.
 
     The p-value is the hypergeometric upper tail of the overlap of two sets of
     the observed sizes drawn independently from the ``n`` pairs. With more than
     two languages it is the largest (least significant) of the pairwise
-    p-values: every pair of languages must co-fire more than chance.
-    All ratios are NaN where their denominator is 0.
+    p-values: every pair of languages must co-fire more than chance. Ratios
+    are NaN where their denominator is 0.
     """
-    f, m, n = block.n_features, block.m, block.n_pairs
-    row_feature, _, dense = block.union_rows()
-    above = dense > threshold
-    any_above = above.any(axis=1)
-    n_union = np.bincount(row_feature[any_above], minlength=f)
-    n_inter = np.bincount(row_feature[above.all(axis=1)], minlength=f)
-    sizes = firing_counts(block, threshold)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        jaccard = np.where(n_union > 0, n_inter / n_union, np.nan)
-        conditional = np.where(sizes > 0, n_inter[:, None] / sizes, np.nan)
-    log10_p = np.full(f, -np.inf) if m >= 2 else np.zeros(f)
-    for a, b in combinations(range(m), 2):
-        both = np.bincount(row_feature[above[:, a] & above[:, b]], minlength=f)
-        logp = stats.hypergeom.logsf(both - 1, n, sizes[:, a], sizes[:, b]) / np.log(10)
-        logp = np.where((sizes[:, a] == 0) | (sizes[:, b] == 0), 0.0, np.minimum(logp, 0.0))
-        log10_p = np.maximum(log10_p, logp)
-    return Coactivation(n_inter, n_union, jaccard, conditional, log10_p)
+    out = []
+    for j in range(counts.sizes.shape[2]):
+        inter, union, size = counts.intersection[:, j], counts.union[:, j], counts.sizes[:, :, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            jaccard = np.where(union > 0, inter / union, np.nan)
+            conditional = np.where(size > 0, inter[:, None] / size, np.nan)
+        log10_p = np.full(len(inter), -np.inf)
+        for (a, b), overlap in counts.pair_overlap.items():
+            log10_p = np.maximum(log10_p, hypergeom.log10_sf(overlap[:, j], n_pairs, size[:, a], size[:, b]))
+        out.append(Coactivation(inter, union, jaccard, conditional, log10_p))
+    return out
 
 
 def monolinguality(mean_activation: np.ndarray) -> np.ndarray:

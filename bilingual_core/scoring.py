@@ -10,10 +10,13 @@ directory that replaces the run only when complete.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,7 +26,7 @@ import pyarrow.parquet as pq
 from . import scores
 from .errors import RunFormatError
 from .manifest import utc_now
-from .reduce import activation_pass, lang_indices, rescan_values
+from .reduce import BlockSums, lang_indices, sentence_max_blocks, threshold_pass
 from .run import Run
 from .schema import (
     ACTIVATIONS,
@@ -42,7 +45,7 @@ from .schema import (
     TOKENS,
 )
 from .sparse import SentenceMax
-from .stats import activation_frequency_curves, curve_counts, thresholds_table
+from .stats import activation_frequency_curves, curve_counts_from, curve_cuts, thresholds_table
 from .storage import RunWriter, join, open_root
 
 Variant = Literal["blog", "notebook"]
@@ -59,13 +62,15 @@ class ScoreConfig:
     """``blog``: the post's text; ``notebook`` adds ``notebook_*`` columns reproducing its notebook."""
     k: int = 300
     """The jsd order statistic (0-indexed) that sets the idaf weight beta."""
-    block_features: int = 2048
+    block_features: int = 1024
     """Features scored at once; bounds the memory of the per-block arrays."""
+    threads: int = 2
+    """Worker threads scoring blocks while the main thread reads the next ones."""
 
     def __post_init__(self) -> None:
         if self.variant not in ("blog", "notebook"):
             raise ValueError(f"unknown variant {self.variant!r} (blog or notebook)")
-        if self.k < 0 or self.block_features <= 0:
+        if self.k < 0 or self.block_features <= 0 or self.threads < 1:
             raise ValueError("k must be >= 0 and block_features > 0")
 
 
@@ -75,7 +80,6 @@ class ScoreResult:
     thresholds: pd.DataFrame
     curves: pd.DataFrame
     coactivation: pd.DataFrame
-    sentence_max: SentenceMax
     scoring: dict = field(default_factory=dict)
 
 
@@ -144,82 +148,120 @@ def _nullable_rank(rank: np.ndarray) -> pd.Series:
     return pd.Series(rank, dtype="Int32").mask(rank == 0)
 
 
-def compute_scores(run: Run, config: ScoreConfig = ScoreConfig(), progress: bool = False) -> ScoreResult:
-    """Everything ``score_run`` writes, computed in memory bounded by the non-zeros."""
+SentenceMaxSink = Callable[[SentenceMax], None]
+
+
+def _pad_sentence_max(run: Run) -> SentenceMax | None:
+    """Per-sentence maxima over pad positions (imported published runs only)."""
+    if not run.has(PAD_ACTIVATIONS):
+        return None
+    man = run.manifest
+    blocks = sentence_max_blocks(run.parquet(PAD_ACTIVATIONS), languages=run.languages, n_pairs=man.n_pairs,
+                                 d_sae=man.d_sae, file=PAD_ACTIVATIONS, block_features=man.d_sae)
+    return next(iter(blocks))
+
+
+def compute_scores(
+    run: Run,
+    config: ScoreConfig = ScoreConfig(),
+    progress: bool = False,
+    sentence_max_sink: SentenceMaxSink | None = None,
+) -> ScoreResult:
+    """Everything ``score_run`` writes, in memory bounded by one block of features.
+
+    Passes over activations.parquet: the thresholds (``lang`` and ``activation``
+    columns only; twice when the values do not fit in memory), then one pass
+    that scores each block of features as soon as it is complete and hands its
+    per-sentence maxima to ``sentence_max_sink``.
+    """
     t0 = time.perf_counter()
     man = run.manifest
     langs, n, d_sae, m = run.languages, man.n_pairs, man.d_sae, len(run.languages)
     check_pairs(run)
     n_real = real_token_counts(run)
-    bar = _progress(progress, run.parquet(ACTIVATIONS).metadata.num_rows, "scoring: reading activations")
-    pf = run.parquet(ACTIVATIONS)
-    act = activation_pass(pf, languages=langs, n_pairs=n, d_sae=d_sae, file=ACTIVATIONS, progress=bar)
-    if bar is not None:
-        bar.close()
-    if act.n_rows == 0:
+    if run.parquet(ACTIVATIONS).metadata.num_rows == 0:
         raise RunFormatError(ACTIVATIONS, None, "has no rows: no feature ever fires (an empty run)")
-    thresholds = act.quantiles.result(lambda: rescan_values(run.parquet(ACTIVATIONS), langs, ACTIVATIONS))
+    notebook = config.variant == "notebook"
+    thresholds, lang_max = threshold_pass(run.parquet(ACTIVATIONS), langs, ACTIVATIONS, track_max=notebook)
     thr = thresholds_table(thresholds)
-    t_pass = time.perf_counter() - t0
+    t_thresholds = time.perf_counter() - t0
+    coact_cuts = np.array([0.0 if name == "any" else thr.get(name, {}).get(GLOBAL_SCOPE, np.nan)
+                           for name in COACTIVATION_THRESHOLDS])
+    coact_cuts_finite = np.where(np.isfinite(coact_cuts), coact_cuts, np.inf)
+    curve_keys, curve_cut_values = curve_cuts(langs, thr)
+    n_curve = len(curve_keys)
 
-    nb_sm = None
+    pad = _pad_sentence_max(run) if notebook else None
     nb_scale = None
-    if config.variant == "notebook":
-        nb_sm = act.sentence_max
-        lang_max = act.lang_max.copy()
-        if run.has(PAD_ACTIVATIONS):
-            pad = activation_pass(run.parquet(PAD_ACTIVATIONS), languages=langs, n_pairs=n, d_sae=d_sae,
-                                  file=PAD_ACTIVATIONS, quantiles=False)
-            nb_sm = merge_sentence_max(nb_sm, pad.sentence_max)
-            lang_max = np.maximum(lang_max, pad.lang_max)
-        with np.errstate(divide="ignore"):
-            nb_scale = np.where(lang_max > 0, NOTEBOOK_SCALE / lang_max, 1.0)
-        nb_sm = nb_sm.scaled(nb_scale)
+    if notebook:
+        if pad is not None:
+            lang_max = np.maximum(lang_max, pad.lang_max())
+        nb_scale = np.where(lang_max > 0, NOTEBOOK_SCALE / np.where(lang_max > 0, lang_max, 1.0), 1.0)
+    pad_blocks = pad.blocks(config.block_features) if pad is not None else None
 
-    cols: dict[str, list[np.ndarray]] = {}
-
-    def put(name: str, values: np.ndarray) -> None:
-        cols.setdefault(name, []).append(values)
-
-    coact_frames = []
-    curve_parts: dict[tuple[str, str], list[np.ndarray]] = {}
-    nb_blocks = nb_sm.blocks(config.block_features) if nb_sm is not None else None
-    for block in act.sentence_max.blocks(config.block_features):
-        counts = scores.firing_counts(block)
-        put("counts", counts)
-        put("n_tok", block.per_feature_lang(block.n_tokens.astype(np.float64)))
-        put("qmax", block.max_per_feature_lang())
-        put("jsd", scores.softmax_jsd(block))
-        put("mass_jsd", scores.mass_jsd(block))
-        for name in COACTIVATION_THRESHOLDS:
-            t = 0.0 if name == "any" else thr.get(name, {}).get(GLOBAL_SCOPE, np.nan)
-            c = scores.coactivation(block, t)
+    def score_block(block: SentenceMax, pad_block: SentenceMax | None) -> dict[str, object]:
+        """Every per-feature quantity of one block (runs in a worker thread)."""
+        out: dict[str, object] = {
+            "counts": scores.firing_counts(block),
+            "n_tok": block.per_feature_lang(block.n_tokens.astype(np.float64)),
+            "qmax": block.max_per_feature_lang(),
+            "jsd": scores.softmax_jsd(block),
+            "mass_jsd": scores.mass_jsd(block),
+        }
+        feature_ids = np.arange(block.feature_offset, block.feature_offset + block.n_features, dtype=np.int32)
+        tc = scores.threshold_counts(block, np.concatenate([curve_cut_values, coact_cuts_finite]))
+        coacts = scores.coactivation_from_counts(
+            scores.ThresholdCounts(tc.sizes[:, :, n_curve:], tc.intersection[:, n_curve:], tc.union[:, n_curve:],
+                                   {k: v[:, n_curve:] for k, v in tc.pair_overlap.items()}), n)
+        frames = []
+        for name, t, c in zip(COACTIVATION_THRESHOLDS, coact_cuts, coacts, strict=True):
             if name == "any":
-                put("jaccard", c.jaccard)
-                put("log10p", c.log10_pvalue)
-                put("cond", c.conditional)
-            frame = {
-                "feature": np.arange(block.feature_offset, block.feature_offset + block.n_features, dtype=np.int32),
-                "threshold": name, "threshold_value": t,
-                "n_intersection": c.n_intersection.astype(np.int32), "n_union": c.n_union.astype(np.int32),
-                "jaccard": c.jaccard, "log10_pvalue": c.log10_pvalue,
-            }
+                out.update(jaccard=c.jaccard, log10p=c.log10_pvalue, cond=c.conditional)
+            frame = {"feature": feature_ids, "threshold": name, "threshold_value": t,
+                     "n_intersection": c.n_intersection.astype(np.int32), "n_union": c.n_union.astype(np.int32),
+                     "jaccard": c.jaccard, "log10_pvalue": c.log10_pvalue}
             for li, lang in enumerate(langs):
                 frame[f"cond_{lang}"] = c.conditional[:, li]
-            coact_frames.append(pd.DataFrame(frame))
-        for key, c in curve_counts(block, thr).items():
-            curve_parts.setdefault(key, []).append(c)
-        if nb_blocks is not None:
-            nb_block = next(nb_blocks)
-            put("nb_jsd", scores.softmax_jsd(nb_block) / n)
-            put("nb_counts", scores.firing_counts(nb_block))
+            frames.append(pd.DataFrame(frame))
+        out["coact_frames"] = frames
+        out["curves"] = curve_counts_from(curve_keys, tc.sizes[:, :, :n_curve], langs)
+        if nb_scale is not None:
+            nb_block = block if pad_block is None else merge_sentence_max(block, pad_block)
+            nb_block = nb_block.scaled(nb_scale)
+            out["nb_jsd"] = scores.softmax_jsd(nb_block) / n
+            out["nb_counts"] = scores.firing_counts(nb_block)
+        return out
+
+    sums = BlockSums(np.zeros((d_sae, m)))
+    bar = _progress(progress, run.parquet(ACTIVATIONS).metadata.num_rows, "scoring")
+    n_groups = 0
+    blocks = sentence_max_blocks(run.parquet(ACTIVATIONS), languages=langs, n_pairs=n, d_sae=d_sae,
+                                 file=ACTIVATIONS, block_features=config.block_features, sums=sums, progress=bar)
+    # numpy releases the GIL: blocks are scored in worker threads while the
+    # main thread reduces the next batches (and a third decodes Parquet).
+    results: list[Future] = []
+    with ThreadPoolExecutor(max_workers=config.threads) as pool:
+        for block in blocks:
+            n_groups += len(block)
+            if sentence_max_sink is not None:
+                sentence_max_sink(block)
+            results.append(pool.submit(score_block, block, next(pad_blocks) if pad_blocks is not None else None))
+            # Bound memory: at most `threads` blocks in flight.
+            while sum(not r.done() for r in results) > config.threads:
+                next(r for r in results if not r.done()).result()
+        parts = [r.result() for r in results]
+    if bar is not None:
+        bar.close()
+    cols = {k: [p[k] for p in parts] for k in parts[0] if k not in ("coact_frames", "curves")}
+    coact_frames = [f for p in parts for f in p["coact_frames"]]
+    curve_parts = {key: [p["curves"][key] for p in parts] for key in parts[0]["curves"]}
 
     cat = {k: np.concatenate(v) for k, v in cols.items()}
     counts = cat["counts"].astype(np.int64)
     is_alive = scores.alive(counts)
     idaf = scores.idaf(counts, n)
     blog = scores.bilingual_score(cat["jsd"], idaf, is_alive, k=config.k)
-    mean_act = act.token_sum / np.maximum(n_real, 1)[None, :]
+    mean_act = sums.token_sum / np.maximum(n_real, 1)[None, :]
     mono = scores.monolinguality(mean_act)
 
     feats = pd.DataFrame({"feature": np.arange(d_sae, dtype=np.int32), "alive": is_alive,
@@ -239,11 +281,11 @@ def compute_scores(run: Run, config: ScoreConfig = ScoreConfig(), progress: bool
         feats[f"cond_{lang}"] = cat["cond"][:, li]
     scoring = {
         "variant": config.variant, "k": config.k, "k_used": blog.k, "beta": blog.beta,
-        "n_alive": int(is_alive.sum()), "n_activation_rows": act.n_rows,
+        "n_alive": int(is_alive.sum()), "n_activation_rows": sums.n_rows,
         "n_real_tokens": {lang: int(n_real[i]) for i, lang in enumerate(langs)},
-        "n_sentence_max_rows": len(act.sentence_max), "scored_at": utc_now(),
+        "n_sentence_max_rows": n_groups, "scored_at": utc_now(),
     }
-    if nb_sm is not None:
+    if nb_scale is not None:
         nb_counts = cat["nb_counts"].astype(np.int64)
         nb_idaf = scores.idaf(nb_counts, n)
         nb_idaf = np.where(nb_counts.sum(axis=1) < NOTEBOOK_MIN_FIRING, 1.0, nb_idaf)
@@ -254,49 +296,54 @@ def compute_scores(run: Run, config: ScoreConfig = ScoreConfig(), progress: bool
         feats["notebook_rank"] = _nullable_rank(nb.rank)
         scoring["notebook"] = {
             "beta": nb.beta, "k_used": nb.k, "scale": {lang: float(nb_scale[i]) for i, lang in enumerate(langs)},
-            "pad_positions": run.has(PAD_ACTIVATIONS),
+            "pad_positions": pad is not None,
         }
-    curves = activation_frequency_curves(
-        {key: np.concatenate(parts) for key, parts in curve_parts.items()}, n, m
-    )
+    curves = activation_frequency_curves({key: np.concatenate(parts) for key, parts in curve_parts.items()}, n, m)
     scoring["seconds"] = round(time.perf_counter() - t0, 3)
-    scoring["seconds_activation_pass"] = round(t_pass, 3)
-    return ScoreResult(feats, thresholds, curves, pd.concat(coact_frames, ignore_index=True), act.sentence_max, scoring)
+    scoring["seconds_thresholds"] = round(t_thresholds, 3)
+    return ScoreResult(feats, thresholds, curves, pd.concat(coact_frames, ignore_index=True), scoring)
 
 
-def sentence_max_batches(sm: SentenceMax) -> list[pa.Table]:
-    """sentence_max rows grouped into blocks of 1024 pairs (one row group each),
-    so a query for one pair reads one row group."""
-    block = (sm.pair >> PAIR_BLOCK_SHIFT).astype(np.uint16)
-    order = np.argsort(block, kind="stable")
-    starts = np.searchsorted(block[order], np.arange(int(block.max(initial=0)) + 2))
-    lang_dict = pa.array(sm.languages, pa.string())
-    tables = []
-    for lo, hi in zip(starts[:-1], starts[1:], strict=True):
-        if hi <= lo:
-            continue
-        idx = order[lo:hi]
-        tables.append(pa.table({
-            "pair_id": pa.array(sm.pair[idx], pa.int32()),
-            "lang": pa.DictionaryArray.from_arrays(pa.array(sm.lang[idx], pa.int8()), lang_dict),
-            "feature": pa.array(sm.feature[idx], pa.int32()),
-            "max_activation": pa.array(sm.value[idx], pa.float32()),
-            "n_tokens": pa.array(sm.n_tokens[idx], pa.int32()),
-        }, schema=SENTENCE_MAX_SCHEMA))
-    return tables or [SENTENCE_MAX_SCHEMA.empty_table()]
+class SentenceMaxWriter:
+    """Streams each block's per-sentence maxima into ``sentence_max.parquet``.
+
+    Within a block, rows are grouped by pair bucket (1024 pairs) so every row
+    group spans few pairs and a reader filtering on one pair_id skips all row
+    groups but one per feature block.
+    """
+
+    def __init__(self, handle: Any, languages: list[str]) -> None:
+        self.writer = pq.ParquetWriter(handle, SENTENCE_MAX_SCHEMA, compression="zstd",
+                                       use_dictionary=["lang"],
+                                       column_encoding={"feature": "DELTA_BINARY_PACKED"})
+        self.lang_dict = pa.array(languages, pa.string())
+
+    def __call__(self, sm: SentenceMax) -> None:
+        if len(sm) == 0:
+            return
+        bucket = (sm.pair >> PAIR_BLOCK_SHIFT).astype(np.uint16)
+        order = np.argsort(bucket, kind="stable")
+        edges = np.flatnonzero(np.diff(bucket[order])) + 1
+        table = pa.table({
+            "pair_id": pa.array(sm.pair[order], pa.int32()),
+            "lang": pa.DictionaryArray.from_arrays(pa.array(sm.lang[order], pa.int8()), self.lang_dict),
+            "feature": pa.array(sm.feature[order], pa.int32()),
+            "max_activation": pa.array(sm.value[order], pa.float32()),
+            "n_tokens": pa.array(sm.n_tokens[order], pa.int32()),
+        }, schema=SENTENCE_MAX_SCHEMA)
+        for lo, hi in itertools.pairwise([0, *edges.tolist(), len(order)]):
+            self.writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
-def write_scores(writer: RunWriter, result: ScoreResult) -> None:
-    """Write the five score tables into a RunWriter's temporary directory."""
+def write_score_tables(writer: RunWriter, result: ScoreResult) -> None:
+    """Write features, thresholds, curves and coactivation into a RunWriter's temporary directory."""
     writer.write_table(FEATURES, pa.Table.from_pandas(result.features, preserve_index=False))
     writer.write_table(THRESHOLDS, pa.Table.from_pandas(result.thresholds, preserve_index=False))
     writer.write_table(CURVES, pa.Table.from_pandas(result.curves, preserve_index=False))
     writer.write_table(COACTIVATION, pa.Table.from_pandas(result.coactivation, preserve_index=False))
-    with writer.fs.open(writer.path(SENTENCE_MAX), "wb") as handle, pq.ParquetWriter(
-        handle, SENTENCE_MAX_SCHEMA, compression="zstd"
-    ) as pw:
-        for table in sentence_max_batches(result.sentence_max):
-            pw.write_table(table, row_group_size=max(table.num_rows, 1))
 
 
 def score_run(
@@ -317,13 +364,18 @@ def score_run(
     else:
         root = path
     run = Run.open_fs(fs, join(root, run_id))
-    result = compute_scores(run, config, progress=progress)
     keep = [
         name for name in (p.rsplit("/", 1)[-1] for p in fs.ls(run.path, detail=False))
         if name not in SCORE_FILES and name != MANIFEST
     ]
     with RunWriter(root, run_id, overwrite=True, keep_from=run.path, keep_files=keep, fs=fs) as writer:
-        write_scores(writer, result)
+        with writer.fs.open(writer.path(SENTENCE_MAX), "wb") as handle:
+            sink = SentenceMaxWriter(handle, run.languages)
+            try:
+                result = compute_scores(run, config, progress=progress, sentence_max_sink=sink)
+            finally:
+                sink.close()
+        write_score_tables(writer, result)
         manifest = run.manifest
         manifest.scoring = result.scoring
         writer.commit(manifest)

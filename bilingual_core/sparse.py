@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -66,23 +67,31 @@ class SentenceMax:
         np.maximum.at(out, self.local_feature * self.m + self.lang, self.value.astype(np.float64))
         return out.reshape(self.n_features, self.m)
 
-    def union_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Group entries by (feature, pair): the pairs where some language fires.
+    @cached_property
+    def lang_max(self) -> np.ndarray:
+        """(m,): the largest value of each language over all features and pairs."""
+        out = np.zeros(self.m, dtype=np.float64)
+        np.maximum.at(out, self.lang, self.value.astype(np.float64))
+        return out
 
-        Returns ``(row_feature, row_of_entry, dense)``: the local feature of each
+    @cached_property
+    def union(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Entries grouped by (feature, pair): the pairs where some language fires.
+
+        Computed once per block and shared by every score. Returns ``(row_feature, row_of_entry, dense)``: the local feature of each
         union row, the union row of each entry, and a (rows, m) float64 matrix
         of ``q`` with zeros where a language is silent.
         """
         n = len(self)
         if n == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, self.m))
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((self.m, 0))
         new = np.empty(n, dtype=bool)
         new[0] = True
         new[1:] = (self.feature[1:] != self.feature[:-1]) | (self.pair[1:] != self.pair[:-1])
         row_of_entry = np.cumsum(new) - 1
         n_rows = int(row_of_entry[-1]) + 1
-        dense = np.zeros((n_rows, self.m), dtype=np.float64)
-        dense[row_of_entry, self.lang] = self.value
+        dense = np.zeros((self.m, n_rows), dtype=np.float64)
+        dense[self.lang, row_of_entry] = self.value
         row_feature = self.local_feature[new]
         return row_feature, row_of_entry, dense
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .schema import GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHOLD_QUANTILES
+from .scores import threshold_counts
 from .sparse import SentenceMax
 
 _BUCKET_SHIFT = 16
@@ -30,33 +31,56 @@ def _bucket(values: np.ndarray) -> np.ndarray:
 
 
 class ExactQuantiles:
-    """Mean and exact quantiles of positive float32 values per scope, streamed.
+    """Mean and exact quantiles of positive float32 values per language and pooled.
 
-    Call :meth:`add` for every chunk; then :meth:`result` with a callable that
-    re-streams the same chunks when more than ``in_memory_limit`` values were
-    seen (the second pass collects only the buckets that matter).
+    Call :meth:`add` with each chunk's language indices and values; then
+    :meth:`result`, passing a callable that re-streams the same chunks when more
+    than ``in_memory_limit`` values were seen (the second pass keeps only the
+    values in the buckets that hold the wanted order statistics). Scopes are
+    the languages, then ``global`` (all languages pooled).
     """
 
-    def __init__(self, scopes: list[str], in_memory_limit: int = IN_MEMORY_LIMIT) -> None:
-        self.scopes = list(scopes)
-        self.count = np.zeros(len(scopes), dtype=np.int64)
-        self.total = np.zeros(len(scopes), dtype=np.float64)
-        self.hist = np.zeros((len(scopes), _N_BUCKETS), dtype=np.int64)
+    def __init__(
+        self, languages: list[str], in_memory_limit: int = IN_MEMORY_LIMIT, *, track_max: bool = False
+    ) -> None:
+        self.languages = list(languages)
+        m = len(languages)
+        self.hist = np.zeros((m, _N_BUCKETS), dtype=np.int64)
+        self.total = np.zeros(m, dtype=np.float64)
+        self.lang_max = np.zeros(m, dtype=np.float64)
+        """Largest value per language, when ``track_max``."""
+        self.track_max = track_max
         self.in_memory_limit = in_memory_limit
-        self._kept: list[list[np.ndarray]] | None = [[] for _ in scopes]
+        self._seen = 0
+        self._kept: list[tuple[np.ndarray, np.ndarray]] | None = []
 
-    def add(self, scope: int, values: np.ndarray) -> None:
+    @property
+    def scopes(self) -> list[str]:
+        return [*self.languages, GLOBAL_SCOPE]
+
+    def add(self, lang: np.ndarray, values: np.ndarray) -> None:
+        """One chunk: ``lang`` (int, index into languages) and ``values`` (float32 > 0)."""
         if len(values) == 0:
             return
-        values = np.asarray(values, dtype=np.float32)
-        self.count[scope] += len(values)
-        self.total[scope] += float(values.sum(dtype=np.float64))
-        self.hist[scope] += np.bincount(_bucket(values), minlength=_N_BUCKETS)
+        m = len(self.languages)
+        index = _bucket(values) + lang.astype(np.int64) * _N_BUCKETS
+        self.hist += np.bincount(index, minlength=m * _N_BUCKETS).reshape(m, _N_BUCKETS)
+        self.total += np.bincount(lang, weights=values, minlength=m)
+        if self.track_max:
+            np.maximum.at(self.lang_max, lang, values)
+        self._seen += len(values)
         if self._kept is not None:
-            if self.count.max() > self.in_memory_limit:
+            if self._seen > self.in_memory_limit:
                 self._kept = None
             else:
-                self._kept[scope].append(values.copy())
+                self._kept.append((np.array(lang, dtype=np.int8), np.array(values, dtype=np.float32)))
+
+    def _scope_hist(self, s: int) -> np.ndarray:
+        return self.hist.sum(axis=0) if s == len(self.languages) else self.hist[s]
+
+    @staticmethod
+    def _scope_values(s: int, m: int, lang: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return values if s == m else values[lang == s]
 
     @staticmethod
     def _targets(n: int) -> dict[str, tuple[int, int, float]]:
@@ -68,61 +92,66 @@ class ExactQuantiles:
         return out
 
     def result(
-        self, rescan: Callable[[], Iterable[tuple[int, np.ndarray]]] | None = None
+        self, rescan: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]] | None = None
     ) -> pd.DataFrame:
         """Thresholds table: columns threshold, scope, value, n_activations."""
-        needed_buckets: list[set[int]] = []
-        ranks_needed: list[dict[str, tuple[int, int, float]]] = []
-        for s in range(len(self.scopes)):
-            n = int(self.count[s])
-            targets = self._targets(n) if n else {}
-            ranks_needed.append(targets)
-            cum = np.cumsum(self.hist[s])
-            needed_buckets.append({int(np.searchsorted(cum, r, side="right")) for t in targets.values() for r in t[:2]})
-        if self._kept is not None:
-            collected = [np.concatenate(k) if k else np.zeros(0, np.float32) for k in self._kept]
-        else:
+        m = len(self.languages)
+        hists = [self._scope_hist(s) for s in range(m + 1)]
+        counts = [int(h.sum()) for h in hists]
+        totals = [*self.total.tolist(), float(self.total.sum())]
+        targets = [self._targets(n) if n else {} for n in counts]
+        cum_before = [np.concatenate([[0], np.cumsum(h)]) for h in hists]
+        needed = [
+            sorted({int(np.searchsorted(c[1:], r, side="right")) for t in tg.values() for r in t[:2]})
+            for c, tg in zip(cum_before, targets, strict=True)
+        ]
+        chunks = self._kept if self._kept is not None else None
+        if chunks is None:
             if rescan is None:
                 raise ValueError("too many values to keep in memory: a rescan callable is needed")
-            parts: list[list[np.ndarray]] = [[] for _ in self.scopes]
-            lookup = np.zeros((len(self.scopes), _N_BUCKETS), dtype=bool)
-            for s, buckets in enumerate(needed_buckets):
-                lookup[s, list(buckets)] = True
-            for s, values in rescan():
-                values = np.asarray(values, dtype=np.float32)
-                parts[s].append(values[lookup[s, _bucket(values)]])
-            collected = [np.concatenate(p) if p else np.zeros(0, np.float32) for p in parts]
+            # One lookup over the union of every scope's needed buckets; the
+            # (few) collected values are split by scope afterwards.
+            lookup = np.zeros(_N_BUCKETS, dtype=bool)
+            for buckets in needed:
+                lookup[buckets] = True
+            got_lang, got_values = [], []
+            for lang, values in rescan():
+                keep = lookup[_bucket(values)]
+                got_lang.append(lang[keep])
+                got_values.append(values[keep])
+            all_lang = np.concatenate(got_lang) if got_lang else np.zeros(0, np.int8)
+            all_values = np.concatenate(got_values) if got_values else np.zeros(0, np.float32)
+            parts = []
+            for s in range(m + 1):
+                in_scope = all_values if s == m else all_values[all_lang == s]
+                parts.append([in_scope[np.isin(_bucket(in_scope), needed[s])]])
+        else:
+            parts = [[self._scope_values(s, m, lang, v) for lang, v in chunks] for s in range(m + 1)]
         rows = []
         for s, scope in enumerate(self.scopes):
-            n = int(self.count[s])
-            mean = self.total[s] / n if n else np.nan
-            rows.append(("mean", scope, mean, n))
-            values = np.sort(collected[s])
-            # Rank r overall -> rank within the collected values: subtract the
-            # counts of all buckets below the first collected bucket that are
-            # not themselves collected.
-            cum_before = np.concatenate([[0], np.cumsum(self.hist[s])])
-            for name, (lo, hi, frac) in ranks_needed[s].items():
-                v_lo = self._order_stat(values, lo, s, cum_before, needed_buckets[s], in_memory=self._kept is not None)
-                v_hi = self._order_stat(values, hi, s, cum_before, needed_buckets[s], in_memory=self._kept is not None)
-                rows.append((name, scope, float(v_lo + (v_hi - v_lo) * frac), n))
+            n = counts[s]
+            rows.append(("mean", scope, totals[s] / n if n else np.nan, n))
             if n == 0:
                 rows.extend((name, scope, np.nan, 0) for name in THRESHOLD_QUANTILES)
-        frame = pd.DataFrame(rows, columns=["threshold", "scope", "value", "n_activations"])
-        return frame
+                continue
+            values = np.sort(np.concatenate(parts[s])) if parts[s] else np.zeros(0, np.float32)
+            offset = self._offsets(hists[s], cum_before[s], needed[s]) if chunks is None else None
+            for name, (lo, hi, frac) in targets[s].items():
+                v_lo = values[lo if offset is None else offset(lo)]
+                v_hi = values[hi if offset is None else offset(hi)]
+                rows.append((name, scope, float(v_lo) + (float(v_hi) - float(v_lo)) * frac, n))
+        return pd.DataFrame(rows, columns=["threshold", "scope", "value", "n_activations"])
 
-    def _order_stat(
-        self, values: np.ndarray, rank: int, s: int, cum_before: np.ndarray,
-        buckets: set[int], *, in_memory: bool,
-    ) -> float:
-        if in_memory:
-            return float(values[rank])
-        bucket = int(np.searchsorted(cum_before[1:], rank, side="right"))
-        # Collected values are the union of the needed buckets, sorted; the
-        # values before `bucket` inside the collection are those of needed
-        # buckets below it.
-        below_in_collection = sum(int(self.hist[s, b]) for b in buckets if b < bucket)
-        return float(values[below_in_collection + rank - int(cum_before[bucket])])
+    @staticmethod
+    def _offsets(hist: np.ndarray, cum_before: np.ndarray, needed: list[int]) -> Callable[[int], int]:
+        """Map an overall rank to its index among the collected (needed-bucket) values."""
+
+        def offset(rank: int) -> int:
+            bucket = int(np.searchsorted(cum_before[1:], rank, side="right"))
+            below = sum(int(hist[b]) for b in needed if b < bucket)
+            return below + rank - int(cum_before[bucket])
+
+        return offset
 
 
 def thresholds_table(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -133,26 +162,32 @@ def thresholds_table(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+def curve_cuts(languages: list[str], thresholds: dict[str, dict[str, float]]) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """The (threshold, scope) keys of the curves and their threshold values (inf when missing)."""
+    keys = [(name, scope) for name in THRESHOLD_NAMES for scope in [*languages, GLOBAL_SCOPE]]
+    cuts = np.array([thresholds.get(name, {}).get(scope, np.nan) for name, scope in keys])
+    return keys, np.where(np.isfinite(cuts), cuts, np.inf)
+
+
+def curve_counts_from(
+    keys: list[tuple[str, str]], sizes: np.ndarray, languages: list[str]
+) -> dict[tuple[str, str], np.ndarray]:
+    """Per key, the number of the scope's sentences above its threshold; ``sizes`` is (f, m, len(keys))."""
+    out = {}
+    for j, (name, scope) in enumerate(keys):
+        out[(name, scope)] = sizes[:, :, j].sum(axis=1) if scope == GLOBAL_SCOPE else sizes[:, languages.index(scope), j]
+    return out
+
+
 def curve_counts(block: SentenceMax, thresholds: dict[str, dict[str, float]]) -> dict[tuple[str, str], np.ndarray]:
     """Per feature of the block, the number of a scope's sentences whose max exceeds each threshold.
 
     Keys ``(threshold, scope)``; a language scope counts that language's
     sentences, the global scope counts all ``m n`` sentences with the global
-    threshold value.
+    threshold value. A missing (NaN) threshold counts nothing.
     """
-    out: dict[tuple[str, str], np.ndarray] = {}
-    f = block.n_features
-    local = block.local_feature
-    for name in THRESHOLD_NAMES:
-        values = thresholds.get(name, {})
-        for li, lang in enumerate(block.languages):
-            t = values.get(lang, np.nan)
-            mask = (block.lang == li) & (block.value > t) if np.isfinite(t) else np.zeros(len(block), bool)
-            out[(name, lang)] = np.bincount(local[mask], minlength=f)
-        t = values.get(GLOBAL_SCOPE, np.nan)
-        mask = block.value > t if np.isfinite(t) else np.zeros(len(block), bool)
-        out[(name, GLOBAL_SCOPE)] = np.bincount(local[mask], minlength=f)
-    return out
+    keys, cuts = curve_cuts(block.languages, thresholds)
+    return curve_counts_from(keys, threshold_counts(block, cuts).sizes, block.languages)
 
 
 def activation_frequency_curves(

@@ -102,6 +102,8 @@ class SyntheticConfig:
     run_id: str = "synthetic"
     block_features: int = 512
     """Features generated at once (bounds memory at large sizes)."""
+    mean_span: float = 2.5
+    """Mean number of consecutive tokens a background feature fires on in a sentence."""
 
     def __post_init__(self) -> None:
         if len(self.languages) < 2:
@@ -254,6 +256,39 @@ def _assign_planted(cfg: SyntheticConfig, corpus: Corpus, rng: np.random.Generat
     return SyntheticTruth(kinds, concept, leaning)
 
 
+def _background_rows(
+    corpus: Corpus, token_rates: np.ndarray, mean_span: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bursty firing for a block of background features, vectorised over the block.
+
+    A feature with token rate ``r`` fires in a sentence with probability
+    ``r * L / mean_span`` (L = mean sentence length), on a contiguous span of
+    ``1 + Geometric`` tokens (mean ``mean_span``) at a random offset, with a
+    per-sentence strength times per-token noise, as SAE features tend to fire
+    on runs of related tokens. Returns (global token indices, values, cuts):
+    feature j's rows are ``cuts[j]:cuts[j+1]``, sorted by token index.
+    """
+    starts = corpus.sentence_start.reshape(-1)
+    lens = corpus.sentence_len.reshape(-1)
+    n_sent = len(starts)
+    sent_prob = np.minimum(token_rates * lens.mean() / mean_span, 1.0)
+    n_fire = rng.binomial(n_sent, sent_prob)
+    owner = np.repeat(np.arange(len(token_rates), dtype=np.int64), n_fire)
+    sentence = np.unique(owner * n_sent + rng.integers(0, n_sent, size=len(owner)))
+    owner, sentence = sentence // n_sent, sentence % n_sent
+    length = lens[sentence]
+    span = np.minimum(1 + rng.geometric(1.0 / mean_span, size=len(sentence)) - 1, length)
+    offset = (rng.random(len(sentence)) * (length - span + 1)).astype(np.int64)
+    first = starts[sentence] + offset
+    token_owner = np.repeat(owner, span)
+    step = np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span)
+    idx = np.repeat(first, span) + step
+    strength = rng.exponential(1.0, size=len(sentence)) * rng.uniform(1.0, 10.0, size=len(token_rates))[owner]
+    values = (np.repeat(strength, span) * rng.lognormal(0.0, 0.3, size=len(idx)) + 0.05).astype(np.float32)
+    cuts = np.searchsorted(token_owner, np.arange(len(token_rates) + 1))
+    return idx, values, cuts
+
+
 def _background_rates(cfg: SyntheticConfig, rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
     raw = np.exp(rng.uniform(np.log(1e-3), np.log(1.0), size=len(background)))
     return np.minimum(raw * cfg.features_per_token / max(raw.sum(), 1e-12), 0.5)
@@ -316,14 +351,8 @@ def write_synthetic_run(
                 rows: list[tuple[int, np.ndarray, np.ndarray]] = []
                 bg = [f for f in block if f not in truth.kinds]
                 if bg:
-                    counts = rng.binomial(n_tokens, rates[bg])
-                    idx = rng.integers(0, n_tokens, size=int(counts.sum()))
-                    owner = np.repeat(np.arange(len(bg)), counts)
-                    key = np.unique(owner.astype(np.int64) * n_tokens + idx)
-                    owner, idx = key // n_tokens, key % n_tokens
-                    values = rng.exponential(1.0, size=len(idx)) * rng.uniform(1.0, 10.0, size=len(bg))[owner] + 0.05
-                    cuts = np.searchsorted(owner, np.arange(len(bg) + 1))
-                    rows.extend((f, idx[cuts[j]:cuts[j + 1]], values[cuts[j]:cuts[j + 1]].astype(np.float32)) for j, f in enumerate(bg))
+                    idx, values, cuts = _background_rows(corpus, rates[bg], cfg.mean_span, rng)
+                    rows.extend((f, idx[cuts[j]:cuts[j + 1]], values[cuts[j]:cuts[j + 1]]) for j, f in enumerate(bg))
                 for f in block:
                     if f in truth.kinds:
                         t, v = _planted_rows(truth.kinds[f], f, corpus, cfg, truth, concept_tokens, rng)
