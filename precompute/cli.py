@@ -48,6 +48,20 @@ def _score_args(p: argparse.ArgumentParser) -> Handler:
     return run
 
 
+@command("sort-activations", "sort a run's activations.parquet into the order the contract requires")
+def _sort_args(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--run", required=True, help="run directory (local path or fsspec URL)")
+
+    def run(args: argparse.Namespace) -> int:
+        from bilingual_core.sorting import sort_run_activations
+
+        rows = sort_run_activations(args.run)
+        print(f"sorted {rows:,} activations of {args.run}; score it with: python -m precompute score --run {args.run}")
+        return 0
+
+    return run
+
+
 @command("synthetic", "write (and score) a synthetic run with planted features")
 def _synthetic_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--out", required=True, help="results root to write into")
