@@ -38,7 +38,7 @@ from bilingual_core import ScoreConfig, score_run
 t = time.perf_counter()
 result = score_run({run!r}, config=ScoreConfig())
 elapsed = time.perf_counter() - t
-print(json.dumps({{"seconds": elapsed, "pass": result.scoring["seconds_activation_pass"],
+print(json.dumps({{"seconds": elapsed, "thresholds": result.scoring["seconds_thresholds"],
                    "compute": result.scoring["seconds"],
                    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
@@ -88,11 +88,11 @@ def main() -> None:
         size = (run / "activations.parquet").stat().st_size
         results = [score_once(run) for _ in range(args.repeats)]
         secs = statistics.median(r["seconds"] for r in results)
-        pass_s = statistics.median(r["pass"] for r in results)
+        pass_s = statistics.median(r["thresholds"] for r in results)
         rss = max(r["maxrss_kb"] for r in results) / 2**20
         rows.append((n, n_tokens, n_act, secs, pass_s, rss, size, size / n_tokens))
     print(f"\nscoring on {os.cpu_count()} cores, median of {args.repeats} (peak RSS: max over repeats)\n")
-    print("| pairs | tokens | activations | score s (median) | of which activation pass s | peak RSS GiB "
+    print("| pairs | tokens | activations | score s (median) | of which thresholds s | peak RSS GiB "
           "| activations.parquet MB | bytes/token | dense bytes/token | dense/ours |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     dense = 16384 * 4
