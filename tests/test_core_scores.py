@@ -6,7 +6,7 @@ value in a comment); none is copied from the implementation.
 
 from __future__ import annotations
 
-from math import comb, exp, log
+from math import comb, exp, log, log10
 
 import numpy as np
 import pandas as pd
@@ -14,7 +14,14 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from bilingual_core import Manifest, RunWriter, score_run, scores, sentence_max_from_dense
+from bilingual_core import (
+    Manifest,
+    RunWriter,
+    SentenceMax,
+    score_run,
+    scores,
+    sentence_max_from_dense,
+)
 from bilingual_core.schema import (
     ACTIVATIONS,
     ACTIVATIONS_SCHEMA,
@@ -336,6 +343,78 @@ def test_coactivation_pvalue_weighs_evidence():
     assert c.log10_pvalue[0] == pytest.approx(-log(comb(1000, 2), 10), rel=1e-9)
     assert c.log10_pvalue[1] == pytest.approx(-log(comb(1000, 200), 10), rel=1e-6)
     assert c.log10_pvalue[1] < c.log10_pvalue[0] - 100
+
+
+def block_from_sets(n_pairs: int, features: list[tuple[set[int], set[int]]]) -> SentenceMax:
+    """A two-language SentenceMax where feature i fires (q = 1) on the given pairs."""
+    rows = sorted(
+        (f, k, lang) for f, sets in enumerate(features) for lang, s in enumerate(sets) for k in s
+    )
+    f, k, lang = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    return SentenceMax(
+        f.astype(np.int32), k.astype(np.int32), lang.astype(np.int8),
+        np.ones(len(f), np.float32), np.ones(len(f), np.int32),
+        n_pairs, ["en", "es"], 0, len(features),
+    )  # fmt: skip
+
+
+def exact_log10_tail(x: int, n: int, a: int, b: int) -> float:
+    """log10 P(X >= x), X the overlap of independent random subsets of sizes a, b of
+    n pairs, in exact integer arithmetic: the terms ``C(a, j) C(n - a, b - j)`` by the
+    exact recurrence ``T_{j+1} = T_j (a - j)(b - j) / ((j + 1)(n - a - b + j + 1))``."""
+    lo, hi = max(0, a + b - n), min(a, b)
+    if x <= lo:
+        return 0.0
+    if x > hi:
+        return -np.inf
+    term, total = comb(a, x) * comb(n - a, b - x), 0
+    for j in range(x, hi + 1):
+        total += term
+        term = term * (a - j) * (b - j) // ((j + 1) * (n - a - b + j + 1))
+    ratio = total / comb(n, b)  # int / int is correctly rounded
+    return log10(ratio) if ratio > 1e-300 else log10(total) - log10(comb(n, b))
+
+
+@pytest.mark.parametrize("n", [10, 200, 93470])
+def test_coactivation_pvalue_exact_on_a_grid(n):
+    cases = []
+    if n < 1000:  # every size class, overlaps around the support ends and the mode
+        for a in sorted({1, 2, 5, n // 7, n // 2, n - 1, n}):
+            for b in sorted({1, 3, n // 5, n // 3, n - 2}):
+                lo, hi = max(0, a + b - n), min(a, b)
+                mode = (a + 1) * (b + 1) // (n + 2)
+                near = {
+                    lo,
+                    lo + 1,
+                    mode - 1,
+                    mode,
+                    mode + 1,
+                    mode + 3,
+                    (mode + hi) // 2,
+                    hi - 1,
+                    hi,
+                }
+                cases += [(a, b, x) for x in sorted(near) if lo <= x <= hi]
+    else:  # the size of the full corpus
+        cases = [(1, 1, 1), (1, 1, 0), (3, 3, 3), (3, 3, 1), (2, 90000, 2), (2, 90000, 1)]
+        cases += [(500, 600, x) for x in (0, 3, 4, 10, 100, 500)]
+        cases += [(4000, 5000, x) for x in (150, 213, 214, 260, 400)]
+    features = []
+    for a, b, x in cases:
+        en = set(range(a))
+        es = set(range(x)) | set(range(a, a + b - x))
+        features.append((en, es))
+    c = scores.coactivation(block_from_sets(n, features), 0.0)
+    np.testing.assert_array_equal(c.n_intersection, [x for _, _, x in cases])
+    for i, (a, b, x) in enumerate(cases):
+        ref = exact_log10_tail(x, n, a, b)
+        got = c.log10_pvalue[i]
+        assert np.isfinite(got), (a, b, x, got)  # never underflows to -inf
+        assert got == pytest.approx(ref, rel=1e-9, abs=1e-12), (n, a, b, x)
+        if ref > -300:
+            assert 10.0**got == pytest.approx(
+                stats.hypergeom.sf(x - 1, n, a, b), rel=1e-8, abs=1e-300
+            )
 
 
 def test_coactivation_three_languages():
