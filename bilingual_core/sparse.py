@@ -67,7 +67,6 @@ class SentenceMax:
         np.maximum.at(out, self.local_feature * self.m + self.lang, self.value.astype(np.float64))
         return out.reshape(self.n_features, self.m)
 
-    @cached_property
     def lang_max(self) -> np.ndarray:
         """(m,): the largest value of each language over all features and pairs."""
         out = np.zeros(self.m, dtype=np.float64)
