@@ -657,3 +657,21 @@ def test_thresholds_and_curves_on_hand_built_run(hand_run):
     row = coact[(coact.threshold == "mean") & (coact.feature == 0)].iloc[0]
     assert row.n_union == 0 and np.isnan(row.jaccard)
     assert row.threshold_value == pytest.approx(16 / 6)
+
+
+def test_score_run_with_no_alive_feature(tmp_path):
+    # Every feature fires in one language only: nothing is alive, nothing is ranked.
+    rows = [(0, "en", 1, 0, 1.0), (1, "es", 2, 1, 2.0), (1, "es", 3, 1, 0.5)]
+    write_hand_run(tmp_path, "dead", rows, n_pairs=2, d_sae=3, lengths={"en": 3, "es": 3})
+    result = score_run(tmp_path / "dead")
+    f = result.features
+    assert not f.alive.any()
+    assert f.bi_rank.isna().all()
+    assert result.scoring["n_alive"] == 0
+    # idaf = 4/1, 4/1 and undefined for feature 2, which never fires
+    np.testing.assert_allclose(f.idaf[:2], [4.0, 4.0])
+    assert np.isnan(f.idaf[2])
+    assert f.mass_jsd.isna().all()
+    np.testing.assert_array_equal(f.n_fire_en, [1, 0, 0])
+    np.testing.assert_array_equal(f.n_fire_es, [0, 1, 0])
+    np.testing.assert_array_equal(f.n_tokens_es, [0, 2, 0])
