@@ -311,12 +311,11 @@ def test_curves_match_reference(scored):
         assert c.fraction.is_monotonic_decreasing
 
 
-def test_block_size_does_not_change_scores(scored, tmp_path):
+def test_block_size_and_threads_do_not_change_scores(scored, tmp_path):
     run_dir, result, _ = scored
     shutil.copytree(run_dir, tmp_path / run_dir.name)
-    small = score_run(
-        tmp_path / run_dir.name, config=ScoreConfig(variant="notebook", block_features=7)
-    )
+    config = ScoreConfig(variant="notebook", block_features=7, threads=1)
+    small = score_run(tmp_path / run_dir.name, config=config)
     cols = [c for c in result.features.columns if c != "feature"]
     pd.testing.assert_frame_equal(
         small.features[cols], result.features[cols], check_exact=False, rtol=1e-12
