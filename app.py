@@ -1,0 +1,34 @@
+"""Bilingual SAE feature explorer: ``streamlit run app.py``.
+
+The entry point draws the shared sidebar (the run picker) and hands over to
+the page named by the URL (``explorer.nav.PAGES``). Runs are read from the
+results root named by ``BILINGUAL_RESULTS_DIR`` (a path or fsspec URL;
+``results/`` by default, where the bundled demo run lives).
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import streamlit as st
+
+from bilingual_core import RunFormatError
+from explorer import nav, ui
+
+st.set_page_config(page_title="Bilingual SAE features", page_icon=":material/translate:", layout="wide")
+
+page = st.navigation([
+    st.Page(p.path, title=p.title, icon=p.icon, url_path=p.url_path or None, default=not p.url_path)
+    for p in nav.PAGES
+])
+
+root = ui.results_root()
+with st.sidebar:
+    ui.run_picker_ui(root)
+    st.caption(f"Results root: `{root}`")
+
+try:
+    with ui.app_entry():
+        page.run()
+except (RunFormatError, duckdb.Error, pa.ArrowException, OSError) as exc:
+    ui.show_error(exc)

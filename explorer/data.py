@@ -1,0 +1,413 @@
+"""Every read the app makes: cached loaders over ``bilingual_core`` and DuckDB.
+
+Pages never open files; they call the functions here. Two rules keep the
+caches correct and the memory flat:
+
+* A cached function depends on its arguments only. Runs are named by their
+  ``location`` (a local path or fsspec URL of the run directory) plus a
+  ``token`` that changes whenever the run is rewritten (see ``run_token``), so
+  a rescored run is never served from a stale cache entry.
+* Activations are never loaded whole. ``activations.parquet`` is sorted by
+  feature, and ``sentence_max.parquet`` is grouped by blocks of 1024 pairs, so
+  DuckDB's row-group pruning reads only what a query names
+  (``WHERE feature = F`` or ``WHERE pair_id = K``).
+
+DuckDB reads local files directly; for other fsspec filesystems (``memory://``
+in tests, ``hf://``, ``s3://``) the filesystem is registered with the shared
+connection. The connection is a ``st.cache_resource`` shared by every browser
+session; each query runs on its own cursor, which DuckDB allows from several
+threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import duckdb
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import streamlit as st
+
+from bilingual_core import Manifest, Run, RunFormatError, RunListing, list_runs
+from bilingual_core.schema import (
+    ACTIVATIONS,
+    COACTIVATION,
+    CURVES,
+    FEATURES,
+    PAIRS,
+    REQUIRED_COLUMNS,
+    SENTENCE_MAX,
+    THRESHOLD_NAMES,
+    THRESHOLDS,
+    TOKENS,
+)
+from bilingual_core.storage import is_local, join, open_root
+
+# Most activations a single query hands back to Python (a feature firing on
+# every token of a full OPUS Books run has about 6.5 million).
+DUCKDB_MEMORY_LIMIT = "1GB"
+DUCKDB_THREADS = 2
+RUN_LIST_TTL_S = 10
+"""Seconds a listing of the results root is reused: new runs appear this fast."""
+TOP_TOKENS_PER_FEATURE = 16
+"""Top activations per feature kept in the token search index."""
+
+
+# ---------------------------------------------------------------- DuckDB ---
+
+
+@st.cache_resource(show_spinner=False)
+def duckdb_connection() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB database for the whole app process."""
+    con = duckdb.connect(
+        config={"threads": DUCKDB_THREADS, "memory_limit": DUCKDB_MEMORY_LIMIT}
+    )
+    con.execute("SET enable_object_cache = true")  # keep Parquet footers between queries
+    return con
+
+
+_registered: set[str] = set()
+_register_lock = threading.Lock()
+
+
+def parquet_source(location: str, name: str) -> str:
+    """What DuckDB's ``read_parquet`` takes for file ``name`` of a run.
+
+    A local path for local runs; for any other fsspec filesystem, the full URL
+    after registering that filesystem with the shared connection.
+    """
+    fs, path = open_root(location)
+    full = join(path, name)
+    if is_local(fs):
+        return full
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    key = protocols[0]
+    with _register_lock:
+        if key not in _registered:
+            duckdb_connection().register_filesystem(fs)
+            _registered.add(key)
+    return fs.unstrip_protocol(full)
+
+
+def query(sql: str, params: list | None = None, *, file: str) -> pd.DataFrame:
+    """Run ``sql`` on a fresh cursor; errors name ``file`` (RunFormatError)."""
+    cursor = duckdb_connection().cursor()
+    try:
+        return cursor.execute(sql, params or []).df()
+    except duckdb.Error as exc:
+        raise RunFormatError(file, None, f"query failed ({exc})") from exc
+    finally:
+        cursor.close()
+
+
+def _int_list(values: tuple[int, ...] | list[int]) -> str:
+    """A SQL list literal of integers (ints only, so nothing can be injected).
+
+    Literal lists, unlike bound list parameters, let DuckDB prune row groups.
+    """
+    return ", ".join(str(int(v)) for v in values) or "NULL"
+
+
+# ------------------------------------------------------------------ runs ---
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A selected run: where it is and the token that invalidates its caches."""
+
+    root: str
+    run_id: str
+    location: str
+    token: str
+    manifest: Manifest
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.manifest.languages)
+
+
+def run_token(manifest: Manifest | None) -> str:
+    """Changes whenever a run is rewritten: creation and scoring times."""
+    if manifest is None:
+        return ""
+    return f"{manifest.created_at}|{manifest.scoring.get('scored_at', '')}|{manifest.status}"
+
+
+def run_location(listing: RunListing, root: str) -> str:
+    """The run directory as a path (local roots) or URL (other filesystems)."""
+    fs, _ = open_root(root)
+    return listing.path if is_local(fs) else fs.unstrip_protocol(listing.path)
+
+
+@st.cache_data(ttl=RUN_LIST_TTL_S, show_spinner=False)
+def runs(root: str) -> list[RunListing]:
+    """Every run directory under ``root`` (complete ones first), with problems.
+
+    Re-read every few seconds, so a run finished by a worker appears without a
+    restart.
+    """
+    return list_runs(root)
+
+
+def runs_frame(listings: list[RunListing]) -> pd.DataFrame:
+    """The runs of a results root as a table for the overview page."""
+    rows = []
+    for r in listings:
+        m = r.manifest
+        rows.append({
+            "run": r.run_id,
+            "status": "ok" if r.ok else f"problem: {r.problem}",
+            "model": (m.model.get("name") if m else None),
+            "SAE": _sae_name(m.sae) if m else None,
+            "pairs": m.n_pairs if m else None,
+            "features": m.d_sae if m else None,
+            "languages": ", ".join(m.languages) if m else None,
+            "created": m.created_at if m else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def _sae_name(sae: dict) -> str | None:
+    if sae.get("release") and sae.get("id"):
+        return f"{sae['release']} / {sae['id']}"
+    return sae.get("id") or sae.get("path") or sae.get("release")
+
+
+@st.cache_data(show_spinner=False)
+def file_problems(location: str, token: str, names: tuple[str, ...]) -> dict[str, str]:
+    """For each file of ``names`` that is missing, unreadable or lacks a
+    required column: a sentence saying so. Empty when all are usable."""
+    del token  # cache key only
+    fs, path = open_root(location)
+    problems: dict[str, str] = {}
+    for name in names:
+        full = join(path, name)
+        if not fs.exists(full):
+            problems[name] = f"{name} is missing from the run directory {location}"
+            continue
+        try:
+            with fs.open(full, "rb") as handle:
+                schema = pq.read_schema(handle)
+        except (pa.ArrowException, OSError) as exc:
+            problems[name] = f"{name} is not a readable Parquet file ({exc})"
+            continue
+        missing = [c.name for c in REQUIRED_COLUMNS.get(name, []) if c.name not in schema.names]
+        if missing:
+            problems[name] = f"{name} lacks required column(s): {', '.join(missing)}"
+    return problems
+
+
+# ---------------------------------------------------------- small tables ---
+
+
+def _open(location: str) -> Run:
+    return Run.open(location)
+
+
+@st.cache_data(show_spinner=False)
+def features(location: str, token: str) -> pd.DataFrame:
+    """features.parquet: one row per SAE feature, every score and count."""
+    del token
+    frame = _open(location).read_pandas(FEATURES)
+    return frame.sort_values("feature", ignore_index=True)
+
+
+@st.cache_data(show_spinner=False)
+def thresholds(location: str, token: str) -> pd.DataFrame:
+    """thresholds.parquet (threshold, scope, value, n_activations)."""
+    del token
+    return _open(location).read_pandas(THRESHOLDS)
+
+
+@st.cache_data(show_spinner=False)
+def curves(location: str, token: str) -> pd.DataFrame:
+    """curves.parquet: (threshold, scope, rank, fraction[, feature])."""
+    del token
+    return _open(location).read_pandas(CURVES)
+
+
+@st.cache_data(show_spinner=False)
+def coactivation_thresholds(location: str, token: str) -> list[str]:
+    """The thresholds coactivation.parquet was computed at, in display order."""
+    del token
+    frame = query(
+        "SELECT DISTINCT threshold FROM read_parquet(?)",
+        [parquet_source(location, COACTIVATION)], file=COACTIVATION,
+    )
+    found = set(frame["threshold"])
+    order = ["any", *THRESHOLD_NAMES]
+    return [t for t in order if t in found] + sorted(found - set(order))
+
+
+@st.cache_data(show_spinner=False)
+def coactivation(location: str, token: str, threshold: str) -> pd.DataFrame:
+    """coactivation.parquet rows of one threshold, one per feature."""
+    del token
+    return query(
+        "SELECT * EXCLUDE (threshold) FROM read_parquet(?) WHERE threshold = ? ORDER BY feature",
+        [parquet_source(location, COACTIVATION), threshold], file=COACTIVATION,
+    )
+
+
+# --------------------------------------------------------- feature pages ---
+
+
+@dataclass(frozen=True)
+class FeatureProfile:
+    """What the feature page shows about where one feature fires."""
+
+    sentence_max: pd.DataFrame
+    """(pair_id, lang, max_activation, n_tokens): one row per sentence it fires on."""
+    histogram: pd.DataFrame
+    """(lang, left, right, count): token activations per language, shared bins."""
+    n_activations: int
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def feature_profile(location: str, token: str, feature: int, bins: int = 40) -> FeatureProfile:
+    """One feature's activations, read with ``WHERE feature = F`` (a row group or two)."""
+    del token
+    rows = query(
+        "SELECT pair_id, lang, activation FROM read_parquet(?) WHERE feature = ?",
+        [parquet_source(location, ACTIVATIONS), int(feature)], file=ACTIVATIONS,
+    )
+    if rows.empty:
+        empty_max = pd.DataFrame({"pair_id": pd.Series(dtype="int32"), "lang": pd.Series(dtype="str"),
+                                  "max_activation": pd.Series(dtype="float32"),
+                                  "n_tokens": pd.Series(dtype="int64")})
+        empty_hist = pd.DataFrame({"lang": pd.Series(dtype="str"), "left": pd.Series(dtype="float64"),
+                                   "right": pd.Series(dtype="float64"), "count": pd.Series(dtype="int64")})
+        return FeatureProfile(empty_max, empty_hist, 0)
+    rows["lang"] = rows["lang"].astype(str)
+    per_sentence = (
+        rows.groupby(["pair_id", "lang"], sort=False)["activation"]
+        .agg(max_activation="max", n_tokens="size")
+        .reset_index()
+    )
+    values = rows["activation"].to_numpy(np.float64)
+    edges = np.histogram_bin_edges(values, bins=bins, range=(0.0, float(values.max())))
+    parts = []
+    for lang, group in rows.groupby("lang", sort=True):
+        counts, _ = np.histogram(group["activation"].to_numpy(np.float64), bins=edges)
+        parts.append(pd.DataFrame({"lang": lang, "left": edges[:-1], "right": edges[1:], "count": counts}))
+    return FeatureProfile(per_sentence, pd.concat(parts, ignore_index=True), len(rows))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def token_activations(
+    location: str, token: str, features: tuple[int, ...], pair_ids: tuple[int, ...]
+) -> pd.DataFrame:
+    """(feature, pair_id, lang, position, activation) of some features on some pairs."""
+    del token
+    frame = query(
+        f"SELECT feature, pair_id, lang, position, activation FROM read_parquet(?) "
+        f"WHERE feature IN ({_int_list(features)}) AND pair_id IN ({_int_list(pair_ids)})",
+        [parquet_source(location, ACTIVATIONS)], file=ACTIVATIONS,
+    )
+    frame["lang"] = frame["lang"].astype(str)
+    return frame
+
+
+# ------------------------------------------------------------ pair pages ---
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def pair_texts(location: str, token: str, pair_ids: tuple[int, ...]) -> pd.DataFrame:
+    """(pair_id, lang, text) of some pairs."""
+    del token
+    frame = query(
+        f"SELECT pair_id, lang, text FROM read_parquet(?) WHERE pair_id IN ({_int_list(pair_ids)}) "
+        "ORDER BY pair_id",
+        [parquet_source(location, PAIRS)], file=PAIRS,
+    )
+    frame["lang"] = frame["lang"].astype(str)
+    return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def pair_tokens(location: str, token: str, pair_ids: tuple[int, ...]) -> pd.DataFrame:
+    """(pair_id, lang, position, token_id, token) of some pairs, BOS rows included."""
+    del token
+    frame = query(
+        "SELECT pair_id, lang, position, token_id, token FROM read_parquet(?) "
+        f"WHERE pair_id IN ({_int_list(pair_ids)}) ORDER BY pair_id, lang, position",
+        [parquet_source(location, TOKENS)], file=TOKENS,
+    )
+    frame["lang"] = frame["lang"].astype(str)
+    return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def pair_features(location: str, token: str, pair_id: int) -> pd.DataFrame:
+    """Per-sentence maxima of every feature firing on one pair, long format
+    (feature, lang, max_activation, n_tokens), from sentence_max.parquet."""
+    del token
+    frame = query(
+        "SELECT feature, lang, max_activation, n_tokens FROM read_parquet(?) WHERE pair_id = ?",
+        [parquet_source(location, SENTENCE_MAX), int(pair_id)], file=SENTENCE_MAX,
+    )
+    frame["lang"] = frame["lang"].astype(str)
+    return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def search_pairs(location: str, token: str, text: str, limit: int = 200) -> pd.DataFrame:
+    """Pairs with a sentence containing ``text`` (case-insensitive), as
+    (pair_id, lang, text) rows of the matching sentences, first ``limit`` pairs."""
+    del token
+    frame = query(
+        "WITH hits AS (SELECT DISTINCT pair_id FROM read_parquet($1) "
+        "  WHERE contains(lower(text), lower($2)) ORDER BY pair_id LIMIT $3) "
+        "SELECT p.pair_id, p.lang, p.text FROM read_parquet($1) p "
+        "JOIN hits USING (pair_id) ORDER BY p.pair_id",
+        [parquet_source(location, PAIRS), text, int(limit)], file=PAIRS,
+    )
+    frame["lang"] = frame["lang"].astype(str)
+    return frame
+
+
+@st.cache_data(show_spinner=False)
+def n_pairs_with_text(location: str, token: str) -> int:
+    """Rows of pairs.parquet (for captions)."""
+    del token
+    fs, path = open_root(location)
+    with fs.open(join(path, PAIRS), "rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
+# ------------------------------------------------------ token search index ---
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def top_tokens(location: str, token: str, per_feature: int = TOP_TOKENS_PER_FEATURE) -> pd.DataFrame:
+    """The tokens each feature fires on most strongly: (feature, token, n, max_activation).
+
+    For every feature, its ``per_feature`` largest token activations are
+    joined with tokens.parquet; ``n`` counts how many of them fall on the same
+    token string. One pass over activations.parquet (seconds on a full-size
+    run), computed the first time a search needs it and cached for the process.
+    """
+    del token
+    act = parquet_source(location, ACTIVATIONS)
+    tok = parquet_source(location, TOKENS)
+    frame = query(
+        "WITH top AS ("
+        "  SELECT feature, unnest(max_by({'p': pair_id, 'l': lang::VARCHAR, 'pos': position, 'a': activation},"
+        "                                  activation, ?)) AS t"
+        "  FROM read_parquet(?) GROUP BY feature) "
+        "SELECT top.feature, k.token, count(*)::INTEGER AS n, max(top.t.a) AS max_activation "
+        "FROM top JOIN read_parquet(?) k "
+        "  ON k.pair_id = top.t.p AND k.lang::VARCHAR = top.t.l AND k.position = top.t.pos "
+        "GROUP BY top.feature, k.token ORDER BY top.feature, n DESC, max_activation DESC",
+        [int(per_feature), act, tok], file=ACTIVATIONS,
+    )
+    return frame
+
+
+def fs_for(location: str) -> fsspec.AbstractFileSystem:
+    """The filesystem a run lives on (for pages that show paths)."""
+    return open_root(location)[0]

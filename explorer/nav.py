@@ -1,0 +1,34 @@
+"""The app's pages: file, title, URL path. ``app.py`` builds ``st.navigation``
+from ``PAGES``; pages link to each other through these constants.
+
+Adding a page is one line in ``PAGES`` (and its file under ``pages/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    path: str
+    """Script path relative to app.py (what st.page_link and st.switch_page take)."""
+    title: str
+    url_path: str
+    """Stable URL path ('' = the default page at '/')."""
+    icon: str
+
+
+OVERVIEW = "pages/overview.py"
+CURVES = "pages/curves.py"
+FEATURES = "pages/features.py"
+FEATURE = "pages/feature.py"
+PAIRS = "pages/pairs.py"
+
+PAGES: list[PageSpec] = [
+    PageSpec(OVERVIEW, "Overview", "", ":material/home:"),
+    PageSpec(CURVES, "Frequency curves", "curves", ":material/show_chart:"),
+    PageSpec(FEATURES, "Feature table", "features", ":material/table_rows:"),
+    PageSpec(FEATURE, "Feature", "feature", ":material/neurology:"),
+    PageSpec(PAIRS, "Sentence pairs", "pairs", ":material/translate:"),
+]

@@ -1,0 +1,89 @@
+"""HTML token heatmaps. Every token and sentence passes through ``html.escape``.
+
+Corpus text is untrusted (a sentence can contain ``<script>`` or
+``<img onerror=...>``), so nothing from a run reaches the page unescaped: token
+strings, titles (the hover text) and language codes are all escaped, and the
+only markup is the fixed template below. Colours are computed numbers.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+# Visible stand-ins for whitespace inside tokens (SentencePiece's "▁" is shown as a space).
+_WHITESPACE = {"\n": "↵", "\r": "␍", "\t": "⇥", "▁": " "}
+HEAT_RGB = (230, 85, 13)
+"""Orange: the colour a token takes at the scale's maximum activation."""
+
+
+def esc(text: object) -> str:
+    """``html.escape`` with quotes, for text and attribute values alike."""
+    return html.escape(str(text), quote=True)
+
+
+def visible_token(token: str) -> str:
+    """A token as displayed: whitespace made visible, not yet escaped."""
+    return "".join(_WHITESPACE.get(ch, ch) for ch in token)
+
+
+def heat_style(activation: float, vmax: float) -> str:
+    """Inline CSS for a token with ``activation`` on a 0..vmax scale."""
+    if vmax <= 0 or not math.isfinite(activation) or activation <= 0:
+        return "background-color:transparent"
+    alpha = min(1.0, activation / vmax)
+    r, g, b = HEAT_RGB
+    text = "#fff" if alpha > 0.6 else "inherit"
+    return f"background-color:rgba({r},{g},{b},{alpha:.3f});color:{text}"
+
+
+def token_heatmap(
+    tokens: Sequence[str], activations: Sequence[float], vmax: float, *, label: str = "",
+) -> str:
+    """One sentence as a row of tokens shaded by activation.
+
+    Hovering a token shows its text, position and activation (``title``).
+    ``tokens[i]`` has activation ``activations[i]`` (0 when the feature is
+    silent there); BOS rows should be left out by the caller.
+    """
+    spans = []
+    for i, (tok, act) in enumerate(zip(tokens, activations, strict=True)):
+        shown = visible_token(tok)
+        title = f"{shown!r} · position {i + 1} · activation {act:.3f}"
+        spans.append(
+            f'<span class="tok" title="{esc(title)}" style="{heat_style(act, vmax)};'
+            f'padding:1px 2px;margin:1px;border-radius:3px;white-space:pre;display:inline-block">'
+            f"{esc(shown)}</span>"
+        )
+    head = f'<div style="font-size:0.75em;opacity:0.7">{esc(label)}</div>' if label else ""
+    return f'<div class="heatmap" style="line-height:1.9">{head}{"".join(spans)}</div>'
+
+
+def pair_heatmaps(
+    sides: Sequence[tuple[str, Sequence[str], Sequence[float]]], vmax: float, *, caption: str = "",
+) -> str:
+    """Several languages of one pair side by side: ``(lang, tokens, activations)``
+    each, sharing one colour scale so the sides compare."""
+    cols = "".join(
+        f'<div style="flex:1;min-width:0">{token_heatmap(toks, acts, vmax, label=lang)}</div>'
+        for lang, toks, acts in sides
+    )
+    cap = f'<div style="font-size:0.85em;margin-bottom:2px">{esc(caption)}</div>' if caption else ""
+    return (
+        f'<div class="pair" style="margin-bottom:0.8em">{cap}'
+        f'<div style="display:flex;gap:1.5em">{cols}</div></div>'
+    )
+
+
+def sentence(text: str) -> str:
+    """A sentence as escaped HTML text (for places that render markup)."""
+    return f'<span class="sentence">{esc(text)}</span>'
+
+
+def legend(vmax: float) -> str:
+    """A small colour scale from 0 to ``vmax``."""
+    stops = "".join(
+        f'<span style="{heat_style(v, 1.0)};padding:0 6px">&nbsp;</span>' for v in (0.05, 0.25, 0.5, 0.75, 1.0)
+    )
+    return f'<div style="font-size:0.8em">activation 0 {stops} {vmax:.3g}</div>'

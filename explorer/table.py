@@ -1,0 +1,283 @@
+"""The feature table as pure pandas: which scores a run offers, filters, ranks.
+
+Nothing here draws a widget or reads a file: pages pass in the frames that
+``explorer.data`` loaded and the plain values that ``*_ui()`` functions
+returned, so every rule below can be tested without Streamlit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+ANY = "any"
+
+
+@dataclass(frozen=True)
+class Score:
+    """One way to rank features (DESIGN.md section 4)."""
+
+    key: str
+    """Stable id used in URLs (``?score=bi``)."""
+    label: str
+    column: str
+    """Column of the features table (after ``score_table``) holding the value."""
+    ascending: bool
+    """True when lower is better (``bi``, JSDs); ranks count from the best."""
+    help: str
+    coactivation: bool = False
+    """Comes from coactivation.parquet at the chosen threshold."""
+
+
+def available_scores(columns: list[str] | pd.Index, languages: list[str]) -> list[Score]:
+    """The scores a run's features table supports, in menu order."""
+    cols = set(columns)
+    scores = [Score("bi", "bi: blog bilingual score (lower = more bilingual)", "bi", True,
+                    "jsd + beta * idaf, the score of the post's text")]
+    if "notebook_bi" in cols:
+        scores.append(Score("notebook", "notebook bi (the post's published table)", "notebook_bi", True,
+                            "the variant of the post's notebook"))
+    scores.append(Score("jaccard", "co-activation Jaccard at the threshold (higher = more bilingual)",
+                        "coact_jaccard", False,
+                        "|pairs firing in every language| / |pairs firing in any|, at the chosen threshold",
+                        coactivation=True))
+    if "mass_jsd" in cols:
+        scores.append(Score("mass_jsd", "mass JSD (lower = more bilingual)", "mass_jsd", True,
+                            "JSD of the per-pair maxima normalised to sum 1 per language"))
+    scores.append(Score("jsd", "softmax JSD alone (lower = more bilingual)", "jsd", True,
+                        "the JSD term of bi, without idaf"))
+    for lang in languages:
+        if f"mono_{lang}" in cols:
+            scores.append(Score(f"mono_{lang}", f"monolinguality {lang} (higher = more {lang}-specific)",
+                                f"mono_{lang}", False,
+                                f"mean activation on {lang} tokens minus the other languages' mean"))
+    return scores
+
+
+def score_by_key(scores: list[Score], key: str | None) -> Score:
+    for s in scores:
+        if s.key == key:
+            return s
+    return scores[0]
+
+
+def score_table(
+    features: pd.DataFrame, coactivation: pd.DataFrame | None, languages: list[str],
+    planted: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """features.parquet plus the co-activation columns of one threshold
+    (``coact_*``), the language shares used by the specificity filter, and the
+    planted kind of synthetic runs."""
+    table = features.copy()
+    if coactivation is not None and not coactivation.empty:
+        co = coactivation.set_index("feature")
+        table["coact_jaccard"] = table["feature"].map(co["jaccard"])
+        table["coact_both"] = table["feature"].map(co["n_intersection"]).fillna(0).astype("int64")
+        table["coact_any"] = table["feature"].map(co["n_union"]).fillna(0).astype("int64")
+        table["coact_log10p"] = table["feature"].map(co["log10_pvalue"])
+    else:
+        table["coact_jaccard"] = table.get("jaccard", np.nan)
+    fire = np.stack([table[f"n_fire_{lang}"].to_numpy(np.float64) for lang in languages], axis=1)
+    total = fire.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, fire / np.where(total > 0, total, 1), 0.0)
+    for i, lang in enumerate(languages):
+        table[f"share_{lang}"] = share[:, i]
+    if planted:
+        table["planted"] = table["feature"].astype(str).map(planted).fillna("")
+    return table
+
+
+def ranks(table: pd.DataFrame, score: Score) -> pd.Series:
+    """1-based rank of each alive feature under ``score`` (ties by feature id);
+    <NA> for dead features and missing values."""
+    values = table[score.column].astype("float64")
+    eligible = table["alive"].astype(bool) & np.isfinite(values)
+    key = values if score.ascending else -values
+    order = pd.DataFrame({"key": key[eligible], "feature": table["feature"][eligible]})
+    order = order.sort_values(["key", "feature"], kind="stable")
+    result = pd.Series(pd.NA, index=table.index, dtype="Int64")
+    result.loc[order.index] = np.arange(1, len(order) + 1)
+    return result
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the feature table is narrowed to (all values come from widgets or the URL)."""
+
+    alive_only: bool = True
+    score_min: float | None = None
+    score_max: float | None = None
+    min_pairs: int = 0
+    """Minimum number of pairs the feature fires on, in every language."""
+    min_both: int = 0
+    """Minimum pairs where it exceeds the threshold in every language at once."""
+    specificity: str = ANY
+    """``any``, ``bilingual`` or ``only:<lang>``."""
+    share_cutoff: float = 0.8
+    """A feature is specific to a language when at least this share of its
+    firing sentences are in it; bilingual when no language reaches it."""
+    features: frozenset[int] | None = None
+    """Keep only these features (the token search), or all when None."""
+
+
+def apply_filters(table: pd.DataFrame, score: Score, filters: Filters, languages: list[str]) -> pd.DataFrame:
+    """Rows of ``table`` that pass ``filters``."""
+    keep = pd.Series(True, index=table.index)
+    if filters.alive_only:
+        keep &= table["alive"].astype(bool)
+    values = table[score.column].astype("float64")
+    if filters.score_min is not None:
+        keep &= values >= filters.score_min
+    if filters.score_max is not None:
+        keep &= values <= filters.score_max
+    if filters.min_pairs > 0:
+        for lang in languages:
+            keep &= table[f"n_fire_{lang}"] >= filters.min_pairs
+    if filters.min_both > 0 and "coact_both" in table:
+        keep &= table["coact_both"] >= filters.min_both
+    shares = table[[f"share_{lang}" for lang in languages]]
+    if filters.specificity == "bilingual":
+        keep &= (shares < filters.share_cutoff).all(axis=1) & (shares > 0).all(axis=1)
+    elif filters.specificity.startswith("only:"):
+        lang = filters.specificity.removeprefix("only:")
+        if lang in languages:
+            keep &= table[f"share_{lang}"] >= filters.share_cutoff
+    if filters.features is not None:
+        keep &= table["feature"].isin(filters.features)
+    return table[keep]
+
+
+def display_columns(table: pd.DataFrame, score: Score, languages: list[str]) -> list[str]:
+    """The columns the feature table shows, in order."""
+    cols = ["feature", "rank", score.column, "top_tokens", "planted"]
+    extra = [f"n_fire_{lang}" for lang in languages]
+    extra += ["bi", "bi_rank", "jsd", "idaf", "notebook_bi", "notebook_rank", "mass_jsd", "coact_jaccard",
+              "coact_both", "coact_log10p"]
+    for lang in languages:
+        extra += [f"max_act_{lang}", f"mono_{lang}", f"share_{lang}"]
+    extra += ["alive"]
+    cols = [c for c in cols if c in table]
+    for c in extra:
+        if c in table and c not in cols:
+            cols.append(c)
+    return cols
+
+
+def sort_table(table: pd.DataFrame, column: str, descending: bool) -> pd.DataFrame:
+    """Sort by ``column`` (missing values last), ties by feature id."""
+    if column not in table:
+        column = "rank"
+    return table.sort_values([column, "feature"], ascending=[not descending, True], na_position="last",
+                             kind="stable")
+
+
+def neighbours(table: pd.DataFrame, score: Score, feature: int) -> tuple[int | None, int | None, int | None]:
+    """(rank, previous feature, next feature) of ``feature`` along ``score``'s ranking."""
+    r = ranks(table, score)
+    ranked = pd.DataFrame({"feature": table["feature"], "rank": r}).dropna().sort_values("rank")
+    order = ranked["feature"].astype(int).tolist()
+    if feature not in order:
+        return None, None, None
+    i = order.index(feature)
+    prev_f = order[i - 1] if i > 0 else None
+    next_f = order[i + 1] if i + 1 < len(order) else None
+    return i + 1, prev_f, next_f
+
+
+def match_tokens(index: pd.DataFrame, text: str) -> frozenset[int]:
+    """Features whose top-activating tokens contain ``text`` (case-insensitive)."""
+    needle = text.strip().lower()
+    if not needle:
+        return frozenset(index["feature"].astype(int))
+    hits = index["token"].astype(str).str.lower().str.contains(needle, regex=False)
+    return frozenset(index.loc[hits, "feature"].astype(int))
+
+
+def token_summary(index: pd.DataFrame, limit: int = 5) -> pd.Series:
+    """Per feature, its most frequent top tokens as one short string."""
+    head = index.groupby("feature", sort=False).head(limit)
+    return head.groupby("feature")["token"].agg(lambda t: " · ".join(map(str, t)))
+
+
+BY_BOTH = "both"
+
+
+def top_pairs(sentence_max: pd.DataFrame, languages: list[str], by: str, n: int) -> pd.DataFrame:
+    """The ``n`` pairs where a feature fires most, one row per pair with a
+    ``max_<lang>`` column per language.
+
+    ``by`` is a language (its per-sentence maximum) or ``both``: the smallest
+    maximum across languages, so a pair ranks high only when the feature fires
+    strongly in every language (pairs where it fires in all languages first).
+    """
+    if sentence_max.empty:
+        return pd.DataFrame(columns=["pair_id", *[f"max_{lang}" for lang in languages]])
+    wide = sentence_max.pivot_table(index="pair_id", columns="lang", values="max_activation", aggfunc="max")
+    wide = wide.reindex(columns=languages).fillna(0.0)
+    wide.columns = [f"max_{lang}" for lang in languages]
+    if by == BY_BOTH or f"max_{by}" not in wide:
+        key = wide.min(axis=1)
+        tie = wide.max(axis=1)
+        wide = wide.assign(_k=key, _t=tie).sort_values(["_k", "_t"], ascending=False).drop(columns=["_k", "_t"])
+    else:
+        wide = wide.sort_values(f"max_{by}", ascending=False)
+    return wide.head(n).reset_index()
+
+
+def pair_feature_table(pair_features: pd.DataFrame, languages: list[str], features: pd.DataFrame | None = None,
+                       both_only: bool = True) -> pd.DataFrame:
+    """One row per feature firing on a pair: ``max_<lang>`` per language and
+    ``min_max`` (the smallest of them), sorted by it; with bi and bi_rank when
+    ``features`` is given. ``both_only`` keeps features firing in every language."""
+    if pair_features.empty:
+        return pd.DataFrame(columns=["feature", *[f"max_{lang}" for lang in languages], "min_max"])
+    wide = pair_features.pivot_table(index="feature", columns="lang", values="max_activation", aggfunc="max")
+    wide = wide.reindex(columns=languages)
+    if both_only:
+        wide = wide.dropna()
+    wide = wide.fillna(0.0)
+    wide.columns = [f"max_{lang}" for lang in languages]
+    wide["min_max"] = wide.min(axis=1)
+    out = wide.reset_index().sort_values(["min_max", "feature"], ascending=[False, True], ignore_index=True)
+    if features is not None:
+        extra = features.set_index("feature")[[c for c in ("bi", "bi_rank") if c in features]]
+        out = out.join(extra, on="feature")
+    return out
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot start a spreadsheet formula (CSV injection):
+    cells starting with ``= + - @`` get a leading apostrophe."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(
+                lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
+            )
+    return out
+
+
+def describe_filters(filters: Filters) -> str:
+    """The active filters in words ('' when none narrows the table)."""
+    parts = []
+    if filters.alive_only:
+        parts.append("alive only")
+    if filters.score_min is not None:
+        parts.append(f"score ≥ {filters.score_min:g}")
+    if filters.score_max is not None:
+        parts.append(f"score ≤ {filters.score_max:g}")
+    if filters.min_pairs:
+        parts.append(f"fires on ≥ {filters.min_pairs} pairs per language")
+    if filters.min_both:
+        parts.append(f"≥ {filters.min_both} pairs firing in both")
+    if filters.specificity == "bilingual":
+        parts.append(f"bilingual (no language ≥ {filters.share_cutoff:.0%} of firing sentences)")
+    elif filters.specificity.startswith("only:"):
+        lang = filters.specificity.removeprefix("only:")
+        parts.append(f"{lang}-specific (≥ {filters.share_cutoff:.0%} of firing sentences)")
+    if filters.features is not None:
+        parts.append(f"token search: {len(filters.features):,} features")
+    return ", ".join(parts)

@@ -1,0 +1,284 @@
+"""Widget helpers shared by the pages: URL state, the run picker, messages.
+
+State that matters lives in the URL (``st.query_params``) so a link
+reproduces a view. Each widget has a page-prefixed session-state key and a
+short URL parameter; ``url_seed`` (before drawing the widget) makes the widget
+follow the URL when the URL changed from outside (a shared link, a page link
+with parameters), and ``url_publish`` (after) writes the widget's value back.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pandas as pd
+import streamlit as st
+
+from bilingual_core.schema import COACTIVATION
+from bilingual_core.storage import results_root_from_env
+
+from . import data, table
+from .data import RunRef
+
+T = TypeVar("T")
+
+_LAST = "app_url_last"
+"""Session key: the value this session last wrote for each URL parameter."""
+RUN_KEY = "app_run"
+RUN_CONTEXT_KEY = "app_run_ref"
+RUN_PROBLEM_KEY = "app_run_problem"
+DEFAULT_RUN = "demo"
+
+
+# ------------------------------------------------------------ entry ---
+
+_entry = threading.local()
+
+
+@contextmanager
+def app_entry() -> Iterator[None]:
+    """``app.py`` runs the selected page inside this block."""
+    _entry.active = True
+    try:
+        yield
+    finally:
+        _entry.active = False
+
+
+def require_entry() -> None:
+    """Every page calls this first: make sure ``app.py`` (sidebar, run picker,
+    ``st.navigation``) is running it.
+
+    Streamlit decides once per process whether an app uses its legacy
+    ``pages/`` directory mode, and picks that mode until ``st.navigation`` is
+    first called; so the first browser session after a start that opens a
+    page URL directly (a shared link) would run the page file alone. Turn the
+    legacy mode off and rerun, which goes through ``app.py``.
+    """
+    if getattr(_entry, "active", False):
+        return
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+    st.rerun()
+
+
+# ------------------------------------------------------------ URL state ---
+
+
+def url_seed(key: str, param: str, parse: Callable[[str], T], default: T) -> None:
+    """Set ``st.session_state[key]`` from the URL parameter ``param`` when the
+    widget has no state yet, or when the URL now says something this session
+    did not write. An invalid value falls back to ``default`` with a warning."""
+    raw = st.query_params.get(param)
+    last = st.session_state.setdefault(_LAST, {})
+    if key in st.session_state and (raw is None or raw == last.get(param)):
+        return
+    value = default
+    if raw is not None:
+        try:
+            value = parse(raw)
+        except (ValueError, TypeError):
+            st.warning(f"Ignored the link's invalid `{param}` value {raw[:80]!r}.")
+            value = default
+    st.session_state[key] = value
+
+
+def url_publish(param: str, value: Any, default: Any = None, encode: Callable[[Any], str] = str) -> None:
+    """Write ``value`` to the URL parameter ``param`` (removed when it equals ``default``)."""
+    last = st.session_state.setdefault(_LAST, {})
+    if value is None or value == default:
+        if param in st.query_params:
+            del st.query_params[param]
+        last[param] = None
+        return
+    text = encode(value)
+    if st.query_params.get(param) != text:
+        st.query_params[param] = text
+    last[param] = text
+
+
+def url_only(*params: str) -> None:
+    """Drop URL parameters of other pages (``run`` is always kept), so a copied
+    link names only what this page shows."""
+    keep = {"run", *params}
+    for name in [k for k in st.query_params if k not in keep]:
+        del st.query_params[name]
+
+
+def parse_int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(f"{value} outside {lo}..{hi}")
+        return value
+
+    return parse
+
+
+def parse_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value
+
+
+def parse_choice(options: list[str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"{raw!r} is not one of {options}")
+        return raw
+
+    return parse
+
+
+def parse_bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a boolean")
+
+
+def encode_bool(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def parse_int_list(lo: int, hi: int) -> Callable[[str], list[int]]:
+    one = parse_int(lo, hi)
+
+    def parse(raw: str) -> list[int]:
+        return [one(x) for x in raw.split(",") if x.strip()]
+
+    return parse
+
+
+def encode_int_list(values: list[int]) -> str:
+    return ",".join(str(int(v)) for v in values)
+
+
+# ------------------------------------------------------------- the run ---
+
+
+def run_picker_ui(root: str) -> RunRef | None:
+    """The sidebar's run picker. Stores the chosen run (or its problem) for the
+    pages and returns it; None when there is nothing usable to choose."""
+    st.session_state[RUN_CONTEXT_KEY] = None
+    st.session_state[RUN_PROBLEM_KEY] = None
+    try:
+        listings = data.runs(root)
+    except Exception as exc:  # an unreachable fsspec root: say so, never a traceback
+        st.session_state[RUN_PROBLEM_KEY] = f"The results root {root} could not be listed: {exc}"
+        return None
+    if not listings:
+        st.session_state[RUN_PROBLEM_KEY] = (
+            f"No runs under the results root `{root}`. Make one with "
+            f"`python -m precompute synthetic --out {root}`, or point the app at other results "
+            "with the environment variable `BILINGUAL_RESULTS_DIR` (a path or an fsspec URL)."
+        )
+        return None
+    by_id = {r.run_id: r for r in listings}
+    ids = list(by_id)
+    ok = [r.run_id for r in listings if r.ok]
+    default = DEFAULT_RUN if DEFAULT_RUN in ok else (ok[0] if ok else ids[0])
+    url_seed(RUN_KEY, "run", parse_choice(ids), default)
+    if st.session_state.get(RUN_KEY) not in by_id:
+        st.session_state[RUN_KEY] = default
+    run_id = st.sidebar.selectbox(
+        "Run", ids, key=RUN_KEY,
+        format_func=lambda r: r if by_id[r].ok else f"{r} (unusable)",
+        help=f"Runs under {root}",
+    )
+    url_publish("run", run_id)
+    listing = by_id[run_id]
+    if not listing.ok:
+        st.session_state[RUN_PROBLEM_KEY] = f"Run `{run_id}` cannot be shown: {listing.problem}"
+        return None
+    manifest = listing.manifest
+    ref = RunRef(root, run_id, data.run_location(listing, root), data.run_token(manifest), manifest)
+    st.session_state[RUN_CONTEXT_KEY] = ref
+    st.sidebar.caption(
+        f"{manifest.n_pairs:,} pairs · {manifest.d_sae:,} features · {', '.join(manifest.languages)}"
+    )
+    return ref
+
+
+def results_root() -> str:
+    return results_root_from_env()
+
+
+def current_run(files: tuple[str, ...] = ()) -> RunRef:
+    """The run chosen in the sidebar, with ``files`` checked; otherwise a
+    message saying what is wrong (which run, which file), then ``st.stop()``."""
+    problem = st.session_state.get(RUN_PROBLEM_KEY)
+    ref = st.session_state.get(RUN_CONTEXT_KEY)
+    if ref is None:
+        if problem and problem.startswith("No runs"):
+            st.info(problem)
+        else:
+            st.error(problem or "No run selected.")
+        st.stop()
+    problems = data.file_problems(ref.location, ref.token, tuple(files))
+    if problems:
+        lines = "\n".join(f"- {p}" for p in problems.values())
+        st.error(f"Run `{ref.run_id}` is incomplete or damaged:\n{lines}\n\n"
+                 "Rescore it with `python -m precompute score --run <dir>`, or choose another run.")
+        st.stop()
+    return ref
+
+
+def show_error(exc: Exception) -> None:
+    """A read failure shown as a message (which file, what), never a traceback."""
+    st.error(f"Could not read the run: {exc}")
+
+
+# ------------------------------------------------------------ formatting ---
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for display: integers with separators, floats to ``digits``
+    significant digits, missing values as an en dash."""
+    if value is None:
+        return "–"
+    try:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(f):
+        return "–"
+    if f == int(f) and abs(f) < 1e15 and not isinstance(value, float):
+        return f"{int(f):,}"
+    return f"{f:.{digits}g}"
+
+
+def neuronpedia_url(neuronpedia_id: str | None, feature: int) -> str | None:
+    """``https://www.neuronpedia.org/<id>/<feature>`` when the manifest names an id."""
+    if not neuronpedia_id:
+        return None
+    return f"https://www.neuronpedia.org/{neuronpedia_id.strip('/')}/{int(feature)}"
+
+
+def has_coactivation(ref: RunRef) -> bool:
+    return not data.file_problems(ref.location, ref.token, (COACTIVATION,))
+
+
+def coactivation_thresholds(ref: RunRef) -> list[str]:
+    """Thresholds the co-activation scores exist at (just ``any`` without coactivation.parquet)."""
+    if not has_coactivation(ref):
+        return [table.ANY]
+    return data.coactivation_thresholds(ref.location, ref.token)
+
+
+def scored_features(ref: RunRef, threshold: str = table.ANY) -> pd.DataFrame:
+    """The run's features table with the co-activation columns of ``threshold``
+    (see ``table.score_table``)."""
+    feats = data.features(ref.location, ref.token)
+    co = data.coactivation(ref.location, ref.token, threshold) if has_coactivation(ref) else None
+    planted = ref.manifest.extraction.get("planted") or None
+    return table.score_table(feats, co, ref.languages, planted)

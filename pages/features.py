@@ -1,0 +1,160 @@
+"""``/features``: the ranked feature table, with filters, token search, sort,
+CSV export, and a click-through to each feature's page."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from bilingual_core.schema import FEATURES
+from explorer import data, nav, table, ui
+from explorer.data import RunRef
+from explorer.table import ANY, Filters, Score
+
+ui.require_entry()
+
+# Runs with at most this many activations get the top-tokens column at once;
+# bigger runs build the token index only when a search asks for it.
+EAGER_TOKEN_INDEX_ROWS = 20_000_000
+
+
+def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
+    """The score to rank by and the co-activation threshold."""
+    keys = [s.key for s in scores]
+    labels = {s.key: s.label for s in scores}
+    c1, c2 = st.columns([3, 1])
+    ui.url_seed("features_score", "score", ui.parse_choice(keys), keys[0])
+    key = c1.selectbox("Rank by", keys, key="features_score", format_func=labels.get,
+                       help="Scores of DESIGN.md section 4; ranks count alive features only")
+    ui.url_publish("score", key, keys[0])
+    ui.url_seed("features_threshold", "t", ui.parse_choice(thresholds), thresholds[0])
+    threshold = c2.selectbox("Co-activation threshold", thresholds, key="features_threshold",
+                             help="A pair counts as firing in a language when the feature's maximum there "
+                                  "exceeds this threshold (any = fires at all). Used by the Jaccard score "
+                                  "and the 'fires in both' filter.")
+    ui.url_publish("t", threshold, thresholds[0])
+    return table.score_by_key(scores, key), threshold
+
+
+def filters_ui(languages: list[str]) -> Filters:
+    """Filter widgets; returns plain values."""
+    with st.expander("Filters", expanded=False):
+        c1, c2, c3, c4 = st.columns(4)
+        ui.url_seed("features_alive", "alive", ui.parse_bool, True)
+        alive = c1.toggle("Alive only", key="features_alive",
+                          help="Alive: fires in at least one sentence of every language")
+        ui.url_publish("alive", alive, True, ui.encode_bool)
+        ui.url_seed("features_min", "smin", ui.parse_float, None)
+        smin = c2.number_input("Score at least", value=None, key="features_min", format="%.6g")
+        ui.url_publish("smin", smin, None, lambda v: f"{v:.6g}")
+        ui.url_seed("features_max", "smax", ui.parse_float, None)
+        smax = c3.number_input("Score at most", value=None, key="features_max", format="%.6g")
+        ui.url_publish("smax", smax, None, lambda v: f"{v:.6g}")
+        ui.url_seed("features_minpairs", "minpairs", ui.parse_int(0), 0)
+        min_pairs = c4.number_input("Min. firing pairs per language", min_value=0, step=1,
+                                    key="features_minpairs")
+        ui.url_publish("minpairs", min_pairs, 0)
+
+        c5, c6, c7 = st.columns([1, 1, 2])
+        ui.url_seed("features_minboth", "minboth", ui.parse_int(0), 0)
+        min_both = c5.number_input("Min. pairs firing in both (at threshold)", min_value=0, step=1,
+                                   key="features_minboth")
+        ui.url_publish("minboth", min_both, 0)
+        options = [ANY, "bilingual", *[f"only:{lang}" for lang in languages]]
+        names = {ANY: "any", "bilingual": "bilingual (no language dominates)",
+                 **{f"only:{lang}": f"{lang}-specific" for lang in languages}}
+        ui.url_seed("features_spec", "spec", ui.parse_choice(options), ANY)
+        spec = c6.selectbox("Language specificity", options, key="features_spec", format_func=names.get)
+        ui.url_publish("spec", spec, ANY)
+        ui.url_seed("features_cut", "cut", ui.parse_float, 0.8)
+        cut = c7.slider("Specific when a language holds at least this share of the firing sentences",
+                        0.5, 1.0, step=0.05, key="features_cut")
+        ui.url_publish("cut", cut, 0.8, lambda v: f"{v:.2f}")
+    return Filters(alive_only=alive, score_min=smin, score_max=smax, min_pairs=int(min_pairs),
+                   min_both=int(min_both), specificity=spec, share_cutoff=float(cut))
+
+
+def token_search_ui() -> str:
+    ui.url_seed("features_tokens", "tok", str, "")
+    text = st.text_input("Search features by the tokens they fire on most",
+                         key="features_tokens", placeholder="e.g. casa, house",
+                         help="Matches the tokens under each feature's strongest activations")
+    ui.url_publish("tok", text.strip(), "")
+    return text.strip()
+
+
+def sort_ui(columns: list[str]) -> tuple[str, bool]:
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    ui.url_seed("features_sort", "sort", ui.parse_choice(columns), "rank")
+    column = c1.selectbox("Sort by", columns, key="features_sort")
+    ui.url_publish("sort", column, "rank")
+    ui.url_seed("features_desc", "desc", ui.parse_bool, False)
+    descending = c2.toggle("Descending", key="features_desc")
+    ui.url_publish("desc", descending, False, ui.encode_bool)
+    return column, descending
+
+
+def feature_url(ref: RunRef, feature: int, score: Score, threshold: str) -> str:
+    """Relative link from /features to the feature page, keeping the ranking."""
+    link = f"feature?run={ref.run_id}&feature={feature}&score={score.key}"
+    return link + (f"&t={threshold}" if threshold != ANY else "")
+
+
+ui.url_only("score", "t", "tok", "alive", "smin", "smax", "minpairs", "minboth", "spec", "cut",
+            "sort", "desc")
+ref = ui.current_run(files=(FEATURES,))
+st.title("Ranked features")
+thresholds = ui.coactivation_thresholds(ref)
+feats = data.features(ref.location, ref.token)
+scores = table.available_scores(list(feats.columns), ref.languages)
+score, threshold = score_ui(scores, thresholds)
+st.caption(score.help)
+text = token_search_ui()
+filters = filters_ui(ref.languages)
+
+scored = ui.scored_features(ref, threshold)
+scored["rank"] = table.ranks(scored, score)
+n_act = int(ref.manifest.scoring.get("n_activation_rows") or 0)
+index = None
+if text or n_act <= EAGER_TOKEN_INDEX_ROWS:
+    with st.spinner("Indexing the top tokens of every feature (once per run)…"):
+        index = data.top_tokens(ref.location, ref.token)
+    scored["top_tokens"] = scored["feature"].map(table.token_summary(index)).fillna("")
+if text and index is not None:
+    filters = Filters(**{**filters.__dict__, "features": table.match_tokens(index, text)})
+
+shown = table.apply_filters(scored, score, filters, ref.languages)
+columns = table.display_columns(shown, score, ref.languages)
+sort_column, descending = sort_ui(columns)
+shown = table.sort_table(shown, sort_column, descending)[columns].reset_index(drop=True)
+shown.insert(1, "open", [feature_url(ref, int(f), score, threshold) for f in shown["feature"]])
+
+active = table.describe_filters(filters)
+st.markdown(f"**{len(shown):,}** of {len(scored):,} features · ranked by `{score.key}`"
+            + (f" at threshold `{threshold}`" if score.coactivation else "")
+            + (f" · {active}" if active else ""))
+event = st.dataframe(
+    shown, key="features_table", hide_index=True, on_select="rerun", selection_mode="single-row",
+    height=560,
+    column_config={
+        "feature": st.column_config.NumberColumn("feature", format="%d", pinned=True),
+        "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
+                                            help="Open the feature page in a new tab"),
+        "rank": st.column_config.NumberColumn("rank", format="%d"),
+        score.column: st.column_config.NumberColumn(score.column, format="%.5g"),
+        "top_tokens": st.column_config.TextColumn("top tokens", width="medium"),
+    },
+)
+st.caption("Select a row to open its feature page; `open ↗` opens it in a new tab.")
+rows = event.selection.rows if event is not None else []
+if rows:
+    chosen = int(shown["feature"].iloc[rows[0]])
+    params = {"run": ref.run_id, "feature": str(chosen), "score": score.key}
+    if threshold != ANY:
+        params["t"] = threshold
+    st.switch_page(nav.FEATURE, query_params=params)
+
+st.download_button(
+    "Download the filtered table (CSV)", key="features_csv",
+    data=lambda: table.csv_safe(shown.drop(columns=["open"])).to_csv(index=False),
+    file_name=f"{ref.run_id}-features-{score.key}.csv", mime="text/csv", on_click="ignore",
+)
