@@ -1,0 +1,371 @@
+"""Every page of the app through ``streamlit.testing.v1.AppTest``, from app.py.
+
+One scored synthetic run (120 pairs, 256 features, planted features of known
+kind, hostile HTML in pair 0) serves every test; broken runs and an empty
+root sit in roots of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_app_support import (
+    APP,
+    IMG_TOKEN,
+    NEURONPEDIA_ID,
+    RESULTS_ENV,
+    RUN_ID,
+    SCRIPT_TOKEN,
+    AppRuns,
+    build_app_runs,
+)
+
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> AppRuns:
+    return build_app_runs(tmp_path_factory.mktemp("app") / "results")
+
+
+@pytest.fixture
+def app(runs: AppRuns, monkeypatch: pytest.MonkeyPatch):
+    """Factory: an AppTest of app.py on ``page`` with ``params`` in the URL, run once."""
+    monkeypatch.setenv(RESULTS_ENV, str(runs.root))
+
+    def start(page: str | None = None, **params: str) -> AppTest:
+        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        at.query_params.update(params)
+        at.run()
+        if page:
+            at.switch_page(page)
+            at.query_params.update(params)
+            at.run()
+        assert not at.exception, at.exception
+        return at
+
+    return start
+
+
+def texts(at: AppTest) -> str:
+    """Everything an element tree shows as text (markdown, captions, titles, html, links)."""
+    parts = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "text", "info", "error", "warning",
+                 "html", "page_link", "metric"):
+        for el in at.get(kind):
+            parts.append(str(getattr(el, "value", "")))
+            if kind == "metric":
+                parts.append(str(el.label))
+    return "\n".join(parts)
+
+
+def frames(at: AppTest, key: str):
+    """The dataframe with widget key ``key`` (selectable tables)."""
+    found = [d for d in at.dataframe if d.key == key]
+    assert found, f"no dataframe {key!r}; have {[d.key for d in at.dataframe]}"
+    return found[0].value
+
+
+def table_with(at: AppTest, *columns: str):
+    """The first (read-only) dataframe that has all of ``columns``."""
+    for d in at.dataframe:
+        if set(columns) <= set(map(str, d.value.columns)):
+            return d.value
+    raise AssertionError(f"no dataframe with columns {columns}")
+
+
+# ------------------------------------------------------------- overview ---
+
+
+def test_overview_shows_manifest_counts_and_thresholds(app, runs: AppRuns) -> None:
+    at = app()
+    shown = texts(at)
+    assert f"Run `{RUN_ID}`" in shown
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Sentence pairs"] == "120"
+    assert metrics["SAE features"] == "256"
+    n_dead = int(metrics["Dead"])
+    assert n_dead >= len(runs.truth.features_of("dead"))
+    assert int(metrics["Alive"]) + n_dead == 256
+    thresholds = table_with(at, "en", "es", "global")
+    assert list(thresholds.columns) == ["en", "es", "global"]
+    assert "q0.95" in thresholds.index
+    assert at.query_params["run"] == RUN_ID
+
+
+def test_unknown_run_in_link_warns_and_falls_back(app) -> None:
+    at = app(run="no-such-run")
+    assert any("no-such-run" in w.value for w in at.warning)
+    assert at.query_params["run"] == RUN_ID
+
+
+# --------------------------------------------------------------- curves ---
+
+
+def test_curves_draw_one_line_per_threshold_with_values(app, runs: AppRuns) -> None:
+    at = app("pages/curves.py")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # en, es, global
+    spec = json.loads(charts[0].proto.spec)
+    names = [trace["name"] for trace in spec["data"]]
+    assert len(names) == 6 and names[0].startswith("mean = ")
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    assert "feature %{customdata}" in spec["data"][0]["hovertemplate"]
+    at.multiselect(key="curves_thresholds").set_value(["q0.5"]).run()
+    assert not at.exception
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t["name"].split(" =")[0] for t in spec["data"]] == ["q0.5"]
+    assert at.query_params["thr"] == "q0.5"
+
+
+# ------------------------------------------------------------- features ---
+
+
+def test_feature_table_ranks_planted_bilingual_first_by_jaccard(app, runs: AppRuns) -> None:
+    at = app("pages/features.py", score="jaccard", minpairs="3", spec="bilingual")
+    table = frames(at, "features_table")
+    bilingual = set(runs.truth.features_of("bilingual"))
+    top = table["feature"].head(3).tolist()
+    assert set(top) <= bilingual, table.head(5)
+    assert (table["planted"].head(3) == "bilingual").all()
+    assert table["n_fire_en"].min() >= 3 and table["n_fire_es"].min() >= 3
+    assert "open" in table.columns and table["open"].iloc[0].startswith(f"feature?run={RUN_ID}&feature=")
+
+
+def test_feature_table_widgets_drive_filters_and_url(app, runs: AppRuns) -> None:
+    at = app("pages/features.py")
+    n_all = len(frames(at, "features_table"))
+    at.selectbox(key="features_score").set_value("mono_en").run()
+    at.number_input(key="features_minpairs").set_value(5).run()
+    at.selectbox(key="features_spec").set_value("only:en").run()
+    assert not at.exception
+    table = frames(at, "features_table")
+    assert len(table) < n_all
+    assert (table["share_en"] >= 0.8).all() and (table["n_fire_en"] >= 5).all()
+    assert at.query_params["score"] == "mono_en"
+    assert at.query_params["minpairs"] == "5"
+    assert at.query_params["spec"] == "only:en"
+    # Sorting by the score column, descending, puts the most English-specific first.
+    at.selectbox(key="features_sort").set_value("mono_en").run()
+    at.toggle(key="features_desc").set_value(True).run()
+    table = frames(at, "features_table")
+    assert table["mono_en"].is_monotonic_decreasing
+
+
+def test_feature_table_token_search(app, runs: AppRuns) -> None:
+    from explorer import data
+
+    feature = runs.truth.features_of("bilingual")[2]
+    index = data.top_tokens(str(runs.run), "test")
+    word = index[index["feature"] == feature]["token"].iloc[0]
+    at = app("pages/features.py")
+    at.text_input(key="features_tokens").input(word).run()
+    table = frames(at, "features_table")
+    assert feature in set(table["feature"])
+    assert word in table.loc[table["feature"] == feature, "top_tokens"].iloc[0]
+    assert len(table) < 200
+    assert at.query_params["tok"] == word
+
+
+def test_feature_table_score_range_and_csv(app) -> None:
+    at = app("pages/features.py", smax="0")
+    table = frames(at, "features_table")
+    assert (table["bi"] <= 0).all() and len(table) > 0
+    assert [b for b in at.get("download_button") if getattr(b, "key", None) == "features_csv"]
+
+
+def test_selecting_a_row_opens_its_feature_page(app) -> None:
+    at = app("pages/features.py", score="jaccard")
+    table = frames(at, "features_table")
+    target = int(table["feature"].iloc[1])
+    at.session_state["features_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == f"Feature {target}"
+    assert at.query_params["feature"] == str(target)
+    assert at.query_params["score"] == "jaccard"
+
+
+# -------------------------------------------------------------- feature ---
+
+
+def test_feature_page_scores_heatmaps_and_links(app, runs: AppRuns) -> None:
+    feature = runs.truth.features_of("bilingual")[2]
+    at = app("pages/feature.py", feature=str(feature))
+    assert at.title[0].value == f"Feature {feature}"
+    shown = texts(at)
+    assert "planted: bilingual" in shown
+    scores = table_with(at, "score", "value", "rank")
+    assert {"value", "rank"} <= set(scores.columns) and len(scores) >= 5
+    assert at.get("plotly_chart"), "no activation histogram"
+    heatmaps = [h.value for h in at.get("html") if 'class="pair"' in h.value]
+    assert len(heatmaps) == 8  # default number of top pairs
+    assert 'title="' in heatmaps[0] and "activation" in heatmaps[0]
+    buttons = [b for b in at.get("link_button")]
+    assert buttons and buttons[0].proto.url == f"https://www.neuronpedia.org/{NEURONPEDIA_ID}/{feature}"
+    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    nav = [label for label in links if label.startswith(("Previous", "Next"))]
+    assert nav, links
+    assert all(f"run={RUN_ID}" in links[label] for label in nav)
+
+
+def test_feature_page_top_pairs_by_language(app, runs: AppRuns) -> None:
+    feature = runs.truth.features_of("leaning")[0]
+    at = app("pages/feature.py", feature=str(feature))
+    at.radio(key="feature_by").set_value("es").run()
+    at.slider(key="feature_n").set_value(3).run()
+    assert not at.exception
+    heatmaps = [h.value for h in at.get("html") if 'class="pair"' in h.value]
+    assert len(heatmaps) == 3
+    assert at.query_params["by"] == "es" and at.query_params["n"] == "3"
+
+
+def test_feature_page_previous_next_follow_ranking(app, runs: AppRuns) -> None:
+    import pandas as pd
+
+    feats = pd.read_parquet(runs.run / "features.parquet")
+    order = feats[feats["alive"]].sort_values(["mass_jsd", "feature"])["feature"].tolist()
+    first, second, third = order[:3]
+    at = app("pages/feature.py", feature=str(second), score="mass_jsd")
+    assert "rank 2 by `mass_jsd`" in texts(at)
+    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    assert f"feature={first}" in links[f"Previous: feature {first}"]
+    assert f"feature={third}" in links[f"Next: feature {third}"]
+    assert "score=mass_jsd" in links[f"Next: feature {third}"]
+
+
+def test_feature_page_for_a_dead_feature(app, runs: AppRuns) -> None:
+    dead = runs.truth.features_of("dead")[0]
+    at = app("pages/feature.py", feature=str(dead))
+    assert "never fires" in texts(at)
+
+
+def test_feature_page_rejects_out_of_range_feature(app) -> None:
+    at = app("pages/feature.py", feature="99999")
+    assert any("feature" in w.value for w in at.warning)
+
+
+# ---------------------------------------------------------------- pairs ---
+
+
+def test_pairs_page_escapes_hostile_tokens_and_text(app) -> None:
+    at = app("pages/pairs.py", pair="0")
+    html = "\n".join(h.value for h in at.get("html"))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert SCRIPT_TOKEN not in html and IMG_TOKEN not in html
+    assert "<img" not in html and "<script" not in html
+    tokens = table_with(at, "position", "token_id", "token")
+    assert tokens["token"].iloc[1] == SCRIPT_TOKEN  # shown as data, not markup
+
+
+def test_pairs_page_features_heatmaps_and_search(app, runs: AppRuns) -> None:
+    at = app("pages/pairs.py", pair="5")
+    assert at.header[0].value == "Pair 5"
+    firing = table_with(at, "feature", "min_max")
+    assert len(firing) > 0 and (firing[["max_en", "max_es"]] > 0).all().all()
+    chosen = at.multiselect(key="pairs_features").value
+    assert chosen == firing["feature"].head(3).tolist()
+    heatmaps = [h.value for h in at.get("html") if 'class="pair"' in h.value]
+    assert len(heatmaps) == 3 and f"feature {chosen[0]}" in heatmaps[0]
+    at.toggle(key="pairs_all").set_value(True).run()
+    assert len(table_with(at, "feature", "min_max")) >= len(firing)
+    at.text_input(key="pairs_search").input("Hola").run()
+    results = frames(at, "pairs_results")
+    assert results["pair_id"].tolist() == [0]
+    assert at.query_params["q"] == "Hola"
+
+
+def test_pairs_page_follows_the_url(app) -> None:
+    at = app("pages/pairs.py", pair="7", feats="1,2")
+    assert at.header[0].value == "Pair 7"
+    assert at.multiselect(key="pairs_features").value == [1, 2]
+
+
+# ----------------------------------------------------- broken and empty ---
+
+
+@pytest.fixture(scope="module")
+def broken_root(runs: AppRuns, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("broken") / "results"
+    shutil.copytree(runs.root, root)
+    bad = root / "bad-manifest"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{not json")
+    shutil.copytree(root / RUN_ID, root / "no-features")
+    (root / "no-features" / "features.parquet").unlink()
+    return root
+
+
+def test_invalid_manifest_names_the_file(broken_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RESULTS_ENV, str(broken_root))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = "bad-manifest"
+    at.run()
+    assert not at.exception
+    assert at.error and "manifest.json" in at.error[0].value and "bad-manifest" in at.error[0].value
+
+
+def test_missing_table_names_the_file_on_every_page(broken_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RESULTS_ENV, str(broken_root))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = "no-features"
+    at.run()
+    for page in ("pages/overview.py", "pages/features.py", "pages/feature.py", "pages/pairs.py"):
+        at.switch_page(page).run()
+        assert not at.exception, page
+        assert at.error and "features.parquet" in at.error[0].value, page
+    at.switch_page("pages/curves.py").run()  # needs curves and thresholds only
+    assert not at.exception and not at.error
+
+
+def test_empty_results_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "nothing-here"))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.info and "No runs under the results root" in at.info[0].value
+    at.switch_page("pages/features.py").run()
+    assert not at.exception and at.info
+
+
+def test_runs_under_an_fsspec_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A results root given as a URL (memory:// stands in for hf:// or s3://)."""
+    import fsspec
+
+    build_app_runs(tmp_path / "local")
+    fs = fsspec.filesystem("memory")
+    fs.put(str(tmp_path / "local" / RUN_ID), f"/apptest/results/{RUN_ID}", recursive=True)
+    monkeypatch.setenv(RESULTS_ENV, "memory://apptest/results")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception and {m.label: m.value for m in at.metric}["Sentence pairs"] == "120"
+    at.switch_page("pages/feature.py").run()
+    assert not at.exception and at.title[0].value.startswith("Feature ")
+    assert [h for h in at.get("html") if 'class="pair"' in h.value]
+    at.switch_page("pages/pairs.py").run()
+    assert not at.exception and len(table_with(at, "feature", "min_max")) > 0
+    fs.rm("/apptest", recursive=True)
+
+
+def test_pages_never_import_torch(runs: AppRuns) -> None:
+    """Run every page in a fresh interpreter and check torch stayed out."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        os.environ[{RESULTS_ENV!r}] = {str(runs.root)!r}
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file({str(APP)!r}, default_timeout=60).run()
+        for page in ("curves", "features", "feature", "pairs"):
+            at.switch_page(f"pages/{{page}}.py").run()
+            assert not at.exception, (page, at.exception)
+        print("torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=APP.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
