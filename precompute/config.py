@@ -1,0 +1,208 @@
+"""What one extraction run uses: model, SAE, corpus sample and extraction knobs.
+
+Plain frozen dataclasses, nested by concern. Building one does no I/O and no
+device checks (``device="auto"`` is resolved when the run starts, datasets are
+loaded then too), so every config, the real Gemma one included, can be built
+and checked offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["float32", "bfloat16", "float16", "float64"]
+PaddingSide = Literal["left", "right"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
+
+TINY = "tiny"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_CORPUS = REPO_ROOT / "data" / "parallel_en_es.tsv"
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Shape of the in-process model, tokenizer and SAE of the ``tiny`` preset."""
+
+    seed: int = 0
+    """Seeds the tokenizer-independent parts: weights, SAE directions, thresholds."""
+    vocab_size: int = 6000
+    """BPE vocabulary cap (the bundled corpus needs about 5,300 for whole words)."""
+    n_layers: int = 3
+    """Transformer blocks (the SAE reads block ``hook_layer``, later blocks never run)."""
+    hook_layer: int = 1
+    """Block whose ``hook_resid_post`` the SAE reads."""
+    d_model: int = 64
+    """Residual stream width (= SAE d_in)."""
+    n_heads: int = 4
+    """Attention heads per block (d_head = d_model / n_heads)."""
+    d_mlp: int = 256
+    """MLP hidden width."""
+    d_sae: int = 512
+    """SAE features."""
+    target_l0: float = 8.0
+    """Mean number of features the calibrated thresholds let fire per token."""
+    padding_side: PaddingSide = "right"
+    """Where the tokenizer pads a batch (tests also run a left-padding one)."""
+    tokenizer_corpus: str = str(BUNDLED_CORPUS)
+    """TSV (``en<TAB>es``) the tokenizer and the token alignment are trained on."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hook_layer < self.n_layers:
+            raise ValueError(f"hook_layer {self.hook_layer} must be in 0..{self.n_layers - 1}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if not 0 < self.target_l0 < self.d_sae:
+            raise ValueError(f"target_l0 must be in (0, d_sae), got {self.target_l0}")
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.hook_layer}.hook_resid_post"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The language model."""
+
+    name: str
+    """TransformerLens model name (``gemma-2-2b``), or ``tiny`` for the in-process model."""
+    path: str | None = None
+    """Local Hugging Face checkpoint directory with weights and tokenizer; ``name``
+    then only picks the architecture."""
+    dtype: DType = "float32"
+    """Dtype of the model weights and activations."""
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name == TINY
+
+
+@dataclass(frozen=True)
+class SaeSource:
+    """The sparse autoencoder: an SAE-Lens release + id, or a local SAE-Lens directory."""
+
+    release: str | None = None
+    """SAE-Lens release (``gemma-scope-2b-pt-res-canonical``); ``tiny`` for the in-process SAE."""
+    sae_id: str | None = None
+    """SAE id inside the release (``layer_20/width_16k/canonical``)."""
+    path: str | None = None
+    """Local directory written by ``SAE.save_model`` (loaded with ``SAE.load_from_disk``)."""
+    hook_name: str | None = None
+    """Hook the SAE reads; ``None`` takes it from the SAE's own metadata."""
+    neuronpedia_id: str | None = None
+    """Neuronpedia model/SAE id; ``None`` takes it from the SAE-Lens directory when known."""
+    dtype: DType = "float32"
+    """Dtype the SAE encodes in (activations are stored as float32 either way)."""
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.release is None):
+            raise ValueError("give an SAE release (+ id) or a local SAE path, not both or neither")
+        if self.release is not None and self.release != TINY and not self.sae_id:
+            raise ValueError(f"SAE release {self.release!r} needs an SAE id")
+
+    @property
+    def kind(self) -> Literal["tiny", "pretrained", "local"]:
+        if self.path is not None:
+            return "local"
+        return "tiny" if self.release == TINY else "pretrained"
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """Aligned sentences: a Hugging Face dataset or a local file, and the sample taken."""
+
+    dataset: str | None = None
+    """Hugging Face dataset id (``Helsinki-NLP/opus_books``)."""
+    config: str | None = None
+    """Dataset configuration (``en-es``)."""
+    split: str = "train"
+    """Dataset split."""
+    field: str | None = "translation"
+    """Column holding ``{lang: text}`` dicts; ``None``: one column per language."""
+    path: str | None = None
+    """Local TSV/CSV/JSONL/Parquet file with one column per language code."""
+    languages: tuple[str, ...] = ("en", "es")
+    """Language codes in run order (two or more)."""
+    sample_size: int | None = 500
+    """Pairs taken with ``shuffle(seed).select(range(n))``; ``None``: all, in file order."""
+    seed: int = 42
+    """Shuffle seed of the sample."""
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give a Hugging Face dataset or a local corpus file, not both or neither")
+        if len(self.languages) < 2 or len(set(self.languages)) != len(self.languages):
+            raise ValueError(f"need two or more distinct languages, got {list(self.languages)}")
+        if self.sample_size is not None and self.sample_size < 1:
+            raise ValueError(f"sample size must be >= 1 (or 'all'), got {self.sample_size}")
+
+    @property
+    def source(self) -> str:
+        return self.dataset if self.dataset is not None else str(self.path)
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """How the activations are computed and staged."""
+
+    max_tokens: int = 128
+    """Real tokens kept per sentence (BOS not counted); longer sentences are
+    truncated and counted in the manifest."""
+    batch_size: int = 64
+    """Sentences per forward pass (sorted by length to limit padding)."""
+    chunk_pairs: int = 1024
+    """Pairs per staged chunk: the unit of ``--resume`` and of streaming to disk."""
+    device: Device = "auto"
+    """``auto`` picks CUDA when present; ``cpu``/``cuda`` force one."""
+    needs_gpu: bool = False
+    """With ``device=auto`` and no GPU, fail instead of silently running on the CPU."""
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.batch_size < 1 or self.chunk_pairs < 1:
+            raise ValueError("max_tokens, batch_size and chunk_pairs must be >= 1")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything an extraction run needs; a preset plus overrides."""
+
+    model: ModelSource
+    sae: SaeSource
+    corpus: CorpusSource
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    tiny: TinySpec = field(default_factory=TinySpec)
+    """Used only when ``model.name == 'tiny'``."""
+    preset: str | None = None
+    """Name of the preset this config came from (for messages and the manifest)."""
+
+    def __post_init__(self) -> None:
+        if self.sae.kind == "tiny" and not self.model.is_tiny:
+            raise ValueError("the tiny SAE only fits the tiny model")
+        if self.model.is_tiny and self.sae.kind == "pretrained":
+            raise ValueError("the tiny model takes the tiny SAE or a local SAE directory, not a pretrained SAE")
+        for dtype in (self.model.dtype, self.sae.dtype):
+            if dtype not in DTYPES:
+                raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if not self.model.is_tiny:
+            out.pop("tiny")
+        return out
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the stored numbers (not batch size or device),
+        so ``--resume`` refuses to mix chunks of different configs."""
+        data = self.to_dict()
+        data["extraction"] = {k: v for k, v in data["extraction"].items()
+                              if k in ("max_tokens", "chunk_pairs")}
+        data.pop("preset", None)
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,149 @@
+"""Load the aligned sentence sample of a run: a Hugging Face dataset or a local file.
+
+Both sources become a ``datasets.Dataset`` first so that sampling has one
+meaning everywhere: ``shuffle(seed=seed).select(range(n))``, as the post did
+(no sample size: every row, in file order). The sample is then checked: no
+missing or empty sentence in any language.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import CorpusSource
+from .errors import CorpusError
+
+LOCAL_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
+                 ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True)
+class ParallelCorpus:
+    """The sampled pairs: ``texts[lang][k]`` is pair ``k`` in language ``lang``."""
+
+    languages: tuple[str, ...]
+    texts: dict[str, list[str]]
+    info: dict[str, Any]
+    """What the manifest records about the source and the sample."""
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.texts[self.languages[0]])
+
+    def sentence(self, pair: int, lang: str) -> str:
+        return self.texts[lang][pair]
+
+
+def load_corpus(source: CorpusSource) -> ParallelCorpus:
+    """Load, sample and validate the corpus named by ``source``."""
+    dataset = _load_local(source) if source.path is not None else _load_hub(source)
+    n_available = len(dataset)
+    if n_available == 0:
+        raise CorpusError(f"corpus {source.source} is empty (no sentence pairs)")
+    if source.sample_size is not None:
+        if source.sample_size > n_available:
+            raise CorpusError(f"asked for a sample of {source.sample_size} pairs but {source.source} "
+                              f"has only {n_available}; lower --sample-size or pass --sample-size all")
+        dataset = dataset.shuffle(seed=source.seed).select(range(source.sample_size))
+    texts = _columns(dataset, source)
+    _check_aligned(texts, source)
+    info = {"source": source.source, "config": source.config, "split": source.split,
+            "field": source.field, "seed": source.seed if source.sample_size is not None else None,
+            "sample_size": source.sample_size, "n_available": n_available,
+            "sampling": "shuffle(seed).select(range(sample_size))" if source.sample_size else "all rows in order"}
+    if source.path is not None:
+        info["sha256"] = file_sha256(source.path)
+    return ParallelCorpus(tuple(source.languages), texts, info)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_hub(source: CorpusSource):
+    import datasets
+
+    try:
+        return datasets.load_dataset(source.dataset, source.config, split=source.split)
+    except Exception as exc:  # datasets raises many kinds; say what was asked for
+        raise CorpusError(f"could not load dataset {source.dataset!r} (config {source.config!r}, "
+                          f"split {source.split!r}): {exc}") from exc
+
+
+def read_local_table(path: str | Path):
+    """A local TSV/CSV/JSONL/Parquet file as a pandas DataFrame of strings."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"corpus file {path} does not exist")
+    kind = LOCAL_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise CorpusError(f"corpus file {path}: unknown format {path.suffix!r} "
+                          f"(use one of {sorted(LOCAL_FORMATS)})")
+    try:
+        if kind in ("tsv", "csv"):
+            return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False,
+                               quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL)
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        return pd.read_parquet(path)
+    except pd.errors.EmptyDataError as exc:
+        raise CorpusError(f"corpus file {path} is empty") from exc
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise CorpusError(f"corpus file {path} is misaligned or malformed: {exc}") from exc
+
+
+def _load_local(source: CorpusSource):
+    import datasets
+
+    frame = read_local_table(source.path)
+    if source.field is not None:
+        return datasets.Dataset.from_pandas(frame, preserve_index=False)
+    missing = [lang for lang in source.languages if lang not in frame.columns]
+    if missing:
+        raise CorpusError(f"corpus file {source.path} has no column for language(s) {missing}; "
+                          f"its columns are {list(frame.columns)} (one column per language code)")
+    frame = frame[list(source.languages)]
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
+
+
+def _columns(dataset, source: CorpusSource) -> dict[str, list[str]]:
+    if source.field is None:
+        missing = [lang for lang in source.languages if lang not in dataset.column_names]
+        if missing:
+            raise CorpusError(f"{source.source} has no column for language(s) {missing}; "
+                              f"columns: {dataset.column_names}")
+        return {lang: list(dataset[lang]) for lang in source.languages}
+    if source.field not in dataset.column_names:
+        raise CorpusError(f"{source.source} has no field {source.field!r}; columns: {dataset.column_names} "
+                          "(pass --field '' for one column per language)")
+    rows = dataset[source.field]
+    out: dict[str, list[str]] = {lang: [] for lang in source.languages}
+    for k, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise CorpusError(f"{source.source}: row {k} of field {source.field!r} is not a "
+                              "{language: text} mapping")
+        for lang in source.languages:
+            out[lang].append(row.get(lang))
+    return out
+
+
+def _check_aligned(texts: dict[str, list[Any]], source: CorpusSource) -> None:
+    """Every pair has a non-empty string in every language."""
+    bad: list[str] = []
+    for lang, column in texts.items():
+        for k, text in enumerate(column):
+            if not isinstance(text, str) or not text.strip():
+                bad.append(f"pair {k} has no {lang!r} text ({text!r})")
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise CorpusError(f"corpus {source.source} is misaligned: " + "; ".join(bad[:5]) + more)
