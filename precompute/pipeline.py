@@ -1,0 +1,209 @@
+"""``python -m precompute run``: config -> staged chunks -> (merged, scored) run.
+
+1. Refuse early what would fail late: an existing run without ``--overwrite``,
+   a missing GPU, an unfinished staging directory without ``--resume``.
+2. Load the corpus sample, take this shard's contiguous pair range.
+3. Load model, tokenizer and SAE (checked to fit), tokenize the shard once.
+4. Extract chunk after chunk; each finished chunk is written to the staging
+   directory by a background thread while the device works on the next one.
+5. With one shard, merge and score into the run directory (atomically) and
+   drop the staging directory; with several, leave the shard for ``merge``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bilingual_core import Manifest, RunExistsError
+from bilingual_core.manifest import check_run_id
+from bilingual_core.storage import is_local, join, open_root
+
+from .chunks import chunk_layout, chunk_stats, chunk_tables
+from .config import RunConfig
+from .corpus import ParallelCorpus, load_corpus
+from .errors import PrecomputeError
+from .staging import ShardStaging, shard_dir_name, shard_range, staging_root
+from .tokenization import TokenizedSentences, bos_token_id, token_strings, tokenize_sentences
+
+ChunkCallback = Callable[[int, dict[str, Any]], None]
+
+
+def check_can_write(out: str | os.PathLike[str], run_id: str, overwrite: bool) -> None:
+    fs, root = open_root(out)
+    if fs.exists(join(root, run_id)) and not overwrite:
+        raise RunExistsError(f"run {run_id!r} already exists under {root}; pass --overwrite to replace it")
+
+
+def default_staging(out: str | os.PathLike[str], run_id: str) -> Path:
+    fs, root = open_root(out)
+    if not is_local(fs):
+        raise PrecomputeError(f"results root {out} is not a local directory: pass --staging DIR "
+                              "(a local directory for the chunks of the extraction)")
+    return staging_root(root, run_id)
+
+
+def shard_texts(corpus: ParallelCorpus, lo: int, hi: int) -> list[str]:
+    """Sentences of pairs ``lo..hi-1`` in (pair, lang) order."""
+    return [corpus.texts[lang][k] for k in range(lo, hi) for lang in corpus.languages]
+
+
+def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, *, overwrite: bool = False,
+                   resume: bool = False, shard: int = 0, num_shards: int = 1,
+                   staging: str | os.PathLike[str] | None = None, progress: bool = True,
+                   on_chunk: ChunkCallback | None = None) -> Manifest | ShardStaging:
+    """Extract (one shard of) a run. Returns the committed run's manifest, or the
+    finished shard's staging when ``num_shards > 1`` (merge it with ``merge.finalize``)."""
+    from .devices import resolve_device
+
+    check_run_id(run_id)
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise PrecomputeError(f"need --num-shards >= 1 and 0 <= --shard < --num-shards (got {shard}, {num_shards})")
+    if num_shards == 1:
+        check_can_write(out, run_id, overwrite)
+    device = resolve_device(config)
+    root = Path(staging) if staging is not None else default_staging(out, run_id)
+    header = {"run_id": run_id, "run_fingerprint": config.fingerprint(), "shard": shard, "num_shards": num_shards}
+    stage = ShardStaging.prepare(root / shard_dir_name(shard, num_shards), header, resume=resume, discard=overwrite)
+    corpus = load_corpus(config.corpus)
+    for key, value in (("n_pairs", corpus.n_pairs), ("languages", list(corpus.languages)), ("corpus", corpus.info)):
+        stage.bind(key, value)
+    lo, hi = shard_range(corpus.n_pairs, shard, num_shards)
+    if hi <= lo:
+        raise PrecomputeError(f"shard {shard} of {num_shards} gets no pairs: the sample has only "
+                              f"{corpus.n_pairs} pairs; use fewer shards")
+    _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk)
+    if num_shards > 1:
+        return stage
+    from .merge import finalize
+
+    manifest = finalize([stage.directory], out, run_id, overwrite=overwrite, progress=progress)
+    shutil.rmtree(stage.directory, ignore_errors=True)
+    if root.exists() and not any(root.iterdir()):
+        root.rmdir()
+    return manifest
+
+
+def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStaging, device: str, lo: int, hi: int,
+                   progress: bool, on_chunk: ChunkCallback | None) -> None:
+    from .devices import device_description
+    from .extract import Extractor
+    from .models import load_models
+    from .provenance import package_versions
+
+    loaded = load_models(config, device)
+    for key, value in (("d_sae", int(loaded.sae.cfg.d_sae)), ("model", loaded.model_info),
+                       ("sae", loaded.sae_info)):
+        stage.bind(key, value)
+    ex = config.extraction
+    chunks = [(i, a, min(a + ex.chunk_pairs, hi)) for i, a in enumerate(range(lo, hi, ex.chunk_pairs))]
+    stage.state.update(
+        pair_start=lo, pair_stop=hi, n_chunks=len(chunks), versions=package_versions(),
+        resumed=bool(stage.state.get("resumed") or stage.chunks_done),
+        extraction={"dtype": config.model.dtype, "sae_dtype": config.sae.dtype, "batch_size": ex.batch_size,
+                    "max_tokens": ex.max_tokens, "chunk_pairs": ex.chunk_pairs, "device": device,
+                    "device_name": device_description(device), "prepend_bos": True,
+                    "padding_side": loaded.tokenizer.padding_side,
+                    "stop_at_layer": _stop_at(loaded.hook_name)},
+    )
+    stage.save()
+    todo = [c for c in chunks if c[0] not in stage.chunks_done]
+    if todo:
+        bos = bos_token_id(loaded.tokenizer)
+        texts = shard_texts(corpus, lo, hi)
+        tokens = tokenize_sentences(loaded.tokenizer, texts, ex.max_tokens)
+        strings = token_strings(loaded.tokenizer, np.append(tokens.ids, bos))
+        extractor = Extractor(loaded.model, loaded.sae, loaded.tokenizer, loaded.hook_name, bos, _torch_device(device))
+        writer = _ChunkWriter(stage, tokens, texts, strings, bos, list(corpus.languages), lo,
+                              int(loaded.sae.cfg.d_sae), on_chunk)
+        _run_chunks(extractor, tokens, todo, writer, ex.batch_size, lo, len(corpus.languages), progress,
+                    desc=f"extracting {stage.state['run_id']} (shard {stage.state['shard']})")
+    stage.mark_complete()
+
+
+def _stop_at(hook: str) -> int | None:
+    from .extract import stop_layer
+
+    return stop_layer(hook)
+
+
+def _torch_device(device: str):
+    import torch
+
+    return torch.device(device)
+
+
+class _ChunkWriter:
+    """Builds a chunk's tables and writes them in a background thread, one chunk at a time."""
+
+    def __init__(self, stage: ShardStaging, tokens: TokenizedSentences, texts: list[str], strings: dict[int, str],
+                 bos: int, languages: list[str], shard_start: int, d_sae: int, on_chunk: ChunkCallback | None) -> None:
+        self.stage, self.tokens, self.texts, self.strings, self.bos = stage, tokens, texts, strings, bos
+        self.languages, self.shard_start, self.d_sae, self.on_chunk = languages, shard_start, d_sae, on_chunk
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-writer")
+        self.pending: tuple[int, Future, dict[str, Any]] | None = None
+        self.t0 = time.perf_counter()
+
+    def submit(self, index: int, layout, acts) -> None:
+        stats = chunk_stats(layout, self.tokens, acts, self.languages)
+        self.wait()
+        self.pending = (index, self.pool.submit(self._write, index, layout, acts, stats), stats)
+
+    def _write(self, index: int, layout, acts, stats: dict[str, Any]) -> None:
+        tables = chunk_tables(layout, self.tokens, acts, self.texts[layout.lo:layout.hi], self.strings, self.bos)
+        counts = np.bincount(acts.feature, minlength=self.d_sae)
+        self.stage.write_chunk(index, tables, counts, stats)
+
+    def wait(self) -> None:
+        """Let the chunk in flight finish (its errors surface here), then report it."""
+        if self.pending is None:
+            return
+        index, future, stats = self.pending
+        self.pending = None
+        future.result()
+        if self.on_chunk is not None:
+            self.on_chunk(index, stats)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown(wait=True)
+            elapsed = time.perf_counter() - self.t0
+            self.stage.state["seconds"] = float(self.stage.state.get("seconds", 0.0)) + elapsed
+            self.stage.save()
+
+
+def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int, int]], writer: _ChunkWriter,
+                batch_size: int, shard_start: int, n_langs: int, progress: bool, desc: str) -> None:
+    from .extract import extract_chunk
+
+    layouts = [(i, chunk_layout(a, b, shard_start, n_langs)) for i, a, b in todo]
+    total = int(sum(tokens.lengths[lay.lo:lay.hi].sum() for _, lay in layouts))
+    bar = _progress_bar(progress, total, desc)
+    try:
+        for index, layout in layouts:
+            acts = extract_chunk(extractor, tokens, layout.sentences, batch_size,
+                                 on_batch=bar.update if bar is not None else None)
+            writer.submit(index, layout, acts)
+    finally:
+        try:
+            writer.close()
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _progress_bar(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, smoothing=0.1)
