@@ -242,7 +242,7 @@ def show_error(exc: Exception) -> None:
 def fmt(value: Any, digits: int = 4) -> str:
     """A number for display: integers with separators, floats to ``digits``
     significant digits, missing values as an en dash."""
-    if value is None:
+    if value is None or value is pd.NA:
         return "–"
     try:
         if isinstance(value, bool):
