@@ -16,7 +16,8 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LANG_PATTERN = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]+)?$")
 # Keys a credential might hide under; the manifest never records them.
 _SECRET_KEY = re.compile(
-    r"^(hf_|auth_|access_|api_|bearer_)?(token|secret|password|passwd|api_?key|credentials?|access_key|secret_key)$",
+    r"secret|passw(or)?d|credential|api_?key|access_key|private_key"
+    r"|(^|_)(auth|access|hf|api|bearer|refresh|id|session)_token$|^token$",
     re.IGNORECASE,
 )
 

@@ -69,11 +69,14 @@ def _column(batch: pa.RecordBatch, name: str, dtype: type, file: str, *, writabl
     return col.to_numpy(zero_copy_only=False).astype(dtype, copy=writable)
 
 
-def check_schema(pf: pq.ParquetFile, file: str) -> None:
-    """Required columns present, with integer / float types."""
+ACTIVATION_KINDS = {"pair_id": "integer", "lang": "string", "position": "integer", "feature": "integer",
+                    "activation": "floating"}
+
+
+def check_schema(pf: pq.ParquetFile, file: str, kinds: dict[str, str] = ACTIVATION_KINDS) -> None:
+    """Required columns present, with the right kind of type (integer, floating, string)."""
     schema = pf.schema_arrow
-    expected = {"pair_id": "integer", "lang": "string", "position": "integer", "feature": "integer", "activation": "floating"}
-    for name, kind in expected.items():
+    for name, kind in kinds.items():
         if name not in schema.names:
             raise RunFormatError(file, name, f"missing (the file has columns {schema.names})")
         t = schema.field(name).type
@@ -141,8 +144,9 @@ def sentence_max_blocks(
         if dk.min(initial=0) < 0:
             _order_error(file, False)
         new_group = dk != 0
-        if not np.all(new_group | (np.diff(pos) > 0)):
-            _order_error(file, True)
+        dpos = np.diff(pos)
+        if not np.all(new_group | (dpos > 0)):
+            _order_error(file, duplicate=not np.any(~new_group & (dpos < 0)))
         starts = np.flatnonzero(new_group)
         starts += 1
         starts = np.concatenate([[0], starts])
@@ -179,13 +183,16 @@ class _Groups:
 
     def add(self, key: np.ndarray, gmax: np.ndarray, count: np.ndarray, *, continues: bool) -> None:
         if continues:
-            # The first group continues the last group of the previous batch.
-            self.maxima[-1][-1] = max(self.maxima[-1][-1], gmax[0])
-            self.counts[-1][-1] += count[0]
+            # The first group continues the last pending group (a sentence's
+            # rows may span several batches).
+            last = next(i for i in range(len(self.keys) - 1, -1, -1) if len(self.keys[i]))
+            self.maxima[last][-1] = max(self.maxima[last][-1], gmax[0])
+            self.counts[last][-1] += count[0]
             key, gmax, count = key[1:], gmax[1:], count[1:]
-        self.keys.append(key)
-        self.maxima.append(gmax)
-        self.counts.append(count)
+        if len(key):
+            self.keys.append(key)
+            self.maxima.append(gmax)
+            self.counts.append(count)
 
     def take_below(
         self, limit: int, block: int, block_features: int, n_pairs: int, languages: list[str], d_sae: int
@@ -226,9 +233,9 @@ def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 def _check_ranges(
     f: np.ndarray, p: np.ndarray, pos: np.ndarray, a: np.ndarray, n_pairs: int, d_sae: int, file: str
 ) -> None:
-    if not (a > 0).all():
-        bad = a[~(a > 0)][0]
-        raise RunFormatError(file, "activation", f"holds {bad!r}; only activations > 0 are stored (zeros are implicit)")
+    if not ((a > 0) & (a < np.inf)).all():
+        bad = a[~((a > 0) & (a < np.inf))][0]
+        raise RunFormatError(file, "activation", f"holds {bad!r}; only finite activations > 0 are stored (zeros are implicit)")
     if f.min() < 0 or f.max() >= d_sae:
         raise RunFormatError(file, "feature", f"feature id {int(f.max()) if f.max() >= d_sae else int(f.min())} is outside 0..{d_sae - 1} (manifest d_sae = {d_sae})")
     if p.min() < 0 or p.max() >= n_pairs:

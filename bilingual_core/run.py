@@ -69,7 +69,10 @@ class Run:
         if not self.has(name):
             raise RunFormatError(name, None, f"missing from run {self.run_id!r} ({self.path})")
         try:
-            return pq.ParquetFile(self.fs.open(self.file(name), "rb"), read_dictionary=["lang"])
+            pf = pq.ParquetFile(self.fs.open(self.file(name), "rb"))
+            if "lang" in pf.schema_arrow.names:
+                pf = pq.ParquetFile(self.fs.open(self.file(name), "rb"), read_dictionary=["lang"])
+            return pf
         except (pa.ArrowInvalid, OSError) as exc:
             raise RunFormatError(name, None, f"not a readable Parquet file ({exc})") from exc
 

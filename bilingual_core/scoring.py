@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from . import scores
 from .errors import RunFormatError
 from .manifest import utc_now
-from .reduce import BlockSums, lang_indices, sentence_max_blocks, threshold_pass
+from .reduce import BlockSums, check_schema, lang_indices, sentence_max_blocks, threshold_pass
 from .run import Run
 from .schema import (
     ACTIVATIONS,
@@ -51,6 +51,8 @@ from .storage import RunWriter, join, open_root
 Variant = Literal["blog", "notebook"]
 PAIR_BLOCK_SHIFT = 10  # sentence_max.parquet row groups hold 1024 pairs each
 NOTEBOOK_MIN_FIRING = 10
+PAIR_KINDS = {"pair_id": "integer", "lang": "string", "text": "string"}
+TOKEN_KINDS = {"pair_id": "integer", "lang": "string", "position": "integer", "token_id": "integer", "token": "string"}
 NOTEBOOK_SCALE = 100.0
 
 
@@ -86,6 +88,7 @@ class ScoreResult:
 def real_token_counts(run: Run) -> np.ndarray:
     """Number of real tokens (position >= 1) per language, checking tokens.parquet."""
     langs = run.languages
+    check_schema(run.parquet(TOKENS), TOKENS, TOKEN_KINDS)
     table = run.read(TOKENS, columns=["pair_id", "lang", "position"])
     if table.num_rows == 0:
         raise RunFormatError(TOKENS, None, "is empty: the run has no tokens")
@@ -102,6 +105,7 @@ def check_pairs(run: Run) -> None:
     n, langs = run.manifest.n_pairs, run.languages
     if n == 0:
         raise RunFormatError(MANIFEST, "n_pairs", "is 0: the run is empty (no sentence pairs)")
+    check_schema(run.parquet(PAIRS), PAIRS, PAIR_KINDS)
     table = run.read(PAIRS, columns=["pair_id", "lang", "text"])
     li = lang_indices(table.column("lang"), langs, PAIRS)
     pair = table.column("pair_id").to_numpy()

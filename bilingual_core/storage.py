@@ -188,12 +188,20 @@ class RunWriter:
             shutil.rmtree(old, ignore_errors=True)
 
     def _commit_remote(self) -> None:
-        names = [posixpath.basename(p) for p in self.fs.ls(self.tmp, detail=False)]
+        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.tmp, detail=False)]
+        old: list[str] = []
         if self.fs.exists(self.final):
             # Mark the old run incomplete first so no reader mixes old and new files.
-            self.fs.rm(join(self.final, MANIFEST))
-        for name in sorted(names, key=lambda n: n == MANIFEST):
-            self.fs.copy(join(self.tmp, name), join(self.final, name))
+            old = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.final, detail=False)]
+            if MANIFEST in old:
+                self.fs.rm(join(self.final, MANIFEST))
+        for name in names:
+            if name != MANIFEST:
+                self.fs.copy(join(self.tmp, name), join(self.final, name))
+        for name in set(old) - set(names):  # files of the old run the new one does not have
+            if name != MANIFEST:
+                self.fs.rm(join(self.final, name), recursive=True)
+        self.fs.copy(join(self.tmp, MANIFEST), join(self.final, MANIFEST))
         self.fs.rm(self.tmp, recursive=True)
 
     def abort(self) -> None:
