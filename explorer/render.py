@@ -28,6 +28,15 @@ def visible_token(token: str) -> str:
     return "".join(_WHITESPACE.get(ch, ch) for ch in token)
 
 
+def _title_safe(text: str) -> str:
+    """Token text for a ``title`` attribute: angle brackets become look-alikes.
+
+    Escaping already makes the attribute inert; this keeps the hover text, since
+    ``st.html``'s sanitiser (DOMPurify) drops any attribute whose value looks
+    like markup."""
+    return text.replace("<", "‹").replace(">", "›")
+
+
 def heat_style(activation: float, vmax: float) -> str:
     """Inline CSS for a token with ``activation`` on a 0..vmax scale."""
     if vmax <= 0 or not math.isfinite(activation) or activation <= 0:
@@ -50,7 +59,7 @@ def token_heatmap(
     spans = []
     for i, (tok, act) in enumerate(zip(tokens, activations, strict=True)):
         shown = visible_token(tok)
-        title = f"{shown!r} · position {i + 1} · activation {act:.3f}"
+        title = f"{_title_safe(shown)!r} · position {i + 1} · activation {act:.3f}"
         spans.append(
             f'<span class="tok" title="{esc(title)}" style="{heat_style(act, vmax)};'
             f'padding:1px 2px;margin:1px;border-radius:3px;white-space:pre;display:inline-block">'

@@ -1,0 +1,183 @@
+"""The whole app once in a real headless Chromium (Debian's ``chromium``).
+
+Starts ``streamlit run app.py`` on a free loopback port against a generated
+run, opens every page path, checks what is rendered, saves a screenshot per
+page under the test's temporary directory (and under ``$APP_SCREENSHOTS_DIR``
+when set, which is how docs/screenshots/ is refreshed), and checks that hostile
+tokens are shown as text and never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_app_support import (
+    APP,
+    IMG_TOKEN,
+    RESULTS_ENV,
+    RUN_ID,
+    SCRIPT_TOKEN,
+    AppRuns,
+    build_app_runs,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
+]
+PAGE_TIMEOUT_MS = 60_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AppRuns]]:
+    """A running ``streamlit run app.py`` on loopback; always terminated."""
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it")
+    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    runs = build_app_runs(tmp_path_factory.mktemp("browser") / "results")
+    port = _free_port()
+    log = (tmp_path_factory.getbasetemp() / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=APP.parent, env={**os.environ, RESULTS_ENV: str(runs.root)}, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start (exit {proc.poll()}); see {log.name}")
+            time.sleep(0.2)
+        yield url, runs
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory: pytest.TempPathFactory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def settle(page) -> None:
+    """Wait until the app has drawn: main area present, no running-status
+    widget and no skeleton for a while."""
+    page.wait_for_selector('[data-testid="stMain"]', timeout=PAGE_TIMEOUT_MS)
+    deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+    quiet = 0
+    while quiet < 6:
+        page.wait_for_timeout(250)
+        busy = (page.locator('[data-testid="stStatusWidget"]').count()
+                + page.locator('[data-testid="stSkeleton"]').count())
+        quiet = 0 if busy else quiet + 1
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{page.url} still running after {PAGE_TIMEOUT_MS} ms")
+
+
+def shoot(page, name: str, tmp_path: Path) -> None:
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+    target = os.environ.get("APP_SCREENSHOTS_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
+
+
+def test_every_page_renders_in_chromium(server, browser, tmp_path: Path) -> None:
+    url, runs = server
+    bilingual = runs.truth.features_of("bilingual")[2]
+    pages = [
+        ("overview", "", ["Bilingual SAE features", f"Run {RUN_ID}", "Activation thresholds"]),
+        ("curves", "curves", ["Activation-frequency curves", "mean = ", "feature rank"]),
+        ("features", "features?score=jaccard&minpairs=3&spec=bilingual",
+         ["Ranked features", "ranked by jaccard"]),
+        ("feature", f"feature?feature={bilingual}",
+         [f"Feature {bilingual}", "planted: bilingual", "Where it fires most", "Neuronpedia"]),
+        ("pairs", "pairs?pair=5", ["Pair 5", "Features firing on this pair"]),
+    ]
+    dialogs: list[str] = []
+    page = browser.new_page()
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    for name, path, expected in pages:
+        page.goto(f"{url}/{path}")
+        settle(page)
+        shown = page.locator('[data-testid="stMain"]').inner_text()
+        for text in expected:
+            assert text in shown, f"/{path}: {text!r} not shown"
+        assert "Traceback" not in shown and "Error" not in shown.split("Co-activation")[0]
+        assert f"run={RUN_ID}" in page.url
+        shoot(page, name, tmp_path)
+    assert not dialogs
+    page.close()
+
+
+def test_hostile_tokens_show_as_text_and_never_run(server, browser, tmp_path: Path) -> None:
+    url, _ = server
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{url}/pairs?pair=0")
+    settle(page)
+    main = page.locator('[data-testid="stMain"]')
+    shown = main.inner_text()
+    assert SCRIPT_TOKEN in shown and IMG_TOKEN in shown  # visible as text
+    assert page.locator('img[src="x"]').count() == 0
+    assert main.locator("script").count() == 0
+    token = page.locator("span.tok", has_text="alert(1)").first
+    assert "activation" in token.get_attribute("title")
+    page.wait_for_timeout(500)
+    assert not dialogs, dialogs
+    page.screenshot(path=str(tmp_path / "hostile.png"), full_page=True)
+    page.close()
+
+
+def test_a_shared_link_opens_the_same_view_in_a_new_session(server, browser) -> None:
+    url, runs = server
+    feature = runs.truth.features_of("bilingual")[0]
+    page = browser.new_page()
+    page.goto(f"{url}/feature?run={RUN_ID}&feature={feature}&score=mass_jsd&by=es&n=3")
+    settle(page)
+    shown = page.locator('[data-testid="stMain"]').inner_text()
+    assert f"Feature {feature}" in shown and "by mass_jsd" in shown
+    assert page.locator("div.pair").count() == 3
+    page.close()
