@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from .errors import RunFormatError
 from .manifest import Manifest
 from .schema import MANIFEST
-from .storage import join, open_root, read_text
+from .storage import is_local, join, open_root, read_text
 
 
 @dataclass
@@ -68,10 +68,13 @@ class Run:
         """An open ParquetFile for streaming reads (row groups, batches)."""
         if not self.has(name):
             raise RunFormatError(name, None, f"missing from run {self.run_id!r} ({self.path})")
+        # Local files are memory-mapped by pyarrow itself (no Python-level reads).
+        source = self.file(name) if is_local(self.fs) else None
         try:
-            pf = pq.ParquetFile(self.fs.open(self.file(name), "rb"))
+            pf = pq.ParquetFile(source or self.fs.open(self.file(name), "rb"), memory_map=source is not None)
             if "lang" in pf.schema_arrow.names:
-                pf = pq.ParquetFile(self.fs.open(self.file(name), "rb"), read_dictionary=["lang"])
+                pf = pq.ParquetFile(source or self.fs.open(self.file(name), "rb"), read_dictionary=["lang"],
+                                    memory_map=source is not None)
             return pf
         except (pa.ArrowInvalid, OSError) as exc:
             raise RunFormatError(name, None, f"not a readable Parquet file ({exc})") from exc

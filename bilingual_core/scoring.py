@@ -64,15 +64,16 @@ class ScoreConfig:
     """``blog``: the post's text; ``notebook`` adds ``notebook_*`` columns reproducing its notebook."""
     k: int = 300
     """The jsd order statistic (0-indexed) that sets the idaf weight beta."""
-    block_features: int = 1024
-    """Features scored at once; bounds the memory of the per-block arrays."""
+    block_features: int | None = None
+    """Features scored at once; bounds the memory of the per-block arrays.
+    None: about 25 million activations per block (all features of a small run)."""
     threads: int = 2
     """Worker threads scoring blocks while the main thread reads the next ones."""
 
     def __post_init__(self) -> None:
         if self.variant not in ("blog", "notebook"):
             raise ValueError(f"unknown variant {self.variant!r} (blog or notebook)")
-        if self.k < 0 or self.block_features <= 0 or self.threads < 1:
+        if self.k < 0 or (self.block_features is not None and self.block_features <= 0) or self.threads < 1:
             raise ValueError("k must be >= 0 and block_features > 0")
 
 
@@ -186,6 +187,7 @@ def compute_scores(
     if run.parquet(ACTIVATIONS).metadata.num_rows == 0:
         raise RunFormatError(ACTIVATIONS, None, "has no rows: no feature ever fires (an empty run)")
     notebook = config.variant == "notebook"
+    block_features = config.block_features or _auto_block(d_sae, run.parquet(ACTIVATIONS).metadata.num_rows)
     thresholds, lang_max = threshold_pass(run.parquet(ACTIVATIONS), langs, ACTIVATIONS, track_max=notebook)
     thr = thresholds_table(thresholds)
     t_thresholds = time.perf_counter() - t0
@@ -201,7 +203,7 @@ def compute_scores(
         if pad is not None:
             lang_max = np.maximum(lang_max, pad.lang_max())
         nb_scale = np.where(lang_max > 0, NOTEBOOK_SCALE / np.where(lang_max > 0, lang_max, 1.0), 1.0)
-    pad_blocks = pad.blocks(config.block_features) if pad is not None else None
+    pad_blocks = pad.blocks(block_features) if pad is not None else None
 
     def score_block(block: SentenceMax, pad_block: SentenceMax | None) -> dict[str, object]:
         """Every per-feature quantity of one block (runs in a worker thread)."""
@@ -240,7 +242,7 @@ def compute_scores(
     bar = _progress(progress, run.parquet(ACTIVATIONS).metadata.num_rows, "scoring")
     n_groups = 0
     blocks = sentence_max_blocks(run.parquet(ACTIVATIONS), languages=langs, n_pairs=n, d_sae=d_sae,
-                                 file=ACTIVATIONS, block_features=config.block_features, sums=sums, progress=bar)
+                                 file=ACTIVATIONS, block_features=block_features, sums=sums, progress=bar)
     # numpy releases the GIL: blocks are scored in worker threads while the
     # main thread reduces the next batches (and a third decodes Parquet).
     results: list[Future] = []
@@ -384,6 +386,12 @@ def score_run(
         manifest.scoring = result.scoring
         writer.commit(manifest)
     return result
+
+
+def _auto_block(d_sae: int, n_rows: int, rows_per_block: int = 25_000_000) -> int:
+    """Features per block so that a block holds about ``rows_per_block`` activations."""
+    per_feature = max(n_rows / d_sae, 1.0)
+    return int(min(d_sae, max(64, rows_per_block // per_feature)))
 
 
 def _progress(enabled: bool, total: int, desc: str):
