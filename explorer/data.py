@@ -25,7 +25,6 @@ import threading
 from dataclasses import dataclass
 
 import duckdb
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -370,15 +369,6 @@ def search_pairs(location: str, token: str, text: str, limit: int = 200) -> pd.D
     return frame
 
 
-@st.cache_data(show_spinner=False)
-def n_pairs_with_text(location: str, token: str) -> int:
-    """Rows of pairs.parquet (for captions)."""
-    del token
-    fs, path = open_root(location)
-    with fs.open(join(path, PAIRS), "rb") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
-
-
 # ------------------------------------------------------ token search index ---
 
 
@@ -408,6 +398,10 @@ def top_tokens(location: str, token: str, per_feature: int = TOP_TOKENS_PER_FEAT
     return frame
 
 
-def fs_for(location: str) -> fsspec.AbstractFileSystem:
-    """The filesystem a run lives on (for pages that show paths)."""
-    return open_root(location)[0]
+@st.cache_data(show_spinner=False, max_entries=8)
+def top_token_summary(location: str, token: str, limit: int = 5) -> pd.Series:
+    """Per feature, its ``limit`` most frequent top tokens as one short string
+    (the feature table's "top tokens" column)."""
+    from .table import token_summary
+
+    return token_summary(top_tokens(location, token), limit)

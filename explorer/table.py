@@ -199,7 +199,7 @@ def match_tokens(index: pd.DataFrame, text: str) -> frozenset[int]:
 def token_summary(index: pd.DataFrame, limit: int = 5) -> pd.Series:
     """Per feature, its most frequent top tokens as one short string."""
     head = index.groupby("feature", sort=False).head(limit)
-    return head.groupby("feature")["token"].agg(lambda t: " · ".join(map(str, t)))
+    return head["token"].astype(str).groupby(head["feature"]).agg(" · ".join)
 
 
 BY_BOTH = "both"

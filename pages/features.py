@@ -118,7 +118,7 @@ index = None
 if text or n_act <= EAGER_TOKEN_INDEX_ROWS:
     with st.spinner("Indexing the top tokens of every feature (once per run)…"):
         index = data.top_tokens(ref.location, ref.token)
-    scored["top_tokens"] = scored["feature"].map(table.token_summary(index)).fillna("")
+    scored["top_tokens"] = scored["feature"].map(data.top_token_summary(ref.location, ref.token)).fillna("")
 if text and index is not None:
     filters = Filters(**{**filters.__dict__, "features": table.match_tokens(index, text)})
 
