@@ -10,49 +10,38 @@ directory that replaces the run only when complete.
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import scores
 from .errors import RunFormatError
 from .manifest import utc_now
-from .reduce import BlockSums, check_schema, lang_indices, sentence_max_blocks, threshold_pass
+from .reduce import BlockSums, sentence_max_blocks, threshold_pass
 from .run import Run
 from .schema import (
     ACTIVATIONS,
-    COACTIVATION,
     COACTIVATION_THRESHOLDS,
-    CURVES,
-    FEATURES,
     GLOBAL_SCOPE,
     MANIFEST,
     PAD_ACTIVATIONS,
-    PAIRS,
     SCORE_FILES,
     SENTENCE_MAX,
-    SENTENCE_MAX_SCHEMA,
-    THRESHOLDS,
-    TOKENS,
 )
-from .sparse import SentenceMax
+from .score_io import SentenceMaxWriter, write_score_tables
+from .sparse import SentenceMax, merge_sentence_max
 from .stats import activation_frequency_curves, curve_counts_from, curve_cuts, thresholds_table
 from .storage import RunWriter, join, open_root
+from .validate import check_pairs, real_token_counts
 
 Variant = Literal["blog", "notebook"]
-PAIR_BLOCK_SHIFT = 10  # sentence_max.parquet row groups hold 1024 pairs each
 NOTEBOOK_MIN_FIRING = 10
-PAIR_KINDS = {"pair_id": "integer", "lang": "string", "text": "string"}
-TOKEN_KINDS = {"pair_id": "integer", "lang": "string", "position": "integer", "token_id": "integer", "token": "string"}
 NOTEBOOK_SCALE = 100.0
 
 
@@ -84,59 +73,6 @@ class ScoreResult:
     curves: pd.DataFrame
     coactivation: pd.DataFrame
     scoring: dict = field(default_factory=dict)
-
-
-def real_token_counts(run: Run) -> np.ndarray:
-    """Number of real tokens (position >= 1) per language, checking tokens.parquet."""
-    langs = run.languages
-    check_schema(run.parquet(TOKENS), TOKENS, TOKEN_KINDS)
-    table = run.read(TOKENS, columns=["pair_id", "lang", "position"])
-    if table.num_rows == 0:
-        raise RunFormatError(TOKENS, None, "is empty: the run has no tokens")
-    pair = table.column("pair_id").to_numpy()
-    if pair.min() < 0 or pair.max() >= run.manifest.n_pairs:
-        raise RunFormatError(TOKENS, "pair_id", f"pair id outside 0..{run.manifest.n_pairs - 1}")
-    li = lang_indices(table.column("lang"), langs, TOKENS)
-    real = table.column("position").to_numpy() >= 1
-    return np.bincount(li[real], minlength=len(langs)).astype(np.int64)
-
-
-def check_pairs(run: Run) -> None:
-    """pairs.parquet has one row per (pair, language), matching the manifest."""
-    n, langs = run.manifest.n_pairs, run.languages
-    if n == 0:
-        raise RunFormatError(MANIFEST, "n_pairs", "is 0: the run is empty (no sentence pairs)")
-    check_schema(run.parquet(PAIRS), PAIRS, PAIR_KINDS)
-    table = run.read(PAIRS, columns=["pair_id", "lang", "text"])
-    li = lang_indices(table.column("lang"), langs, PAIRS)
-    pair = table.column("pair_id").to_numpy()
-    if len(pair) != n * len(langs):
-        raise RunFormatError(PAIRS, None, f"has {len(pair)} rows, expected n_pairs x languages = {n} x {len(langs)}")
-    if pair.min() < 0 or pair.max() >= n:
-        raise RunFormatError(PAIRS, "pair_id", f"pair id outside 0..{n - 1} (manifest n_pairs = {n})")
-    if len(np.unique(pair.astype(np.int64) * len(langs) + li)) != len(pair):
-        raise RunFormatError(PAIRS, None, "duplicate (pair_id, lang) rows")
-
-
-def merge_sentence_max(a: SentenceMax, b: SentenceMax) -> SentenceMax:
-    """Element-wise max of two SentenceMax over the same features (token counts add)."""
-    feature = np.concatenate([a.feature, b.feature])
-    pair = np.concatenate([a.pair, b.pair])
-    lang = np.concatenate([a.lang, b.lang])
-    value = np.concatenate([a.value, b.value])
-    n_tok = np.concatenate([a.n_tokens, b.n_tokens])
-    order = np.lexsort((lang, pair, feature))
-    feature, pair, lang, value, n_tok = feature[order], pair[order], lang[order], value[order], n_tok[order]
-    new = np.ones(len(value), dtype=bool)
-    if len(value):
-        new[1:] = (np.diff(feature) != 0) | (np.diff(pair) != 0) | (np.diff(lang) != 0)
-    starts = np.flatnonzero(new)
-    if len(starts) == 0:
-        return a
-    return SentenceMax(
-        feature[starts], pair[starts], lang[starts], np.maximum.reduceat(value, starts),
-        np.add.reduceat(n_tok, starts).astype(np.int32), a.n_pairs, a.languages, a.feature_offset, a.n_features,
-    )
 
 
 def _rank(values: np.ndarray, eligible: np.ndarray, *, descending: bool) -> np.ndarray:
@@ -308,48 +244,6 @@ def compute_scores(
     scoring["seconds"] = round(time.perf_counter() - t0, 3)
     scoring["seconds_thresholds"] = round(t_thresholds, 3)
     return ScoreResult(feats, thresholds, curves, pd.concat(coact_frames, ignore_index=True), scoring)
-
-
-class SentenceMaxWriter:
-    """Streams each block's per-sentence maxima into ``sentence_max.parquet``.
-
-    Within a block, rows are grouped by pair bucket (1024 pairs) so every row
-    group spans few pairs and a reader filtering on one pair_id skips all row
-    groups but one per feature block.
-    """
-
-    def __init__(self, handle: Any, languages: list[str]) -> None:
-        self.writer = pq.ParquetWriter(handle, SENTENCE_MAX_SCHEMA, compression="zstd",
-                                       use_dictionary=["lang"],
-                                       column_encoding={"feature": "DELTA_BINARY_PACKED"})
-        self.lang_dict = pa.array(languages, pa.string())
-
-    def __call__(self, sm: SentenceMax) -> None:
-        if len(sm) == 0:
-            return
-        bucket = (sm.pair >> PAIR_BLOCK_SHIFT).astype(np.uint16)
-        order = np.argsort(bucket, kind="stable")
-        edges = np.flatnonzero(np.diff(bucket[order])) + 1
-        table = pa.table({
-            "pair_id": pa.array(sm.pair[order], pa.int32()),
-            "lang": pa.DictionaryArray.from_arrays(pa.array(sm.lang[order], pa.int8()), self.lang_dict),
-            "feature": pa.array(sm.feature[order], pa.int32()),
-            "max_activation": pa.array(sm.value[order], pa.float32()),
-            "n_tokens": pa.array(sm.n_tokens[order], pa.int32()),
-        }, schema=SENTENCE_MAX_SCHEMA)
-        for lo, hi in itertools.pairwise([0, *edges.tolist(), len(order)]):
-            self.writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def write_score_tables(writer: RunWriter, result: ScoreResult) -> None:
-    """Write features, thresholds, curves and coactivation into a RunWriter's temporary directory."""
-    writer.write_table(FEATURES, pa.Table.from_pandas(result.features, preserve_index=False))
-    writer.write_table(THRESHOLDS, pa.Table.from_pandas(result.thresholds, preserve_index=False))
-    writer.write_table(CURVES, pa.Table.from_pandas(result.curves, preserve_index=False))
-    writer.write_table(COACTIVATION, pa.Table.from_pandas(result.coactivation, preserve_index=False))
 
 
 def score_run(

@@ -136,3 +136,24 @@ def sentence_max_from_dense(
         qt[f, k, lang].astype(np.float32), tokens.astype(np.int32),
         n_pairs, list(languages), 0, d_sae,
     )
+
+
+def merge_sentence_max(a: SentenceMax, b: SentenceMax) -> SentenceMax:
+    """Element-wise max of two SentenceMax over the same features (token counts add)."""
+    feature = np.concatenate([a.feature, b.feature])
+    pair = np.concatenate([a.pair, b.pair])
+    lang = np.concatenate([a.lang, b.lang])
+    value = np.concatenate([a.value, b.value])
+    n_tok = np.concatenate([a.n_tokens, b.n_tokens])
+    order = np.lexsort((lang, pair, feature))
+    feature, pair, lang, value, n_tok = feature[order], pair[order], lang[order], value[order], n_tok[order]
+    new = np.ones(len(value), dtype=bool)
+    if len(value):
+        new[1:] = (np.diff(feature) != 0) | (np.diff(pair) != 0) | (np.diff(lang) != 0)
+    starts = np.flatnonzero(new)
+    if len(starts) == 0:
+        return a
+    return SentenceMax(
+        feature[starts], pair[starts], lang[starts], np.maximum.reduceat(value, starts),
+        np.add.reduceat(n_tok, starts).astype(np.int32), a.n_pairs, a.languages, a.feature_offset, a.n_features,
+    )

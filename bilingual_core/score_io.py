@@ -1,0 +1,61 @@
+"""Writing the scorer's tables into a run being written."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schema import COACTIVATION, CURVES, FEATURES, SENTENCE_MAX_SCHEMA, THRESHOLDS
+from .sparse import SentenceMax
+from .storage import RunWriter
+
+if TYPE_CHECKING:
+    from .scoring import ScoreResult
+
+PAIR_BLOCK_SHIFT = 10  # sentence_max.parquet row groups hold at most 1024 pairs each
+
+
+class SentenceMaxWriter:
+    """Streams each block's per-sentence maxima into ``sentence_max.parquet``.
+
+    Within a block, rows are grouped by pair bucket (1024 pairs) so every row
+    group spans few pairs and a reader filtering on one pair_id skips all row
+    groups but one per feature block.
+    """
+
+    def __init__(self, handle: Any, languages: list[str]) -> None:
+        self.writer = pq.ParquetWriter(handle, SENTENCE_MAX_SCHEMA, compression="zstd",
+                                       use_dictionary=["lang"],
+                                       column_encoding={"feature": "DELTA_BINARY_PACKED"})
+        self.lang_dict = pa.array(languages, pa.string())
+
+    def __call__(self, sm: SentenceMax) -> None:
+        if len(sm) == 0:
+            return
+        bucket = (sm.pair >> PAIR_BLOCK_SHIFT).astype(np.uint16)
+        order = np.argsort(bucket, kind="stable")
+        edges = np.flatnonzero(np.diff(bucket[order])) + 1
+        table = pa.table({
+            "pair_id": pa.array(sm.pair[order], pa.int32()),
+            "lang": pa.DictionaryArray.from_arrays(pa.array(sm.lang[order], pa.int8()), self.lang_dict),
+            "feature": pa.array(sm.feature[order], pa.int32()),
+            "max_activation": pa.array(sm.value[order], pa.float32()),
+            "n_tokens": pa.array(sm.n_tokens[order], pa.int32()),
+        }, schema=SENTENCE_MAX_SCHEMA)
+        for lo, hi in itertools.pairwise([0, *edges.tolist(), len(order)]):
+            self.writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_score_tables(writer: RunWriter, result: ScoreResult) -> None:
+    """Write features, thresholds, curves and coactivation into a RunWriter's temporary directory."""
+    writer.write_table(FEATURES, pa.Table.from_pandas(result.features, preserve_index=False))
+    writer.write_table(THRESHOLDS, pa.Table.from_pandas(result.thresholds, preserve_index=False))
+    writer.write_table(CURVES, pa.Table.from_pandas(result.curves, preserve_index=False))
+    writer.write_table(COACTIVATION, pa.Table.from_pandas(result.coactivation, preserve_index=False))
