@@ -1,0 +1,346 @@
+"""The recompute job queue, kept in the results root under ``_jobs/``.
+
+The app and the worker may run on different machines: all they share is the
+results root (a local directory or an fsspec URL such as
+``hf://datasets/<user>/<repo>`` or ``s3://bucket/prefix``), so the queue is
+plain files, written whole (no appends, no renames needed on object stores)::
+
+    <root>/_jobs/<job id>/request.json   the validated request (written once, by the app)
+    <root>/_jobs/<job id>/claim.json     created exclusively by the worker that runs it
+    <root>/_jobs/<job id>/status.json    state, heartbeat, progress, error (written by that worker)
+    <root>/_jobs/<job id>/log.txt        the run command's output (progress bars collapsed)
+    <root>/_jobs/<job id>/cancel.json    a maintainer asked to cancel
+    <root>/_jobs/_workers/<worker>.json  each worker's heartbeat: host, GPU, current job
+
+``bilingual_core.list_runs`` skips names starting with ``_``, so the queue is
+never mistaken for a run. A job's state is ``queued`` (request only),
+``running`` (claimed), then ``succeeded``, ``failed`` or ``cancelled``; a
+queued job with a cancel file is ``cancelled`` without any worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import fsspec
+
+from bilingual_core.storage import is_local, join, open_root
+
+from .job_request import JOB_ID_PATTERN, JobRequest, validate_request
+
+JOBS_DIR = "_jobs"
+WORKERS_DIR = "_workers"
+REQUEST = "request.json"
+CLAIM = "claim.json"
+STATUS = "status.json"
+LOG = "log.txt"
+CANCEL = "cancel.json"
+
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def age_seconds(stamp: str | None, now: float | None = None) -> float | None:
+    """Seconds since an ISO 8601 time (None when there is none)."""
+    if not stamp:
+        return None
+    try:
+        then = datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+    return (time.time() if now is None else now) - then
+
+
+@dataclass
+class JobStatus:
+    """``status.json``: what the worker running a job says about it."""
+
+    state: State = "queued"
+    worker: str | None = None
+    """Id of the worker that claimed the job."""
+    host: str | None = None
+    claimed_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    heartbeat_at: str | None = None
+    """Last time the worker said it was alive (every few seconds while running)."""
+    progress: dict[str, Any] = field(default_factory=dict)
+    """Parsed from the run command's progress bar: stage, done, total, unit,
+    tokens_done, tokens_per_s, eta_s (see ``progress_log``)."""
+    error: str | None = None
+    """Why the job failed or was cancelled, in one or a few lines."""
+    returncode: int | None = None
+    run_location: str | None = None
+    """Where the finished run is (path or URL)."""
+    published: list[str] = field(default_factory=list)
+    """Results roots the finished run was published to."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobStatus:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        status = cls(**known)
+        if status.state not in STATES:
+            status.state = "failed"
+            status.error = f"unreadable state {data.get('state')!r}"
+        return status
+
+
+@dataclass
+class Job:
+    """A request with what is known about it now."""
+
+    request: JobRequest
+    status: JobStatus
+    cancel: dict[str, Any] | None = None
+    """Contents of cancel.json when a cancel was requested."""
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    @property
+    def state(self) -> State:
+        return self.status.state
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+class JobQueue:
+    """The ``_jobs`` folder of one results root (any fsspec filesystem)."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, fs: fsspec.AbstractFileSystem | None = None
+    ) -> None:
+        if fs is None:
+            self.fs, self.root = open_root(root)
+        else:
+            self.fs, self.root = fs, str(root).rstrip("/") or "/"
+        self.url = str(root)
+        self.dir = join(self.root, JOBS_DIR)
+
+    # ---------------------------------------------------------- paths ---
+
+    def job_dir(self, job_id: str) -> str:
+        if not JOB_ID_PATTERN.match(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        return join(self.dir, job_id)
+
+    def path(self, job_id: str, name: str) -> str:
+        return join(self.job_dir(job_id), name)
+
+    # ------------------------------------------------------------ I/O ---
+
+    def refresh(self) -> None:
+        """Forget cached listings (object-store filesystems cache ``ls``)."""
+        self.fs.invalidate_cache(self.dir)
+
+    def _read_json(self, path: str) -> dict[str, Any] | None:
+        try:
+            with self.fs.open(path, "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            # A half-written file (only possible on stores without atomic writes): treat as absent.
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write_bytes(self, path: str, payload: bytes) -> None:
+        """Replace ``path`` whole: rename on a local disk, one PUT on object stores."""
+        if is_local(self.fs):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(tmp, "wb") as handle:
+                handle.write(payload)
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, payload)
+
+    def _write_json(self, path: str, data: dict[str, Any]) -> None:
+        self._write_bytes(path, (json.dumps(data, indent=1, default=str) + "\n").encode("utf-8"))
+
+    def _create_exclusive(self, path: str, payload: bytes) -> bool:
+        """Create ``path`` only if it does not exist (O_EXCL locally). False if it existed."""
+        if is_local(self.fs):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+            return True
+        try:
+            with self.fs.open(path, "xb") as handle:
+                handle.write(payload)
+            return True
+        except FileExistsError:
+            return False
+        except (NotImplementedError, ValueError):
+            # Stores without an exclusive-create mode: check, then write (the
+            # claim is read back after a settle delay, see ``claim``).
+            if self.fs.exists(path):
+                return False
+            self.fs.pipe_file(path, payload)
+            return True
+
+    # --------------------------------------------------------- requests ---
+
+    def submit(self, request: JobRequest) -> Job:
+        """Queue a validated request (ValueError if its id is taken)."""
+        payload = (json.dumps(request.to_json_dict(), indent=1) + "\n").encode("utf-8")
+        if not self._create_exclusive(self.path(request.id, REQUEST), payload):
+            raise ValueError(f"job {request.id} already exists")
+        return Job(request, JobStatus())
+
+    def job_ids(self) -> list[str]:
+        """Every job id, oldest first."""
+        self.refresh()
+        if not self.fs.exists(self.dir):
+            return []
+        names = (posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.dir, detail=False))
+        return sorted(n for n in names if JOB_ID_PATTERN.match(n))
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with its current state; None when its request is missing or invalid."""
+        data = self._read_json(self.path(job_id, REQUEST))
+        if data is None:
+            return None
+        try:
+            request = validate_request(data)
+        except ValueError:
+            return None
+        raw = self._read_json(self.path(job_id, STATUS))
+        cancel = self._read_json(self.path(job_id, CANCEL))
+        if raw is not None:
+            status = JobStatus.from_dict(raw)
+        else:
+            claim = self._read_json(self.path(job_id, CLAIM))
+            if claim is not None:
+                status = JobStatus(
+                    "running",
+                    worker=claim.get("worker"),
+                    host=claim.get("host"),
+                    claimed_at=claim.get("claimed_at"),
+                    heartbeat_at=claim.get("claimed_at"),
+                )
+            elif cancel is not None:
+                status = JobStatus(
+                    "cancelled",
+                    finished_at=cancel.get("at"),
+                    error=f"cancelled by {cancel.get('by', 'a maintainer')} before it started",
+                )
+            else:
+                status = JobStatus()
+        return Job(request, status, cancel)
+
+    def jobs(self, limit: int | None = None) -> list[Job]:
+        """Jobs newest first (at most ``limit``)."""
+        ids = self.job_ids()[::-1]
+        out = []
+        for job_id in ids[:limit] if limit else ids:
+            job = self.get(job_id)
+            if job is not None:
+                out.append(job)
+        return out
+
+    def queued(self) -> list[Job]:
+        """Jobs waiting for a worker, oldest first."""
+        out = []
+        for job_id in self.job_ids():
+            if self.fs.exists(self.path(job_id, CLAIM)):
+                continue
+            job = self.get(job_id)
+            if job is not None and job.state == "queued":
+                out.append(job)
+        return out
+
+    def cancel(self, job_id: str, by: str) -> Job:
+        """Ask for a job to be cancelled (a queued one is cancelled at once)."""
+        job = self.get(job_id)
+        if job is None:
+            raise ValueError(f"no job {job_id}")
+        if job.finished:
+            raise ValueError(f"job {job_id} has already {job.state}")
+        self._write_json(self.path(job_id, CANCEL), {"by": by, "at": utc_now()})
+        return self.get(job_id) or job
+
+    def cancel_requested(self, job_id: str) -> dict[str, Any] | None:
+        return self._read_json(self.path(job_id, CANCEL))
+
+    # ------------------------------------------------------ the worker ---
+
+    def claim(self, job_id: str, worker: str, host: str, settle_seconds: float = 0.0) -> bool:
+        """Claim a job for ``worker``; exactly one of several competing workers gets True.
+
+        The claim file is created exclusively (O_EXCL on a local disk, mode
+        ``xb`` on fsspec stores that support it). It is then read back after
+        ``settle_seconds``: on a store whose exclusive create is only
+        check-then-write, a later writer's claim replaces ours and we back off.
+        """
+        token = uuid.uuid4().hex
+        record = {"worker": worker, "host": host, "token": token, "claimed_at": utc_now()}
+        if not self._create_exclusive(self.path(job_id, CLAIM), json.dumps(record).encode("utf-8")):
+            return False
+        if settle_seconds > 0:
+            time.sleep(settle_seconds)
+        back = self._read_json(self.path(job_id, CLAIM))
+        return back is not None and back.get("token") == token
+
+    def read_status(self, job_id: str) -> JobStatus | None:
+        raw = self._read_json(self.path(job_id, STATUS))
+        return JobStatus.from_dict(raw) if raw is not None else None
+
+    def write_status(self, job_id: str, status: JobStatus) -> None:
+        self._write_json(self.path(job_id, STATUS), asdict(status))
+
+    def write_log(self, job_id: str, text: str) -> None:
+        self._write_bytes(self.path(job_id, LOG), text.encode("utf-8"))
+
+    def log_tail(self, job_id: str, max_lines: int = 40, max_bytes: int = 64_000) -> str:
+        """The last lines of a job's log ('' when it has none yet)."""
+        path = self.path(job_id, LOG)
+        try:
+            size = self.fs.size(path)
+            with self.fs.open(path, "rb") as handle:
+                if size and size > max_bytes:
+                    handle.seek(size - max_bytes)
+                data = handle.read()
+        except FileNotFoundError:
+            return ""
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        return "\n".join(lines[-max_lines:])
+
+    def worker_heartbeat(self, worker: str, info: dict[str, Any]) -> None:
+        self._write_json(
+            join(self.dir, WORKERS_DIR, f"{worker}.json"),
+            {**info, "worker": worker, "seen_at": utc_now()},
+        )
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker that ever wrote a heartbeat here, most recently seen first."""
+        folder = join(self.dir, WORKERS_DIR)
+        self.fs.invalidate_cache(folder)
+        if not self.fs.exists(folder):
+            return []
+        found = []
+        for path in self.fs.ls(folder, detail=False):
+            if path.endswith(".json"):
+                data = self._read_json(path)
+                if data is not None:
+                    found.append(data)
+        return sorted(found, key=lambda w: w.get("seen_at") or "", reverse=True)

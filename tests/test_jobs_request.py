@@ -1,0 +1,154 @@
+"""Job requests: every field whitelisted, the run command's argv built from them."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from precompute.job_request import OVERRIDES, RequestError, validate_request
+
+
+def build_request_data(**overrides: object) -> dict:
+    data: dict = {
+        "preset": "tiny",
+        "requested_by": "ana@example.org",
+        "overrides": {"sample_size": 20},
+    }
+    data.update(overrides)
+    return data
+
+
+def test_valid_request_fills_id_time_and_run_id():
+    request = validate_request(build_request_data())
+    assert request.preset == "tiny"
+    assert request.run_id == f"tiny-{request.id}"
+    assert request.created_at.endswith("+00:00")
+    assert request.overrides == {"sample_size": 20}
+    assert request.run_args() == [
+        "--preset=tiny",
+        f"--run-id={request.run_id}",
+        "--sample-size=20",
+        "--resume",
+    ]
+
+
+def test_every_override_maps_to_a_flag_and_strings_are_typed():
+    request = validate_request(
+        build_request_data(
+            overrides={
+                "languages": "en, es,fr",
+                "sample_size": "all",
+                "seed": "7",
+                "batch_size": 16,
+                "max_tokens": "32",
+                "device": "cpu",
+                "dtype": "float32",
+                "corpus_file": "data/parallel_en_es.tsv",
+            },
+            run_id="mine",
+            overwrite=True,
+            resume=False,
+        )
+    )
+    assert request.overrides["languages"] == ["en", "es", "fr"]
+    assert request.overrides["seed"] == 7
+    args = request.run_args()
+    assert "--languages=en,es,fr" in args and "--sample-size=all" in args and "--overwrite" in args
+    assert "--resume" not in args
+    assert all(a.startswith("--") for a in args)
+    assert {flag for _, flag in OVERRIDES.values()} >= {
+        "--model",
+        "--sae-id",
+        "--corpus-file",
+        "--batch-size",
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("model", "-rf"),
+        ("model", "gemma; rm -rf /"),
+        ("model", "a b"),
+        ("corpus_file", "../../etc/passwd"),
+        ("corpus_file", "/data/$(whoami).tsv"),
+        ("corpus_file", "--output=/tmp/x"),
+        ("sae_id", "layer\n20"),
+        ("languages", "en"),
+        ("languages", "en,en"),
+        ("languages", "en,global"),
+        ("sample_size", 0),
+        ("sample_size", "ten"),
+        ("batch_size", 10_000),
+        ("batch_size", True),
+        ("seed", -1),
+        ("device", "tpu"),
+        ("dtype", "int8"),
+        ("max_tokens", 1.5),
+    ],
+)
+def test_bad_override_is_refused_naming_the_field(field: str, value: object):
+    with pytest.raises(RequestError, match=field):
+        validate_request(build_request_data(overrides={field: value}))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"preset": "nope"},
+        {"preset": "tiny", "shell": "echo hi"},
+        {"preset": "tiny", "overrides": {"command": "x"}},
+        {"preset": "tiny", "run_id": "../escape"},
+        {"preset": "tiny", "run_id": ".hidden"},
+        {"preset": "tiny", "id": "not-an-id"},
+        {"preset": "tiny", "overwrite": "yes"},
+        {"preset": "tiny", "overrides": ["sample_size", 3]},
+        {"preset": "tiny", "requested_by": "a\nb"},
+        "preset=tiny",
+    ],
+)
+def test_malformed_requests_are_refused(data: object):
+    with pytest.raises(RequestError):
+        validate_request(data)  # type: ignore[arg-type]
+
+
+def test_config_level_conflicts_are_caught_at_submission():
+    """The tiny model cannot take a pretrained SAE: refused before any worker sees it."""
+    with pytest.raises(RequestError, match="not a valid run"):
+        validate_request(
+            build_request_data(
+                overrides={
+                    "sae_release": "gemma-scope-2b-pt-res-canonical",
+                    "sae_id": "layer_20/width_16k/canonical",
+                }
+            )
+        )
+
+
+def test_empty_override_values_keep_the_preset():
+    request = validate_request(
+        build_request_data(overrides={"model": "", "seed": None, "sample_size": " 5 "})
+    )
+    assert request.overrides == {"sample_size": 5}
+
+
+def test_round_trip_through_json_is_stable():
+    request = validate_request(build_request_data(overrides={"languages": ["en", "es"]}))
+    again = validate_request(request.to_json_dict())
+    assert again == request
+
+
+def test_validation_does_not_import_torch():
+    import subprocess
+
+    code = (
+        "import sys; from precompute.job_request import validate_request; "
+        "validate_request({'preset': 'gemma-2-2b'}); import explorer.jobs_view, explorer.auth; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=str(__import__("pathlib").Path(__file__).parents[1]),
+    )
