@@ -1,0 +1,171 @@
+"""The ``worker``, ``jobs`` and ``publish`` subcommands (none imports torch).
+
+* ``python -m precompute worker --root ROOT``: serve the recompute queue of a
+  results root (see ``precompute.worker``).
+* ``python -m precompute jobs list|submit|cancel|log --root ROOT``: the same
+  queue from a shell (``submit`` validates exactly like the app's form).
+* ``python -m precompute publish --run DIR --to URL``: copy a finished run to
+  another results root (see ``precompute.publish``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from .cli import Handler, command
+
+_ROOT_HELP = "results root holding the _jobs queue (path or fsspec URL; default $BILINGUAL_RESULTS_DIR or results/)"
+
+
+def _root(args: argparse.Namespace) -> str:
+    from bilingual_core import results_root_from_env
+
+    return args.root or results_root_from_env()
+
+
+@command("worker", "run queued recompute jobs of a results root, one at a time (on the GPU host)")
+def _worker_args(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--root", help=_ROOT_HELP)
+    p.add_argument("--once", action="store_true", help="run the jobs queued now, then exit")
+    p.add_argument(
+        "--poll-seconds", type=float, default=10.0, help="pause between looks at an empty queue"
+    )
+    p.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=2.0,
+        help="how often progress, log and cancel requests are synced while a job runs",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=120.0,
+        help="seconds without a heartbeat after which another worker's running job is marked failed",
+    )
+    p.add_argument(
+        "--push-to",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also publish every finished run here (repeatable; e.g. hf://datasets/<user>/<repo>)",
+    )
+    p.add_argument(
+        "--work-dir", help="local directory runs are computed in when --root is not local"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from .queue import JobQueue
+        from .worker import Worker, WorkerConfig
+
+        config = WorkerConfig(
+            poll_seconds=args.poll_seconds,
+            heartbeat_seconds=args.heartbeat_seconds,
+            stale_after_seconds=args.stale_after,
+            push_to=tuple(args.push_to),
+            work_dir=args.work_dir,
+        )
+        worker = Worker(JobQueue(_root(args)), config)
+        signal.signal(signal.SIGTERM, _interrupt)
+        gpus = ", ".join(worker.gpus) or "none detected"
+        print(f"worker {worker.worker_id} serving {_root(args)} (GPUs: {gpus})", file=sys.stderr)
+        if args.once:
+            while worker.run_once():
+                pass
+        else:
+            worker.run_forever()
+        return 0
+
+    return run
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@command("jobs", "list, submit or cancel recompute jobs of a results root")
+def _jobs_args(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("action", choices=["list", "submit", "cancel", "log"])
+    p.add_argument("job_id", nargs="?", help="job id (cancel, log)")
+    p.add_argument("--root", help=_ROOT_HELP)
+    p.add_argument("--preset", help="submit: preset (tiny, gemma-2-2b)")
+    p.add_argument("--run-id", help="submit: run directory name (default <preset>-<job id>)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="submit: an override, e.g. sample_size=200 or languages=en,es (repeatable)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="submit: replace an existing run")
+    p.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="submit: do not push to the worker's --push-to roots",
+    )
+    p.add_argument("--by", default="command line", help="who is asking (recorded in the job)")
+
+    def run(args: argparse.Namespace) -> int:
+        from .job_request import validate_request
+        from .queue import JobQueue
+
+        queue = JobQueue(_root(args))
+        if args.action == "list":
+            for job in queue.jobs():
+                progress = job.status.progress.get("tokens_done")
+                extra = f" {progress:,} tokens" if progress else ""
+                print(
+                    f"{job.id}  {job.state:<9}  {job.request.run_id}  {job.request.describe()}{extra}"
+                    + (f"  ({job.status.error})" if job.status.error else "")
+                )
+            return 0
+        if args.action == "submit":
+            overrides = {}
+            for item in args.set:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
+                overrides[key.strip()] = value
+            request = validate_request(
+                {
+                    "preset": args.preset,
+                    "run_id": args.run_id,
+                    "overrides": overrides,
+                    "overwrite": args.overwrite,
+                    "publish": not args.no_publish,
+                    "requested_by": args.by,
+                }
+            )
+            queue.submit(request)
+            print(json.dumps(request.to_json_dict(), indent=1))
+            return 0
+        if not args.job_id:
+            raise ValueError(f"jobs {args.action} needs a job id")
+        if args.action == "cancel":
+            job = queue.cancel(args.job_id, args.by)
+            print(f"{job.id}: {job.state} (cancel requested)")
+            return 0
+        print(queue.log_tail(args.job_id, max_lines=200))
+        return 0
+
+    return run
+
+
+@command(
+    "publish",
+    "copy a finished run directory to a results root (manifest last; hf:// in one commit)",
+)
+def _publish_args(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--run", required=True, help="the finished run directory (path or URL)")
+    p.add_argument("--to", required=True, metavar="URL", help="results root to publish to")
+    p.add_argument("--overwrite", action="store_true", help="replace the run there if it exists")
+
+    def run(args: argparse.Namespace) -> int:
+        from .publish import publish_run
+
+        print(f"published to {publish_run(args.run, args.to, overwrite=args.overwrite)}")
+        return 0
+
+    return run

@@ -1,0 +1,432 @@
+"""``python -m precompute worker``: run queued recompute jobs, one at a time.
+
+The worker runs on the GPU host, next to (or sharing) the results root the
+app reads. Each pass it
+
+1. writes its own heartbeat (host, GPUs seen by ``nvidia-smi``, current job);
+2. marks jobs whose worker stopped sending heartbeats as failed, saying so
+   (their run was never committed: the run command writes atomically);
+3. claims the oldest queued job (an exclusive claim file: two workers never
+   run the same job) and runs it as a subprocess,
+   ``[python, -m, precompute, run, --flag=value, ...]``, no shell;
+4. while it runs: streams the output to ``log.txt``, parses the progress bar
+   into ``status.json`` (tokens done, tokens/s, ETA) with a heartbeat, and
+   stops the subprocess when a cancel is requested (SIGINT first, so the run
+   command removes its temporary files; SIGKILL if it does not stop);
+5. on success, publishes the run when the results root is not a local
+   directory (the run is computed in ``--work-dir`` and copied there) and
+   to every ``--push-to`` root.
+
+Whatever goes wrong (a crash of the run command, a full disk, a killed
+subprocess) ends as ``failed`` with the reason; previous runs are never
+touched because the run command only ever moves a complete run into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bilingual_core import Run, RunFormatError
+from bilingual_core.storage import is_local, join
+
+from .job_request import JobRequest
+from .progress_log import LogBuffer
+from .publish import publish_run
+from .queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PROGRAM = (sys.executable, "-m", "precompute")
+
+
+@dataclass
+class WorkerConfig:
+    """How a worker polls, reports and runs jobs."""
+
+    poll_seconds: float = 10.0
+    """Pause between looks at the queue when it is empty."""
+    heartbeat_seconds: float = 2.0
+    """How often status.json, log.txt and the cancel check are refreshed while a job runs."""
+    stale_after_seconds: float = 120.0
+    """A running job whose heartbeat is older than this is declared dead (its worker stopped)."""
+    stop_grace_seconds: float = 15.0
+    """After SIGINT, wait this long for the run command to exit before killing it."""
+    claim_settle_seconds: float | None = None
+    """Wait before reading a claim back (None: 0 on a local disk, 2 s on object stores)."""
+    push_to: tuple[str, ...] = ()
+    """Results roots every finished run (of a job with ``publish``) is copied to."""
+    work_dir: str | None = None
+    """Local results root the run command writes into when the queue's root is remote."""
+    program: tuple[str, ...] = DEFAULT_PROGRAM
+    """Command that is ``python -m precompute`` (tests substitute a stand-in)."""
+    log_lines: int = 2000
+    """Lines of output kept in log.txt (the last ones)."""
+
+
+@dataclass
+class Worker:
+    """One worker process serving the queue of one results root."""
+
+    queue: JobQueue
+    config: WorkerConfig = field(default_factory=WorkerConfig)
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    )
+    host: str = field(default_factory=socket.gethostname)
+
+    def __post_init__(self) -> None:
+        self.current: str | None = None
+        self.process: subprocess.Popen | None = None
+        """The run command of the current job (None between jobs)."""
+        self.gpus = detect_gpus()
+        self.stopping = False
+
+    # ----------------------------------------------------------- loop ---
+
+    def run_forever(self) -> None:
+        while not self.stopping:
+            if not self.run_once():
+                time.sleep(self.config.poll_seconds)
+
+    def run_once(self) -> bool:
+        """Reap stale jobs, then run the oldest queued job; False when there was none."""
+        self.beat()
+        self.reap_stale()
+        for job in self.queue.queued():
+            settle = self.config.claim_settle_seconds
+            if settle is None:
+                settle = 0.0 if is_local(self.queue.fs) else 2.0
+            if self.queue.claim(job.id, self.worker_id, self.host, settle):
+                self.run_job(job)
+                return True
+        return False
+
+    def beat(self) -> None:
+        self.queue.worker_heartbeat(
+            self.worker_id,
+            {
+                "host": self.host,
+                "pid": os.getpid(),
+                "gpus": self.gpus,
+                "job": self.current,
+                "push_to": list(self.config.push_to),
+                "stale_after_seconds": self.config.stale_after_seconds,
+            },
+        )
+
+    def reap_stale(self) -> list[str]:
+        """Mark running jobs without a recent heartbeat as failed; their ids."""
+        reaped = []
+        for job_id in self.queue.job_ids():
+            job = self.queue.get(job_id)
+            if job is None or job.state != "running" or job.status.worker == self.worker_id:
+                continue
+            age = age_seconds(job.status.heartbeat_at or job.status.claimed_at)
+            if age is None or age <= self.config.stale_after_seconds:
+                continue
+            status = job.status
+            status.state = "failed"
+            status.finished_at = utc_now()
+            status.error = (
+                f"worker {status.worker} on {status.host} stopped sending heartbeats "
+                f"(last {age:.0f} s ago; killed or lost). Its run was not committed and "
+                "previous runs are intact; submit the job again to redo it (resume continues "
+                "from the last staged chunk)."
+            )
+            self.queue.write_status(job_id, status)
+            reaped.append(job_id)
+        return reaped
+
+    # ------------------------------------------------------------ job ---
+
+    def run_job(self, job: Job) -> JobStatus:
+        """Run one claimed job to a terminal state (never raises for job failures)."""
+        self.current = job.id
+        status = JobStatus(
+            "running",
+            worker=self.worker_id,
+            host=self.host,
+            claimed_at=utc_now(),
+            started_at=utc_now(),
+            heartbeat_at=utc_now(),
+        )
+        runner = None
+        try:
+            self.queue.write_status(job.id, status)
+            cancel = self.queue.cancel_requested(job.id)
+            if cancel is not None:
+                return self._finish(
+                    job.id,
+                    status,
+                    "cancelled",
+                    f"cancelled by {cancel.get('by')} before it started",
+                )
+            problem = self._precheck(job.request)
+            if problem:
+                return self._finish(job.id, status, "failed", problem)
+            runner = _Subprocess(self._argv(job.request), self.config.log_lines)
+            self.process = runner.proc
+            outcome = self._watch(job, status, runner)
+            if outcome is not None:
+                return outcome
+            return self._after_success(job.request, status, runner)
+        except (
+            Exception
+        ) as exc:  # a full disk, an unreachable store, a bug: the job fails, the worker goes on
+            if runner is not None:
+                runner.stop(self.config.stop_grace_seconds)
+            message = f"worker error: {type(exc).__name__}: {exc}"
+            try:
+                if runner is not None:
+                    self.queue.write_log(job.id, runner.log.text() + f"\n{message}\n")
+            except Exception:
+                pass
+            return self._finish(job.id, status, "failed", message)
+        except KeyboardInterrupt:  # the worker itself is being stopped (Ctrl-C, SIGTERM)
+            if runner is not None:
+                runner.stop(self.config.stop_grace_seconds)
+            self._finish(
+                job.id,
+                status,
+                "failed",
+                f"worker {self.worker_id} was stopped while the job ran; "
+                "the run was not written (previous runs intact); submit it again to redo it",
+            )
+            raise
+        finally:
+            self.current = None
+            self.process = None
+
+    def _argv(self, request: JobRequest) -> list[str]:
+        return [*self.config.program, "run", *request.run_args(), f"--out={self.out_root()}"]
+
+    def out_root(self) -> str:
+        """The local results root the run command writes into."""
+        if is_local(self.queue.fs):
+            return os.path.abspath(self.queue.root)
+        if not self.config.work_dir:
+            raise ValueError(
+                f"the results root {self.queue.url} is not a local directory: start the worker "
+                "with --work-dir DIR (a local directory the runs are computed in, then published)"
+            )
+        return os.path.abspath(self.config.work_dir)
+
+    def _precheck(self, request: JobRequest) -> str | None:
+        """Refuse early what would only fail after the extraction."""
+        fs = self.queue.fs
+        if not request.overwrite and fs.exists(join(self.queue.root, request.run_id)):
+            return (
+                f"run {request.run_id!r} already exists under {self.queue.url}; submit with "
+                "'overwrite' to replace it, or choose another run id"
+            )
+        self.out_root()
+        return None
+
+    def _watch(self, job: Job, status: JobStatus, runner: _Subprocess) -> JobStatus | None:
+        """Heartbeat until the subprocess ends; a terminal status if it did not succeed."""
+        cancelled_by: str | None = None
+        while True:
+            rc = runner.wait(self.config.heartbeat_seconds)
+            self._report(job.id, status, runner)
+            if rc is not None:
+                break
+            cancel = self.queue.cancel_requested(job.id)
+            if cancel is not None and cancelled_by is None:
+                cancelled_by = str(cancel.get("by", "a maintainer"))
+                runner.stop(self.config.stop_grace_seconds)
+                continue
+            current = self.queue.read_status(job.id)
+            if current is not None and current.state in TERMINAL:
+                # Someone (another worker's reaper) gave up on this job: stop, keep their verdict.
+                runner.stop(self.config.stop_grace_seconds)
+                return current
+        status.returncode = runner.returncode
+        if cancelled_by is not None:
+            return self._finish(
+                job.id,
+                status,
+                "cancelled",
+                f"cancelled by {cancelled_by}; the run was not written (previous runs intact)",
+            )
+        if runner.returncode != 0:
+            return self._finish(
+                job.id, status, "failed", describe_exit(runner.returncode, runner.log)
+            )
+        return None
+
+    def _report(self, job_id: str, status: JobStatus, runner: _Subprocess) -> None:
+        status.heartbeat_at = utc_now()
+        status.progress = {**runner.log_progress(), "updated_at": status.heartbeat_at}
+        self.queue.write_log(job_id, runner.log_text())
+        self.queue.write_status(job_id, status)
+        if self.config.heartbeat_seconds < self.config.poll_seconds:
+            self.beat()
+
+    def _after_success(
+        self, request: JobRequest, status: JobStatus, runner: _Subprocess
+    ) -> JobStatus:
+        local = join(self.out_root(), request.run_id)
+        run = Run.open(local)
+        if not run.is_complete:
+            raise RunFormatError(
+                "manifest.json", "status", f"the run command exited 0 but {local} is not complete"
+            )
+        if is_local(self.queue.fs):
+            status.run_location = local
+        else:
+            status.run_location = publish_run(local, self.queue.url, overwrite=request.overwrite)
+            status.published.append(self.queue.url)
+        if request.publish:
+            for url in self.config.push_to:
+                try:
+                    publish_run(local, url, overwrite=True)
+                except Exception as exc:
+                    return self._finish(
+                        request.id,
+                        status,
+                        "failed",
+                        f"the run is complete at {status.run_location}, but publishing it to "
+                        f"{url} failed: {type(exc).__name__}: {exc}",
+                    )
+                status.published.append(url)
+        return self._finish(request.id, status, "succeeded", None)
+
+    def _finish(self, job_id: str, status: JobStatus, state: str, error: str | None) -> JobStatus:
+        status.state = state  # type: ignore[assignment]
+        status.error = error
+        status.finished_at = status.heartbeat_at = utc_now()
+        try:
+            self.queue.write_status(job_id, status)
+        except Exception as exc:  # nothing more can be written there; say it here
+            print(f"worker: could not record job {job_id} as {state}: {exc}", file=sys.stderr)
+        print(f"worker: job {job_id} {state}" + (f": {error}" if error else ""), file=sys.stderr)
+        return status
+
+
+def describe_exit(returncode: int | None, log: LogBuffer) -> str:
+    """Why a run command failed, from its exit status and its last output."""
+    summary = log.error_summary()
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        reason = f"the run command was killed by {name}"
+        if name == "SIGKILL":
+            reason += " (out of memory, or killed by hand)"
+        return reason + (f"; last output: {summary}" if summary else "")
+    return summary or f"the run command exited with status {returncode}"
+
+
+def detect_gpus() -> list[str]:
+    """GPU names reported by ``nvidia-smi`` (empty without NVIDIA GPUs); never imports torch."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the worker dies, so a killed worker leaves no orphan run."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Subprocess:
+    """The run command, its output collected by a reader thread."""
+
+    def __init__(self, argv: list[str], log_lines: int) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "1"}
+        self.log = LogBuffer(max_lines=log_lines)
+        shown = ["python", *argv[1:]] if argv[0] == sys.executable else argv
+        self.log.feed(f"$ {' '.join(shown)}\n")
+        self.lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self.reader = threading.Thread(target=self._read, name="run-output", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stream = self.proc.stdout
+        assert stream is not None
+        while True:
+            chunk = stream.read1(65536)
+            if not chunk:
+                break
+            with self.lock:
+                self.log.feed(decoder.decode(chunk))
+        with self.lock:
+            self.log.feed(decoder.decode(b"", final=True))
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def wait(self, seconds: float) -> int | None:
+        """Wait up to ``seconds`` for the exit; the return code, or None if still running."""
+        try:
+            rc = self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return None
+        self.reader.join(timeout=10)
+        return rc
+
+    def log_text(self) -> str:
+        with self.lock:
+            return self.log.text()
+
+    def log_progress(self) -> dict[str, Any]:
+        with self.lock:
+            return self.log.progress()
+
+    def stop(self, grace: float) -> None:
+        """SIGINT to the process group (the run command cleans up), then SIGKILL."""
+        if self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.reader.join(timeout=10)
