@@ -1,0 +1,263 @@
+"""The recompute queue for the ``/recompute`` page: cached reads, tables, the job form.
+
+Reads go through ``precompute.queue.JobQueue`` (torch-free) and are cached
+for a couple of seconds, shared by every browser session watching the page,
+so many viewers cost one read of the queue per refresh. The job form returns
+plain values; ``precompute.job_request.validate_request`` (the same function
+the worker uses) decides what is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from precompute.config import DEVICES, DTYPES
+from precompute.job_request import OVERRIDES
+from precompute.presets import PRESETS
+from precompute.queue import Job, JobQueue, age_seconds
+
+REFRESH_S = 3
+"""Seconds between refreshes of the queue, the progress and the log."""
+JOBS_TTL_S = 2
+WORKER_ONLINE_S = 60
+"""A worker seen this recently counts as online."""
+SHOWN_JOBS = 100
+PRESET_DEFAULT = "(preset's)"
+
+
+# ------------------------------------------------------------ reads ---
+
+
+def queue_for(root: str) -> JobQueue:
+    return JobQueue(root)
+
+
+@st.cache_data(ttl=JOBS_TTL_S, show_spinner=False)
+def load_jobs(root: str, limit: int = SHOWN_JOBS) -> list[Job]:
+    """The newest ``limit`` jobs of ``root``'s queue (re-read every couple of seconds)."""
+    return queue_for(root).jobs(limit=limit)
+
+
+@st.cache_data(ttl=JOBS_TTL_S, show_spinner=False)
+def load_log_tail(root: str, job_id: str, lines: int = 30) -> str:
+    return queue_for(root).log_tail(job_id, max_lines=lines)
+
+
+@st.cache_data(ttl=JOBS_TTL_S, show_spinner=False)
+def load_workers(root: str) -> list[dict[str, Any]]:
+    return queue_for(root).workers()
+
+
+def clear_caches() -> None:
+    """After a submit or cancel: show the change at once."""
+    load_jobs.clear()
+    load_log_tail.clear()
+
+
+# ----------------------------------------------------------- formatting ---
+
+
+def duration(seconds: float | None) -> str:
+    """``'1 h 02 min'``, ``'3 min 04 s'``, ``'12 s'``; en dash when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "–"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    """One line: tokens done of total, tokens/s, ETA, and the current stage."""
+    if not progress:
+        return "starting (loading the model and the corpus)…"
+    parts = []
+    if progress.get("tokens_done") is not None:
+        total = progress.get("tokens_total")
+        parts.append(
+            f"{progress['tokens_done']:,}" + (f" / {total:,}" if total else "") + " tokens"
+        )
+        if progress.get("tokens_per_s"):
+            parts.append(f"{progress['tokens_per_s']:,.0f} tokens/s")
+        if progress.get("tokens_eta_s") is not None and progress.get("tokens_done") != total:
+            parts.append(f"ETA {duration(progress['tokens_eta_s'])}")
+    stage = progress.get("stage")
+    if stage:
+        parts.append(f"stage: {stage}")
+    return " · ".join(parts) or "running"
+
+
+def progress_fraction(progress: dict[str, Any]) -> float:
+    """Extraction progress in 0..1 (the stage's own fraction before tokens are known)."""
+    done, total = progress.get("tokens_done"), progress.get("tokens_total")
+    if done is not None and total:
+        return max(0.0, min(done / total, 1.0))
+    return float(progress.get("fraction") or 0.0)
+
+
+def jobs_frame(jobs: list[Job]) -> pd.DataFrame:
+    """One row per job, newest first, for the queue tables."""
+    rows = []
+    for job in jobs:
+        s = job.status
+        rows.append(
+            {
+                "job": job.id,
+                "state": job.state
+                + (" (cancel requested)" if job.cancel and not job.finished else ""),
+                "run": job.request.run_id,
+                "request": job.request.describe(),
+                "requested by": job.request.requested_by,
+                "created": job.request.created_at,
+                "started": s.started_at,
+                "finished": s.finished_at,
+                "error": s.error,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "job",
+            "state",
+            "run",
+            "request",
+            "requested by",
+            "created",
+            "started",
+            "finished",
+            "error",
+        ],
+    )
+
+
+def worker_lines(workers: list[dict[str, Any]], now: float | None = None) -> list[str]:
+    """A sentence per worker seen recently: host, GPUs, what it is doing."""
+    lines = []
+    for w in workers:
+        age = age_seconds(w.get("seen_at"), now)
+        if age is None or age > WORKER_ONLINE_S:
+            continue
+        gpus = ", ".join(w.get("gpus") or []) or "no GPU detected (CPU only)"
+        doing = f"running job {w['job']}" if w.get("job") else "idle"
+        lines.append(
+            f"`{w.get('worker')}` on {w.get('host')}: {gpus}; {doing} (seen {duration(age)} ago)"
+        )
+    return lines
+
+
+def heartbeat_note(job: Job, now: float | None = None) -> str | None:
+    """A warning when a running job's worker has been silent for a while."""
+    age = age_seconds(job.status.heartbeat_at or job.status.claimed_at, now)
+    if age is not None and age > 3 * REFRESH_S + 10:
+        return (
+            f"No heartbeat from worker {job.status.worker} for {duration(age)}; a restarted worker "
+            "will mark the job failed if it stays silent."
+        )
+    return None
+
+
+# ----------------------------------------------------------------- form ---
+
+_TEXT_FIELDS = {
+    "model": ("Model", "TransformerLens name, e.g. gemma-2-2b"),
+    "sae_release": ("SAE release", "e.g. gemma-scope-2b-pt-res-canonical"),
+    "sae_id": ("SAE id", "e.g. layer_20/width_16k/canonical"),
+    "dataset": ("Dataset", "Hugging Face dataset id, e.g. Helsinki-NLP/opus_books"),
+    "dataset_config": ("Dataset config", "e.g. en-es"),
+    "split": ("Split", "e.g. train"),
+    "corpus_file": (
+        "Corpus file",
+        "TSV/CSV/JSONL/Parquet on the worker host, one column per language",
+    ),
+    "languages": ("Languages", "comma-separated, e.g. en,es"),
+    "sample_size": ("Sample size", "pairs to sample, or all"),
+    "seed": ("Seed", "sampling seed (the post: 42)"),
+    "batch_size": ("Batch size", "sentences per forward pass"),
+    "max_tokens": ("Max tokens", "real tokens kept per sentence"),
+}
+_MORE_FIELDS = {
+    "model_path": ("Model path", "local Hugging Face checkpoint on the worker host"),
+    "sae_path": ("SAE path", "local SAE-Lens directory on the worker host"),
+    "hook": ("Hook", "hook the SAE reads (default: the SAE's metadata)"),
+    "neuronpedia_id": ("Neuronpedia id", "model/SAE id for feature links"),
+    "chunk_pairs": ("Chunk pairs", "pairs per staged chunk (the unit of resume)"),
+}
+_CHOICE_FIELDS = {
+    "dtype": ("Model dtype", DTYPES),
+    "sae_dtype": ("SAE dtype", DTYPES),
+    "device": ("Device", DEVICES),
+}
+
+
+def job_form_ui(
+    on_submit: Callable[[dict[str, Any]], None], prefix: str = "recompute_form"
+) -> None:
+    """The new-job form. On submit, ``on_submit(raw request)`` runs as the button's
+    callback (before the page reruns, so no rerun can lose the click).
+
+    Empty fields keep the preset's value; ``validate_request`` judges the rest.
+    """
+    with st.form(prefix):
+        c1, c2 = st.columns(2)
+        c1.selectbox(
+            "Preset",
+            sorted(PRESETS),
+            key=f"{prefix}_preset",
+            help="gemma-2-2b: the post's setup (needs a GPU); tiny: a CPU test in seconds",
+        )
+        c2.text_input(
+            "Run id",
+            key=f"{prefix}_run_id",
+            placeholder="<preset>-<job id>",
+            help="Directory name of the new run under the results root",
+        )
+        cols = st.columns(3)
+        for i, (name, (label, help_text)) in enumerate(_TEXT_FIELDS.items()):
+            cols[i % 3].text_input(
+                label, key=f"{prefix}_{name}", placeholder=PRESET_DEFAULT, help=help_text
+            )
+        cols = st.columns(3)
+        for i, (name, (label, options)) in enumerate(_CHOICE_FIELDS.items()):
+            cols[i].selectbox(label, [PRESET_DEFAULT, *options], key=f"{prefix}_{name}")
+        with st.expander("More options"):
+            cols = st.columns(3)
+            for i, (name, (label, help_text)) in enumerate(_MORE_FIELDS.items()):
+                cols[i % 3].text_input(
+                    label, key=f"{prefix}_{name}", placeholder=PRESET_DEFAULT, help=help_text
+                )
+        c1, c2, c3 = st.columns(3)
+        c1.checkbox("Replace an existing run of this id", key=f"{prefix}_overwrite")
+        c2.checkbox("Resume a staged, unfinished run", value=True, key=f"{prefix}_resume")
+        c3.checkbox("Publish to the worker's --push-to roots", value=True, key=f"{prefix}_publish")
+        st.form_submit_button(
+            "Queue the job",
+            type="primary",
+            icon=":material/play_arrow:",
+            on_click=lambda: on_submit(form_request(st.session_state, prefix)),
+        )
+
+
+def form_request(state: Mapping[str, Any], prefix: str = "recompute_form") -> dict[str, Any]:
+    """The raw request the form's widgets (in ``state``) describe."""
+    names = [*_TEXT_FIELDS, *_CHOICE_FIELDS, *_MORE_FIELDS]
+    overrides = {}
+    for name in names:
+        value = state.get(f"{prefix}_{name}")
+        if value in (None, "", PRESET_DEFAULT):
+            continue
+        overrides[name] = value.strip() if isinstance(value, str) else value
+    run_id = str(state.get(f"{prefix}_run_id") or "").strip()
+    return {
+        "preset": state.get(f"{prefix}_preset"),
+        "run_id": run_id or None,
+        "overrides": {k: v for k, v in overrides.items() if k in OVERRIDES and v != ""},
+        "overwrite": bool(state.get(f"{prefix}_overwrite", False)),
+        "resume": bool(state.get(f"{prefix}_resume", True)),
+        "publish": bool(state.get(f"{prefix}_publish", True)),
+    }
