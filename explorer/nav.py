@@ -24,6 +24,7 @@ CURVES = "pages/curves.py"
 FEATURES = "pages/features.py"
 FEATURE = "pages/feature.py"
 PAIRS = "pages/pairs.py"
+RECOMPUTE = "pages/recompute.py"
 
 PAGES: list[PageSpec] = [
     PageSpec(OVERVIEW, "Overview", "", ":material/home:"),
@@ -31,4 +32,5 @@ PAGES: list[PageSpec] = [
     PageSpec(FEATURES, "Feature table", "features", ":material/table_rows:"),
     PageSpec(FEATURE, "Feature", "feature", ":material/neurology:"),
     PageSpec(PAIRS, "Sentence pairs", "pairs", ":material/translate:"),
+    PageSpec(RECOMPUTE, "Recompute", "recompute", ":material/memory:"),
 ]
