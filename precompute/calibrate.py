@@ -36,8 +36,9 @@ def firing_rates(n_features: int, target_l0: float, rng: np.random.Generator,
 
 @torch.no_grad()
 def quantile_thresholds(pre_acts: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
-    """Per feature (column), the ``1 - rate`` quantile of ``pre_acts`` (n_tokens, d_sae),
-    at least ``MIN_THRESHOLD`` (a JumpReLU also needs the pre-activation positive).
+    """Per feature (column), a threshold that ``round(rate * n)`` of the ``n`` sample
+    values of ``pre_acts`` (n_tokens, d_sae) exceed (the ``1 - rate`` quantile), at
+    least ``MIN_THRESHOLD`` (a JumpReLU also needs the pre-activation positive).
 
     The threshold is the midpoint between the sample value at that rank and the
     next *larger* sample value, never a sample value itself (tokens in the same
@@ -47,7 +48,8 @@ def quantile_thresholds(pre_acts: torch.Tensor, rates: torch.Tensor) -> torch.Te
     if n < 2:
         raise ValueError("need at least two sample tokens to calibrate thresholds")
     ranked = pre_acts.sort(dim=0).values
-    k = ((1.0 - rates.to(ranked.device, torch.float64)) * (n - 1)).floor().long().clamp(0, n - 1)
+    n_fire = (rates.to(ranked.device, torch.float64) * n).round().long()
+    k = (n - 1 - n_fire).clamp(0, n - 1)  # the largest sample value that must not fire
     below = ranked.gather(0, k[None, :]).squeeze(0)
     first_above = (ranked <= below[None, :]).sum(dim=0)
     above = ranked.gather(0, first_above.clamp(max=n - 1)[None, :]).squeeze(0)

@@ -36,6 +36,7 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="sampling seed (the post: 42)")
     g.add_argument("--max-tokens", type=int, help="real tokens kept per sentence (longer: truncated, counted)")
     g.add_argument("--batch-size", type=int, help="sentences per forward pass")
+    g.add_argument("--batch-tokens", type=int, help="padded tokens per forward pass, at most")
     g.add_argument("--chunk-pairs", type=int, help="pairs per staged chunk (the unit of --resume)")
     g.add_argument("--dtype", choices=DTYPES, help="model dtype (gemma-2-2b: bfloat16)")
     g.add_argument("--sae-dtype", choices=DTYPES, help="SAE dtype (default float32)")
@@ -44,7 +45,7 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     names = [dest for dest, _ in _OVERRIDES.values()] + [
-        "sample_size", "seed", "max_tokens", "batch_size", "chunk_pairs", "dtype", "sae_dtype", "device"]
+        "sample_size", "seed", "max_tokens", "batch_size", "batch_tokens", "chunk_pairs", "dtype", "sae_dtype", "device"]
     return with_overrides(preset(args.preset), **{name: getattr(args, name) for name in names})
 
 

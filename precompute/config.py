@@ -25,6 +25,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CORPUS = REPO_ROOT / "data" / "parallel_en_es.tsv"
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (manifests stay portable), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 @dataclass(frozen=True)
 class TinySpec:
     """Shape of the in-process model, tokenizer and SAE of the ``tiny`` preset."""
@@ -155,6 +163,9 @@ class ExtractionConfig:
     truncated and counted in the manifest."""
     batch_size: int = 64
     """Sentences per forward pass (sorted by length to limit padding)."""
+    batch_tokens: int = 32768
+    """At most this many padded tokens per forward pass: batches of long sentences
+    shrink, so one long outlier cannot exhaust device memory."""
     chunk_pairs: int = 1024
     """Pairs per staged chunk: the unit of ``--resume`` and of streaming to disk."""
     device: Device = "auto"
@@ -163,8 +174,8 @@ class ExtractionConfig:
     """With ``device=auto`` and no GPU, fail instead of silently running on the CPU."""
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1 or self.batch_size < 1 or self.chunk_pairs < 1:
-            raise ValueError("max_tokens, batch_size and chunk_pairs must be >= 1")
+        if min(self.max_tokens, self.batch_size, self.batch_tokens, self.chunk_pairs) < 1:
+            raise ValueError("max_tokens, batch_size, batch_tokens and chunk_pairs must be >= 1")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
 

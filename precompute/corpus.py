@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import CorpusSource
+from .config import CorpusSource, display_path
 from .errors import CorpusError
 
 LOCAL_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
@@ -51,7 +51,7 @@ def load_corpus(source: CorpusSource) -> ParallelCorpus:
         dataset = dataset.shuffle(seed=source.seed).select(range(source.sample_size))
     texts = _columns(dataset, source)
     _check_aligned(texts, source)
-    info = {"source": source.source, "config": source.config, "split": source.split,
+    info = {"source": display_path(source.path) if source.path else source.source, "config": source.config, "split": source.split,
             "field": source.field, "seed": source.seed if source.sample_size is not None else None,
             "sample_size": source.sample_size, "n_available": n_available,
             "sampling": "shuffle(seed).select(range(sample_size))" if source.sample_size else "all rows in order"}

@@ -100,22 +100,34 @@ class ChunkActivations:
     value: np.ndarray
 
 
+def length_batches(lengths: np.ndarray, batch_size: int, batch_tokens: int) -> list[np.ndarray]:
+    """Indices of ``lengths`` grouped longest first into batches of at most
+    ``batch_size`` sentences and ``batch_tokens`` padded tokens (BOS included);
+    a sentence longer than ``batch_tokens`` gets a batch of its own."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, lo = [], 0
+    while lo < len(order):
+        width = int(lengths[order[lo]]) + 1  # the longest of the batch sets the padded width
+        size = max(1, min(batch_size, batch_tokens // width))
+        batches.append(order[lo:lo + size])
+        lo += size
+    return batches
+
+
 @torch.no_grad()
 def extract_chunk(extractor: Extractor, tokens: TokenizedSentences, sentences: np.ndarray,
-                  batch_size: int, on_batch: Any = None) -> ChunkActivations:
+                  batch_size: int, on_batch: Any = None, batch_tokens: int = 1 << 62) -> ChunkActivations:
     """Sparse activations of ``sentences`` (indices into ``tokens``, in pair/lang order).
 
-    Sentences are batched longest first, so a batch holds sentences of similar
-    length and little padding. ``on_batch(n_real_tokens)`` is called after each
-    batch (progress bars).
+    Sentences are batched longest first (``length_batches``), so a batch holds
+    sentences of similar length and little padding. ``on_batch(n_real_tokens)``
+    is called after each batch (progress bars).
     """
     lengths = tokens.lengths[sentences]
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     total = int(lengths.sum())
-    order = np.argsort(-lengths, kind="stable")
     keys, values = [], []
-    for lo in range(0, len(order), batch_size):
-        local = order[lo:lo + batch_size]
+    for local in length_batches(lengths, batch_size, batch_tokens):
         ids, mask = pad_batch(extractor.tokenizer, [tokens.sentence(int(sentences[i])) for i in local],
                               extractor.bos_id, extractor.device)
         acts, real, position = extractor.encode_batch(ids, mask)

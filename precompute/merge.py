@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,21 +143,36 @@ def feature_blocks(counts: np.ndarray, block_rows: int) -> list[tuple[int, int]]
     return blocks
 
 
+def _sorted_block(readers: list[_ChunkReader], lo: int, hi: int) -> pa.Table | None:
+    """Rows of features ``[lo, hi)`` from every chunk, in (feature, pair, lang, position) order."""
+    parts = [t for t in (r.read(lo, hi) for r in readers) if t is not None]
+    if not parts:
+        return None
+    table = pa.concat_tables(parts)
+    # Stable: within a feature, rows keep chunk order (= pair order) and their order inside the chunk.
+    order = np.argsort(table.column("feature").to_numpy(), kind="stable")
+    return table.take(order)
+
+
 def write_activations(writer: RunWriter, shards: ShardSet, lang_dict: pa.Array,
                       block_rows: int = BLOCK_ROWS, progress: Any = None) -> int:
-    """Merge every chunk into ``activations.parquet`` sorted by (feature, pair, lang, position)."""
+    """Merge every chunk into ``activations.parquet`` sorted by (feature, pair, lang, position).
+
+    The next block is read and sorted in a background thread while the current
+    one is encoded and written (both release the GIL)."""
     counts = sum(np.load(p) for p in shards.chunk_files("counts"))
     readers = [_ChunkReader(p) for p in shards.chunk_files("acts")]
+    blocks = feature_blocks(np.asarray(counts), block_rows)
     n_rows = 0
-    with writer.fs.open(writer.path(ACTIVATIONS), "wb") as handle, activation_writer(handle) as out:
-        for lo, hi in feature_blocks(np.asarray(counts), block_rows):
-            parts = [t for t in (r.read(lo, hi) for r in readers) if t is not None]
-            if not parts:
+    with writer.fs.open(writer.path(ACTIVATIONS), "wb") as handle, activation_writer(handle) as out, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge-reader") as pool:
+        pending = pool.submit(_sorted_block, readers, *blocks[0]) if blocks else None
+        for i in range(len(blocks)):
+            table = pending.result()
+            pending = pool.submit(_sorted_block, readers, *blocks[i + 1]) if i + 1 < len(blocks) else None
+            if table is None:
                 continue
-            table = pa.concat_tables(parts)
-            order = np.argsort(table.column("feature").to_numpy(), kind="stable")
-            table = _to_run_schema(table.take(order), ACTIVATIONS_SCHEMA, lang_dict)
-            out.write_table(table, row_group_size=ACTIVATION_ROW_GROUP)
+            out.write_table(_to_run_schema(table, ACTIVATIONS_SCHEMA, lang_dict), row_group_size=ACTIVATION_ROW_GROUP)
             n_rows += table.num_rows
             if progress is not None:
                 progress.update(table.num_rows)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .checks import check_hook, check_sae_width, pretrained_sae_metadata
-from .config import ModelSource, RunConfig, SaeSource
+from .config import ModelSource, RunConfig, SaeSource, display_path
 from .errors import ModelAccessError
 
 GATED_PREFIXES = ("google/gemma", "meta-llama/", "mistralai/")
@@ -127,7 +127,7 @@ def model_info(config: RunConfig, model) -> dict[str, Any]:
         info["path"] = config.model.path
     if config.model.is_tiny:
         info["loader"] = "precompute.tiny (built in-process)"
-        info["tiny"] = asdict(config.tiny)
+        info["tiny"] = {**asdict(config.tiny), "tokenizer_corpus": display_path(config.tiny.tokenizer_corpus)}
     return info
 
 

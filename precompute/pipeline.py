@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,11 +27,14 @@ from bilingual_core.manifest import check_run_id
 from bilingual_core.storage import is_local, join, open_root
 
 from .chunks import chunk_layout, chunk_stats, chunk_tables
-from .config import RunConfig
+from .config import ExtractionConfig, RunConfig
 from .corpus import ParallelCorpus, load_corpus
 from .errors import PrecomputeError
 from .staging import ShardStaging, shard_dir_name, shard_range, staging_root
 from .tokenization import TokenizedSentences, bos_token_id, token_strings, tokenize_sentences
+
+if TYPE_CHECKING:
+    from .models import LoadedModels
 
 ChunkCallback = Callable[[int, dict[str, Any]], None]
 
@@ -58,9 +61,13 @@ def shard_texts(corpus: ParallelCorpus, lo: int, hi: int) -> list[str]:
 def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, *, overwrite: bool = False,
                    resume: bool = False, shard: int = 0, num_shards: int = 1,
                    staging: str | os.PathLike[str] | None = None, progress: bool = True,
-                   on_chunk: ChunkCallback | None = None) -> Manifest | ShardStaging:
+                   on_chunk: ChunkCallback | None = None, models: LoadedModels | None = None) -> Manifest | ShardStaging:
     """Extract (one shard of) a run. Returns the committed run's manifest, or the
-    finished shard's staging when ``num_shards > 1`` (merge it with ``merge.finalize``)."""
+    finished shard's staging when ``num_shards > 1`` (merge it with ``merge.finalize``).
+
+    ``models``: already loaded model/SAE/tokenizer (a warm worker, a benchmark);
+    by default they are loaded from ``config``. ``on_chunk(index, stats)`` is
+    called after each chunk is safely on disk."""
     from .devices import resolve_device
 
     check_run_id(run_id)
@@ -79,7 +86,7 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
     if hi <= lo:
         raise PrecomputeError(f"shard {shard} of {num_shards} gets no pairs: the sample has only "
                               f"{corpus.n_pairs} pairs; use fewer shards")
-    _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk)
+    _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
     if num_shards > 1:
         return stage
     from .merge import finalize
@@ -92,13 +99,13 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
 
 
 def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStaging, device: str, lo: int, hi: int,
-                   progress: bool, on_chunk: ChunkCallback | None) -> None:
+                   progress: bool, on_chunk: ChunkCallback | None, loaded: LoadedModels | None) -> None:
     from .devices import device_description
     from .extract import Extractor
     from .models import load_models
     from .provenance import package_versions
 
-    loaded = load_models(config, device)
+    loaded = loaded if loaded is not None else load_models(config, device)
     for key, value in (("d_sae", int(loaded.sae.cfg.d_sae)), ("model", loaded.model_info),
                        ("sae", loaded.sae_info)):
         stage.bind(key, value)
@@ -108,7 +115,7 @@ def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStagin
         pair_start=lo, pair_stop=hi, n_chunks=len(chunks), versions=package_versions(),
         resumed=bool(stage.state.get("resumed") or stage.chunks_done),
         extraction={"dtype": config.model.dtype, "sae_dtype": config.sae.dtype, "batch_size": ex.batch_size,
-                    "max_tokens": ex.max_tokens, "chunk_pairs": ex.chunk_pairs, "device": device,
+                    "batch_tokens": ex.batch_tokens, "max_tokens": ex.max_tokens, "chunk_pairs": ex.chunk_pairs, "device": device,
                     "device_name": device_description(device), "prepend_bos": True,
                     "padding_side": loaded.tokenizer.padding_side,
                     "stop_at_layer": _stop_at(loaded.hook_name)},
@@ -123,7 +130,7 @@ def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStagin
         extractor = Extractor(loaded.model, loaded.sae, loaded.tokenizer, loaded.hook_name, bos, _torch_device(device))
         writer = _ChunkWriter(stage, tokens, texts, strings, bos, list(corpus.languages), lo,
                               int(loaded.sae.cfg.d_sae), on_chunk)
-        _run_chunks(extractor, tokens, todo, writer, ex.batch_size, lo, len(corpus.languages), progress,
+        _run_chunks(extractor, tokens, todo, writer, ex, lo, len(corpus.languages), progress,
                     desc=f"extracting {stage.state['run_id']} (shard {stage.state['shard']})")
     stage.mark_complete()
 
@@ -182,7 +189,7 @@ class _ChunkWriter:
 
 
 def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int, int]], writer: _ChunkWriter,
-                batch_size: int, shard_start: int, n_langs: int, progress: bool, desc: str) -> None:
+                ex: ExtractionConfig, shard_start: int, n_langs: int, progress: bool, desc: str) -> None:
     from .extract import extract_chunk
 
     layouts = [(i, chunk_layout(a, b, shard_start, n_langs)) for i, a, b in todo]
@@ -190,8 +197,8 @@ def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int
     bar = _progress_bar(progress, total, desc)
     try:
         for index, layout in layouts:
-            acts = extract_chunk(extractor, tokens, layout.sentences, batch_size,
-                                 on_batch=bar.update if bar is not None else None)
+            acts = extract_chunk(extractor, tokens, layout.sentences, ex.batch_size,
+                                 on_batch=bar.update if bar is not None else None, batch_tokens=ex.batch_tokens)
             writer.submit(index, layout, acts)
     finally:
         try:

@@ -36,7 +36,7 @@ def gemma_2_2b() -> RunConfig:
         ),
         corpus=CorpusSource(dataset="Helsinki-NLP/opus_books", config="en-es", split="train",
                             field="translation", languages=("en", "es"), sample_size=500, seed=42),
-        extraction=ExtractionConfig(max_tokens=256, batch_size=64, chunk_pairs=1024,
+        extraction=ExtractionConfig(max_tokens=1024, batch_size=256, batch_tokens=32768, chunk_pairs=1024,
                                     device="auto", needs_gpu=True),
         preset="gemma-2-2b",
     )
@@ -97,7 +97,7 @@ def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
     )
 
 
-_EXTRACTION = ("max_tokens", "batch_size", "chunk_pairs", "device")
+_EXTRACTION = ("max_tokens", "batch_size", "batch_tokens", "chunk_pairs", "device")
 _KNOWN = {
     "model", "model_path", "dtype", "sae_release", "sae_id", "sae_path", "hook", "sae_dtype",
     "neuronpedia_id", "dataset", "dataset_config", "split", "field", "corpus_file", "languages",

@@ -39,7 +39,7 @@ from .tiny_tokenizer import BOS_ID, load_tokenizer, train_tokenizer
 from .tokenization import tokenize_sentences
 
 CACHE_ENV = "BILINGUAL_CACHE_DIR"
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 EMBED_NORM = 1.0
 CONCEPT_SHARE = 0.4
 LANGUAGE_FEATURES = 2

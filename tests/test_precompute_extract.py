@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from precompute.calibrate import firing_rates, quantile_thresholds
-from precompute.extract import real_tokens, stop_layer
+from precompute.extract import length_batches, real_tokens, stop_layer
 from precompute.tokenization import tokenize_sentences
 
 BOS, PAD = 2, 0
@@ -40,6 +40,15 @@ def test_a_sentence_without_bos_is_an_error() -> None:
 ])
 def test_stop_layer_runs_just_past_the_hook(hook: str, stop: int | None) -> None:
     assert stop_layer(hook) == stop
+
+
+def test_length_batches_bound_sentences_and_padded_tokens() -> None:
+    lengths = np.array([3, 50, 7, 7, 2, 120, 9])
+    batches = length_batches(lengths, batch_size=3, batch_tokens=64)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))
+    assert [b.tolist() for b in batches] == [[5], [1], [6, 2, 3], [0, 4]]
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * (lengths[batch].max() + 1) <= 64
 
 
 class _WordTokenizer:
