@@ -62,6 +62,8 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--staging", help="local directory for staged chunks (default: <out>/.<run id>.staging)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and offline checks, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--push-to", action="append", default=[], metavar="URL",
+                   help="then publish the finished run to this results root, e.g. hf://datasets/<user>/<repo> (repeatable)")
     _add_overrides(p)
 
     def run(args: argparse.Namespace) -> int:
@@ -82,6 +84,11 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
                   f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}")
             return 0
         _print_summary(result, out)
+        for url in args.push_to:
+            from .publish import publish_run
+
+            location = publish_run(f"{str(out).rstrip('/')}/{run_id}", url, overwrite=args.overwrite)
+            print(f"published to {location}")
         return 0
 
     return run
