@@ -243,7 +243,7 @@ def pair_feature_table(pair_features: pd.DataFrame, languages: list[str], featur
     wide["min_max"] = wide.min(axis=1)
     out = wide.reset_index().sort_values(["min_max", "feature"], ascending=[False, True], ignore_index=True)
     if features is not None:
-        extra = features.set_index("feature")[[c for c in ("bi", "bi_rank") if c in features]]
+        extra = features.set_index("feature")[[c for c in ("bi", "bi_rank", "jaccard") if c in features]]
         out = out.join(extra, on="feature")
     return out
 

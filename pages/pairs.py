@@ -16,6 +16,7 @@ ui.require_entry()
 
 SEARCH_LIMIT = 200
 FEATURE_ROWS = 300  # rows of the firing-features table sent to the browser
+MAX_HEATMAPS = 12
 
 
 def _pick_result(pair_ids: list[int]) -> None:
@@ -41,12 +42,13 @@ def search_ui() -> str:
 
 
 def features_ui(candidates: list[int], default: list[int], d_sae: int) -> list[int]:
-    ui.url_seed("pairs_features", "feats", ui.parse_int_list(0, d_sae - 1), default)
+    ui.url_seed("pairs_features", "feats", lambda raw: ui.parse_int_list(0, d_sae - 1)(raw)[:MAX_HEATMAPS],
+                default)
     # Keep URL-named features selectable even when they are not among the top rows.
     current = [int(f) for f in st.session_state.get("pairs_features", [])]
     options = list(dict.fromkeys([*current, *candidates]))
     chosen = st.multiselect("Features to show as heatmaps", options, key="pairs_features",
-                            max_selections=12)
+                            max_selections=MAX_HEATMAPS)
     ui.url_publish("feats", [int(f) for f in chosen], default, ui.encode_int_list)
     return [int(f) for f in chosen]
 
