@@ -154,7 +154,8 @@ def worker_lines(workers: list[dict[str, Any]], now: float | None = None) -> lis
 def heartbeat_note(job: Job, now: float | None = None) -> str | None:
     """A warning when a running job's worker has been silent for a while."""
     age = age_seconds(job.status.heartbeat_at or job.status.claimed_at, now)
-    if age is not None and age > 3 * REFRESH_S + 10:
+    every = job.status.heartbeat_seconds or 2.0
+    if age is not None and age > 3 * max(every, REFRESH_S) + 10:
         return (
             f"No heartbeat from worker {job.status.worker} for {duration(age)}; a restarted worker "
             "will mark the job failed if it stays silent."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from bilingual_core.storage import open_root
 from explorer import auth, data, jobs_view, ui
 from explorer.auth import Maintainer
 from precompute.job_request import RequestError, validate_request
@@ -89,6 +90,7 @@ def _notice_new_runs(jobs: list[Job]) -> None:
     seen = st.session_state.get(SEEN_KEY)
     st.session_state[SEEN_KEY] = done
     if seen is not None and done - seen:
+        open_root(root)[0].invalidate_cache()  # hf:// and object stores cache listings
         data.runs.clear()
         st.toast(
             "A recompute finished: its run is now in the run picker.", icon=":material/task_alt:"

@@ -43,9 +43,17 @@ STATUS = "status.json"
 LOG = "log.txt"
 CANCEL = "cancel.json"
 
+EXCLUSIVE_CREATE = frozenset({"memory", "s3", "s3a"})
+"""fsspec protocols whose ``open(path, "xb")`` refuses an existing file (s3fs: a
+conditional write, atomic on S3)."""
+
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+    return set(fs.protocol) if isinstance(fs.protocol, tuple | list) else {fs.protocol}
 
 
 def utc_now() -> str:
@@ -76,6 +84,8 @@ class JobStatus:
     finished_at: str | None = None
     heartbeat_at: str | None = None
     """Last time the worker said it was alive (every few seconds while running)."""
+    heartbeat_seconds: float | None = None
+    """How often that worker renews ``heartbeat_at`` (readers judge silence by it)."""
     progress: dict[str, Any] = field(default_factory=dict)
     """Parsed from the run command's progress bar: stage, done, total, unit,
     tokens_done, tokens_per_s, eta_s (see ``progress_log``)."""
@@ -144,11 +154,14 @@ class JobQueue:
 
     # ------------------------------------------------------------ I/O ---
 
-    def refresh(self) -> None:
-        """Forget cached listings (object-store filesystems cache ``ls``)."""
-        self.fs.invalidate_cache(self.dir)
+    def refresh(self, path: str | None = None) -> None:
+        """Forget cached listings and file details (``hf://`` and object stores cache
+        ``ls``/``info``; another machine may have changed the queue since)."""
+        if not is_local(self.fs):
+            self.fs.invalidate_cache(path or self.dir)
 
     def _read_json(self, path: str) -> dict[str, Any] | None:
+        self.refresh(path)
         try:
             with self.fs.open(path, "rb") as handle:
                 data = json.loads(handle.read().decode("utf-8"))
@@ -184,19 +197,20 @@ class JobQueue:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)
             return True
-        try:
-            with self.fs.open(path, "xb") as handle:
-                handle.write(payload)
-            return True
-        except FileExistsError:
-            return False
-        except (NotImplementedError, ValueError):
-            # Stores without an exclusive-create mode: check, then write (the
-            # claim is read back after a settle delay, see ``claim``).
-            if self.fs.exists(path):
+        if _protocols(self.fs) & EXCLUSIVE_CREATE:
+            try:
+                with self.fs.open(path, "xb") as handle:
+                    handle.write(payload)
+                return True
+            except FileExistsError:
                 return False
-            self.fs.pipe_file(path, payload)
-            return True
+        # Stores without an exclusive-create mode (hf://): check, then write;
+        # ``claim`` reads the claim back after a settle delay.
+        self.refresh(path)
+        if self.fs.exists(path):
+            return False
+        self.fs.pipe_file(path, payload)
+        return True
 
     # --------------------------------------------------------- requests ---
 
@@ -314,6 +328,7 @@ class JobQueue:
     def log_tail(self, job_id: str, max_lines: int = 40, max_bytes: int = 64_000) -> str:
         """The last lines of a job's log ('' when it has none yet)."""
         path = self.path(job_id, LOG)
+        self.refresh(path)
         try:
             size = self.fs.size(path)
             with self.fs.open(path, "rb") as handle:

@@ -159,6 +159,7 @@ class Worker:
             claimed_at=utc_now(),
             started_at=utc_now(),
             heartbeat_at=utc_now(),
+            heartbeat_seconds=self.config.heartbeat_seconds,
         )
         runner = None
         try:
@@ -347,7 +348,10 @@ def detect_gpus() -> list[str]:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the worker dies, so a killed worker leaves no orphan run."""
+    """In the child: get SIGTERM when the worker dies, so a killed worker leaves no orphan run.
+
+    (Linux sends it when the thread that started the child ends; ``run_job``
+    waits for the child in that same thread.)"""
     try:
         import ctypes
 

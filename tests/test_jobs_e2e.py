@@ -128,3 +128,33 @@ def test_stopped_mid_extraction_leaves_previous_run_intact(tmp_path: Path, how: 
     assert not [
         p.name for p in root.iterdir() if ".tmp-" in p.name
     ]  # no half-written run directory
+
+
+def test_run_command_pushes_the_finished_run(tmp_path: Path):
+    shared = tmp_path / "shared"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "precompute",
+            "run",
+            "--preset",
+            "tiny",
+            "--sample-size",
+            "8",
+            "--quiet",
+            "--out",
+            str(tmp_path / "gpu"),
+            "--run-id",
+            "pushed",
+            "--push-to",
+            str(shared),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"published to {shared / 'pushed'}" in out.stdout
+    assert [r.run_id for r in list_runs(shared) if r.ok] == ["pushed"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 from bilingual_core import list_runs
 from precompute.job_request import validate_request
@@ -17,15 +18,25 @@ from precompute.progress_log import LogBuffer, parse_progress
 from precompute.queue import JobQueue, JobStatus
 
 
-@pytest.fixture(params=["local", "memory"])
+class PlainMemory(MemoryFileSystem):
+    """An in-memory store without exclusive create (like hf://): claims fall back to
+    check-then-write plus a read-back."""
+
+    protocol = "plainmem"
+
+
+fsspec.register_implementation("plainmem", PlainMemory, clobber=True)
+
+
+@pytest.fixture(params=["local", "memory", "plainmem"])
 def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A results root: a local directory, or a fresh memory:// prefix."""
+    """A results root: a local directory, or a fresh prefix of an in-memory store."""
     if request.param == "local":
         yield str(tmp_path / "results")
         return
-    url = f"memory://jobs-{uuid.uuid4().hex[:8]}/results"
+    url = f"{request.param}://jobs-{uuid.uuid4().hex[:8]}/results"
     yield url
-    fs, bucket = fsspec.filesystem("memory"), url.removeprefix("memory://").split("/")[0]
+    fs, bucket = fsspec.filesystem("memory"), url.split("://")[1].split("/")[0]
     if fs.exists(bucket):
         fs.rm(bucket, recursive=True)
 
