@@ -187,6 +187,7 @@ _MORE_FIELDS = {
     "sae_path": ("SAE path", "local SAE-Lens directory on the worker host"),
     "hook": ("Hook", "hook the SAE reads (default: the SAE's metadata)"),
     "neuronpedia_id": ("Neuronpedia id", "model/SAE id for feature links"),
+    "batch_tokens": ("Batch tokens", "padded tokens per forward pass, at most"),
     "chunk_pairs": ("Chunk pairs", "pairs per staged chunk (the unit of resume)"),
 }
 _CHOICE_FIELDS = {

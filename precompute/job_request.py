@@ -138,6 +138,7 @@ OVERRIDES: dict[str, tuple[Callable[[str, Any], Any], str]] = {
     "seed": (_int(0, 2**32 - 1), "--seed"),
     "max_tokens": (_int(1, 8192), "--max-tokens"),
     "batch_size": (_int(1, 4096), "--batch-size"),
+    "batch_tokens": (_int(1, 10_000_000), "--batch-tokens"),
     "chunk_pairs": (_int(1, 1_000_000), "--chunk-pairs"),
     "dtype": (_choice(DTYPES), "--dtype"),
     "sae_dtype": (_choice(DTYPES), "--sae-dtype"),

@@ -104,9 +104,8 @@ def test_stopped_mid_extraction_leaves_previous_run_intact(tmp_path: Path, how: 
         root, SyntheticConfig(n_pairs=30, d_sae=64, mean_tokens=6.0, run_id="tiny-keep")
     )
     before = {p.name: p.read_bytes() for p in (root / "tiny-keep").iterdir()}
-    job = submit(
-        root, run_id="tiny-keep", overwrite=True
-    )  # the whole bundled corpus: several seconds
+    # The whole bundled corpus, one sentence per forward pass (tens of seconds): stopped early.
+    job = submit(root, run_id="tiny-keep", overwrite=True, overrides={"batch_size": 1})
     queue = JobQueue(str(root))
     worker = build_worker(root)
     thread = threading.Thread(target=worker.run_once, daemon=True)

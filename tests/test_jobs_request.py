@@ -152,3 +152,13 @@ def test_validation_does_not_import_torch():
         check=True,
         cwd=str(__import__("pathlib").Path(__file__).parents[1]),
     )
+
+
+def test_every_whitelisted_override_is_a_flag_of_the_run_command():
+    """The whitelist and ``python -m precompute run`` stay in step."""
+    from precompute.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    flags = {o for a in sub.choices["run"]._actions for o in a.option_strings}
+    assert {flag for _, flag in OVERRIDES.values()} <= flags
