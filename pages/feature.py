@@ -63,8 +63,9 @@ def score_rows(scored: pd.DataFrame, scores: list[Score], feature: int) -> pd.Da
     rows = []
     for s in scores:
         r = table.ranks(scored, s)[row]
-        rows.append({"score": s.label, "value": scored.at[row, s.column],
-                     "rank": None if pd.isna(r) else int(r), "of": n_ranked})
+        rows.append({"score": s.key, "value": scored.at[row, s.column],
+                     "rank": None if pd.isna(r) else int(r), "of": n_ranked,
+                     "better": "lower" if s.ascending else "higher"})
     return pd.DataFrame(rows)
 
 
