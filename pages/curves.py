@@ -67,10 +67,11 @@ def curve_figure(curves: pd.DataFrame, values: dict[str, float], scope: str, cho
         ))
     title = "all languages" if scope == GLOBAL_SCOPE else scope
     fig.update_layout(
-        title=f"{title}", height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"title": "threshold", "orientation": "v"}, hovermode="closest",
+        title=f"{title}", height=460, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"title": "threshold", "orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+        hovermode="closest",
     )
-    fig.update_xaxes(type="log", title="feature rank")
+    fig.update_xaxes(type="log", title="feature rank", dtick=1)
     fig.update_yaxes(type="log" if log_y else "linear", title="fraction of sentences above threshold")
     return fig
 
