@@ -13,18 +13,21 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
 
 from bilingual_core.schema import COACTIVATION
-from bilingual_core.storage import results_root_from_env
+from bilingual_core.storage import DEFAULT_RESULTS, results_root_from_env
 
 from . import data, table
 from .data import RunRef
 
 T = TypeVar("T")
+
+APP_DIR = Path(__file__).resolve().parent.parent
 
 _LAST = "app_url_last"
 """Session key: the value this session last wrote for each URL parameter."""
@@ -208,7 +211,9 @@ def run_picker_ui(root: str) -> RunRef | None:
 
 
 def results_root() -> str:
-    return results_root_from_env()
+    """``BILINGUAL_RESULTS_DIR``, else the ``results/`` directory next to
+    app.py, so the bundled demo opens whatever the working directory."""
+    return results_root_from_env(default=str(APP_DIR / DEFAULT_RESULTS))
 
 
 def current_run(files: tuple[str, ...] = ()) -> RunRef:

@@ -369,3 +369,16 @@ def test_pages_never_import_torch(runs: AppRuns) -> None:
                          cwd=APP.parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_default_root_is_results_next_to_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With no configuration, ``results/`` beside app.py, whatever the working directory."""
+    from explorer import ui
+
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert ui.results_root() == str(APP.parent / "results")
+    if not (APP.parent / "results" / "demo" / "manifest.json").exists():
+        pytest.skip("the bundled demo run is not in this checkout")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception and at.query_params["run"] == "demo"
