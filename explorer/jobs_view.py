@@ -22,6 +22,8 @@ from precompute.queue import Job, JobQueue, age_seconds
 
 REFRESH_S = 3
 """Seconds between refreshes of the queue, the progress and the log."""
+WORKERS_REFRESH_S = 10
+"""Seconds between refreshes of the workers' status."""
 JOBS_TTL_S = 2
 WORKER_ONLINE_S = 60
 """A worker seen this recently counts as online."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from bilingual_core.storage import open_root
-from explorer import auth, data, jobs_view, ui
+from explorer import auth, data, jobs_view, nav, ui
 from explorer.auth import Maintainer
 from precompute.job_request import RequestError, validate_request
 from precompute.queue import Job
@@ -29,20 +29,26 @@ st.caption(
     "host; a finished job's run appears in the run picker."
 )
 
-try:
-    workers = jobs_view.worker_lines(jobs_view.load_workers(root))
-except Exception as exc:  # an unreachable results root: say so, never a traceback
-    st.error(f"The job queue under `{root}` could not be read: {exc}")
-    st.stop()
-if workers:
-    st.markdown("**Workers online**\n\n" + "\n".join(f"- {line}" for line in workers))
-else:
-    st.warning(
-        "No worker has been seen in the last minute: queued jobs wait until one starts. On the GPU host: "
-        f"`python -m precompute worker --root {root}`.",
-        icon=":material/cloud_off:",
-    )
 
+@st.fragment(run_every=jobs_view.WORKERS_REFRESH_S)
+def workers_panel() -> None:
+    """Which workers are alive, on which GPUs (refreshes by itself)."""
+    try:
+        workers = jobs_view.worker_lines(jobs_view.load_workers(root))
+    except Exception as exc:  # an unreachable results root: say so, never a traceback
+        st.error(f"The job queue under `{root}` could not be read: {exc}")
+        return
+    if workers:
+        st.markdown("**Workers online**\n\n" + "\n".join(f"- {line}" for line in workers))
+    else:
+        st.warning(
+            "No worker has been seen in the last minute: queued jobs wait until one starts. "
+            f"On the GPU host: `python -m precompute worker --root {root}`.",
+            icon=":material/cloud_off:",
+        )
+
+
+workers_panel()
 maintainer = auth.maintainer_ui()
 MESSAGE_KEY = "recompute_message"
 
@@ -124,7 +130,11 @@ def _running(job: Job, who: Maintainer | None) -> None:
         if note:
             st.warning(note)
         _cancel_button(job, who)
-        st.code(jobs_view.load_log_tail(root, job.id) or "(no output yet)", language=None)
+        st.code(
+            jobs_view.load_log_tail(root, job.id) or "(no output yet)",
+            language=None,
+            wrap_lines=True,
+        )
 
 
 @st.fragment(run_every=jobs_view.REFRESH_S)
@@ -172,6 +182,14 @@ def queue_panel(who: Maintainer | None) -> None:
         key="recompute_finished",
         column_config={"error": st.column_config.TextColumn("error", width="large")},
     )
+    latest = next((j for j in finished if j.state == "succeeded"), None)
+    if latest is not None:
+        st.page_link(
+            nav.OVERVIEW,
+            label=f"Open the newest recomputed run, `{latest.request.run_id}`",
+            icon=":material/open_in_new:",
+            query_params={"run": latest.request.run_id},
+        )
     for job in [j for j in finished if j.state == "failed"][:3]:
         st.error(f"Job `{job.id}` (run `{job.request.run_id}`) failed:", icon=":material/error:")
         st.code(job.status.error or "(no reason recorded)", language=None, wrap_lines=True)
@@ -185,7 +203,11 @@ def queue_panel(who: Maintainer | None) -> None:
         ),
     )
     if chosen:
-        st.code(jobs_view.load_log_tail(root, chosen, 60) or "(no output)", language=None)
+        st.code(
+            jobs_view.load_log_tail(root, chosen, 60) or "(no output)",
+            language=None,
+            wrap_lines=True,
+        )
 
 
 queue_panel(maintainer)

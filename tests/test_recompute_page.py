@@ -228,6 +228,7 @@ def test_finished_job_run_reaches_the_run_picker_without_restart(root: Path):
     at.run()
     assert not at.exception, at.exception
     assert "new-run" in at.selectbox(key="app_run").options
+    assert any("new-run" in link.label for link in at.get("page_link"))
 
 
 # ------------------------------------------------------------ pure parts ---
