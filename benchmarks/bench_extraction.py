@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +84,6 @@ def ours(config, loaded, root: Path) -> tuple[float, float, int, float]:
 
 
 def load_tiny_models(config, device: str, dtype: str):
-    from dataclasses import replace
-
     from precompute.models import load_models
 
     return load_models(replace(config, model=replace(config.model, dtype=dtype)), device)
@@ -102,7 +101,7 @@ def load_gemma_shape(args, pairs, device: str, dtype: torch.dtype):
     return build_gemma_shape(shape, tokenizer, texts, device, dtype)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=200, help="sentence pairs per measurement")
     p.add_argument("--repeats", type=int, default=3, help="measurements per pipeline (the median is shown)")
@@ -115,43 +114,58 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--d-sae", type=int, default=16384, help="(--gemma-shape) SAE width")
     p.add_argument("--l0", type=float, default=71.0, help="(--gemma-shape) features firing per token")
     p.add_argument("--skip-post", action="store_true", help="time only our pipeline")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def load(args: argparse.Namespace, config, pairs, device: str):
+    """(our models, the post's models or None, description, our dtype)."""
+    if not args.gemma_shape:
+        models = load_tiny_models(config, device, "float32")
+        return models, models, "tiny (3 blocks, d_model 64) + 512-feature JumpReLU SAE", "fp32"
+    ours_dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    our_models = load_gemma_shape(args, pairs, device, ours_dtype)
+    post_models = None if args.skip_post else load_gemma_shape(args, pairs, device, torch.float32)
+    return (our_models, post_models, "Gemma 2 2B shape (random init) + 16k JumpReLU SAE",
+            "bf16" if ours_dtype == torch.bfloat16 else "fp32")
+
+
+def measure(args: argparse.Namespace, config, our_models, post_models, pairs, out: Path, our_dtype: str) -> list[tuple]:
+    """Table rows (label, median seconds, tokens, L0); repeats interleave the two
+    pipelines so that changing load on the host hits both alike."""
+    post_runs, our_runs = [], []
+    for _ in range(args.repeats):
+        if post_models is not None:
+            post_runs.append(post_way(post_models.model, post_models.sae, post_models.hook_name, pairs))
+        our_runs.append(ours(config, our_models, out))
+    rows = []
+    if post_runs:
+        rows.append(("post's way: datasets.map, 1 sentence/forward, fp32, dense",
+                     statistics.median(r[0] for r in post_runs), post_runs[0][1], None))
+    tokens, l0 = our_runs[0][2], our_runs[0][3]
+    rows.append((f"ours: batched {args.batch_size}, {our_dtype}, sparse, to staged chunks",
+                 statistics.median(r[0] for r in our_runs), tokens, l0))
+    rows.append(("ours: end to end (merged, scored, committed run)",
+                 statistics.median(r[1] for r in our_runs), tokens, l0))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
     import datasets
 
+    args = parse_args(argv)
     datasets.disable_progress_bars()
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
-        "cpu" if args.device == "auto" else args.device)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     pairs = bench_pairs(args.pairs)
     with tempfile.TemporaryDirectory(prefix="bench-extraction-") as tmp:
         tmp_path = Path(tmp)
         corpus = write_corpus(tmp_path / "corpus.tsv", pairs)
         config = tiny_config(sample_size=None, corpus_file=corpus, chunk_pairs=args.chunk_pairs,
                              batch_size=args.batch_size, max_tokens=512)
-        from dataclasses import replace
-
         config = replace(config, extraction=replace(config.extraction, device=device))
-        if args.gemma_shape:
-            our_models = load_gemma_shape(args, pairs, device, torch.bfloat16 if device == "cuda" else torch.float32)
-            post_models = None if args.skip_post else load_gemma_shape(args, pairs, device, torch.float32)
-            model_name = "Gemma 2 2B shape (random init) + 16k JumpReLU SAE"
-            our_dtype = "bf16" if device == "cuda" else "fp32"
-        else:
-            our_models = load_tiny_models(config, device, "float32")
-            post_models = our_models
-            model_name = "tiny (3 blocks, d_model 64) + 512-feature JumpReLU SAE"
-            our_dtype = "fp32"
-        rows = []
-        if not args.skip_post:
-            runs = [post_way(post_models.model, post_models.sae, post_models.hook_name, pairs)
-                    for _ in range(args.repeats)]
-            seconds = statistics.median(r[0] for r in runs)
-            rows.append(("post's way: datasets.map, 1 sentence/forward, fp32, dense", seconds, runs[0][1], None))
-        runs = [ours(config, our_models, tmp_path / "out") for _ in range(args.repeats)]
-        tokens, l0 = runs[0][2], runs[0][3]
-        rows.append((f"ours: batched {args.batch_size}, {our_dtype}, sparse, to staged chunks",
-                     statistics.median(r[0] for r in runs), tokens, l0))
-        rows.append(("ours: end to end (merged, scored, committed run)",
-                     statistics.median(r[1] for r in runs), tokens, l0))
+        our_models, post_models, model_name, our_dtype = load(args, config, pairs, device)
+        if args.skip_post:
+            post_models = None
+        rows = measure(args, config, our_models, post_models, pairs, tmp_path / "out", our_dtype)
     print_table(rows, model_name, device, args)
     return 0
 

@@ -86,7 +86,8 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
     if hi <= lo:
         raise PrecomputeError(f"shard {shard} of {num_shards} gets no pairs: the sample has only "
                               f"{corpus.n_pairs} pairs; use fewer shards")
-    _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
+    if not stage.state.get("complete"):  # a resumed shard may only lack the merge
+        _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
     if num_shards > 1:
         return stage
     from .merge import finalize
@@ -100,7 +101,6 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
 
 def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStaging, device: str, lo: int, hi: int,
                    progress: bool, on_chunk: ChunkCallback | None, loaded: LoadedModels | None) -> None:
-    from .devices import device_description
     from .extract import Extractor
     from .models import load_models
     from .provenance import package_versions
@@ -111,15 +111,9 @@ def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStagin
         stage.bind(key, value)
     ex = config.extraction
     chunks = [(i, a, min(a + ex.chunk_pairs, hi)) for i, a in enumerate(range(lo, hi, ex.chunk_pairs))]
-    stage.state.update(
-        pair_start=lo, pair_stop=hi, n_chunks=len(chunks), versions=package_versions(),
-        resumed=bool(stage.state.get("resumed") or stage.chunks_done),
-        extraction={"dtype": config.model.dtype, "sae_dtype": config.sae.dtype, "batch_size": ex.batch_size,
-                    "batch_tokens": ex.batch_tokens, "max_tokens": ex.max_tokens, "chunk_pairs": ex.chunk_pairs, "device": device,
-                    "device_name": device_description(device), "prepend_bos": True,
-                    "padding_side": loaded.tokenizer.padding_side,
-                    "stop_at_layer": _stop_at(loaded.hook_name)},
-    )
+    stage.state.update(pair_start=lo, pair_stop=hi, n_chunks=len(chunks), versions=package_versions(),
+                       resumed=bool(stage.state.get("resumed") or stage.chunks_done),
+                       extraction=_settings(config, device, loaded))
     stage.save()
     todo = [c for c in chunks if c[0] not in stage.chunks_done]
     if todo:
@@ -135,10 +129,17 @@ def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStagin
     stage.mark_complete()
 
 
-def _stop_at(hook: str) -> int | None:
+def _settings(config: RunConfig, device: str, loaded: LoadedModels) -> dict[str, Any]:
+    """The manifest's record of how the extraction ran (counters are added at the merge)."""
+    from .devices import device_description
     from .extract import stop_layer
 
-    return stop_layer(hook)
+    ex = config.extraction
+    return {"preset": config.preset, "config_fingerprint": config.fingerprint(), "dtype": config.model.dtype,
+            "sae_dtype": config.sae.dtype, "batch_size": ex.batch_size, "batch_tokens": ex.batch_tokens,
+            "max_tokens": ex.max_tokens, "chunk_pairs": ex.chunk_pairs, "device": device,
+            "device_name": device_description(device), "prepend_bos": True,
+            "padding_side": loaded.tokenizer.padding_side, "stop_at_layer": stop_layer(loaded.hook_name)}
 
 
 def _torch_device(device: str):

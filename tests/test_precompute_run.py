@@ -205,3 +205,23 @@ def test_cli_run_and_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
     assert Run.open(tmp_path, "cli").manifest.corpus["sample_size"] == 10
+
+
+def test_resume_after_a_failed_merge_only_merges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import precompute.merge
+    import precompute.models
+
+    cfg = tiny_config(sample_size=10)
+    real_finalize = precompute.merge.finalize
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(precompute.merge, "finalize", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_extraction(cfg, tmp_path, "r", progress=False)
+    assert list_runs(tmp_path) == []
+    monkeypatch.setattr(precompute.merge, "finalize", real_finalize)
+    monkeypatch.setattr(precompute.models, "load_models", lambda *a, **k: pytest.fail("reloaded the model"))
+    manifest = run_extraction(cfg, tmp_path, "r", progress=False, resume=True)
+    assert manifest.n_pairs == 10 and Run.open(tmp_path, "r").is_complete
