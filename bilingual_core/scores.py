@@ -250,6 +250,8 @@ class Coactivation:
     """(f, m): ``|F_all| / |F_l|``, the share of language l's firing pairs where all fire."""
     log10_pvalue: np.ndarray
     """Hypergeometric ``log10 P(overlap >= observed)`` under independence."""
+    sizes: np.ndarray | None = None
+    """(f, m): ``|F_l|``, the pairs where language l exceeds the threshold."""
 
 
 def coactivation(block: SentenceMax, threshold: float = 0.0) -> Coactivation:
@@ -275,7 +277,7 @@ def coactivation_from_counts(counts: ThresholdCounts, n_pairs: int) -> list[Coac
         log10_p = np.full(len(inter), -np.inf)
         for (a, b), overlap in counts.pair_overlap.items():
             log10_p = np.maximum(log10_p, hypergeom.log10_sf(overlap[:, j], n_pairs, size[:, a], size[:, b]))
-        out.append(Coactivation(inter, union, jaccard, conditional, log10_p))
+        out.append(Coactivation(inter, union, jaccard, conditional, log10_p, size))
     return out
 
 

@@ -164,6 +164,7 @@ def compute_scores(
                      "jaccard": c.jaccard, "log10_pvalue": c.log10_pvalue}
             for li, lang in enumerate(langs):
                 frame[f"cond_{lang}"] = c.conditional[:, li]
+                frame[f"n_fire_{lang}"] = c.sizes[:, li].astype(np.int32)
             frames.append(pd.DataFrame(frame))
         out["coact_frames"] = frames
         out["curves"] = curve_counts_from(curve_keys, tc.sizes[:, :, :n_curve], langs)
