@@ -65,14 +65,22 @@ def gated_message(repo_id: str) -> str:
             "before running (the token is used for the download only and never written to the run)")
 
 
+def check_access(source: ModelSource) -> None:
+    """Fail early (before the corpus is fetched) when gated weights cannot be downloaded."""
+    if source.is_tiny or source.path is not None:
+        return
+    repo_id = official_name(source.name)
+    if gated_without_token(repo_id):
+        raise ModelAccessError(gated_message(repo_id))
+
+
 def load_model(source: ModelSource, device: str):
     """The TransformerLens model (with its tokenizer) on ``device``."""
     import torch
     from sae_lens import HookedSAETransformer
 
+    check_access(source)
     repo_id = official_name(source.name)
-    if source.path is None and gated_without_token(repo_id):
-        raise ModelAccessError(gated_message(repo_id))
     dtype = getattr(torch, source.dtype)
     kwargs: dict[str, Any] = {"dtype": dtype, "device": device}
     if source.path is not None:

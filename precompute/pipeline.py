@@ -76,27 +76,41 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
     if num_shards == 1:
         check_can_write(out, run_id, overwrite)
     device = resolve_device(config)
+    if models is None:
+        from .models import check_access
+
+        check_access(config.model)
     root = Path(staging) if staging is not None else default_staging(out, run_id)
     header = {"run_id": run_id, "run_fingerprint": config.fingerprint(), "shard": shard, "num_shards": num_shards}
     stage = ShardStaging.prepare(root / shard_dir_name(shard, num_shards), header, resume=resume, discard=overwrite)
-    corpus = load_corpus(config.corpus)
-    for key, value in (("n_pairs", corpus.n_pairs), ("languages", list(corpus.languages)), ("corpus", corpus.info)):
-        stage.bind(key, value)
-    lo, hi = shard_range(corpus.n_pairs, shard, num_shards)
-    if hi <= lo:
-        raise PrecomputeError(f"shard {shard} of {num_shards} gets no pairs: the sample has only "
-                              f"{corpus.n_pairs} pairs; use fewer shards")
-    if not stage.state.get("complete"):  # a resumed shard may only lack the merge
-        _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
+    try:
+        corpus = load_corpus(config.corpus)
+        for key, value in (("n_pairs", corpus.n_pairs), ("languages", list(corpus.languages)),
+                           ("corpus", corpus.info)):
+            stage.bind(key, value)
+        lo, hi = shard_range(corpus.n_pairs, shard, num_shards)
+        if hi <= lo:
+            raise PrecomputeError(f"shard {shard} of {num_shards} gets no pairs: the sample has only "
+                                  f"{corpus.n_pairs} pairs; use fewer shards")
+        if not stage.state.get("complete"):  # a resumed shard may only lack the merge
+            _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
+    except BaseException:
+        if not stage.chunks_done:  # nothing worth resuming: leave no trace
+            _remove_staging(stage.directory, root)
+        raise
     if num_shards > 1:
         return stage
     from .merge import finalize
 
     manifest = finalize([stage.directory], out, run_id, overwrite=overwrite, progress=progress)
-    shutil.rmtree(stage.directory, ignore_errors=True)
+    _remove_staging(stage.directory, root)
+    return manifest
+
+
+def _remove_staging(shard_dir: Path, root: Path) -> None:
+    shutil.rmtree(shard_dir, ignore_errors=True)
     if root.exists() and not any(root.iterdir()):
         root.rmdir()
-    return manifest
 
 
 def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStaging, device: str, lo: int, hi: int,

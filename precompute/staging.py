@@ -80,7 +80,9 @@ class ShardStaging:
         state_path = directory / STATE
         if state_path.exists():
             old = json.loads(state_path.read_text())
-            if discard and not resume:
+            if not old.get("chunks") and not old.get("complete"):
+                shutil.rmtree(directory)  # nothing was extracted yet: nothing to keep
+            elif discard and not resume:
                 shutil.rmtree(directory)
             elif not resume:
                 done = len(old.get("chunks", {}))

@@ -42,7 +42,7 @@ def test_forcing_cuda_without_gpu_fails(no_gpu: None) -> None:
     assert devices.resolve_device(with_overrides(tiny_config(), device="auto")) == "cpu"
 
 
-def test_gated_model_without_token_fails_before_downloading(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_model_without_token_fails_before_downloading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
@@ -57,6 +57,13 @@ def test_gated_model_without_token_fails_before_downloading(monkeypatch: pytest.
     with pytest.raises(ModelAccessError, match="HF_TOKEN") as info:
         models.load_model(ModelSource(name="gemma-2-2b", dtype="bfloat16"), "cpu")
     assert "huggingface.co/google/gemma-2-2b" in str(info.value)
+    # The whole run stops there too: before the corpus is fetched, leaving nothing behind.
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", no_download)
+    with pytest.raises(ModelAccessError, match="HF_TOKEN"):
+        run_extraction(with_overrides(gemma_2_2b(), device="cpu"), tmp_path, "g", progress=False)
+    assert not any(tmp_path.iterdir())
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_dummy")
     assert not models.gated_without_token("google/gemma-2-2b")
     assert not models.gated_without_token("gpt2")
@@ -111,7 +118,7 @@ def test_empty_or_misaligned_corpus(tmp_path: Path, pairs: list[tuple[str, str]]
     path = write_corpus(tmp_path / "c.tsv", pairs)
     with pytest.raises(CorpusError, match=message):
         run_extraction(tiny_config(sample_size=None, corpus_file=path), tmp_path / "out", "r", progress=False)
-    assert list_runs(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no staging left
 
 
 def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -225,3 +225,22 @@ def test_resume_after_a_failed_merge_only_merges(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(precompute.models, "load_models", lambda *a, **k: pytest.fail("reloaded the model"))
     manifest = run_extraction(cfg, tmp_path, "r", progress=False, resume=True)
     assert manifest.n_pairs == 10 and Run.open(tmp_path, "r").is_complete
+
+
+def test_three_languages(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from precompute.config import BUNDLED_CORPUS
+    from precompute.corpus import read_local_table
+
+    frame = read_local_table(BUNDLED_CORPUS).head(12)
+    frame["pt"] = frame["es"].str.replace("ción", "ção")
+    path = tmp_path / "three.csv"
+    frame[["en", "es", "pt"]].to_csv(path, index=False)
+    cfg = tiny_config(sample_size=None, corpus_file=path)
+    cfg = replace(cfg, corpus=replace(cfg.corpus, languages=("en", "es", "pt")))
+    manifest = run_extraction(cfg, tmp_path / "out", "tri", progress=False)
+    assert manifest.languages == ["en", "es", "pt"] and manifest.n_pairs == 12
+    tokens = _tables(tmp_path / "out", "tri")[TOKENS]
+    assert set(tokens.lang) == {"en", "es", "pt"} and (tokens.position == 0).sum() == 36
+    assert set(manifest.extraction["n_tokens"]) == {"en", "es", "pt"}
