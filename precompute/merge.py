@@ -180,21 +180,23 @@ def write_activations(writer: RunWriter, shards: ShardSet, lang_dict: pa.Array,
 
 
 def extraction_summary(shards: ShardSet) -> dict[str, Any]:
-    """Extraction settings of the first shard plus counters summed over every chunk."""
+    """Extraction settings of the first shard plus counters summed over every chunk.
+
+    ``extraction_seconds`` sums the chunks' device time (all shards, all
+    sessions of a resumed run); ``tokens_per_second`` is per device."""
     first = shards.first
     totals: dict[str, Any] = {}
-    seconds = 0.0
     for shard in shards.shards:
-        seconds += float(shard.state.get("seconds", 0.0))
         for stats in shard.state["chunks"].values():
             for key, value in stats.items():
                 if isinstance(value, dict):
                     bucket = totals.setdefault(key, {})
                     for lang, n in value.items():
                         bucket[lang] = bucket.get(lang, 0) + n
-                elif key != "seconds":
+                else:
                     totals[key] = totals.get(key, 0) + value
     n_tokens = sum(totals.get("n_tokens", {}).values())
+    seconds = float(totals.pop("seconds", 0.0))
     summary = {**first["extraction"], **totals, "num_shards": first["num_shards"],
                "resumed": any(s.state.get("resumed") for s in shards.shards),
                "extraction_seconds": round(seconds, 3),

@@ -171,10 +171,9 @@ class _ChunkWriter:
         self.languages, self.shard_start, self.d_sae, self.on_chunk = languages, shard_start, d_sae, on_chunk
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-writer")
         self.pending: tuple[int, Future, dict[str, Any]] | None = None
-        self.t0 = time.perf_counter()
 
-    def submit(self, index: int, layout, acts) -> None:
-        stats = chunk_stats(layout, self.tokens, acts, self.languages)
+    def submit(self, index: int, layout, acts, seconds: float) -> None:
+        stats = {**chunk_stats(layout, self.tokens, acts, self.languages), "seconds": round(seconds, 4)}
         self.wait()
         self.pending = (index, self.pool.submit(self._write, index, layout, acts, stats), stats)
 
@@ -198,9 +197,6 @@ class _ChunkWriter:
             self.wait()
         finally:
             self.pool.shutdown(wait=True)
-            elapsed = time.perf_counter() - self.t0
-            self.stage.state["seconds"] = float(self.stage.state.get("seconds", 0.0)) + elapsed
-            self.stage.save()
 
 
 def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int, int]], writer: _ChunkWriter,
@@ -212,9 +208,10 @@ def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int
     bar = _progress_bar(progress, total, desc)
     try:
         for index, layout in layouts:
+            t0 = time.perf_counter()
             acts = extract_chunk(extractor, tokens, layout.sentences, ex.batch_size,
                                  on_batch=bar.update if bar is not None else None, batch_tokens=ex.batch_tokens)
-            writer.submit(index, layout, acts)
+            writer.submit(index, layout, acts, time.perf_counter() - t0)
     finally:
         try:
             writer.close()
