@@ -84,16 +84,7 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
     header = {"run_id": run_id, "run_fingerprint": config.fingerprint(), "shard": shard, "num_shards": num_shards}
     stage = ShardStaging.prepare(root / shard_dir_name(shard, num_shards), header, resume=resume, discard=overwrite)
     try:
-        corpus = load_corpus(config.corpus)
-        for key, value in (("n_pairs", corpus.n_pairs), ("languages", list(corpus.languages)),
-                           ("corpus", corpus.info)):
-            stage.bind(key, value)
-        lo, hi = shard_range(corpus.n_pairs, shard, num_shards)
-        if hi <= lo:
-            raise PrecomputeError(f"shard {shard} of {num_shards} gets no pairs: the sample has only "
-                                  f"{corpus.n_pairs} pairs; use fewer shards")
-        if not stage.state.get("complete"):  # a resumed shard may only lack the merge
-            _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
+        _stage_shard(config, stage, device, progress, on_chunk, models)
     except BaseException:
         if not stage.chunks_done:  # nothing worth resuming: leave no trace
             _remove_staging(stage.directory, root)
@@ -105,6 +96,21 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
     manifest = finalize([stage.directory], out, run_id, overwrite=overwrite, progress=progress)
     _remove_staging(stage.directory, root)
     return manifest
+
+
+def _stage_shard(config: RunConfig, stage: ShardStaging, device: str, progress: bool,
+                 on_chunk: ChunkCallback | None, models: LoadedModels | None) -> None:
+    """Load the corpus, take the shard's pairs and extract the chunks not yet staged."""
+    shard, num_shards = stage.state["shard"], stage.state["num_shards"]
+    corpus = load_corpus(config.corpus)
+    for key, value in (("n_pairs", corpus.n_pairs), ("languages", list(corpus.languages)), ("corpus", corpus.info)):
+        stage.bind(key, value)
+    lo, hi = shard_range(corpus.n_pairs, shard, num_shards)
+    if hi <= lo:
+        raise PrecomputeError(f"shard {shard} of {num_shards} gets no pairs: the sample has only "
+                              f"{corpus.n_pairs} pairs; use fewer shards")
+    if not stage.state.get("complete"):  # a resumed shard may only lack the merge
+        _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
 
 
 def _remove_staging(shard_dir: Path, root: Path) -> None:
