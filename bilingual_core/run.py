@@ -116,6 +116,7 @@ def list_runs(location: str | os.PathLike[str]) -> list[RunListing]:
     with its problem so that a UI can say what is wrong instead of hiding it.
     """
     fs, base = open_root(location)
+    fs.invalidate_cache(base)  # object stores cache listings; a new run must show up
     if not fs.exists(base):
         return []
     listings = []
