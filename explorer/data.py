@@ -223,10 +223,23 @@ def thresholds(location: str, token: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
-def curves(location: str, token: str) -> pd.DataFrame:
-    """curves.parquet: (threshold, scope, rank, fraction[, feature])."""
+def curves(location: str, token: str, max_points: int = 1500) -> pd.DataFrame:
+    """curves.parquet thinned for drawing: (threshold, scope, rank, fraction[, feature]).
+
+    Each (threshold, scope) line keeps its firing part (fraction > 0) and at
+    most ``max_points`` log-spaced ranks, so a page draws ~1.5k points a line
+    instead of d_sae, once per run rather than on every rerun.
+    """
     del token
-    return _open(location).read_pandas(CURVES)
+    frame = _open(location).read_pandas(CURVES)
+    frame["firing"] = frame["fraction"] > 0
+    parts = []
+    for _, line in frame.sort_values("rank").groupby(["threshold", "scope", "firing"], sort=False):
+        if len(line) > max_points:
+            idx = np.unique(np.geomspace(1, len(line), max_points).astype(np.int64) - 1)
+            line = line.iloc[idx]
+        parts.append(line)
+    return pd.concat(parts, ignore_index=True).sort_values(["threshold", "scope", "rank"], ignore_index=True)
 
 
 @st.cache_data(show_spinner=False)

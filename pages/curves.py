@@ -7,7 +7,6 @@ descending and plotted against feature rank on a log x axis.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -16,18 +15,6 @@ from bilingual_core.schema import CURVES, GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHO
 from explorer import data, ui
 
 ui.require_entry()
-
-# Points drawn per line; longer curves keep log-spaced ranks (all of the first few).
-MAX_POINTS = 1500
-
-
-def curve_points(curve: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """Thin a curve (sorted by rank) to at most ``max_points`` log-spaced ranks."""
-    if len(curve) <= max_points:
-        return curve
-    idx = np.unique(np.geomspace(1, len(curve), max_points).astype(np.int64) - 1)
-    return curve.iloc[idx]
-
 
 def curves_ui(thresholds: list[str]) -> tuple[list[str], bool, bool]:
     """Which thresholds to draw, log y, and whether to skip never-firing tails."""
@@ -52,10 +39,9 @@ def curve_figure(curves: pd.DataFrame, values: dict[str, float], scope: str, cho
     for name in chosen:
         line = curves[(curves["scope"] == scope) & (curves["threshold"] == name)].sort_values("rank")
         if nonzero:
-            line = line[line["fraction"] > 0]
+            line = line[line["firing"]]
         if line.empty:
             continue
-        line = curve_points(line)
         value = values.get(name)
         label = f"{name} = {value:.3g}" if value is not None else name
         custom = line.get("feature")
