@@ -49,3 +49,19 @@ def make_synthetic_run(tmp_path: Path) -> Callable[..., SyntheticRun]:
         return SyntheticRun(root, cfg, truth)
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_cached_resources():
+    """Drop Streamlit's cached resources (the shared DuckDB connection) before
+    the interpreter exits, so DuckDB's bindings do not report leaked objects."""
+    yield
+    import gc
+    import sys
+
+    if "streamlit" in sys.modules:
+        import streamlit as st
+
+        st.cache_data.clear()
+        st.cache_resource.clear()
+    gc.collect()
