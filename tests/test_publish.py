@@ -152,40 +152,17 @@ def test_hf_root_is_published_in_one_commit(tmp_path: Path, monkeypatch: pytest.
     )
 
 
+def _publish_cli(src: Path, dest: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "precompute", "publish", "--run", str(src), "--to", str(dest)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+
+
 def test_publish_cli(tmp_path: Path):
     src = make_run(tmp_path / "gpu")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "precompute",
-            "publish",
-            "--run",
-            str(src),
-            "--to",
-            str(tmp_path / "shared"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _publish_cli(src, tmp_path / "shared")
     assert out.returncode == 0, out.stderr
     assert Run.open(tmp_path / "shared", "r1").is_complete
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "precompute",
-            "publish",
-            "--run",
-            str(src),
-            "--to",
-            str(tmp_path / "shared"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = _publish_cli(src, tmp_path / "shared")
     assert again.returncode == 2 and "already exists" in again.stderr
