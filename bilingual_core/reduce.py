@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import RunFormatError
+from .schema import check_columns
 from .sparse import SentenceMax
 from .stats import ExactQuantiles
 
@@ -69,25 +70,9 @@ def _column(batch: pa.RecordBatch, name: str, dtype: type, file: str, *, writabl
     return col.to_numpy(zero_copy_only=False).astype(dtype, copy=writable)
 
 
-ACTIVATION_KINDS = {"pair_id": "integer", "lang": "string", "position": "integer", "feature": "integer",
-                    "activation": "floating"}
-
-
-def check_schema(pf: pq.ParquetFile, file: str, kinds: dict[str, str] = ACTIVATION_KINDS) -> None:
-    """Required columns present, with the right kind of type (integer, floating, string)."""
-    schema = pf.schema_arrow
-    for name, kind in kinds.items():
-        if name not in schema.names:
-            raise RunFormatError(file, name, f"missing (the file has columns {schema.names})")
-        t = schema.field(name).type
-        value_type = t.value_type if pa.types.is_dictionary(t) else t
-        ok = {
-            "integer": pa.types.is_integer(value_type),
-            "floating": pa.types.is_floating(value_type),
-            "string": pa.types.is_string(value_type) or pa.types.is_large_string(value_type),
-        }[kind]
-        if not ok:
-            raise RunFormatError(file, name, f"has type {t}, expected {kind}")
+def check_schema(pf: pq.ParquetFile, file: str) -> None:
+    """The activation file's required columns are there with the right kinds of type."""
+    check_columns(pf.schema_arrow, file)
 
 
 @dataclass

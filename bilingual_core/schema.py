@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from .errors import RunFormatError
+
 FORMAT_VERSION = 1
 
 MANIFEST = "manifest.json"
@@ -132,3 +134,28 @@ REQUIRED_FILES = (PAIRS, TOKENS, ACTIVATIONS, FEATURES, THRESHOLDS, CURVES)
 # feature, so a reader filtering on one feature touches one or two groups.
 ACTIVATION_ROW_GROUP = 1 << 20
 
+
+
+def _kind(t: pa.DataType) -> str:
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "floating"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    return str(t)
+
+
+def check_columns(schema: pa.Schema, file: str) -> None:
+    """``file``'s required columns (REQUIRED_COLUMNS) are present with the right
+    kind of type (any integer width, any float width, string or dictionary of
+    strings); raises RunFormatError naming the file and column."""
+    for column in REQUIRED_COLUMNS.get(file, []):
+        if column.name not in schema.names:
+            raise RunFormatError(file, column.name, f"missing (the file has columns {schema.names})")
+        actual = schema.field(column.name).type
+        if _kind(actual) != _kind(column.type):
+            raise RunFormatError(file, column.name, f"has type {actual}, expected {_kind(column.type)}")

@@ -19,7 +19,6 @@ import posixpath
 import shutil
 import uuid
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -229,8 +228,3 @@ def clean_stale_temporaries(root: str | os.PathLike[str]) -> list[str]:
             fs.rm(entry, recursive=True)
             removed.append(name)
     return removed
-
-
-def local_path(fs: fsspec.AbstractFileSystem, path: str) -> Path | None:
-    """The path on this machine's disk, or None for remote filesystems."""
-    return Path(path) if is_local(fs) else None

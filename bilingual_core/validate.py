@@ -5,18 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import RunFormatError
-from .reduce import check_schema, lang_indices
+from .reduce import lang_indices
 from .run import Run
-from .schema import MANIFEST, PAIRS, TOKENS
-
-PAIR_KINDS = {"pair_id": "integer", "lang": "string", "text": "string"}
-TOKEN_KINDS = {"pair_id": "integer", "lang": "string", "position": "integer", "token_id": "integer", "token": "string"}
+from .schema import MANIFEST, PAIRS, TOKENS, check_columns
 
 
 def real_token_counts(run: Run) -> np.ndarray:
     """Number of real tokens (position >= 1) per language, checking tokens.parquet."""
     langs = run.languages
-    check_schema(run.parquet(TOKENS), TOKENS, TOKEN_KINDS)
+    check_columns(run.parquet(TOKENS).schema_arrow, TOKENS)
     table = run.read(TOKENS, columns=["pair_id", "lang", "position"])
     if table.num_rows == 0:
         raise RunFormatError(TOKENS, None, "is empty: the run has no tokens")
@@ -33,7 +30,7 @@ def check_pairs(run: Run) -> None:
     n, langs = run.manifest.n_pairs, run.languages
     if n == 0:
         raise RunFormatError(MANIFEST, "n_pairs", "is 0: the run is empty (no sentence pairs)")
-    check_schema(run.parquet(PAIRS), PAIRS, PAIR_KINDS)
+    check_columns(run.parquet(PAIRS).schema_arrow, PAIRS)
     table = run.read(PAIRS, columns=["pair_id", "lang", "text"])
     li = lang_indices(table.column("lang"), langs, PAIRS)
     pair = table.column("pair_id").to_numpy()
