@@ -56,3 +56,33 @@ def quantile_thresholds(pre_acts: torch.Tensor, rates: torch.Tensor) -> torch.Te
     top = first_above >= n
     above = torch.where(top, below + 1e-3 * below.abs().clamp_min(1.0), above)
     return ((below + above) / 2).clamp_min(MIN_THRESHOLD)
+
+
+@torch.no_grad()
+def random_jumprelu_sae(resid: torch.Tensor, hook_name: str, d_sae: int, target_l0: float, seed: int = 0):
+    """A JumpReLU SAE with random unit directions, calibrated on ``resid`` (n_tokens, d_in).
+
+    Encoder and decoder share the directions, ``b_dec`` is the mean of ``resid``
+    (so directions read centred residuals), ``b_enc`` is zero and the thresholds
+    make feature ``i`` fire on a fraction ``r_i`` of the calibration tokens, with
+    ``r`` from ``firing_rates`` (about ``target_l0`` features per token)."""
+    from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
+
+    resid = resid.float()
+    device = resid.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    w = torch.randn(d_sae, resid.shape[1], generator=gen, device=device)
+    w /= w.norm(dim=1, keepdim=True)
+    mean = resid.mean(dim=0)
+    rates = firing_rates(d_sae, target_l0, np.random.default_rng(seed))
+    thresholds = quantile_thresholds((resid - mean) @ w.T, torch.from_numpy(rates))
+    cfg = JumpReLUSAEConfig(d_in=resid.shape[1], d_sae=d_sae, dtype="float32", device=str(device))
+    cfg.metadata.hook_name = hook_name
+    cfg.metadata.prepend_bos = True
+    sae = JumpReLUSAE(cfg)
+    sae.W_enc.copy_(w.T)
+    sae.W_dec.copy_(w)
+    sae.b_enc.zero_()
+    sae.b_dec.copy_(mean)
+    sae.threshold.copy_(thresholds.float())
+    return sae.eval()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from . import calibrate
@@ -81,26 +80,9 @@ def build_gemma_shape(shape: GemmaShape, tokenizer, calibration_texts: list[str]
 
 @torch.no_grad()
 def _calibrated_sae(shape: GemmaShape, model, tokenizer, texts: list[str], hook: str, device: str):
-    from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
-
     tokens = tokenize_sentences(tokenizer, texts, 128)
     bos = tokenizer.bos_token_id
     ids, mask = pad_batch(tokenizer, [tokens.sentence(i) for i in range(len(tokens))], bos, device)
     real, _ = real_tokens(ids, mask, bos)
-    resid = hook_activation(model, hook, ids, mask)[real].float()
-    d_model = resid.shape[1]
-    gen = torch.Generator(device=device).manual_seed(shape.seed)
-    w = torch.randn(shape.d_sae, d_model, generator=gen, device=device)
-    w /= w.norm(dim=1, keepdim=True)
-    mean = resid.mean(dim=0)
-    rates = calibrate.firing_rates(shape.d_sae, shape.target_l0, np.random.default_rng(shape.seed))
-    thresholds = calibrate.quantile_thresholds((resid - mean) @ w.T, torch.from_numpy(rates))
-    cfg = JumpReLUSAEConfig(d_in=d_model, d_sae=shape.d_sae, dtype="float32", device=device)
-    cfg.metadata.hook_name = hook
-    sae = JumpReLUSAE(cfg)
-    sae.W_enc.copy_(w.T)
-    sae.W_dec.copy_(w)
-    sae.b_enc.zero_()
-    sae.b_dec.copy_(mean)
-    sae.threshold.copy_(thresholds.float())
-    return sae.eval()
+    resid = hook_activation(model, hook, ids, mask)[real]
+    return calibrate.random_jumprelu_sae(resid, hook, shape.d_sae, shape.target_l0, shape.seed)
