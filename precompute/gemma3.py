@@ -193,7 +193,7 @@ def _gemma3_args(p: argparse.ArgumentParser) -> Handler:
         sae = sae_directory(checkpoint, spec, args.sae_out)
         print(f"SAE ({spec.hook_name}, {spec.d_sae} features): {sae}")
         print(f"run: python -m precompute run --preset gemma-2-2b --model {MODEL_NAME} --model-path {checkpoint} --sae-path {sae} "
-              "--corpus-file data/parallel_en_es.tsv --sample-size all --dtype float32 --device cpu "
+              "--corpus-file data/parallel_en_es.tsv --sample-size all --dtype float32 --device cpu --batch-size 32 "
               "--out results --run-id gemma3-270m")
         return 0
 
