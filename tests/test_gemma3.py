@@ -125,7 +125,9 @@ def test_checkpoint_is_plain_and_carries_the_gemma_notice(gemma3: Gemma3) -> Non
     assert config["architectures"] == ["Gemma3ForCausalLM"]
     assert "quantization_config" not in config
     assert "ai.google.dev/gemma/terms" in (gemma3.checkpoint / "NOTICE").read_text()
+    before = (gemma3.checkpoint / "model.safetensors").stat().st_mtime_ns
     assert checkpoint_directory() == gemma3.checkpoint  # cached: a second call builds nothing
+    assert (gemma3.checkpoint / "model.safetensors").stat().st_mtime_ns == before
 
 
 def test_sae_fits_the_model(fp32: Extracted) -> None:
