@@ -120,11 +120,13 @@ def compute_scores(
     langs, n, d_sae, m = run.languages, man.n_pairs, man.d_sae, len(run.languages)
     check_pairs(run)
     n_real = real_token_counts(run)
-    if run.parquet(ACTIVATIONS).metadata.num_rows == 0:
+    activations = run.parquet(ACTIVATIONS)  # one handle (and footer read) for every pass
+    n_rows = activations.metadata.num_rows
+    if n_rows == 0:
         raise RunFormatError(ACTIVATIONS, None, "has no rows: no feature ever fires (an empty run)")
     notebook = config.variant == "notebook"
-    block_features = config.block_features or _auto_block(d_sae, run.parquet(ACTIVATIONS).metadata.num_rows)
-    thresholds, lang_max = threshold_pass(run.parquet(ACTIVATIONS), langs, ACTIVATIONS, track_max=notebook)
+    block_features = config.block_features or _auto_block(d_sae, n_rows)
+    thresholds, lang_max = threshold_pass(activations, langs, ACTIVATIONS, track_max=notebook)
     thr = thresholds_table(thresholds)
     t_thresholds = time.perf_counter() - t0
     coact_cuts = np.array([0.0 if name == "any" else thr.get(name, {}).get(GLOBAL_SCOPE, np.nan)
@@ -176,9 +178,9 @@ def compute_scores(
         return out
 
     sums = BlockSums(np.zeros((d_sae, m)))
-    bar = _progress(progress, run.parquet(ACTIVATIONS).metadata.num_rows, "scoring")
+    bar = _progress(progress, n_rows, "scoring")
     n_groups = 0
-    blocks = sentence_max_blocks(run.parquet(ACTIVATIONS), languages=langs, n_pairs=n, d_sae=d_sae,
+    blocks = sentence_max_blocks(activations, languages=langs, n_pairs=n, d_sae=d_sae,
                                  file=ACTIVATIONS, block_features=block_features, sums=sums, progress=bar)
     # numpy releases the GIL: blocks are scored in worker threads while the
     # main thread reduces the next batches (and a third decodes Parquet).
