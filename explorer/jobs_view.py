@@ -1,9 +1,9 @@
 """The recompute queue for the ``/recompute`` page: cached reads, tables, the job form.
 
-Reads go through ``precompute.queue.JobQueue`` (torch-free) and are cached
+Reads go through ``jobs.queue.JobQueue`` (torch-free) and are cached
 for a couple of seconds, shared by every browser session watching the page,
 so many viewers cost one read of the queue per refresh. The job form returns
-plain values; ``precompute.job_request.validate_request`` (the same function
+plain values; ``jobs.request.validate_request`` (the same function
 the worker uses) decides what is accepted.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from precompute.config import DEVICES, DTYPES
-from precompute.job_request import OVERRIDES
-from precompute.presets import PRESETS
-from precompute.queue import Job, JobQueue, age_seconds
+from jobs.config import DEVICES, DTYPES
+from jobs.presets import PRESETS
+from jobs.queue import Job, JobQueue, age_seconds
+from jobs.request import OVERRIDES
 
 REFRESH_S = 3
 """Seconds between refreshes of the queue, the progress and the log."""

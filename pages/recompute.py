@@ -14,8 +14,8 @@ import streamlit as st
 from bilingual_core.storage import open_root
 from explorer import auth, data, jobs_view, nav, ui
 from explorer.auth import Maintainer
-from precompute.job_request import RequestError, validate_request
-from precompute.queue import Job
+from jobs.queue import Job
+from jobs.request import RequestError, validate_request
 
 ui.require_entry()
 ui.url_only()

@@ -14,8 +14,8 @@ import math
 import re
 from typing import Any
 
-from .config import RunConfig
-from .errors import IncompatibleSaeError
+from jobs.config import RunConfig
+from precompute.errors import IncompatibleSaeError
 
 _L0_IN_PATH = re.compile(r"average_l0_(\d+)")
 
@@ -33,7 +33,7 @@ def hook_width(model, hook: str) -> int:
     """Width of the activation at ``hook`` (trailing dimensions multiplied)."""
     import torch
 
-    from .extract import hook_activation
+    from precompute.extract.activations import hook_activation
 
     bos = model.tokenizer.bos_token_id if model.tokenizer is not None else 0
     device = next(model.parameters()).device

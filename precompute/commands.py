@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from .cli import Handler, command
-from .config import DEVICES, DTYPES
-from .presets import PRESETS, preset, with_overrides
+from jobs.config import DEVICES, DTYPES
+from jobs.presets import PRESETS, preset, with_overrides
+from precompute.cli import Handler, command
 
 _OVERRIDES = {
     # flag: (destination, help)
@@ -74,7 +74,7 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
         run_id = args.run_id or config.preset or "run"
         if args.dry_run:
             return _dry_run(config, out, run_id)
-        from .pipeline import run_extraction
+        from precompute.extract.pipeline import run_extraction
 
         result = run_extraction(config, out, run_id, overwrite=args.overwrite, resume=args.resume,
                                 shard=args.shard, num_shards=args.num_shards, staging=args.staging,
@@ -85,7 +85,7 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
             return 0
         _print_summary(result, out)
         for url in args.push_to:
-            from .publish import publish_run
+            from precompute.publish import publish_run
 
             location = publish_run(f"{str(out).rstrip('/')}/{run_id}", url, overwrite=args.overwrite)
             print(f"published to {location}")
@@ -103,7 +103,7 @@ def _merge_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args: argparse.Namespace) -> int:
-        from .merge import finalize
+        from precompute.extract.merge import finalize
 
         manifest = finalize(args.shards, args.out, args.run_id, overwrite=args.overwrite, progress=not args.quiet)
         _print_summary(manifest, args.out)
@@ -123,7 +123,7 @@ def _print_summary(manifest, out: str) -> None:
 
 
 def _dry_run(config, out: str, run_id: str) -> int:
-    from .checks import offline_plan
+    from precompute.checks import offline_plan
 
     print(json.dumps({"run_id": run_id, "out": out, "config": config.to_dict(),
                       "fingerprint": config.fingerprint()}, indent=2, default=str))

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import CorpusSource, display_path
-from .errors import CorpusError
+from jobs.config import CorpusSource, display_path
+from precompute.errors import CorpusError
 
 LOCAL_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
                  ".parquet": "parquet", ".pq": "parquet"}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .config import RunConfig
-from .errors import DeviceError
+from jobs.config import RunConfig
+from precompute.errors import DeviceError
 
 
 def cuda_available() -> bool:

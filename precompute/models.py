@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .checks import check_hook, check_sae_width, pretrained_sae_metadata
-from .config import ModelSource, RunConfig, SaeSource, display_path
-from .errors import ModelAccessError
+from jobs.config import ModelSource, RunConfig, SaeSource, display_path
+from precompute.checks import check_hook, check_sae_width, pretrained_sae_metadata
+from precompute.errors import ModelAccessError
 
 GATED_PREFIXES = ("google/gemma", "meta-llama/", "mistralai/")
 
@@ -110,7 +110,7 @@ def load_sae(source: SaeSource, device: str):
 def load_models(config: RunConfig, device: str) -> LoadedModels:
     """Model, SAE and tokenizer for ``config`` on ``device``, checked to fit together."""
     if config.model.is_tiny:
-        from .tiny import load_tiny
+        from precompute.local_models.tiny import load_tiny
 
         model, sae, tokenizer = load_tiny(config.tiny, device, config.model.dtype, config.sae.dtype)
         if config.sae.kind == "local":
@@ -134,7 +134,7 @@ def model_info(config: RunConfig, model) -> dict[str, Any]:
     if config.model.path is not None:
         info["path"] = config.model.path
     if config.model.is_tiny:
-        info["loader"] = "precompute.tiny (built in-process)"
+        info["loader"] = "precompute.local_models.tiny (built in-process)"
         info["tiny"] = {**asdict(config.tiny), "tokenizer_corpus": display_path(config.tiny.tokenizer_corpus)}
     return info
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .config import BUNDLED_CORPUS, RunConfig
-from .presets import tiny
+from jobs.config import BUNDLED_CORPUS, RunConfig
+from jobs.presets import tiny
 
 
 def tiny_config(*, sample_size: int | None = 40, seed: int = 0, chunk_pairs: int = 16, batch_size: int = 8,

@@ -39,11 +39,10 @@ from typing import Any
 
 from bilingual_core import Run, RunFormatError
 from bilingual_core.storage import is_local, join
-
-from .job_request import JobRequest
-from .progress_log import LogBuffer
-from .publish import publish_run
-from .queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
+from jobs.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
+from jobs.request import JobRequest
+from precompute.progress_log import LogBuffer
+from precompute.publish import publish_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROGRAM = (sys.executable, "-m", "precompute")

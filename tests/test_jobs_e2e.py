@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bilingual_core import Run, SyntheticConfig, list_runs, write_synthetic_run
-from precompute.job_request import validate_request
-from precompute.queue import JobQueue, JobStatus
+from jobs.queue import JobQueue, JobStatus
+from jobs.request import validate_request
 from precompute.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.slow

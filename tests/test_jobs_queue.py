@@ -13,9 +13,9 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from bilingual_core import list_runs
-from precompute.job_request import validate_request
+from jobs.queue import JobQueue, JobStatus
+from jobs.request import validate_request
 from precompute.progress_log import LogBuffer, parse_progress
-from precompute.queue import JobQueue, JobStatus
 
 
 class PlainMemory(MemoryFileSystem):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from precompute.job_request import OVERRIDES, RequestError, validate_request
+from jobs.request import OVERRIDES, RequestError, validate_request
 
 
 def build_request_data(**overrides: object) -> dict:
@@ -143,7 +143,7 @@ def test_validation_does_not_import_torch():
     import subprocess
 
     code = (
-        "import sys; from precompute.job_request import validate_request; "
+        "import sys; from jobs.request import validate_request; "
         "validate_request({'preset': 'gemma-2-2b'}); import explorer.jobs_view, explorer.auth; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )

@@ -22,8 +22,8 @@ import fsspec
 import pytest
 
 from bilingual_core import Run, SyntheticConfig, list_runs, write_synthetic_run
-from precompute.job_request import validate_request
-from precompute.queue import Job, JobQueue, JobStatus
+from jobs.queue import Job, JobQueue, JobStatus
+from jobs.request import validate_request
 from precompute.worker import Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,11 +12,11 @@ from dataclasses import replace
 
 import pytest
 
+from jobs.config import CorpusSource, ExtractionConfig, RunConfig, SaeSource
+from jobs.presets import GEMMA_NEURONPEDIA, gemma_2_2b, preset, tiny, with_overrides
 from precompute.checks import offline_plan, pretrained_sae_metadata
-from precompute.config import CorpusSource, ExtractionConfig, RunConfig, SaeSource
 from precompute.errors import IncompatibleSaeError
-from precompute.extract import stop_layer
-from precompute.presets import GEMMA_NEURONPEDIA, gemma_2_2b, preset, tiny, with_overrides
+from precompute.extract.activations import stop_layer
 
 
 def test_gemma_preset_is_the_posts_setup() -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from bilingual_core import list_runs
+from jobs.config import ModelSource
+from jobs.presets import gemma_2_2b, with_overrides
 from precompute import devices, models
 from precompute.cli import main
-from precompute.config import ModelSource
 from precompute.errors import CorpusError, DeviceError, IncompatibleSaeError, ModelAccessError
-from precompute.pipeline import run_extraction
-from precompute.presets import gemma_2_2b, with_overrides
+from precompute.extract.pipeline import run_extraction
 from precompute.testing import tiny_config, write_corpus
 
 

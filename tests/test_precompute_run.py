@@ -21,9 +21,9 @@ from bilingual_core import Run, RunExistsError, list_runs
 from bilingual_core.schema import ACTIVATIONS, FEATURES, PAIRS, TOKENS
 from precompute.cli import main
 from precompute.errors import StagingError
-from precompute.merge import finalize
-from precompute.pipeline import run_extraction
-from precompute.staging import shard_dir_name, staging_root
+from precompute.extract.merge import finalize
+from precompute.extract.pipeline import run_extraction
+from precompute.extract.staging import shard_dir_name, staging_root
 from precompute.testing import tiny_config
 
 KEYS = ["pair_id", "lang", "position", "feature"]
@@ -208,20 +208,20 @@ def test_cli_run_and_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_resume_after_a_failed_merge_only_merges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import precompute.merge
+    import precompute.extract.merge
     import precompute.models
 
     cfg = tiny_config(sample_size=10)
-    real_finalize = precompute.merge.finalize
+    real_finalize = precompute.extract.merge.finalize
 
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(precompute.merge, "finalize", broken)
+    monkeypatch.setattr(precompute.extract.merge, "finalize", broken)
     with pytest.raises(OSError, match="disk full"):
         run_extraction(cfg, tmp_path, "r", progress=False)
     assert list_runs(tmp_path) == []
-    monkeypatch.setattr(precompute.merge, "finalize", real_finalize)
+    monkeypatch.setattr(precompute.extract.merge, "finalize", real_finalize)
     monkeypatch.setattr(precompute.models, "load_models", lambda *a, **k: pytest.fail("reloaded the model"))
     manifest = run_extraction(cfg, tmp_path, "r", progress=False, resume=True)
     assert manifest.n_pairs == 10 and Run.open(tmp_path, "r").is_complete
@@ -230,7 +230,7 @@ def test_resume_after_a_failed_merge_only_merges(tmp_path: Path, monkeypatch: py
 def test_three_languages(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from precompute.config import BUNDLED_CORPUS
+    from jobs.config import BUNDLED_CORPUS
     from precompute.corpus import read_local_table
 
     frame = read_local_table(BUNDLED_CORPUS).head(12)

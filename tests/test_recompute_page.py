@@ -15,8 +15,8 @@ from streamlit.testing.v1 import AppTest
 from bilingual_core import SyntheticConfig, write_synthetic_run
 from bilingual_core.storage import RESULTS_ENV
 from explorer import auth, jobs_view
-from precompute.job_request import validate_request
-from precompute.queue import JobQueue, JobStatus
+from jobs.queue import JobQueue, JobStatus
+from jobs.request import validate_request
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGE = "pages/recompute.py"

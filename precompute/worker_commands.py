@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 
-from .cli import Handler, command
+from precompute.cli import Handler, command
 
 _ROOT_HELP = "results root holding the _jobs queue (path or fsspec URL; default $BILINGUAL_RESULTS_DIR or results/)"
 
@@ -57,8 +57,8 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
     )
 
     def run(args: argparse.Namespace) -> int:
-        from .queue import JobQueue
-        from .worker import Worker, WorkerConfig
+        from jobs.queue import JobQueue
+        from precompute.worker import Worker, WorkerConfig
 
         config = WorkerConfig(
             poll_seconds=args.poll_seconds,
@@ -111,8 +111,8 @@ def _jobs_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--by", default="command line", help="who is asking (recorded in the job)")
 
     def run(args: argparse.Namespace) -> int:
-        from .job_request import validate_request
-        from .queue import JobQueue
+        from jobs.queue import JobQueue
+        from jobs.request import validate_request
 
         queue = JobQueue(_root(args))
         if args.action == "list":
@@ -166,7 +166,7 @@ def _publish_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--overwrite", action="store_true", help="replace the run there if it exists")
 
     def run(args: argparse.Namespace) -> int:
-        from .publish import publish_run
+        from precompute.publish import publish_run
 
         print(f"published to {publish_run(args.run, args.to, overwrite=args.overwrite)}")
         return 0

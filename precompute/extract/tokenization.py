@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PrecomputeError
+from precompute.errors import PrecomputeError
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bilingual_core.manifest import LANG_PATTERN, check_run_id
-
-from .config import DEVICES, DTYPES
-from .presets import PRESETS, preset, with_overrides
+from jobs.config import DEVICES, DTYPES
+from jobs.presets import PRESETS, preset, with_overrides
 
 JOB_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-\d{3}-[0-9a-f]{4}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

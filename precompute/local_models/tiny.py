@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import calibrate
-from .config import TinySpec
-from .corpus import file_sha256, read_local_table
-from .extract import hook_activation, pad_batch, real_tokens
-from .tiny_alignment import AlignedVocab, align_tokens, aligned_embeddings
-from .tiny_tokenizer import BOS_ID, load_tokenizer, train_tokenizer
-from .tokenization import tokenize_sentences
+from jobs.config import TinySpec
+from precompute.corpus import file_sha256, read_local_table
+from precompute.extract.activations import hook_activation, pad_batch, real_tokens
+from precompute.extract.tokenization import tokenize_sentences
+from precompute.local_models import calibrate
+from precompute.local_models.tiny_alignment import AlignedVocab, align_tokens, aligned_embeddings
+from precompute.local_models.tiny_tokenizer import BOS_ID, load_tokenizer, train_tokenizer
 
 CACHE_ENV = "BILINGUAL_CACHE_DIR"
 BUILD_VERSION = 4

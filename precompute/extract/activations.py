@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .tokenization import TokenizedSentences
+from precompute.extract.tokenization import TokenizedSentences
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 _BEFORE_BLOCKS = {"hook_embed", "hook_pos_embed", "hook_tokens"}

@@ -25,16 +25,20 @@ import numpy as np
 from bilingual_core import Manifest, RunExistsError
 from bilingual_core.manifest import check_run_id
 from bilingual_core.storage import is_local, join, open_root
-
-from .chunks import chunk_layout, chunk_stats, chunk_tables
-from .config import ExtractionConfig, RunConfig
-from .corpus import ParallelCorpus, load_corpus
-from .errors import PrecomputeError
-from .staging import ShardStaging, shard_dir_name, shard_range, staging_root
-from .tokenization import TokenizedSentences, bos_token_id, token_strings, tokenize_sentences
+from jobs.config import ExtractionConfig, RunConfig
+from precompute.corpus import ParallelCorpus, load_corpus
+from precompute.errors import PrecomputeError
+from precompute.extract.chunks import chunk_layout, chunk_stats, chunk_tables
+from precompute.extract.staging import ShardStaging, shard_dir_name, shard_range, staging_root
+from precompute.extract.tokenization import (
+    TokenizedSentences,
+    bos_token_id,
+    token_strings,
+    tokenize_sentences,
+)
 
 if TYPE_CHECKING:
-    from .models import LoadedModels
+    from precompute.models import LoadedModels
 
 ChunkCallback = Callable[[int, dict[str, Any]], None]
 
@@ -68,7 +72,7 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
     ``models``: already loaded model/SAE/tokenizer (a warm worker, a benchmark);
     by default they are loaded from ``config``. ``on_chunk(index, stats)`` is
     called after each chunk is safely on disk."""
-    from .devices import resolve_device
+    from precompute.devices import resolve_device
 
     check_run_id(run_id)
     if num_shards < 1 or not 0 <= shard < num_shards:
@@ -77,7 +81,7 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
         check_can_write(out, run_id, overwrite)
     device = resolve_device(config)
     if models is None:
-        from .models import check_access
+        from precompute.models import check_access
 
         check_access(config.model)
     root = Path(staging) if staging is not None else default_staging(out, run_id)
@@ -91,7 +95,7 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
         raise
     if num_shards > 1:
         return stage
-    from .merge import finalize
+    from precompute.extract.merge import finalize
 
     manifest = finalize([stage.directory], out, run_id, overwrite=overwrite, progress=progress)
     _remove_staging(stage.directory, root)
@@ -121,9 +125,9 @@ def _remove_staging(shard_dir: Path, root: Path) -> None:
 
 def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStaging, device: str, lo: int, hi: int,
                    progress: bool, on_chunk: ChunkCallback | None, loaded: LoadedModels | None) -> None:
-    from .extract import Extractor
-    from .models import load_models
-    from .provenance import package_versions
+    from precompute.extract.activations import Extractor
+    from precompute.models import load_models
+    from precompute.provenance import package_versions
 
     loaded = loaded if loaded is not None else load_models(config, device)
     for key, value in (("d_sae", int(loaded.sae.cfg.d_sae)), ("model", loaded.model_info),
@@ -151,8 +155,8 @@ def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStagin
 
 def _settings(config: RunConfig, device: str, loaded: LoadedModels) -> dict[str, Any]:
     """The manifest's record of how the extraction ran (counters are added at the merge)."""
-    from .devices import device_description
-    from .extract import stop_layer
+    from precompute.devices import device_description
+    from precompute.extract.activations import stop_layer
 
     ex = config.extraction
     return {"preset": config.preset, "config_fingerprint": config.fingerprint(), "dtype": config.model.dtype,
@@ -207,7 +211,7 @@ class _ChunkWriter:
 
 def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int, int]], writer: _ChunkWriter,
                 ex: ExtractionConfig, shard_start: int, n_langs: int, progress: bool, desc: str) -> None:
-    from .extract import extract_chunk
+    from precompute.extract.activations import extract_chunk
 
     layouts = [(i, chunk_layout(a, b, shard_start, n_langs)) for i, a, b in todo]
     total = int(sum(tokens.lengths[lay.lo:lay.hi].sum() for _, lay in layouts))

