@@ -87,7 +87,8 @@ class Profile:
 
 
 def config_for(pairs_file: Path, dtype: str, batch_size: int):
-    from jobs.presets import preset, with_overrides
+    from jobs.overrides import with_overrides
+from jobs.presets import preset
     from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()

@@ -4,7 +4,8 @@ Reads go through ``jobs.queue.JobQueue`` (torch-free) and are cached
 for a couple of seconds, shared by every browser session watching the page,
 so many viewers cost one read of the queue per refresh. The job form returns
 plain values; ``jobs.request.validate_request`` (the same function
-the worker uses) decides what is accepted.
+the worker uses) decides what is accepted. The form's fields are the job
+overrides that ``jobs.settings`` gives a label.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from jobs.config import DEVICES, DTYPES
-from jobs.presets import PRESETS
 from jobs.queue import Job, JobQueue, age_seconds
-from jobs.request import OVERRIDES
+from jobs.settings import Setting, form_settings, setting
 
 REFRESH_S = 3
 """Seconds between refreshes of the queue, the progress and the log."""
@@ -167,36 +166,16 @@ def heartbeat_note(job: Job, now: float | None = None) -> str | None:
 
 # ----------------------------------------------------------------- form ---
 
-_TEXT_FIELDS = {
-    "model": ("Model", "TransformerLens name, e.g. gemma-2-2b"),
-    "sae_release": ("SAE release", "e.g. gemma-scope-2b-pt-res-canonical"),
-    "sae_id": ("SAE id", "e.g. layer_20/width_16k/canonical"),
-    "dataset": ("Dataset", "Hugging Face dataset id, e.g. Helsinki-NLP/opus_books"),
-    "dataset_config": ("Dataset config", "e.g. en-es"),
-    "split": ("Split", "e.g. train"),
-    "corpus_file": (
-        "Corpus file",
-        "TSV/CSV/JSONL/Parquet on the worker host, one column per language",
-    ),
-    "languages": ("Languages", "comma-separated, e.g. en,es"),
-    "sample_size": ("Sample size", "pairs to sample, or all"),
-    "seed": ("Seed", "sampling seed (the post: 42)"),
-    "batch_size": ("Batch size", "sentences per forward pass"),
-    "max_tokens": ("Max tokens", "real tokens kept per sentence"),
-}
-_MORE_FIELDS = {
-    "model_path": ("Model path", "local Hugging Face checkpoint on the worker host"),
-    "sae_path": ("SAE path", "local SAE-Lens directory on the worker host"),
-    "hook": ("Hook", "hook the SAE reads (default: the SAE's metadata)"),
-    "neuronpedia_id": ("Neuronpedia id", "model/SAE id for feature links"),
-    "batch_tokens": ("Batch tokens", "padded tokens per forward pass, at most"),
-    "chunk_pairs": ("Chunk pairs", "pairs per staged chunk (the unit of resume)"),
-}
-_CHOICE_FIELDS = {
-    "dtype": ("Model dtype", DTYPES),
-    "sae_dtype": ("SAE dtype", DTYPES),
-    "device": ("Device", DEVICES),
-}
+def _help(s: Setting) -> str:
+    return f"{s.help} ({s.example})" if s.example else s.help
+
+
+def _field_ui(container, s: Setting, prefix: str) -> None:
+    """One override's widget: a selectbox for a choice, else a text input (validation decides)."""
+    if s.kind == "choice":
+        container.selectbox(s.label, [PRESET_DEFAULT, *s.choices], key=f"{prefix}_{s.name}", help=s.help)
+    else:
+        container.text_input(s.label, key=f"{prefix}_{s.name}", placeholder=PRESET_DEFAULT, help=_help(s))
 
 
 def job_form_ui(
@@ -209,35 +188,19 @@ def job_form_ui(
     """
     with st.form(prefix):
         c1, c2 = st.columns(2)
-        c1.selectbox(
-            "Preset",
-            sorted(PRESETS),
-            key=f"{prefix}_preset",
-            help="gemma-2-2b: the post's setup (needs a GPU); tiny: a CPU test in seconds",
-        )
-        c2.text_input(
-            "Run id",
-            key=f"{prefix}_run_id",
-            placeholder="<preset>-<job id>",
-            help="Directory name of the new run under the results root",
-        )
+        preset, run_id = setting("preset"), setting("run_id")
+        c1.selectbox(preset.label, preset.choices, key=f"{prefix}_preset", help=preset.help)
+        c2.text_input(run_id.label, key=f"{prefix}_run_id", placeholder=run_id.example, help=run_id.help)
         cols = st.columns(3)
-        for i, (name, (label, help_text)) in enumerate(_TEXT_FIELDS.items()):
-            cols[i % 3].text_input(
-                label, key=f"{prefix}_{name}", placeholder=PRESET_DEFAULT, help=help_text
-            )
-        cols = st.columns(3)
-        for i, (name, (label, options)) in enumerate(_CHOICE_FIELDS.items()):
-            cols[i].selectbox(label, [PRESET_DEFAULT, *options], key=f"{prefix}_{name}")
+        for i, s in enumerate(form_settings("main")):
+            _field_ui(cols[i % 3], s, prefix)
         with st.expander("More options"):
             cols = st.columns(3)
-            for i, (name, (label, help_text)) in enumerate(_MORE_FIELDS.items()):
-                cols[i % 3].text_input(
-                    label, key=f"{prefix}_{name}", placeholder=PRESET_DEFAULT, help=help_text
-                )
+            for i, s in enumerate(form_settings("more")):
+                _field_ui(cols[i % 3], s, prefix)
         c1, c2, c3 = st.columns(3)
-        c1.checkbox("Replace an existing run of this id", key=f"{prefix}_overwrite")
-        c2.checkbox("Resume a staged, unfinished run", value=True, key=f"{prefix}_resume")
+        c1.checkbox(setting("overwrite").label, key=f"{prefix}_overwrite")
+        c2.checkbox(setting("resume").label, value=True, key=f"{prefix}_resume")
         c3.checkbox("Publish to the worker's --push-to roots", value=True, key=f"{prefix}_publish")
         st.form_submit_button(
             "Queue the job",
@@ -249,9 +212,8 @@ def job_form_ui(
 
 def form_request(state: Mapping[str, Any], prefix: str = "recompute_form") -> dict[str, Any]:
     """The raw request the form's widgets (in ``state``) describe."""
-    names = [*_TEXT_FIELDS, *_CHOICE_FIELDS, *_MORE_FIELDS]
     overrides = {}
-    for name in names:
+    for name in (s.name for s in [*form_settings("main"), *form_settings("more")]):
         value = state.get(f"{prefix}_{name}")
         if value in (None, "", PRESET_DEFAULT):
             continue
@@ -260,7 +222,7 @@ def form_request(state: Mapping[str, Any], prefix: str = "recompute_form") -> di
     return {
         "preset": state.get(f"{prefix}_preset"),
         "run_id": run_id or None,
-        "overrides": {k: v for k, v in overrides.items() if k in OVERRIDES and v != ""},
+        "overrides": overrides,
         "overwrite": bool(state.get(f"{prefix}_overwrite", False)),
         "resume": bool(state.get(f"{prefix}_resume", True)),
         "publish": bool(state.get(f"{prefix}_publish", True)),

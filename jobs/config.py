@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,12 @@ DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
 TINY = "tiny"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CORPUS = REPO_ROOT / "data" / "parallel_en_es.tsv"
+CACHE_ENV = "BILINGUAL_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """Where built models are cached: ``$BILINGUAL_CACHE_DIR``, else ``~/.cache/bilingual-sae``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bilingual-sae")
 
 
 def display_path(path: str | Path) -> str:

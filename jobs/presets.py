@@ -1,13 +1,16 @@
-"""Named starting configs and the command-line overrides applied on top of them.
+"""Named starting configs (``python -m precompute run --preset NAME``).
 
-``gemma-2-2b`` is the reference setup of the blog post (DESIGN.md section 1);
-``tiny`` runs the same pipeline offline on the CPU in seconds (section 6).
+``gemma-2-2b`` is the reference setup of the blog post (Gemma 2 2B, Gemma
+Scope layer 20, OPUS Books en-es; needs a GPU and the hub); ``gemma-3-270m``
+the offline Gemma 3 270M checkpoint of ``python -m precompute
+gemma3-checkpoint`` on the CPU; ``tiny`` runs the same pipeline offline on
+an in-process model in seconds. Overrides on top of a preset:
+``jobs.overrides.with_overrides``.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from pathlib import Path
 
 from jobs.config import (
     BUNDLED_CORPUS,
@@ -18,6 +21,7 @@ from jobs.config import (
     RunConfig,
     SaeSource,
     TinySpec,
+    cache_root,
 )
 
 GEMMA_NEURONPEDIA = "gemma-2-2b/20-gemmascope-res-16k"
@@ -56,7 +60,31 @@ def tiny() -> RunConfig:
     )
 
 
-PRESETS = {"gemma-2-2b": gemma_2_2b, TINY: tiny}
+GEMMA3_MODEL = "google/gemma-3-270m"
+GEMMA3_SAE_DIR = "sae-l12-4096-l0_50-n64-s0"
+"""The calibrated random SAE ``gemma3-checkpoint`` builds by default."""
+
+
+def gemma3_directory() -> Path:
+    """Where ``python -m precompute gemma3-checkpoint`` caches the checkpoint and its SAEs."""
+    return cache_root() / "gemma3-270m"
+
+
+def gemma_3_270m() -> RunConfig:
+    """Gemma 3 270M from the offline checkpoint (``python -m precompute gemma3-checkpoint``),
+    fp32 on the CPU, over the bundled English-Spanish pairs."""
+    home = gemma3_directory()
+    return RunConfig(
+        model=ModelSource(name=GEMMA3_MODEL, path=str(home / "checkpoint"), dtype="float32"),
+        sae=SaeSource(path=str(home / GEMMA3_SAE_DIR)),
+        corpus=CorpusSource(path=str(BUNDLED_CORPUS), field=None, languages=("en", "es"),
+                            sample_size=None, seed=0),
+        extraction=ExtractionConfig(max_tokens=128, batch_size=32, chunk_pairs=256, device="cpu"),
+        preset="gemma-3-270m",
+    )
+
+
+PRESETS = {"gemma-2-2b": gemma_2_2b, "gemma-3-270m": gemma_3_270m, TINY: tiny}
 
 
 def preset(name: str) -> RunConfig:
@@ -65,77 +93,3 @@ def preset(name: str) -> RunConfig:
         return PRESETS[name]()
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-
-
-def parse_sample_size(text: str | int | None) -> int | None:
-    """``'all'`` (or None) -> None, else a positive integer."""
-    if text is None or (isinstance(text, str) and text.lower() == "all"):
-        return None
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"sample size must be >= 1 or 'all', got {value}")
-    return value
-
-
-def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
-    """Apply flat overrides (the CLI's options; None means 'keep the preset's').
-
-    Naming a corpus file drops the preset's dataset and vice versa; naming a
-    local SAE directory drops the release/id (and the preset's hook and
-    Neuronpedia id, which then come from the SAE itself).
-    """
-    o = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(o) - _KNOWN
-    if unknown:
-        raise TypeError(f"unknown override(s): {sorted(unknown)}")
-    return replace(
-        config,
-        model=_model(config.model, o),
-        sae=_sae(config.sae, o),
-        corpus=_corpus(config.corpus, o),
-        extraction=replace(config.extraction, **{k: o[k] for k in _EXTRACTION if k in o}),
-    )
-
-
-_EXTRACTION = ("max_tokens", "batch_size", "batch_tokens", "chunk_pairs", "device")
-_KNOWN = {
-    "model", "model_path", "dtype", "sae_release", "sae_id", "sae_path", "hook", "sae_dtype",
-    "neuronpedia_id", "dataset", "dataset_config", "split", "field", "corpus_file", "languages",
-    "sample_size", "seed", *_EXTRACTION,
-}
-
-
-def _model(model: ModelSource, o: dict[str, Any]) -> ModelSource:
-    return replace(model, name=o.get("model", model.name), path=o.get("model_path", model.path),
-                   dtype=o.get("dtype", model.dtype))
-
-
-def _sae(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
-    if "sae_path" in o:
-        sae = SaeSource(path=o["sae_path"], dtype=sae.dtype)
-    elif "sae_release" in o or "sae_id" in o:
-        release = o.get("sae_release", sae.release)
-        sae = SaeSource(release=release, sae_id=o.get("sae_id", sae.sae_id if release == sae.release else None),
-                        dtype=sae.dtype)
-    return replace(sae, hook_name=o.get("hook", sae.hook_name),
-                   neuronpedia_id=o.get("neuronpedia_id", sae.neuronpedia_id),
-                   dtype=o.get("sae_dtype", sae.dtype))
-
-
-def _corpus(corpus: CorpusSource, o: dict[str, Any]) -> CorpusSource:
-    if "corpus_file" in o:
-        corpus = replace(corpus, path=str(o["corpus_file"]), dataset=None, config=None, field=None)
-    elif "dataset" in o:
-        corpus = replace(corpus, dataset=o["dataset"], path=None, config=None)
-    languages = o.get("languages", corpus.languages)
-    if isinstance(languages, str):
-        languages = tuple(x.strip() for x in languages.split(",") if x.strip())
-    return replace(
-        corpus,
-        config=o.get("dataset_config", corpus.config),
-        split=o.get("split", corpus.split),
-        field=(None if o.get("field") == "" else o.get("field", corpus.field)),
-        languages=tuple(languages),
-        sample_size=parse_sample_size(o["sample_size"]) if "sample_size" in o else corpus.sample_size,
-        seed=o.get("seed", corpus.seed),
-    )

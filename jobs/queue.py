@@ -144,7 +144,7 @@ class JobQueue:
     # ---------------------------------------------------------- paths ---
 
     def job_dir(self, job_id: str) -> str:
-        if not JOB_ID_PATTERN.match(job_id):
+        if not JOB_ID_PATTERN.fullmatch(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
         return join(self.dir, job_id)
 
@@ -226,7 +226,7 @@ class JobQueue:
         if not self.fs.exists(self.dir):
             return []
         names = (posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.dir, detail=False))
-        return sorted(n for n in names if JOB_ID_PATTERN.match(n))
+        return sorted(n for n in names if JOB_ID_PATTERN.fullmatch(n))
 
     def get(self, job_id: str) -> Job | None:
         """The job with its current state; None when its request is missing or invalid."""

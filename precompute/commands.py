@@ -6,65 +6,40 @@ import argparse
 import json
 import sys
 
-from jobs.config import DEVICES, DTYPES
-from jobs.presets import PRESETS, preset, with_overrides
+from jobs.overrides import with_overrides
+from jobs.presets import preset
+from jobs.settings import GROUP_TITLES, OVERRIDES, SETTINGS
 from precompute.cli import Handler, command
 
-_OVERRIDES = {
-    # flag: (destination, help)
-    "--model": ("model", "TransformerLens model name (architecture when --model-path is given)"),
-    "--model-path": ("model_path", "local Hugging Face checkpoint directory (weights + tokenizer)"),
-    "--sae-release": ("sae_release", "SAE-Lens release, e.g. gemma-scope-2b-pt-res-canonical"),
-    "--sae-id": ("sae_id", "SAE id in the release, e.g. layer_20/width_16k/canonical"),
-    "--sae-path": ("sae_path", "local SAE-Lens directory (SAE.save_model output)"),
-    "--hook": ("hook", "hook the SAE reads (default: the SAE's own metadata)"),
-    "--neuronpedia-id": ("neuronpedia_id", "Neuronpedia model/SAE id for feature links"),
-    "--dataset": ("dataset", "Hugging Face dataset id, e.g. Helsinki-NLP/opus_books"),
-    "--dataset-config": ("dataset_config", "dataset configuration, e.g. en-es"),
-    "--split": ("split", "dataset split (default train)"),
-    "--field": ("field", "column holding {lang: text} dicts; '' for one column per language"),
-    "--corpus-file": ("corpus_file", "local TSV/CSV/JSONL/Parquet file with one column per language"),
-    "--languages": ("languages", "comma-separated language codes in run order, e.g. en,es"),
-}
 
-
-def _add_overrides(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("overrides of the preset")
-    for flag, (dest, help_text) in _OVERRIDES.items():
-        g.add_argument(flag, dest=dest, help=help_text)
-    g.add_argument("--sample-size", help="pairs to sample (shuffle(seed).select(range(n))), or 'all'")
-    g.add_argument("--seed", type=int, help="sampling seed (the post: 42)")
-    g.add_argument("--max-tokens", type=int, help="real tokens kept per sentence (longer: truncated, counted)")
-    g.add_argument("--batch-size", type=int, help="sentences per forward pass")
-    g.add_argument("--batch-tokens", type=int, help="padded tokens per forward pass, at most")
-    g.add_argument("--chunk-pairs", type=int, help="pairs per staged chunk (the unit of --resume)")
-    g.add_argument("--dtype", choices=DTYPES, help="model dtype (gemma-2-2b: bfloat16)")
-    g.add_argument("--sae-dtype", choices=DTYPES, help="SAE dtype (default float32)")
-    g.add_argument("--device", choices=DEVICES, help="auto (default) picks CUDA when present")
+def add_settings(p: argparse.ArgumentParser) -> None:
+    """The run command's options, one per entry of ``jobs.settings.SETTINGS``."""
+    groups = {group: (p if group == "run" else p.add_argument_group(title))
+              for group, title in GROUP_TITLES.items()}
+    for s in SETTINGS:
+        target = groups[s.group]
+        if s.kind == "flag":
+            target.add_argument(s.flag, dest=s.name, action="store_true", help=s.help)
+            continue
+        if s.kind == "multi":
+            target.add_argument(s.flag, dest=s.name, action="append", default=list(s.default),
+                                metavar=s.metavar, help=s.help)
+            continue
+        kwargs = {"type": int} if s.kind == "int" else {}
+        if s.kind == "choice":
+            kwargs["choices"] = s.choices
+        target.add_argument(s.flag, dest=s.name, default=s.default, required=s.required,
+                            metavar=s.metavar, help=s.help, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace):
-    names = [dest for dest, _ in _OVERRIDES.values()] + [
-        "sample_size", "seed", "max_tokens", "batch_size", "batch_tokens", "chunk_pairs", "dtype", "sae_dtype", "device"]
-    return with_overrides(preset(args.preset), **{name: getattr(args, name) for name in names})
+    """The preset named by ``--preset`` with every override the command line gave."""
+    return with_overrides(preset(args.preset), **{name: getattr(args, name) for name in OVERRIDES})
 
 
 @command("run", "extract SAE activations over a parallel corpus into a scored run directory")
 def _run_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--preset", choices=sorted(PRESETS), required=True,
-                   help="gemma-2-2b: the post's setup (GPU); tiny: offline CPU model in seconds")
-    p.add_argument("--out", help="results root (default: $BILINGUAL_RESULTS_DIR or results/)")
-    p.add_argument("--run-id", help="run directory name (default: the preset's name)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run (and discard its staging)")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished chunk")
-    p.add_argument("--shard", type=int, default=0, help="this host's shard index (0-based)")
-    p.add_argument("--num-shards", type=int, default=1, help="number of shards the corpus is split into")
-    p.add_argument("--staging", help="local directory for staged chunks (default: <out>/.<run id>.staging)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and offline checks, run nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--push-to", action="append", default=[], metavar="URL",
-                   help="then publish the finished run to this results root, e.g. hf://datasets/<user>/<repo> (repeatable)")
-    _add_overrides(p)
+    add_settings(p)
 
     def run(args: argparse.Namespace) -> int:
         from bilingual_core import results_root_from_env

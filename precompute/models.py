@@ -12,6 +12,7 @@ only ever read from the environment, never recorded.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from jobs.config import ModelSource, RunConfig, SaeSource, display_path
@@ -65,9 +66,17 @@ def gated_message(repo_id: str) -> str:
             "before running (the token is used for the download only and never written to the run)")
 
 
+_BUILD_HINT = ("; for the gemma-3-270m preset, build the checkpoint and its SAE first: "
+               "python -m precompute gemma3-checkpoint")
+
+
 def check_access(source: ModelSource) -> None:
     """Fail early (before the corpus is fetched) when gated weights cannot be downloaded."""
-    if source.is_tiny or source.path is not None:
+    if source.path is not None:
+        if not (Path(source.path) / "config.json").exists():
+            raise ModelAccessError(f"no Hugging Face checkpoint (config.json) in {source.path}{_BUILD_HINT}")
+        return
+    if source.is_tiny:
         return
     repo_id = official_name(source.name)
     if gated_without_token(repo_id):
@@ -102,6 +111,8 @@ def load_sae(source: SaeSource, device: str):
     from sae_lens import SAE
 
     if source.path is not None:
+        if not Path(source.path).is_dir():
+            raise ModelAccessError(f"no SAE-Lens directory at {source.path}{_BUILD_HINT}")
         return SAE.load_from_disk(source.path, device=device, dtype=source.dtype).eval()
     pretrained_sae_metadata(source.release, source.sae_id)  # clear error for unknown release/id
     return SAE.from_pretrained(source.release, source.sae_id, device=device, dtype=source.dtype).eval()

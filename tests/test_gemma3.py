@@ -20,7 +20,8 @@ import torch
 
 from bilingual_core import Run
 from jobs.config import BUNDLED_CORPUS, RunConfig
-from jobs.presets import preset, with_overrides
+from jobs.overrides import with_overrides
+from jobs.presets import preset
 from precompute.corpus import load_corpus
 from precompute.errors import PrecomputeError
 from precompute.extract.activations import (

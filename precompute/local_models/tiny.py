@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from dataclasses import asdict
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jobs.config import TinySpec
+from jobs.config import TinySpec, cache_root
 from precompute.corpus import file_sha256, read_local_table
 from precompute.extract.activations import hook_activation, pad_batch, real_tokens
 from precompute.extract.tokenization import tokenize_sentences
@@ -38,17 +37,12 @@ from precompute.local_models import calibrate
 from precompute.local_models.tiny_alignment import AlignedVocab, align_tokens, aligned_embeddings
 from precompute.local_models.tiny_tokenizer import BOS_ID, load_tokenizer, train_tokenizer
 
-CACHE_ENV = "BILINGUAL_CACHE_DIR"
 BUILD_VERSION = 4
 EMBED_NORM = 1.0
 CONCEPT_SHARE = 0.4
 LANGUAGE_FEATURES = 2
 LANGUAGE_RATE = 0.1
 RANDOM_MIN_RATE = 2e-3
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bilingual-sae")
 
 
 def cache_key(spec: TinySpec) -> str:
