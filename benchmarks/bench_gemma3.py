@@ -88,7 +88,7 @@ class Profile:
 
 def config_for(pairs_file: Path, dtype: str, batch_size: int):
     from jobs.overrides import with_overrides
-from jobs.presets import preset
+    from jobs.presets import preset
     from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()
