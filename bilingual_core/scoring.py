@@ -23,6 +23,7 @@ import pandas as pd
 from . import scores
 from .errors import RunFormatError
 from .manifest import utc_now
+from .progress import bar as progress_bar
 from .reduce import BlockSums, sentence_max_blocks, threshold_pass
 from .run import Run
 from .schema import (
@@ -178,7 +179,7 @@ def compute_scores(
         return out
 
     sums = BlockSums(np.zeros((d_sae, m)))
-    bar = _progress(progress, n_rows, "scoring")
+    bar = progress_bar(n_rows, "scoring", "row", show=progress)
     n_groups = 0
     blocks = sentence_max_blocks(activations, languages=langs, n_pairs=n, d_sae=d_sae,
                                  file=ACTIVATIONS, block_features=block_features, sums=sums, progress=bar)
@@ -290,11 +291,4 @@ def _auto_block(d_sae: int, n_rows: int, rows_per_block: int = 25_000_000) -> in
     per_feature = max(n_rows / d_sae, 1.0)
     return int(min(d_sae, max(64, rows_per_block // per_feature)))
 
-
-def _progress(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="row", unit_scale=True)
 

@@ -49,11 +49,13 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
         run_id = args.run_id or config.preset or "run"
         if args.dry_run:
             return _dry_run(config, out, run_id)
+        from bilingual_core.progress import stream_to
         from precompute.extract.pipeline import run_extraction
 
-        result = run_extraction(config, out, run_id, overwrite=args.overwrite, resume=args.resume,
-                                shard=args.shard, num_shards=args.num_shards, staging=args.staging,
-                                progress=not args.quiet)
+        with stream_to(args.progress_jsonl):
+            result = run_extraction(config, out, run_id, overwrite=args.overwrite, resume=args.resume,
+                                    shard=args.shard, num_shards=args.num_shards, staging=args.staging,
+                                    progress=not args.quiet)
         if args.num_shards > 1:
             print(f"shard {args.shard} of {args.num_shards} staged in {result.directory}; when every shard "
                   f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}")

@@ -59,6 +59,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bilingual_core.manifest import Manifest
+from bilingual_core.progress import bar as progress_bar
 from bilingual_core.schema import (
     ACTIVATION_ROW_GROUP,
     ACTIVATIONS,
@@ -381,11 +382,7 @@ def read_source(source: Source, limit: int | None, progress: bool) -> Imported:
     """Stream the source row by row into sparse arrays."""
     state = Imported()
     total = source.n_rows if limit is None else min(limit, source.n_rows or limit)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="import-published", unit="pair")
+    bar = progress_bar(total, "import-published", "pair", show=progress)
     try:
         for batch in source.batches:
             if limit is not None and state.n_pairs >= limit:

@@ -1,106 +1,85 @@
-"""Reading a run command's output: a compact log, and progress from its bars.
+"""A run command's output for the worker: a compact human log, and its progress records.
 
 ``python -m precompute run`` shows tqdm progress bars (``extracting <run>:
  53%|#####  | 4.17k/7.94k [00:04<00:03, 976tok/s]``), redrawn with carriage
 returns. :class:`LogBuffer` keeps the output as lines where a redrawn bar
 replaces itself (so the stored log holds each bar's last state, not thousands
-of redraws), and :func:`parse_progress` reads one bar line into numbers:
-done, total, rate, ETA, and for the extraction bar (unit ``tok``) the tokens
-done and tokens/s the ``/recompute`` page shows.
+of redraws). The numbers do not come from those bars: the command also writes
+machine-readable records (``--progress-jsonl``, see ``bilingual_core.progress``)
+that :class:`ProgressFile` follows, and :class:`ProgressTracker` condenses into
+what ``status.json`` shows: the stage, and the tokens done, tokens/s and ETA.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections import deque
 from typing import Any
 
-_SI = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
-_NUM = r"\d+(?:\.\d+)?[kMGTP]?"
-_BAR = re.compile(
-    rf"^(?P<desc>.*?):\s+(?:(?P<pct>\d+)%\|.*?\|\s*)?(?P<n>{_NUM})(?:/(?P<total>{_NUM}))?"
-    rf"\s*(?P<unit_n>[A-Za-z]*)\s*\[(?P<elapsed>[\d:]+)(?:<(?P<remaining>[\d:?]+))?,\s*"
-    rf"(?:(?P<rate>{_NUM}|\?)(?P<unit>[A-Za-z]+)/s|(?P<inv>{_NUM})s/(?P<inv_unit>[A-Za-z]+))"
-)
+_BAR_LINE = re.compile(r"\[[\d:]+(?:<[\d:?]+)?, [^\]]*\]\s*$")
+"""The end of a rendered tqdm bar: ``[00:03<00:04, 985tok/s]``."""
 TOKEN_UNIT = "tok"
 
 
-def si_number(text: str) -> float:
-    """``'3.89k'`` -> 3890.0 (tqdm's ``unit_scale`` suffixes)."""
-    suffix = text[-1] if text and text[-1] in _SI else ""
-    return float(text[: len(text) - len(suffix)]) * _SI[suffix]
-
-
-def clock_seconds(text: str | None) -> float | None:
-    """``'01:02:03'`` / ``'02:03'`` -> seconds; None for ``'?'`` or nothing."""
-    if not text or "?" in text:
-        return None
-    seconds = 0.0
-    for part in text.split(":"):
-        seconds = seconds * 60 + float(part)
-    return seconds
-
-
-def parse_progress(line: str) -> dict[str, Any] | None:
-    """Numbers of one tqdm bar line, or None when the line is not a bar.
-
-    Keys: ``stage`` (the bar's description), ``unit``, ``done``, ``total``
-    (None when unknown), ``fraction``, ``rate`` (units per second, None
-    before the first update), ``eta_s``, ``elapsed_s``.
-    """
-    m = _BAR.match(line.strip())
-    if not m:
-        return None
-    done = si_number(m["n"])
-    total = si_number(m["total"]) if m["total"] else None
-    if m["inv"]:
-        inv = si_number(m["inv"])
-        rate = 1.0 / inv if inv > 0 else None
-        unit = m["inv_unit"]
-    else:
-        rate = None if m["rate"] == "?" else si_number(m["rate"])
-        unit = m["unit"]
-    eta = clock_seconds(m["remaining"])
-    if eta is None and total is not None and rate:
-        eta = max(total - done, 0.0) / rate
-    return {
-        "stage": m["desc"].strip(),
-        "unit": unit,
-        "done": done,
-        "total": total,
-        "fraction": (min(done / total, 1.0) if total else None),
-        "rate": rate,
-        "eta_s": eta,
-        "elapsed_s": clock_seconds(m["elapsed"]),
-    }
+def is_bar_line(line: str) -> bool:
+    return bool(_BAR_LINE.search(line))
 
 
 class ProgressTracker:
-    """The latest bar of each kind: the overall stage, and the token bar."""
+    """The latest record of each kind (``bilingual_core.progress`` JSON lines):
+    the current stage, and the extraction's token counter."""
 
     def __init__(self) -> None:
         self.latest: dict[str, Any] | None = None
         self.tokens: dict[str, Any] | None = None
 
-    def feed_line(self, line: str) -> None:
-        parsed = parse_progress(line)
-        if parsed is None:
+    def feed(self, record: dict[str, Any]) -> None:
+        if not isinstance(record, dict) or "stage" not in record:
             return
-        self.latest = parsed
-        if parsed["unit"] == TOKEN_UNIT:
-            self.tokens = parsed
+        self.latest = record
+        if record.get("unit") == TOKEN_UNIT:
+            self.tokens = record
 
     def snapshot(self) -> dict[str, Any]:
         """What status.json records: the current stage, plus token counts once known."""
-        out: dict[str, Any] = dict(self.latest or {})
+        out: dict[str, Any] = {k: v for k, v in (self.latest or {}).items() if k != "t"}
         if self.tokens is not None:
+            total = self.tokens.get("total")
             out.update(
-                tokens_done=int(self.tokens["done"]),
-                tokens_total=(int(self.tokens["total"]) if self.tokens["total"] else None),
-                tokens_per_s=self.tokens["rate"],
-                tokens_eta_s=self.tokens["eta_s"],
+                tokens_done=int(self.tokens.get("done") or 0),
+                tokens_total=int(total) if total else None,
+                tokens_per_s=self.tokens.get("rate"),
+                tokens_eta_s=self.tokens.get("eta_s"),
             )
         return out
+
+
+class ProgressFile:
+    """Follows a growing ``--progress-jsonl`` file: each :meth:`read` feeds the new
+    complete lines to the tracker (a torn last line waits for the next read)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+        self.offset = 0
+        self.tracker = ProgressTracker()
+
+    def read(self) -> dict[str, Any]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return self.tracker.snapshot()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].splitlines():
+            try:
+                self.tracker.feed(json.loads(line))
+            except ValueError:
+                continue  # not ours: skip it, keep the rest
+        return self.tracker.snapshot()
 
 
 class LogBuffer:
@@ -111,20 +90,17 @@ class LogBuffer:
     ``tracker``.
     """
 
-    def __init__(self, max_lines: int = 2000, tracker: ProgressTracker | None = None) -> None:
+    def __init__(self, max_lines: int = 2000) -> None:
         self.lines: deque[str] = deque(maxlen=max_lines)
         self.current = ""
         self.dropped = 0
         self.pending_cr = False
-        self.tracker = tracker or ProgressTracker()
 
     def feed(self, text: str) -> None:
         for piece in re.split(r"(\r\n|\r|\n)", text):
             if piece in ("\n", "\r\n"):
                 self._finish_line()
             elif piece == "\r":
-                if self.current:
-                    self.tracker.feed_line(self.current)
                 self.pending_cr = True
             elif piece:
                 if self.pending_cr:
@@ -134,17 +110,10 @@ class LogBuffer:
 
     def _finish_line(self) -> None:
         self.pending_cr = False
-        self.tracker.feed_line(self.current)
         if len(self.lines) == self.lines.maxlen:
             self.dropped += 1
         self.lines.append(self.current)
         self.current = ""
-
-    def progress(self) -> dict[str, Any]:
-        """The tracker's snapshot, counting the bar being drawn right now."""
-        if self.current.rstrip().endswith("]"):
-            self.tracker.feed_line(self.current)
-        return self.tracker.snapshot()
 
     def text(self) -> str:
         head = [f"[{self.dropped} earlier lines not kept]"] if self.dropped else []
@@ -164,5 +133,5 @@ class LogBuffer:
                 tail = [x for x in lines[i + 1 :] if x and not x.startswith((" ", "\t"))]
                 if tail:
                     return "\n".join(tail[-max_lines:])
-        meaningful = [x for x in lines if x.strip() and parse_progress(x) is None]
+        meaningful = [x for x in lines if x.strip() and not is_bar_line(x)]
         return "\n".join(meaningful[-max_lines:]) or None

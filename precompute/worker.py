@@ -9,8 +9,9 @@ app reads. Each pass it
 3. claims the oldest queued job (an exclusive claim file: two workers never
    run the same job) and runs it as a subprocess,
    ``[python, -m, precompute, run, --flag=value, ...]``, no shell;
-4. while it runs: streams the output to ``log.txt``, parses the progress bar
-   into ``status.json`` (tokens done, tokens/s, ETA) with a heartbeat, and
+4. while it runs: streams the output to ``log.txt``, follows the command's
+   machine-readable progress (``--progress-jsonl``, a temporary file) into
+   ``status.json`` (stage, tokens done, tokens/s, ETA) with a heartbeat, and
    stops the subprocess when a cancel is requested (SIGINT first, so the run
    command removes its temporary files; SIGKILL if it does not stop);
 5. on success, publishes the run when the results root is not a local
@@ -30,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,7 +43,7 @@ from bilingual_core import Run, RunFormatError
 from bilingual_core.storage import is_local, join
 from jobs.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
 from jobs.request import JobRequest
-from precompute.progress_log import LogBuffer
+from precompute.progress_log import LogBuffer, ProgressFile
 from precompute.publish import publish_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +206,8 @@ class Worker:
             )
             raise
         finally:
+            if runner is not None:
+                runner.cleanup()
             self.current = None
             self.process = None
 
@@ -266,7 +270,7 @@ class Worker:
 
     def _report(self, job_id: str, status: JobStatus, runner: _Subprocess) -> None:
         status.heartbeat_at = utc_now()
-        status.progress = {**runner.log_progress(), "updated_at": status.heartbeat_at}
+        status.progress = {**runner.progress(), "updated_at": status.heartbeat_at}
         self.queue.write_log(job_id, runner.log_text())
         self.queue.write_status(job_id, status)
         if self.config.heartbeat_seconds < self.config.poll_seconds:
@@ -368,6 +372,10 @@ class _Subprocess:
         self.log = LogBuffer(max_lines=log_lines)
         shown = ["python", *argv[1:]] if argv[0] == sys.executable else argv
         self.log.feed(f"$ {' '.join(shown)}\n")
+        # Progress comes from the command's JSON lines, not from its rendered bars.
+        self.progress_dir = tempfile.mkdtemp(prefix="bilingual-job-progress-")
+        self.progress_file = ProgressFile(os.path.join(self.progress_dir, "progress.jsonl"))
+        argv = [*argv, f"--progress-jsonl={self.progress_file.path}"]
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(
             argv,
@@ -414,9 +422,12 @@ class _Subprocess:
         with self.lock:
             return self.log.text()
 
-    def log_progress(self) -> dict[str, Any]:
-        with self.lock:
-            return self.log.progress()
+    def progress(self) -> dict[str, Any]:
+        """The latest progress records: stage, and tokens done / total / per second / ETA."""
+        return self.progress_file.read()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.progress_dir, ignore_errors=True)
 
     def stop(self, grace: float) -> None:
         """SIGINT to the process group (the run command cleans up), then SIGKILL."""

@@ -3,6 +3,7 @@ progress/log reading of the run command's output."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,9 +14,10 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from bilingual_core import list_runs
+from bilingual_core.progress import bar, stream_to
 from jobs.queue import JobQueue, JobStatus
 from jobs.request import validate_request
-from precompute.progress_log import LogBuffer, parse_progress
+from precompute.progress_log import LogBuffer, ProgressFile, is_bar_line
 
 
 class PlainMemory(MemoryFileSystem):
@@ -120,43 +122,45 @@ def test_invalid_request_files_are_ignored(root: str):
 
 # ----------------------------------------------------------- progress ---
 
-BAR = "extracting t1 (shard 0):  49%|####9     | 3.89k/7.94k [00:03<00:04, 985tok/s]"
+def test_progress_stream_records_each_bar(tmp_path: Path):
+    """Bars report to the active JSON-lines stream (throttled, the last state always)."""
+    path = tmp_path / "progress.jsonl"
+    with stream_to(path):
+        extract = bar(1000, "extracting t1 (shard 0)", "tok", show=False)
+        for _ in range(10):
+            extract.update(100)
+        extract.close()
+        score = bar(4, "scoring", "row", show=False)
+        score.update(4)
+        score.close()
+    assert bar(10, "after", "row", show=False) is None  # no stream, nothing drawn
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert records[0]["done"] == 0 and records[0]["total"] == 1000
+    last_tokens = [r for r in records if r["unit"] == "tok"][-1]
+    assert last_tokens["done"] == 1000 and last_tokens["fraction"] == 1.0 and last_tokens["eta_s"] == 0
+    assert records[-1]["stage"] == "scoring" and records[-1]["done"] == 4
 
 
-def test_parse_tqdm_lines():
-    p = parse_progress(BAR)
-    assert p is not None
-    assert (p["stage"], p["unit"], p["done"], p["total"], p["rate"], p["eta_s"]) == (
-        "extracting t1 (shard 0)",
-        "tok",
-        3890.0,
-        7940.0,
-        985.0,
-        4.0,
-    )
-    slow = parse_progress("scoring: 12%|#   | 3/25 [00:01<01:09, 2.50s/block]")
-    assert slow["rate"] == pytest.approx(0.4) and slow["eta_s"] == 69.0
-    start = parse_progress("extracting t1 (shard 0):   0%|   | 0.00/7.94k [00:00<?, ?tok/s]")
-    assert start["rate"] is None and start["eta_s"] is None and start["done"] == 0
-    open_ended = parse_progress("reading: 1.2Mit [00:02, 512kit/s]")
-    assert (
-        open_ended["done"] == 1.2e6 and open_ended["total"] is None and open_ended["rate"] == 512e3
-    )
-    assert parse_progress("error: corpus file not found") is None
-    assert parse_progress("wrote run 't1' under /r: 60 pairs") is None
+def test_progress_file_follows_a_growing_file(tmp_path: Path):
+    path = tmp_path / "p.jsonl"
+    follow = ProgressFile(path)
+    assert follow.read() == {}  # not there yet
+    record = {"stage": "extracting", "unit": "tok", "done": 50, "total": 100, "rate": 10.0, "eta_s": 5.0}
+    path.write_text(json.dumps(record) + "\n" + '{"stage": "scor')  # a torn last line waits
+    snap = follow.read()
+    assert (snap["tokens_done"], snap["tokens_total"], snap["tokens_per_s"], snap["tokens_eta_s"]) == (
+        50, 100, 10.0, 5.0)
+    with path.open("a") as handle:
+        handle.write('ing", "unit": "row", "done": 1, "total": 4}\nnot json\n')
+    snap = follow.read()
+    assert snap["stage"] == "scoring" and snap["tokens_done"] == 50  # tokens stay known
 
 
-def test_log_buffer_collapses_redrawn_bars_and_tracks_tokens():
+def test_log_buffer_collapses_redrawn_bars():
     log = LogBuffer(max_lines=3)
     log.feed("loading model\n\rextracting: 10%|#| 1/10 [00:01<00:09, 1.00tok/s]")
     log.feed("\rextracting: 50%|#| 5/10 [00:05<00:0")  # a redraw split across reads
     log.feed("5, 1.00tok/s]")
-    progress = log.progress()
-    assert (
-        progress["tokens_done"] == 5
-        and progress["tokens_total"] == 10
-        and progress["tokens_eta_s"] == 5
-    )
     log.feed(
         "\rextracting: 100%|#| 10/10 [00:10<00:00, 1.00tok/s]\nscoring: 100%|#| 4/4 [00:00<00:00, 9.00row/s]\n"
     )
@@ -167,8 +171,9 @@ def test_log_buffer_collapses_redrawn_bars_and_tracks_tokens():
         "scoring: 100%|#| 4/4 [00:00<00:00, 9.00row/s]",
         "error: boom",
     ]
-    assert log.progress()["tokens_done"] == 10 and log.progress()["stage"] == "scoring"
     assert log.error_summary() == "boom"
+    assert is_bar_line("scoring: 12%|#   | 3/25 [00:01<01:09, 2.50s/block]")
+    assert not is_bar_line("wrote run 't1' under /r: 60 pairs")
 
 
 def test_error_summary_from_a_traceback():

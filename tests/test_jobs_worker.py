@@ -43,12 +43,13 @@ FAKE_RUN = textwrap.dedent("""
         print("error: corpus file /nope/corpus.tsv does not exist", file=sys.stderr)
         sys.exit(2)
     steps = 600 if mode == "slow" else 4
-    for i in range(steps + 1):
-        sys.stderr.write(f"\\rextracting {run_id} (shard 0): {100 * i // steps:3d}%|#| {100 * i}/{100 * steps} "
-                         f"[00:01<00:02, 1000tok/s]")
-        sys.stderr.flush()
-        time.sleep(0.05)
-    sys.stderr.write("\\n")
+    from bilingual_core.progress import bar, stream_to
+    with stream_to(opts.get("--progress-jsonl")):  # the real progress channel, real bars on stderr
+        b = bar(100 * steps, f"extracting {run_id} (shard 0)", "tok", show=True)
+        for i in range(steps):
+            time.sleep(0.05)
+            b.update(100)
+        b.close()
     from bilingual_core import SyntheticConfig, write_synthetic_run
     write_synthetic_run(out, SyntheticConfig(n_pairs=40, d_sae=64, mean_tokens=8.0, run_id=run_id),
                         overwrite="--overwrite" in argv)

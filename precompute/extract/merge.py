@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from bilingual_core import Manifest, Run, RunExistsError, RunWriter, ScoreConfig, score_run
 from bilingual_core.manifest import check_run_id
+from bilingual_core.progress import bar as progress_bar
 from bilingual_core.schema import (
     ACTIVATION_ROW_GROUP,
     ACTIVATIONS,
@@ -249,7 +250,7 @@ def assemble(shards: ShardSet, root: str, run_id: str, *, fs, block_rows: int = 
     with RunWriter(root, run_id, overwrite=True, fs=fs) as writer:
         _stream_tables(writer, PAIRS, PAIRS_SCHEMA, shards.chunk_files("pairs"), lang_dict)
         _stream_tables(writer, TOKENS, TOKENS_SCHEMA, shards.chunk_files("tokens"), lang_dict)
-        bar = _bar(progress, manifest.extraction.get("n_activations", 0), "merging activations")
+        bar = progress_bar(manifest.extraction.get("n_activations", 0), "merging activations", "row", show=progress)
         try:
             write_activations(writer, shards, lang_dict, block_rows, bar)
         finally:
@@ -258,10 +259,3 @@ def assemble(shards: ShardSet, root: str, run_id: str, *, fs, block_rows: int = 
         writer.commit(manifest)
     return manifest
 
-
-def _bar(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="row", unit_scale=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from bilingual_core import Manifest, RunExistsError
 from bilingual_core.manifest import check_run_id
+from bilingual_core.progress import bar as progress_bar
 from bilingual_core.storage import is_local, join, open_root
 from jobs.config import ExtractionConfig, RunConfig
 from precompute.corpus import ParallelCorpus, load_corpus
@@ -215,7 +216,7 @@ def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int
 
     layouts = [(i, chunk_layout(a, b, shard_start, n_langs)) for i, a, b in todo]
     total = int(sum(tokens.lengths[lay.lo:lay.hi].sum() for _, lay in layouts))
-    bar = _progress_bar(progress, total, desc)
+    bar = progress_bar(total, desc, "tok", show=progress, smoothing=0.1)
     try:
         for index, layout in layouts:
             t0 = time.perf_counter()
@@ -229,10 +230,3 @@ def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int
             if bar is not None:
                 bar.close()
 
-
-def _progress_bar(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, smoothing=0.1)
