@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -351,24 +348,6 @@ def test_runs_under_an_fsspec_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     at.switch_page("pages/pairs.py").run()
     assert not at.exception and len(table_with(at, "feature", "min_max")) > 0
     fs.rm("/apptest", recursive=True)
-
-
-def test_pages_never_import_torch(runs: AppRuns) -> None:
-    """Run every page in a fresh interpreter and check torch stayed out."""
-    script = textwrap.dedent(f"""
-        import os, sys
-        os.environ[{RESULTS_ENV!r}] = {str(runs.root)!r}
-        from streamlit.testing.v1 import AppTest
-        at = AppTest.from_file({str(APP)!r}, default_timeout=60).run()
-        for page in ("curves", "features", "feature", "pairs"):
-            at.switch_page(f"pages/{{page}}.py").run()
-            assert not at.exception, (page, at.exception)
-        print("torch" in sys.modules)
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=APP.parent)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_default_root_is_results_next_to_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
