@@ -185,6 +185,7 @@ def test_killed_run_command_fails_the_job(fake_program: tuple[str, ...], tmp_pat
     assert list_runs(root) == []
 
 
+@pytest.mark.slow
 def test_two_workers_never_run_the_same_job(fake_program: tuple[str, ...], tmp_path: Path):
     root = str(tmp_path / "results")
     ids = [submit(root, f"ok-{i}").id for i in range(6)]
@@ -271,6 +272,7 @@ def test_cancelled_before_start_never_runs(fake_program: tuple[str, ...], tmp_pa
     assert calls(root) == []
 
 
+@pytest.mark.slow
 def test_push_to_publishes_every_finished_run(fake_program: tuple[str, ...], tmp_path: Path):
     root = str(tmp_path / "results")
     shared = f"memory://push-{uuid.uuid4().hex[:8]}/runs"
@@ -285,6 +287,7 @@ def test_push_to_publishes_every_finished_run(fake_program: tuple[str, ...], tmp
     assert [r.run_id for r in list_runs(shared) if r.ok] == ["ok-p"]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_takes_its_run_command_along(tmp_path: Path):
     """The run command gets SIGTERM when the worker dies (no orphan keeps writing)."""
     code = textwrap.dedent("""
@@ -315,6 +318,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_worker_and_jobs_cli(tmp_path: Path):
     root = str(tmp_path / "results")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

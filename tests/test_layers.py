@@ -37,6 +37,7 @@ def test_the_repository_keeps_its_contracts():
     assert "3 kept, 0 broken" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "line", "contract"),
     [

@@ -31,6 +31,7 @@ def _rows(out: str) -> list[list[str]]:
             if line.startswith("| ") and not line.startswith(("| pipeline", "| ---"))]
 
 
+@pytest.mark.slow
 def test_tiny_comparison_table(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["--pairs", "6", "--repeats", "1", "--device", "cpu"]) == 0
     rows = _rows(capsys.readouterr().out)
@@ -39,6 +40,7 @@ def test_tiny_comparison_table(bench, capsys: pytest.CaptureFixture[str]) -> Non
     assert rows[0][4] == "1.0x" and rows[1][4].endswith("x")
 
 
+@pytest.mark.slow
 def test_gemma_shape_runs_reduced_on_cpu(bench, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--gemma-shape", "--layers", "1", "--vocab", "6000", "--d-sae", "1024", "--l0", "20",
             "--pairs", "4", "--repeats", "1", "--device", "cpu", "--skip-post"]

@@ -47,6 +47,7 @@ def test_building_configs_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg.fingerprint()
 
 
+@pytest.mark.slow
 def test_gemma_preset_agrees_with_packaged_metadata() -> None:
     cfg = gemma_2_2b()
     plan = offline_plan(cfg)

@@ -103,6 +103,7 @@ def test_activations_are_in_contract_order(tiny_run: tuple[Path, str]) -> None:
     assert not acts.duplicated(KEYS).any() and (acts.activation > 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [{"batch_size": 1}, {"padding_side": "left"}])
 def test_batched_equals_one_at_a_time_and_left_padding(tmp_path: Path, variant: dict[str, object]) -> None:
     run_extraction(tiny_config(sample_size=16, batch_size=8, dtype="float64"), tmp_path, "ref", progress=False)
@@ -111,6 +112,7 @@ def test_batched_equals_one_at_a_time_and_left_padding(tmp_path: Path, variant: 
     _assert_same_run(tmp_path, "ref", tmp_path, "other")
 
 
+@pytest.mark.slow
 def test_long_sentences_are_truncated_and_counted(tmp_path: Path) -> None:
     run_extraction(tiny_config(sample_size=20, max_tokens=6), tmp_path, "short", progress=False)
     run = Run.open(tmp_path, "short")
@@ -131,6 +133,7 @@ class _Kill(KeyboardInterrupt):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     cfg = tiny_config(sample_size=40, chunk_pairs=8)
     run_extraction(cfg, tmp_path / "a", "r", progress=False)
@@ -165,6 +168,7 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
                        progress=False, resume=True)
 
 
+@pytest.mark.slow
 def test_shards_and_merge_equal_an_unsharded_run(tmp_path: Path) -> None:
     cfg = tiny_config(sample_size=30, chunk_pairs=4, dtype="float64")  # shards batch differently
     run_extraction(cfg, tmp_path / "one", "r", progress=False)
@@ -180,6 +184,7 @@ def test_shards_and_merge_equal_an_unsharded_run(tmp_path: Path) -> None:
     assert merged.extraction["num_shards"] == 3 and merged.n_pairs == 30
 
 
+@pytest.mark.slow
 def test_existing_runs_are_kept_unless_overwrite(tmp_path: Path) -> None:
     cfg = tiny_config(sample_size=12)
     run_extraction(cfg, tmp_path, "r", progress=False)

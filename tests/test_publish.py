@@ -159,6 +159,7 @@ def _publish_cli(src: Path, dest: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_publish_cli(tmp_path: Path):
     src = make_run(tmp_path / "gpu")
     out = _publish_cli(src, tmp_path / "shared")
