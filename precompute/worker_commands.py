@@ -15,7 +15,10 @@ import json
 import signal
 import sys
 
+from jobs.settings import JOB_OVERRIDES, setting
 from precompute.cli import Handler, command
+
+PRESET = setting("preset")
 
 _ROOT_HELP = "results root holding the _jobs queue (path or fsspec URL; default $BILINGUAL_RESULTS_DIR or results/)"
 
@@ -93,14 +96,15 @@ def _jobs_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("action", choices=["list", "submit", "cancel", "log"])
     p.add_argument("job_id", nargs="?", help="job id (cancel, log)")
     p.add_argument("--root", help=_ROOT_HELP)
-    p.add_argument("--preset", help="submit: preset (tiny, gemma-2-2b)")
+    p.add_argument("--preset", choices=PRESET.choices, help=f"submit: {PRESET.help}")
     p.add_argument("--run-id", help="submit: run directory name (default <preset>-<job id>)")
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="submit: an override, e.g. sample_size=200 or languages=en,es (repeatable)",
+        help="submit: an override, e.g. sample_size=200 or languages=en,es (repeatable; "
+        f"one of: {', '.join(JOB_OVERRIDES)})",
     )
     p.add_argument("--overwrite", action="store_true", help="submit: replace an existing run")
     p.add_argument(
