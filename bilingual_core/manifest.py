@@ -39,7 +39,7 @@ def utc_now() -> str:
 
 @dataclass
 class Manifest:
-    """Contents of ``manifest.json`` (DESIGN.md section 3).
+    """Contents of ``manifest.json`` (docs/run-format.md).
 
     The nested sections are plain dictionaries so that tools may record more
     than the required keys.

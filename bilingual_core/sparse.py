@@ -1,6 +1,6 @@
 """Per-sentence maxima of SAE features in sparse form.
 
-The scores of DESIGN.md section 4 depend on the activations only through the
+The scores (docs/scores.md) depend on the activations only through the
 per-sample maximum ``q_i,l[k] = max_p a[k,l,p,i]``. Almost all of these are
 zero, so they are kept as parallel arrays of the non-zero entries, sorted by
 ``(feature, pair, language)``. Every score is computed from them in time

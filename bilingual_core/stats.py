@@ -1,4 +1,4 @@
-"""Thresholds and ordered activation-frequency curves (DESIGN.md section 4).
+"""Thresholds and ordered activation-frequency curves (docs/scores.md).
 
 Thresholds are the mean and the 0.05 / 0.25 / 0.5 / 0.75 / 0.95 quantiles of
 all positive token activations in a scope (each language, and all languages

@@ -1,7 +1,7 @@
 """``python -m precompute import-published``: the post's published activations as a run.
 
 The seed post published its activations as the Hugging Face dataset
-``diegomezp/gemmascope_bilingual_activations`` (DESIGN.md section 1): 500 rows,
+``diegomezp/gemmascope_bilingual_activations`` (docs/importer.md): 500 rows,
 one per sentence pair, with
 
 * ``id``, ``translation`` {``en``, ``es``};
@@ -11,7 +11,7 @@ one per sentence pair, with
 * ``len_tokens`` (not needed here);
 * ``sae_features``: float, shape (2, L, d_sae), dense, pad positions included.
 
-This module turns that into a run directory (DESIGN.md section 3) without a
+This module turns that into a run directory (docs/run-format.md) without a
 GPU and without torch: pair ``k`` is the dataset's ``k``-th row; languages are
 in manifest order ``["en", "es"]`` (the dataset's row order is es, en);
 ``tokens.parquet`` holds ``<bos>`` at position 0 and the real tokens at
@@ -75,7 +75,7 @@ from bilingual_core.storage import TMP_MARK, RunWriter, activation_writer, join,
 from precompute.cli import Handler, command
 
 PUBLISHED_DATASET = "diegomezp/gemmascope_bilingual_activations"
-# The post's top features by its notebook's score, in order (DESIGN.md section 4).
+# The post's top features by its notebook's score, in order (docs/scores.md, notebook variant).
 POST_TOP_FEATURES = (6530, 2009, 7502, 4275, 2760, 10194, 13963, 2054, 4762, 14036, 12412)
 LANGUAGES = ("en", "es")
 """Manifest order."""
@@ -98,7 +98,7 @@ REFERENCE_SETUP: dict[str, dict[str, Any]] = {
         "neuronpedia_id": "gemma-2-2b/20-gemmascope-res-16k",
     },
 }
-# How the post drew its 500 pairs (DESIGN.md section 1).
+# How the post drew its 500 pairs (docs/importer.md).
 POST_SAMPLE = {"source": "Helsinki-NLP/opus_books", "config": "en-es", "split": "train",
                "seed": 42, "sample_size": 500, "method": "shuffle(seed=42).select(range(500))"}
 

@@ -1,4 +1,4 @@
-"""The scorer against an independent dense implementation of DESIGN.md section 4.
+"""The scorer against an independent dense implementation of the formulas in docs/scores.md.
 
 The reference below holds the full ``(pairs, languages, features)`` array of
 per-sentence maxima, computed here from ``activations.parquet`` with pandas,

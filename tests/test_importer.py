@@ -1,7 +1,7 @@
 """``python -m precompute import-published`` on small datasets in the published schema.
 
 Each test builds, in ``tmp_path``, a Parquet dataset shaped exactly like
-``diegomezp/gemmascope_bilingual_activations`` (DESIGN.md section 1): row 0 of
+``diegomezp/gemmascope_bilingual_activations`` (docs/importer.md): row 0 of
 ``tokens`` / ``sae_features`` is Spanish, row 1 English, the shorter row is
 right-padded with token id 0, ``sae_features`` is dense with non-zero values
 at BOS and pad positions too. Nothing is downloaded.
@@ -149,7 +149,7 @@ def dense_q(ds: Dataset, *, with_pads: bool) -> dict[str, np.ndarray]:
 
 
 def notebook_reference(ds: Dataset, k: int = 300, with_pads: bool = True) -> dict[str, np.ndarray]:
-    """The post's notebook score computed densely (DESIGN.md section 4, notebook variant)."""
+    """The post's notebook score computed densely (docs/scores.md, notebook variant)."""
     q_nb = dense_q(ds, with_pads=with_pads)
     q_real = dense_q(ds, with_pads=False)
     n = len(ds.sae)
