@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from . import scores
+from . import score_kernels as scores
 from .errors import RunFormatError
 from .manifest import utc_now
 from .reduce import BlockSums, sentence_max_blocks, threshold_pass
@@ -34,7 +34,7 @@ from .schema import (
     SCORE_FILES,
     SENTENCE_MAX,
 )
-from .score_io import SentenceMaxWriter, write_score_tables
+from .score_tables import SentenceMaxWriter, write_score_tables
 from .sparse import SentenceMax, merge_sentence_max
 from .stats import activation_frequency_curves, curve_counts_from, curve_cuts, thresholds_table
 from .storage import RunWriter, join, open_root

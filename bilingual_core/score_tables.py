@@ -14,7 +14,7 @@ from .sparse import SentenceMax
 from .storage import RunWriter
 
 if TYPE_CHECKING:
-    from .scoring import ScoreResult
+    from .scorer import ScoreResult
 
 PAIR_BLOCK_SHIFT = 10  # sentence_max.parquet row groups hold at most 1024 pairs each
 
