@@ -127,6 +127,16 @@ class ScoreSpec:
 
 SCORES: tuple[ScoreSpec, ...] = (
     ScoreSpec(
+        "evidence", "evidence: co-firing beyond chance × alignment (higher = more bilingual)", "evidence",
+        "higher",
+        "-log10 p × (1 - mass_jsd / ln m): p the co-activation p-value (fires at all), "
+        "mass_jsd the JSD of the per-pair maxima normalised per language",
+        run=lambda q: kernels.evidence(q.coact.log10_pvalue, q.block_scores["mass_jsd"], len(q.languages)),
+        rank_column="evidence_rank",
+        note="Needs many pairs firing in every language, more than chance predicts, with similar "
+             "strength on both sides: one pair of n scores log10 n.",
+    ),
+    ScoreSpec(
         "bi", "bi: the blog post's score (lower = more bilingual)", "bi", "lower",
         "jsd + beta × idaf, the score of the post's text",
         run=lambda q: q.blog.bi, rank_column="bi_rank", ties="feature", required=True,
