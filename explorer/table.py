@@ -16,6 +16,9 @@ from bilingual_core.ranking import rank_features
 from bilingual_core.score_registry import SCORES, ScoreSpec
 
 ANY = "any"
+LOW_SUPPORT_PAIRS = 3
+"""A feature firing in every language on fewer pairs than this (at the chosen
+threshold) is marked "low support" wherever it is listed."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,20 @@ def score_table(
         table["support"] = table["coact_both"]
     elif "n_both" in table:
         table["support"] = table["n_both"]
+    if "support" in table:
+        table["low_support"] = low_support(table["support"])
     if planted:
         table["planted"] = table["feature"].astype(str).map(planted).fillna("")
     return table
+
+
+def low_support(support: pd.Series | float) -> pd.Series | bool:
+    """True where fewer than ``LOW_SUPPORT_PAIRS`` pairs fire in every language;
+    ``support`` is a column (``support``, ``n_both``, ``coact_both``) or one value.
+    An unknown (missing) support is not marked."""
+    if isinstance(support, pd.Series):
+        return support.astype("float64").lt(LOW_SUPPORT_PAIRS) & support.notna()
+    return bool(pd.notna(support) and support < LOW_SUPPORT_PAIRS)
 
 
 def ranks(table: pd.DataFrame, score: Score) -> pd.Series:
@@ -160,10 +174,10 @@ def apply_filters(table: pd.DataFrame, score: Score, filters: Filters, languages
 
 def display_columns(table: pd.DataFrame, score: Score, languages: list[str]) -> list[str]:
     """The columns the feature table shows, in order."""
-    cols = ["feature", "rank", score.column, "top_tokens", "planted"]
+    cols = ["feature", "rank", score.column, "support", "low_support", "top_tokens", "planted"]
     extra = [f"n_fire_{lang}" for lang in languages]
-    extra += ["bi", "bi_rank", "jsd", "idaf", "notebook_bi", "notebook_rank", "mass_jsd", "coact_jaccard",
-              "coact_both", "coact_log10p"]
+    extra += ["evidence", "bi", "bi_rank", "jsd", "idaf", "notebook_bi", "notebook_rank", "mass_jsd",
+              "coact_jaccard", "coact_both", "coact_log10p"]
     for lang in languages:
         extra += [f"max_act_{lang}", f"mono_{lang}", f"share_{lang}"]
     extra += ["alive"]
@@ -238,8 +252,8 @@ def top_pairs(sentence_max: pd.DataFrame, languages: list[str], by: str, n: int)
 def pair_feature_table(pair_features: pd.DataFrame, languages: list[str], features: pd.DataFrame | None = None,
                        both_only: bool = True) -> pd.DataFrame:
     """One row per feature firing on a pair: ``max_<lang>`` per language and
-    ``min_max`` (the smallest of them), sorted by it; with bi and bi_rank when
-    ``features`` is given. ``both_only`` keeps features firing in every language."""
+    ``min_max`` (the smallest of them), sorted by it; with the support
+    (``n_both``), evidence, bi and their ranks when ``features`` is given. ``both_only`` keeps features firing in every language."""
     if pair_features.empty:
         return pd.DataFrame(columns=["feature", *[f"max_{lang}" for lang in languages], "min_max"])
     wide = pair_features.pivot_table(index="feature", columns="lang", values="max_activation", aggfunc="max")
@@ -251,7 +265,8 @@ def pair_feature_table(pair_features: pd.DataFrame, languages: list[str], featur
     wide["min_max"] = wide.min(axis=1)
     out = wide.reset_index().sort_values(["min_max", "feature"], ascending=[False, True], ignore_index=True)
     if features is not None:
-        extra = features.set_index("feature")[[c for c in ("bi", "bi_rank", "jaccard") if c in features]]
+        keep = ("n_both", "evidence", "evidence_rank", "bi", "bi_rank", "jaccard")
+        extra = features.set_index("feature")[[c for c in keep if c in features]]
         out = out.join(extra, on="feature")
     return out
 
