@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from . import score_registry
 from .errors import RunFormatError
-from .score_registry import SCORES
 
 FORMAT_VERSION = 1
 
@@ -134,7 +134,7 @@ def _expand(columns: list[Column], languages: list[str]) -> list[Column]:
 
 def _score_columns(languages: list[str], notebook: bool, required_only: bool = False) -> list[Column]:
     out = []
-    for spec in SCORES:
+    for spec in score_registry.SCORES:
         if (required_only and not spec.required) or (spec.key == "notebook" and not notebook):
             continue
         out.extend(Column(name, pa.float64()) for name in spec.columns(languages))

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bilingual_core import score_registry
 from bilingual_core.ranking import rank_features
-from bilingual_core.score_registry import SCORES, ScoreSpec
+from bilingual_core.score_registry import ScoreSpec
 
 ANY = "any"
 LOW_SUPPORT_PAIRS = 3
@@ -55,7 +56,7 @@ def available_scores(columns: list[str] | pd.Index, languages: list[str]) -> lis
     registry's order: the first is the default ranking."""
     cols = set(columns)
     out = []
-    for spec in SCORES:
+    for spec in score_registry.SCORES:
         for lang in languages if spec.per_language else [None]:
             stored = spec.column if lang is None else spec.column.format(lang=lang)
             if spec.always_offered or stored in cols:
@@ -79,7 +80,7 @@ def score_table(
     threshold), the language shares used by the specificity filter, and the
     planted kind of synthetic runs."""
     table = features.copy()
-    at_threshold = [s for s in SCORES if s.coactivation is not None]
+    at_threshold = [s for s in score_registry.SCORES if s.coactivation is not None]
     if coactivation is not None and not coactivation.empty:
         co = coactivation.set_index("feature")
         for spec in at_threshold:

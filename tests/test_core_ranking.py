@@ -202,3 +202,21 @@ def test_evidence_top_10_is_planted_bilingual(tmp_path, n_pairs, seed):
 def test_evidence_top_10_at_3000_pairs(tmp_path):
     features, truth = _planted(tmp_path, 3000, 2)
     assert _precision(features, truth, "evidence") >= 0.9
+
+
+def test_a_new_declaration_reaches_the_scorer_schema_and_menus(tmp_path, monkeypatch):
+    """Adding a score is one ScoreSpec plus its kernel: nothing else names it."""
+
+    def max_en(block) -> np.ndarray:  # a toy block kernel: the largest English maximum
+        return block.max_per_feature_lang()[:, 0]
+
+    toy = registry.ScoreSpec("toy", "toy score", "toy_max_en", "higher", "max_k q_en[k]", block=max_en,
+                             rank_column="toy_rank")
+    monkeypatch.setattr(registry, "SCORES", (*registry.SCORES, toy))
+    cfg = SyntheticConfig(n_pairs=40, d_sae=48, mean_tokens=6.0, seed=1)
+    write_synthetic_run(tmp_path, cfg)
+    features = score_run(tmp_path / cfg.run_id).features
+    np.testing.assert_allclose(features["toy_max_en"], features["max_act_en"], rtol=1e-6)
+    assert features["toy_rank"].notna().sum() == features["alive"].sum()
+    assert {"toy_max_en", "toy_rank"} <= {c.name for c in feature_columns(["en", "es"])}
+    assert "toy" in [s.key for s in table.available_scores(features.columns, ["en", "es"])]
