@@ -199,6 +199,7 @@ def test_evidence_top_10_is_planted_bilingual(tmp_path, n_pairs, seed):
     assert truth.kinds.get(int(first)) not in BILINGUAL_KINDS
 
 
+@pytest.mark.slow
 def test_evidence_top_10_at_3000_pairs(tmp_path):
     features, truth = _planted(tmp_path, 3000, 2)
     assert _precision(features, truth, "evidence") >= 0.9
