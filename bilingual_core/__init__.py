@@ -8,7 +8,7 @@ transformer_lens.
 from .errors import RunExistsError, RunFormatError
 from .manifest import Manifest
 from .run import Run, RunListing, list_runs
-from .scoring import ScoreConfig, ScoreResult, compute_scores, score_run
+from .scorer import ScoreConfig, ScoreResult, compute_scores, score_run
 from .sparse import SentenceMax, sentence_max_from_dense
 from .storage import RunWriter, open_root, results_root_from_env
 from .synthetic import PlantedCounts, SyntheticConfig, SyntheticTruth, write_synthetic_run

@@ -1,7 +1,7 @@
 """The run-directory contract: file names, column names and Arrow types.
 
 One run is a directory holding ``manifest.json`` and long-format Parquet tables
-(DESIGN.md section 3). Every writer and reader in the project goes through the
+(README, "The run directory"). Every writer and reader in the project goes through the
 schemas below, so a column is named in exactly one place.
 """
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from . import score_registry
 from .errors import RunFormatError
 
 FORMAT_VERSION = 1
@@ -105,8 +106,56 @@ SENTENCE_MAX_SCHEMA = _schema(SENTENCE_MAX_COLUMNS)
 THRESHOLDS_SCHEMA = _schema(THRESHOLDS_COLUMNS)
 CURVES_SCHEMA = _schema(CURVES_COLUMNS)
 
-# Columns every reader may rely on (more are welcome; see features.py for the
-# full list the scorer writes).
+# features.parquet: the per-feature quantities the scorer writes before the
+# scores; ``{lang}`` stands for each language of the run. The scores and their
+# rank columns come from the score registry (score_registry.SCORES).
+FEATURE_BASE_COLUMNS = [
+    Column("feature", pa.int32()),
+    Column("alive", pa.bool_()),
+    Column("idaf", pa.float64()),
+    Column("n_both", pa.int32()),
+    Column("n_fire_{lang}", pa.int32()),
+    Column("n_tokens_{lang}", pa.int64()),
+    Column("max_act_{lang}", pa.float32()),
+    Column("mean_act_{lang}", pa.float64()),
+    Column("cond_{lang}", pa.float64()),
+]
+NOTEBOOK_BASE_COLUMNS = [Column("notebook_jsd", pa.float64()), Column("notebook_idaf", pa.float64())]
+_FEATURE_REQUIRED_BASE = ("feature", "alive", "idaf")
+
+
+def _expand(columns: list[Column], languages: list[str]) -> list[Column]:
+    out = []
+    for c in columns:
+        names = [c.name.format(lang=lang) for lang in languages] if "{lang}" in c.name else [c.name]
+        out.extend(Column(name, c.type) for name in names)
+    return out
+
+
+def _score_columns(languages: list[str], notebook: bool, required_only: bool = False) -> list[Column]:
+    out = []
+    for spec in score_registry.SCORES:
+        if (required_only and not spec.required) or (spec.key == "notebook" and not notebook):
+            continue
+        out.extend(Column(name, pa.float64()) for name in spec.columns(languages))
+        if spec.rank_column is not None:
+            out.append(Column(spec.rank_column, pa.int32()))
+    return out
+
+
+def feature_columns(languages: list[str], *, notebook: bool = False) -> list[Column]:
+    """Every column the scorer writes to features.parquet, in order."""
+    base = FEATURE_BASE_COLUMNS + (NOTEBOOK_BASE_COLUMNS if notebook else [])
+    return _expand(base, languages) + _score_columns(languages, notebook)
+
+
+def _feature_required() -> list[Column]:
+    base = [c for c in FEATURE_BASE_COLUMNS if c.name in _FEATURE_REQUIRED_BASE]
+    return base + _score_columns([], notebook=False, required_only=True)
+
+
+# Columns every reader may rely on (more are welcome; feature_columns lists
+# everything the scorer writes to features.parquet).
 REQUIRED_COLUMNS: dict[str, list[Column]] = {
     PAIRS: PAIRS_COLUMNS,
     TOKENS: TOKENS_COLUMNS,
@@ -115,14 +164,7 @@ REQUIRED_COLUMNS: dict[str, list[Column]] = {
     SENTENCE_MAX: SENTENCE_MAX_COLUMNS,
     THRESHOLDS: THRESHOLDS_COLUMNS[:3],
     CURVES: CURVES_COLUMNS[:4],
-    FEATURES: [
-        Column("feature", pa.int32()),
-        Column("alive", pa.bool_()),
-        Column("jsd", pa.float64()),
-        Column("idaf", pa.float64()),
-        Column("bi", pa.float64()),
-        Column("bi_rank", pa.int32()),
-    ],
+    FEATURES: _feature_required(),
 }
 
 # Files a run needs before it can be scored, and the ones scoring produces.

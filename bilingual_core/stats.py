@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .schema import GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHOLD_QUANTILES
-from .scores import threshold_counts
+from .score_kernels import threshold_counts
 from .sparse import SentenceMax
 
 _BUCKET_SHIFT = 16

@@ -14,6 +14,11 @@ Spanish-only function words. Features are then planted on top:
 * ``weak``: fires independently per language like ``independent``, but with
   tiny activations (the softmax of the blog score makes these look bilingual);
 * ``dead``: never fires;
+* ``bilingual_weak``: like ``bilingual`` (same pairs, same strength on both
+  sides) with tiny activations (0.005-0.03): bilingual, only quiet;
+* ``single_pair``: fires on one random pair, on one random token in each
+  language (the content differs: the top of the blog score is made of these);
+* ``two_pairs``: the same on two random pairs;
 * ``background``: all other features fire on random tokens at rates spread
   over three orders of magnitude, scaled so that on average
   ``features_per_token`` features fire per token (about 71 in Gemma Scope's
@@ -36,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .manifest import Manifest
+from .ranking import rank_features
 from .schema import (
     ACTIVATION_ROW_GROUP,
     ACTIVATIONS,
@@ -47,7 +53,13 @@ from .schema import (
 )
 from .storage import RunWriter, activation_writer
 
-PLANTED_KINDS = ("bilingual", "leaning", "independent", "ubiquitous", "weak", "dead")
+PLANTED_KINDS = (
+    "bilingual", "leaning", "independent", "ubiquitous", "weak", "dead", "bilingual_weak", "single_pair",
+    "two_pairs",
+)
+BILINGUAL_KINDS = ("bilingual", "bilingual_weak")
+"""The planted kinds a bilingual ranking should put first."""
+_CONCEPT_KINDS = ("bilingual", "leaning", "bilingual_weak")
 BOS_TOKEN = "<bos>"
 BOS_ID = 2
 
@@ -76,10 +88,21 @@ class PlantedCounts:
     ubiquitous: int = 4
     weak: int = 4
     dead: int = 4
+    bilingual_weak: int = 0
+    single_pair: int = 0
+    two_pairs: int = 0
 
     @property
     def total(self) -> int:
         return sum(getattr(self, k) for k in PLANTED_KINDS)
+
+    @classmethod
+    def every_kind(cls, n: int = 8) -> PlantedCounts:
+        """``n`` features of every kind that fires (half as many weak, ubiquitous
+        and dead): more planted bilingual features than a top 10 holds."""
+        half = max(n // 2, 1)
+        return cls(bilingual=n, leaning=n, independent=n, ubiquitous=half, weak=half, dead=half,
+                   bilingual_weak=half, single_pair=n, two_pairs=n)
 
 
 @dataclass(frozen=True)
@@ -139,6 +162,22 @@ class SyntheticTruth:
 
     def features_of(self, kind: str) -> list[int]:
         return sorted(f for f, k in self.kinds.items() if k == kind)
+
+
+def planted_precision(
+    features: pd.DataFrame, truth: SyntheticTruth, column: str, *, higher_is_better: bool, top: int = 10,
+    support: bool = True,
+) -> float:
+    """Share of the ``top`` alive features, ranked by ``column`` with the project's
+    ranking rule (ties by ``n_both`` when ``support``), that were planted bilingual."""
+    sup = features["n_both"].to_numpy() if support and "n_both" in features else None
+    rank = rank_features(features[column].to_numpy(np.float64), features["alive"].to_numpy(bool),
+                         higher_is_better=higher_is_better, support=sup,
+                         feature_ids=features["feature"].to_numpy())
+    order = np.argsort(np.where(rank > 0, rank, np.iinfo(np.int32).max), kind="stable")[:top]
+    best = features["feature"].to_numpy()[order[rank[order] > 0]]
+    bilingual = {f for f, k in truth.kinds.items() if k in BILINGUAL_KINDS}
+    return sum(int(f) in bilingual for f in best) / top
 
 
 def _word(concept: int, lang_index: int, languages: tuple[str, ...], vocab_size: int) -> str:
@@ -211,9 +250,15 @@ def _planted_rows(
     m = len(cfg.languages)
     if kind == "dead":
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if kind in ("bilingual", "leaning"):
+    if kind in ("single_pair", "two_pairs"):
+        pairs = rng.choice(cfg.n_pairs, size=min(1 if kind == "single_pair" else 2, cfg.n_pairs), replace=False)
+        starts = corpus.sentence_start[pairs].reshape(-1)
+        lens = corpus.sentence_len[pairs].reshape(-1)
+        tokens = np.sort(starts + (rng.random(len(starts)) * lens).astype(np.int64))
+        return tokens, rng.lognormal(np.log(8.0), 0.3, size=len(tokens)).astype(np.float32)
+    if kind in _CONCEPT_KINDS:
         tokens = concept_tokens[truth.concept[feature]]
-        strength = rng.uniform(6.0, 14.0)
+        strength = rng.uniform(0.005, 0.03) if kind == "bilingual_weak" else rng.uniform(6.0, 14.0)
         # Pair-level strength shared across languages, small token noise.
         pair_gain = rng.lognormal(0.0, 0.25, size=cfg.n_pairs)
         values = strength * pair_gain[corpus.pair[tokens]] * rng.lognormal(0.0, 0.05, size=len(tokens))
@@ -249,7 +294,7 @@ def _assign_planted(cfg: SyntheticConfig, corpus: Corpus, rng: np.random.Generat
     candidates = np.flatnonzero((counts >= 3) & (np.arange(cfg.vocab_size) >= 5))
     if len(candidates) == 0:
         candidates = np.flatnonzero(counts > 0)
-    tied = [f for f, k in kinds.items() if k in ("bilingual", "leaning")]
+    tied = [f for f, k in kinds.items() if k in _CONCEPT_KINDS]
     chosen = rng.choice(candidates, size=len(tied), replace=len(tied) > len(candidates))
     concept = {f: int(c) for f, c in zip(tied, chosen, strict=True)}
     leaning = {f: cfg.languages[j % len(cfg.languages)] for j, f in enumerate(x for x in tied if kinds[x] == "leaning")}

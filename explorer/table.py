@@ -12,12 +12,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bilingual_core import score_registry
+from bilingual_core.ranking import rank_features
+from bilingual_core.score_registry import ScoreSpec
+
 ANY = "any"
+LOW_SUPPORT_PAIRS = 3
+"""A feature firing in every language on fewer pairs than this (at the chosen
+threshold) is marked "low support" wherever it is listed."""
 
 
 @dataclass(frozen=True)
 class Score:
-    """One way to rank features (DESIGN.md section 4)."""
+    """One way to rank features, as the app offers it (built from the score registry)."""
 
     key: str
     """Stable id used in URLs (``?score=bi``)."""
@@ -29,31 +36,32 @@ class Score:
     help: str
     coactivation: bool = False
     """Comes from coactivation.parquet at the chosen threshold."""
+    note: str = ""
+    """What the ranking favours (shown when it is selected)."""
+    support_ties: bool = True
+    """Equal values are ordered by support (else by feature id alone)."""
+
+
+def _menu_entry(spec: ScoreSpec, lang: str | None = None) -> Score:
+    def fill(text: str) -> str:
+        return text if lang is None else text.format(lang=lang)
+
+    return Score(fill(spec.key), fill(spec.label), fill(spec.threshold_column or spec.column),
+                 not spec.higher_is_better, fill(spec.formula), coactivation=spec.coactivation is not None,
+                 note=fill(spec.note), support_ties=spec.ties == "support")
 
 
 def available_scores(columns: list[str] | pd.Index, languages: list[str]) -> list[Score]:
-    """The scores a run's features table supports, in menu order."""
+    """The scores of the registry that a run's features table supports, in the
+    registry's order: the first is the default ranking."""
     cols = set(columns)
-    scores = [Score("bi", "bi: blog bilingual score (lower = more bilingual)", "bi", True,
-                    "jsd + beta * idaf, the score of the post's text")]
-    if "notebook_bi" in cols:
-        scores.append(Score("notebook", "notebook bi (the post's published table)", "notebook_bi", True,
-                            "the variant of the post's notebook"))
-    scores.append(Score("jaccard", "co-activation Jaccard at the threshold (higher = more bilingual)",
-                        "coact_jaccard", False,
-                        "|pairs firing in every language| / |pairs firing in any|, at the chosen threshold",
-                        coactivation=True))
-    if "mass_jsd" in cols:
-        scores.append(Score("mass_jsd", "mass JSD (lower = more bilingual)", "mass_jsd", True,
-                            "JSD of the per-pair maxima normalised to sum 1 per language"))
-    scores.append(Score("jsd", "softmax JSD alone (lower = more bilingual)", "jsd", True,
-                        "the JSD term of bi, without idaf"))
-    for lang in languages:
-        if f"mono_{lang}" in cols:
-            scores.append(Score(f"mono_{lang}", f"monolinguality {lang} (higher = more {lang}-specific)",
-                                f"mono_{lang}", False,
-                                f"mean activation on {lang} tokens minus the other languages' mean"))
-    return scores
+    out = []
+    for spec in score_registry.SCORES:
+        for lang in languages if spec.per_language else [None]:
+            stored = spec.column if lang is None else spec.column.format(lang=lang)
+            if spec.always_offered or stored in cols:
+                out.append(_menu_entry(spec, lang))
+    return out
 
 
 def score_by_key(scores: list[Score], key: str | None) -> Score:
@@ -68,39 +76,54 @@ def score_table(
     planted: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """features.parquet plus the co-activation columns of one threshold
-    (``coact_*``), the language shares used by the specificity filter, and the
+    (``coact_*``), ``support`` (pairs firing in every language at that
+    threshold), the language shares used by the specificity filter, and the
     planted kind of synthetic runs."""
     table = features.copy()
+    at_threshold = [s for s in score_registry.SCORES if s.coactivation is not None]
     if coactivation is not None and not coactivation.empty:
         co = coactivation.set_index("feature")
-        table["coact_jaccard"] = table["feature"].map(co["jaccard"])
+        for spec in at_threshold:
+            table[spec.threshold_column] = table["feature"].map(co[spec.coactivation])
         table["coact_both"] = table["feature"].map(co["n_intersection"]).fillna(0).astype("int64")
         table["coact_any"] = table["feature"].map(co["n_union"]).fillna(0).astype("int64")
-        table["coact_log10p"] = table["feature"].map(co["log10_pvalue"])
     else:
-        table["coact_jaccard"] = table.get("jaccard", np.nan)
+        for spec in at_threshold:
+            table[spec.threshold_column] = table.get(spec.column, np.nan)
     fire = np.stack([table[f"n_fire_{lang}"].to_numpy(np.float64) for lang in languages], axis=1)
     total = fire.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total > 0, fire / np.where(total > 0, total, 1), 0.0)
     for i, lang in enumerate(languages):
         table[f"share_{lang}"] = share[:, i]
+    if "coact_both" in table:
+        table["support"] = table["coact_both"]
+    elif "n_both" in table:
+        table["support"] = table["n_both"]
+    if "support" in table:
+        table["low_support"] = low_support(table["support"])
     if planted:
         table["planted"] = table["feature"].astype(str).map(planted).fillna("")
     return table
 
 
+def low_support(support: pd.Series | float) -> pd.Series | bool:
+    """True where fewer than ``LOW_SUPPORT_PAIRS`` pairs fire in every language;
+    ``support`` is a column (``support``, ``n_both``, ``coact_both``) or one value.
+    An unknown (missing) support is not marked."""
+    if isinstance(support, pd.Series):
+        return support.astype("float64").lt(LOW_SUPPORT_PAIRS) & support.notna()
+    return bool(pd.notna(support) and support < LOW_SUPPORT_PAIRS)
+
+
 def ranks(table: pd.DataFrame, score: Score) -> pd.Series:
-    """1-based rank of each alive feature under ``score`` (ties by feature id);
-    <NA> for dead features and missing values."""
-    values = table[score.column].astype("float64")
-    eligible = table["alive"].astype(bool) & np.isfinite(values)
-    key = values if score.ascending else -values
-    order = pd.DataFrame({"key": key[eligible], "feature": table["feature"][eligible]})
-    order = order.sort_values(["key", "feature"], kind="stable")
-    result = pd.Series(pd.NA, index=table.index, dtype="Int64")
-    result.loc[order.index] = np.arange(1, len(order) + 1)
-    return result
+    """1-based rank of each alive feature under ``score`` (the core's one ranking
+    rule: ties by support, then feature id); <NA> for dead features and missing values."""
+    support = table["support"].to_numpy(np.float64) if score.support_ties and "support" in table else None
+    rank = rank_features(table[score.column].to_numpy(np.float64), table["alive"].to_numpy(bool),
+                         higher_is_better=not score.ascending, support=support,
+                         feature_ids=table["feature"].to_numpy())
+    return pd.Series(rank, index=table.index, dtype="Int64").mask(rank == 0)
 
 
 @dataclass(frozen=True)
@@ -152,10 +175,10 @@ def apply_filters(table: pd.DataFrame, score: Score, filters: Filters, languages
 
 def display_columns(table: pd.DataFrame, score: Score, languages: list[str]) -> list[str]:
     """The columns the feature table shows, in order."""
-    cols = ["feature", "rank", score.column, "top_tokens", "planted"]
+    cols = ["feature", "rank", score.column, "support", "low_support", "top_tokens", "planted"]
     extra = [f"n_fire_{lang}" for lang in languages]
-    extra += ["bi", "bi_rank", "jsd", "idaf", "notebook_bi", "notebook_rank", "mass_jsd", "coact_jaccard",
-              "coact_both", "coact_log10p"]
+    extra += ["evidence", "bi", "bi_rank", "jsd", "idaf", "notebook_bi", "notebook_rank", "mass_jsd",
+              "coact_jaccard", "coact_both", "coact_log10p"]
     for lang in languages:
         extra += [f"max_act_{lang}", f"mono_{lang}", f"share_{lang}"]
     extra += ["alive"]
@@ -230,8 +253,8 @@ def top_pairs(sentence_max: pd.DataFrame, languages: list[str], by: str, n: int)
 def pair_feature_table(pair_features: pd.DataFrame, languages: list[str], features: pd.DataFrame | None = None,
                        both_only: bool = True) -> pd.DataFrame:
     """One row per feature firing on a pair: ``max_<lang>`` per language and
-    ``min_max`` (the smallest of them), sorted by it; with bi and bi_rank when
-    ``features`` is given. ``both_only`` keeps features firing in every language."""
+    ``min_max`` (the smallest of them), sorted by it; with the support
+    (``n_both``), evidence, bi and their ranks when ``features`` is given. ``both_only`` keeps features firing in every language."""
     if pair_features.empty:
         return pd.DataFrame(columns=["feature", *[f"max_{lang}" for lang in languages], "min_max"])
     wide = pair_features.pivot_table(index="feature", columns="lang", values="max_activation", aggfunc="max")
@@ -243,7 +266,8 @@ def pair_feature_table(pair_features: pd.DataFrame, languages: list[str], featur
     wide["min_max"] = wide.min(axis=1)
     out = wide.reset_index().sort_values(["min_max", "feature"], ascending=[False, True], ignore_index=True)
     if features is not None:
-        extra = features.set_index("feature")[[c for c in ("bi", "bi_rank", "jaccard") if c in features]]
+        keep = ("n_both", "evidence", "evidence_rank", "bi", "bi_rank", "jaccard")
+        extra = features.set_index("feature")[[c for c in keep if c in features]]
         out = out.join(extra, on="feature")
     return out
 

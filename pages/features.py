@@ -24,7 +24,8 @@ def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
     c1, c2 = st.columns([3, 1])
     ui.url_seed("features_score", "score", ui.parse_choice(keys), keys[0])
     key = c1.selectbox("Rank by", keys, key="features_score", format_func=labels.get,
-                       help="Scores of DESIGN.md section 4; ranks count alive features only")
+                       help="The scores of the README's 'The scores' section; the first is the default. "
+                            "Ranks count alive features only; ties go to the feature with more support.")
     ui.url_publish("score", key, keys[0])
     ui.url_seed("features_threshold", "t", ui.parse_choice(thresholds), thresholds[0])
     threshold = c2.selectbox("Co-activation threshold", thresholds, key="features_threshold",
@@ -107,7 +108,7 @@ thresholds = ui.coactivation_thresholds(ref)
 feats = data.features(ref.location, ref.token)
 scores = table.available_scores(list(feats.columns), ref.languages)
 score, threshold = score_ui(scores, thresholds)
-st.caption(score.help)
+st.caption(score.help + (f" — {score.note}" if score.note else ""))
 text = token_search_ui()
 filters = filters_ui(ref.languages)
 
@@ -129,9 +130,11 @@ shown = table.sort_table(shown, sort_column, descending)[columns].reset_index(dr
 shown.insert(1, "open", [feature_url(ref, int(f), score, threshold) for f in shown["feature"]])
 
 active = table.describe_filters(filters)
+n_low = int(shown["low_support"].sum()) if "low_support" in shown else 0
 st.markdown(f"**{len(shown):,}** of {len(scored):,} features · ranked by `{score.key}`"
             + (f" at threshold `{threshold}`" if score.coactivation else "")
-            + (f" · {active}" if active else ""))
+            + (f" · {active}" if active else "")
+            + (f" · {n_low:,} with low support" if n_low else ""))
 event = st.dataframe(
     shown, key="features_table", hide_index=True, on_select="rerun", selection_mode="single-row",
     height=560,
@@ -141,6 +144,11 @@ event = st.dataframe(
                                             help="Open the feature page in a new tab"),
         "rank": st.column_config.NumberColumn("rank", format="%d"),
         score.column: st.column_config.NumberColumn(score.column, format="%.5g"),
+        "support": st.column_config.NumberColumn(
+            "support", format="%d",
+            help="Pairs where the feature fires in every language, at the co-activation threshold"),
+        "low_support": st.column_config.CheckboxColumn(
+            "low support", help=f"Fires in every language on fewer than {table.LOW_SUPPORT_PAIRS} pairs"),
         "top_tokens": st.column_config.TextColumn("top tokens", width="medium"),
     },
 )

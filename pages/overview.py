@@ -1,5 +1,5 @@
 """``/``: the runs under the results root, the selected run's manifest, its
-headline figures and thresholds."""
+headline figures, its top features under the default ranking, and thresholds."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import pandas as pd
 import streamlit as st
 
 from bilingual_core.schema import FEATURES, THRESHOLD_NAMES, THRESHOLDS
-from explorer import data, nav, ui
+from explorer import data, nav, table, ui
 
 ui.require_entry()
+
+HEADLINE_ROWS = 10
 
 st.title("Bilingual SAE features")
 st.caption(
@@ -43,6 +45,17 @@ n_act = man.scoring.get("n_activation_rows") or man.extraction.get("n_activation
 cols[4].metric("Non-zero activations", ui.fmt(n_act))
 
 
+def headline(features: pd.DataFrame, languages: list[str], n: int = HEADLINE_ROWS) -> tuple[pd.DataFrame, table.Score]:
+    """The ``n`` best alive features under the default ranking (the first score the run offers)."""
+    scored = table.score_table(features, None, languages)
+    default = table.available_scores(scored.columns, languages)[0]
+    scored["rank"] = table.ranks(scored, default)
+    top = scored.dropna(subset=["rank"]).sort_values("rank").head(n)
+    columns = ["feature", "rank", default.column, "support", "low_support",
+               *[f"n_fire_{lang}" for lang in languages]]
+    return top[[c for c in columns if c in top]].reset_index(drop=True), default
+
+
 def _describe(section: dict, keys: list[str]) -> list[tuple[str, str]]:
     return [(k, str(section[k])) for k in keys if section.get(k) not in (None, "", {})]
 
@@ -68,13 +81,30 @@ with right:
                  ("K (jsd order statistic)", ui.fmt(man.scoring.get("k_used")))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
 
+st.subheader("Top features")
+top, default = headline(feats, man.languages)
+st.caption(f"Ranked by {default.label}: {default.help}. Support: pairs where the feature fires in every "
+           f"language; fewer than {table.LOW_SUPPORT_PAIRS} is marked low support.")
+if top.empty:
+    st.info("No feature is alive in this run: none can be ranked.")
+else:
+    top.insert(1, "open", [f"feature?run={ref.run_id}&feature={int(f)}" for f in top["feature"]])
+    st.dataframe(top, hide_index=True, key="overview_top", column_config={
+        "feature": st.column_config.NumberColumn("feature", format="%d"),
+        "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small"),
+        "rank": st.column_config.NumberColumn("rank", format="%d"),
+        default.column: st.column_config.NumberColumn(default.column, format="%.5g"),
+        "support": st.column_config.NumberColumn("support", format="%d"),
+        "low_support": st.column_config.CheckboxColumn("low support"),
+    })
+
 st.subheader("Activation thresholds")
 st.caption("Mean and quantiles of all positive token activations, per language and pooled (`global`).")
 thr = data.thresholds(ref.location, ref.token)
-table = thr.pivot_table(index="threshold", columns="scope", values="value")
-order = [t for t in THRESHOLD_NAMES if t in table.index] + [t for t in table.index if t not in THRESHOLD_NAMES]
-scopes = [s for s in [*man.languages, "global"] if s in table.columns]
-st.dataframe(table.reindex(index=order, columns=scopes), key="overview_thresholds",
+by_scope = thr.pivot_table(index="threshold", columns="scope", values="value")
+order = [t for t in THRESHOLD_NAMES if t in by_scope.index] + [t for t in by_scope.index if t not in THRESHOLD_NAMES]
+scopes = [s for s in [*man.languages, "global"] if s in by_scope.columns]
+st.dataframe(by_scope.reindex(index=order, columns=scopes), key="overview_thresholds",
              column_config={s: st.column_config.NumberColumn(s, format="%.4f") for s in scopes})
 
 planted = man.extraction.get("planted")
@@ -90,10 +120,9 @@ links[0].page_link(nav.CURVES, label="Frequency curves", icon=":material/show_ch
                    query_params={"run": ref.run_id})
 links[1].page_link(nav.FEATURES, label="Ranked feature table", icon=":material/table_rows:",
                    query_params={"run": ref.run_id})
-top = feats.dropna(subset=["bi_rank"]).sort_values("bi_rank")
 if not top.empty:
     best = int(top["feature"].iloc[0])
-    links[2].page_link(nav.FEATURE, label=f"Top feature by bi: {best}", icon=":material/neurology:",
+    links[2].page_link(nav.FEATURE, label=f"Top feature by {default.key}: {best}", icon=":material/neurology:",
                        query_params={"run": ref.run_id, "feature": str(best)})
 links[3].page_link(nav.PAIRS, label="Sentence pairs", icon=":material/translate:",
                    query_params={"run": ref.run_id, "pair": "0"})

@@ -172,7 +172,7 @@ def test_feature_table_token_search(app, runs: AppRuns) -> None:
 
 
 def test_feature_table_score_range_and_csv(app) -> None:
-    at = app("pages/features.py", smax="0")
+    at = app("pages/features.py", score="bi", smax="0")
     table = frames(at, "features_table")
     assert (table["bi"] <= 0).all() and len(table) > 0
     assert [b for b in at.get("download_button") if getattr(b, "key", None) == "features_csv"]

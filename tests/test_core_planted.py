@@ -21,10 +21,10 @@ from bilingual_core import (
     SyntheticConfig,
     SyntheticTruth,
     score_run,
-    scores,
     sentence_max_from_dense,
     write_synthetic_run,
 )
+from bilingual_core import score_kernels as scores
 from bilingual_core.schema import ACTIVATIONS
 
 

@@ -19,9 +19,9 @@ from bilingual_core import (
     RunWriter,
     SentenceMax,
     score_run,
-    scores,
     sentence_max_from_dense,
 )
+from bilingual_core import score_kernels as scores
 from bilingual_core.schema import (
     ACTIVATIONS,
     ACTIVATIONS_SCHEMA,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -13,10 +15,18 @@ from .schema import COACTIVATION, CURVES, FEATURES, SENTENCE_MAX_SCHEMA, THRESHO
 from .sparse import SentenceMax
 from .storage import RunWriter
 
-if TYPE_CHECKING:
-    from .scoring import ScoreResult
-
 PAIR_BLOCK_SHIFT = 10  # sentence_max.parquet row groups hold at most 1024 pairs each
+
+
+@dataclass
+class ScoreResult:
+    """The tables the scorer writes, and what the manifest records about it."""
+
+    features: pd.DataFrame
+    thresholds: pd.DataFrame
+    curves: pd.DataFrame
+    coactivation: pd.DataFrame
+    scoring: dict = field(default_factory=dict)
 
 
 class SentenceMaxWriter:

@@ -1,6 +1,6 @@
-"""Bilingual scores, vectorised over features (DESIGN.md section 4).
+"""The per-block maths of the scores, vectorised over features (README, "The scores").
 
-Each function takes a :class:`SentenceMax` block (the non-zero per-sentence
+Most functions take a :class:`SentenceMax` block (the non-zero per-sentence
 maxima of some consecutive features) and returns one value per feature of the
 block. Pairs where a feature is silent in every language all share the same
 probabilities, so they are handled as one term multiplied by their count: the
@@ -18,6 +18,7 @@ from itertools import combinations
 import numpy as np
 
 from . import hypergeom
+from .ranking import rank_features
 from .sparse import SentenceMax
 
 
@@ -222,10 +223,9 @@ def bilingual_score(
     ``beta_sign = +1`` gives the notebook's ``bi = jsd + |beta| idaf``.
     """
     n = len(jsd)
-    rank = np.zeros(n, dtype=np.int32)
     alive_idx = np.flatnonzero(is_alive)
     if len(alive_idx) == 0:
-        return Ranking(np.full(n, np.nan), rank, 0.0, 0)
+        return Ranking(np.full(n, np.nan), np.zeros(n, dtype=np.int32), 0.0, 0)
     k_used = min(k, len(alive_idx) - 1)
     a_jsd = jsd[alive_idx]
     a_idaf = idaf_values[alive_idx]
@@ -234,8 +234,7 @@ def bilingual_score(
     beta = 0.0 if spread <= 0 else -(jsd_k - a_jsd.min()) / spread
     beta = abs(beta) * (1.0 if beta_sign > 0 else -1.0)
     bi = jsd + beta * idaf_values
-    order = alive_idx[np.lexsort((alive_idx, bi[alive_idx]))]
-    rank[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    rank = rank_features(bi, is_alive, higher_is_better=False)
     return Ranking(bi, rank, float(beta), int(k_used))
 
 
@@ -291,3 +290,19 @@ def monolinguality(mean_activation: np.ndarray) -> np.ndarray:
     total = mean_activation.sum(axis=1, keepdims=True)
     others = (total - mean_activation) / (m - 1)
     return mean_activation - others
+
+
+def evidence(log10_pvalue: np.ndarray, mass_jsd_values: np.ndarray, n_languages: int) -> np.ndarray:
+    """The evidence score ``-log10 p * (1 - mass_jsd / ln m)``; higher is better.
+
+    ``-log10 p`` (the co-activation p-value at ``t = 0``) grows with the number of
+    pairs where the feature fires in every language beyond what two independent
+    sets of the observed sizes would share: one pair of n gives ``log10 n``,
+    thirty give tens. The factor is 1 when the per-pair maxima, normalised per
+    language, are distributed alike over the pairs (same pairs, similar
+    strengths; any overall scale per language cancels) and 0 at the largest mass
+    JSD, ``ln m``. NaN when the feature never fires in some language.
+    """
+    with np.errstate(invalid="ignore"):
+        alignment = np.clip(1.0 - np.asarray(mass_jsd_values) / np.log(n_languages), 0.0, 1.0)
+        return np.maximum(-np.asarray(log10_pvalue, dtype=np.float64), 0.0) * alignment
