@@ -36,13 +36,15 @@ def _score_args(p: argparse.ArgumentParser) -> Handler:
 
     def run(args: argparse.Namespace) -> int:
         from bilingual_core import ScoreConfig, score_run
+        from bilingual_core.score_registry import SCORES, score_by_key
 
         result = score_run(args.run, config=ScoreConfig(variant=args.variant, k=args.k), progress=not args.quiet)
         s = result.scoring
         print(f"scored {args.run}: {s['n_alive']} alive features, beta={s['beta']:.6g}, "
               f"{s['n_activation_rows']:,} activations in {s['seconds']:.2f}s")
-        top = result.features.dropna(subset=["bi_rank"]).sort_values("bi_rank").head(10)
-        print("top features by bi:", ", ".join(str(f) for f in top["feature"]))
+        for spec in (SCORES[0], score_by_key("bi")):  # the default ranking, and the post's
+            top = result.features.dropna(subset=[spec.rank_column]).sort_values(spec.rank_column).head(10)
+            print(f"top features by {spec.key}:", ", ".join(str(f) for f in top["feature"]))
         return 0
 
     return run
