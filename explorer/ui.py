@@ -24,6 +24,7 @@ from bilingual_core.storage import DEFAULT_RESULTS, results_root_from_env
 
 from . import data, table
 from .data import RunRef
+from .safe_text import md
 
 T = TypeVar("T")
 
@@ -85,8 +86,12 @@ def url_seed(key: str, param: str, parse: Callable[[str], T], default: T) -> Non
     if raw is not None:
         try:
             value = parse(raw)
-        except (ValueError, TypeError):
-            st.warning(f"Ignored the link's invalid `{param}` value {raw[:80]!r}.")
+        except OutOfRange as exc:
+            st.warning(f"The link's `{param}` value {md(raw, 80)} is outside {md(exc.bounds)}; "
+                       f"showing {md(exc.value)}.")
+            value = exc.value
+        except (ValueError, TypeError, OverflowError):
+            st.warning(f"Ignored the link's invalid `{param}` value {md(raw, 80)}.")
             value = default
     st.session_state[key] = value
 
@@ -113,21 +118,61 @@ def url_only(*params: str) -> None:
         del st.query_params[name]
 
 
+class OutOfRange(ValueError):
+    """A URL number outside its widget's range; ``value`` is the nearest one inside.
+
+    ``url_seed`` uses ``value`` (the widget would raise on the number itself)."""
+
+    def __init__(self, value: Any, lo: Any, hi: Any) -> None:
+        self.value = value
+        self.bounds = f"{'' if lo is None else lo}..{'' if hi is None else hi}"
+        super().__init__(f"outside {self.bounds}")
+
+
+JS_SAFE_INT = 2**53 - 1
+"""Largest integer a number widget takes (the browser's number type)."""
+
+
+def _clamp(value: T, lo: Any, hi: Any) -> T:
+    clamped = value
+    if lo is not None and clamped < lo:
+        clamped = lo
+    if hi is not None and clamped > hi:
+        clamped = hi
+    if clamped != value:
+        raise OutOfRange(clamped, lo, hi)
+    return value
+
+
 def parse_int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """A URL integer for a widget ranging ``lo..hi`` (OutOfRange carries the clamped value)."""
+    lo = -JS_SAFE_INT if lo is None else lo
+    hi = JS_SAFE_INT if hi is None else hi
+
     def parse(raw: str) -> int:
-        value = int(raw)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ValueError(f"{value} outside {lo}..{hi}")
-        return value
+        if len(raw) > 20:
+            raise ValueError("too long for a number")
+        return _clamp(int(raw), lo, hi)
 
     return parse
 
 
 def parse_float(raw: str) -> float:
+    if len(raw) > 40:
+        raise ValueError("too long for a number")
     value = float(raw)
     if not math.isfinite(value):
         raise ValueError("not finite")
     return value
+
+
+def parse_float_range(lo: float, hi: float) -> Callable[[str], float]:
+    """A URL float for a slider ranging ``lo..hi`` (OutOfRange carries the clamped value)."""
+
+    def parse(raw: str) -> float:
+        return _clamp(parse_float(raw), lo, hi)
+
+    return parse
 
 
 def parse_choice(options: list[str]) -> Callable[[str], str]:
@@ -152,10 +197,19 @@ def encode_bool(value: bool) -> str:
 
 
 def parse_int_list(lo: int, hi: int) -> Callable[[str], list[int]]:
+    """Comma-separated integers; those outside ``lo..hi`` are dropped."""
     one = parse_int(lo, hi)
 
     def parse(raw: str) -> list[int]:
-        return [one(x) for x in raw.split(",") if x.strip()]
+        values = []
+        for item in raw.split(",")[:1000]:
+            if not item.strip():
+                continue
+            try:
+                values.append(one(item))
+            except OutOfRange:
+                continue
+        return values
 
     return parse
 
