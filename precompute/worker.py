@@ -101,6 +101,7 @@ class Worker:
         """Reap stale jobs, then run the oldest queued job; False when there was none."""
         self.beat()
         self.reap_stale()
+        self.fail_malformed()
         for job in self.queue.queued():
             settle = self.config.claim_settle_seconds
             if settle is None:
@@ -145,6 +146,26 @@ class Worker:
             self.queue.write_status(job_id, status)
             reaped.append(job_id)
         return reaped
+
+    def fail_malformed(self) -> list[str]:
+        """Record jobs whose files are malformed as failed, with the reason; their ids.
+
+        Such a job is never run; saying so in its status.json (and this log)
+        once is all, and the queue goes on with the next job."""
+        failed = []
+        for job_id in self.queue.job_ids():
+            job = self.queue.get(job_id)
+            if job is None or job.problem is None:
+                continue
+            try:
+                written = self.queue.record_problem(job)
+            except Exception as exc:  # an unwritable root: the next pass tries again
+                print(f"worker: could not record malformed job {job_id}: {exc}", file=sys.stderr)
+                continue
+            if written:
+                print(f"worker: job {job_id} failed: {job.problem}", file=sys.stderr)
+                failed.append(job_id)
+        return failed
 
     # ------------------------------------------------------------ job ---
 
@@ -367,6 +388,8 @@ class _Subprocess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "1"}
         self.log = LogBuffer(max_lines=log_lines)
         shown = ["python", *argv[1:]] if argv[0] == sys.executable else argv
+        # The log is public: name the results root, not where it is on this host.
+        shown = ["--out=<results root>" if a.startswith("--out=") else a for a in shown]
         self.log.feed(f"$ {' '.join(shown)}\n")
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(
