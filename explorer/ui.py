@@ -24,7 +24,7 @@ from bilingual_core.storage import DEFAULT_RESULTS, results_root_from_env
 
 from . import data, table
 from .data import RunRef
-from .safe_text import md
+from .safe_text import hide_paths, log_and_hide, md, public_name
 
 T = TypeVar("T")
 
@@ -229,12 +229,13 @@ def run_picker_ui(root: str) -> RunRef | None:
     try:
         listings = data.runs(root)
     except Exception as exc:  # an unreachable fsspec root: say so, never a traceback
-        st.session_state[RUN_PROBLEM_KEY] = f"The results root {root} could not be listed: {exc}"
+        shown = log_and_hide(f"The results root {root} could not be listed: {type(exc).__name__}: {exc}")
+        st.session_state[RUN_PROBLEM_KEY] = md(shown, 400)
         return None
     if not listings:
         st.session_state[RUN_PROBLEM_KEY] = (
-            f"No runs under the results root `{root}`. Make one with "
-            f"`python -m precompute synthetic --out {root}`, or point the app at other results "
+            f"No runs under the results root `{md(public_name(root))}`. Make one with "
+            "`python -m precompute synthetic --out <results root>`, or point the app at other results "
             "with the environment variable `BILINGUAL_RESULTS_DIR` (a path or an fsspec URL)."
         )
         return None
@@ -248,12 +249,13 @@ def run_picker_ui(root: str) -> RunRef | None:
     run_id = st.sidebar.selectbox(
         "Run", ids, key=RUN_KEY,
         format_func=lambda r: r if by_id[r].ok else f"{r} (unusable)",
-        help=f"Runs under {root}",
+        help=f"Runs under the results root {public_name(root)!r}",
     )
     url_publish("run", run_id)
     listing = by_id[run_id]
     if not listing.ok:
-        st.session_state[RUN_PROBLEM_KEY] = f"Run `{run_id}` cannot be shown: {listing.problem}"
+        problem = md(hide_paths(listing.problem), 400)
+        st.session_state[RUN_PROBLEM_KEY] = f"Run “{md(run_id)}” cannot be shown: {problem}"
         return None
     manifest = listing.manifest
     ref = RunRef(root, run_id, data.run_location(listing, root), data.run_token(manifest), manifest)
@@ -283,7 +285,7 @@ def current_run(files: tuple[str, ...] = ()) -> RunRef:
         st.stop()
     problems = data.file_problems(ref.location, ref.token, tuple(files))
     if problems:
-        lines = "\n".join(f"- {p}" for p in problems.values())
+        lines = "\n".join(f"- {md(hide_paths(p), 400)}" for p in problems.values())
         st.error(f"Run `{ref.run_id}` is incomplete or damaged:\n{lines}\n\n"
                  "Rescore it with `python -m precompute score --run <dir>`, or choose another run.")
         st.stop()
@@ -292,7 +294,7 @@ def current_run(files: tuple[str, ...] = ()) -> RunRef:
 
 def show_error(exc: Exception) -> None:
     """A read failure shown as a message (which file, what), never a traceback."""
-    st.error(f"Could not read the run: {exc}")
+    st.error(f"Could not read the run: {md(log_and_hide(exc), 400)}")
 
 
 # ------------------------------------------------------------ formatting ---
