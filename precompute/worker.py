@@ -39,6 +39,7 @@ from typing import Any
 
 from bilingual_core import Run, RunFormatError
 from bilingual_core.storage import is_local, join
+from jobs.config import BUNDLED_CORPUS, cache_root
 from jobs.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
 from jobs.request import JobRequest
 from precompute.progress_log import LogBuffer
@@ -70,6 +71,35 @@ class WorkerConfig:
     """Command that is ``python -m precompute`` (tests substitute a stand-in)."""
     log_lines: int = 2000
     """Lines of output kept in log.txt (the last ones)."""
+    corpus_dirs: tuple[str, ...] | None = None
+    """Directories a job's ``corpus_file`` may be in (None: the results root's ``_corpora``
+    folder and the bundled ``data/``)."""
+    model_dirs: tuple[str, ...] | None = None
+    """Directories a job's ``model_path`` and ``sae_path`` may be in (None: the results
+    root's ``_models`` folder and the cache of built local models)."""
+
+
+CORPORA_DIR = "_corpora"
+MODELS_DIR = "_models"
+PATH_SETTINGS = {"corpus_file": "corpus", "model_path": "model", "sae_path": "model"}
+"""Job overrides that name a path on this host, and which allowed directories they may use."""
+
+
+def resolve_job_path(value: str) -> str:
+    """A job's path as the run command opens it (relative paths from the repository), symlinks resolved."""
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return os.path.realpath(path)
+
+
+def inside(path: str, folders: tuple[str, ...]) -> bool:
+    """``path`` (resolved) is one of ``folders`` (resolved) or below one."""
+    for folder in folders:
+        base = os.path.realpath(os.path.expanduser(folder))
+        if path == base or path.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 @dataclass
@@ -251,6 +281,37 @@ class Worker:
                 "'overwrite' to replace it, or choose another run id"
             )
         self.out_root()
+        return self.path_problem(request)
+
+    def allowed_dirs(self, kind: str) -> tuple[str, ...]:
+        """The directories jobs may read ``kind`` (``corpus`` or ``model``) files from."""
+        if kind == "corpus":
+            if self.config.corpus_dirs is not None:
+                return self.config.corpus_dirs
+            return (os.path.join(self.out_root(), CORPORA_DIR), str(BUNDLED_CORPUS.parent))
+        if self.config.model_dirs is not None:
+            return self.config.model_dirs
+        return (os.path.join(self.out_root(), MODELS_DIR), str(cache_root()))
+
+    def path_problem(self, request: JobRequest) -> str | None:
+        """Why a path the job names may not be read here (None: every one is allowed).
+
+        Paths are resolved first (``~``, relative to the repository, symlinks),
+        so a link inside an allowed directory to a file elsewhere is refused.
+        The message names neither the allowed directories nor anything of the
+        file: it is shown to every visitor of ``/recompute``."""
+        for name, kind in PATH_SETTINGS.items():
+            value = request.overrides.get(name)
+            if value is None:
+                continue
+            if not inside(resolve_job_path(str(value)), self.allowed_dirs(kind)):
+                flag = "--corpus-dir" if kind == "corpus" else "--model-dir"
+                folder = CORPORA_DIR if kind == "corpus" else MODELS_DIR
+                print(f"worker: job {request.id}: {name}={value} resolves to {resolve_job_path(str(value))}, "
+                      f"outside {list(self.allowed_dirs(kind))}", file=sys.stderr)
+                return (f"{name}: this worker reads {kind} files only from the directories its "
+                        f"operator allows (the results root's {folder}/ folder by default; more with "
+                        f"the worker's {flag} option); the job was not run")
         return None
 
     def _watch(self, job: Job, status: JobStatus, runner: _Subprocess) -> JobStatus | None:

@@ -385,3 +385,65 @@ def test_a_new_browser_session_does_not_reset_wrong_passwords(tmp_path: Path,
     assert "Queue the job" not in [b.label for b in at.button]
     assert any("Too many wrong passwords" in e.value for e in at.error)
     assert "wrong maintainer password from" in caplog.text and "guess" not in caplog.text
+
+
+# ------------------------------------------------- files on the worker host ---
+
+CREDENTIALS = {"usr": "admin", "pwd": "hunter2"}
+
+
+@dataclass(frozen=True)
+class HostPath:
+    """A job override naming a path on the worker host: ``allowed`` says whether the
+    worker (with its default allowed directories) may pass it to the run command.
+    ``path(root, outside)`` builds the value from the results root and a folder
+    outside every allowed directory."""
+
+    name: str
+    setting: str
+    path: Callable[[Path, Path], str]
+    allowed: bool
+
+
+def _link_in_corpora(root: Path, outside: Path) -> str:
+    (root / "_corpora").mkdir(parents=True, exist_ok=True)
+    (root / "_corpora" / "innocent.json").symlink_to(outside / "creds.json")
+    return str(root / "_corpora" / "innocent.json")
+
+
+HOST_PATHS: list[HostPath] = [
+    HostPath("credentials outside the corpus folders", "corpus_file",
+             lambda root, outside: str(outside / "creds.json"), False),
+    HostPath("a link from the corpus folder to credentials", "corpus_file", _link_in_corpora, False),
+    HostPath("home directory file", "corpus_file", lambda root, outside: "~/creds.json", False),
+    HostPath("the results root's own corpus folder", "corpus_file",
+             lambda root, outside: str(root / "_corpora" / "mine.tsv"), True),
+    HostPath("the bundled corpus, relative", "corpus_file", lambda root, outside: "data/parallel_en_es.tsv", True),
+    HostPath("a model outside the model folders", "model_path", lambda root, outside: str(outside), False),
+    HostPath("an SAE in the results root's model folder", "sae_path",
+             lambda root, outside: str(root / "_models" / "sae"), True),
+]
+
+
+@pytest.mark.parametrize("case", HOST_PATHS, ids=lambda c: c.name)
+def test_jobs_read_only_allowed_directories(case: HostPath, tmp_path: Path) -> None:
+    root, outside = tmp_path / "results", tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "creds.json").write_text(json.dumps(CREDENTIALS))
+    overrides = {case.setting: case.path(root, outside)}
+    if case.setting == "corpus_file":
+        overrides["languages"] = "usr,pwd"
+    request = validate_request({"preset": "tiny" if case.setting == "corpus_file" else "gemma-2-2b",
+                                "id": GOOD_ID, "run_id": "x", "overrides": overrides})
+    queue = JobQueue(str(root))
+    worker = Worker(queue, WorkerConfig(program=(sys.executable, "-c", "raise SystemExit(9)")))
+    problem = worker.path_problem(request)
+    assert (problem is None) == case.allowed, problem
+    if case.allowed:
+        return
+    queue.submit(request)
+    assert worker.run_once()
+    job = queue.get(GOOD_ID)
+    assert job.state == "failed" and job.status.returncode is None  # the run command never started
+    for secret in (*CREDENTIALS, *CREDENTIALS.values(), str(outside)):
+        assert secret not in job.status.error
