@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bilingual_core import Run, RunFormatError
-from bilingual_core.storage import is_local, join
+from bilingual_core.storage import clean_stale_temporaries, is_local, join
 from jobs.config import BUNDLED_CORPUS, cache_root
 from jobs.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
 from jobs.request import JobRequest
@@ -176,6 +176,19 @@ class Worker:
             self.queue.write_status(job_id, status)
             reaped.append(job_id)
         return reaped
+
+    def clean_temporaries(self) -> list[str]:
+        """Remove temporaries that killed runs left in the local results root (stale and
+        unlocked only: see ``clean_stale_temporaries``); their names."""
+        try:
+            root = self.out_root()
+        except ValueError:
+            return []
+        removed = clean_stale_temporaries(root)
+        if removed:
+            print(f"worker: removed stale temporaries of killed runs: {', '.join(removed)}",
+                  file=sys.stderr)
+        return removed
 
     def fail_malformed(self) -> list[str]:
         """Record jobs whose files are malformed as failed, with the reason; their ids.

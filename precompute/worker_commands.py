@@ -88,6 +88,7 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
             print("note: on an hf:// root every status update is a commit; consider --heartbeat-seconds 30 "
                   "or a local/S3 queue with --push-to hf://...", file=sys.stderr)
         signal.signal(signal.SIGTERM, _interrupt)
+        worker.clean_temporaries()
         gpus = ", ".join(worker.gpus) or "none detected"
         print(f"worker {worker.worker_id} serving {_root(args)} (GPUs: {gpus})", file=sys.stderr)
         if args.once:
