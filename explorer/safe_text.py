@@ -14,8 +14,10 @@ Markdown or plotly context:
 * :func:`md` for Markdown: every ASCII punctuation character that can start
   inline markup is backslash-escaped (CommonMark renders an escaped character
   literally, so no link, image, emphasis, HTML tag, entity, autolink, Streamlit
-  directive or LaTeX can form) and line breaks become spaces (no new block can
-  start);
+  directive or LaTeX can form), line breaks become spaces (no new block can
+  start), and a zero-width space goes into ``://``, ``www.`` and before ``@``:
+  Streamlit's Markdown finds bare URLs and emails in the text *after* escapes
+  are resolved (GFM autolink literals), so escaping alone leaves them links;
 * :func:`plotly_text` for plotly labels: HTML-escaped (plotly shows entities as
   the characters they stand for).
 
@@ -40,6 +42,8 @@ _INERT = set("-,;'\"?%/=.")
 """Punctuation with no inline meaning once line breaks are gone (left as is, so text stays
 readable); a dot only matters in ``www.`` (an autolink), escaped on its own."""
 _WWW = re.compile(r"(www)\.", re.IGNORECASE)
+_AUTOLINK = re.compile(r"(\\:)(//)|(www)(\\\.)|(\\@)", re.IGNORECASE)
+ZWSP = "\u200b"
 _INTRAWORD = re.compile(r"(?<=[A-Za-z0-9])\\_(?=[A-Za-z0-9])")
 """An underscore inside a word (``batch_size``) cannot start emphasis: left unescaped."""
 _PUNCTUATION = re.compile("([" + re.escape("".join(c for c in string.punctuation if c not in _INERT)) + "])")
@@ -52,7 +56,16 @@ def md(value: object, limit: int | None = 200) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     text = _PUNCTUATION.sub(r"\\\1", _BREAKS.sub(" ", text))
-    return _INTRAWORD.sub("_", _WWW.sub(r"\1\\.", text))
+    text = _INTRAWORD.sub("_", _WWW.sub(r"\1\\.", text))
+    return _AUTOLINK.sub(_break_autolink, text)
+
+
+def _break_autolink(match: re.Match[str]) -> str:
+    if match.group(1):
+        return match.group(1) + ZWSP + match.group(2)
+    if match.group(3):
+        return match.group(3) + ZWSP + match.group(4)
+    return ZWSP + match.group(5)
 
 
 def plotly_text(value: object, limit: int | None = 120) -> str:

@@ -447,3 +447,84 @@ def test_jobs_read_only_allowed_directories(case: HostPath, tmp_path: Path) -> N
     assert job.state == "failed" and job.status.returncode is None  # the run command never started
     for secret in (*CREDENTIALS, *CREDENTIALS.values(), str(outside)):
         assert secret not in job.status.error
+
+
+# ---------------------------------------------------------- leftovers ---
+
+
+def _age(path: Path, hours: float) -> None:
+    import os
+    import time
+
+    stamp = time.time() - hours * 3600
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (stamp, stamp))
+
+
+def test_stale_temporaries_are_cleaned_when_the_run_starts_and_the_worker_starts(tmp_path: Path) -> None:
+    from bilingual_core import SyntheticConfig, write_synthetic_run
+    from bilingual_core.storage import TemporaryLock, open_root
+
+    root = tmp_path / "results"
+    killed = root / ".demo.tmp-assemble-0123456789ab"  # a merge killed two hours ago
+    (killed / "demo").mkdir(parents=True)
+    (killed / "demo" / "activations.parquet").write_bytes(b"x" * 100)
+    _age(killed, 2)
+    fresh = root / ".demo.tmp-fedcba987654"  # a writer at work right now
+    fresh.mkdir()
+    busy = root / ".other.tmp-aaaaaaaaaaaa"  # old, but its writer holds the lock
+    busy.mkdir()
+    lock = TemporaryLock(open_root(root)[0], str(busy))
+    _age(busy, 2)
+    other = root / ".other.tmp-bbbbbbbbbbbb"  # old, of another run
+    other.mkdir()
+    _age(other, 2)
+
+    write_synthetic_run(root, SyntheticConfig(n_pairs=20, d_sae=64, mean_tokens=4.0, run_id="demo"))
+    assert not killed.exists() and fresh.exists() and other.exists() and busy.exists()
+    assert not list(root.glob(".demo*.lock"))  # the writer's own lock went with its commit
+
+    worker = Worker(JobQueue(str(root)), WorkerConfig())
+    assert worker.clean_temporaries() == [other.name]
+    assert fresh.exists() and busy.exists()
+    lock.release()
+
+
+# ---------------------------------------------------------- run files ---
+
+LINK_MARKUP = "<a href='http://evil.example/phish'>Sign in again</a>"
+
+
+def test_markup_in_run_files_is_shown_as_text(app_runs: AppRuns, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A threshold name (curves legend, a plotly trace name), a manifest field
+    (``st.table`` on the overview) and a planted label carrying markup."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "results"
+    run = root / "synthetic"
+    shutil.copytree(app_runs.run, run)
+    for name in ("curves.parquet", "thresholds.parquet"):
+        table = pq.read_table(run / name)
+        column = pc.cast(table["threshold"], pa.string())
+        renamed = pc.if_else(pc.equal(column, "mean"), LINK_MARKUP, column)
+        pq.write_table(table.set_column(table.schema.get_field_index("threshold"), "threshold", renamed),
+                       run / name)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["corpus"]["source"] = PHISH
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception, at.exception
+    tables = "\n".join(t.value.to_csv() for t in at.get("table"))
+    assert "Sign in again" in tables and "](http" not in tables
+    at.switch_page("pages/curves.py").run()
+    assert not at.exception, at.exception
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    names = [t.get("name", "") for spec in specs for t in spec["data"]]
+    assert any("Sign in again" in n for n in names)
+    assert not any("<a" in n for n in names), names
