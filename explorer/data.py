@@ -46,6 +46,8 @@ from bilingual_core.schema import (
 )
 from bilingual_core.storage import is_local, join, open_root
 
+from .safe_text import hide_paths
+
 # Most activations a single query hands back to Python (a feature firing on
 # every token of a full OPUS Books run has about 6.5 million).
 DUCKDB_MEMORY_LIMIT = "1GB"
@@ -170,7 +172,7 @@ def runs_frame(listings: list[RunListing]) -> pd.DataFrame:
         m = r.manifest
         rows.append({
             "run": r.run_id,
-            "status": "ok" if r.ok else f"problem: {r.problem}",
+            "status": "ok" if r.ok else f"problem: {hide_paths(r.problem)}",
             "model": (m.model.get("name") if m else None),
             "SAE": _sae_name(m.sae) if m else None,
             "pairs": m.n_pairs if m else None,

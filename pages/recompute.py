@@ -124,7 +124,7 @@ def _running(job: Job, who: Maintainer | None) -> None:
             f"**{job.request.run_id}** · job `{job.id}` · {md(job.request.describe())} · "
             f"worker {md(job.status.worker)}"
         )
-        st.progress(jobs_view.progress_fraction(progress), text=jobs_view.progress_line(progress))
+        st.progress(jobs_view.progress_fraction(progress), text=md(jobs_view.progress_line(progress), None))
         if job.cancel is not None:
             st.caption(f"Cancel requested by {md(job.cancel.get('by'))}; stopping…")
         note = jobs_view.heartbeat_note(job)
