@@ -130,8 +130,9 @@ class Worker:
     def run_once(self) -> bool:
         """Reap stale jobs, then run the oldest queued job; False when there was none."""
         self.beat()
-        self.reap_stale()
-        self.fail_malformed()
+        jobs = self._all_jobs()
+        self.reap_stale(jobs)
+        self.fail_malformed(jobs)
         for job in self.queue.queued():
             settle = self.config.claim_settle_seconds
             if settle is None:
@@ -154,12 +155,17 @@ class Worker:
             },
         )
 
-    def reap_stale(self) -> list[str]:
-        """Mark running jobs without a recent heartbeat as failed; their ids."""
+    def _all_jobs(self) -> list[Job]:
+        return [job for job in map(self.queue.get, self.queue.job_ids()) if job is not None]
+
+    def reap_stale(self, jobs: list[Job] | None = None) -> list[str]:
+        """Mark running jobs without a recent heartbeat as failed; their ids.
+
+        ``jobs``: the queue's jobs as just read (default: read them now)."""
         reaped = []
-        for job_id in self.queue.job_ids():
-            job = self.queue.get(job_id)
-            if job is None or job.state != "running" or job.status.worker == self.worker_id:
+        for job in self._all_jobs() if jobs is None else jobs:
+            job_id = job.id
+            if job.state != "running" or job.status.worker == self.worker_id:
                 continue
             age = age_seconds(job.status.heartbeat_at or job.status.claimed_at)
             if age is None or age <= self.config.stale_after_seconds:
@@ -190,15 +196,15 @@ class Worker:
                   file=sys.stderr)
         return removed
 
-    def fail_malformed(self) -> list[str]:
+    def fail_malformed(self, jobs: list[Job] | None = None) -> list[str]:
         """Record jobs whose files are malformed as failed, with the reason; their ids.
 
         Such a job is never run; saying so in its status.json (and this log)
         once is all, and the queue goes on with the next job."""
         failed = []
-        for job_id in self.queue.job_ids():
-            job = self.queue.get(job_id)
-            if job is None or job.problem is None:
+        for job in self._all_jobs() if jobs is None else jobs:
+            job_id = job.id
+            if job.problem is None:
                 continue
             try:
                 written = self.queue.record_problem(job)
