@@ -14,6 +14,7 @@ import streamlit as st
 
 from bilingual_core import RunFormatError
 from explorer import nav, ui
+from explorer.safe_text import public_name
 
 st.set_page_config(page_title="Bilingual SAE features", page_icon=":material/translate:", layout="wide")
 
@@ -25,7 +26,7 @@ page = st.navigation([
 root = ui.results_root()
 with st.sidebar:
     ui.run_picker_ui(root)
-    st.caption(f"Results root: `{root}`")
+    st.caption(f"Results root: `{public_name(root)}`")
 
 try:
     with ui.app_entry():

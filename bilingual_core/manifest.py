@@ -12,8 +12,10 @@ from .errors import RunFormatError
 from .schema import FORMAT_VERSION, MANIFEST
 
 RunStatus = Literal["writing", "complete"]
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-LANG_PATTERN = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]+)?$")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A run id (match it with ``fullmatch``: ``$`` would accept a trailing newline)."""
+LANG_PATTERN = re.compile(r"[a-z]{2,3}([_-][A-Za-z0-9]+)?")
+"""A language code (match it with ``fullmatch``)."""
 # Keys a credential might hide under; the manifest never records them.
 _SECRET_KEY = re.compile(
     r"secret|passw(or)?d|credential|api_?key|access_key|private_key"
@@ -24,7 +26,7 @@ _SECRET_KEY = re.compile(
 
 def check_run_id(run_id: str) -> str:
     """Return ``run_id`` if it is a safe directory name, else raise ValueError."""
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise ValueError(
             f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' "
             "(at most 128 characters, not starting with '.' or '-')"
@@ -74,7 +76,7 @@ class Manifest:
         if len(self.languages) < 2 or len(set(self.languages)) != len(self.languages):
             raise ValueError(f"need two or more distinct languages, got {self.languages}")
         for lang in self.languages:
-            if not LANG_PATTERN.match(lang) or lang == "global":
+            if not LANG_PATTERN.fullmatch(lang) or lang == "global":
                 raise ValueError(f"invalid language code {lang!r} (expected e.g. 'en', 'es')")
         if self.n_pairs < 0 or self.d_sae <= 0:
             raise ValueError(f"n_pairs must be >= 0 and d_sae > 0 (got {self.n_pairs}, {self.d_sae})")

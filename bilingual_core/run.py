@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import RunFormatError
-from .manifest import Manifest
+from .manifest import RUN_ID_PATTERN, Manifest
 from .schema import MANIFEST
 from .storage import is_local, join, open_root, read_text
 
@@ -112,8 +112,10 @@ def list_runs(location: str | os.PathLike[str]) -> list[RunListing]:
     """Every run directory under a results root, complete ones first.
 
     Hidden directories (temporaries of writers in progress) are skipped. A
-    directory whose manifest is missing, malformed or not complete is listed
-    with its problem so that a UI can say what is wrong instead of hiding it.
+    directory whose manifest is missing, malformed or not complete, or whose
+    name is not a run id (``check_run_id``: no glob characters, no spaces), is
+    listed with its problem so that a UI can say what is wrong instead of
+    hiding it; its files are not read.
     """
     fs, base = open_root(location)
     fs.invalidate_cache(base)  # object stores cache listings; a new run must show up
@@ -126,6 +128,10 @@ def list_runs(location: str | os.PathLike[str]) -> list[RunListing]:
         path = entry["name"].rstrip("/")
         name = posixpath.basename(path)
         if name.startswith((".", "_")):
+            continue
+        if not RUN_ID_PATTERN.fullmatch(name):
+            listings.append(RunListing(name, path, None, "the directory name is not a valid run id "
+                                       "(letters, digits, '.', '_' or '-'); rename it to use it"))
             continue
         try:
             run = Run.open_fs(fs, path)

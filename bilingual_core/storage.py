@@ -14,9 +14,11 @@ sees a run marked complete whose files are not all there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -25,6 +27,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: temporaries are judged by age alone
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import RunExistsError
 from .manifest import Manifest, check_run_id
@@ -137,8 +144,10 @@ class RunWriter:
                 f"run {run_id!r} already exists under {self.root}; pass overwrite=True "
                 "(--overwrite on the command line) to replace it"
             )
+        clean_stale_temporaries(self.root, run_id, fs=self.fs)
         self.tmp = join(self.root, f".{run_id}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         self.fs.makedirs(self.tmp, exist_ok=True)
+        self.lock = TemporaryLock(self.fs, self.tmp)
         self.committed = False
         for name in keep_files:
             self._carry(join(keep_from or self.final, name), self.path(name))
@@ -170,6 +179,7 @@ class RunWriter:
         else:
             self._commit_remote()
         self.committed = True
+        self.lock.release()
         return self.final
 
     def _commit_local(self) -> None:
@@ -207,6 +217,7 @@ class RunWriter:
         """Remove the temporary directory (the previous run, if any, stays)."""
         if self.fs.exists(self.tmp):
             self.fs.rm(self.tmp, recursive=True)
+        self.lock.release()
 
     def __enter__(self) -> RunWriter:
         return self
@@ -216,15 +227,107 @@ class RunWriter:
             self.abort()
 
 
-def clean_stale_temporaries(root: str | os.PathLike[str]) -> list[str]:
-    """Remove ``.<run>.tmp-*`` and ``.<run>.old-*`` directories left by killed writers."""
-    fs, base = open_root(root)
+STALE_AFTER_S = 3600.0
+"""A temporary untouched this long, and not locked, was left by a killed writer."""
+LOCK_SUFFIX = ".lock"
+
+
+class TemporaryLock:
+    """An exclusive ``flock`` on ``<temporary>.lock`` (a sibling file) while a writer uses it.
+
+    ``clean_stale_temporaries`` never removes a temporary whose lock is held,
+    however old it looks. Only on a local disk; elsewhere the age alone decides."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, temporary: str) -> None:
+        self.path = temporary + LOCK_SUFFIX
+        self.handle = None
+        if is_local(fs) and fcntl is not None:
+            self.handle = open(self.path, "w")  # noqa: SIM115 - held until release()
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if self.handle is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        self.handle.close()  # closing drops the lock
+        self.handle = None
+
+
+def _is_locked(path: str) -> bool:
+    """A writer holds ``path``'s lock file (False when there is none, or off a local disk)."""
+    if fcntl is None or not os.path.exists(path + LOCK_SUFFIX):
+        return False
+    try:
+        with open(path + LOCK_SUFFIX, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True  # cannot tell: keep it
+    return False
+
+
+def _newest_mtime(fs: fsspec.AbstractFileSystem, path: str) -> float | None:
+    """The latest modification time of ``path`` and its direct entries (None: unknown)."""
+    times = []
+    try:
+        entries = [fs.info(path)]
+        if entries[0].get("type") == "directory":
+            entries += fs.ls(path, detail=True)
+    except (OSError, ValueError):
+        return None
+    for entry in entries:
+        stamp = (entry.get("mtime") or entry.get("LastModified") or entry.get("last_modified")
+                 or entry.get("created"))
+        if hasattr(stamp, "timestamp"):
+            stamp = stamp.timestamp()
+        if isinstance(stamp, int | float):
+            times.append(float(stamp))
+    return max(times) if times else None
+
+
+def clean_stale_temporaries(root: str | os.PathLike[str], run_id: str | None = None,
+                            max_age_s: float = STALE_AFTER_S, *,
+                            fs: fsspec.AbstractFileSystem | None = None) -> list[str]:
+    """Remove ``.<run>.tmp-*`` and ``.<run>.old-*`` entries left by killed writers; their names.
+
+    Only those untouched for ``max_age_s`` (newest modification time of the
+    directory and its entries) and whose lock (:class:`TemporaryLock`) no
+    writer holds: a writer at work on another shard or run is never disturbed.
+    ``run_id``: only that run's temporaries. Entries whose age is unknown stay.
+    ``fs``: ``root`` is a path on this filesystem (else a path or URL).
+    """
+    if fs is None:
+        fs, base = open_root(root)
+    else:
+        base = str(root).rstrip("/") or "/"
     if not fs.exists(base):
         return []
+    prefix = f".{run_id}" if run_id is not None else "."
+    now = time.time()
     removed = []
     for entry in fs.ls(base, detail=False):
-        name = posixpath.basename(entry.rstrip("/"))
-        if name.startswith(".") and (TMP_MARK in name or OLD_MARK in name):
-            fs.rm(entry, recursive=True)
-            removed.append(name)
+        path = entry.rstrip("/")
+        name = posixpath.basename(path)
+        if not name.startswith(prefix) or not (TMP_MARK in name or OLD_MARK in name):
+            continue
+        if run_id is not None and not name.startswith((f".{run_id}{TMP_MARK}", f".{run_id}{OLD_MARK}")):
+            continue  # ".demo2.tmp-" is not a temporary of run "demo"
+        if name.endswith(LOCK_SUFFIX):
+            if fs.exists(path.removesuffix(LOCK_SUFFIX)):
+                continue  # goes with its temporary
+            target = path.removesuffix(LOCK_SUFFIX)
+        else:
+            target = path
+        if _is_locked(target):
+            continue
+        age = _newest_mtime(fs, path)
+        if age is None or now - age < max_age_s:
+            continue
+        fs.rm(path, recursive=True)
+        if not name.endswith(LOCK_SUFFIX) and fs.exists(path + LOCK_SUFFIX):
+            fs.rm(path + LOCK_SUFFIX)
+        removed.append(name)
     return removed

@@ -46,6 +46,8 @@ from bilingual_core.schema import (
 )
 from bilingual_core.storage import is_local, join, open_root
 
+from .safe_text import hide_paths
+
 # Most activations a single query hands back to Python (a feature firing on
 # every token of a full OPUS Books run has about 6.5 million).
 DUCKDB_MEMORY_LIMIT = "1GB"
@@ -73,23 +75,34 @@ _registered: set[str] = set()
 _register_lock = threading.Lock()
 
 
+def glob_literal(path: str) -> str:
+    """``path`` with DuckDB's glob characters made literal (``*`` -> ``[*]``, ...).
+
+    ``read_parquet`` expands ``*``, ``?`` and ``[...]`` in every path it is
+    given, so a directory named ``d*`` would read the files of every run
+    starting with ``d``; a one-character class matches just the character.
+    """
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)
+
+
 def parquet_source(location: str, name: str) -> str:
-    """What DuckDB's ``read_parquet`` takes for file ``name`` of a run.
+    """What DuckDB's ``read_parquet`` takes for file ``name`` of a run: exactly that file.
 
     A local path for local runs; for any other fsspec filesystem, the full URL
-    after registering that filesystem with the shared connection.
+    after registering that filesystem with the shared connection. Glob
+    characters are escaped (:func:`glob_literal`).
     """
     fs, path = open_root(location)
     full = join(path, name)
     if is_local(fs):
-        return full
+        return glob_literal(full)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     key = protocols[0]
     with _register_lock:
         if key not in _registered:
             duckdb_connection().register_filesystem(fs)
             _registered.add(key)
-    return fs.unstrip_protocol(full)
+    return glob_literal(fs.unstrip_protocol(full))
 
 
 def query(sql: str, params: list | None = None, *, file: str) -> pd.DataFrame:
@@ -159,7 +172,7 @@ def runs_frame(listings: list[RunListing]) -> pd.DataFrame:
         m = r.manifest
         rows.append({
             "run": r.run_id,
-            "status": "ok" if r.ok else f"problem: {r.problem}",
+            "status": "ok" if r.ok else f"problem: {hide_paths(r.problem)}",
             "model": (m.model.get("name") if m else None),
             "SAE": _sae_name(m.sae) if m else None,
             "pairs": m.n_pairs if m else None,
@@ -186,7 +199,7 @@ def file_problems(location: str, token: str, names: tuple[str, ...]) -> dict[str
     for name in names:
         full = join(path, name)
         if not fs.exists(full):
-            problems[name] = f"{name} is missing from the run directory {location}"
+            problems[name] = f"{name} is missing from the run directory"
             continue
         try:
             with fs.open(full, "rb") as handle:

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from explorer.safe_text import hide_paths, md
 from jobs.queue import Job, JobQueue, age_seconds
 from jobs.settings import Setting, form_settings, setting
 
@@ -45,7 +46,8 @@ def load_jobs(root: str, limit: int = SHOWN_JOBS) -> list[Job]:
 
 @st.cache_data(ttl=JOBS_TTL_S, show_spinner=False)
 def load_log_tail(root: str, job_id: str, lines: int = 30) -> str:
-    return queue_for(root).log_tail(job_id, max_lines=lines)
+    """The last lines of a job's log, server paths shortened (the log is public)."""
+    return hide_paths(queue_for(root).log_tail(job_id, max_lines=lines))
 
 
 @st.cache_data(ttl=JOBS_TTL_S, show_spinner=False)
@@ -118,7 +120,7 @@ def jobs_frame(jobs: list[Job]) -> pd.DataFrame:
                 "created": job.request.created_at,
                 "started": s.started_at,
                 "finished": s.finished_at,
-                "error": s.error,
+                "error": hide_paths(s.error) if s.error else s.error,
             }
         )
     return pd.DataFrame(
@@ -144,11 +146,11 @@ def worker_lines(workers: list[dict[str, Any]], now: float | None = None) -> lis
         age = age_seconds(w.get("seen_at"), now)
         if age is None or age > WORKER_ONLINE_S:
             continue
-        gpus = ", ".join(w.get("gpus") or []) or "no GPU detected (CPU only)"
+        gpus = ", ".join(map(str, w.get("gpus") or [])) or "no GPU detected (CPU only)"
         doing = f"running job {w['job']}" if w.get("job") else "idle"
-        lines.append(
-            f"`{w.get('worker')}` on {w.get('host')}: {gpus}; {doing} (seen {duration(age)} ago)"
-        )
+        lines.append(md(  # heartbeat files are plain text, shown as text
+            f"{w.get('worker')} on {w.get('host')}: {gpus}; {doing} (seen {duration(age)} ago)", None
+        ))
     return lines
 
 

@@ -24,6 +24,7 @@ from bilingual_core.storage import DEFAULT_RESULTS, results_root_from_env
 
 from . import data, table
 from .data import RunRef
+from .safe_text import hide_paths, log_and_hide, md, public_name
 
 T = TypeVar("T")
 
@@ -85,8 +86,12 @@ def url_seed(key: str, param: str, parse: Callable[[str], T], default: T) -> Non
     if raw is not None:
         try:
             value = parse(raw)
-        except (ValueError, TypeError):
-            st.warning(f"Ignored the link's invalid `{param}` value {raw[:80]!r}.")
+        except OutOfRange as exc:
+            st.warning(f"The link's `{param}` value {md(raw, 80)} is outside {md(exc.bounds)}; "
+                       f"showing {md(exc.value)}.")
+            value = exc.value
+        except (ValueError, TypeError, OverflowError):
+            st.warning(f"Ignored the link's invalid `{param}` value {md(raw, 80)}.")
             value = default
     st.session_state[key] = value
 
@@ -113,21 +118,61 @@ def url_only(*params: str) -> None:
         del st.query_params[name]
 
 
+class OutOfRange(ValueError):
+    """A URL number outside its widget's range; ``value`` is the nearest one inside.
+
+    ``url_seed`` uses ``value`` (the widget would raise on the number itself)."""
+
+    def __init__(self, value: Any, lo: Any, hi: Any) -> None:
+        self.value = value
+        self.bounds = f"{'' if lo is None else lo}..{'' if hi is None else hi}"
+        super().__init__(f"outside {self.bounds}")
+
+
+JS_SAFE_INT = 2**53 - 1
+"""Largest integer a number widget takes (the browser's number type)."""
+
+
+def _clamp(value: T, lo: Any, hi: Any) -> T:
+    clamped = value
+    if lo is not None and clamped < lo:
+        clamped = lo
+    if hi is not None and clamped > hi:
+        clamped = hi
+    if clamped != value:
+        raise OutOfRange(clamped, lo, hi)
+    return value
+
+
 def parse_int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """A URL integer for a widget ranging ``lo..hi`` (OutOfRange carries the clamped value)."""
+    lo = -JS_SAFE_INT if lo is None else lo
+    hi = JS_SAFE_INT if hi is None else hi
+
     def parse(raw: str) -> int:
-        value = int(raw)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ValueError(f"{value} outside {lo}..{hi}")
-        return value
+        if len(raw) > 20:
+            raise ValueError("too long for a number")
+        return _clamp(int(raw), lo, hi)
 
     return parse
 
 
 def parse_float(raw: str) -> float:
+    if len(raw) > 40:
+        raise ValueError("too long for a number")
     value = float(raw)
     if not math.isfinite(value):
         raise ValueError("not finite")
     return value
+
+
+def parse_float_range(lo: float, hi: float) -> Callable[[str], float]:
+    """A URL float for a slider ranging ``lo..hi`` (OutOfRange carries the clamped value)."""
+
+    def parse(raw: str) -> float:
+        return _clamp(parse_float(raw), lo, hi)
+
+    return parse
 
 
 def parse_choice(options: list[str]) -> Callable[[str], str]:
@@ -152,10 +197,19 @@ def encode_bool(value: bool) -> str:
 
 
 def parse_int_list(lo: int, hi: int) -> Callable[[str], list[int]]:
+    """Comma-separated integers; those outside ``lo..hi`` are dropped."""
     one = parse_int(lo, hi)
 
     def parse(raw: str) -> list[int]:
-        return [one(x) for x in raw.split(",") if x.strip()]
+        values = []
+        for item in raw.split(",")[:1000]:
+            if not item.strip():
+                continue
+            try:
+                values.append(one(item))
+            except OutOfRange:
+                continue
+        return values
 
     return parse
 
@@ -175,12 +229,13 @@ def run_picker_ui(root: str) -> RunRef | None:
     try:
         listings = data.runs(root)
     except Exception as exc:  # an unreachable fsspec root: say so, never a traceback
-        st.session_state[RUN_PROBLEM_KEY] = f"The results root {root} could not be listed: {exc}"
+        shown = log_and_hide(f"The results root {root} could not be listed: {type(exc).__name__}: {exc}")
+        st.session_state[RUN_PROBLEM_KEY] = md(shown, 400)
         return None
     if not listings:
         st.session_state[RUN_PROBLEM_KEY] = (
-            f"No runs under the results root `{root}`. Make one with "
-            f"`python -m precompute synthetic --out {root}`, or point the app at other results "
+            f"No runs under the results root `{md(public_name(root))}`. Make one with "
+            "`python -m precompute synthetic --out <results root>`, or point the app at other results "
             "with the environment variable `BILINGUAL_RESULTS_DIR` (a path or an fsspec URL)."
         )
         return None
@@ -194,12 +249,13 @@ def run_picker_ui(root: str) -> RunRef | None:
     run_id = st.sidebar.selectbox(
         "Run", ids, key=RUN_KEY,
         format_func=lambda r: r if by_id[r].ok else f"{r} (unusable)",
-        help=f"Runs under {root}",
+        help=f"Runs under the results root {public_name(root)!r}",
     )
     url_publish("run", run_id)
     listing = by_id[run_id]
     if not listing.ok:
-        st.session_state[RUN_PROBLEM_KEY] = f"Run `{run_id}` cannot be shown: {listing.problem}"
+        problem = md(hide_paths(listing.problem), 400)
+        st.session_state[RUN_PROBLEM_KEY] = f"Run “{md(run_id)}” cannot be shown: {problem}"
         return None
     manifest = listing.manifest
     ref = RunRef(root, run_id, data.run_location(listing, root), data.run_token(manifest), manifest)
@@ -229,7 +285,7 @@ def current_run(files: tuple[str, ...] = ()) -> RunRef:
         st.stop()
     problems = data.file_problems(ref.location, ref.token, tuple(files))
     if problems:
-        lines = "\n".join(f"- {p}" for p in problems.values())
+        lines = "\n".join(f"- {md(hide_paths(p), 400)}" for p in problems.values())
         st.error(f"Run `{ref.run_id}` is incomplete or damaged:\n{lines}\n\n"
                  "Rescore it with `python -m precompute score --run <dir>`, or choose another run.")
         st.stop()
@@ -238,7 +294,7 @@ def current_run(files: tuple[str, ...] = ()) -> RunRef:
 
 def show_error(exc: Exception) -> None:
     """A read failure shown as a message (which file, what), never a traceback."""
-    st.error(f"Could not read the run: {exc}")
+    st.error(f"Could not read the run: {md(log_and_hide(exc), 400)}")
 
 
 # ------------------------------------------------------------ formatting ---

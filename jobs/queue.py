@@ -27,11 +27,12 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, get_args
 
 import fsspec
 
 from bilingual_core.storage import is_local, join, open_root
+from jobs.files import CancelFile, ClaimFile, JobFileError, State, StatusFile, WorkerFile, parse
 from jobs.request import JOB_ID_PATTERN, JobRequest, validate_request
 
 JOBS_DIR = "_jobs"
@@ -46,8 +47,7 @@ EXCLUSIVE_CREATE = frozenset({"memory", "s3", "s3a"})
 """fsspec protocols whose ``open(path, "xb")`` refuses an existing file (s3fs: a
 conditional write, atomic on S3)."""
 
-State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+STATES: tuple[State, ...] = get_args(State)
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -61,7 +61,7 @@ def utc_now() -> str:
 
 def age_seconds(stamp: str | None, now: float | None = None) -> float | None:
     """Seconds since an ISO 8601 time (None when there is none)."""
-    if not stamp:
+    if not stamp or not isinstance(stamp, str):
         return None
     try:
         then = datetime.fromisoformat(stamp).timestamp()
@@ -97,13 +97,17 @@ class JobStatus:
     """Results roots the finished run was published to."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobStatus:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        status = cls(**known)
-        if status.state not in STATES:
-            status.state = "failed"
-            status.error = f"unreadable state {data.get('state')!r}"
-        return status
+    def from_dict(cls, data: Any) -> JobStatus:
+        """A status from parsed JSON, checked field by field (JobFileError when malformed)."""
+        parsed = parse(StatusFile, data, STATUS)
+        fields = parsed.model_dump()
+        fields["progress"] = parsed.progress.model_dump(exclude_none=True)
+        return cls(**fields)
+
+    @classmethod
+    def malformed(cls, reason: str) -> JobStatus:
+        """The status of a job whose files cannot be read: failed, saying why."""
+        return cls("failed", error=f"{reason}; the job was not run", finished_at=utc_now())
 
 
 @dataclass
@@ -113,7 +117,9 @@ class Job:
     request: JobRequest
     status: JobStatus
     cancel: dict[str, Any] | None = None
-    """Contents of cancel.json when a cancel was requested."""
+    """Contents of cancel.json when a cancel was requested (``by``, ``at``)."""
+    problem: str | None = None
+    """Why the job's files are malformed (the job is then ``failed``); None when they are fine."""
 
     @property
     def id(self) -> str:
@@ -229,37 +235,58 @@ class JobQueue:
         return sorted(n for n in names if JOB_ID_PATTERN.fullmatch(n))
 
     def get(self, job_id: str) -> Job | None:
-        """The job with its current state; None when its request is missing or invalid."""
+        """The job with its current state; None when it has no request (yet).
+
+        Every file is checked against its schema (``jobs.files``). A job with a
+        malformed file, or whose request names another job id than its folder,
+        comes back ``failed`` with the reason in ``problem`` and
+        ``status.error`` (the worker records that and never runs it).
+        """
         data = self._read_json(self.path(job_id, REQUEST))
         if data is None:
             return None
         try:
             request = validate_request(data)
-        except ValueError:
-            return None
+        except ValueError as exc:
+            return self._broken(job_id, f"{REQUEST} is invalid ({exc})")
+        if request.id != job_id:
+            return self._broken(job_id, f"{REQUEST} names another job id than its folder {job_id}")
+        try:
+            return Job(request, *self._status(job_id))
+        except JobFileError as exc:
+            return self._broken(job_id, str(exc), request)
+
+    def _status(self, job_id: str) -> tuple[JobStatus, dict[str, Any] | None]:
         raw = self._read_json(self.path(job_id, STATUS))
-        cancel = self._read_json(self.path(job_id, CANCEL))
+        cancel_raw = self._read_json(self.path(job_id, CANCEL))
+        cancel = parse(CancelFile, cancel_raw, CANCEL).model_dump() if cancel_raw is not None else None
         if raw is not None:
-            status = JobStatus.from_dict(raw)
+            return JobStatus.from_dict(raw), cancel
+        claim_raw = self._read_json(self.path(job_id, CLAIM))
+        if claim_raw is not None:
+            claim = parse(ClaimFile, claim_raw, CLAIM)
+            status = JobStatus("running", worker=claim.worker, host=claim.host,
+                               claimed_at=claim.claimed_at, heartbeat_at=claim.claimed_at)
+        elif cancel is not None:
+            status = JobStatus("cancelled", finished_at=cancel["at"],
+                               error=f"cancelled by {cancel['by']} before it started")
         else:
-            claim = self._read_json(self.path(job_id, CLAIM))
-            if claim is not None:
-                status = JobStatus(
-                    "running",
-                    worker=claim.get("worker"),
-                    host=claim.get("host"),
-                    claimed_at=claim.get("claimed_at"),
-                    heartbeat_at=claim.get("claimed_at"),
-                )
-            elif cancel is not None:
-                status = JobStatus(
-                    "cancelled",
-                    finished_at=cancel.get("at"),
-                    error=f"cancelled by {cancel.get('by', 'a maintainer')} before it started",
-                )
-            else:
-                status = JobStatus()
-        return Job(request, status, cancel)
+            status = JobStatus()
+        return status, cancel
+
+    def _broken(self, job_id: str, reason: str, request: JobRequest | None = None) -> Job:
+        """A failed stand-in for a job whose files are malformed (shown, never run)."""
+        if request is None or request.id != job_id:
+            request = JobRequest(id=job_id, created_at="", requested_by="unknown",
+                                 preset="(unreadable)", run_id="(unreadable)")
+        recorded = self._read_json(self.path(job_id, STATUS))
+        try:  # the worker already recorded the failure: keep its time
+            status = JobStatus.from_dict(recorded) if recorded is not None else None
+        except JobFileError:
+            status = None
+        if status is None or status.state != "failed" or status.error != f"{reason}; the job was not run":
+            status = JobStatus.malformed(reason)
+        return Job(request, status, None, problem=reason)
 
     def jobs(self, limit: int | None = None) -> list[Job]:
         """Jobs newest first (at most ``limit``)."""
@@ -293,7 +320,14 @@ class JobQueue:
         return self.get(job_id) or job
 
     def cancel_requested(self, job_id: str) -> dict[str, Any] | None:
-        return self._read_json(self.path(job_id, CANCEL))
+        """``{"by", "at"}`` when a cancel was requested (a malformed cancel.json still counts)."""
+        raw = self._read_json(self.path(job_id, CANCEL))
+        if raw is None:
+            return None
+        try:
+            return parse(CancelFile, raw, CANCEL).model_dump()
+        except JobFileError:
+            return CancelFile().model_dump()
 
     # ------------------------------------------------------ the worker ---
 
@@ -312,14 +346,32 @@ class JobQueue:
         if settle_seconds > 0:
             time.sleep(settle_seconds)
         back = self._read_json(self.path(job_id, CLAIM))
-        return back is not None and back.get("token") == token
+        return back is not None and back.get("token") == token  # a foreign token: not ours
 
     def read_status(self, job_id: str) -> JobStatus | None:
+        """The job's status.json (a failed status saying why when it is malformed)."""
         raw = self._read_json(self.path(job_id, STATUS))
-        return JobStatus.from_dict(raw) if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            return JobStatus.from_dict(raw)
+        except JobFileError as exc:
+            return JobStatus.malformed(str(exc))
 
     def write_status(self, job_id: str, status: JobStatus) -> None:
         self._write_json(self.path(job_id, STATUS), asdict(status))
+
+    def record_problem(self, job: Job) -> bool:
+        """Write a malformed job's failed status (once); True when it was written now."""
+        raw = self._read_json(self.path(job.id, STATUS))
+        try:
+            current = JobStatus.from_dict(raw) if raw is not None else None
+        except JobFileError:
+            current = None
+        if current is not None and current.state == "failed" and current.error == job.status.error:
+            return False
+        self.write_status(job.id, job.status)
+        return True
 
     def write_log(self, job_id: str, text: str) -> None:
         self._write_bytes(self.path(job_id, LOG), text.encode("utf-8"))
@@ -355,6 +407,8 @@ class JobQueue:
         for path in self.fs.ls(folder, detail=False):
             if path.endswith(".json"):
                 data = self._read_json(path)
-                if data is not None:
-                    found.append(data)
-        return sorted(found, key=lambda w: w.get("seen_at") or "", reverse=True)
+                try:
+                    found.append(parse(WorkerFile, data, "worker heartbeat").model_dump())
+                except JobFileError:
+                    continue  # a malformed heartbeat is no worker
+        return sorted(found, key=lambda w: w["seen_at"], reverse=True)

@@ -13,6 +13,7 @@ import streamlit as st
 
 from bilingual_core.schema import CURVES, GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHOLDS
 from explorer import data, ui
+from explorer.safe_text import plotly_text
 
 ui.require_entry()
 
@@ -43,7 +44,7 @@ def curve_figure(curves: pd.DataFrame, values: dict[str, float], scope: str, cho
         if line.empty:
             continue
         value = values.get(name)
-        label = f"{name} = {value:.3g}" if value is not None else name
+        label = plotly_text(f"{name} = {value:.3g}" if value is not None else name)
         custom = line.get("feature")
         fig.add_trace(go.Scatter(
             x=line["rank"], y=line["fraction"], mode="lines", name=label, customdata=custom,

@@ -10,6 +10,7 @@ import streamlit as st
 from bilingual_core.schema import ACTIVATIONS, FEATURES, TOKENS
 from explorer import data, nav, render, table, ui
 from explorer.data import RunRef
+from explorer.safe_text import md, plotly_text
 from explorer.table import ANY, BY_BOTH, Score
 
 ui.require_entry()
@@ -89,8 +90,8 @@ def histogram_figure(hist: pd.DataFrame) -> go.Figure:
     for lang, part in hist.groupby("lang", sort=False):
         fig.add_trace(go.Bar(
             x=(part["left"] + part["right"]) / 2, y=part["count"], width=part["right"] - part["left"],
-            name=str(lang), opacity=0.6,
-            hovertemplate="activation %{x:.3g}<br>%{y} tokens<extra>" + str(lang) + "</extra>",
+            name=plotly_text(lang), opacity=0.6,
+            hovertemplate="activation %{x:.3g}<br>%{y} tokens<extra>" + plotly_text(lang) + "</extra>",
         ))
     fig.update_layout(barmode="overlay", height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       title="Token activations (where it fires)", legend={"title": "language"})
@@ -142,7 +143,7 @@ badges = ["alive" if row["alive"] else "dead (never fires in some language)"]
 if rank is not None:
     badges.append(f"rank {rank:,} by `{score.key}`")
 if kind:
-    badges.append(f"planted: {kind}")
+    badges.append(f"planted: {md(kind)}")
 st.markdown(" · ".join(badges))
 
 c_prev, c_np, c_next, c_back = st.columns(4)

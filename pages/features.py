@@ -66,7 +66,7 @@ def filters_ui(languages: list[str]) -> Filters:
         ui.url_seed("features_spec", "spec", ui.parse_choice(options), ANY)
         spec = c6.selectbox("Language specificity", options, key="features_spec", format_func=names.get)
         ui.url_publish("spec", spec, ANY)
-        ui.url_seed("features_cut", "cut", ui.parse_float, 0.8)
+        ui.url_seed("features_cut", "cut", ui.parse_float_range(0.5, 1.0), 0.8)
         cut = c7.slider("Specific when a language holds at least this share of the firing sentences",
                         0.5, 1.0, step=0.05, key="features_cut")
         ui.url_publish("cut", cut, 0.8, lambda v: f"{v:.2f}")

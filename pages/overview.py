@@ -8,6 +8,7 @@ import streamlit as st
 
 from bilingual_core.schema import FEATURES, THRESHOLD_NAMES, THRESHOLDS
 from explorer import data, nav, table, ui
+from explorer.safe_text import md_frame, public_name
 
 ui.require_entry()
 
@@ -26,7 +27,7 @@ try:
 except Exception:  # the run picker already explains an unreachable root
     listings = []
 if listings:
-    with st.expander(f"Runs under `{root}` ({len(listings)})", expanded=len(listings) > 1):
+    with st.expander(f"Runs under `{public_name(root)}` ({len(listings)})", expanded=len(listings) > 1):
         st.dataframe(data.runs_frame(listings), hide_index=True, key="overview_runs")
 
 ui.url_only()
@@ -66,7 +67,7 @@ with left:
     rows = _describe(man.model, ["name", "path"])
     rows += [(f"SAE {k}", v) for k, v in _describe(man.sae, ["release", "id", "path", "hook_name", "neuronpedia_id"])]
     rows += [("languages", ", ".join(man.languages))]
-    st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
+    st.table(md_frame(pd.DataFrame(rows, columns=["", "value"]).set_index("")))
 with right:
     st.subheader("Corpus and extraction")
     rows = _describe(man.corpus, ["source", "config", "split", "seed", "sample_size"])
@@ -79,7 +80,7 @@ with right:
         rows += [("score variant", str(man.scoring.get("variant"))),
                  ("beta (idaf weight)", ui.fmt(man.scoring.get("beta"))),
                  ("K (jsd order statistic)", ui.fmt(man.scoring.get("k_used")))]
-    st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
+    st.table(md_frame(pd.DataFrame(rows, columns=["", "value"]).set_index("")))
 
 st.subheader("Top features")
 top, default = headline(feats, man.languages)

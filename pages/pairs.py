@@ -11,6 +11,7 @@ import streamlit as st
 from bilingual_core.schema import ACTIVATIONS, FEATURES, PAIRS, SENTENCE_MAX, TOKENS
 from explorer import data, nav, render, table, ui
 from explorer.data import RunRef
+from explorer.safe_text import md
 
 ui.require_entry()
 
@@ -56,7 +57,7 @@ def features_ui(candidates: list[int], default: list[int], d_sae: int) -> list[i
 def search_results(ref: RunRef, text: str) -> None:
     hits = data.search_pairs(ref.location, ref.token, text, SEARCH_LIMIT)
     if hits.empty:
-        st.info(f"No sentence contains {text!r}.")
+        st.info(f"No sentence contains “{md(text)}”.")
         return
     wide = hits.pivot_table(index="pair_id", columns="lang", values="text", aggfunc="first")
     wide = wide.reindex(columns=ref.languages).reset_index()

@@ -14,6 +14,7 @@ import streamlit as st
 from bilingual_core.storage import open_root
 from explorer import auth, data, jobs_view, nav, ui
 from explorer.auth import Maintainer
+from explorer.safe_text import hide_paths, log_and_hide, md
 from jobs.queue import Job
 from jobs.request import RequestError, validate_request
 
@@ -25,8 +26,8 @@ SEEN_KEY = "recompute_seen_succeeded"
 st.title("Recompute")
 root = ui.results_root()
 st.caption(
-    f"Jobs queued here are run one at a time by `python -m precompute worker --root {root}` on the GPU "
-    "host; a finished job's run appears in the run picker."
+    "Jobs queued here are run one at a time by `python -m precompute worker --root <results root>` on "
+    "the GPU host; a finished job's run appears in the run picker."
 )
 
 
@@ -36,14 +37,14 @@ def workers_panel() -> None:
     try:
         workers = jobs_view.worker_lines(jobs_view.load_workers(root))
     except Exception as exc:  # an unreachable results root: say so, never a traceback
-        st.error(f"The job queue under `{root}` could not be read: {exc}")
+        st.error(f"The job queue could not be read: {md(log_and_hide(exc))}")
         return
     if workers:
         st.markdown("**Workers online**\n\n" + "\n".join(f"- {line}" for line in workers))
     else:
         st.warning(
             "No worker has been seen in the last minute: queued jobs wait until one starts. "
-            f"On the GPU host: `python -m precompute worker --root {root}`.",
+            "On the GPU host: `python -m precompute worker --root <results root>`.",
             icon=":material/cloud_off:",
         )
 
@@ -59,14 +60,14 @@ def _submit(raw: dict, who: Maintainer) -> None:
         request = validate_request({**raw, "requested_by": who.name})
         jobs_view.queue_for(root).submit(request)
     except RequestError as exc:
-        st.session_state[MESSAGE_KEY] = ("error", f"Not queued: {exc}")
+        st.session_state[MESSAGE_KEY] = ("error", f"Not queued: {md(hide_paths(exc), 600)}")
     except Exception as exc:
-        st.session_state[MESSAGE_KEY] = ("error", f"Could not write the job to `{root}`: {exc}")
+        st.session_state[MESSAGE_KEY] = ("error", f"Could not write the job: {md(log_and_hide(exc))}")
     else:
         jobs_view.clear_caches()
         st.session_state[MESSAGE_KEY] = (
             "success",
-            f"Queued job `{request.id}`: run `{request.run_id}` ({request.describe()}).",
+            f"Queued job `{request.id}`: run `{request.run_id}` ({md(request.describe())}).",
         )
 
 
@@ -74,7 +75,7 @@ def _cancel(job_id: str, who: Maintainer) -> None:
     try:
         jobs_view.queue_for(root).cancel(job_id, who.name)
     except ValueError as exc:
-        st.session_state[MESSAGE_KEY] = ("warning", str(exc))
+        st.session_state[MESSAGE_KEY] = ("warning", md(exc))
     else:
         st.session_state[MESSAGE_KEY] = ("success", f"Cancel requested for job `{job_id}`.")
     jobs_view.clear_caches()
@@ -120,15 +121,15 @@ def _running(job: Job, who: Maintainer | None) -> None:
     progress = job.status.progress
     with st.container(border=True):
         st.markdown(
-            f"**{job.request.run_id}** · job `{job.id}` · {job.request.describe()} · "
-            f"worker `{job.status.worker}`"
+            f"**{job.request.run_id}** · job `{job.id}` · {md(job.request.describe())} · "
+            f"worker {md(job.status.worker)}"
         )
-        st.progress(jobs_view.progress_fraction(progress), text=jobs_view.progress_line(progress))
+        st.progress(jobs_view.progress_fraction(progress), text=md(jobs_view.progress_line(progress), None))
         if job.cancel is not None:
-            st.caption(f"Cancel requested by {job.cancel.get('by')}; stopping…")
+            st.caption(f"Cancel requested by {md(job.cancel.get('by'))}; stopping…")
         note = jobs_view.heartbeat_note(job)
         if note:
-            st.warning(note)
+            st.warning(md(note, None))
         _cancel_button(job, who)
         st.code(
             jobs_view.load_log_tail(root, job.id) or "(no output yet)",
@@ -142,7 +143,7 @@ def queue_panel(who: Maintainer | None) -> None:
     try:
         jobs = jobs_view.load_jobs(root)
     except Exception as exc:
-        st.error(f"The job queue under `{root}` could not be read: {exc}")
+        st.error(f"The job queue could not be read: {md(log_and_hide(exc))}")
         return
     _notice_new_runs(jobs)
     running = [j for j in jobs if j.state == "running"]
@@ -192,7 +193,7 @@ def queue_panel(who: Maintainer | None) -> None:
         )
     for job in [j for j in finished if j.state == "failed"][:3]:
         st.error(f"Job `{job.id}` (run `{job.request.run_id}`) failed:", icon=":material/error:")
-        st.code(job.status.error or "(no reason recorded)", language=None, wrap_lines=True)
+        st.code(hide_paths(job.status.error or "(no reason recorded)"), language=None, wrap_lines=True)
     ids = [j.id for j in finished]
     chosen = st.selectbox(
         "Log of",

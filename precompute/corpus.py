@@ -89,17 +89,52 @@ def read_local_table(path: str | Path):
     if kind is None:
         raise CorpusError(f"corpus file {path}: unknown format {path.suffix!r} "
                           f"(use one of {sorted(LOCAL_FORMATS)})")
+    if kind in ("tsv", "csv"):
+        return _read_delimited(path, kind)
     try:
-        if kind in ("tsv", "csv"):
-            return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False,
-                               quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL)
         if kind == "jsonl":
             return pd.read_json(path, lines=True, dtype=False)
         return pd.read_parquet(path)
-    except pd.errors.EmptyDataError as exc:
-        raise CorpusError(f"corpus file {path} is empty") from exc
     except (pd.errors.ParserError, ValueError) as exc:
-        raise CorpusError(f"corpus file {path} is misaligned or malformed: {exc}") from exc
+        # The parser's message may quote the file; name the file and the kind of problem only.
+        raise CorpusError(f"corpus file {path} is malformed (not valid {kind}: {type(exc).__name__})") from exc
+
+
+def _read_delimited(path: Path, kind: str):
+    """A TSV (no quoting) or CSV file whose every row has exactly the header's number of fields.
+
+    Blank lines are skipped. A row with more or fewer fields is an error naming
+    its line: pandas would take an extra first field as the index and shift
+    every column by one.
+    """
+    import pandas as pd
+
+    delimiter, quoting = ("\t", csv.QUOTE_NONE) if kind == "tsv" else (",", csv.QUOTE_MINIMAL)
+    rows: list[list[str]] = []
+    header: list[str] | None = None
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle, delimiter=delimiter, quoting=quoting, strict=True)
+            for row in reader:
+                if not row or row == [""]:
+                    continue
+                if header is None:
+                    header = row
+                elif len(row) != len(header):
+                    raise CorpusError(
+                        f"corpus file {path} is misaligned: line {reader.line_num} has {len(row)} "
+                        f"field(s), the header has {len(header)}"
+                    )
+                else:
+                    rows.append(row)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise CorpusError(f"corpus file {path} is malformed (not valid UTF-8 {kind}: "
+                          f"{type(exc).__name__})") from exc
+    if header is None:
+        raise CorpusError(f"corpus file {path} is empty")
+    if len(set(header)) != len(header):
+        raise CorpusError(f"corpus file {path}: the header repeats a column name")
+    return pd.DataFrame(rows, columns=header, dtype=str)
 
 
 def _load_local(source: CorpusSource):
@@ -110,8 +145,9 @@ def _load_local(source: CorpusSource):
         return datasets.Dataset.from_pandas(frame, preserve_index=False)
     missing = [lang for lang in source.languages if lang not in frame.columns]
     if missing:
-        raise CorpusError(f"corpus file {source.path} has no column for language(s) {missing}; "
-                          f"its columns are {list(frame.columns)} (one column per language code)")
+        # Never list the file's columns: an error is shown to every visitor of the app.
+        raise CorpusError(f"corpus file {source.path} has no column for language(s) {missing} "
+                          f"(it has {len(frame.columns)} columns; one column per language code expected)")
     frame = frame[list(source.languages)]
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
@@ -120,11 +156,11 @@ def _columns(dataset, source: CorpusSource) -> dict[str, list[str]]:
     if source.field is None:
         missing = [lang for lang in source.languages if lang not in dataset.column_names]
         if missing:
-            raise CorpusError(f"{source.source} has no column for language(s) {missing}; "
-                              f"columns: {dataset.column_names}")
+            raise CorpusError(f"{source.source} has no column for language(s) {missing}"
+                              f"{_columns_note(dataset, source)}")
         return {lang: list(dataset[lang]) for lang in source.languages}
     if source.field not in dataset.column_names:
-        raise CorpusError(f"{source.source} has no field {source.field!r}; columns: {dataset.column_names} "
+        raise CorpusError(f"{source.source} has no field {source.field!r}{_columns_note(dataset, source)} "
                           "(pass --field '' for one column per language)")
     rows = dataset[source.field]
     out: dict[str, list[str]] = {lang: [] for lang in source.languages}
@@ -137,13 +173,18 @@ def _columns(dataset, source: CorpusSource) -> dict[str, list[str]]:
     return out
 
 
+def _columns_note(dataset, source: CorpusSource) -> str:
+    """A public dataset's columns help; a local file's are never named (errors are public)."""
+    return f"; columns: {dataset.column_names}" if source.path is None else ""
+
+
 def _check_aligned(texts: dict[str, list[Any]], source: CorpusSource) -> None:
     """Every pair has a non-empty string in every language."""
     bad: list[str] = []
     for lang, column in texts.items():
         for k, text in enumerate(column):
             if not isinstance(text, str) or not text.strip():
-                bad.append(f"pair {k} has no {lang!r} text ({text!r})")
+                bad.append(f"pair {k} has no {lang!r} text")
     if bad:
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise CorpusError(f"corpus {source.source} is misaligned: " + "; ".join(bad[:5]) + more)

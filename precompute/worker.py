@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from bilingual_core import Run, RunFormatError
-from bilingual_core.storage import is_local, join
+from bilingual_core.storage import clean_stale_temporaries, is_local, join
+from jobs.config import BUNDLED_CORPUS, cache_root
 from jobs.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
 from jobs.request import JobRequest
 from precompute.progress_log import LogBuffer, ProgressFile
@@ -72,6 +73,35 @@ class WorkerConfig:
     """Command that is ``python -m precompute`` (tests substitute a stand-in)."""
     log_lines: int = 2000
     """Lines of output kept in log.txt (the last ones)."""
+    corpus_dirs: tuple[str, ...] | None = None
+    """Directories a job's ``corpus_file`` may be in (None: the results root's ``_corpora``
+    folder and the bundled ``data/``)."""
+    model_dirs: tuple[str, ...] | None = None
+    """Directories a job's ``model_path`` and ``sae_path`` may be in (None: the results
+    root's ``_models`` folder and the cache of built local models)."""
+
+
+CORPORA_DIR = "_corpora"
+MODELS_DIR = "_models"
+PATH_SETTINGS = {"corpus_file": "corpus", "model_path": "model", "sae_path": "model"}
+"""Job overrides that name a path on this host, and which allowed directories they may use."""
+
+
+def resolve_job_path(value: str) -> str:
+    """A job's path as the run command opens it (relative paths from the repository), symlinks resolved."""
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return os.path.realpath(path)
+
+
+def inside(path: str, folders: tuple[str, ...]) -> bool:
+    """``path`` (resolved) is one of ``folders`` (resolved) or below one."""
+    for folder in folders:
+        base = os.path.realpath(os.path.expanduser(folder))
+        if path == base or path.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 @dataclass
@@ -102,7 +132,9 @@ class Worker:
     def run_once(self) -> bool:
         """Reap stale jobs, then run the oldest queued job; False when there was none."""
         self.beat()
-        self.reap_stale()
+        jobs = self._all_jobs()
+        self.reap_stale(jobs)
+        self.fail_malformed(jobs)
         for job in self.queue.queued():
             settle = self.config.claim_settle_seconds
             if settle is None:
@@ -125,12 +157,17 @@ class Worker:
             },
         )
 
-    def reap_stale(self) -> list[str]:
-        """Mark running jobs without a recent heartbeat as failed; their ids."""
+    def _all_jobs(self) -> list[Job]:
+        return [job for job in map(self.queue.get, self.queue.job_ids()) if job is not None]
+
+    def reap_stale(self, jobs: list[Job] | None = None) -> list[str]:
+        """Mark running jobs without a recent heartbeat as failed; their ids.
+
+        ``jobs``: the queue's jobs as just read (default: read them now)."""
         reaped = []
-        for job_id in self.queue.job_ids():
-            job = self.queue.get(job_id)
-            if job is None or job.state != "running" or job.status.worker == self.worker_id:
+        for job in self._all_jobs() if jobs is None else jobs:
+            job_id = job.id
+            if job.state != "running" or job.status.worker == self.worker_id:
                 continue
             age = age_seconds(job.status.heartbeat_at or job.status.claimed_at)
             if age is None or age <= self.config.stale_after_seconds:
@@ -147,6 +184,39 @@ class Worker:
             self.queue.write_status(job_id, status)
             reaped.append(job_id)
         return reaped
+
+    def clean_temporaries(self) -> list[str]:
+        """Remove temporaries that killed runs left in the local results root (stale and
+        unlocked only: see ``clean_stale_temporaries``); their names."""
+        try:
+            root = self.out_root()
+        except ValueError:
+            return []
+        removed = clean_stale_temporaries(root)
+        if removed:
+            print(f"worker: removed stale temporaries of killed runs: {', '.join(removed)}",
+                  file=sys.stderr)
+        return removed
+
+    def fail_malformed(self, jobs: list[Job] | None = None) -> list[str]:
+        """Record jobs whose files are malformed as failed, with the reason; their ids.
+
+        Such a job is never run; saying so in its status.json (and this log)
+        once is all, and the queue goes on with the next job."""
+        failed = []
+        for job in self._all_jobs() if jobs is None else jobs:
+            job_id = job.id
+            if job.problem is None:
+                continue
+            try:
+                written = self.queue.record_problem(job)
+            except Exception as exc:  # an unwritable root: the next pass tries again
+                print(f"worker: could not record malformed job {job_id}: {exc}", file=sys.stderr)
+                continue
+            if written:
+                print(f"worker: job {job_id} failed: {job.problem}", file=sys.stderr)
+                failed.append(job_id)
+        return failed
 
     # ------------------------------------------------------------ job ---
 
@@ -234,6 +304,37 @@ class Worker:
                 "'overwrite' to replace it, or choose another run id"
             )
         self.out_root()
+        return self.path_problem(request)
+
+    def allowed_dirs(self, kind: str) -> tuple[str, ...]:
+        """The directories jobs may read ``kind`` (``corpus`` or ``model``) files from."""
+        if kind == "corpus":
+            if self.config.corpus_dirs is not None:
+                return self.config.corpus_dirs
+            return (os.path.join(self.out_root(), CORPORA_DIR), str(BUNDLED_CORPUS.parent))
+        if self.config.model_dirs is not None:
+            return self.config.model_dirs
+        return (os.path.join(self.out_root(), MODELS_DIR), str(cache_root()))
+
+    def path_problem(self, request: JobRequest) -> str | None:
+        """Why a path the job names may not be read here (None: every one is allowed).
+
+        Paths are resolved first (``~``, relative to the repository, symlinks),
+        so a link inside an allowed directory to a file elsewhere is refused.
+        The message names neither the allowed directories nor anything of the
+        file: it is shown to every visitor of ``/recompute``."""
+        for name, kind in PATH_SETTINGS.items():
+            value = request.overrides.get(name)
+            if value is None:
+                continue
+            if not inside(resolve_job_path(str(value)), self.allowed_dirs(kind)):
+                flag = "--corpus-dir" if kind == "corpus" else "--model-dir"
+                folder = CORPORA_DIR if kind == "corpus" else MODELS_DIR
+                print(f"worker: job {request.id}: {name}={value} resolves to {resolve_job_path(str(value))}, "
+                      f"outside {list(self.allowed_dirs(kind))}", file=sys.stderr)
+                return (f"{name}: this worker reads {kind} files only from the directories its "
+                        f"operator allows (the results root's {folder}/ folder by default; more with "
+                        f"the worker's {flag} option); the job was not run")
         return None
 
     def _watch(self, job: Job, status: JobStatus, runner: _Subprocess) -> JobStatus | None:
@@ -371,6 +472,8 @@ class _Subprocess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "1"}
         self.log = LogBuffer(max_lines=log_lines)
         shown = ["python", *argv[1:]] if argv[0] == sys.executable else argv
+        # The log is public: name the results root, not where it is on this host.
+        shown = ["--out=<results root>" if a.startswith("--out=") else a for a in shown]
         self.log.feed(f"$ {' '.join(shown)}\n")
         # Progress comes from the command's JSON lines, not from its rendered bars.
         self.progress_dir = tempfile.mkdtemp(prefix="bilingual-job-progress-")

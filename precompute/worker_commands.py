@@ -58,6 +58,20 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument(
         "--work-dir", help="local directory runs are computed in when --root is not local"
     )
+    p.add_argument(
+        "--corpus-dir",
+        action="append",
+        metavar="DIR",
+        help="a directory jobs may read corpus_file from (repeatable; default: the results "
+        "root's _corpora/ folder and the bundled data/)",
+    )
+    p.add_argument(
+        "--model-dir",
+        action="append",
+        metavar="DIR",
+        help="a directory jobs may read model_path and sae_path from (repeatable; default: "
+        "the results root's _models/ folder and the cache of built local models)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from jobs.queue import JobQueue
@@ -69,12 +83,15 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
             stale_after_seconds=args.stale_after,
             push_to=tuple(args.push_to),
             work_dir=args.work_dir,
+            corpus_dirs=tuple(args.corpus_dir) if args.corpus_dir else None,
+            model_dirs=tuple(args.model_dir) if args.model_dir else None,
         )
         worker = Worker(JobQueue(_root(args)), config)
         if _root(args).startswith("hf://") and args.heartbeat_seconds < 30:
             print("note: on an hf:// root every status update is a commit; consider --heartbeat-seconds 30 "
                   "or a local/S3 queue with --push-to hf://...", file=sys.stderr)
         signal.signal(signal.SIGTERM, _interrupt)
+        worker.clean_temporaries()
         gpus = ", ".join(worker.gpus) or "none detected"
         print(f"worker {worker.worker_id} serving {_root(args)} (GPUs: {gpus})", file=sys.stderr)
         if args.once:

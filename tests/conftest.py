@@ -65,3 +65,15 @@ def _release_cached_resources():
         st.cache_data.clear()
         st.cache_resource.clear()
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_password_throttle():
+    """Wrong maintainer passwords are counted per process (``explorer.auth.THROTTLE``):
+    start every test with a clean count."""
+    import sys
+
+    auth = sys.modules.get("explorer.auth")
+    if auth is not None:
+        auth.THROTTLE.clear()
+    yield

@@ -181,3 +181,35 @@ def test_a_shared_link_opens_the_same_view_in_a_new_session(server, browser) -> 
     assert f"Feature {feature}" in shown and "by mass_jsd" in shown
     assert page.locator("div.pair").count() == 3
     page.close()
+
+
+def test_reflected_markdown_in_a_link_loads_and_links_nothing_outside(server, browser) -> None:
+    """A crafted link puts Markdown (an outside image, a "sign in again" link, an
+    autolink) into the app's notices: it must show as text, and no request may
+    leave for the outside host."""
+    from urllib.parse import quote
+
+    url, _ = server
+    payload = ("![w](http://evil.example/x.png)[Sign in again](http://evil.example/phish) "
+               "www.evil.example <img src=http://evil.example/y.png>")
+    outside: list[str] = []
+    page = browser.new_page()
+
+    def guard(route) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", guard)
+    for path in (f"feature?feature={quote(payload)}", f"pairs?q={quote(payload)}"):
+        page.goto(f"{url}/{path}")
+        settle(page)
+        assert "Sign in again" in page.locator("body").inner_text(), path  # shown, as text
+        links = page.locator('a[href*="evil.example"]')
+        assert links.count() == 0, (path, [links.nth(i).evaluate("e => e.parentElement.outerHTML")
+                                           for i in range(links.count())])
+        assert page.locator('img[src*="evil.example"]').count() == 0, path
+    assert not [u for u in outside if "evil.example" in u], outside
+    page.close()

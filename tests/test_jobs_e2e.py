@@ -88,11 +88,12 @@ def test_tiny_job_with_two_worker_processes(tmp_path: Path):
 
 def test_bad_corpus_path_fails_with_the_reason(tmp_path: Path):
     root = tmp_path / "results"
-    job = submit(root, run_id="tiny-bad", overrides={"corpus_file": "/nonexistent/corpus.tsv"})
+    missing = root / "_corpora" / "nonexistent.tsv"  # an allowed directory (the default)
+    job = submit(root, run_id="tiny-bad", overrides={"corpus_file": str(missing)})
     build_worker(root).run_once()
     failed = JobQueue(str(root)).get(job.id)
     assert failed.state == "failed"
-    assert "/nonexistent/corpus.tsv" in failed.status.error
+    assert "nonexistent.tsv does not exist" in failed.status.error
     assert failed.status.returncode == 2
     assert list_runs(root) == []
 

@@ -111,13 +111,16 @@ def test_status_log_and_worker_heartbeats(root: str):
     assert [w["worker"] for w in queue.workers()] == ["w1"]
 
 
-def test_invalid_request_files_are_ignored(root: str):
+def test_invalid_request_files_are_failed_and_never_queued(root: str):
     queue = JobQueue(root)
     job = submit(queue)
     queue._write_bytes(
         queue.path("20990101-000000-000-abcd", "request.json"), b'{"preset": "evil", "x": 1}'
     )
-    assert [j.id for j in queue.jobs()] == [job.id]
+    bad = queue.get("20990101-000000-000-abcd")
+    assert bad.state == "failed" and "request.json is invalid" in bad.status.error
+    assert [j.id for j in queue.jobs()] == ["20990101-000000-000-abcd", job.id]
+    assert [j.id for j in queue.queued()] == [job.id]
 
 
 # ----------------------------------------------------------- progress ---

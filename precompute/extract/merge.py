@@ -41,7 +41,14 @@ from bilingual_core.schema import (
     TOKENS,
     TOKENS_SCHEMA,
 )
-from bilingual_core.storage import TMP_MARK, activation_writer, join, open_root
+from bilingual_core.storage import (
+    TMP_MARK,
+    TemporaryLock,
+    activation_writer,
+    clean_stale_temporaries,
+    join,
+    open_root,
+)
 from precompute.errors import StagingError
 from precompute.extract.staging import ShardStaging, load_shard
 
@@ -227,7 +234,10 @@ def finalize(directories: list[str | os.PathLike[str]], out: str | os.PathLike[s
     fs, root = open_root(out)
     if fs.exists(join(root, run_id)) and not overwrite:
         raise RunExistsError(f"run {run_id!r} already exists under {root}; pass --overwrite to replace it")
+    clean_stale_temporaries(root, run_id, fs=fs)  # those of killed merges of this run
     scratch = join(root, f".{run_id}{TMP_MARK}assemble-{uuid.uuid4().hex[:12]}")
+    fs.makedirs(scratch, exist_ok=True)
+    lock = TemporaryLock(fs, scratch)
     try:
         assemble(shards, scratch, run_id, fs=fs, block_rows=block_rows, progress=progress)
         score_run(fs.unstrip_protocol(scratch), run_id, ScoreConfig(), progress=progress)
@@ -240,6 +250,7 @@ def finalize(directories: list[str | os.PathLike[str]], out: str | os.PathLike[s
     finally:
         if fs.exists(scratch):
             fs.rm(scratch, recursive=True)
+        lock.release()
 
 
 def assemble(shards: ShardSet, root: str, run_id: str, *, fs, block_rows: int = BLOCK_ROWS,

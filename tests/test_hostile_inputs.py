@@ -1,0 +1,530 @@
+"""Hostile inputs, as a table: each case is an input a visitor, a maintainer or a
+broken file can produce, and the refusal the code must answer with.
+
+Extend a table with one line per new attack. ``REFUSALS`` holds calls that
+must raise; the other tables check what a page or the worker does instead of
+raising (a message, a clamped value, a failed job).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_app_support import APP, RESULTS_ENV, AppRuns, build_app_runs
+
+from bilingual_core.manifest import Manifest, check_run_id
+from explorer import jobs_view
+from jobs.config import CorpusSource
+from jobs.queue import JobQueue, JobStatus
+from jobs.request import validate_request
+from jobs.settings import RequestError
+from precompute.corpus import load_corpus
+from precompute.errors import CorpusError
+from precompute.worker import Worker, WorkerConfig
+
+
+def _corpus(name: str, content: str) -> Callable[[Path], object]:
+    """Load a local corpus file holding ``content`` (one column per language)."""
+
+    def attempt(tmp: Path) -> object:
+        path = tmp / name
+        path.write_text(content, encoding="utf-8")
+        return load_corpus(CorpusSource(path=str(path), field=None, sample_size=None))
+
+    return attempt
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """``attempt(tmp_path)`` must raise ``error`` with a message matching ``match``."""
+
+    name: str
+    attempt: Callable[[Path], object]
+    error: type[BaseException]
+    match: str = ""
+
+
+REFUSALS: list[Refusal] = [
+    # identifiers match the whole string (a trailing newline is not a run id)
+    Refusal("run id with a trailing newline", lambda _: check_run_id("demo\n"), ValueError, "invalid run id"),
+    Refusal("job run id with a trailing newline",
+            lambda _: validate_request({"preset": "tiny", "run_id": "demo\n"}), RequestError, "run_id"),
+    Refusal("job id with a trailing newline",
+            lambda _: validate_request({"preset": "tiny", "id": "20260101-000000-000-abcd\n"}),
+            RequestError, "id"),
+    Refusal("language with a trailing newline",
+            lambda _: validate_request({"preset": "tiny", "overrides": {"languages": ["en", "es\n"]}}),
+            RequestError, "languages"),
+    Refusal("manifest language with a trailing newline",
+            lambda _: Manifest(run_id="r", languages=["en", "es\n"], n_pairs=1, d_sae=1), ValueError,
+            "language code"),
+    # a corpus row with the wrong number of fields is an error naming its line
+    Refusal("TSV row with an extra field", _corpus("c.tsv", "en\tes\nhello\thola\tEXTRA\n"),
+            CorpusError, "line 2 has 3 field"),
+    Refusal("CSV row with an extra field", _corpus("c.csv", "en,es\nhello,hola,EXTRA\nbye,adios\n"),
+            CorpusError, "line 2 has 3 field"),
+    Refusal("TSV row with a missing field", _corpus("c.tsv", "en\tes\nhello\thola\nbye\n"),
+            CorpusError, "line 3 has 1 field"),
+]
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=lambda c: c.name)
+def test_hostile_input_is_refused(case: Refusal, tmp_path: Path) -> None:
+    with pytest.raises(case.error, match=case.match):
+        case.attempt(tmp_path)
+
+
+# ------------------------------------------------------- links to the app ---
+
+PHISH = "![w](http://evil.example/x.png)[Sign in again](http://evil.example/phish)"
+"""A reflected-Markdown payload: an outside image and a link inside the app's own box."""
+MARKUP = ("](http", "<a", "<img", "](//")
+"""Fragments that would render as a link, image or HTML if they reached Markdown unescaped."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """Opening ``page`` with URL ``params`` must not raise, must show every string
+    of ``shows`` (in the rendered Markdown) and no :data:`MARKUP`."""
+
+    name: str
+    page: str
+    params: dict[str, str]
+    shows: tuple[str, ...] = ()
+    check: Callable[[AppTest], None] | None = None
+
+
+def _slider(key: str, value: float) -> Callable[[AppTest], None]:
+    def check(at: AppTest) -> None:
+        (slider,) = [s for s in at.slider if s.key == key]
+        assert slider.value == pytest.approx(value)
+
+    return check
+
+
+def _number(key: str, value: int) -> Callable[[AppTest], None]:
+    def check(at: AppTest) -> None:
+        assert at.number_input(key=key).value == value
+
+    return check
+
+
+LINKS: list[Link] = [
+    Link("Markdown in the feature number", "pages/feature.py", {"feature": PHISH}, ("Ignored",)),
+    Link("Markdown in the pair search", "pages/pairs.py", {"q": PHISH}),
+    Link("Markdown in the run name", "pages/overview.py", {"run": PHISH}, ("Ignored",)),
+    Link("share cut above the slider's maximum", "pages/features.py", {"cut": "5"},
+         ("outside",), _slider("features_cut", 1.0)),
+    Link("share cut below the slider's minimum", "pages/features.py", {"cut": "-3"},
+         check=_slider("features_cut", 0.5)),
+    Link("pair number past the last pair", "pages/pairs.py", {"pair": "10000000"},
+         check=_number("pairs_id", 119)),
+    Link("huge integer", "pages/features.py", {"minpairs": "9" * 400}, ("Ignored",)),
+    Link("pair count above the slider's maximum", "pages/feature.py", {"n": "500"},
+         check=_slider("feature_n", 50)),
+]
+
+
+@pytest.fixture(scope="module")
+def app_runs(tmp_path_factory: pytest.TempPathFactory) -> AppRuns:
+    return build_app_runs(tmp_path_factory.mktemp("hostile") / "results")
+
+
+def _markdown(at: AppTest) -> str:
+    parts = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "error", "warning",
+                 "success", "table"):
+        parts += [str(getattr(el, "value", "")) for el in at.get(kind)]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("case", LINKS, ids=lambda c: c.name)
+def test_hostile_link_is_shown_as_text(case: Link, app_runs: AppRuns,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RESULTS_ENV, str(app_runs.root))
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params.update(case.params)
+    at.run()
+    at.switch_page(case.page)
+    at.query_params.update(case.params)
+    at.run()
+    assert not at.exception, at.exception
+    shown = _markdown(at)
+    for fragment in MARKUP:
+        assert fragment not in shown, f"{fragment!r} reached Markdown: {shown}"
+    for text in case.shows:
+        assert text in shown
+    if case.check is not None:
+        case.check(at)
+
+
+# ---------------------------------------------------------- job files ---
+
+GOOD_ID = "20260101-000000-000-aaaa"
+LATER_ID = "20260101-000001-000-bbbb"
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Files planted in the queue folder of job ``GOOD_ID``: the job must come back
+    ``failed`` with ``reason`` in its error, and the worker must still run a later job."""
+
+    name: str
+    files: dict[str, object]
+    reason: str
+
+
+def _request(**changes: object) -> dict[str, object]:
+    return {**validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "planted"}).to_json_dict(),
+            **changes}
+
+
+JOB_FILES: list[JobFiles] = [
+    JobFiles("heartbeat is a number", {"request.json": _request(),
+                                       "status.json": {"state": "running", "heartbeat_at": 12345}},
+             "heartbeat_at"),
+    JobFiles("progress is a string", {"request.json": _request(),
+                                      "status.json": {"state": "running", "progress": "half"}},
+             "progress"),
+    JobFiles("progress counts are strings",
+             {"request.json": _request(),
+              "status.json": {"state": "running", "progress": {"tokens_done": "many"}}}, "tokens_done"),
+    JobFiles("unknown state", {"request.json": _request(), "status.json": {"state": "exploded"}}, "state"),
+    JobFiles("claim without a time", {"request.json": _request(), "claim.json": {"worker": "w"}},
+             "claim.json"),
+    JobFiles("request id differs from its folder",
+             {"request.json": _request(id="20260101-000000-000-cccc")}, "another job id"),
+    JobFiles("request without an id", {"request.json": {"preset": "tiny"}}, "another job id"),
+    JobFiles("request with an unknown field", {"request.json": _request(shell="rm -rf /")},
+             "unknown field"),
+]
+
+
+@pytest.mark.parametrize("case", JOB_FILES, ids=lambda c: c.name)
+def test_malformed_job_fails_and_the_queue_goes_on(case: JobFiles, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "results"
+    folder = root / "_jobs" / GOOD_ID
+    folder.mkdir(parents=True)
+    for name, content in case.files.items():
+        (folder / name).write_text(json.dumps(content))
+    queue = JobQueue(str(root))
+    queue.submit(validate_request({"preset": "tiny", "id": LATER_ID, "run_id": "later"}))
+
+    (broken, later) = sorted(queue.jobs(), key=lambda j: j.id)
+    assert broken.state == "failed" and case.reason in broken.status.error
+    assert jobs_view.jobs_frame([broken, later]).shape[0] == 2  # /recompute's tables draw
+    assert jobs_view.progress_line(broken.status.progress)
+
+    program = (sys.executable, "-c", "import sys; sys.exit(3)")
+    worker = Worker(queue, WorkerConfig(poll_seconds=0.1, heartbeat_seconds=0.1, program=program))
+    assert worker.run_once()  # no exception: the later job ran (and failed with exit status 3)
+    assert queue.get(LATER_ID).state == "failed" and queue.get(LATER_ID).status.returncode == 3
+    recorded = json.loads((folder / "status.json").read_text())
+    assert recorded["state"] == "failed" and case.reason in recorded["error"]
+    assert f"job {GOOD_ID} failed" in capsys.readouterr().err  # the worker's log says so
+    assert not worker.fail_malformed()  # recorded once
+
+
+# ------------------------------------------------- what the root reveals ---
+
+
+def test_glob_characters_in_run_directories_read_one_run(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bilingual_core import list_runs
+    from explorer import data
+
+    for folder, n in (("r*", 1), ("rx", 2), ("ry", 3)):
+        (tmp_path / folder / "demo").mkdir(parents=True)
+        pq.write_table(pa.table({"pair_id": list(range(n))}), tmp_path / folder / "demo" / "pairs.parquet")
+    (tmp_path / "r*" / "d*").mkdir()
+    source = data.parquet_source(str(tmp_path / "r*" / "demo"), "pairs.parquet")
+    rows = data.query("SELECT count(*) AS n FROM read_parquet(?)", [source], file="pairs.parquet")
+    assert int(rows["n"].iloc[0]) == 1  # not 1 + 2 + 3
+    (listing,) = [r for r in list_runs(tmp_path / "r*") if r.run_id == "d*"]
+    assert not listing.ok and "not a valid run id" in listing.problem
+
+
+def _shown(at: AppTest) -> str:
+    """Every text an element tree shows, sidebar, code blocks and table cells included."""
+    parts = [_markdown(at)]
+    parts += [str(c.value) for c in at.get("code")]
+    parts += [str(el.help) for el in at.selectbox]
+    parts += [d.value.to_csv() for d in at.dataframe]
+    return "\n".join(parts)
+
+
+def test_server_paths_stay_on_the_server(app_runs: AppRuns, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    root = tmp_path / "srv" / "secret-place" / "results"
+    shutil.copytree(app_runs.run, root / "broken")
+    (root / "broken" / "features.parquet").unlink()
+    queue = JobQueue(str(root))
+    queue.submit(validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x"}))
+    queue.write_log(GOOD_ID, f"$ python -m precompute run --preset=tiny --out={root}\nwrote {root}/x\n")
+    queue.write_status(GOOD_ID, JobStatus("failed", error=f"could not write {root}/x/pairs.parquet"))
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    for page in ("pages/overview.py", "pages/features.py", "pages/recompute.py"):
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+        shown = _shown(at)
+        assert "secret-place" not in shown, f"{page}: {shown}"
+    assert "pairs.parquet" in shown and "--out=results" in shown  # the file name stays
+
+
+def test_the_worker_log_names_no_output_path(tmp_path: Path) -> None:
+    queue = JobQueue(str(tmp_path / "results"))
+    queue.submit(validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x"}))
+    program = (sys.executable, "-c", "raise SystemExit(1)")
+    Worker(queue, WorkerConfig(program=program, heartbeat_seconds=0.1)).run_once()
+    log = queue.log_tail(GOOD_ID)
+    assert "--out=<results root>" in log and str(tmp_path) not in log
+
+
+# ------------------------------------------------------------- sign-in ---
+
+ALLOWED = ["kate@example.org", "ana@example.org"]
+
+SIGN_INS: list[tuple[str, dict[str, object]]] = [
+    ("Kelvin sign in place of K", {"email": "\u212aate@example.org", "email_verified": True}),
+    ("full-width letters", {"email": "ａｎａ@example.org"}),
+    ("address the provider has not verified", {"email": "ana@example.org", "email_verified": False}),
+    ("verification claim that is not a boolean", {"email": "ana@example.org", "email_verified": "true"}),
+    ("two at signs", {"email": "ana@example.org@evil.example"}),
+    ("trailing newline", {"email": "ana@example.org\n"}),
+    ("no email claim", {"name": "Ana"}),
+]
+
+
+@pytest.mark.parametrize(("name", "claims"), SIGN_INS, ids=[n for n, _ in SIGN_INS])
+def test_sign_in_is_not_a_maintainer(name: str, claims: dict[str, object]) -> None:
+    from explorer import auth
+
+    allowed = auth.maintainer_emails({"recompute": {"maintainer_emails": ALLOWED}})
+    assert not auth.is_maintainer_email(auth.verified_email(claims), allowed)
+
+
+def test_unverified_address_on_the_page_only_watches(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
+                          "client_id": "id", "client_secret": "s",
+                          "server_metadata_url": "https://idp.example/.well-known"}
+    at.secrets["recompute"] = {"maintainer_emails": ALLOWED}
+    at.user = {"is_logged_in": True, "email": "ana@example.org", "email_verified": False}
+    at.run()
+    at.switch_page("pages/recompute.py").run()
+    assert not at.exception, at.exception
+    assert "Queue the job" not in [b.label for b in at.button]
+    assert any("not say this address is verified" in w.value for w in at.warning)
+
+
+# ------------------------------------------------------------ passwords ---
+
+
+def test_password_throttle_backs_off_then_locks_out_per_client() -> None:
+    from explorer.auth import Throttle
+
+    now = [0.0]
+    throttle = Throttle(base_s=1.0, max_wait_s=60.0, lockout_after=5, lockout_s=900.0, clock=lambda: now[0])
+    waits = [throttle.failure("10.0.0.1") for _ in range(5)]
+    assert waits == [1.0, 2.0, 4.0, 8.0, 900.0]  # exponential, then the lock-out
+    assert throttle.retry_after("10.0.0.1") == 900.0 and throttle.retry_after("10.0.0.2") == 0.0
+    now[0] = 901.0
+    assert throttle.retry_after("10.0.0.1") == 0.0
+    throttle.success("10.0.0.1")
+    assert throttle.failures("10.0.0.1") == 0
+
+
+@pytest.mark.parametrize(("ip", "headers", "client"), [
+    ("203.0.113.5", {"X-Forwarded-For": "1.2.3.4"}, "203.0.113.5"),  # a direct client cannot pick its name
+    ("127.0.0.1", {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}, "198.51.100.7"),  # the proxy's own entry
+    (None, {}, "unknown"),
+])
+def test_client_address(ip: str | None, headers: dict[str, str], client: str) -> None:
+    from explorer.auth import client_address
+
+    assert client_address(ip, headers) == client
+
+
+def test_a_new_browser_session_does_not_reset_wrong_passwords(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    from explorer import auth
+
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
+    monkeypatch.setattr(auth, "THROTTLE", auth.Throttle(base_s=600.0))  # outlasts a session's start
+
+    def session_unlocking(password: str) -> AppTest:
+        at = AppTest.from_file(str(APP), default_timeout=30)
+        at.secrets["recompute"] = {"password": "s3cret"}
+        at.run()
+        at.switch_page("pages/recompute.py").run()
+        at.text_input(key="recompute_password").input(password)
+        (button,) = [b for b in at.button if b.label == "Unlock"]
+        button.click()
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    with caplog.at_level("WARNING", logger="explorer.auth"):
+        session_unlocking("guess")
+        at = session_unlocking("s3cret")  # a fresh session, right away, with the right password
+    assert "Queue the job" not in [b.label for b in at.button]
+    assert any("Too many wrong passwords" in e.value for e in at.error)
+    assert "wrong maintainer password from" in caplog.text and "guess" not in caplog.text
+
+
+# ------------------------------------------------- files on the worker host ---
+
+CREDENTIALS = {"usr": "admin", "pwd": "hunter2"}
+
+
+@dataclass(frozen=True)
+class HostPath:
+    """A job override naming a path on the worker host: ``allowed`` says whether the
+    worker (with its default allowed directories) may pass it to the run command.
+    ``path(root, outside)`` builds the value from the results root and a folder
+    outside every allowed directory."""
+
+    name: str
+    setting: str
+    path: Callable[[Path, Path], str]
+    allowed: bool
+
+
+def _link_in_corpora(root: Path, outside: Path) -> str:
+    (root / "_corpora").mkdir(parents=True, exist_ok=True)
+    (root / "_corpora" / "innocent.json").symlink_to(outside / "creds.json")
+    return str(root / "_corpora" / "innocent.json")
+
+
+HOST_PATHS: list[HostPath] = [
+    HostPath("credentials outside the corpus folders", "corpus_file",
+             lambda root, outside: str(outside / "creds.json"), False),
+    HostPath("a link from the corpus folder to credentials", "corpus_file", _link_in_corpora, False),
+    HostPath("home directory file", "corpus_file", lambda root, outside: "~/creds.json", False),
+    HostPath("the results root's own corpus folder", "corpus_file",
+             lambda root, outside: str(root / "_corpora" / "mine.tsv"), True),
+    HostPath("the bundled corpus, relative", "corpus_file", lambda root, outside: "data/parallel_en_es.tsv", True),
+    HostPath("a model outside the model folders", "model_path", lambda root, outside: str(outside), False),
+    HostPath("an SAE in the results root's model folder", "sae_path",
+             lambda root, outside: str(root / "_models" / "sae"), True),
+]
+
+
+@pytest.mark.parametrize("case", HOST_PATHS, ids=lambda c: c.name)
+def test_jobs_read_only_allowed_directories(case: HostPath, tmp_path: Path) -> None:
+    root, outside = tmp_path / "results", tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "creds.json").write_text(json.dumps(CREDENTIALS))
+    overrides = {case.setting: case.path(root, outside)}
+    if case.setting == "corpus_file":
+        overrides["languages"] = "usr,pwd"
+    request = validate_request({"preset": "tiny" if case.setting == "corpus_file" else "gemma-2-2b",
+                                "id": GOOD_ID, "run_id": "x", "overrides": overrides})
+    queue = JobQueue(str(root))
+    worker = Worker(queue, WorkerConfig(program=(sys.executable, "-c", "raise SystemExit(9)")))
+    problem = worker.path_problem(request)
+    assert (problem is None) == case.allowed, problem
+    if case.allowed:
+        return
+    queue.submit(request)
+    assert worker.run_once()
+    job = queue.get(GOOD_ID)
+    assert job.state == "failed" and job.status.returncode is None  # the run command never started
+    for secret in (*CREDENTIALS, *CREDENTIALS.values(), str(outside)):
+        assert secret not in job.status.error
+
+
+# ---------------------------------------------------------- leftovers ---
+
+
+def _age(path: Path, hours: float) -> None:
+    import os
+    import time
+
+    stamp = time.time() - hours * 3600
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (stamp, stamp))
+
+
+def test_stale_temporaries_are_cleaned_when_the_run_starts_and_the_worker_starts(tmp_path: Path) -> None:
+    from bilingual_core import SyntheticConfig, write_synthetic_run
+    from bilingual_core.storage import TemporaryLock, open_root
+
+    root = tmp_path / "results"
+    killed = root / ".demo.tmp-assemble-0123456789ab"  # a merge killed two hours ago
+    (killed / "demo").mkdir(parents=True)
+    (killed / "demo" / "activations.parquet").write_bytes(b"x" * 100)
+    _age(killed, 2)
+    fresh = root / ".demo.tmp-fedcba987654"  # a writer at work right now
+    fresh.mkdir()
+    busy = root / ".other.tmp-aaaaaaaaaaaa"  # old, but its writer holds the lock
+    busy.mkdir()
+    lock = TemporaryLock(open_root(root)[0], str(busy))
+    _age(busy, 2)
+    other = root / ".other.tmp-bbbbbbbbbbbb"  # old, of another run
+    other.mkdir()
+    _age(other, 2)
+
+    write_synthetic_run(root, SyntheticConfig(n_pairs=20, d_sae=64, mean_tokens=4.0, run_id="demo"))
+    assert not killed.exists() and fresh.exists() and other.exists() and busy.exists()
+    assert not list(root.glob(".demo*.lock"))  # the writer's own lock went with its commit
+
+    worker = Worker(JobQueue(str(root)), WorkerConfig())
+    assert worker.clean_temporaries() == [other.name]
+    assert fresh.exists() and busy.exists()
+    lock.release()
+
+
+# ---------------------------------------------------------- run files ---
+
+LINK_MARKUP = "<a href='http://evil.example/phish'>Sign in again</a>"
+
+
+def test_markup_in_run_files_is_shown_as_text(app_runs: AppRuns, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A threshold name (curves legend, a plotly trace name), a manifest field
+    (``st.table`` on the overview) and a planted label carrying markup."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "results"
+    run = root / "synthetic"
+    shutil.copytree(app_runs.run, run)
+    for name in ("curves.parquet", "thresholds.parquet"):
+        table = pq.read_table(run / name)
+        column = pc.cast(table["threshold"], pa.string())
+        renamed = pc.if_else(pc.equal(column, "mean"), LINK_MARKUP, column)
+        pq.write_table(table.set_column(table.schema.get_field_index("threshold"), "threshold", renamed),
+                       run / name)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["corpus"]["source"] = PHISH
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception, at.exception
+    tables = "\n".join(t.value.to_csv() for t in at.get("table"))
+    assert "Sign in again" in tables and "](http" not in tables
+    at.switch_page("pages/curves.py").run()
+    assert not at.exception, at.exception
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    names = [t.get("name", "") for spec in specs for t in spec["data"]]
+    assert any("Sign in again" in n for n in names)
+    assert not any("<a" in n for n in names), names
