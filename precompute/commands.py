@@ -62,6 +62,7 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--staging", help="local directory for staged chunks (default: <out>/.<run id>.staging)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and offline checks, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-logits", action="store_true", help="skip the logit effects and decoder neighbours")
     p.add_argument("--push-to", action="append", default=[], metavar="URL",
                    help="then publish the finished run to this results root, e.g. hf://datasets/<user>/<repo> (repeatable)")
     _add_overrides(p)
@@ -84,6 +85,10 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
                   f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}")
             return 0
         _print_summary(result, out)
+        if not args.no_logits:  # logit effects + decoder neighbours (precompute/evidence)
+            from precompute.evidence.commands import logits_after_run
+
+            logits_after_run(f"{str(out).rstrip('/')}/{run_id}", progress=not args.quiet)
         for url in args.push_to:
             from precompute.publish import publish_run
 
