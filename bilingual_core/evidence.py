@@ -344,3 +344,30 @@ def _purity_block(table: pa.Table, langs: list[str], width: int, tok_key: np.nda
     return pd.DataFrame({"feature": n_cofiring.index.to_numpy(np.int32), "n_cofiring": n_cofiring.to_numpy(np.int64),
                          "purity": purity.reindex(n_cofiring.index).to_numpy(np.float64),
                          "top_pairs": labels.reindex(n_cofiring.index).to_numpy()})
+
+
+# ---------------------------------------------------------- ablation ---
+
+
+def firing_sentences(features: pd.DataFrame, languages: list[str]) -> np.ndarray:
+    """Per row of ``features``: sentences it fires in, summed over languages (``n_fire_<l>``)."""
+    return features[[f"n_fire_{lang}" for lang in languages]].sum(axis=1).to_numpy(np.int64)
+
+
+def draw_baseline(features: pd.DataFrame, candidates: Iterable[int], languages: list[str], *, n: int = 3,
+                  pool: int = 20, rng: np.random.Generator) -> dict[int, list[int]]:
+    """For each candidate, ``n`` random alive non-candidate features of similar firing
+    frequency: drawn without replacement from the ``pool`` features whose number of
+    firing sentences is closest to the candidate's on a log scale
+    (``|log n_j - log n_c|``, ties by feature id)."""
+    candidates = [int(c) for c in candidates]
+    counts = pd.Series(firing_sentences(features, languages), index=features["feature"].to_numpy())
+    others = features[features["alive"] & ~features["feature"].isin(candidates)]
+    ids = others["feature"].to_numpy(np.int64)
+    log_n = np.log(np.maximum(counts.reindex(ids).to_numpy(np.float64), 1))
+    out = {}
+    for c in candidates:
+        distance = np.abs(log_n - np.log(max(float(counts.get(c, 1)), 1)))
+        nearest = ids[np.lexsort((ids, distance))[:pool]]
+        out[c] = sorted(int(x) for x in rng.choice(nearest, size=min(n, len(nearest)), replace=False))
+    return out

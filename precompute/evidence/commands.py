@@ -51,3 +51,40 @@ def logits_after_run(location: str, *, progress: bool = True) -> None:
     from precompute.evidence.logits import add_logit_evidence
 
     print_logit_summary(location, add_logit_evidence(location, progress=progress))
+
+
+@command("validate", "ablate the top candidates per language against a random baseline, and/or score a null dictionary")
+def _validate_args(p: argparse.ArgumentParser) -> Handler:
+    from precompute.evidence.config import AblationConfig, NullConfig
+
+    _model_args(p)
+    p.add_argument("--top", type=int, help="ablate the best N candidates (default 20; 0 with --null: no ablation)")
+    p.add_argument("--score", help="ranking to take candidates from, e.g. jaccard or mass_jsd "
+                                    "(default: the first of evidence, jaccard, mass_jsd, bi in the run)")
+    p.add_argument("--null", choices=["random"], help="also extract the pairs through a random dictionary "
+                                                      "of the SAE's shape and sparsity and store its scores")
+    p.add_argument("--max-sentences", type=int, default=AblationConfig.max_sentences,
+                   help="firing sentences per feature and language (default %(default)s)")
+    p.add_argument("--baseline", type=int, default=AblationConfig.n_baseline,
+                   help="random features of similar firing frequency per candidate (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=AblationConfig.batch_size)
+    p.add_argument("--batch-tokens", type=int, default=AblationConfig.batch_tokens,
+                   help="padded tokens per forward pass of the ablation (default %(default)s)")
+    p.add_argument("--null-pairs", type=int, help="null: extract only the first N pairs (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+
+    def run(args: argparse.Namespace) -> int:
+        top = args.top if args.top is not None else (0 if args.null else 20)
+        ablation = AblationConfig(top=top, score=args.score, max_sentences=args.max_sentences,
+                                  n_baseline=args.baseline, batch_size=args.batch_size,
+                                  batch_tokens=args.batch_tokens, seed=args.seed)
+        null = NullConfig(seed=args.seed, max_pairs=args.null_pairs) if args.null else None
+        from precompute.evidence.validate import validate_run
+
+        report = validate_run(args.run, ablation=ablation if top > 0 else None, null=null, device=args.device,
+                              progress=not args.quiet, **_overrides(args))
+        for line in report:
+            print(line)
+        return 0
+
+    return run
