@@ -182,7 +182,7 @@ def ablation_table(per_sentence: pd.DataFrame, candidates: pd.DataFrame, rank_co
             n_tok = int(mine["n_tokens"].sum())
             n_avail = int(((available["feature"] == f) & (available["lang"] == lang)).sum())
             rows.append({
-                "feature": f, "lang": lang, "rank_by": rank_column, "candidate_rank": int(getattr(cand, rank_column)),
+                "feature": f, "lang": lang, "rank_by": rank_column, "candidate_rank": _rank(getattr(cand, rank_column)),
                 "n_sentences": len(mine), "n_sentences_firing": n_avail, "n_tokens": n_tok,
                 "delta_loss": d, "ci_low": lo, "ci_high": hi,
                 "clean_loss": float(mine["clean_sum"].sum() / n_tok) if n_tok else float("nan"),
@@ -191,6 +191,10 @@ def ablation_table(per_sentence: pd.DataFrame, candidates: pd.DataFrame, rank_co
                 "hurts": hurts(lo, bhi),
             })
     return pd.DataFrame(rows)
+
+
+def _rank(value: Any) -> int | None:
+    return None if pd.isna(value) else int(value)
 
 
 def hurts(ci_low: float, baseline_ci_high: float) -> bool:
@@ -210,7 +214,10 @@ def compute_ablation(run: Run, models, cfg: AblationConfig | None = None, *, dev
     languages = run.languages
     feats = run.read_pandas(FEATURES)
     rank_column = ranking_column(feats.columns, cfg.score)
-    candidates = top_candidates(feats, rank_column, cfg.top)
+    if cfg.features:
+        candidates = feats.set_index("feature").loc[list(cfg.features)].reset_index()
+    else:
+        candidates = top_candidates(feats, rank_column, cfg.top)
     rng = np.random.default_rng(cfg.seed)
     baseline = draw_baseline(feats, candidates["feature"], languages, n=cfg.n_baseline, pool=cfg.baseline_pool,
                              rng=rng)

@@ -61,6 +61,7 @@ def _validate_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--top", type=int, help="ablate the best N candidates (default 20; 0 with --null: no ablation)")
     p.add_argument("--score", help="ranking to take candidates from, e.g. jaccard or mass_jsd "
                                     "(default: the first of evidence, jaccard, mass_jsd, bi in the run)")
+    p.add_argument("--features", help="ablate these features (comma-separated ids) instead of the top N")
     p.add_argument("--null", choices=["random"], help="also extract the pairs through a random dictionary "
                                                       "of the SAE's shape and sparsity and store its scores")
     p.add_argument("--max-sentences", type=int, default=AblationConfig.max_sentences,
@@ -75,7 +76,9 @@ def _validate_args(p: argparse.ArgumentParser) -> Handler:
 
     def run(args: argparse.Namespace) -> int:
         top = args.top if args.top is not None else (0 if args.null else 20)
-        ablation = AblationConfig(top=top, score=args.score, max_sentences=args.max_sentences,
+        features = tuple(int(f) for f in args.features.split(",")) if args.features else ()
+        top = len(features) or top
+        ablation = AblationConfig(top=top, score=args.score, features=features, max_sentences=args.max_sentences,
                                   n_baseline=args.baseline, batch_size=args.batch_size,
                                   batch_tokens=args.batch_tokens, seed=args.seed)
         null = NullConfig(seed=args.seed, max_pairs=args.null_pairs) if args.null else None

@@ -11,6 +11,8 @@ class AblationConfig:
     """Candidates: the best ``top`` features under the ranking."""
     score: str | None = None
     """Ranking to take candidates from (a score key or its ``*_rank`` column); None: the default."""
+    features: tuple[int, ...] = ()
+    """Ablate these features instead of the top of the ranking."""
     max_sentences: int = 64
     """Firing sentences per feature and language, at most (a seeded random subset of them)."""
     n_baseline: int = 3
