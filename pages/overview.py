@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from bilingual_core.schema import FEATURES, THRESHOLD_NAMES, THRESHOLDS
-from explorer import data, nav, ui
+from explorer import data, evidence, nav, ui
 
 ui.require_entry()
 
@@ -67,6 +67,8 @@ with right:
                  ("beta (idaf weight)", ui.fmt(man.scoring.get("beta"))),
                  ("K (jsd order statistic)", ui.fmt(man.scoring.get("k_used")))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
+
+evidence.overview_section(ref, feats)  # features beating the null, ablation (explorer/evidence.py)
 
 st.subheader("Activation thresholds")
 st.caption("Mean and quantiles of all positive token activations, per language and pooled (`global`).")
