@@ -293,11 +293,16 @@ def null_section(ref: RunRef, feature: int) -> None:
         row = pur[pur["feature"] == feature]
         if len(row):
             r = row.iloc[0]
-            text = (f"Purity {r['purity']:.2f} over {int(r['n_cofiring'])} co-firing pairs "
-                    f"(share taken by its commonest token pairs: {r['top_pairs']})")
+            shown = {"purity": r["purity"], "co-firing pairs": int(r["n_cofiring"]),
+                     "commonest token pairs (count)": str(r["top_pairs"])}
             if null is not None and "purity" in null:
-                text += f"; the null's median purity is {null['purity'].median():.2f}"
-            st.caption(text)
+                shown["null's median purity"] = null["purity"].median()
+            # token text is untrusted: a dataframe shows it as plain text, never as markdown or HTML
+            st.dataframe(pd.DataFrame([shown]), hide_index=True, key="feature_ev_purity",
+                         column_config={"purity": st.column_config.NumberColumn(format="%.2f"),
+                                        "null's median purity": st.column_config.NumberColumn(format="%.2f")})
+            st.caption("Purity: share of its co-firing pairs whose tokens at each language's maximum are one of "
+                       "its 3 commonest token pairs (1 with 3 or fewer co-firing pairs).")
 
 
 def feature_sections(ref: RunRef, feature: int) -> None:

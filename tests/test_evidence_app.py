@@ -122,6 +122,8 @@ def test_feature_page_shows_logits_ablation_and_null(app, evidence_run) -> None:
     null = _table_with(at, "percentile vs null")
     assert "jaccard" in set(null["score"]) and null["percentile vs null"].between(0, 100).all()
     assert "Purity" in shown
+    purity = _table_with(at, "purity", "commonest token pairs (count)")
+    assert purity["co-firing pairs"].iloc[0] >= 1
 
 
 @pytest.mark.slow
