@@ -264,7 +264,8 @@ def _bar(enabled: bool, total: int, desc: str, unit: str):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, smoothing=0.1)
+    return tqdm(total=total, desc=desc, unit=unit, smoothing=0.1,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
 
 
 def _close(bar) -> None:
