@@ -93,8 +93,9 @@ def add_tables(location: str | os.PathLike[str], tables: dict[str, pa.Table], co
     """Add (or replace) ``tables`` in the run at ``location``, atomically.
 
     Every other file is carried over unchanged (hard links on a local disk),
-    the manifest gets ``evidence[command] = record`` (with the tables' names
-    and ``written_at``),
+    the manifest's ``evidence[command]`` gets the keys of ``record`` (keys an
+    earlier run of the command wrote and this one does not stay), the tables'
+    names and ``written_at``,
     and the new directory replaces the old one in one rename: a killed command
     leaves the run as it was. Two evidence commands writing the same run at the
     same time: the later commit wins and the earlier one's tables are lost
@@ -107,7 +108,9 @@ def add_tables(location: str | os.PathLike[str], tables: dict[str, pa.Table], co
         for name, table in tables.items():
             writer.write_table(name, table)
         manifest = run.manifest
-        manifest.evidence[command] = {**(record or {}), "tables": sorted(tables), "written_at": utc_now()}
+        before = manifest.evidence.get(command) or {}
+        manifest.evidence[command] = {**before, **(record or {}), "written_at": utc_now(),
+                                      "tables": sorted({*before.get("tables", []), *tables})}
         return writer.commit(manifest)
 
 

@@ -101,4 +101,10 @@ def test_validate_null_adds_the_nulls_scores(tmp_path: Path, capsys: pytest.Capt
     assert abs(int(null["alive"].sum()) - int(feats["alive"].sum())) < 0.3 * run.manifest.d_sae
     assert set(rec["beat_null"]) >= {"jaccard", "mass_jsd", "bi"}
     assert run.has(PURITY)
+    (tmp_path / "null-before").write_bytes((path / NULL_SCORES).read_bytes())
+    assert main(["validate", "--run", str(path), "--top", "1", "--max-sentences", "2", "--baseline", "1",
+                 "--quiet"]) == 0
+    evidence = Run.open(path).manifest.evidence["validate"]
+    assert {"null", "ablation"} <= set(evidence) and NULL_SCORES in evidence["tables"]
+    assert (path / NULL_SCORES).read_bytes() == (tmp_path / "null-before").read_bytes()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
