@@ -67,6 +67,8 @@ class Manifest:
     """Package versions that produced the run."""
     scoring: dict[str, Any] = field(default_factory=dict)
     """Filled by the scorer: variant, K, beta, when scored."""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    """Filled by the evidence commands (``logits``, ``validate``): per added table, how and when."""
     status: RunStatus = "writing"
     created_at: str = field(default_factory=utc_now)
     format_version: int = FORMAT_VERSION

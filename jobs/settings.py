@@ -195,6 +195,8 @@ SETTINGS: tuple[Setting, ...] = (
     _S("staging", "local directory for staged chunks (default: <out>/.<run id>.staging)", "run"),
     _S("dry_run", "print the resolved config and offline checks, run nothing", "run", "flag", default=False),
     _S("quiet", "no progress bars", "run", "flag", default=False),
+    _S("no_logits", "skip the logit effects and decoder neighbours computed after the run (docs/evidence.md)",
+       "run", "flag", default=False),
     _S("progress_jsonl", "also append machine-readable progress, one JSON object per line, to this file",
        "run", metavar="PATH"),
     _S("push_to", "then publish the finished run to this results root, e.g. hf://datasets/<user>/<repo> "

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from bilingual_core.schema import ACTIVATIONS, FEATURES, TOKENS
-from explorer import data, nav, render, table, ui
+from explorer import data, evidence, nav, render, table, ui
 from explorer.data import RunRef
 from explorer.safe_text import md, plotly_text
 from explorer.table import ANY, BY_BOTH, Score
@@ -193,3 +193,5 @@ if profile.n_activations:
         st.html(html_text)
         st.page_link(nav.PAIRS, label=f"Open pair {pair_id}", icon=":material/translate:",
                      query_params={"run": ref.run_id, "pair": str(pair_id), "feats": str(feature)})
+
+evidence.feature_sections(ref, feature)  # output side, ablation, null (explorer/evidence.py)

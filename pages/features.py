@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from bilingual_core.schema import FEATURES
-from explorer import data, nav, table, ui
+from explorer import data, evidence, nav, table, ui
 from explorer.data import RunRef
 from explorer.table import ANY, Filters, Score
 
@@ -101,7 +101,7 @@ def feature_url(ref: RunRef, feature: int, score: Score, threshold: str) -> str:
 
 
 ui.url_only("score", "t", "tok", "alive", "smin", "smax", "minpairs", "minboth", "spec", "cut",
-            "sort", "desc")
+            "sort", "desc", *evidence.URL_PARAMS)
 ref = ui.current_run(files=(FEATURES,))
 st.title("Ranked features")
 thresholds = ui.coactivation_thresholds(ref)
@@ -123,8 +123,11 @@ if text or n_act <= EAGER_TOKEN_INDEX_ROWS:
 if text and index is not None:
     filters = Filters(**{**filters.__dict__, "features": table.match_tokens(index, text)})
 
+scored = evidence.add_table_columns(ref, scored)  # evidence columns + filters (explorer/evidence.py)
 shown = table.apply_filters(scored, score, filters, ref.languages)
+shown = evidence.filter_table(shown, evidence.table_filters_ui(ref, scored), ref.languages)
 columns = table.display_columns(shown, score, ref.languages)
+columns += [c for c in evidence.display_columns(shown, ref.languages) if c not in columns]
 sort_column, descending = sort_ui(columns)
 shown = table.sort_table(shown, sort_column, descending)[columns].reset_index(drop=True)
 shown.insert(1, "open", [feature_url(ref, int(f), score, threshold) for f in shown["feature"]])

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from bilingual_core.schema import FEATURES, THRESHOLD_NAMES, THRESHOLDS
-from explorer import data, nav, table, ui
+from explorer import data, evidence, nav, table, ui
 from explorer.safe_text import md_frame, public_name
 
 ui.require_entry()
@@ -98,6 +98,8 @@ else:
         "support": st.column_config.NumberColumn("support", format="%d"),
         "low_support": st.column_config.CheckboxColumn("low support"),
     })
+
+evidence.overview_section(ref, feats)  # features beating the null, ablation (explorer/evidence.py)
 
 st.subheader("Activation thresholds")
 st.caption("Mean and quantiles of all positive token activations, per language and pooled (`global`).")

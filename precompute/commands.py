@@ -61,6 +61,10 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
                   f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}")
             return 0
         _print_summary(result, out)
+        if not args.no_logits:  # logit effects + decoder neighbours (precompute/evidence)
+            from precompute.evidence.commands import logits_after_run
+
+            logits_after_run(f"{str(out).rstrip('/')}/{run_id}", progress=not args.quiet)
         for url in args.push_to:
             from precompute.publish import publish_run
 
