@@ -8,6 +8,7 @@ import sys
 
 from .cli import Handler, command
 from .config import DEVICES, DTYPES
+from .executor_args import add_executor_args, check_executor_args
 from .presets import PRESETS, preset, with_overrides
 
 _OVERRIDES = {
@@ -65,20 +66,27 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--push-to", action="append", default=[], metavar="URL",
                    help="then publish the finished run to this results root, e.g. hf://datasets/<user>/<repo> (repeatable)")
     _add_overrides(p)
+    add_executor_args(p)
 
     def run(args: argparse.Namespace) -> int:
         from bilingual_core import results_root_from_env
 
+        check_executor_args(args)
         config = config_from_args(args)
         out = args.out or results_root_from_env()
         run_id = args.run_id or config.preset or "run"
         if args.dry_run:
             return _dry_run(config, out, run_id)
-        from .pipeline import run_extraction
+        if args.executor == "ray":
+            from .ray_executor import run_from_args
 
-        result = run_extraction(config, out, run_id, overwrite=args.overwrite, resume=args.resume,
-                                shard=args.shard, num_shards=args.num_shards, staging=args.staging,
-                                progress=not args.quiet)
+            result = run_from_args(config, out, run_id, args)
+        else:
+            from .pipeline import run_extraction
+
+            result = run_extraction(config, out, run_id, overwrite=args.overwrite, resume=args.resume,
+                                    shard=args.shard, num_shards=args.num_shards, staging=args.staging,
+                                    progress=not args.quiet)
         if args.num_shards > 1:
             print(f"shard {args.shard} of {args.num_shards} staged in {result.directory}; when every shard "
                   f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}")
