@@ -16,6 +16,7 @@ import signal
 import sys
 
 from .cli import Handler, command
+from .executor_args import add_executor_args, executor_run_args
 
 _ROOT_HELP = "results root holding the _jobs queue (path or fsspec URL; default $BILINGUAL_RESULTS_DIR or results/)"
 
@@ -56,6 +57,8 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
         "--work-dir", help="local directory runs are computed in when --root is not local"
     )
 
+    add_executor_args(p)
+
     def run(args: argparse.Namespace) -> int:
         from .queue import JobQueue
         from .worker import Worker, WorkerConfig
@@ -66,6 +69,7 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
             stale_after_seconds=args.stale_after,
             push_to=tuple(args.push_to),
             work_dir=args.work_dir,
+            run_args=tuple(executor_run_args(args)),
         )
         worker = Worker(JobQueue(_root(args)), config)
         if _root(args).startswith("hf://") and args.heartbeat_seconds < 30:

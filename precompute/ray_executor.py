@@ -169,6 +169,9 @@ class ShardWorker:
         from .pipeline import shard_texts, stage_pair_range
         from .tokenization import tokenize_sentences
 
+        kind, after = self.faults.get(spec.index, (None, 0))
+        if kind == "fail":
+            raise RuntimeError(f"injected failure of shard {spec.index} (${FAULT_ENV})")
         self._setup()
         assert self.corpus is not None and self.loaded is not None and self.device is not None
         header = {"run_id": self.run_id, "run_fingerprint": self.config.fingerprint(), "shard": spec.index,
@@ -188,9 +191,6 @@ class ShardWorker:
                              "tokens_staged": sum(chunk_tokens[i] for i in resumed), "n_chunks": len(chunk_tokens)}
             self._event("start", shard=spec.index, name=spec.name, attempt=attempt, resumed_chunks=len(resumed),
                         n_chunks=len(chunk_tokens), complete=bool(stage.state.get("complete")))
-            kind, after = self.faults.get(spec.index, (None, 0))
-            if kind == "fail":
-                raise RuntimeError(f"injected failure of shard {spec.index} (${FAULT_ENV})")
             new = 0
 
             def on_chunk(index: int, stats: dict[str, Any]) -> None:
@@ -341,14 +341,15 @@ class _Scheduler:
             for slot in self.slots:
                 if slot.ref is not None and slot.ref in ready:
                     self._collect(slot)
+        self._poll(wait=30.0)  # the last events (chunks staged since the previous poll)
 
-    def _poll(self) -> None:
+    def _poll(self, wait: float = 0.05) -> None:
         """Ask every worker for its progress (one poll in flight each) and report what came back."""
         for slot in self.slots:
             if slot.poll_ref is None and slot.actor is not None:
                 slot.poll_ref = slot.actor.poll.remote(slot.seen)
         refs = [slot.poll_ref for slot in self.slots if slot.poll_ref is not None]
-        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0.05)
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=wait)
         for slot in self.slots:
             if slot.poll_ref is None or slot.poll_ref not in ready:
                 continue

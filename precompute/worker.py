@@ -71,6 +71,8 @@ class WorkerConfig:
     """Command that is ``python -m precompute`` (tests substitute a stand-in)."""
     log_lines: int = 2000
     """Lines of output kept in log.txt (the last ones)."""
+    run_args: tuple[str, ...] = ()
+    """Extra ``--flag=value`` items for every run command (``--executor=ray --workers=4``)."""
 
 
 @dataclass
@@ -209,7 +211,8 @@ class Worker:
             self.process = None
 
     def _argv(self, request: JobRequest) -> list[str]:
-        return [*self.config.program, "run", *request.run_args(), f"--out={self.out_root()}"]
+        return [*self.config.program, "run", *request.run_args(), f"--out={self.out_root()}",
+                *self.config.run_args]
 
     def out_root(self) -> str:
         """The local results root the run command writes into."""
