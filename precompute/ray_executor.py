@@ -34,6 +34,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -78,6 +79,13 @@ class RayOptions:
     (a resumed run keeps the staged layout)."""
     max_attempts: int = 3
     """Attempts per shard (a dead worker's included) before the run fails."""
+    models_factory: Callable[[RunConfig, str], Any] | None = None
+    """``(config, device) -> LoadedModels`` run by each worker instead of ``models.load_models``
+    (a picklable callable: benchmarks build a random Gemma-shaped model this way)."""
+    keep_workers: bool = False
+    """Leave the (idle, healthy) workers running after the run, for the next run of this
+    process with the same config (tests, benchmarks, notebooks); ``stop_warm_workers()``
+    stops them. Needs the cluster to outlive the run (``ray.init`` done by the caller)."""
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.max_attempts < 1:
@@ -128,24 +136,36 @@ def parse_faults(text: str | None) -> dict[int, tuple[str, int]]:
 # ----------------------------------------------------------------- actor ---
 
 
+@dataclass(frozen=True)
+class RunJob:
+    """What a worker needs to know about the run a shard belongs to."""
+
+    run_id: str
+    staging: str
+    workers: int
+    faults: str | None = None
+    """``$BILINGUAL_RAY_FAULT`` of the driver (tests)."""
+
+
 class ShardWorker:
     """The body of one Ray actor: loads corpus, model and SAE once, then stages shards.
 
     Threaded (``max_concurrency=2``): ``poll`` answers while ``run_shard`` runs."""
 
-    def __init__(self, config: RunConfig, run_id: str, staging: str, slot: int, workers: int,
-                 env: dict[str, str]) -> None:
+    def __init__(self, config: RunConfig, env: dict[str, str], models_factory: Callable | None = None) -> None:
         os.environ.update(env)
-        self.config, self.run_id, self.location, self.slot, self.workers = config, run_id, StagingLocation(staging), slot, workers
-        self.faults = parse_faults(env.get(FAULT_ENV))
+        self.config, self.models_factory = config, models_factory
         self.corpus = self.loaded = self.device = None
         self.events: list[dict[str, Any]] = []
         self.progress: dict[str, Any] = {}
-        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot}
+        self.info = {"host": socket.gethostname(), "pid": os.getpid()}
 
     def poll(self, since: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Progress of the current shard and the events after the first ``since``."""
         return dict(self.progress), list(self.events[since:])
+
+    def event_count(self) -> int:
+        return len(self.events)
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.events.append({"kind": kind, "time": time.time(), **fields})
@@ -159,24 +179,27 @@ class ShardWorker:
 
         t0 = time.perf_counter()
         self.device = resolve_device(self.config)
-        check_access(self.config.model)
+        if self.models_factory is None:
+            check_access(self.config.model)
         self.corpus = load_corpus(self.config.corpus)
-        self.loaded = load_models(self.config, self.device)
+        self.loaded = (self.models_factory or load_models)(self.config, self.device)
         self.info["device"] = device_description(self.device)
         self._event("ready", seconds=round(time.perf_counter() - t0, 2), **self.info)
 
-    def run_shard(self, spec: ShardSpec, attempt: int) -> dict[str, Any]:
+    def run_shard(self, job: RunJob, spec: ShardSpec, attempt: int) -> dict[str, Any]:
+        """Stage shard ``spec`` of ``job`` (resuming after its staged chunks); a summary."""
         from .pipeline import shard_texts, stage_pair_range
         from .tokenization import tokenize_sentences
 
-        kind, after = self.faults.get(spec.index, (None, 0))
+        self.progress = {}
+        kind, after = parse_faults(job.faults).get(spec.index, (None, 0))
         if kind == "fail":
             raise RuntimeError(f"injected failure of shard {spec.index} (${FAULT_ENV})")
         self._setup()
         assert self.corpus is not None and self.loaded is not None and self.device is not None
-        header = {"run_id": self.run_id, "run_fingerprint": self.config.fingerprint(), "shard": spec.index,
+        header = {"run_id": job.run_id, "run_fingerprint": self.config.fingerprint(), "shard": spec.index,
                   "num_shards": spec.num_shards, "pair_start": spec.lo, "pair_stop": spec.hi}
-        stage, mirror = self.location.open_shard(spec.index, spec.num_shards, header)
+        stage, mirror = StagingLocation(job.staging).open_shard(spec.index, spec.num_shards, header)
         try:
             for key, value in (("n_pairs", self.corpus.n_pairs), ("languages", list(self.corpus.languages)),
                                ("corpus", self.corpus.info)):
@@ -206,7 +229,7 @@ class ShardWorker:
 
             stage_pair_range(self.config, self.corpus, stage, self.device, spec.lo, spec.hi,
                              on_chunk=on_chunk, models=self.loaded)
-            stage.state["extraction"].update(executor="ray", ray_workers=self.workers)
+            stage.state["extraction"].update(executor="ray", ray_workers=job.workers)
             stage.save()
             if mirror is not None:
                 mirror.push_state()
@@ -315,16 +338,18 @@ def _describe(event: dict[str, Any], slot: _Slot) -> str | None:
 class _Scheduler:
     """Hands shards to workers, replaces dead ones, retries, reports."""
 
-    def __init__(self, ray: Any, make_actor: Any, shards: list[ShardSpec], options: RayOptions,
+    def __init__(self, ray: Any, make_actor: Any, job: RunJob, shards: list[ShardSpec], options: RayOptions,
                  report: _Report) -> None:
-        self.ray, self.make_actor, self.options, self.report = ray, make_actor, options, report
+        self.ray, self.make_actor, self.job, self.options, self.report = ray, make_actor, job, options, report
         self.queue: deque[ShardSpec] = deque(shards)
         self.attempts: dict[int, int] = {s.index: 0 for s in shards}
         self.slots = [_Slot(i) for i in range(min(options.workers, len(shards)))]
         self.finished: set[int] = set()
 
-    def actors(self) -> list[Any]:
-        return [slot.actor for slot in self.slots if slot.actor is not None]
+    def actors(self, idle: bool | None = None) -> list[Any]:
+        """The workers' actors (``idle``: only those with / without a shard in flight)."""
+        return [slot.actor for slot in self.slots
+                if slot.actor is not None and (idle is None or idle == (slot.ref is None))]
 
     def run(self) -> None:
         for slot in self.slots:
@@ -334,7 +359,7 @@ class _Scheduler:
                 if slot.ref is None and self.queue:
                     spec = self.queue.popleft()
                     self.attempts[spec.index] += 1
-                    slot.shard, slot.ref = spec, slot.actor.run_shard.remote(spec, self.attempts[spec.index])
+                    slot.shard, slot.ref = spec, slot.actor.run_shard.remote(self.job, spec, self.attempts[spec.index])
             busy = [slot.ref for slot in self.slots if slot.ref is not None]
             ready, _ = self.ray.wait(busy, num_returns=len(busy), timeout=POLL_SECONDS)
             self._poll()
@@ -378,7 +403,7 @@ class _Scheduler:
             self._retry(spec, f"the worker process died ({first})")
             self.report.line(f"ray worker {slot.index} died during {spec.name}; starting a new one")
             slot.generation += 1
-            slot.seen, slot.poll_ref = 0, None
+            slot.poll_ref = None
             slot.actor = self.make_actor(slot)
             return
         except exceptions.RayTaskError as exc:
@@ -488,31 +513,41 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
     started = _connect(ray, options)
     scheduler: _Scheduler | None = None
     report: _Report | None = None
+    interrupted = False
     try:
         workers, gpus, cpus = _resources(ray, options, config)
         chunk_pairs = config.extraction.chunk_pairs
         n_chunks = -(-corpus.n_pairs // chunk_pairs)
         num_shards = staged_shards or options.num_shards or min(n_chunks, workers * SHARDS_PER_WORKER)
         shards = plan_shards(corpus.n_pairs, chunk_pairs, num_shards)
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        remote = ray.remote(ShardWorker)
-        token = uuid.uuid4().hex[:6]
         workers = min(workers, len(shards))
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        job = RunJob(run_id, location.location, workers, os.environ.get(FAULT_ENV))
+        key = (repr(config), repr(options.models_factory), gpus)
+        warm = _take_warm(ray, key, workers) if options.keep_workers else []
+        remote = ray.remote(ShardWorker)
 
         def make_actor(slot: _Slot) -> Any:
-            name = f"{ACTOR_PREFIX}{run_id}:{token}:worker-{slot.index}.{slot.generation}"
+            if warm:
+                actor = warm.pop(0)
+                slot.seen = ray.get(actor.event_count.remote())
+                return actor
+            slot.seen = 0
+            name = f"{ACTOR_PREFIX}{run_id}:{uuid.uuid4().hex[:8]}:worker-{slot.index}.{slot.generation}"
             return remote.options(name=name, num_gpus=gpus, num_cpus=cpus, max_concurrency=2,
-                                  max_restarts=0).remote(config, run_id, location.location, slot.index, workers, env)
+                                  max_restarts=0).remote(config, env, options.models_factory)
 
         report = _Report(run_id, workers, progress, corpus.n_pairs)
         report.line(f"ray: {len(shards)} shards of {corpus.n_pairs} pairs on {workers} worker(s) "
-                    f"({gpus:g} GPU, {cpus:g} CPU each), staging in {location.location}")
-        scheduler = _Scheduler(ray, make_actor, shards, replace(options, workers=workers), report)
+                    f"({gpus:g} GPU, {cpus:g} CPU each{', ' + str(len(warm)) + ' warm' if warm else ''}), "
+                    f"staging in {location.location}")
+        scheduler = _Scheduler(ray, make_actor, job, shards, replace(options, workers=workers), report)
         t0 = time.perf_counter()
         scheduler.run()
         report.close()
         report.line(f"ray: all {len(shards)} shards staged in {time.perf_counter() - t0:.1f} s; merging")
-    except BaseException:
+    except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)  # Ctrl-C, SIGTERM, a cancel: stop everything
         if report is not None:
             report.close()
         location.remove_shards([name for name, state in location.existing_shards().items()
@@ -520,9 +555,14 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
         raise
     finally:
         if scheduler is not None:
+            # Idle workers may stay warm for the next run of this process; busy ones are stopped.
+            keep = scheduler.actors(idle=True) if options.keep_workers and not started and not interrupted else []
             for actor in scheduler.actors():
-                with contextlib.suppress(Exception):  # already dead
-                    ray.kill(actor)
+                if not any(actor is k for k in keep):
+                    with contextlib.suppress(Exception):  # already dead
+                        ray.kill(actor)
+            if keep:
+                _WARM[key] = keep
         if started:
             ray.shutdown()
     names = [shard_dir_name(s.index, s.num_shards) for s in shards]
@@ -536,6 +576,35 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
             shutil.rmtree(scratch, ignore_errors=True)
     location.remove_shards(names)
     return manifest
+
+
+_WARM: dict[tuple[str, str, float], list[Any]] = {}
+"""Idle workers kept by ``keep_workers`` runs of this process, by (config, GPUs per worker)."""
+
+
+def _take_warm(ray: Any, key: tuple[str, str, float], workers: int) -> list[Any]:
+    """Up to ``workers`` warm workers for ``key``; every other warm worker is stopped
+    (it holds cluster resources the new workers may need)."""
+    warm = _WARM.pop(key, [])
+    spare = warm[workers:] + [actor for actors in _WARM.values() for actor in actors]
+    _WARM.clear()
+    for actor in spare:
+        with contextlib.suppress(Exception):
+            ray.kill(actor)
+    return warm[:workers]
+
+
+def stop_warm_workers() -> None:
+    """Stop the workers ``keep_workers`` runs left warm (a no-op without Ray)."""
+    if not _WARM:
+        return
+    import ray
+
+    for actors in _WARM.values():
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+    _WARM.clear()
 
 
 def run_from_args(config: RunConfig, out: str | os.PathLike[str], run_id: str, args: Any) -> Manifest:
