@@ -528,10 +528,13 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
         remote = ray.remote(ShardWorker)
 
         def make_actor(slot: _Slot) -> Any:
-            if warm:
+            while warm:
                 actor = warm.pop(0)
-                slot.seen = ray.get(actor.event_count.remote())
-                return actor
+                try:
+                    slot.seen = ray.get(actor.event_count.remote(), timeout=60)
+                    return actor
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    continue  # died while it waited: start a new one
             slot.seen = 0
             name = f"{ACTOR_PREFIX}{run_id}:{uuid.uuid4().hex[:8]}:worker-{slot.index}.{slot.generation}"
             return remote.options(name=name, num_gpus=gpus, num_cpus=cpus, max_concurrency=2,

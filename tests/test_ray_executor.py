@@ -31,12 +31,15 @@ from precompute.executor_args import add_executor_args, executor_run_args  # noq
 from precompute.job_request import validate_request  # noqa: E402
 from precompute.pipeline import run_extraction  # noqa: E402
 from precompute.presets import preset  # noqa: E402
+from precompute.progress_log import LogBuffer  # noqa: E402
 from precompute.queue import JobQueue  # noqa: E402
 from precompute.ray_executor import (  # noqa: E402
     ACTOR_PREFIX,
     FAULT_ENV,
     RayOptions,
     ShardFailedError,
+    ShardSpec,
+    _Report,
     parse_faults,
     plan_shards,
     run_with_ray,
@@ -141,6 +144,23 @@ def test_executor_flags_pass_through_to_the_run_command() -> None:
                                                                          work_dir="/tmp/unused"))
     request = validate_request({"preset": "tiny", "run_id": "r", "requested_by": "test"})
     assert worker._argv(request)[-2:] == ["--executor=ray", "--workers=2"]
+
+
+def test_the_one_bar_is_read_by_the_job_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    """The recompute worker parses the Ray bar like a local run's (tokens, tokens/s, ETA)."""
+    report = _Report("r", 2, True, n_pairs=100)
+    a, b = ShardSpec(0, 2, 0, 50), ShardSpec(1, 2, 50, 100)
+    report.update(a, {"shard": 0, "tokens_total": 1000, "tokens_staged": 0})
+    report.line("ray worker 0 staged chunk 1 of 2 of shard 0: 500 tokens in 0.50 s, 1,000 tokens/s")
+    report.update(a, {"shard": 0, "tokens_total": 1000, "tokens_staged": 500})
+    report.update(b, {"shard": 1, "tokens_total": 1200, "tokens_staged": 600})
+    report.close()
+    log = LogBuffer()
+    log.feed(capsys.readouterr().err)
+    progress = log.progress()
+    assert progress["stage"] == "extracting r (ray, 2 workers)"
+    assert progress["tokens_done"] == 1100 and progress["tokens_total"] == 2200
+    assert "ray worker 0 staged chunk 1 of 2 of shard 0" in log.text()
 
 
 # ------------------------------------------------------------ end to end ---
