@@ -163,6 +163,16 @@ def test_the_one_bar_is_read_by_the_job_worker(capsys: pytest.CaptureFixture[str
     assert "ray worker 0 staged chunk 1 of 2 of shard 0" in log.text()
 
 
+def test_only_the_ray_executor_imports_ray() -> None:
+    """Ray is optional: the app, the core library and the rest of the precompute never import it."""
+    repo = Path(__file__).resolve().parents[1]
+    files = [repo / "app.py", *(repo / "pages").rglob("*.py"), *(repo / "explorer").rglob("*.py"),
+             *(repo / "bilingual_core").rglob("*.py"), *(repo / "precompute").rglob("*.py")]
+    importing = [str(f.relative_to(repo)) for f in files
+                 if re.search(r"^\s*(import ray\b|from ray\b)", f.read_text(encoding="utf-8"), re.MULTILINE)]
+    assert importing == ["precompute/ray_executor.py"]
+
+
 # ------------------------------------------------------------ end to end ---
 
 
