@@ -53,7 +53,7 @@ def cli_seconds(out: Path, extra: list[str], chunk_pairs: int) -> float:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="warm in-process measurements per variant")
-    p.add_argument("--cli-repeats", type=int, default=1, help="cold command-line measurements per variant")
+    p.add_argument("--cli-repeats", type=int, default=1, help="cold command-line measurements per variant (0: none)")
     p.add_argument("--chunk-pairs", type=int, default=32, help="pairs per chunk (421 pairs: 14 chunks)")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the in-process Ray cluster")
     return p.parse_args(argv)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.cli_repeats):
             for label in cli:
                 cli[label].append(cli_seconds(tmp_path / "cli", flags[label], args.chunk_pairs))
-        rows += [(f"command line, cold: {label}", times) for label, times in cli.items()]
+        rows += [(f"command line, cold: {label}", times) for label, times in cli.items() if times]
         rows += warm_rows(args, tmp_path)
     print_table(rows, args)
     return 0

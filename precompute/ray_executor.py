@@ -524,7 +524,7 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         job = RunJob(run_id, location.location, workers, os.environ.get(FAULT_ENV))
         key = (repr(config), repr(options.models_factory), gpus)
-        warm = _take_warm(ray, key, workers) if options.keep_workers else []
+        warm = _take_warm(ray, key) if options.keep_workers else []
         remote = ray.remote(ShardWorker)
 
         def make_actor(slot: _Slot) -> Any:
@@ -542,7 +542,7 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
 
         report = _Report(run_id, workers, progress, corpus.n_pairs)
         report.line(f"ray: {len(shards)} shards of {corpus.n_pairs} pairs on {workers} worker(s) "
-                    f"({gpus:g} GPU, {cpus:g} CPU each{', ' + str(len(warm)) + ' warm' if warm else ''}), "
+                    f"({gpus:g} GPU, {cpus:g} CPU each{f', {min(len(warm), workers)} warm' if warm else ''}), "
                     f"staging in {location.location}")
         scheduler = _Scheduler(ray, make_actor, job, shards, replace(options, workers=workers), report)
         t0 = time.perf_counter()
@@ -559,8 +559,8 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
     finally:
         if scheduler is not None:
             # Idle workers may stay warm for the next run of this process; busy ones are stopped.
-            keep = scheduler.actors(idle=True) if options.keep_workers and not started and not interrupted else []
-            for actor in scheduler.actors():
+            keep = scheduler.actors(idle=True) + warm if options.keep_workers and not started and not interrupted else []
+            for actor in scheduler.actors() + warm:
                 if not any(actor is k for k in keep):
                     with contextlib.suppress(Exception):  # already dead
                         ray.kill(actor)
@@ -585,16 +585,16 @@ _WARM: dict[tuple[str, str, float], list[Any]] = {}
 """Idle workers kept by ``keep_workers`` runs of this process, by (config, GPUs per worker)."""
 
 
-def _take_warm(ray: Any, key: tuple[str, str, float], workers: int) -> list[Any]:
-    """Up to ``workers`` warm workers for ``key``; every other warm worker is stopped
-    (it holds cluster resources the new workers may need)."""
+def _take_warm(ray: Any, key: tuple[str, str, float]) -> list[Any]:
+    """The warm workers for ``key`` (the run takes what it needs, also to replace a dead
+    worker, and keeps the rest warm); warm workers of other configs are stopped, since
+    they hold cluster resources the new workers may need."""
     warm = _WARM.pop(key, [])
-    spare = warm[workers:] + [actor for actors in _WARM.values() for actor in actors]
-    _WARM.clear()
-    for actor in spare:
+    for actor in (actor for actors in _WARM.values() for actor in actors):
         with contextlib.suppress(Exception):
             ray.kill(actor)
-    return warm[:workers]
+    _WARM.clear()
+    return warm
 
 
 def stop_warm_workers() -> None:
