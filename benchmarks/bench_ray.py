@@ -42,11 +42,12 @@ def config(chunk_pairs: int):
     return replace(base, extraction=replace(base.extraction, chunk_pairs=chunk_pairs))
 
 
-def cli_seconds(out: Path, extra: list[str], chunk_pairs: int) -> float:
+def cli_seconds(out: Path, extra: list[str], chunk_pairs: int, env: dict[str, str] | None = None) -> float:
     cmd = [sys.executable, "-m", "precompute", "run", "--preset", "tiny", "--out", str(out), "--run-id", "bench",
            "--overwrite", "--quiet", f"--chunk-pairs={chunk_pairs}", *extra]
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, **(env or {})})
     return time.perf_counter() - t0
 
 
@@ -65,12 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         tmp_path = Path(tmp)
         os.environ.setdefault("BILINGUAL_CACHE_DIR", str(tmp_path / "cache"))
-        cli = {"run (single process)": [], "run --executor ray --workers 1": [], "run --executor ray --workers 2": []}
-        flags = {"run (single process)": [], "run --executor ray --workers 1": ["--executor=ray", "--workers=1"],
-                 "run --executor ray --workers 2": ["--executor=ray", "--workers=2"]}
+        # label: (flags, environment); Ray gives each actor OMP_NUM_THREADS=1 (one CPU each).
+        variants = {"run (single process)": ([], None),
+                    "run (single process), OMP_NUM_THREADS=1": ([], {"OMP_NUM_THREADS": "1"}),
+                    "run --executor ray --workers 1": (["--executor=ray", "--workers=1"], None),
+                    "run --executor ray --workers 2": (["--executor=ray", "--workers=2"], None)}
+        cli: dict[str, list[float]] = {label: [] for label in variants}
         for _ in range(args.cli_repeats):
-            for label in cli:
-                cli[label].append(cli_seconds(tmp_path / "cli", flags[label], args.chunk_pairs))
+            for label, (flags, env) in variants.items():
+                cli[label].append(cli_seconds(tmp_path / "cli", flags, args.chunk_pairs, env))
         rows += [(f"command line, cold: {label}", times) for label, times in cli.items() if times]
         rows += warm_rows(args, tmp_path)
     print_table(rows, args)
@@ -90,10 +94,21 @@ def warm_rows(args: argparse.Namespace, tmp_path: Path) -> list[tuple[str, list[
     init = time.perf_counter() - t0
     rows: list[tuple[str, list[float]]] = [(f"ray.init, local cluster of {args.cpus} CPUs", [init])]
     try:
+        import torch
+
         models = load_models(cfg, "cpu")
+        threads = torch.get_num_threads()
+
+        def single(n_threads: int):
+            torch.set_num_threads(n_threads)
+            try:
+                return run_extraction(cfg, tmp_path / "warm", "bench", overwrite=True, progress=False, models=models)
+            finally:
+                torch.set_num_threads(threads)
+
         variants = {
-            "in process, warm: single process, model loaded": lambda: run_extraction(
-                cfg, tmp_path / "warm", "bench", overwrite=True, progress=False, models=models),
+            f"in process, warm: single process, model loaded, {threads} torch threads": lambda: single(threads),
+            "in process, warm: single process, model loaded, 1 torch thread": lambda: single(1),
         }
         for workers in (1, 2):
             variants[f"in process, warm: ray, {workers} worker(s) holding the model"] = (
