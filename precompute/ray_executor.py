@@ -285,7 +285,7 @@ class _Report:
         if self.enabled and self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=None, desc=f"extracting {self.run_id} (ray, {self.workers} workers)",
+            self.bar = tqdm(total=None, desc=f"extracting {self.run_id} (ray, {self.workers} worker{'s' * (self.workers != 1)})",
                             unit="tok", unit_scale=True, smoothing=0.1)
 
     def line(self, text: str) -> None:
