@@ -145,6 +145,8 @@ class RunJob:
     workers: int
     faults: str | None = None
     """``$BILINGUAL_RAY_FAULT`` of the driver (tests)."""
+    token: str = ""
+    """Tells this run's progress from a warm worker's previous run's."""
 
 
 class ShardWorker:
@@ -210,7 +212,7 @@ class ShardWorker:
             chunk_tokens = [int(lengths[(a - spec.lo) * n_langs:(min(a + ex.chunk_pairs, spec.hi) - spec.lo) * n_langs].sum())
                             for a in range(spec.lo, spec.hi, ex.chunk_pairs)]
             resumed = sorted(stage.chunks_done)
-            self.progress = {"shard": spec.index, "tokens_total": sum(chunk_tokens),
+            self.progress = {"token": job.token, "shard": spec.index, "tokens_total": sum(chunk_tokens),
                              "tokens_staged": sum(chunk_tokens[i] for i in resumed), "n_chunks": len(chunk_tokens)}
             self._event("start", shard=spec.index, name=spec.name, attempt=attempt, resumed_chunks=len(resumed),
                         n_chunks=len(chunk_tokens), complete=bool(stage.state.get("complete")))
@@ -275,6 +277,7 @@ class _Report:
     workers: int
     enabled: bool
     n_pairs: int
+    token: str = ""
     bar: Any = None
     staged: dict[int, int] = field(default_factory=dict)
     totals: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -295,7 +298,7 @@ class _Report:
             print(text, file=sys.stderr, flush=True)
 
     def update(self, spec: ShardSpec, progress: dict[str, Any]) -> None:
-        if progress.get("shard") != spec.index:
+        if progress.get("shard") != spec.index or progress.get("token") != self.token:
             return
         self.totals[spec.index] = (int(progress["tokens_total"]), spec.hi - spec.lo)
         self.staged[spec.index] = max(self.staged.get(spec.index, 0), int(progress["tokens_staged"]))
@@ -414,7 +417,7 @@ class _Scheduler:
             self._retry(spec, message)
             return
         self.finished.add(spec.index)
-        self.report.update(spec, {"shard": spec.index, "tokens_total": result["tokens"],
+        self.report.update(spec, {"token": self.job.token, "shard": spec.index, "tokens_total": result["tokens"],
                                   "tokens_staged": result["tokens"]})
 
     def _retry(self, spec: ShardSpec, error: str) -> None:
@@ -522,7 +525,7 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
         shards = plan_shards(corpus.n_pairs, chunk_pairs, num_shards)
         workers = min(workers, len(shards))
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        job = RunJob(run_id, location.location, workers, os.environ.get(FAULT_ENV))
+        job = RunJob(run_id, location.location, workers, os.environ.get(FAULT_ENV), uuid.uuid4().hex)
         key = (repr(config), repr(options.models_factory), gpus)
         warm = _take_warm(ray, key) if options.keep_workers else []
         remote = ray.remote(ShardWorker)
@@ -540,7 +543,7 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
             return remote.options(name=name, num_gpus=gpus, num_cpus=cpus, max_concurrency=2,
                                   max_restarts=0).remote(config, env, options.models_factory)
 
-        report = _Report(run_id, workers, progress, corpus.n_pairs)
+        report = _Report(run_id, workers, progress, corpus.n_pairs, job.token)
         report.line(f"ray: {len(shards)} shards of {corpus.n_pairs} pairs on {workers} worker(s) "
                     f"({gpus:g} GPU, {cpus:g} CPU each{f', {min(len(warm), workers)} warm' if warm else ''}), "
                     f"staging in {location.location}")

@@ -154,12 +154,13 @@ def test_executor_flags_pass_through_to_the_run_command() -> None:
 
 def test_the_one_bar_is_read_by_the_job_worker(capsys: pytest.CaptureFixture[str]) -> None:
     """The recompute worker parses the Ray bar like a local run's (tokens, tokens/s, ETA)."""
-    report = _Report("r", 2, True, n_pairs=100)
+    report = _Report("r", 2, True, n_pairs=100, token="t")
     a, b = ShardSpec(0, 2, 0, 50), ShardSpec(1, 2, 50, 100)
-    report.update(a, {"shard": 0, "tokens_total": 1000, "tokens_staged": 0})
+    report.update(a, {"token": "t", "shard": 0, "tokens_total": 1000, "tokens_staged": 0})
     report.line("ray worker 0 staged chunk 1 of 2 of shard 0: 500 tokens in 0.50 s, 1,000 tokens/s")
-    report.update(a, {"shard": 0, "tokens_total": 1000, "tokens_staged": 500})
-    report.update(b, {"shard": 1, "tokens_total": 1200, "tokens_staged": 600})
+    report.update(a, {"token": "t", "shard": 0, "tokens_total": 1000, "tokens_staged": 500})
+    report.update(b, {"token": "old", "shard": 1, "tokens_total": 1200, "tokens_staged": 1200})  # a warm worker's last run
+    report.update(b, {"token": "t", "shard": 1, "tokens_total": 1200, "tokens_staged": 600})
     report.close()
     log = LogBuffer()
     log.feed(capsys.readouterr().err)
