@@ -469,7 +469,12 @@ def _connect(ray: Any, options: RayOptions) -> bool:
         return False
     kwargs: dict[str, Any] = {"namespace": "bilingual-precompute", "log_to_driver": False}
     if options.address:
-        ray.init(address=options.address, **kwargs)
+        try:
+            ray.init(address=options.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise PrecomputeError(f"cannot join the Ray cluster at --ray-address {options.address}: {exc} "
+                                  "(start one with 'ray start --head', or drop --ray-address to start a "
+                                  "local one)") from exc
     else:
         ray.init(include_dashboard=False, **kwargs)
     return True
