@@ -4,6 +4,12 @@
     python benchmarks/bench_extraction.py --pairs 400 --repeats 5
     python benchmarks/bench_extraction.py --gemma-shape          # GPU host: Gemma 2 2B shape, 16k SAE
     python benchmarks/bench_extraction.py --gemma-shape --layers 2 --vocab 8000 --pairs 16 --repeats 1  # CPU smoke
+    python benchmarks/bench_extraction.py --gemma-shape --skip-post --pairs 20000 --executor ray --workers 8  # multi-GPU
+
+With ``--executor ray`` our pipeline also runs through ``precompute.ray_executor``
+on ``--workers`` actors (one GPU each on a GPU host), each building its own
+copy of the model: the first run is timed cold (actor start + model build),
+the repeats with the actors kept warm.
 
 *The post's way*: a ``datasets.map`` over pairs, one sentence per forward
 pass through the whole model in float32 with the SAE spliced in
@@ -114,6 +120,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--d-sae", type=int, default=16384, help="(--gemma-shape) SAE width")
     p.add_argument("--l0", type=float, default=71.0, help="(--gemma-shape) features firing per token")
     p.add_argument("--skip-post", action="store_true", help="time only our pipeline")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="ray: also time our pipeline on --workers Ray actors")
+    p.add_argument("--workers", type=int, default=1, help="(--executor ray) actors, one GPU each on a GPU host")
+    p.add_argument("--ray-address", help="(--executor ray) cluster to join (default: start a local one)")
     return p.parse_args(argv)
 
 
@@ -166,8 +176,48 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_post:
             post_models = None
         rows = measure(args, config, our_models, post_models, pairs, tmp_path / "out", our_dtype)
+        if args.executor == "ray":
+            del our_models, post_models  # the actors build their own
+            rows += ray_rows(args, config, pairs, tmp_path / "ray-out", device, our_dtype)
     print_table(rows, model_name, device, args)
     return 0
+
+
+def ray_models(args: argparse.Namespace, pairs, config, device: str):
+    """In each Ray actor: the benchmark's model (the actor's GPU is its ``cuda:0``)."""
+    if not args.gemma_shape:
+        return load_tiny_models(config, device, "float32")
+    return load_gemma_shape(args, pairs, device, torch.bfloat16 if device == "cuda" else torch.float32)
+
+
+def ray_rows(args: argparse.Namespace, config, pairs, out: Path, device: str, our_dtype: str) -> list[tuple]:
+    """Rows for our pipeline on ``--workers`` Ray actors: cold (first run), then warm (median)."""
+    from functools import partial
+
+    import ray
+
+    from precompute.ray_executor import RayOptions, run_with_ray, stop_warm_workers
+
+    if args.ray_address:
+        ray.init(address=args.ray_address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    options = RayOptions(workers=args.workers, gpus_per_worker=1.0 if device == "cuda" else 0.0,
+                         models_factory=partial(ray_models, args, pairs), keep_workers=True)
+    try:
+        times, manifest = [], None
+        for _ in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            manifest = run_with_ray(config, out, "bench", options, overwrite=True, progress=False)
+            times.append(time.perf_counter() - t0)
+        stop_warm_workers()
+    finally:
+        ray.shutdown()
+    ex = manifest.extraction
+    tokens, l0 = sum(ex["n_tokens"].values()), ex["mean_l0"]
+    label = f"ours via Ray, {args.workers} worker(s), {our_dtype}"
+    return [(f"{label}: cold (actor start, model build, run)", times[0], tokens, l0),
+            (f"{label}: end to end, workers warm", statistics.median(times[1:]), tokens, l0)]
 
 
 def print_table(rows, model_name: str, device: str, args) -> None:

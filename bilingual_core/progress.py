@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -87,6 +88,20 @@ class Bar:
         if self.tqdm is not None:
             self.tqdm.update(n)
         self._report()
+
+    def set_total(self, total: float | None) -> None:
+        """A total known only as the work goes (the Ray executor's estimate)."""
+        self.total = total
+        if self.tqdm is not None:
+            self.tqdm.total = total
+            self.tqdm.refresh()
+
+    def write(self, text: str) -> None:
+        """A log line that does not break the bar."""
+        if self.tqdm is not None:
+            self.tqdm.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.tqdm is not None:

@@ -29,8 +29,10 @@ from bilingual_core.manifest import LANG_PATTERN, check_run_id
 from jobs.config import DEVICES, DTYPES
 from jobs.presets import PRESETS
 
-Group = Literal["run", "model", "sae", "corpus", "extraction"]
-Kind = Literal["text", "int", "choice", "flag", "multi"]
+Group = Literal["run", "executor", "model", "sae", "corpus", "extraction"]
+Kind = Literal["text", "int", "float", "choice", "flag", "multi"]
+OVERRIDE_GROUPS: tuple[Group, ...] = ("model", "sae", "corpus", "extraction")
+EXECUTORS = ("local", "ray")
 FormPlace = Literal["main", "more"]
 Validator = Callable[[str, Any], Any]
 
@@ -145,7 +147,9 @@ class Setting:
     help: str
     """One line for ``--help`` and the form's tooltip."""
     group: Group
-    """``run``: how the command runs; the others: overrides of the preset's config."""
+    """``run``: how the command runs; ``executor``: where the extraction runs (also options of
+    ``python -m precompute worker``, which passes them on); the others: overrides of the
+    preset's config."""
     kind: Kind = "text"
     """``flag``: a switch; ``multi``: repeatable; ``choice``: one of ``choices``."""
     choices: tuple[str, ...] = ()
@@ -169,7 +173,7 @@ class Setting:
     @property
     def override(self) -> bool:
         """Overrides a field of the preset's config (and None keeps the preset's value)."""
-        return self.group != "run"
+        return self.group in OVERRIDE_GROUPS
 
     @property
     def queueable(self) -> bool:
@@ -201,6 +205,15 @@ SETTINGS: tuple[Setting, ...] = (
        "run", metavar="PATH"),
     _S("push_to", "then publish the finished run to this results root, e.g. hf://datasets/<user>/<repo> "
        "(repeatable)", "run", "multi", metavar="URL", default=()),
+    # -- where the extraction runs (the worker passes these on to every run it starts)
+    _S("executor", "local: this process (default); ray: shards on the actors of a Ray cluster "
+       "(docs/cluster.md)", "executor", "choice", EXECUTORS, default="local"),
+    _S("ray_address", "Ray cluster to use (e.g. auto, or ray://head:10001); default: start a local one",
+       "executor", metavar="ADDRESS"),
+    _S("workers", "Ray actors extracting at once, each loading the model once (default 1)", "executor",
+       "int", metavar="N"),
+    _S("gpus_per_worker", "GPUs each Ray actor reserves (default: 1 when the cluster has GPUs and --device "
+       "is not cpu, else 0; with 0 the actors reserve CPUs)", "executor", "float", metavar="G"),
     # -- the model
     _S("model", "TransformerLens model name (architecture when --model-path is given)", "model",
        check=text(_REPO_ID, "model name"), label="Model", example="gemma-2-2b"),
@@ -260,6 +273,7 @@ JOB_OVERRIDES: dict[str, Setting] = {s.name: s for s in OVERRIDES.values() if s.
 """The overrides a queued job may carry."""
 GROUP_TITLES: dict[Group, str] = {
     "run": "how the command runs",
+    "executor": "where the extraction runs",
     "model": "model (overrides the preset)",
     "sae": "SAE (overrides the preset)",
     "corpus": "corpus (overrides the preset)",

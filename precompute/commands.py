@@ -10,14 +10,18 @@ from jobs.overrides import with_overrides
 from jobs.presets import preset
 from jobs.settings import GROUP_TITLES, OVERRIDES, SETTINGS
 from precompute.cli import Handler, command
+from precompute.executor_args import check_executor_args
 
 
-def add_settings(p: argparse.ArgumentParser) -> None:
-    """The run command's options, one per entry of ``jobs.settings.SETTINGS``."""
-    groups = {group: (p if group == "run" else p.add_argument_group(title))
-              for group, title in GROUP_TITLES.items()}
+def add_settings(p: argparse.ArgumentParser, groups: tuple[str, ...] | None = None) -> None:
+    """Options for the entries of ``jobs.settings.SETTINGS`` (those of ``groups``, or all:
+    the run command's options)."""
+    targets = {group: (p if group == "run" else p.add_argument_group(title))
+               for group, title in GROUP_TITLES.items() if groups is None or group in groups}
     for s in SETTINGS:
-        target = groups[s.group]
+        if s.group not in targets:
+            continue
+        target = targets[s.group]
         if s.kind == "flag":
             target.add_argument(s.flag, dest=s.name, action="store_true", help=s.help)
             continue
@@ -25,7 +29,7 @@ def add_settings(p: argparse.ArgumentParser) -> None:
             target.add_argument(s.flag, dest=s.name, action="append", default=list(s.default),
                                 metavar=s.metavar, help=s.help)
             continue
-        kwargs = {"type": int} if s.kind == "int" else {}
+        kwargs = {"type": {"int": int, "float": float}[s.kind]} if s.kind in ("int", "float") else {}
         if s.kind == "choice":
             kwargs["choices"] = s.choices
         target.add_argument(s.flag, dest=s.name, default=s.default, required=s.required,
@@ -44,18 +48,25 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
     def run(args: argparse.Namespace) -> int:
         from bilingual_core import results_root_from_env
 
+        check_executor_args(args)
         config = config_from_args(args)
         out = args.out or results_root_from_env()
         run_id = args.run_id or config.preset or "run"
         if args.dry_run:
             return _dry_run(config, out, run_id)
         from bilingual_core.progress import stream_to
-        from precompute.extract.pipeline import run_extraction
 
         with stream_to(args.progress_jsonl):
-            result = run_extraction(config, out, run_id, overwrite=args.overwrite, resume=args.resume,
-                                    shard=args.shard, num_shards=args.num_shards, staging=args.staging,
-                                    progress=not args.quiet)
+            if args.executor == "ray":
+                from precompute.ray_executor import run_from_args
+
+                result = run_from_args(config, out, run_id, args)
+            else:
+                from precompute.extract.pipeline import run_extraction
+
+                result = run_extraction(config, out, run_id, overwrite=args.overwrite, resume=args.resume,
+                                        shard=args.shard, num_shards=args.num_shards, staging=args.staging,
+                                        progress=not args.quiet)
         if args.num_shards > 1:
             print(f"shard {args.shard} of {args.num_shards} staged in {result.directory}; when every shard "
                   f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}")

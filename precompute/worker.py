@@ -282,7 +282,8 @@ class Worker:
             self.process = None
 
     def _argv(self, request: JobRequest) -> list[str]:
-        return [*self.config.program, "run", *request.run_args(), f"--out={self.out_root()}"]
+        return [*self.config.program, "run", *request.run_args(), f"--out={self.out_root()}",
+                *self.config.run_args]
 
     def out_root(self) -> str:
         """The local results root the run command writes into."""

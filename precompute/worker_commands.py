@@ -17,6 +17,8 @@ import sys
 
 from jobs.settings import JOB_OVERRIDES, setting
 from precompute.cli import Handler, command
+from precompute.commands import add_settings
+from precompute.executor_args import executor_run_args
 
 PRESET = setting("preset")
 
@@ -73,6 +75,8 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
         "the results root's _models/ folder and the cache of built local models)",
     )
 
+    add_settings(p, groups=("executor",))  # passed on to every run command
+
     def run(args: argparse.Namespace) -> int:
         from jobs.queue import JobQueue
         from precompute.worker import Worker, WorkerConfig
@@ -85,6 +89,7 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
             work_dir=args.work_dir,
             corpus_dirs=tuple(args.corpus_dir) if args.corpus_dir else None,
             model_dirs=tuple(args.model_dir) if args.model_dir else None,
+            run_args=tuple(executor_run_args(args)),
         )
         worker = Worker(JobQueue(_root(args)), config)
         if _root(args).startswith("hf://") and args.heartbeat_seconds < 30:

@@ -118,6 +118,14 @@ def _stage_shard(config: RunConfig, stage: ShardStaging, device: str, progress: 
         _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
 
 
+def stage_pair_range(config: RunConfig, corpus: ParallelCorpus, stage: ShardStaging, device: str, lo: int,
+                     hi: int, *, on_chunk: ChunkCallback | None = None, models: LoadedModels | None = None) -> None:
+    """Extract pairs ``lo..hi-1`` of ``corpus`` into ``stage`` (only the chunks not yet staged):
+    the loop ``--shard`` runs, for executors that cut the shards themselves (``ray_executor``)."""
+    if not stage.state.get("complete"):
+        _extract_shard(config, corpus, stage, device, lo, hi, False, on_chunk, models)
+
+
 def _remove_staging(shard_dir: Path, root: Path) -> None:
     shutil.rmtree(shard_dir, ignore_errors=True)
     if root.exists() and not any(root.iterdir()):
