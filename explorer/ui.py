@@ -31,6 +31,8 @@ APP_DIR = Path(__file__).resolve().parent.parent
 
 _LAST = "app_url_last"
 """Session key: the value this session last wrote for each URL parameter."""
+_VIEW = "app_view:"
+"""Session key prefix: a page's URL parameters when it was last drawn."""
 RUN_KEY = "app_run"
 RUN_CONTEXT_KEY = "app_run_ref"
 RUN_PROBLEM_KEY = "app_run_problem"
@@ -73,22 +75,36 @@ def require_entry() -> None:
 # ------------------------------------------------------------ URL state ---
 
 
-def url_seed(key: str, param: str, parse: Callable[[str], T], default: T) -> None:
+def url_seed(key: str, param: str, parse: Callable[[str], T], default: T, shown: str | None = None) -> None:
     """Set ``st.session_state[key]`` from the URL parameter ``param`` when the
     widget has no state yet, or when the URL now says something this session
-    did not write. An invalid value falls back to ``default`` with a warning."""
+    did not write (a page link, the browser's Back). An invalid value falls
+    back to ``default``, and the main area says so and what it shows instead
+    (``shown``, else the default)."""
     raw = st.query_params.get(param)
     last = st.session_state.setdefault(_LAST, {})
     if key in st.session_state and (raw is None or raw == last.get(param)):
         return
+    if key in st.session_state:
+        _url_arrived()
     value = default
     if raw is not None:
         try:
             value = parse(raw)
-        except (ValueError, TypeError):
-            st.warning(f"Ignored the link's invalid `{param}` value {raw[:80]!r}.")
+        except (ValueError, TypeError) as exc:
+            instead = shown if shown is not None else f"`{default}`"
+            notice(f"The link's `{param}` value {raw[:80]!r} is not valid ({exc}); showing {instead} instead.")
             value = default
     st.session_state[key] = value
+
+
+def _url_arrived() -> None:
+    """The URL changed under a page that was already drawn: a page link to the
+    same page (previous / next) or the browser's Back. Streamlit's frontend
+    updates the address bar and adds a history entry only when the script
+    changes ``st.query_params``, and a same-page link alone does not, so send
+    the query string back once; a Back is answered with a replace, no entry."""
+    st.query_params.from_dict(st.query_params.to_dict())
 
 
 def url_publish(param: str, value: Any, default: Any = None, encode: Callable[[Any], str] = str) -> None:
@@ -103,6 +119,19 @@ def url_publish(param: str, value: Any, default: Any = None, encode: Callable[[A
     if st.query_params.get(param) != text:
         st.query_params[param] = text
     last[param] = text
+
+
+def remember_view(page: str) -> None:
+    """Keep the URL parameters ``page`` is drawn with (after its widgets
+    published them), so links back to it from other pages restore the view."""
+    st.session_state[f"{_VIEW}{page}"] = st.query_params.to_dict()
+
+
+def last_view(page: str, run_id: str) -> dict[str, str]:
+    """The URL parameters ``page`` was last drawn with in this session for run
+    ``run_id`` (just the run when it was not, or for another run)."""
+    view = st.session_state.get(f"{_VIEW}{page}") or {}
+    return dict(view) if view.get("run") == run_id else {"run": run_id}
 
 
 def url_only(*params: str) -> None:
@@ -164,6 +193,22 @@ def encode_int_list(values: list[int]) -> str:
     return ",".join(str(int(v)) for v in values)
 
 
+# ------------------------------------------------------------ notices ---
+
+
+def notices_here() -> None:
+    """``app.py`` calls this at the top of the main area, before the sidebar:
+    what ``notice`` says during this run (an invalid link value found by a
+    sidebar widget included) appears there, above the page."""
+    _entry.notices = st.container()
+
+
+def notice(text: str) -> None:
+    """A warning in the main area's notice slot (where the page is, when none)."""
+    target = getattr(_entry, "notices", None)
+    (target if target is not None else st).warning(text)
+
+
 # ------------------------------------------------------------- the run ---
 
 
@@ -188,7 +233,12 @@ def run_picker_ui(root: str) -> RunRef | None:
     ids = list(by_id)
     ok = [r.run_id for r in listings if r.ok]
     default = DEFAULT_RUN if DEFAULT_RUN in ok else (ok[0] if ok else ids[0])
-    url_seed(RUN_KEY, "run", parse_choice(ids), default)
+    def parse_run(raw: str) -> str:
+        if raw not in by_id:
+            raise ValueError(f"run {raw[:80]!r} does not exist under the results root {root}")
+        return raw
+
+    url_seed(RUN_KEY, "run", parse_run, default, shown=f"run `{default}`")
     if st.session_state.get(RUN_KEY) not in by_id:
         st.session_state[RUN_KEY] = default
     run_id = st.sidebar.selectbox(

@@ -15,6 +15,10 @@ ui.require_entry()
 # Runs with at most this many activations get the top-tokens column at once;
 # bigger runs build the token index only when a search asks for it.
 EAGER_TOKEN_INDEX_ROWS = 20_000_000
+MAX_TABLE_PX = 560
+TABLE_ROW_PX = 35
+"""Streamlit's default dataframe row height (and header height below)."""
+TABLE_HEADER_PX = 38
 
 
 def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
@@ -24,7 +28,8 @@ def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
     c1, c2 = st.columns([3, 1])
     ui.url_seed("features_score", "score", ui.parse_choice(keys), keys[0])
     key = c1.selectbox("Rank by", keys, key="features_score", format_func=labels.get,
-                       help="Scores of DESIGN.md section 4; ranks count alive features only")
+                       help="Scores from features.parquet and coactivation.parquet (docs/app.md, "
+                            "'The feature table'); ranks count alive features only")
     ui.url_publish("score", key, keys[0])
     ui.url_seed("features_threshold", "t", ui.parse_choice(thresholds), thresholds[0])
     threshold = c2.selectbox("Co-activation threshold", thresholds, key="features_threshold",
@@ -93,6 +98,11 @@ def sort_ui(columns: list[str]) -> tuple[str, bool]:
     return column, descending
 
 
+def table_height(n_rows: int) -> int:
+    """Pixels for the table: its rows when few (no empty box), at most MAX_TABLE_PX."""
+    return min(MAX_TABLE_PX, TABLE_HEADER_PX + TABLE_ROW_PX * max(n_rows, 1) + 2)
+
+
 def feature_url(ref: RunRef, feature: int, score: Score, threshold: str) -> str:
     """Relative link from /features to the feature page, keeping the ranking."""
     link = f"feature?run={ref.run_id}&feature={feature}&score={score.key}"
@@ -126,6 +136,7 @@ shown = table.apply_filters(scored, score, filters, ref.languages)
 columns = table.display_columns(shown, score, ref.languages)
 sort_column, descending = sort_ui(columns)
 shown = table.sort_table(shown, sort_column, descending)[columns].reset_index(drop=True)
+ui.remember_view(nav.FEATURES)
 shown.insert(1, "open", [feature_url(ref, int(f), score, threshold) for f in shown["feature"]])
 
 active = table.describe_filters(filters)
@@ -134,7 +145,7 @@ st.markdown(f"**{len(shown):,}** of {len(scored):,} features · ranked by `{scor
             + (f" · {active}" if active else ""))
 event = st.dataframe(
     shown, key="features_table", hide_index=True, on_select="rerun", selection_mode="single-row",
-    height=560,
+    height=table_height(len(shown)),
     column_config={
         "feature": st.column_config.NumberColumn("feature", format="%d", pinned=True),
         "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
