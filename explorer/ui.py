@@ -31,8 +31,6 @@ APP_DIR = Path(__file__).resolve().parent.parent
 
 _LAST = "app_url_last"
 """Session key: the value this session last wrote for each URL parameter."""
-_VIEW = "app_view:"
-"""Session key prefix: a page's URL parameters when it was last drawn."""
 RUN_KEY = "app_run"
 RUN_CONTEXT_KEY = "app_run_ref"
 RUN_PROBLEM_KEY = "app_run_problem"
@@ -119,19 +117,6 @@ def url_publish(param: str, value: Any, default: Any = None, encode: Callable[[A
     if st.query_params.get(param) != text:
         st.query_params[param] = text
     last[param] = text
-
-
-def remember_view(page: str) -> None:
-    """Keep the URL parameters ``page`` is drawn with (after its widgets
-    published them), so links back to it from other pages restore the view."""
-    st.session_state[f"{_VIEW}{page}"] = st.query_params.to_dict()
-
-
-def last_view(page: str, run_id: str) -> dict[str, str]:
-    """The URL parameters ``page`` was last drawn with in this session for run
-    ``run_id`` (just the run when it was not, or for another run)."""
-    view = st.session_state.get(f"{_VIEW}{page}") or {}
-    return dict(view) if view.get("run") == run_id else {"run": run_id}
 
 
 def url_only(*params: str) -> None:

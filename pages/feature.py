@@ -10,6 +10,8 @@ from other modules) go in the marked place at the bottom.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -61,10 +63,10 @@ def examples_ui(languages: list[str]) -> tuple[str, int, int, bool]:
     ui.url_seed("feature_n", "n", ui.parse_int(1, 50), 8)
     n = c2.slider("Top pairs", 1, 50, key="feature_n")
     ui.url_publish("n", n, 8)
-    ui.url_seed("feature_per_bin", "nq", ui.parse_int(0, 10), 3)
+    ui.url_seed("feature_per_bin", "nq", ui.parse_int(0, 10), 2)
     per_bin = c3.slider("Pairs per quantile bin", 0, 10, key="feature_per_bin",
                         help=f"Pairs drawn at random from each of {N_BINS} equal-count bins of the activation")
-    ui.url_publish("nq", per_bin, 3)
+    ui.url_publish("nq", per_bin, 2)
     some = False
     if by == BY_BOTH:
         ui.url_seed("feature_some", "some", ui.parse_bool, False)
@@ -78,15 +80,25 @@ def examples_ui(languages: list[str]) -> tuple[str, int, int, bool]:
 
 
 def nav_params(ref: RunRef, feature: int, score: Score, threshold: str) -> dict[str, str]:
+    """URL parameters of another feature page: the ranking, and the feature
+    table's parameters this page carries (``nav.TABLE_PARAMS``)."""
     params = {"run": ref.run_id, "feature": str(feature), "score": score.key}
     if threshold != ANY:
         params["t"] = threshold
-    return params
+    return {**params, **nav.carried(st.query_params.to_dict())}
+
+
+def table_params(ref: RunRef, score: Score, threshold: str) -> dict[str, str]:
+    """The "Feature table" link: the table as it was when this page was opened from it."""
+    params = {"run": ref.run_id, "score": score.key}
+    if threshold != ANY:
+        params["t"] = threshold
+    return {**params, **nav.carried(st.query_params.to_dict())}
 
 
 def feature_link(ref: RunRef, feature: int, score: Score, threshold: str) -> str:
     """Relative URL of a feature page (for link columns)."""
-    return "feature?" + "&".join(f"{k}={v}" for k, v in nav_params(ref, feature, score, threshold).items())
+    return "feature?" + urlencode(nav_params(ref, feature, score, threshold))
 
 
 def score_rows(scored: pd.DataFrame, scores: list[Score], feature: int) -> pd.DataFrame:
@@ -218,12 +230,8 @@ def header_section(ref: RunRef, scored: pd.DataFrame, feature: int, score: Score
         np_url = ui.neuronpedia_url(ref.manifest.neuronpedia_id, feature)
         if np_url:
             st.link_button("Neuronpedia", np_url, icon=":material/open_in_new:")
-        back = ui.last_view(nav.FEATURES, ref.run_id)
-        back["score"] = score.key
-        back.pop("t", None)
-        if threshold != ANY:
-            back["t"] = threshold
-        st.page_link(nav.FEATURES, label="Feature table", icon=":material/table_rows:", query_params=back)
+        st.page_link(nav.FEATURES, label="Feature table", icon=":material/table_rows:",
+                     query_params=table_params(ref, score, threshold))
 
 
 def scores_section(ref: RunRef, scored: pd.DataFrame, scores: list[Score], feature: int) -> None:
@@ -274,10 +282,13 @@ def examples_section(ref: RunRef, profile: data.FeatureProfile, feature: int) ->
     rows = dict(example_rows(ref, feature, shown, vmax))
     for g_index, group in enumerate(groups):
         st.markdown(f"**{group.title}**")
-        for pair_id in group.pairs["pair_id"]:
-            st.html(rows[int(pair_id)])
-            st.page_link(nav.PAIRS, label=f"Open pair {pair_id}", icon=":material/translate:",
-                         query_params={"run": ref.run_id, "pair": str(pair_id), "feats": str(feature)})
+        ids = [int(p) for p in group.pairs["pair_id"]]
+        st.html("".join(rows[p] for p in ids))  # one element per group keeps the page light
+        with st.container(horizontal=True, gap="small", key=f"feature_open_{g_index}"):
+            st.caption("Open pair:")
+            for pair_id in ids:
+                st.page_link(nav.PAIRS, label=str(pair_id), icon=":material/translate:",
+                             query_params={"run": ref.run_id, "pair": str(pair_id), "feats": str(feature)})
         if g_index == 0 and len(groups) > 1:
             st.divider()
 
@@ -333,7 +344,7 @@ def neighbours_section(ref: RunRef, scored: pd.DataFrame, feature: int, score: S
 
 # ------------------------------------------------------------------ page ---
 
-ui.url_only("feature", "score", "t", "by", "n", "nq", "some")
+ui.url_only("feature", "score", "t", "by", "n", "nq", "some", *nav.TABLE_PARAMS)
 ref = ui.current_run(files=(FEATURES, ACTIVATIONS, TOKENS))
 thresholds = ui.coactivation_thresholds(ref)
 feats = data.features(ref.location, ref.token)
