@@ -37,7 +37,8 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
 ]
-PAGE_TIMEOUT_MS = 60_000
+PAGE_TIMEOUT_MS = int(os.environ.get("APP_BROWSER_TIMEOUT_MS", "120000"))
+"""How long a page may take to draw (raise it on a heavily loaded machine)."""
 
 
 def _free_port() -> int:
