@@ -43,8 +43,9 @@ def ranking_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
     keys = [s.key for s in scores]
     ui.url_seed("feature_score", "score", ui.parse_choice(keys), keys[0])
     key = st.selectbox("Ranking (previous / next)", keys, key="feature_score",
-                       format_func={s.key: s.label for s in scores}.get)
+                       help="The score whose ranking previous / next follow")
     ui.url_publish("score", key, keys[0])
+    st.caption(table.score_by_key(scores, key).label)  # in full: the sidebar is narrow
     ui.url_seed("feature_threshold", "t", ui.parse_choice(thresholds), thresholds[0])
     threshold = st.selectbox("Co-activation threshold", thresholds, key="feature_threshold")
     ui.url_publish("t", threshold, thresholds[0])

@@ -105,6 +105,9 @@ def settle(page) -> None:
     """Wait until the app has drawn: main area present, no running-status
     widget and no skeleton for a while."""
     page.wait_for_selector('[data-testid="stMain"]', timeout=PAGE_TIMEOUT_MS)
+    # On a loaded machine the first quiet spell can come before the script starts.
+    page.wait_for_function("document.querySelector('[data-testid=\"stMain\"]').innerText.trim().length > 0",
+                           timeout=PAGE_TIMEOUT_MS)
     deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
     quiet = 0
     while quiet < 6:
