@@ -203,7 +203,8 @@ def test_previous_next_change_the_url_and_history(server, browser, tmp_path: Pat
     url, runs = server
     feats = pd.read_parquet(runs.run / "features.parquet")
     order = feats[feats["alive"]].sort_values(["mass_jsd", "feature"])["feature"].tolist()
-    page = browser.new_page(viewport={"width": 1024, "height": 900})
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1024, "height": 900})
     page.goto(f"{url}/feature?run={RUN_ID}&feature={order[1]}&score=mass_jsd")
     settle(page)
     start = _history_length(page)
@@ -242,7 +243,8 @@ def test_back_and_the_table_link_restore_the_filters(server, browser) -> None:
     url, _ = server
     table_url = f"{url}/features?run={RUN_ID}&score=jaccard&minpairs=3&spec=bilingual"
     filters = "fires on ≥ 3 pairs per language, bilingual"
-    page = browser.new_page(viewport={"width": 1024, "height": 900})
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1024, "height": 900})
     page.goto(table_url)
     settle(page)
     assert filters in page.locator('[data-testid="stMain"]').inner_text()
