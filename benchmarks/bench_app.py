@@ -310,7 +310,7 @@ def browser_timings(root: Path, run_id: str, n_pairs: int) -> dict | None:
             visits = [("first page (/)", f"/?run={run_id}", f"Run {run_id}"),
                       ("/curves", f"/curves?run={run_id}", "feature rank"),
                       ("/features", f"/features?run={run_id}", "ranked by"),
-                      ("/feature", f"/feature?run={run_id}", "Where it fires most"),
+                      ("/feature", f"/feature?run={run_id}", "Examples across the activation range"),
                       ("/pairs", f"/pairs?run={run_id}&pair={n_pairs // 2}", "Features firing on this pair"),
                       ("/features token search (builds the index)", f"/features?run={run_id}&tok=casa",
                        "token search")]

@@ -136,7 +136,8 @@ def test_every_page_renders_in_chromium(server, browser, tmp_path: Path) -> None
         ("features", "features?score=jaccard&minpairs=3&spec=bilingual",
          ["Ranked features", "ranked by jaccard"]),
         ("feature", f"feature?feature={bilingual}",
-         [f"Feature {bilingual}", "planted: bilingual", "Where it fires most", "Neuronpedia"]),
+         [f"Feature {bilingual}", "planted: bilingual", "Where it fires", "Examples across the activation range",
+          "Top 8 of 25 pairs", "Quantile", "Neighbours", "Neuronpedia"]),
         ("pairs", "pairs?pair=5", ["Pair 5", "Features firing on this pair"]),
     ]
     dialogs: list[str] = []
