@@ -143,8 +143,8 @@ def density_figure(hist: pd.DataFrame) -> go.Figure:
         ))
     fig.update_layout(barmode="group", bargap=0.1, bargroupgap=0.0, height=300,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title="Activation density (non-zero token activations)", legend={"title": "language"})
-    fig.update_xaxes(title="activation")
+                      title="Activation density", legend={"title": "language"})
+    fig.update_xaxes(title="activation (non-zero tokens)")
     fig.update_yaxes(title="tokens (log)", type="log")
     return fig
 
@@ -168,7 +168,7 @@ def firing_figure(curve: data.FiringCurve, feature: int, d_sae: int) -> go.Figur
                 hovertemplate=f"feature {feature}<br>rank %{{x:,}} of {d_sae:,}<br>fires on %{{y:.3%}}"
                               f"<extra>{lang}</extra>"))
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title="Firing rate against all features", legend={"title": ""})
+                      title="Firing rate, all features", legend={"title": ""})
     fig.update_xaxes(title="feature rank (by firing rate)", type="log")
     fig.update_yaxes(title="share of sentences", type="log")
     return fig
@@ -286,9 +286,9 @@ def examples_section(ref: RunRef, profile: data.FeatureProfile, feature: int) ->
         ids = [int(p) for p in group.pairs["pair_id"]]
         st.html("".join(rows[p] for p in ids))  # one element per group keeps the page light
         with st.container(horizontal=True, gap="small", key=f"feature_open_{g_index}"):
-            st.caption("Open pair:")
             for pair_id in ids:
-                st.page_link(nav.PAIRS, label=str(pair_id), icon=":material/translate:",
+                st.page_link(nav.PAIRS, label=f"pair {pair_id}", icon=":material/translate:",
+                             help=f"Open pair {pair_id} with this feature's heatmap",
                              query_params={"run": ref.run_id, "pair": str(pair_id), "feats": str(feature)})
         if g_index == 0 and len(groups) > 1:
             st.divider()
