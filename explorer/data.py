@@ -432,6 +432,9 @@ co-firing query. A bucket holds every feature's rows for its pairs (about
 1,900 rows a pair at Gemma Scope density), so reading costs per bucket,
 whatever the number of pairs; features spread over more buckets are
 estimated from the buckets holding most of their pairs."""
+COFIRE_MAX_PAIRS = 256
+"""And at most this many of the feature's pairs in them (evenly spaced):
+each pair adds its ~1,900 rows to the count."""
 
 
 @dataclass(frozen=True)
@@ -479,16 +482,20 @@ class Cofiring:
     (coactivation.parquet at ``any``); otherwise its largest per-language count."""
 
 
-def sample_pairs(pair_ids: np.ndarray, max_buckets: int = COFIRE_MAX_BUCKETS) -> np.ndarray:
+def sample_pairs(pair_ids: np.ndarray, max_buckets: int = COFIRE_MAX_BUCKETS,
+                 max_pairs: int = COFIRE_MAX_PAIRS) -> np.ndarray:
     """The pairs of the ``max_buckets`` 1024-pair buckets holding most of
-    ``pair_ids`` (all of them when they span no more buckets)."""
+    ``pair_ids`` (all buckets when they are no more), at most ``max_pairs``
+    of them, evenly spaced; sorted."""
     ids = np.unique(np.asarray(pair_ids, np.int64))
     bucket = ids >> PAIR_BLOCK_SHIFT
     values, counts = np.unique(bucket, return_counts=True)
-    if len(values) <= max_buckets:
-        return ids
-    keep = values[np.lexsort((values, -counts))[:max_buckets]]
-    return ids[np.isin(bucket, keep)]
+    if len(values) > max_buckets:
+        keep = values[np.lexsort((values, -counts))[:max_buckets]]
+        ids = ids[np.isin(bucket, keep)]
+    if len(ids) > max_pairs:
+        ids = ids[np.unique(np.linspace(0, len(ids) - 1, max_pairs).round().astype(np.int64))]
+    return ids
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

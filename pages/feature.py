@@ -315,7 +315,8 @@ def neighbours_section(ref: RunRef, scored: pd.DataFrame, feature: int, score: S
             note = (f"Over its {cofire.n_pairs:,} firing pairs (sentence_max.parquet)"
                     if cofire.n_sampled == cofire.n_pairs else
                     f"Estimated from {cofire.n_sampled:,} of its {cofire.n_pairs:,} firing pairs "
-                    f"(the {data.COFIRE_MAX_BUCKETS} 1024-pair blocks of sentence_max.parquet holding most)")
+                    f"(at most {data.COFIRE_MAX_PAIRS}, from the {data.COFIRE_MAX_BUCKETS} 1024-pair blocks "
+                    "of sentence_max.parquet holding most)")
             if not cofire.exact_union:
                 note += "; a neighbour's own pairs are its largest per-language count (no coactivation.parquet)"
             st.caption(note + ".")

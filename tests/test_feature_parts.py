@@ -81,6 +81,7 @@ def test_sample_pairs_keeps_the_fullest_buckets() -> None:
     assert data.sample_pairs(ids, max_buckets=5).tolist() == sorted(ids.tolist())
     assert data.sample_pairs(ids, max_buckets=2).tolist() == [1030, 1031, 1032, 9000, 9001, 9002, 9003]
     assert data.sample_pairs(np.array([7, 7, 3]), max_buckets=1).tolist() == [3, 7]
+    assert data.sample_pairs(np.arange(100), max_buckets=1, max_pairs=5).tolist() == [0, 25, 50, 74, 99]
 
 
 def test_neighbour_table_links_and_rounds() -> None:
