@@ -24,6 +24,7 @@ page = st.navigation([
 ])
 
 root = ui.results_root()
+ui.notices_here()
 with st.sidebar:
     ui.run_picker_ui(root)
     st.caption(f"Results root: `{public_name(root)}`")

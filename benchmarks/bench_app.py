@@ -19,7 +19,9 @@ Reported (Markdown table):
   directly: median of ``--repeats`` cold calls (distinct arguments, so no cache
   hit) and of warm calls (cache hits);
 * ``/features`` after a filter change, as an AppTest rerun of the page (the
-  whole script: loaders hit the cache, filters, sort, table serialisation).
+  whole script: loaders hit the cache, filters, sort, table serialisation);
+* ``/feature`` (density, firing-rate curve, quantile examples, neighbours)
+  the same way: first render of a median feature, rerun after a setting.
 
 Goal (issue 4): every data query under 0.5 s, the app under 2 GiB resident.
 """
@@ -138,6 +140,30 @@ def query_timings(run_path: Path, repeats: int) -> tuple[list[tuple[str, float, 
 
     # The profile is cached by the row above; this times the 8 heatmaps' reads.
     measure("/feature: tokens + activations of its top 8 pairs", heatmaps)
+    from explorer import feature_parts
+
+    t = time.perf_counter()
+    data.firing_curve(loc, token, n_pairs)
+    rows.append(("/feature: firing-rate curve of all features (once per run)", time.perf_counter() - t, 0.0))
+    measure("/feature: its place on the firing-rate curve",
+            lambda i: data.firing_curve(loc, token, n_pairs).ranks.query(f"feature == {middle[i]}"))
+
+    def examples(i: int) -> None:
+        profile = data.feature_profile(loc, token, middle[i])
+        maxima = feature_parts.pair_maxima(profile.sentence_max, langs, table.BY_BOTH, every_language=True)
+        groups = feature_parts.example_groups(maxima, 8, 4, 2, seed=middle[i])
+        ids = tuple(int(p) for g in groups for p in g.pairs["pair_id"])
+        data.pair_tokens(loc, token, ids)
+        data.token_activations(loc, token, (middle[i],), ids)
+
+    measure("/feature: top 8 + quantile examples (2 per bin), tokens + activations", examples)
+    measure("/feature: co-firing neighbours of a busiest feature (sentence_max)",
+            lambda i: data.cofiring(loc, token, busiest[i]))
+    measure("/feature: co-firing neighbours of a median feature",
+            lambda i: data.cofiring(loc, token, middle[i]))
+    _ensure_neighbours(run_path, run.manifest.d_sae)
+    measure("/feature: decoder neighbours (neighbours.parquet, benchmark-made)",
+            lambda i: data.decoder_neighbours(loc, token, middle[i]))
     measure("/pairs: texts of one pair", lambda i: data.pair_texts(loc, token, (pairs[i],)))
     measure("/pairs: tokens of one pair", lambda i: data.pair_tokens(loc, token, (pairs[i],)))
     measure("/pairs: features firing on one pair (sentence_max)",
@@ -159,12 +185,58 @@ def query_timings(run_path: Path, repeats: int) -> tuple[list[tuple[str, float, 
     info = {
         "n_pairs": n_pairs, "d_sae": run.manifest.d_sae,
         "activations": run.manifest.scoring.get("n_activation_rows"),
+        "median_feature": middle[0],
         "busiest_feature_rows": int(feats.loc[feats["feature"] == busiest[0], [f"n_tokens_{lang}" for lang in langs]]
                                     .to_numpy().sum()),
         "token_index_rows": len(index),
         "bench_process_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     return rows, info
+
+
+def _ensure_neighbours(run_path: Path, d_sae: int, k: int = 10) -> None:
+    """Write a stand-in neighbours.parquet (random neighbours, decreasing
+    cosines) when the run has none, so its query can be timed."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = run_path / "neighbours.parquet"
+    if path.exists():
+        return
+    rng = np.random.default_rng(0)
+    feature = np.repeat(np.arange(d_sae, dtype=np.int32), k)
+    table = pa.table({
+        "feature": feature, "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), d_sae),
+        "neighbour": rng.integers(0, d_sae, d_sae * k, dtype=np.int32),
+        "cosine": np.tile(np.linspace(0.9, 0.3, k, dtype=np.float32), d_sae),
+    })
+    pq.write_table(table, path, row_group_size=8192 * k)
+
+
+def feature_page_timings(root: Path, run_id: str, feature: int, repeats: int) -> tuple[float, float]:
+    """(first render s, median rerun s after an example setting changed) of /feature via AppTest."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ[RESULTS_ENV] = str(root)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.query_params["run"] = run_id
+    at.run()
+    t = time.perf_counter()
+    at.switch_page("pages/feature.py")
+    at.query_params.update({"run": run_id, "feature": str(feature)})
+    at.run()
+    first = time.perf_counter() - t
+    if at.exception:
+        raise RuntimeError(at.exception)
+    times = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        at.slider(key="feature_per_bin").set_value(i % 3 + 1).run()
+        times.append(time.perf_counter() - t)
+        if at.exception:
+            raise RuntimeError(at.exception)
+    return first, statistics.median(times)
 
 
 def features_rerun(root: Path, run_id: str, repeats: int) -> tuple[float, float]:
@@ -238,7 +310,7 @@ def browser_timings(root: Path, run_id: str, n_pairs: int) -> dict | None:
             visits = [("first page (/)", f"/?run={run_id}", f"Run {run_id}"),
                       ("/curves", f"/curves?run={run_id}", "feature rank"),
                       ("/features", f"/features?run={run_id}", "ranked by"),
-                      ("/feature", f"/feature?run={run_id}", "Where it fires most"),
+                      ("/feature", f"/feature?run={run_id}", "Examples across the activation range"),
                       ("/pairs", f"/pairs?run={run_id}&pair={n_pairs // 2}", "Features firing on this pair"),
                       ("/features token search (builds the index)", f"/features?run={run_id}&tok=casa",
                        "token search")]
@@ -277,6 +349,7 @@ def main() -> int:
     browser = None if args.no_browser else browser_timings(args.root, run_id, n_pairs)
     rows, info = query_timings(run_path, args.repeats)
     first, rerun = features_rerun(args.root, run_id, args.repeats)
+    page_first, page_rerun = feature_page_timings(args.root, run_id, info["median_feature"], args.repeats)
 
     print(f"\n## Explorer on `{run_id}`: {info['n_pairs']:,} pairs, {info['d_sae']:,} features, "
           f"{info['activations']:,} activations\n")
@@ -291,6 +364,9 @@ def main() -> int:
               f"(peak {browser['server_peak_rss_mib']:.0f} MiB; goal < {GOAL_RSS_GIB:g} GiB) |\n")
     print("| /features page (AppTest, whole script) | seconds |\n| --- | ---: |")
     print(f"| first render | {first:.3f} |\n| rerun after a filter change (median) | {rerun:.3f} |\n")
+    print("| /feature page, median feature (AppTest, whole script) | seconds |\n| --- | ---: |")
+    print(f"| first render (cold caches for this feature) | {page_first:.3f} |\n"
+          f"| rerun after an example setting changed (median) | {page_rerun:.3f} |\n")
     print(f"| data query (explorer/data.py, median of {args.repeats}) | cold s | warm s | goal |")
     print("| --- | ---: | ---: | --- |")
     for name, cold, warm in rows:
@@ -302,7 +378,8 @@ def main() -> int:
           f"{info['token_index_rows']:,} rows; benchmark process peak RSS {info['bench_process_maxrss_mib']:.0f} MiB")
     if args.json:
         args.json.write_text(json.dumps({"run": run_id, "browser": browser, "features_first_s": first,
-                                         "features_rerun_s": rerun, "queries": rows, **info}, indent=2))
+                                         "features_rerun_s": rerun, "feature_page_first_s": page_first,
+                                         "feature_page_rerun_s": page_rerun, "queries": rows, **info}, indent=2))
     return 0
 
 

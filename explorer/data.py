@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
+from bilingual_core.score_io import PAIR_BLOCK_SHIFT
 
 from bilingual_core import Manifest, Run, RunFormatError, RunListing, list_runs
 from bilingual_core.schema import (
@@ -431,3 +432,140 @@ def top_token_summary(location: str, token: str, limit: int = 5) -> pd.Series:
     from .table import token_summary
 
     return token_summary(top_tokens(location, token), limit)
+
+
+# ------------------------------------------------- feature page sections ---
+
+NEIGHBOURS = "neighbours.parquet"
+"""Optional run file: each feature's nearest decoder directions
+(feature, rank, neighbour, cosine). The feature page shows it when present."""
+COFIRE_MAX_BUCKETS = 2
+"""At most this many 1024-pair buckets of sentence_max.parquet are read per
+co-firing query. A bucket holds every feature's rows for its pairs (about
+1,900 rows a pair at Gemma Scope density), so reading costs per bucket,
+whatever the number of pairs; features spread over more buckets are
+estimated from the buckets holding most of their pairs."""
+COFIRE_MAX_PAIRS = 256
+"""And at most this many of the feature's pairs in them (evenly spaced):
+each pair adds its ~1,900 rows to the count."""
+
+
+@dataclass(frozen=True)
+class FiringCurve:
+    """Every feature's firing rate (share of sentences it fires on) per language."""
+
+    curve: pd.DataFrame
+    """(lang, rank, rate): the ordered curve, thinned to log-spaced ranks."""
+    ranks: pd.DataFrame
+    """(feature, lang, rate, rank): every feature's place on it (rank 1 = fires most)."""
+
+
+@st.cache_data(show_spinner=False)
+def firing_curve(location: str, token: str, n_pairs: int, max_points: int = 800) -> FiringCurve:
+    """The activation-frequency curve at "fires at all", from features.parquet's
+    ``n_fire_<lang>`` (sentences fired on) over ``n_pairs``."""
+    feats = features(location, token)
+    langs = [c.removeprefix("n_fire_") for c in feats.columns if c.startswith("n_fire_")]
+    curves, ranks = [], []
+    for lang in langs:
+        rate = feats[f"n_fire_{lang}"].to_numpy(np.float64) / max(int(n_pairs), 1)
+        order = np.lexsort((feats["feature"].to_numpy(), -rate))
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(1, len(order) + 1)
+        ranks.append(pd.DataFrame({"feature": feats["feature"].to_numpy(), "lang": lang, "rate": rate,
+                                   "rank": rank}))
+        idx = np.unique(np.geomspace(1, len(order), min(max_points, len(order))).astype(np.int64) - 1)
+        curves.append(pd.DataFrame({"lang": lang, "rank": idx + 1, "rate": rate[order][idx]}))
+    return FiringCurve(pd.concat(curves, ignore_index=True), pd.concat(ranks, ignore_index=True))
+
+
+@dataclass(frozen=True)
+class Cofiring:
+    """Features that fire on the same sentence pairs as one feature."""
+
+    neighbours: pd.DataFrame
+    """(neighbour, n_both, n_neighbour, jaccard), best Jaccard first; ``n_both``
+    is estimated (scaled up from the sample) when ``n_sampled < n_pairs``."""
+    n_pairs: int
+    """Pairs the feature fires on (in any language)."""
+    n_sampled: int
+    """Of those, the pairs the counts were read for."""
+    exact_union: bool
+    """``n_neighbour`` is each neighbour's exact count of firing pairs
+    (coactivation.parquet at ``any``); otherwise its largest per-language count."""
+
+
+def sample_pairs(pair_ids: np.ndarray, max_buckets: int = COFIRE_MAX_BUCKETS,
+                 max_pairs: int = COFIRE_MAX_PAIRS) -> np.ndarray:
+    """The pairs of the ``max_buckets`` 1024-pair buckets holding most of
+    ``pair_ids`` (all buckets when they are no more), at most ``max_pairs``
+    of them, evenly spaced; sorted."""
+    ids = np.unique(np.asarray(pair_ids, np.int64))
+    bucket = ids >> PAIR_BLOCK_SHIFT
+    values, counts = np.unique(bucket, return_counts=True)
+    if len(values) > max_buckets:
+        keep = values[np.lexsort((values, -counts))[:max_buckets]]
+        ids = ids[np.isin(bucket, keep)]
+    if len(ids) > max_pairs:
+        ids = ids[np.unique(np.linspace(0, len(ids) - 1, max_pairs).round().astype(np.int64))]
+    return ids
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cofiring(location: str, token: str, feature: int, limit: int = 10) -> Cofiring:
+    """The ``limit`` features whose firing pairs overlap most with ``feature``'s,
+    by Jaccard |A ∩ B| / |A ∪ B| over pairs (a pair fires when any language does).
+
+    Reads sentence_max.parquet only for the pairs where ``feature`` fires
+    (``WHERE pair_id IN (...)``, at most ``COFIRE_MAX_BUCKETS`` pair buckets).
+    """
+    profile = feature_profile(location, token, feature)
+    mine = profile.sentence_max["pair_id"].to_numpy(np.int64)
+    n_pairs = len(np.unique(mine))
+    empty = pd.DataFrame({"neighbour": pd.Series(dtype="int64"), "n_both": pd.Series(dtype="float64"),
+                          "n_neighbour": pd.Series(dtype="int64"), "jaccard": pd.Series(dtype="float64")})
+    if n_pairs == 0:
+        return Cofiring(empty, 0, 0, True)
+    sampled = sample_pairs(mine)
+    # The bucket ranges let DuckDB skip every other row group by its pair_id statistics.
+    buckets = np.unique(sampled >> PAIR_BLOCK_SHIFT)
+    ranges = " OR ".join(f"pair_id BETWEEN {int(b) << PAIR_BLOCK_SHIFT} AND {((int(b) + 1) << PAIR_BLOCK_SHIFT) - 1}"
+                         for b in buckets)
+    counts = query(
+        "SELECT feature AS neighbour, count(DISTINCT pair_id) AS n FROM read_parquet(?) "
+        f"WHERE ({ranges}) AND pair_id IN ({_int_list(sampled.tolist())}) AND feature <> ? GROUP BY feature",
+        [parquet_source(location, SENTENCE_MAX), int(feature)], file=SENTENCE_MAX,
+    )
+    union, exact = _firing_pairs(location, token)
+    counts["n_both"] = counts["n"].astype(np.float64) * (n_pairs / len(sampled))
+    counts["n_neighbour"] = counts["neighbour"].map(union).fillna(0).astype(np.int64)
+    counts["n_neighbour"] = np.maximum(counts["n_neighbour"], np.ceil(counts["n_both"])).astype(np.int64)
+    denominator = n_pairs + counts["n_neighbour"] - counts["n_both"]
+    counts["jaccard"] = np.clip(counts["n_both"] / denominator, 0.0, 1.0)
+    best = counts.sort_values(["jaccard", "neighbour"], ascending=[False, True]).head(int(limit))
+    return Cofiring(best[["neighbour", "n_both", "n_neighbour", "jaccard"]].reset_index(drop=True),
+                    n_pairs, len(sampled), exact)
+
+
+def _firing_pairs(location: str, token: str) -> tuple[pd.Series, bool]:
+    """Pairs each feature fires on (any language), indexed by feature: exact
+    from coactivation.parquet's ``any`` rows when the run has them, else the
+    largest per-language count from features.parquet (a lower bound)."""
+    if not file_problems(location, token, (COACTIVATION,)) and "any" in coactivation_thresholds(location, token):
+        co = coactivation(location, token, "any")
+        return co.set_index("feature")["n_union"], True
+    feats = features(location, token)
+    fire = feats[[c for c in feats.columns if c.startswith("n_fire_")]].max(axis=1)
+    return pd.Series(fire.to_numpy(), index=feats["feature"]), False
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def decoder_neighbours(location: str, token: str, feature: int) -> pd.DataFrame | None:
+    """neighbours.parquet rows of ``feature`` (rank, neighbour, cosine), or None
+    when the run has no such file."""
+    if file_problems(location, token, (NEIGHBOURS,)):
+        return None
+    return query(
+        "SELECT rank, neighbour, cosine FROM read_parquet(?) WHERE feature = ? ORDER BY rank",
+        [parquet_source(location, NEIGHBOURS), int(feature)], file=NEIGHBOURS,
+    )

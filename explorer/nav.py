@@ -26,6 +26,18 @@ FEATURE = "pages/feature.py"
 PAIRS = "pages/pairs.py"
 RECOMPUTE = "pages/recompute.py"
 
+TABLE_PARAMS = ("tok", "alive", "smin", "smax", "minpairs", "minboth", "spec", "cut", "sort", "desc")
+"""The feature table's URL parameters besides ``score`` and ``t``: its search,
+filters and sort. Feature pages opened from the table carry them in their own
+URL (and along previous / next), so the browser's Back and the "Feature
+table" link bring the table back as it was."""
+
+
+def carried(params: dict[str, str]) -> dict[str, str]:
+    """The feature-table parameters among ``params`` (a page's query parameters)."""
+    return {k: params[k] for k in TABLE_PARAMS if k in params}
+
+
 PAGES: list[PageSpec] = [
     PageSpec(OVERVIEW, "Overview", "", ":material/home:"),
     PageSpec(CURVES, "Frequency curves", "curves", ":material/show_chart:"),

@@ -49,33 +49,47 @@ def heat_style(activation: float, vmax: float) -> str:
 
 def token_heatmap(
     tokens: Sequence[str], activations: Sequence[float], vmax: float, *, label: str = "",
+    peak: bool = False,
 ) -> str:
     """One sentence as a row of tokens shaded by activation.
 
     Hovering a token shows its text, position and activation (``title``).
     ``tokens[i]`` has activation ``activations[i]`` (0 when the feature is
-    silent there); BOS rows should be left out by the caller.
+    silent there); BOS rows should be left out by the caller. ``peak`` writes
+    the activation value after the strongest token (``sup.peak``).
     """
     spans = []
+    top = peak_index(activations) if peak else None
     for i, (tok, act) in enumerate(zip(tokens, activations, strict=True)):
         shown = visible_token(tok)
         title = f"{_title_safe(shown)!r} · position {i + 1} · activation {act:.3f}"
+        mark = f'<sup class="peak" style="font-size:0.7em;font-weight:600">{act:.3g}</sup>' if i == top else ""
         spans.append(
             f'<span class="tok" title="{esc(title)}" style="{heat_style(act, vmax)};'
             f'padding:1px 2px;margin:1px;border-radius:3px;white-space:pre;display:inline-block">'
-            f"{esc(shown)}</span>"
+            f"{esc(shown)}{mark}</span>"
         )
     head = f'<div style="font-size:0.75em;opacity:0.7">{esc(label)}</div>' if label else ""
     return f'<div class="heatmap" style="line-height:1.9">{head}{"".join(spans)}</div>'
 
 
+def peak_index(activations: Sequence[float]) -> int | None:
+    """Position of the largest positive activation (the first, on ties); None when none is."""
+    best, where = 0.0, None
+    for i, act in enumerate(activations):
+        if math.isfinite(act) and act > best:
+            best, where = act, i
+    return where
+
+
 def pair_heatmaps(
     sides: Sequence[tuple[str, Sequence[str], Sequence[float]]], vmax: float, *, caption: str = "",
+    peak: bool = False,
 ) -> str:
     """Several languages of one pair side by side: ``(lang, tokens, activations)``
-    each, sharing one colour scale so the sides compare."""
+    each, sharing one colour scale so the sides compare (``peak``: see ``token_heatmap``)."""
     cols = "".join(
-        f'<div style="flex:1;min-width:0">{token_heatmap(toks, acts, vmax, label=lang)}</div>'
+        f'<div style="flex:1;min-width:0">{token_heatmap(toks, acts, vmax, label=lang, peak=peak)}</div>'
         for lang, toks, acts in sides
     )
     cap = f'<div style="font-size:0.85em;margin-bottom:2px">{esc(caption)}</div>' if caption else ""

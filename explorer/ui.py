@@ -74,26 +74,40 @@ def require_entry() -> None:
 # ------------------------------------------------------------ URL state ---
 
 
-def url_seed(key: str, param: str, parse: Callable[[str], T], default: T) -> None:
+def url_seed(key: str, param: str, parse: Callable[[str], T], default: T, shown: str | None = None) -> None:
     """Set ``st.session_state[key]`` from the URL parameter ``param`` when the
     widget has no state yet, or when the URL now says something this session
-    did not write. An invalid value falls back to ``default`` with a warning."""
+    did not write (a page link, the browser's Back). An invalid value falls
+    back to ``default``, and the main area says so and what it shows instead
+    (``shown``, else the default)."""
     raw = st.query_params.get(param)
     last = st.session_state.setdefault(_LAST, {})
     if key in st.session_state and (raw is None or raw == last.get(param)):
         return
+    if key in st.session_state:
+        _url_arrived()
     value = default
     if raw is not None:
         try:
             value = parse(raw)
         except OutOfRange as exc:
-            st.warning(f"The link's `{param}` value {md(raw, 80)} is outside {md(exc.bounds)}; "
-                       f"showing {md(exc.value)}.")
+            notice(f"The link's `{param}` value {md(raw, 80)} is outside {md(exc.bounds)}; "
+                   f"showing {md(exc.value)} instead.")
             value = exc.value
         except (ValueError, TypeError, OverflowError):
-            st.warning(f"Ignored the link's invalid `{param}` value {md(raw, 80)}.")
+            instead = md(shown) if shown is not None else md(default)
+            notice(f"The link's `{param}` value {md(raw, 80)} is not valid; showing {instead} instead.")
             value = default
     st.session_state[key] = value
+
+
+def _url_arrived() -> None:
+    """The URL changed under a page that was already drawn: a page link to the
+    same page (previous / next) or the browser's Back. Streamlit's frontend
+    updates the address bar and adds a history entry only when the script
+    changes ``st.query_params``, and a same-page link alone does not, so send
+    the query string back once; a Back is answered with a replace, no entry."""
+    st.query_params.from_dict(st.query_params.to_dict())
 
 
 def url_publish(param: str, value: Any, default: Any = None, encode: Callable[[Any], str] = str) -> None:
@@ -218,6 +232,22 @@ def encode_int_list(values: list[int]) -> str:
     return ",".join(str(int(v)) for v in values)
 
 
+# ------------------------------------------------------------ notices ---
+
+
+def notices_here() -> None:
+    """``app.py`` calls this at the top of the main area, before the sidebar:
+    what ``notice`` says during this run (an invalid link value found by a
+    sidebar widget included) appears there, above the page."""
+    _entry.notices = st.container()
+
+
+def notice(text: str) -> None:
+    """A warning in the main area's notice slot (where the page is, when none)."""
+    target = getattr(_entry, "notices", None)
+    (target if target is not None else st).warning(text)
+
+
 # ------------------------------------------------------------- the run ---
 
 
@@ -243,7 +273,12 @@ def run_picker_ui(root: str) -> RunRef | None:
     ids = list(by_id)
     ok = [r.run_id for r in listings if r.ok]
     default = DEFAULT_RUN if DEFAULT_RUN in ok else (ok[0] if ok else ids[0])
-    url_seed(RUN_KEY, "run", parse_choice(ids), default)
+    def parse_run(raw: str) -> str:
+        if raw not in by_id:
+            raise ValueError(f"run {raw[:80]!r} does not exist under the results root {root}")
+        return raw
+
+    url_seed(RUN_KEY, "run", parse_run, default, shown=f"run `{default}`")
     if st.session_state.get(RUN_KEY) not in by_id:
         st.session_state[RUN_KEY] = default
     run_id = st.sidebar.selectbox(

@@ -3,6 +3,9 @@ CSV export, and a click-through to each feature's page."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
+import pandas as pd
 import streamlit as st
 
 from bilingual_core.schema import FEATURES
@@ -15,6 +18,10 @@ ui.require_entry()
 # Runs with at most this many activations get the top-tokens column at once;
 # bigger runs build the token index only when a search asks for it.
 EAGER_TOKEN_INDEX_ROWS = 20_000_000
+MAX_TABLE_PX = 560
+TABLE_ROW_PX = 35
+"""Streamlit's default dataframe row height (and header height below)."""
+TABLE_HEADER_PX = 38
 
 
 def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
@@ -94,14 +101,33 @@ def sort_ui(columns: list[str]) -> tuple[str, bool]:
     return column, descending
 
 
-def feature_url(ref: RunRef, feature: int, score: Score, threshold: str) -> str:
-    """Relative link from /features to the feature page, keeping the ranking."""
-    link = f"feature?run={ref.run_id}&feature={feature}&score={score.key}"
-    return link + (f"&t={threshold}" if threshold != ANY else "")
+def table_height(n_rows: int) -> int:
+    """Pixels for the table: its rows when few (no empty box), at most MAX_TABLE_PX."""
+    return min(MAX_TABLE_PX, TABLE_HEADER_PX + TABLE_ROW_PX * max(n_rows, 1) + 2)
 
 
-ui.url_only("score", "t", "tok", "alive", "smin", "smax", "minpairs", "minboth", "spec", "cut",
-            "sort", "desc", *evidence.URL_PARAMS)
+def feature_params(ref: RunRef, feature: int, score: Score, threshold: str,
+                   carry: dict[str, str]) -> dict[str, str]:
+    """URL parameters of a feature page opened from the table: the ranking, and
+    ``carry``, the table's search, filters and sort (``nav.TABLE_PARAMS``) to
+    come back to."""
+    params = {"run": ref.run_id, "feature": str(feature), "score": score.key}
+    if threshold != ANY:
+        params["t"] = threshold
+    return {**params, **carry}
+
+
+def feature_urls(ref: RunRef, features: pd.Series, score: Score, threshold: str,
+                 carry: dict[str, str]) -> list[str]:
+    """Relative links from /features to each feature's page (see ``feature_params``)."""
+    rest = feature_params(ref, 0, score, threshold, carry)
+    run = urlencode({"run": rest.pop("run")})
+    del rest["feature"]
+    tail = urlencode(rest)  # never empty: it holds the score
+    return [f"feature?{run}&feature={int(f)}&{tail}" for f in features]
+
+
+ui.url_only("score", "t", *nav.TABLE_PARAMS, *evidence.URL_PARAMS)
 ref = ui.current_run(files=(FEATURES,))
 st.title("Ranked features")
 thresholds = ui.coactivation_thresholds(ref)
@@ -130,7 +156,8 @@ columns = table.display_columns(shown, score, ref.languages)
 columns += [c for c in evidence.display_columns(shown, ref.languages) if c not in columns]
 sort_column, descending = sort_ui(columns)
 shown = table.sort_table(shown, sort_column, descending)[columns].reset_index(drop=True)
-shown.insert(1, "open", [feature_url(ref, int(f), score, threshold) for f in shown["feature"]])
+carry = nav.carried(st.query_params.to_dict())
+shown.insert(1, "open", feature_urls(ref, shown["feature"], score, threshold, carry))
 
 active = table.describe_filters(filters)
 n_low = int(shown["low_support"].sum()) if "low_support" in shown else 0
@@ -140,7 +167,7 @@ st.markdown(f"**{len(shown):,}** of {len(scored):,} features · ranked by `{scor
             + (f" · {n_low:,} with low support" if n_low else ""))
 event = st.dataframe(
     shown, key="features_table", hide_index=True, on_select="rerun", selection_mode="single-row",
-    height=560,
+    height=table_height(len(shown)),
     column_config={
         "feature": st.column_config.NumberColumn("feature", format="%d", pinned=True),
         "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
@@ -159,10 +186,7 @@ st.caption("Select a row to open its feature page; `open ↗` opens it in a new 
 rows = event.selection.rows if event is not None else []
 if rows:
     chosen = int(shown["feature"].iloc[rows[0]])
-    params = {"run": ref.run_id, "feature": str(chosen), "score": score.key}
-    if threshold != ANY:
-        params["t"] = threshold
-    st.switch_page(nav.FEATURE, query_params=params)
+    st.switch_page(nav.FEATURE, query_params=feature_params(ref, chosen, score, threshold, carry))
 
 st.download_button(
     "Download the filtered table (CSV)", key="features_csv",

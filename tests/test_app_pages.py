@@ -99,7 +99,7 @@ def test_overview_shows_manifest_counts_and_thresholds(app, runs: AppRuns) -> No
 
 def test_unknown_run_in_link_warns_and_falls_back(app) -> None:
     at = app(run="no-such-run")
-    assert any("no-such-run" in w.value for w in at.warning)
+    assert any("run 'no-such-run' does not exist" in w.value for w in at.main.warning)
     assert at.query_params["run"] == RUN_ID
 
 
@@ -203,8 +203,13 @@ def test_feature_page_scores_heatmaps_and_links(app, runs: AppRuns) -> None:
     assert {"value", "rank"} <= set(scores.columns) and len(scores) >= 5
     assert at.get("plotly_chart"), "no activation histogram"
     heatmaps = [h.value for h in at.get("html") if 'class="pair"' in h.value]
-    assert len(heatmaps) == 8  # default number of top pairs
+    assert heatmaps[0].count('class="pair"') == 8  # the default 8 top pairs, one element
+    assert len(heatmaps) >= 4  # then samples from the quantile bins below the top pairs
+    assert "Top 8 of 25 pairs" in shown and "Quantile 0–25 %" in shown
     assert 'title="' in heatmaps[0] and "activation" in heatmaps[0]
+    # The strongest token carries its value, and the caption names each side's.
+    assert 'class="peak"' in heatmaps[0]
+    assert " en " in heatmaps[0] and " es " in heatmaps[0] and " on “" in heatmaps[0]
     buttons = [b for b in at.get("link_button")]
     assert buttons and buttons[0].proto.url == f"https://www.neuronpedia.org/{NEURONPEDIA_ID}/{feature}"
     links = {link.value: link.proto.query_string for link in at.get("page_link")}
@@ -218,10 +223,11 @@ def test_feature_page_top_pairs_by_language(app, runs: AppRuns) -> None:
     at = app("pages/feature.py", feature=str(feature))
     at.radio(key="feature_by").set_value("es").run()
     at.slider(key="feature_n").set_value(3).run()
+    at.slider(key="feature_per_bin").set_value(0).run()
     assert not at.exception
     heatmaps = [h.value for h in at.get("html") if 'class="pair"' in h.value]
-    assert len(heatmaps) == 3
-    assert at.query_params["by"] == "es" and at.query_params["n"] == "3"
+    assert sum(h.count('class="pair"') for h in heatmaps) == 3
+    assert at.query_params["by"] == "es" and at.query_params["n"] == "3" and at.query_params["nq"] == "0"
 
 
 def test_feature_page_previous_next_follow_ranking(app, runs: AppRuns) -> None:
@@ -236,6 +242,144 @@ def test_feature_page_previous_next_follow_ranking(app, runs: AppRuns) -> None:
     assert f"feature={first}" in links[f"Previous: feature {first}"]
     assert f"feature={third}" in links[f"Next: feature {third}"]
     assert "score=mass_jsd" in links[f"Next: feature {third}"]
+
+
+def test_feature_page_density_and_firing_rate(app, runs: AppRuns) -> None:
+    import pandas as pd
+
+    feature = runs.truth.features_of("bilingual")[2]
+    at = app("pages/feature.py", feature=str(feature))
+    charts = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart") if getattr(c, "key", None)}
+    density = charts["feature_histogram"]
+    assert density["layout"]["yaxis"]["type"] == "log" and density["layout"]["barmode"] == "group"
+    assert [t["name"] for t in density["data"]] == ["en", "es"]
+    firing = charts["feature_firing"]
+    markers = [t for t in firing["data"] if t.get("mode") == "markers"]
+    assert [t["name"] for t in markers] == [f"feature {feature} (en)", f"feature {feature} (es)"]
+    feats = pd.read_parquet(runs.run / "features.parquet")
+    rate = feats.set_index("feature").at[feature, "n_fire_en"] / 120
+    assert markers[0]["y"][0] == pytest.approx(rate)
+    expected_rank = int((feats["n_fire_en"] > feats.set_index("feature").at[feature, "n_fire_en"]).sum()) + 1
+    assert markers[0]["x"][0] >= expected_rank  # ties are ordered by feature id after it
+
+
+def test_feature_page_examples_hold_pairs_where_every_language_fires(app, runs: AppRuns) -> None:
+    feature = runs.truth.features_of("independent")[0]
+    at = app("pages/feature.py", feature=str(feature), n="50", nq="0")
+    heatmaps = "".join(h.value for h in at.get("html") if 'class="pair"' in h.value)
+    assert heatmaps and "silent" not in heatmaps
+    n_both = heatmaps.count('class="pair"')
+    at.toggle(key="feature_some").set_value(True).run()
+    heatmaps = "".join(h.value for h in at.get("html") if 'class="pair"' in h.value)
+    assert heatmaps.count('class="pair"') > n_both and ("es silent" in heatmaps or "en silent" in heatmaps)
+    assert at.query_params["some"] == "1"
+
+
+def test_feature_page_cofiring_neighbours_are_jaccard_over_pairs(app, runs: AppRuns) -> None:
+    import pandas as pd
+
+    feature = runs.truth.features_of("bilingual")[2]
+    at = app("pages/feature.py", feature=str(feature))
+    shown = table_with(at, "feature", "jaccard", "shared pairs")
+    sm = pd.read_parquet(runs.run / "sentence_max.parquet")
+    pairs = sm.groupby("feature")["pair_id"].agg(lambda p: set(p.tolist()))
+    mine = pairs[feature]
+    expected = sorted(((len(mine & other) / len(mine | other), -f) for f, other in pairs.items()
+                       if f != feature and mine & other), reverse=True)
+    top = -expected[0][1]
+    assert int(shown["feature"].iloc[0]) == top
+    assert shown["jaccard"].iloc[0] == pytest.approx(expected[0][0])
+    assert shown["open"].iloc[0].startswith(f"feature?run={RUN_ID}&feature={top}")
+    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    assert f"feature={top}" in links[f"feature {top}"]
+    assert "Nearest decoder directions" not in texts(at)  # the run has no neighbours.parquet
+
+
+def test_feature_page_low_support_badge(app, runs: AppRuns) -> None:
+    import pandas as pd
+
+    feats = pd.read_parquet(runs.run / "features.parquet")
+    thin = feats[feats["alive"] & ((feats["n_fire_en"] < 3) | (feats["n_fire_es"] < 3))]["feature"].iloc[0]
+    at = app("pages/feature.py", feature=str(thin))
+    assert "low support" in texts(at)
+    busy = runs.truth.features_of("ubiquitous")[0]
+    assert "low support" not in texts(app("pages/feature.py", feature=str(busy)))
+
+
+def test_feature_page_decoder_neighbours_when_stored(runs: AppRuns, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    root = tmp_path / "results"
+    shutil.copytree(runs.root, root)
+    pd.DataFrame({"feature": [44, 44, 9], "rank": [1, 2, 1], "neighbour": [9, 14, 44],
+                  "cosine": [0.91, 0.5, 0.91]}).to_parquet(root / RUN_ID / "neighbours.parquet")
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update({"run": RUN_ID, "feature": "44"})
+    at.run()
+    at.switch_page("pages/feature.py")
+    at.query_params.update({"run": RUN_ID, "feature": "44"})
+    at.run()
+    assert not at.exception, at.exception
+    decoder = table_with(at, "rank", "neighbour", "cosine")
+    assert decoder["neighbour"].tolist() == [9, 14] and decoder["cosine"].iloc[0] == pytest.approx(0.91)
+    assert decoder["open"].iloc[1].startswith(f"feature?run={RUN_ID}&feature=14")
+
+
+def test_previous_next_moves_the_url(app, runs: AppRuns) -> None:
+    """A same-page link: the frontend reruns with the link's query string; the
+    page must follow it (the browser test checks the address bar and history)."""
+    import pandas as pd
+
+    feats = pd.read_parquet(runs.run / "features.parquet")
+    order = feats[feats["alive"]].sort_values(["mass_jsd", "feature"])["feature"].tolist()
+    at = app("pages/feature.py", feature=str(order[1]), score="mass_jsd")
+    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    query = dict(part.split("=") for part in links[f"Next: feature {order[2]}"].split("&"))
+    at.query_params.clear()
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == f"Feature {order[2]}"
+    assert at.query_params["feature"] == str(order[2]) and at.query_params["score"] == "mass_jsd"
+    assert at.number_input(key="feature_id").value == order[2]
+
+
+def test_feature_table_link_restores_the_table(app) -> None:
+    at = app("pages/features.py", score="jaccard", minpairs="3", spec="bilingual", desc="1")
+    n_filtered = len(frames(at, "features_table"))
+    at.session_state["features_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert at.title[0].value.startswith("Feature ")
+    # The feature page carries the table's parameters, and its links keep them.
+    assert at.query_params["minpairs"] == "3" and at.query_params["spec"] == "bilingual"
+    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    assert all("minpairs=3" in q for label, q in links.items() if label.startswith(("Previous", "Next")))
+    query = dict(part.split("=") for part in links["Feature table"].split("&"))
+    assert query == {"run": RUN_ID, "score": "jaccard", "minpairs": "3", "spec": "bilingual", "desc": "1"}
+    at.switch_page("pages/features.py")
+    at.query_params.clear()
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception
+    assert len(frames(at, "features_table")) == n_filtered
+    assert at.selectbox(key="features_spec").value == "bilingual"
+    assert at.toggle(key="features_desc").value is True
+
+
+def test_invalid_link_values_are_named_in_the_main_area(app) -> None:
+    at = app("pages/feature.py", feature="99999")
+    main = [w.value for w in at.main.warning]
+    assert any("`feature` value '99999' is not valid" in w and "showing feature" in w for w in main), main
+    assert not at.sidebar.warning
+
+
+def test_link_to_a_missing_run_says_it_does_not_exist(app) -> None:
+    at = app("pages/feature.py", run="no-such-run", feature="3")
+    main = [w.value for w in at.main.warning]
+    assert any("run 'no-such-run' does not exist" in w and f"showing run `{RUN_ID}` instead" in w
+               for w in main), main
 
 
 def test_feature_page_for_a_dead_feature(app, runs: AppRuns) -> None:
@@ -344,7 +488,9 @@ def test_runs_under_an_fsspec_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not at.exception and {m.label: m.value for m in at.metric}["Sentence pairs"] == "120"
     at.switch_page("pages/feature.py").run()
     assert not at.exception and at.title[0].value.startswith("Feature ")
+    at.radio(key="feature_by").set_value("en").run()  # the default feature may never fire in both
     assert [h for h in at.get("html") if 'class="pair"' in h.value]
+    assert table_with(at, "feature", "jaccard", "shared pairs") is not None  # sentence_max over fsspec
     at.switch_page("pages/pairs.py").run()
     assert not at.exception and len(table_with(at, "feature", "min_max")) > 0
     fs.rm("/apptest", recursive=True)

@@ -37,7 +37,8 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
 ]
-PAGE_TIMEOUT_MS = 60_000
+PAGE_TIMEOUT_MS = int(os.environ.get("APP_BROWSER_TIMEOUT_MS", "120000"))
+"""How long a page may take to draw (raise it on a heavily loaded machine)."""
 
 
 def _free_port() -> int:
@@ -104,6 +105,9 @@ def settle(page) -> None:
     """Wait until the app has drawn: main area present, no running-status
     widget and no skeleton for a while."""
     page.wait_for_selector('[data-testid="stMain"]', timeout=PAGE_TIMEOUT_MS)
+    # On a loaded machine the first quiet spell can come before the script starts.
+    page.wait_for_function("document.querySelector('[data-testid=\"stMain\"]').innerText.trim().length > 0",
+                           timeout=PAGE_TIMEOUT_MS)
     deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
     quiet = 0
     while quiet < 6:
@@ -132,7 +136,8 @@ def test_every_page_renders_in_chromium(server, browser, tmp_path: Path) -> None
         ("features", "features?score=jaccard&minpairs=3&spec=bilingual",
          ["Ranked features", "ranked by jaccard"]),
         ("feature", f"feature?feature={bilingual}",
-         [f"Feature {bilingual}", "planted: bilingual", "Where it fires most", "Neuronpedia"]),
+         [f"Feature {bilingual}", "planted: bilingual", "Where it fires", "Examples across the activation range",
+          "Top 8 of 25 pairs", "Quantile", "Neighbours", "Neuronpedia"]),
         ("pairs", "pairs?pair=5", ["Pair 5", "Features firing on this pair"]),
     ]
     dialogs: list[str] = []
@@ -175,7 +180,7 @@ def test_a_shared_link_opens_the_same_view_in_a_new_session(server, browser) -> 
     url, runs = server
     feature = runs.truth.features_of("bilingual")[0]
     page = browser.new_page()
-    page.goto(f"{url}/feature?run={RUN_ID}&feature={feature}&score=mass_jsd&by=es&n=3")
+    page.goto(f"{url}/feature?run={RUN_ID}&feature={feature}&score=mass_jsd&by=es&n=3&nq=0")
     settle(page)
     shown = page.locator('[data-testid="stMain"]').inner_text()
     assert f"Feature {feature}" in shown and "by mass_jsd" in shown
@@ -212,4 +217,98 @@ def test_reflected_markdown_in_a_link_loads_and_links_nothing_outside(server, br
                                            for i in range(links.count())])
         assert page.locator('img[src*="evil.example"]').count() == 0, path
     assert not [u for u in outside if "evil.example" in u], outside
+
+
+def _history_length(page) -> int:
+    return int(page.evaluate("history.length"))
+
+
+def _heading(page) -> str:
+    return page.locator('[data-testid="stMain"] h1').first.inner_text()
+
+
+def test_previous_next_change_the_url_and_history(server, browser, tmp_path: Path) -> None:
+    """A same-page link must update the address bar and add a history entry;
+    Back returns to the earlier feature and its URL."""
+    import pandas as pd
+
+    url, runs = server
+    feats = pd.read_parquet(runs.run / "features.parquet")
+    order = feats[feats["alive"]].sort_values(["mass_jsd", "feature"])["feature"].tolist()
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1024, "height": 900})
+    page.goto(f"{url}/feature?run={RUN_ID}&feature={order[1]}&score=mass_jsd")
+    settle(page)
+    start = _history_length(page)
+    # At 1024 px the link labels are whole (not cut with an ellipsis).
+    for label in (f"Previous: feature {order[0]}", f"Next: feature {order[2]}"):
+        link = page.locator('[data-testid="stPageLink"]', has_text=label).first
+        assert link.is_visible()
+        assert link.evaluate("e => [...e.querySelectorAll('*')].every(c => c.scrollWidth <= c.clientWidth + 1)")
+    main_box = page.locator('[data-testid="stMain"]').bounding_box()
+    languages = page.locator('[data-testid="stDataFrame"]').nth(1).bounding_box()
+    assert languages["x"] + languages["width"] <= main_box["x"] + main_box["width"]
+    shoot(page, "feature-1024", tmp_path)
+
+    page.locator('[data-testid="stPageLink"]', has_text=f"Next: feature {order[2]}").first.click()
+    settle(page)
+    assert _heading(page) == f"Feature {order[2]}"
+    assert f"feature={order[2]}" in page.url and "score=mass_jsd" in page.url
+    assert _history_length(page) == start + 1
+    page.locator('[data-testid="stPageLink"]', has_text=f"Next: feature {order[3]}").first.click()
+    settle(page)
+    assert f"feature={order[3]}" in page.url and _history_length(page) == start + 2
+
+    page.go_back()
+    settle(page)
+    assert _heading(page) == f"Feature {order[2]}" and f"feature={order[2]}" in page.url
+    page.go_back()
+    settle(page)
+    assert _heading(page) == f"Feature {order[1]}" and f"feature={order[1]}" in page.url
+    page.go_forward()
+    settle(page)
+    assert _heading(page) == f"Feature {order[2]}"
+    page.close()
+
+
+def test_back_and_the_table_link_restore_the_filters(server, browser) -> None:
+    url, _ = server
+    table_url = f"{url}/features?run={RUN_ID}&score=jaccard&minpairs=3&spec=bilingual"
+    filters = "fires on ≥ 3 pairs per language, bilingual"
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1024, "height": 900})
+    page.goto(table_url)
+    settle(page)
+    assert filters in page.locator('[data-testid="stMain"]').inner_text()
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)  # the first row's selection box
+    settle(page)
+    assert _heading(page).startswith("Feature ") and "/feature?" in page.url
+
+    page.go_back()
+    settle(page)
+    page.wait_for_timeout(1000)  # a selection left behind would switch pages again
+    settle(page)
+    assert "/features?" in page.url and "minpairs=3" in page.url and "spec=bilingual" in page.url
+    shown = page.locator('[data-testid="stMain"]').inner_text()
+    assert "Ranked features" in shown and filters in shown and "ranked by jaccard" in shown
+
+    page.go_forward()
+    settle(page)
+    assert _heading(page).startswith("Feature ")
+    page.locator('[data-testid="stPageLink"]', has_text="Feature table").first.click()
+    settle(page)
+    assert "/features?" in page.url and "minpairs=3" in page.url and "score=jaccard" in page.url
+    assert filters in page.locator('[data-testid="stMain"]').inner_text()
+    page.close()
+
+
+def test_a_link_to_a_missing_run_says_so(server, browser) -> None:
+    url, _ = server
+    page = browser.new_page()
+    page.goto(f"{url}/feature?run=no-such-run&feature=3")
+    settle(page)
+    main = page.locator('[data-testid="stMain"]').inner_text()
+    assert "run 'no-such-run' does not exist" in main and f"showing run {RUN_ID} instead" in main
     page.close()
