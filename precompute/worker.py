@@ -73,6 +73,8 @@ class WorkerConfig:
     """Command that is ``python -m precompute`` (tests substitute a stand-in)."""
     log_lines: int = 2000
     """Lines of output kept in log.txt (the last ones)."""
+    run_args: tuple[str, ...] = ()
+    """Extra ``--flag=value`` items for every run command (``--executor=ray --workers=4``)."""
     corpus_dirs: tuple[str, ...] | None = None
     """Directories a job's ``corpus_file`` may be in (None: the results root's ``_corpora``
     folder and the bundled ``data/``)."""
