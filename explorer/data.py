@@ -30,7 +30,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
-from bilingual_core.score_io import PAIR_BLOCK_SHIFT
 
 from bilingual_core import Manifest, Run, RunFormatError, RunListing, list_runs
 from bilingual_core.schema import (
@@ -45,6 +44,7 @@ from bilingual_core.schema import (
     THRESHOLDS,
     TOKENS,
 )
+from bilingual_core.score_tables import PAIR_BLOCK_SHIFT
 from bilingual_core.storage import is_local, join, open_root
 
 from .safe_text import hide_paths
