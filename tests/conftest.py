@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,16 @@ def make_synthetic_run(tmp_path: Path) -> Callable[..., SyntheticRun]:
         return SyntheticRun(root, cfg, truth)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """While a module that asks for it runs, point the model cache (``BILINGUAL_CACHE_DIR``)
+    at one temporary folder of the session, so the tiny model is built once for all of
+    them (and the real cache, where the Gemma 3 checkpoint lives, is left alone)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BILINGUAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tiny-cache"))
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,8 @@ from precompute.testing import tiny_config
 
 
 @pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BILINGUAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tiny-cache"))
-        yield
+def _tiny_models(tiny_cache: None) -> None:
+    """Every test here builds the tiny model into the session's shared cache."""
 
 
 def test_null_percentile_and_beating_the_null() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extraction.p
 
 
 @pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BILINGUAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tiny-cache"))
-        yield
+def _tiny_models(tiny_cache: None) -> None:
+    """Every test here builds the tiny model into the session's shared cache."""
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ fire in one batch shape and not in another, which is not a bug.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,8 @@ KEYS = ["pair_id", "lang", "position", "feature"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BILINGUAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tiny-cache"))
-        yield
+def _tiny_models(tiny_cache: None) -> None:
+    """Every test here builds the tiny model into the session's shared cache."""
 
 
 def _tables(root: Path, run_id: str) -> dict[str, pd.DataFrame]:
