@@ -94,9 +94,10 @@ def url_seed(key: str, param: str, parse: Callable[[str], T], default: T, shown:
             notice(f"The link's `{param}` value {md(raw, 80)} is outside {md(exc.bounds)}; "
                    f"showing {md(exc.value)} instead.")
             value = exc.value
-        except (ValueError, TypeError, OverflowError):
-            instead = md(shown) if shown is not None else md(default)
-            notice(f"The link's `{param}` value {md(raw, 80)} is not valid; showing {instead} instead.")
+        except (ValueError, TypeError, OverflowError) as exc:
+            instead = shown if shown is not None else md(default)  # ``shown`` is the app's own Markdown
+            notice(f"The link's `{param}` value {md(raw, 80)} is not valid ({md(exc, 160)}); "
+                   f"showing {instead} instead.")
             value = default
     st.session_state[key] = value
 

@@ -22,6 +22,7 @@ from test_app_support import (
     SCRIPT_TOKEN,
     AppRuns,
     build_app_runs,
+    open_app,
 )
 
 TIMEOUT = 30
@@ -37,18 +38,7 @@ def app(runs: AppRuns, monkeypatch: pytest.MonkeyPatch):
     """Factory: an AppTest of app.py on ``page`` with ``params`` in the URL, run once."""
     monkeypatch.setenv(RESULTS_ENV, str(runs.root))
 
-    def start(page: str | None = None, **params: str) -> AppTest:
-        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-        at.query_params.update(params)
-        at.run()
-        if page:
-            at.switch_page(page)
-            at.query_params.update(params)
-            at.run()
-        assert not at.exception, at.exception
-        return at
-
-    return start
+    return open_app
 
 
 def texts(at: AppTest) -> str:
@@ -99,7 +89,7 @@ def test_overview_shows_manifest_counts_and_thresholds(app, runs: AppRuns) -> No
 
 def test_unknown_run_in_link_warns_and_falls_back(app) -> None:
     at = app(run="no-such-run")
-    assert any("run 'no-such-run' does not exist" in w.value for w in at.main.warning)
+    assert any("run 'no-such-run' does not exist" in w for w in _main_warnings(at)), _main_warnings(at)
     assert at.query_params["run"] == RUN_ID
 
 
@@ -368,16 +358,23 @@ def test_feature_table_link_restores_the_table(app) -> None:
     assert at.toggle(key="features_desc").value is True
 
 
+def _main_warnings(at) -> list[str]:
+    """The main area's warnings as plain text (link values in them are Markdown-escaped)."""
+    return [w.value.replace("\\", "").replace("\u200b", "") for w in at.main.warning]
+
+
 def test_invalid_link_values_are_named_in_the_main_area(app) -> None:
-    at = app("pages/feature.py", feature="99999")
-    main = [w.value for w in at.main.warning]
-    assert any("`feature` value '99999' is not valid" in w and "showing feature" in w for w in main), main
+    at = app("pages/feature.py", feature="abc")
+    main = _main_warnings(at)
+    assert any("`feature` value abc is not valid" in w and "showing feature" in w for w in main), main
     assert not at.sidebar.warning
+    at = app("pages/feature.py", feature="99999")  # a number out of range is clamped, and said so
+    assert any("`feature` value 99999 is outside 0..255; showing 255" in w for w in _main_warnings(at))
 
 
 def test_link_to_a_missing_run_says_it_does_not_exist(app) -> None:
     at = app("pages/feature.py", run="no-such-run", feature="3")
-    main = [w.value for w in at.main.warning]
+    main = _main_warnings(at)
     assert any("run 'no-such-run' does not exist" in w and f"showing run `{RUN_ID}` instead" in w
                for w in main), main
 

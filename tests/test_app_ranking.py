@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app_support import APP, RESULTS_ENV, AppRuns, build_app_runs
+from test_app_support import RESULTS_ENV, AppRuns, build_app_runs, open_app
 
 from bilingual_core import PlantedCounts
 from explorer import table
@@ -27,15 +27,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> AppRuns:
 
 def _page(runs: AppRuns, monkeypatch: pytest.MonkeyPatch, page: str | None, **params: str) -> AppTest:
     monkeypatch.setenv(RESULTS_ENV, str(runs.root))
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.query_params.update(params)
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.query_params.update(params)
-        at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(page, **params)
 
 
 def _frame(at: AppTest, key: str) -> pd.DataFrame:

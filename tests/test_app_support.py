@@ -83,3 +83,22 @@ def build_app_runs(root: Path, **overrides: object) -> AppRuns:
     score_run(root, cfg.run_id)
     _edit_manifest(run, sae={"neuronpedia_id": NEURONPEDIA_ID})
     return AppRuns(root, truth, cfg)
+
+
+APPTEST_TIMEOUT = 30
+
+
+def open_app(page: str | None = None, **params: str):
+    """An AppTest of app.py opened on ``page`` with ``params`` in the URL, run once
+    (the results root comes from ``BILINGUAL_RESULTS_DIR``, which the caller sets)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=APPTEST_TIMEOUT)
+    at.query_params.update(params)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.query_params.update(params)
+        at.run()
+    assert not at.exception, at.exception
+    return at

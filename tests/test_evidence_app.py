@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app_support import APP, RESULTS_ENV, build_app_runs
+from test_app_support import APP, RESULTS_ENV, build_app_runs, open_app
 
 from bilingual_core import Run
 from bilingual_core.evidence import (
@@ -85,17 +85,7 @@ def app(evidence_run, monkeypatch: pytest.MonkeyPatch):
     runs, _ = evidence_run
     monkeypatch.setenv(RESULTS_ENV, str(runs.root))
 
-    def start(page: str, **params: str) -> AppTest:
-        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-        at.query_params.update(params)
-        at.run()
-        at.switch_page(page)
-        at.query_params.update(params)
-        at.run()
-        assert not at.exception, at.exception
-        return at
-
-    return start
+    return open_app
 
 
 def _texts(at: AppTest) -> str:

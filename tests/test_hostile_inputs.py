@@ -116,16 +116,16 @@ def _number(key: str, value: int) -> Callable[[AppTest], None]:
 
 
 LINKS: list[Link] = [
-    Link("Markdown in the feature number", "pages/feature.py", {"feature": PHISH}, ("Ignored",)),
+    Link("Markdown in the feature number", "pages/feature.py", {"feature": PHISH}, ("not valid",)),
     Link("Markdown in the pair search", "pages/pairs.py", {"q": PHISH}),
-    Link("Markdown in the run name", "pages/overview.py", {"run": PHISH}, ("Ignored",)),
+    Link("Markdown in the run name", "pages/overview.py", {"run": PHISH}, ("not valid",)),
     Link("share cut above the slider's maximum", "pages/features.py", {"cut": "5"},
          ("outside",), _slider("features_cut", 1.0)),
     Link("share cut below the slider's minimum", "pages/features.py", {"cut": "-3"},
          check=_slider("features_cut", 0.5)),
     Link("pair number past the last pair", "pages/pairs.py", {"pair": "10000000"},
          check=_number("pairs_id", 119)),
-    Link("huge integer", "pages/features.py", {"minpairs": "9" * 400}, ("Ignored",)),
+    Link("huge integer", "pages/features.py", {"minpairs": "9" * 400}, ("not valid",)),
     Link("pair count above the slider's maximum", "pages/feature.py", {"n": "500"},
          check=_slider("feature_n", 50)),
 ]
