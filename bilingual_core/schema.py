@@ -27,7 +27,7 @@ CURVES = "curves.parquet"
 SENTENCE_MAX = "sentence_max.parquet"
 COACTIVATION = "coactivation.parquet"
 # Optional: pad-position activations kept only by the importer of the post's
-# published data, for the `notebook` score variant (DESIGN.md section 4, item 5).
+# published data, for the `notebook` score variant (docs/scores.md, notebook variant).
 PAD_ACTIVATIONS = "pad_activations.parquet"
 
 # Threshold names in display order: the mean and five quantiles of all positive

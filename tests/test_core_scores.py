@@ -1,4 +1,4 @@
-"""Every score of DESIGN.md section 4 against small cases computed by hand.
+"""Every score of docs/scores.md and the README against small cases computed by hand.
 
 The expected numbers are written out as exact expressions (with their decimal
 value in a comment); none is copied from the implementation.
