@@ -15,7 +15,8 @@ import torch
 
 from bilingual_core import Run
 from jobs.config import BUNDLED_CORPUS
-from jobs.presets import preset, with_overrides
+from jobs.overrides import with_overrides
+from jobs.presets import preset
 from precompute.evidence.ablation import compute_ablation
 from precompute.evidence.config import AblationConfig
 from precompute.evidence.loading import config_from_manifest
