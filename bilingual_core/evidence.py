@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from .manifest import utc_now
 from .run import Run
 from .schema import ACTIVATIONS, MANIFEST, TOKENS
+from .score_registry import SCORES
 from .storage import RunWriter, join, open_root
 
 LOGITS = "logits.parquet"
@@ -50,8 +51,9 @@ TAG_SHARE = 0.8
 """A token is tagged with a language when at least this share of its occurrences is in it."""
 PURITY_TOP = 3
 """Purity counts the share of a feature's co-firing pairs taken by this many commonest token pairs."""
-DEFAULT_RANKINGS = ("evidence_rank", "jaccard_rank", "mass_jsd_rank", "bi_rank")
-"""Ranking columns tried in order when no score is named (the app's default first)."""
+DEFAULT_RANKINGS = tuple(dict.fromkeys((SCORES[0].rank_column, "jaccard_rank", "mass_jsd_rank", "bi_rank")))
+"""Ranking columns tried in order when no score is named: the app's default (the registry's
+first score), then, for runs scored before it existed, the scale-free scores before the blog bi."""
 
 NEIGHBOURS_SCHEMA = pa.schema([
     pa.field("feature", pa.int32(), nullable=False),

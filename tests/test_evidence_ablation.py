@@ -136,7 +136,7 @@ def test_cli_validate_is_reproducible_with_a_seed(tiny_run: Path, capsys: pytest
             "--quiet", "--seed", "3"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "ablation.parquet" in out and "by jaccard_rank" in out
+    assert "ablation.parquet" in out and "by evidence_rank" in out  # the app's default ranking
     first = Run.open(tiny_run).read_pandas(ABLATION)
     assert main(args) == 0
     second = Run.open(tiny_run).read_pandas(ABLATION)

@@ -156,6 +156,9 @@ def test_every_declared_setting_is_an_option_of_the_run_command():
         elif s.kind == "int":
             argv.append(f"{s.flag}=3")
             expected[s.name] = 3
+        elif s.kind == "float":
+            argv.append(f"{s.flag}=1.5")
+            expected[s.name] = 1.5
         elif s.kind == "multi":
             argv += [f"{s.flag}=a", f"{s.flag}=b"]
             expected[s.name] = ["a", "b"]
