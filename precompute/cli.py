@@ -92,7 +92,7 @@ def _load_plugins() -> None:
     """Import modules that register further subcommands (cheap: they import torch lazily)."""
     import importlib
 
-    for module in ("precompute.commands", "precompute.importer", "precompute.jobs", "precompute.gemma3"):
+    for module in ("precompute.commands", "precompute.importer", "precompute.jobs", "precompute.gemma3", "precompute.train_sae"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
