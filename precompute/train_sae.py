@@ -29,6 +29,7 @@ docs/training.md explains the defaults.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import time
@@ -124,13 +125,18 @@ def corpus_texts(corpus_dir: str | None, corpus_file: str | None, heldout_share:
     """``(train, heldout, info)`` sentences: the Tatoeba directory's ``train``/``heldout`` files,
     or every cell of a local table, rows split by a seeded hash (``heldout_share`` held back)."""
     from .corpus import file_sha256, read_local_table
-    from .training_corpus import CORPUS_DIR, _unit_hash, load_heldout_sentences, load_training_sentences
+    from .training_corpus import (
+        CORPUS_DIR,
+        _unit_hash,
+        load_heldout_sentences,
+        load_training_sentences,
+    )
 
     if corpus_file is not None:
         frame = read_local_table(corpus_file)
         held = [_unit_hash("\t".join(map(str, row)), seed) < heldout_share for row in frame.itertuples(index=False)]
-        train = [str(t) for row, h in zip(frame.itertuples(index=False), held) if not h for t in row]
-        test = [str(t) for row, h in zip(frame.itertuples(index=False), held) if h for t in row]
+        train = [str(t) for row, h in zip(frame.itertuples(index=False), held, strict=True) if not h for t in row]
+        test = [str(t) for row, h in zip(frame.itertuples(index=False), held, strict=True) if h for t in row]
         from .config import display_path
 
         return train, test, {"file": display_path(corpus_file), "sha256": file_sha256(corpus_file),
@@ -381,10 +387,8 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for package in ("sae-lens", "transformer-lens", "torch", "transformers", "datasets", "numpy"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[package] = version(package)
-        except PackageNotFoundError:
-            pass
     import platform
 
     out["python"] = platform.python_version()

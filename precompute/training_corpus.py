@@ -55,7 +55,7 @@ def read_laser_directory(directory: str | Path) -> pd.DataFrame:
         other = (directory / f"tatoeba.{lang}-eng.{lang}").read_text(encoding="utf-8").splitlines()
         if len(english) != len(other):
             raise ValueError(f"{path.name} has {len(english)} lines but its {lang} side {len(other)}")
-        rows.extend((lang, i, e.strip(), t.strip()) for i, (e, t) in enumerate(zip(english, other)))
+        rows.extend((lang, i, e.strip(), t.strip()) for i, (e, t) in enumerate(zip(english, other, strict=True)))
     if not rows:
         raise FileNotFoundError(f"no tatoeba.<lang>-eng.eng files in {directory}")
     frame = pd.DataFrame(rows, columns=COLUMNS)
