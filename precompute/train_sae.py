@@ -352,6 +352,7 @@ def evaluate(model, sae_dir: Path, spec: TrainSpec, eval_dataset) -> dict[str, A
     from sae_lens.training.activation_scaler import ActivationScaler
 
     sae = SAE.load_from_disk(str(sae_dir), device="cpu", dtype="float32").eval()
+    eval_dataset = eval_dataset.select(range(min(len(eval_dataset), spec.eval_rows)))
     store = ActivationsStore.from_sae(model, sae, eval_dataset, context_size=spec.context_size, streaming=False,
                                       store_batch_size_prompts=spec.model_batch_size,
                                       n_batches_in_buffer=4, train_batch_size_tokens=spec.train_batch_tokens,
