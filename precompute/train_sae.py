@@ -76,6 +76,8 @@ class TrainSpec:
     eval_ce_batches: int = 8
     """Batches of model_batch_size held-back rows for the next-token loss (full model, three passes)."""
     seed: int = 42
+    device: str = "cpu"
+    """Where the language model and the SAE run (``cuda`` on a GPU host)."""
 
     @property
     def hook_name(self) -> str:
@@ -241,7 +243,7 @@ def cache_activations(model, spec: TrainSpec, dataset, work: Path, log=print) ->
             dataset_path=str(work / "tokens"), model_name=model.cfg.model_name, hook_name=spec.hook_name,
             d_in=model.cfg.d_model, model_batch_size=spec.model_batch_size, training_tokens=spec.part_tokens,
             context_size=spec.context_size, new_cached_activations_path=str(tmp), shuffle=False,
-            dtype="float32", device="cpu", streaming=False, prepend_bos=True,
+            dtype="float32", device=spec.device, streaming=False, prepend_bos=True,
             # one buffer = one part: the runner writes it as a single shard
             buffer_size_gb=(spec.part_tokens * bytes_per_token + bytes_per_token / 2) / 1e9)
         part = dataset.select(range(i * spec.part_rows, (i + 1) * spec.part_rows))
@@ -282,7 +284,7 @@ def runner_config(spec: TrainSpec, model, cache_path: Path, tokens_path: Path, t
     steps = training_tokens // spec.train_batch_tokens
     warmup = max(1, int(spec.warmup_share * steps))
     sae = TopKTrainingSAEConfig(d_in=model.cfg.d_model, d_sae=spec.d_sae, k=spec.k, dtype="float32",
-                                device="cpu", normalize_activations="expected_average_only_in")
+                                device=spec.device, normalize_activations="expected_average_only_in")
     return LanguageModelSAERunnerConfig(
         sae=sae, model_name=model.cfg.model_name, hook_name=spec.hook_name, dataset_path=str(tokens_path),
         is_dataset_tokenized=True, streaming=False, context_size=spec.context_size,
@@ -290,7 +292,7 @@ def runner_config(spec: TrainSpec, model, cache_path: Path, tokens_path: Path, t
         train_batch_size_tokens=spec.train_batch_tokens, store_batch_size_prompts=spec.model_batch_size,
         n_batches_in_buffer=4 * spec.train_batch_tokens // spec.context_size,
         lr=spec.lr, lr_scheduler_name="cosineannealing", lr_warm_up_steps=warmup,
-        lr_decay_steps=steps - warmup, lr_end=spec.lr / 10, device="cpu", dtype="float32", seed=spec.seed,
+        lr_decay_steps=steps - warmup, lr_end=spec.lr / 10, device=spec.device, dtype="float32", seed=spec.seed,
         exclude_special_tokens=True, logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
         checkpoint_path=None, output_path=str(output), n_batches_for_norm_estimate=32,
         dead_feature_window=max(1, min(1000, steps // 4)), verbose=False)
@@ -351,12 +353,12 @@ def evaluate(model, sae_dir: Path, spec: TrainSpec, eval_dataset) -> dict[str, A
     from sae_lens.evals import EvalConfig, run_evals
     from sae_lens.training.activation_scaler import ActivationScaler
 
-    sae = SAE.load_from_disk(str(sae_dir), device="cpu", dtype="float32").eval()
+    sae = SAE.load_from_disk(str(sae_dir), device=spec.device, dtype="float32").eval()
     eval_dataset = eval_dataset.select(range(min(len(eval_dataset), spec.eval_rows)))
     store = ActivationsStore.from_sae(model, sae, eval_dataset, context_size=spec.context_size, streaming=False,
                                       store_batch_size_prompts=spec.model_batch_size,
                                       n_batches_in_buffer=4, train_batch_size_tokens=spec.train_batch_tokens,
-                                      device="cpu")
+                                      device=spec.device)
     n_var = len(eval_dataset) // spec.model_batch_size
     config = EvalConfig(batch_size_prompts=spec.model_batch_size, n_eval_reconstruction_batches=spec.eval_ce_batches,
                         compute_ce_loss=True, compute_kl=True, n_eval_sparsity_variance_batches=n_var,
@@ -426,7 +428,7 @@ def train_sae(spec: TrainSpec, out: str | Path, work_dir: str | Path, model_name
     wall = time.perf_counter()
     work, out = Path(work_dir), Path(out)
     work.mkdir(parents=True, exist_ok=True)
-    model = load_language_model(model_name, model_path)
+    model = load_language_model(model_name, model_path, spec.device)
     if not 0 <= spec.layer < model.cfg.n_layers:
         raise PrecomputeError(f"--layer must be in 0..{model.cfg.n_layers - 1}, got {spec.layer}")
     from sae_lens.util import get_special_token_ids
@@ -471,7 +473,7 @@ def train_sae(spec: TrainSpec, out: str | Path, work_dir: str | Path, model_name
         "heldout_metrics": metrics,
         "versions": _versions(),
         "wall_seconds_this_call": round(time.perf_counter() - wall, 1),
-        "device": "cpu", "threads": torch.get_num_threads(),
+        "device": spec.device, "threads": torch.get_num_threads(),
     }
     (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     _write_notices(tmp, model_name)
@@ -503,6 +505,7 @@ def _train_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--eval-rows", type=int, default=d.eval_rows)
     p.add_argument("--eval-ce-batches", type=int, default=d.eval_ce_batches)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
     p.add_argument("--save-dtype", choices=["float32", "bfloat16"], default="float32",
                    help="dtype of the saved weights (the SAE is trained and evaluated in float32)")
     p.add_argument("--stop-after", choices=["cache"], help="stop once the activations are cached")
@@ -512,7 +515,7 @@ def _train_args(p: argparse.ArgumentParser) -> Handler:
                          cache_tokens=args.cache_tokens, epochs=args.epochs, lr=args.lr,
                          train_batch_tokens=args.train_batch_tokens, model_batch_size=args.model_batch_size,
                          part_rows=args.part_rows, eval_rows=args.eval_rows, eval_ce_batches=args.eval_ce_batches,
-                         seed=args.seed)
+                         seed=args.seed, device=args.device)
         record = train_sae(spec, args.out, args.work_dir, args.model, args.model_path, args.corpus_dir,
                            args.corpus_file, args.save_dtype, args.stop_after)
         if args.stop_after:
