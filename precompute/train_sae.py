@@ -298,11 +298,38 @@ def runner_config(spec: TrainSpec, model, cache_path: Path, tokens_path: Path, t
         dead_feature_window=max(1, min(1000, steps // 4)), verbose=False)
 
 
+def init_decoder_bias(sae, cache_path: Path, spec: TrainSpec, sample_rows: int = 512) -> dict[str, Any]:
+    """Start ``b_dec`` at the mean activation (as the trainer will scale it), not at zero.
+
+    SAE-Lens initialises ``b_dec`` to zero; a residual stream has a large mean, and
+    a few hundred Adam steps at a small learning rate cannot move ``b_dec`` that far, so
+    the latents would spend themselves on the mean. The mean of real (non-BOS) tokens
+    of rows spread over the cache, times the trainer's scaling factor (sqrt(d_in) over
+    the mean norm, estimated the same way), is the usual starting point."""
+    import datasets
+    import torch
+
+    cached = datasets.load_from_disk(str(cache_path))
+    idx = torch.linspace(0, len(cached) - 1, min(sample_rows, len(cached))).long().unique().tolist()
+    rows = cached.select(idx).with_format("torch")[:]
+    acts = rows[spec.hook_name].reshape(-1, sae.cfg.d_in).float()
+    bos = rows["token_ids"].reshape(-1) == rows["token_ids"][0, 0]  # every row starts with <bos>
+    acts = acts[~bos]
+    scale = sae.cfg.d_in**0.5 / acts.norm(dim=1).mean()
+    mean = acts.mean(dim=0) * scale
+    with torch.no_grad():
+        sae.b_dec.copy_(mean.to(sae.b_dec.dtype))
+    centred = ((acts * scale - mean) ** 2).sum(dim=1).mean() / ((acts * scale) ** 2).sum(dim=1).mean()
+    return {"tokens": len(acts), "scaled_mean_norm": round(float(mean.norm()), 4),
+            "variance_share_after_centring": round(float(centred), 4)}
+
+
 def train_from_cache(model, spec: TrainSpec, dataset, cache: dict[str, Any], work: Path,
                      real_tokens: int) -> dict[str, Any]:
     """Train with ``LanguageModelSAETrainingRunner`` from the cache into ``work/sae`` (skipped when there)."""
     import torch
     from sae_lens import LanguageModelSAETrainingRunner
+    from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
 
     final = work / "sae"
     if (final / "train_info.json").exists():
@@ -311,15 +338,17 @@ def train_from_cache(model, spec: TrainSpec, dataset, cache: dict[str, Any], wor
     tmp = work / f".sae.tmp-{uuid.uuid4().hex[:8]}"
     cfg = runner_config(spec, model, cache["path"], work / "tokens", training_tokens, tmp)
     torch.manual_seed(spec.seed)
+    sae = TrainingSAE.from_dict(TrainingSAEConfig.from_dict(cfg.get_training_sae_cfg_dict()).to_dict())
+    mean = init_decoder_bias(sae, cache["path"], spec)
     start = time.perf_counter()
-    runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model, override_sae=sae)
     runner.run()
     seconds = time.perf_counter() - start
     info = {"training_tokens": training_tokens, "steps": training_tokens // spec.train_batch_tokens,
             "seconds": round(seconds, 2), "tokens_per_second": round(training_tokens / seconds, 1),
             "lr_warm_up_steps": cfg.lr_warm_up_steps, "lr_decay_steps": cfg.lr_decay_steps,
             "dead_feature_window": cfg.dead_feature_window,
-            "n_batches_in_buffer": cfg.n_batches_in_buffer}
+            "n_batches_in_buffer": cfg.n_batches_in_buffer, "b_dec_init": mean}
     (tmp / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -448,10 +477,17 @@ def train_sae(spec: TrainSpec, out: str | Path, work_dir: str | Path, model_name
     real_tokens = _real_token_count(cached, special)
     log(f"training on {real_tokens:,} real tokens x {spec.epochs} epochs")
     train = train_from_cache(model, spec, cached, cache, work, real_tokens)
+    # the SAE directory is usable (run --sae-path) as soon as it is renamed into place;
+    # training.json, written last, marks it evaluated
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     save_sae(work / "sae", tmp, save_dtype)
+    _write_notices(tmp, model_name)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log(f"saved {out}; evaluating on {min(len(eval_dataset), spec.eval_rows)} held-back rows")
     torch.manual_seed(spec.seed)
-    metrics = evaluate(model, tmp, spec, eval_dataset)
+    metrics = evaluate(model, out, spec, eval_dataset)
     record = {
         "model": {"name": model_name, "path": str(model_path) if model_path else None,
                   "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model},
@@ -475,11 +511,9 @@ def train_sae(spec: TrainSpec, out: str | Path, work_dir: str | Path, model_name
         "wall_seconds_this_call": round(time.perf_counter() - wall, 1),
         "device": spec.device, "threads": torch.get_num_threads(),
     }
-    (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-    _write_notices(tmp, model_name)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    partial = out / f".training.json.tmp-{uuid.uuid4().hex[:8]}"
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(out / "training.json")
     return record
 
 
