@@ -59,21 +59,21 @@ class TrainSpec:
     """TopK: latents active per token."""
     context_size: int = 64
     """Tokens per packed row (a few Tatoeba sentences)."""
-    cache_tokens: int = 589_824
+    cache_tokens: int = 163_840
     """Tokens (BOS included) cached: rows x context_size, rounded down to whole parts."""
-    epochs: float = 5.0
+    epochs: float = 2.0
     """Passes over the cached real tokens (BOS excluded)."""
-    lr: float = 4e-4
+    lr: float = 8e-4
     warmup_share: float = 0.05
     """Share of the steps with a linear learning-rate warm-up; a cosine decay to lr/10 follows."""
-    train_batch_tokens: int = 4096
+    train_batch_tokens: int = 1024
     model_batch_size: int = 16
     """Rows per forward pass of the language model."""
     part_rows: int = 256
     """Rows per cache part (the unit of resumption)."""
-    eval_rows: int = 256
+    eval_rows: int = 128
     """Held-back rows for the variance, sparsity and density metrics."""
-    eval_ce_batches: int = 8
+    eval_ce_batches: int = 2
     """Batches of model_batch_size held-back rows for the next-token loss (full model, three passes)."""
     seed: int = 42
     device: str = "cpu"
