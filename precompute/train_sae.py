@@ -63,7 +63,7 @@ class TrainSpec:
     """Tokens (BOS included) cached: rows x context_size, rounded down to whole parts."""
     epochs: float = 2.0
     """Passes over the cached real tokens (BOS excluded)."""
-    lr: float = 8e-4
+    lr: float = 3e-3
     warmup_share: float = 0.05
     """Share of the steps with a linear learning-rate warm-up; a cosine decay to lr/10 follows."""
     train_batch_tokens: int = 1024
