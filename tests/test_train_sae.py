@@ -14,14 +14,18 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from bilingual_core import Run
+from bilingual_core import Run, list_runs, score_run
 from precompute.cli import main
-from precompute.config import BUNDLED_CORPUS
+from precompute.config import BUNDLED_CORPUS, REPO_ROOT
 from precompute.training_corpus import CORPUS_DIR, build_corpus
 
+SHIPPED_SAE = REPO_ROOT / "saes" / "gemma3-270m-l6-topk32-4096"
+SHIPPED_RUNS = {"gemma3-en-es": ["en", "es"], "gemma3-en-fr": ["en", "fr"], "gemma3-en-fr-de": ["en", "fr", "de"]}
 TINY_ARGS = ["--model", "tiny", "--corpus-file", str(BUNDLED_CORPUS), "--layer", "1", "--d-sae", "128",
              "--k", "8", "--context-size", "32", "--cache-tokens", "4096", "--part-rows", "64",
              "--eval-rows", "32", "--eval-ce-batches", "2", "--epochs", "6", "--train-batch-tokens", "256",
@@ -136,3 +140,44 @@ def test_heldout_sentences_are_never_trained_on() -> None:
         frame = read_tsv(CORPUS_DIR / name)
         assert list(frame.columns) == langs and len(frame) > 200
         assert not set(frame.to_numpy().ravel()) & set(train.text)
+
+
+def test_shipped_sae_matches_its_training_record() -> None:
+    from sae_lens import SAE
+
+    record = json.loads((SHIPPED_SAE / "training.json").read_text())
+    sae = SAE.load_from_disk(str(SHIPPED_SAE), device="cpu", dtype="float32")
+    assert sae.cfg.architecture() == "topk"
+    assert sae.cfg.d_in == record["sae"]["d_in"] == record["model"]["d_model"] == 640
+    assert sae.cfg.d_sae == record["sae"]["d_sae"]
+    assert sae.cfg.k == record["sae"]["k"]
+    assert sae.cfg.metadata.hook_name == record["sae"]["hook_name"]
+    assert record["model"]["name"] == "google/gemma-3-270m"
+    assert record["model"]["name"].endswith(sae.cfg.metadata.model_name)  # TransformerLens's short name
+    assert "Gemma Terms of Use" in (SHIPPED_SAE / "NOTICE").read_text()
+    assert (SHIPPED_SAE / "GEMMA_TERMS.html").stat().st_size > 10_000
+    assert "CC BY 2.0 FR" in (SHIPPED_SAE / "ATTRIBUTION").read_text()
+    held = record["heldout_metrics"]
+    assert 0 < held["l0"] <= sae.cfg.k and 0 < held["explained_variance"] < 1
+    assert held["ce_loss_without_sae"] < held["ce_loss_with_sae"] < held["ce_loss_with_ablation"]
+
+
+@pytest.mark.parametrize("run_id", sorted(SHIPPED_RUNS))
+def test_shipped_runs_validate_and_score(run_id: str, tmp_path: Path) -> None:
+    source = REPO_ROOT / "results" / run_id
+    listing = {r.run_id: r for r in list_runs(REPO_ROOT / "results")}[run_id]
+    assert listing.ok
+    run = Run.open(source)
+    assert run.is_complete and run.languages == SHIPPED_RUNS[run_id]
+    assert run.manifest.d_sae == 4096 and run.manifest.model["name"] == "google/gemma-3-270m"
+    assert run.manifest.sae["path"] == str(SHIPPED_SAE.relative_to(REPO_ROOT))
+    if run_id != "gemma3-en-es":
+        assert "CC BY 2.0 FR" in (source / "ATTRIBUTION").read_text()
+    assert sum(f.stat().st_size for f in source.iterdir()) < 5 * 2**20
+    shutil.copytree(source, tmp_path / run_id)
+    score_run(tmp_path, run_id)
+    shipped = pd.read_parquet(source / "features.parquet").set_index("feature")
+    again = pd.read_parquet(tmp_path / run_id / "features.parquet").set_index("feature")
+    assert len(again) == 4096 and again["alive"].sum() > 500
+    pd.testing.assert_series_equal(shipped["bi_rank"], again["bi_rank"])
+    np.testing.assert_allclose(shipped["coact_log10p"], again["coact_log10p"], rtol=1e-9)
