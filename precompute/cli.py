@@ -94,7 +94,8 @@ def _load_plugins() -> None:
     """Import modules that register further subcommands (cheap: they import torch lazily)."""
     import importlib
 
-    for module in ("precompute.commands", "precompute.importer", "precompute.worker_commands", "precompute.local_models.gemma3",
+    for module in ("precompute.commands", "precompute.importer", "precompute.worker_commands",
+                   "precompute.local_models.gemma3", "precompute.local_models.train_sae",
                    "precompute.evidence.commands"):
         try:
             importlib.import_module(module)
