@@ -35,7 +35,8 @@ _LAST = "app_url_last"
 RUN_KEY = "app_run"
 RUN_CONTEXT_KEY = "app_run_ref"
 RUN_PROBLEM_KEY = "app_run_problem"
-DEFAULT_RUN = "demo"
+DEFAULT_RUN = "gemma3-en-es"
+"""The run a fresh visitor sees: Gemma 3 270M with the SAE this project trained (README)."""
 
 
 # ------------------------------------------------------------ entry ---

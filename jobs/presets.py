@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jobs.config import (
     BUNDLED_CORPUS,
+    REPO_ROOT,
     TINY,
     CorpusSource,
     ExtractionConfig,
@@ -61,8 +62,8 @@ def tiny() -> RunConfig:
 
 
 GEMMA3_MODEL = "google/gemma-3-270m"
-GEMMA3_SAE_DIR = "sae-l12-4096-l0_50-n64-s0"
-"""The calibrated random SAE ``gemma3-checkpoint`` builds by default."""
+GEMMA3_SAE = REPO_ROOT / "saes" / "gemma3-270m-l6-topk32-4096"
+"""The SAE this project trained on Gemma 3 270M (``python -m precompute train-sae``, docs/training.md)."""
 
 
 def gemma3_directory() -> Path:
@@ -71,12 +72,12 @@ def gemma3_directory() -> Path:
 
 
 def gemma_3_270m() -> RunConfig:
-    """Gemma 3 270M from the offline checkpoint (``python -m precompute gemma3-checkpoint``),
-    fp32 on the CPU, over the bundled English-Spanish pairs."""
-    home = gemma3_directory()
+    """Gemma 3 270M from the offline checkpoint (``python -m precompute gemma3-checkpoint``)
+    with the SAE trained by this project (layer 6, TopK k=32, 4,096 latents), fp32 on the CPU,
+    over the bundled English-Spanish pairs."""
     return RunConfig(
-        model=ModelSource(name=GEMMA3_MODEL, path=str(home / "checkpoint"), dtype="float32"),
-        sae=SaeSource(path=str(home / GEMMA3_SAE_DIR)),
+        model=ModelSource(name=GEMMA3_MODEL, path=str(gemma3_directory() / "checkpoint"), dtype="float32"),
+        sae=SaeSource(path=str(GEMMA3_SAE)),
         corpus=CorpusSource(path=str(BUNDLED_CORPUS), field=None, languages=("en", "es"),
                             sample_size=None, seed=0),
         extraction=ExtractionConfig(max_tokens=128, batch_size=32, chunk_pairs=256, device="cpu"),

@@ -500,7 +500,7 @@ def test_default_root_is_results_next_to_app(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.delenv(RESULTS_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     assert ui.results_root() == str(APP.parent / "results")
-    if not (APP.parent / "results" / "demo" / "manifest.json").exists():
-        pytest.skip("the bundled demo run is not in this checkout")
+    if not (APP.parent / "results" / ui.DEFAULT_RUN / "manifest.json").exists():
+        pytest.skip("the bundled default run is not in this checkout")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    assert not at.exception and at.query_params["run"] == "demo"
+    assert not at.exception and at.query_params["run"] == ui.DEFAULT_RUN == "gemma3-en-es"

@@ -138,14 +138,15 @@ def test_dry_run_prints_the_offline_checks(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_gemma3_preset_points_at_the_offline_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from precompute.local_models.gemma3 import SaeSpec, cache_directory
+    from jobs.presets import GEMMA3_SAE
+    from precompute.local_models.gemma3 import cache_directory
 
     monkeypatch.setenv("BILINGUAL_CACHE_DIR", str(tmp_path))
     cfg = preset("gemma-3-270m")
     assert cfg.model.name == "google/gemma-3-270m" and cfg.model.dtype == "float32"
     assert cfg.model.path == str(cache_directory() / "checkpoint") and cfg.model.path.startswith(str(tmp_path))
-    # the SAE the checkpoint helper builds by default
-    assert cfg.sae.path == str(cache_directory() / SaeSpec().directory_name)
+    # the SAE this project trained and ships
+    assert cfg.sae.path == str(GEMMA3_SAE) and (GEMMA3_SAE / "cfg.json").exists()
     assert cfg.corpus.path.endswith("parallel_en_es.tsv") and cfg.corpus.sample_size is None
     assert cfg.extraction.device == "cpu"
     overridden = with_overrides(cfg, sae_path="/elsewhere", batch_size=8)
