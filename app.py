@@ -16,12 +16,18 @@ from bilingual_core import RunFormatError
 from explorer import nav, ui
 from explorer.safe_text import public_name
 
-st.set_page_config(page_title="Bilingual SAE features", page_icon=":material/translate:", layout="wide")
+st.set_page_config(
+    page_title="Bilingual SAE features", page_icon=":material/translate:", layout="wide"
+)
 
-page = st.navigation([
-    st.Page(p.path, title=p.title, icon=p.icon, url_path=p.url_path or None, default=not p.url_path)
-    for p in nav.PAGES
-])
+page = st.navigation(
+    [
+        st.Page(
+            p.path, title=p.title, icon=p.icon, url_path=p.url_path or None, default=not p.url_path
+        )
+        for p in nav.PAGES
+    ]
+)
 
 root = ui.results_root()
 ui.notices_here()

@@ -80,9 +80,16 @@ def ensure_run(root: Path, n_pairs: int) -> Path:
     path = root / run_id
     if (path / "features.parquet").exists():
         return path
-    code = _GENERATE.format(root=str(ROOT), n_pairs=n_pairs, d_sae=D_SAE, tokens=MEAN_TOKENS,
-                            fpt=FEATURES_PER_TOKEN, run_id=run_id, out=str(root),
-                            generate=not (path / "manifest.json").exists())
+    code = _GENERATE.format(
+        root=str(ROOT),
+        n_pairs=n_pairs,
+        d_sae=D_SAE,
+        tokens=MEAN_TOKENS,
+        fpt=FEATURES_PER_TOKEN,
+        run_id=run_id,
+        out=str(root),
+        generate=not (path / "manifest.json").exists(),
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     return path
 
@@ -112,7 +119,7 @@ def query_timings(run_path: Path, repeats: int) -> tuple[list[tuple[str, float, 
     feats = data.features(loc, token)
     alive = feats[feats["alive"]]
     busiest = alive.sort_values("n_fire_en", ascending=False)["feature"].astype(int).tolist()
-    middle = alive.sort_values("n_fire_en")["feature"].astype(int).tolist()[len(alive) // 2:]
+    middle = alive.sort_values("n_fire_en")["feature"].astype(int).tolist()[len(alive) // 2 :]
     step = max(1, n_pairs // (repeats + 1))
     pairs = [(i * step + 17) % n_pairs for i in range(repeats * 2)]
     rows: list[tuple[str, float, float]] = []
@@ -126,10 +133,14 @@ def query_timings(run_path: Path, repeats: int) -> tuple[list[tuple[str, float, 
     feats2 = data.features(loc, token + "-cold")
     rows.append(("features.parquet (whole table)", time.perf_counter() - t, 0.0))
     del feats2
-    measure("/feature: profile of a busiest feature (WHERE feature = F)",
-            lambda i: data.feature_profile(loc, token, busiest[i]))
-    measure("/feature: profile of a median feature",
-            lambda i: data.feature_profile(loc, token, middle[i]))
+    measure(
+        "/feature: profile of a busiest feature (WHERE feature = F)",
+        lambda i: data.feature_profile(loc, token, busiest[i]),
+    )
+    measure(
+        "/feature: profile of a median feature",
+        lambda i: data.feature_profile(loc, token, middle[i]),
+    )
 
     def heatmaps(i: int) -> None:
         profile = data.feature_profile(loc, token, middle[i])
@@ -144,30 +155,44 @@ def query_timings(run_path: Path, repeats: int) -> tuple[list[tuple[str, float, 
 
     t = time.perf_counter()
     data.firing_curve(loc, token, n_pairs)
-    rows.append(("/feature: firing-rate curve of all features (once per run)", time.perf_counter() - t, 0.0))
-    measure("/feature: its place on the firing-rate curve",
-            lambda i: data.firing_curve(loc, token, n_pairs).ranks.query(f"feature == {middle[i]}"))
+    rows.append(
+        ("/feature: firing-rate curve of all features (once per run)", time.perf_counter() - t, 0.0)
+    )
+    measure(
+        "/feature: its place on the firing-rate curve",
+        lambda i: data.firing_curve(loc, token, n_pairs).ranks.query(f"feature == {middle[i]}"),
+    )
 
     def examples(i: int) -> None:
         profile = data.feature_profile(loc, token, middle[i])
-        maxima = feature_parts.pair_maxima(profile.sentence_max, langs, table.BY_BOTH, every_language=True)
+        maxima = feature_parts.pair_maxima(
+            profile.sentence_max, langs, table.BY_BOTH, every_language=True
+        )
         groups = feature_parts.example_groups(maxima, 8, 4, 2, seed=middle[i])
         ids = tuple(int(p) for g in groups for p in g.pairs["pair_id"])
         data.pair_tokens(loc, token, ids)
         data.token_activations(loc, token, (middle[i],), ids)
 
     measure("/feature: top 8 + quantile examples (2 per bin), tokens + activations", examples)
-    measure("/feature: co-firing neighbours of a busiest feature (sentence_max)",
-            lambda i: data.cofiring(loc, token, busiest[i]))
-    measure("/feature: co-firing neighbours of a median feature",
-            lambda i: data.cofiring(loc, token, middle[i]))
+    measure(
+        "/feature: co-firing neighbours of a busiest feature (sentence_max)",
+        lambda i: data.cofiring(loc, token, busiest[i]),
+    )
+    measure(
+        "/feature: co-firing neighbours of a median feature",
+        lambda i: data.cofiring(loc, token, middle[i]),
+    )
     _ensure_neighbours(run_path, run.manifest.d_sae)
-    measure("/feature: decoder neighbours (neighbours.parquet, benchmark-made)",
-            lambda i: data.decoder_neighbours(loc, token, middle[i]))
+    measure(
+        "/feature: decoder neighbours (neighbours.parquet, benchmark-made)",
+        lambda i: data.decoder_neighbours(loc, token, middle[i]),
+    )
     measure("/pairs: texts of one pair", lambda i: data.pair_texts(loc, token, (pairs[i],)))
     measure("/pairs: tokens of one pair", lambda i: data.pair_tokens(loc, token, (pairs[i],)))
-    measure("/pairs: features firing on one pair (sentence_max)",
-            lambda i: data.pair_features(loc, token, pairs[i]))
+    measure(
+        "/pairs: features firing on one pair (sentence_max)",
+        lambda i: data.pair_features(loc, token, pairs[i]),
+    )
 
     def pair_heatmaps(i: int) -> None:
         firing = table.pair_feature_table(data.pair_features(loc, token, pairs[i + repeats]), langs)
@@ -176,18 +201,31 @@ def query_timings(run_path: Path, repeats: int) -> tuple[list[tuple[str, float, 
 
     measure("/pairs: firing features + 3 heatmaps", pair_heatmaps)
     words = ["casa", "amigo", "house", "noche", "word12", "palabra9", "river", "luna"]
-    measure("/pairs: search pairs by text", lambda i: data.search_pairs(loc, token, words[i % len(words)]))
-    measure("/features: co-activation at one threshold",
-            lambda i: data.coactivation(loc, token, ["mean", "q0.5", "q0.75", "q0.95", "q0.25", "q0.05"][i % 6]))
+    measure(
+        "/pairs: search pairs by text",
+        lambda i: data.search_pairs(loc, token, words[i % len(words)]),
+    )
+    measure(
+        "/features: co-activation at one threshold",
+        lambda i: data.coactivation(
+            loc, token, ["mean", "q0.5", "q0.75", "q0.95", "q0.25", "q0.05"][i % 6]
+        ),
+    )
     t = time.perf_counter()
     index = data.top_tokens(loc, token)
-    rows.append(("/features: token search index (once per run and process)", time.perf_counter() - t, 0.0))
+    rows.append(
+        ("/features: token search index (once per run and process)", time.perf_counter() - t, 0.0)
+    )
     info = {
-        "n_pairs": n_pairs, "d_sae": run.manifest.d_sae,
+        "n_pairs": n_pairs,
+        "d_sae": run.manifest.d_sae,
         "activations": run.manifest.scoring.get("n_activation_rows"),
         "median_feature": middle[0],
-        "busiest_feature_rows": int(feats.loc[feats["feature"] == busiest[0], [f"n_tokens_{lang}" for lang in langs]]
-                                    .to_numpy().sum()),
+        "busiest_feature_rows": int(
+            feats.loc[feats["feature"] == busiest[0], [f"n_tokens_{lang}" for lang in langs]]
+            .to_numpy()
+            .sum()
+        ),
         "token_index_rows": len(index),
         "bench_process_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -206,15 +244,20 @@ def _ensure_neighbours(run_path: Path, d_sae: int, k: int = 10) -> None:
         return
     rng = np.random.default_rng(0)
     feature = np.repeat(np.arange(d_sae, dtype=np.int32), k)
-    table = pa.table({
-        "feature": feature, "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), d_sae),
-        "neighbour": rng.integers(0, d_sae, d_sae * k, dtype=np.int32),
-        "cosine": np.tile(np.linspace(0.9, 0.3, k, dtype=np.float32), d_sae),
-    })
+    table = pa.table(
+        {
+            "feature": feature,
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), d_sae),
+            "neighbour": rng.integers(0, d_sae, d_sae * k, dtype=np.int32),
+            "cosine": np.tile(np.linspace(0.9, 0.3, k, dtype=np.float32), d_sae),
+        }
+    )
     pq.write_table(table, path, row_group_size=8192 * k)
 
 
-def feature_page_timings(root: Path, run_id: str, feature: int, repeats: int) -> tuple[float, float]:
+def feature_page_timings(
+    root: Path, run_id: str, feature: int, repeats: int
+) -> tuple[float, float]:
     """(first render s, median rerun s after an example setting changed) of /feature via AppTest."""
     from streamlit.testing.v1 import AppTest
 
@@ -286,10 +329,27 @@ def browser_timings(root: Path, run_id: str, n_pairs: int) -> dict | None:
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env={**os.environ, RESULTS_ENV: str(root)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env={**os.environ, RESULTS_ENV: str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     out: dict = {}
     try:
@@ -303,17 +363,36 @@ def browser_timings(root: Path, run_id: str, n_pairs: int) -> dict | None:
                 time.sleep(0.05)
         out["server_up_s"] = time.perf_counter() - t0
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"])
+            browser = p.chromium.launch(
+                executable_path=chromium,
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                    "--disable-sync",
+                    "--disable-dev-shm-usage",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            visits = [("first page (/)", f"/?run={run_id}", f"Run {run_id}"),
-                      ("/curves", f"/curves?run={run_id}", "feature rank"),
-                      ("/features", f"/features?run={run_id}", "ranked by"),
-                      ("/feature", f"/feature?run={run_id}", "Examples across the activation range"),
-                      ("/pairs", f"/pairs?run={run_id}&pair={n_pairs // 2}", "Features firing on this pair"),
-                      ("/features token search (builds the index)", f"/features?run={run_id}&tok=casa",
-                       "token search")]
+            visits = [
+                ("first page (/)", f"/?run={run_id}", f"Run {run_id}"),
+                ("/curves", f"/curves?run={run_id}", "feature rank"),
+                ("/features", f"/features?run={run_id}", "ranked by"),
+                ("/feature", f"/feature?run={run_id}", "Examples across the activation range"),
+                (
+                    "/pairs",
+                    f"/pairs?run={run_id}&pair={n_pairs // 2}",
+                    "Features firing on this pair",
+                ),
+                (
+                    "/features token search (builds the index)",
+                    f"/features?run={run_id}&tok=casa",
+                    "token search",
+                ),
+            ]
             for name, path, text in visits:
                 t = time.perf_counter()
                 page.goto(url + path)
@@ -335,11 +414,17 @@ def browser_timings(root: Path, run_id: str, n_pairs: int) -> dict | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True, help="directory caching the generated run(s)")
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of OPUS Books' 93,470 pairs")
+    parser.add_argument(
+        "--root", type=Path, required=True, help="directory caching the generated run(s)"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of OPUS Books' 93,470 pairs"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--no-browser", action="store_true", help="skip the cold start and server memory")
+    parser.add_argument(
+        "--no-browser", action="store_true", help="skip the cold start and server memory"
+    )
     args = parser.parse_args()
     n_pairs = max(10, round(FULL_OPUS_PAIRS * args.scale))
     args.root.mkdir(parents=True, exist_ok=True)
@@ -349,24 +434,38 @@ def main() -> int:
     browser = None if args.no_browser else browser_timings(args.root, run_id, n_pairs)
     rows, info = query_timings(run_path, args.repeats)
     first, rerun = features_rerun(args.root, run_id, args.repeats)
-    page_first, page_rerun = feature_page_timings(args.root, run_id, info["median_feature"], args.repeats)
+    page_first, page_rerun = feature_page_timings(
+        args.root, run_id, info["median_feature"], args.repeats
+    )
 
-    print(f"\n## Explorer on `{run_id}`: {info['n_pairs']:,} pairs, {info['d_sae']:,} features, "
-          f"{info['activations']:,} activations\n")
+    print(
+        f"\n## Explorer on `{run_id}`: {info['n_pairs']:,} pairs, {info['d_sae']:,} features, "
+        f"{info['activations']:,} activations\n"
+    )
     if browser:
         print("| app server (headless Chromium) | value |\n| --- | ---: |")
-        print(f"| cold start: process launched → first page drawn | {browser['cold_start_s']:.2f} s |")
+        print(
+            f"| cold start: process launched → first page drawn | {browser['cold_start_s']:.2f} s |"
+        )
         for key, value in browser.items():
             if key.startswith("page "):
-                print(f"| {key.removeprefix('page ').removesuffix(' s')} (fresh session, cold caches) | {value:.2f} s |")
+                print(
+                    f"| {key.removeprefix('page ').removesuffix(' s')} (fresh session, cold caches) | {value:.2f} s |"
+                )
         print(f"| server resident memory after the five pages | {browser['rss /pairs']:.0f} MiB |")
-        print(f"| server resident memory at the end (token index built) | {browser['server_rss_mib']:.0f} MiB "
-              f"(peak {browser['server_peak_rss_mib']:.0f} MiB; goal < {GOAL_RSS_GIB:g} GiB) |\n")
+        print(
+            f"| server resident memory at the end (token index built) | {browser['server_rss_mib']:.0f} MiB "
+            f"(peak {browser['server_peak_rss_mib']:.0f} MiB; goal < {GOAL_RSS_GIB:g} GiB) |\n"
+        )
     print("| /features page (AppTest, whole script) | seconds |\n| --- | ---: |")
-    print(f"| first render | {first:.3f} |\n| rerun after a filter change (median) | {rerun:.3f} |\n")
+    print(
+        f"| first render | {first:.3f} |\n| rerun after a filter change (median) | {rerun:.3f} |\n"
+    )
     print("| /feature page, median feature (AppTest, whole script) | seconds |\n| --- | ---: |")
-    print(f"| first render (cold caches for this feature) | {page_first:.3f} |\n"
-          f"| rerun after an example setting changed (median) | {page_rerun:.3f} |\n")
+    print(
+        f"| first render (cold caches for this feature) | {page_first:.3f} |\n"
+        f"| rerun after an example setting changed (median) | {page_rerun:.3f} |\n"
+    )
     print(f"| data query (explorer/data.py, median of {args.repeats}) | cold s | warm s | goal |")
     print("| --- | ---: | ---: | --- |")
     for name, cold, warm in rows:
@@ -374,12 +473,26 @@ def main() -> int:
         mark = "" if one_off else ("ok" if cold < GOAL_QUERY_S else "SLOW")
         warm_text = "" if one_off else f"{warm:.4f}"
         print(f"| {name} | {cold:.3f} | {warm_text} | {mark} |")
-    print(f"\nbusiest feature: {info['busiest_feature_rows']:,} activations; token index: "
-          f"{info['token_index_rows']:,} rows; benchmark process peak RSS {info['bench_process_maxrss_mib']:.0f} MiB")
+    print(
+        f"\nbusiest feature: {info['busiest_feature_rows']:,} activations; token index: "
+        f"{info['token_index_rows']:,} rows; benchmark process peak RSS {info['bench_process_maxrss_mib']:.0f} MiB"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"run": run_id, "browser": browser, "features_first_s": first,
-                                         "features_rerun_s": rerun, "feature_page_first_s": page_first,
-                                         "feature_page_rerun_s": page_rerun, "queries": rows, **info}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "run": run_id,
+                    "browser": browser,
+                    "features_first_s": first,
+                    "features_rerun_s": rerun,
+                    "feature_page_first_s": page_first,
+                    "feature_page_rerun_s": page_rerun,
+                    "queries": rows,
+                    **info,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -51,20 +51,34 @@ def _step(args: argparse.Namespace) -> None:
     elif args.step == "ablation":
         from precompute.evidence.validate import validate_run
 
-        cfg = AblationConfig(top=args.top, max_sentences=args.max_sentences, n_baseline=args.baseline)
+        cfg = AblationConfig(
+            top=args.top, max_sentences=args.max_sentences, n_baseline=args.baseline
+        )
         validate_run(args.run, ablation=cfg, device="cpu", progress=False, models=models)
         seconds = time.perf_counter() - t0
         rec = Run.open(args.run).manifest.evidence["validate"]["ablation"]
-        out.update(seconds=seconds, per_candidate=rec["seconds_per_candidate"], top=args.top,
-                   max_sentences=args.max_sentences, baseline=args.baseline,
-                   forward_rows=rec["n_forward_rows"])
+        out.update(
+            seconds=seconds,
+            per_candidate=rec["seconds_per_candidate"],
+            top=args.top,
+            max_sentences=args.max_sentences,
+            baseline=args.baseline,
+            forward_rows=rec["n_forward_rows"],
+        )
     else:
         from precompute.evidence.validate import validate_run
 
-        validate_run(args.run, ablation=None, null=NullConfig(), device="cpu", progress=False, models=models)
+        validate_run(
+            args.run, ablation=None, null=NullConfig(), device="cpu", progress=False, models=models
+        )
         seconds = time.perf_counter() - t0
         rec = Run.open(args.run).manifest.evidence["validate"]["null"]
-        out.update(seconds=seconds, n_pairs=rec["n_pairs"], null_l0=rec["null_mean_l0"], real_l0=rec["real_mean_l0"])
+        out.update(
+            seconds=seconds,
+            n_pairs=rec["n_pairs"],
+            null_l0=rec["null_mean_l0"],
+            real_l0=rec["real_mean_l0"],
+        )
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps(out))
 
@@ -80,7 +94,9 @@ def _measure(run: Path, step: str, **kw) -> dict:
 
 
 def _precompute(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "precompute", *args, "--quiet", "--no-logits"], cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "precompute", *args, "--quiet", "--no-logits"], cwd=ROOT, check=True
+    )
 
 
 def _rows(name: str, run: Path, top: int, max_sentences: int, baseline: int) -> list[str]:
@@ -102,7 +118,10 @@ def gpu_estimate() -> list[str]:
     """Gemma 2 2B + the 16k Gemma Scope SAE on one GPU, from FLOP counts."""
     d_sae, d_model, vocab, params = 16_384, 2_304, 256_000, 2.6e9
     logits = 2 * d_sae * d_model * vocab
-    tokens, rows = 35, 2 * 64 * (1 + 3)  # sentence length with BOS; 64 sentences x 2 languages x (1 + 3 features)
+    tokens, rows = (
+        35,
+        2 * 64 * (1 + 3),
+    )  # sentence length with BOS; 64 sentences x 2 languages x (1 + 3 features)
     per_candidate = rows * 2 * params * tokens
     return [
         f"* logits: 2 x {d_sae:,} x {d_model:,} x {vocab:,} = {logits:.2e} FLOP; at ~50 TFLOP/s (fp32/TF32 on an "
@@ -133,8 +152,13 @@ def main() -> None:
     lines = ["| model | command | size | time | peak RSS GiB |", "|---|---|---|---|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         _precompute("run", "--preset", "tiny", "--out", tmp, "--run-id", "tiny")
-        lines += _rows("tiny (d_sae 512, vocab 5,242)", Path(tmp) / "tiny", args.top, args.max_sentences,
-                       args.baseline)
+        lines += _rows(
+            "tiny (d_sae 512, vocab 5,242)",
+            Path(tmp) / "tiny",
+            args.top,
+            args.max_sentences,
+            args.baseline,
+        )
         print("\n".join(lines), flush=True)
         if not args.no_gemma3:
             from precompute.local_models.gemma3 import (
@@ -145,12 +169,38 @@ def main() -> None:
 
             checkpoint = checkpoint_directory()
             sae = sae_directory(checkpoint)
-            _precompute("run", "--preset", "gemma-2-2b", "--model", MODEL_NAME, "--model-path", str(checkpoint),
-                        "--sae-path", str(sae), "--corpus-file", "data/parallel_en_es.tsv",
-                        "--sample-size", str(args.gemma3_pairs), "--dtype", "float32", "--device", "cpu",
-                        "--batch-size", "32", "--out", tmp, "--run-id", "gemma3")
-            rows = _rows("Gemma 3 270M (d_sae 4,096, vocab 262,144)", Path(tmp) / "gemma3", args.gemma3_top,
-                         args.gemma3_max_sentences, args.gemma3_baseline)
+            _precompute(
+                "run",
+                "--preset",
+                "gemma-2-2b",
+                "--model",
+                MODEL_NAME,
+                "--model-path",
+                str(checkpoint),
+                "--sae-path",
+                str(sae),
+                "--corpus-file",
+                "data/parallel_en_es.tsv",
+                "--sample-size",
+                str(args.gemma3_pairs),
+                "--dtype",
+                "float32",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "32",
+                "--out",
+                tmp,
+                "--run-id",
+                "gemma3",
+            )
+            rows = _rows(
+                "Gemma 3 270M (d_sae 4,096, vocab 262,144)",
+                Path(tmp) / "gemma3",
+                args.gemma3_top,
+                args.gemma3_max_sentences,
+                args.gemma3_baseline,
+            )
             print("\n".join(rows), flush=True)
     print("\nGemma 2 2B on one GPU (estimate from FLOP counts, not measured):")
     print("\n".join(gpu_estimate()))

@@ -54,7 +54,9 @@ def post_way(model, sae, hook: str, pairs: list[tuple[str, str]]) -> tuple[float
     """(seconds, real tokens): the post's extraction, dense activations kept."""
     import datasets
 
-    dataset = datasets.Dataset.from_dict({"translation": [{"en": en, "es": es} for en, es in pairs]})
+    dataset = datasets.Dataset.from_dict(
+        {"translation": [{"en": en, "es": es} for en, es in pairs]}
+    )
     act_name = f"{hook}.hook_sae_acts_post"
 
     @torch.no_grad()
@@ -103,27 +105,45 @@ def load_gemma_shape(args, pairs, device: str, dtype: torch.dtype):
 
     tokenizer = load_tokenizer(tiny_directory(TinySpec()) / "tokenizer")
     texts = [t for pair in pairs[:256] for t in pair]
-    shape = GemmaShape(n_layers=args.layers, d_vocab=args.vocab, d_sae=args.d_sae, target_l0=args.l0)
+    shape = GemmaShape(
+        n_layers=args.layers, d_vocab=args.vocab, d_sae=args.d_sae, target_l0=args.l0
+    )
     return build_gemma_shape(shape, tokenizer, texts, device, dtype)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=200, help="sentence pairs per measurement")
-    p.add_argument("--repeats", type=int, default=3, help="measurements per pipeline (the median is shown)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="measurements per pipeline (the median is shown)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="our sentences per forward pass")
     p.add_argument("--chunk-pairs", type=int, default=1024, help="our pairs per staged chunk")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--gemma-shape", action="store_true", help="random Gemma 2 2B-shaped model + 16k SAE")
+    p.add_argument(
+        "--gemma-shape", action="store_true", help="random Gemma 2 2B-shaped model + 16k SAE"
+    )
     p.add_argument("--layers", type=int, help="(--gemma-shape) fewer blocks, for a CPU smoke test")
-    p.add_argument("--vocab", type=int, help="(--gemma-shape) smaller vocabulary, for a CPU smoke test")
+    p.add_argument(
+        "--vocab", type=int, help="(--gemma-shape) smaller vocabulary, for a CPU smoke test"
+    )
     p.add_argument("--d-sae", type=int, default=16384, help="(--gemma-shape) SAE width")
-    p.add_argument("--l0", type=float, default=71.0, help="(--gemma-shape) features firing per token")
+    p.add_argument(
+        "--l0", type=float, default=71.0, help="(--gemma-shape) features firing per token"
+    )
     p.add_argument("--skip-post", action="store_true", help="time only our pipeline")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="ray: also time our pipeline on --workers Ray actors")
-    p.add_argument("--workers", type=int, default=1, help="(--executor ray) actors, one GPU each on a GPU host")
-    p.add_argument("--ray-address", help="(--executor ray) cluster to join (default: start a local one)")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: also time our pipeline on --workers Ray actors",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="(--executor ray) actors, one GPU each on a GPU host"
+    )
+    p.add_argument(
+        "--ray-address", help="(--executor ray) cluster to join (default: start a local one)"
+    )
     return p.parse_args(argv)
 
 
@@ -135,27 +155,53 @@ def load(args: argparse.Namespace, config, pairs, device: str):
     ours_dtype = torch.bfloat16 if device == "cuda" else torch.float32
     our_models = load_gemma_shape(args, pairs, device, ours_dtype)
     post_models = None if args.skip_post else load_gemma_shape(args, pairs, device, torch.float32)
-    return (our_models, post_models, "Gemma 2 2B shape (random init) + 16k JumpReLU SAE",
-            "bf16" if ours_dtype == torch.bfloat16 else "fp32")
+    return (
+        our_models,
+        post_models,
+        "Gemma 2 2B shape (random init) + 16k JumpReLU SAE",
+        "bf16" if ours_dtype == torch.bfloat16 else "fp32",
+    )
 
 
-def measure(args: argparse.Namespace, config, our_models, post_models, pairs, out: Path, our_dtype: str) -> list[tuple]:
+def measure(
+    args: argparse.Namespace, config, our_models, post_models, pairs, out: Path, our_dtype: str
+) -> list[tuple]:
     """Table rows (label, median seconds, tokens, L0); repeats interleave the two
     pipelines so that changing load on the host hits both alike."""
     post_runs, our_runs = [], []
     for _ in range(args.repeats):
         if post_models is not None:
-            post_runs.append(post_way(post_models.model, post_models.sae, post_models.hook_name, pairs))
+            post_runs.append(
+                post_way(post_models.model, post_models.sae, post_models.hook_name, pairs)
+            )
         our_runs.append(ours(config, our_models, out))
     rows = []
     if post_runs:
-        rows.append(("post's way: datasets.map, 1 sentence/forward, fp32, dense",
-                     statistics.median(r[0] for r in post_runs), post_runs[0][1], None))
+        rows.append(
+            (
+                "post's way: datasets.map, 1 sentence/forward, fp32, dense",
+                statistics.median(r[0] for r in post_runs),
+                post_runs[0][1],
+                None,
+            )
+        )
     tokens, l0 = our_runs[0][2], our_runs[0][3]
-    rows.append((f"ours: batched {args.batch_size}, {our_dtype}, sparse, to staged chunks",
-                 statistics.median(r[0] for r in our_runs), tokens, l0))
-    rows.append(("ours: end to end (merged, scored, committed run)",
-                 statistics.median(r[1] for r in our_runs), tokens, l0))
+    rows.append(
+        (
+            f"ours: batched {args.batch_size}, {our_dtype}, sparse, to staged chunks",
+            statistics.median(r[0] for r in our_runs),
+            tokens,
+            l0,
+        )
+    )
+    rows.append(
+        (
+            "ours: end to end (merged, scored, committed run)",
+            statistics.median(r[1] for r in our_runs),
+            tokens,
+            l0,
+        )
+    )
     return rows
 
 
@@ -164,13 +210,20 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     datasets.disable_progress_bars()
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     pairs = bench_pairs(args.pairs)
     with tempfile.TemporaryDirectory(prefix="bench-extraction-") as tmp:
         tmp_path = Path(tmp)
         corpus = write_corpus(tmp_path / "corpus.tsv", pairs)
-        config = tiny_config(sample_size=None, corpus_file=corpus, chunk_pairs=args.chunk_pairs,
-                             batch_size=args.batch_size, max_tokens=512)
+        config = tiny_config(
+            sample_size=None,
+            corpus_file=corpus,
+            chunk_pairs=args.chunk_pairs,
+            batch_size=args.batch_size,
+            max_tokens=512,
+        )
         config = replace(config, extraction=replace(config.extraction, device=device))
         our_models, post_models, model_name, our_dtype = load(args, config, pairs, device)
         if args.skip_post:
@@ -187,10 +240,14 @@ def ray_models(args: argparse.Namespace, pairs, config, device: str):
     """In each Ray actor: the benchmark's model (the actor's GPU is its ``cuda:0``)."""
     if not args.gemma_shape:
         return load_tiny_models(config, device, "float32")
-    return load_gemma_shape(args, pairs, device, torch.bfloat16 if device == "cuda" else torch.float32)
+    return load_gemma_shape(
+        args, pairs, device, torch.bfloat16 if device == "cuda" else torch.float32
+    )
 
 
-def ray_rows(args: argparse.Namespace, config, pairs, out: Path, device: str, our_dtype: str) -> list[tuple]:
+def ray_rows(
+    args: argparse.Namespace, config, pairs, out: Path, device: str, our_dtype: str
+) -> list[tuple]:
     """Rows for our pipeline on ``--workers`` Ray actors: cold (first run), then warm (median)."""
     from functools import partial
 
@@ -202,8 +259,12 @@ def ray_rows(args: argparse.Namespace, config, pairs, out: Path, device: str, ou
         ray.init(address=args.ray_address, log_to_driver=False)
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
-    options = RayOptions(workers=args.workers, gpus_per_worker=1.0 if device == "cuda" else 0.0,
-                         models_factory=partial(ray_models, args, pairs), keep_workers=True)
+    options = RayOptions(
+        workers=args.workers,
+        gpus_per_worker=1.0 if device == "cuda" else 0.0,
+        models_factory=partial(ray_models, args, pairs),
+        keep_workers=True,
+    )
     try:
         times, manifest = [], None
         for _ in range(args.repeats + 1):
@@ -216,12 +277,18 @@ def ray_rows(args: argparse.Namespace, config, pairs, out: Path, device: str, ou
     ex = manifest.extraction
     tokens, l0 = sum(ex["n_tokens"].values()), ex["mean_l0"]
     label = f"ours via Ray, {args.workers} worker(s), {our_dtype}"
-    return [(f"{label}: cold (actor start, model build, run)", times[0], tokens, l0),
-            (f"{label}: end to end, workers warm", statistics.median(times[1:]), tokens, l0)]
+    return [
+        (f"{label}: cold (actor start, model build, run)", times[0], tokens, l0),
+        (f"{label}: end to end, workers warm", statistics.median(times[1:]), tokens, l0),
+    ]
 
 
 def print_table(rows, model_name: str, device: str, args) -> None:
-    name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    name = (
+        torch.cuda.get_device_name(0)
+        if device == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
     print(f"\n{model_name} on {name}; {args.pairs} pairs; median of {args.repeats}\n")
     print("| pipeline | tokens | seconds | tokens/s | vs post | L0 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -229,8 +296,10 @@ def print_table(rows, model_name: str, device: str, args) -> None:
     for label, seconds, tokens, l0 in rows:
         rate = tokens / seconds
         ratio = f"{rate / base:.1f}x" if base else "-"
-        print(f"| {label} | {tokens:,} | {seconds:.2f} | {rate:,.0f} | {ratio} | "
-              f"{'-' if l0 is None else f'{l0:.1f}'} |")
+        print(
+            f"| {label} | {tokens:,} | {seconds:.2f} | {rate:,.0f} | {ratio} | "
+            f"{'-' if l0 is None else f'{l0:.1f}'} |"
+        )
 
 
 if __name__ == "__main__":

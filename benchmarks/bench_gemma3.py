@@ -39,8 +39,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 MODES = ("post", "ours-float32", "ours-bfloat16")
-STAGES = ("tokenisation", "padding", "forward pass", "SAE encode", "moving non-zeros",
-          "Parquet writes (chunks)", "merge", "scoring")
+STAGES = (
+    "tokenisation",
+    "padding",
+    "forward pass",
+    "SAE encode",
+    "moving non-zeros",
+    "Parquet writes (chunks)",
+    "merge",
+    "scoring",
+)
 
 
 class RssSampler:
@@ -49,7 +57,12 @@ class RssSampler:
     def __init__(self, period: float = 0.01) -> None:
         import psutil
 
-        self.process, self.period, self.peak, self._stop = psutil.Process(), period, 0, threading.Event()
+        self.process, self.period, self.peak, self._stop = (
+            psutil.Process(),
+            period,
+            0,
+            threading.Event(),
+        )
 
     def __enter__(self) -> RssSampler:
         self.start = self.peak = self.process.memory_info().rss
@@ -92,9 +105,18 @@ def config_for(pairs_file: Path, dtype: str, batch_size: int):
     from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()
-    return with_overrides(preset("gemma-2-2b"), model=MODEL_NAME, model_path=str(checkpoint),
-                          sae_path=str(sae_directory(checkpoint)), corpus_file=str(pairs_file), sample_size="all",
-                          dtype=dtype, device="cpu", batch_size=batch_size, max_tokens=512)
+    return with_overrides(
+        preset("gemma-2-2b"),
+        model=MODEL_NAME,
+        model_path=str(checkpoint),
+        sae_path=str(sae_directory(checkpoint)),
+        corpus_file=str(pairs_file),
+        sample_size="all",
+        dtype=dtype,
+        device="cpu",
+        batch_size=batch_size,
+        max_tokens=512,
+    )
 
 
 def worker(mode: str, pairs_file: Path, batch_size: int) -> dict:
@@ -116,7 +138,9 @@ def worker(mode: str, pairs_file: Path, batch_size: int) -> dict:
         if mode == "post":
             from bench_extraction import post_way
 
-            result["seconds"], result["tokens"] = post_way(loaded.model, loaded.sae, loaded.hook_name, pairs)
+            result["seconds"], result["tokens"] = post_way(
+                loaded.model, loaded.sae, loaded.hook_name, pairs
+            )
         else:
             result.update(ours_profiled(config, loaded, Path(tmp)))
     result["rss_growth_mib"] = (rss.peak - rss.start) / 2**20
@@ -144,16 +168,31 @@ def ours_profiled(config, loaded, out: Path) -> dict:
     manifest = run_extraction(config, out, "bench", overwrite=True, progress=False, models=loaded)
     total = time.perf_counter() - t0
     s = dict(profile.seconds)
-    s["moving non-zeros"] = s.pop("extract_chunk") - s["padding"] - s["forward pass"] - s["SAE encode"]
+    s["moving non-zeros"] = (
+        s.pop("extract_chunk") - s["padding"] - s["forward pass"] - s["SAE encode"]
+    )
     s["merge"] = s.pop("merge+score") - s["scoring"]
     ex = manifest.extraction
-    return {"seconds": ex["extraction_seconds"], "total": total, "tokens": sum(ex["n_tokens"].values()),
-            "l0": ex["mean_l0"], "stages": s}
+    return {
+        "seconds": ex["extraction_seconds"],
+        "total": total,
+        "tokens": sum(ex["n_tokens"].values()),
+        "l0": ex["mean_l0"],
+        "stages": s,
+    }
 
 
 def run_worker(mode: str, pairs_file: Path, batch_size: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", mode, "--pairs-file", str(pairs_file),
-           "--batch-size", str(batch_size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        mode,
+        "--pairs-file",
+        str(pairs_file),
+        "--batch-size",
+        str(batch_size),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{done.stderr[-3000:]}")
@@ -165,24 +204,36 @@ def print_tables(results: dict[str, dict], n_pairs: int, batch_size: int) -> Non
 
     post = results.get("post")
     base = post["tokens"] / post["seconds"] if post else None
-    print(f"\nGemma 3 270M (dequantised Q4_K_M) + 4096-feature JumpReLU SAE on blocks.12.hook_resid_post, "
-          f"CPU ({results[next(iter(results))]['threads']} threads, torch {torch.__version__}); "
-          f"{n_pairs} pairs of the bundled corpus\n")
-    print("| pipeline | tokens | seconds | tokens/s | vs post | peak RSS (MiB) | RSS growth while extracting (MiB) |")
+    print(
+        f"\nGemma 3 270M (dequantised Q4_K_M) + 4096-feature JumpReLU SAE on blocks.12.hook_resid_post, "
+        f"CPU ({results[next(iter(results))]['threads']} threads, torch {torch.__version__}); "
+        f"{n_pairs} pairs of the bundled corpus\n"
+    )
+    print(
+        "| pipeline | tokens | seconds | tokens/s | vs post | peak RSS (MiB) | RSS growth while extracting (MiB) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = []
     if post:
-        rows.append(("post's way: datasets.map, 1 sentence/forward, fp32, dense", post["seconds"], post))
+        rows.append(
+            ("post's way: datasets.map, 1 sentence/forward, fp32, dense", post["seconds"], post)
+        )
     for mode in ("ours-float32", "ours-bfloat16"):
         if mode in results:
             r, dtype = results[mode], mode.split("-")[1]
-            rows.append((f"ours, {dtype}, batches of {batch_size}: to staged chunks", r["seconds"], r))
-            rows.append((f"ours, {dtype}: end to end (merged, scored, committed run)", r["total"], r))
+            rows.append(
+                (f"ours, {dtype}, batches of {batch_size}: to staged chunks", r["seconds"], r)
+            )
+            rows.append(
+                (f"ours, {dtype}: end to end (merged, scored, committed run)", r["total"], r)
+            )
     for label, seconds, r in rows:
         rate = r["tokens"] / seconds
         ratio = f"{rate / base:.1f}x" if base else "-"
-        print(f"| {label} | {r['tokens']:,} | {seconds:.2f} | {rate:,.0f} | {ratio} | "
-              f"{r['maxrss_mib']:,.0f} | {r['rss_growth_mib']:,.0f} |")
+        print(
+            f"| {label} | {r['tokens']:,} | {seconds:.2f} | {rate:,.0f} | {ratio} | "
+            f"{r['maxrss_mib']:,.0f} | {r['rss_growth_mib']:,.0f} |"
+        )
     for mode in ("ours-float32", "ours-bfloat16"):
         if mode not in results:
             continue
@@ -194,14 +245,20 @@ def print_tables(results: dict[str, dict], n_pairs: int, batch_size: int) -> Non
             sec = r["stages"].get(stage, 0.0)
             print(f"| {stage} | {sec:.3f} | {100 * sec / r['total']:.0f}% |")
         other = r["total"] - sum(r["stages"].get(s, 0.0) for s in STAGES)
-        print(f"| other (staging, manifest, threads) | {other:.3f} | {100 * other / r['total']:.0f}% |")
+        print(
+            f"| other (staging, manifest, threads) | {other:.3f} | {100 * other / r['total']:.0f}% |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=100, help="pairs of the bundled corpus, cycled past 421")
+    p.add_argument(
+        "--pairs", type=int, default=100, help="pairs of the bundled corpus, cycled past 421"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="our sentences per forward pass")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument(
+        "--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}"
+    )
     p.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--pairs-file", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -216,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     sae_directory(checkpoint_directory())  # build once, outside the timed subprocesses
     with tempfile.TemporaryDirectory(prefix="bench-gemma3-") as tmp:
         pairs_file = write_corpus(Path(tmp) / "pairs.tsv", bench_pairs(args.pairs))
-        results = {mode: run_worker(mode, pairs_file, args.batch_size) for mode in args.modes.split(",")}
+        results = {
+            mode: run_worker(mode, pairs_file, args.batch_size) for mode in args.modes.split(",")
+        }
     print_tables(results, args.pairs, args.batch_size)
     return 0
 

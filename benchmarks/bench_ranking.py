@@ -35,11 +35,19 @@ FULL_OPUS_PAIRS = 93_470
 SIZES = [300, 1_000, 3_000, 10_000, 30_000, FULL_OPUS_PAIRS]
 
 
-def ensure_scored(root: Path, n_pairs: int, seed: int, d_sae: int) -> tuple[pd.DataFrame, SyntheticTruth]:
+def ensure_scored(
+    root: Path, n_pairs: int, seed: int, d_sae: int
+) -> tuple[pd.DataFrame, SyntheticTruth]:
     """The features table and planted truth of one cached run (written and scored when missing)."""
     run_id = f"rank-{n_pairs}-{d_sae}-s{seed}"
-    cfg = SyntheticConfig(n_pairs=n_pairs, d_sae=d_sae, seed=seed, run_id=run_id,
-                          planted=PlantedCounts.every_kind(), block_features=256)
+    cfg = SyntheticConfig(
+        n_pairs=n_pairs,
+        d_sae=d_sae,
+        seed=seed,
+        run_id=run_id,
+        planted=PlantedCounts.every_kind(),
+        block_features=256,
+    )
     path = root / run_id
     if not (path / FEATURES).exists():
         t = time.perf_counter()
@@ -66,11 +74,23 @@ def main() -> None:
         per_seed = []
         for seed in args.seeds:
             features, truth = ensure_scored(args.root, n, seed, args.d_sae)
-            per_seed.append({s.key: planted_precision(features, truth, s.column, higher_is_better=s.higher_is_better,
-                                                      support=s.ties == "support")
-                             for s in specs if s.column in features})
+            per_seed.append(
+                {
+                    s.key: planted_precision(
+                        features,
+                        truth,
+                        s.column,
+                        higher_is_better=s.higher_is_better,
+                        support=s.ties == "support",
+                    )
+                    for s in specs
+                    if s.column in features
+                }
+            )
         rows.append((n, per_seed))
-    print(f"\nplanted precision@10: mean over seeds {args.seeds} (worst seed), d_sae {args.d_sae}\n")
+    print(
+        f"\nplanted precision@10: mean over seeds {args.seeds} (worst seed), d_sae {args.d_sae}\n"
+    )
     print("| pairs | " + " | ".join(s.key for s in specs) + " |")
     print("|---:|" + "---:|" * len(specs))
     for n, per_seed in rows:

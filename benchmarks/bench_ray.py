@@ -42,20 +42,51 @@ def config(chunk_pairs: int):
     return replace(base, extraction=replace(base.extraction, chunk_pairs=chunk_pairs))
 
 
-def cli_seconds(out: Path, extra: list[str], chunk_pairs: int, env: dict[str, str] | None = None) -> float:
-    cmd = [sys.executable, "-m", "precompute", "run", "--preset", "tiny", "--out", str(out), "--run-id", "bench",
-           "--overwrite", "--quiet", f"--chunk-pairs={chunk_pairs}", *extra]
+def cli_seconds(
+    out: Path, extra: list[str], chunk_pairs: int, env: dict[str, str] | None = None
+) -> float:
+    cmd = [
+        sys.executable,
+        "-m",
+        "precompute",
+        "run",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--run-id",
+        "bench",
+        "--overwrite",
+        "--quiet",
+        f"--chunk-pairs={chunk_pairs}",
+        *extra,
+    ]
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, **(env or {})})
+    subprocess.run(
+        cmd,
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
     return time.perf_counter() - t0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=3, help="warm in-process measurements per variant")
-    p.add_argument("--cli-repeats", type=int, default=1, help="cold command-line measurements per variant (0: none)")
-    p.add_argument("--chunk-pairs", type=int, default=32, help="pairs per chunk (421 pairs: 14 chunks)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="warm in-process measurements per variant"
+    )
+    p.add_argument(
+        "--cli-repeats",
+        type=int,
+        default=1,
+        help="cold command-line measurements per variant (0: none)",
+    )
+    p.add_argument(
+        "--chunk-pairs", type=int, default=32, help="pairs per chunk (421 pairs: 14 chunks)"
+    )
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the in-process Ray cluster")
     return p.parse_args(argv)
 
@@ -67,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         os.environ.setdefault("BILINGUAL_CACHE_DIR", str(tmp_path / "cache"))
         # label: (flags, environment); Ray gives each actor OMP_NUM_THREADS=1 (one CPU each).
-        variants = {"run (single process)": ([], None),
-                    "run (single process), OMP_NUM_THREADS=1": ([], {"OMP_NUM_THREADS": "1"}),
-                    "run --executor ray --workers 1": (["--executor=ray", "--workers=1"], None),
-                    "run --executor ray --workers 2": (["--executor=ray", "--workers=2"], None)}
+        variants = {
+            "run (single process)": ([], None),
+            "run (single process), OMP_NUM_THREADS=1": ([], {"OMP_NUM_THREADS": "1"}),
+            "run --executor ray --workers 1": (["--executor=ray", "--workers=1"], None),
+            "run --executor ray --workers 2": (["--executor=ray", "--workers=2"], None),
+        }
         cli: dict[str, list[float]] = {label: [] for label in variants}
         for _ in range(args.cli_repeats):
             for label, (flags, env) in variants.items():
@@ -102,28 +135,51 @@ def warm_rows(args: argparse.Namespace, tmp_path: Path) -> list[tuple[str, list[
         def single(n_threads: int):
             torch.set_num_threads(n_threads)
             try:
-                return run_extraction(cfg, tmp_path / "warm", "bench", overwrite=True, progress=False, models=models)
+                return run_extraction(
+                    cfg, tmp_path / "warm", "bench", overwrite=True, progress=False, models=models
+                )
             finally:
                 torch.set_num_threads(threads)
 
         variants = {
-            f"in process, warm: single process, model loaded, {threads} torch threads": lambda: single(threads),
+            f"in process, warm: single process, model loaded, {threads} torch threads": lambda: (
+                single(threads)
+            ),
             "in process, warm: single process, model loaded, 1 torch thread": lambda: single(1),
         }
         for workers in (1, 2):
             variants[f"in process, warm: ray, {workers} worker(s) holding the model"] = (
-                lambda w=workers: run_with_ray(cfg, tmp_path / "warm", "bench", RayOptions(workers=w, keep_workers=True),
-                                               overwrite=True, progress=False))
+                lambda w=workers: run_with_ray(
+                    cfg,
+                    tmp_path / "warm",
+                    "bench",
+                    RayOptions(workers=w, keep_workers=True),
+                    overwrite=True,
+                    progress=False,
+                )
+            )
         for shards in (2, 14):
-            variants[f"in process, warm: ray, 1 worker, {shards} shards"] = (
-                lambda s=shards: run_with_ray(cfg, tmp_path / "warm", "bench",
-                                              RayOptions(workers=1, num_shards=s, keep_workers=True),
-                                              overwrite=True, progress=False))
+            variants[f"in process, warm: ray, 1 worker, {shards} shards"] = lambda s=shards: (
+                run_with_ray(
+                    cfg,
+                    tmp_path / "warm",
+                    "bench",
+                    RayOptions(workers=1, num_shards=s, keep_workers=True),
+                    overwrite=True,
+                    progress=False,
+                )
+            )
         # Cold actor start: a fresh actor up to its model being loaded (one run, 1 worker, 1 shard).
         stop_warm_workers()
         t0 = time.perf_counter()
-        run_with_ray(cfg, tmp_path / "warm", "bench", RayOptions(workers=1, num_shards=1, keep_workers=True),
-                     overwrite=True, progress=False)
+        run_with_ray(
+            cfg,
+            tmp_path / "warm",
+            "bench",
+            RayOptions(workers=1, num_shards=1, keep_workers=True),
+            overwrite=True,
+            progress=False,
+        )
         cold_one = time.perf_counter() - t0
         times: dict[str, list[float]] = {label: [] for label in variants}
         for _ in range(args.repeats):
@@ -131,10 +187,21 @@ def warm_rows(args: argparse.Namespace, tmp_path: Path) -> list[tuple[str, list[
                 t0 = time.perf_counter()
                 run()
                 times[label].append(time.perf_counter() - t0)
-        rows.append(("in process, cold: ray, 1 new worker, 1 shard (actor start + model load + run)", [cold_one]))
+        rows.append(
+            (
+                "in process, cold: ray, 1 new worker, 1 shard (actor start + model load + run)",
+                [cold_one],
+            )
+        )
         rows += list(times.items())
-        per_shard = [(b - a) / 12 for a, b in zip(times["in process, warm: ray, 1 worker, 2 shards"],
-                                                 times["in process, warm: ray, 1 worker, 14 shards"], strict=True)]
+        per_shard = [
+            (b - a) / 12
+            for a, b in zip(
+                times["in process, warm: ray, 1 worker, 2 shards"],
+                times["in process, warm: ray, 1 worker, 14 shards"],
+                strict=True,
+            )
+        ]
         rows.append(("per extra shard (14 vs 2 shards, 1 warm worker)", per_shard))
         stop_warm_workers()
     finally:
@@ -144,8 +211,10 @@ def warm_rows(args: argparse.Namespace, tmp_path: Path) -> list[tuple[str, list[
 
 def print_table(rows: list[tuple[str, list[float]]], args: argparse.Namespace) -> None:
     load = os.getloadavg()
-    print(f"\ntiny preset, 421 pairs, 7,944 tokens, --chunk-pairs {args.chunk_pairs}; {os.cpu_count()} CPUs, "
-          f"load average {load[0]:.1f} at the end; medians (n = number of measurements)\n")
+    print(
+        f"\ntiny preset, 421 pairs, 7,944 tokens, --chunk-pairs {args.chunk_pairs}; {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.1f} at the end; medians (n = number of measurements)\n"
+    )
     print("| what | seconds (median) | n |")
     print("| --- | ---: | ---: |")
     for label, values in rows:

@@ -53,8 +53,13 @@ def ensure_run(root: Path, n_pairs: int, d_sae: int, fpt: float, tokens: float) 
     # Span capping and de-duplication lose ~8% of the drawn activations;
     # ask for a little more so the realised density is close to ``fpt``.
     cfg = SyntheticConfig(
-        n_pairs=n_pairs, d_sae=d_sae, mean_tokens=tokens, features_per_token=fpt * 1.09,
-        vocab_size=5000, run_id=run_id, block_features=256,
+        n_pairs=n_pairs,
+        d_sae=d_sae,
+        mean_tokens=tokens,
+        features_per_token=fpt * 1.09,
+        vocab_size=5000,
+        run_id=run_id,
+        block_features=256,
     )
     write_synthetic_run(root, cfg)
     print(f"generated {run_id} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
@@ -64,7 +69,9 @@ def ensure_run(root: Path, n_pairs: int, d_sae: int, fpt: float, tokens: float) 
 def score_once(run: Path) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", _CHILD.format(root=str(ROOT), run=str(run))],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -81,7 +88,9 @@ def main() -> None:
     args.root.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes:
-        run = ensure_run(args.root, n, args.d_sae, args.features_per_token, args.tokens_per_sentence)
+        run = ensure_run(
+            args.root, n, args.d_sae, args.features_per_token, args.tokens_per_sentence
+        )
         manifest = Run.open(run).manifest
         n_tokens = manifest.extraction["n_tokens"]
         n_act = manifest.extraction["n_activations"]
@@ -91,14 +100,20 @@ def main() -> None:
         pass_s = statistics.median(r["thresholds"] for r in results)
         rss = max(r["maxrss_kb"] for r in results) / 2**20
         rows.append((n, n_tokens, n_act, secs, pass_s, rss, size, size / n_tokens))
-    print(f"\nscoring on {os.cpu_count()} cores, median of {args.repeats} (peak RSS: max over repeats)\n")
-    print("| pairs | tokens | activations | score s (median) | of which thresholds s | peak RSS GiB "
-          "| activations.parquet MB | bytes/token | dense bytes/token | dense/ours |")
+    print(
+        f"\nscoring on {os.cpu_count()} cores, median of {args.repeats} (peak RSS: max over repeats)\n"
+    )
+    print(
+        "| pairs | tokens | activations | score s (median) | of which thresholds s | peak RSS GiB "
+        "| activations.parquet MB | bytes/token | dense bytes/token | dense/ours |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     dense = 16384 * 4
     for n, t, a, s, p, r, size, bpt in rows:
-        print(f"| {n:,} | {t:,} | {a:,} | {s:.2f} | {p:.2f} | {r:.2f} | {size / 1e6:.1f} | {bpt:.0f} "
-              f"| {dense:,} | {dense / bpt:.0f}x |")
+        print(
+            f"| {n:,} | {t:,} | {a:,} | {s:.2f} | {p:.2f} | {r:.2f} | {size / 1e6:.1f} | {bpt:.0f} "
+            f"| {dense:,} | {dense / bpt:.0f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -20,18 +20,24 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 
-def top_tokens(run: Path, features: list[int], languages: list[str], per_lang: int = 4) -> dict[int, dict[str, str]]:
+def top_tokens(
+    run: Path, features: list[int], languages: list[str], per_lang: int = 4
+) -> dict[int, dict[str, str]]:
     """Per feature and language, its most frequent firing tokens as ``'tok'×count`` text."""
     table = pq.read_table(run / "activations.parquet", filters=[("feature", "in", features)])
     acts = table.to_pandas()
-    tokens = pd.read_parquet(run / "tokens.parquet", columns=["pair_id", "lang", "position", "token"])
+    tokens = pd.read_parquet(
+        run / "tokens.parquet", columns=["pair_id", "lang", "position", "token"]
+    )
     for frame in (acts, tokens):
         frame["lang"] = frame["lang"].astype(str)
     merged = acts.merge(tokens, on=["pair_id", "lang", "position"])
     out: dict[int, dict[str, str]] = {f: {} for f in features}
     for (feature, lang), group in merged.groupby(["feature", "lang"]):
         counts = group["token"].value_counts().head(per_lang)
-        out[int(feature)][lang] = ", ".join(f"`{t.strip() or repr(t)}`×{n}" for t, n in counts.items())
+        out[int(feature)][lang] = ", ".join(
+            f"`{t.strip() or repr(t)}`×{n}" for t, n in counts.items()
+        )
     for f in features:
         for lang in languages:
             out[f].setdefault(lang, "–")
@@ -40,7 +46,9 @@ def top_tokens(run: Path, features: list[int], languages: list[str], per_lang: i
 
 def table(run: Path, rows: pd.DataFrame, languages: list[str], title: str) -> str:
     tops = top_tokens(run, rows["feature"].astype(int).tolist(), languages)
-    head = ["#", "feature", "pairs (all langs)", "coact_log10p", "bi_rank"] + [f"top tokens {lang}" for lang in languages]
+    head = ["#", "feature", "pairs (all langs)", "coact_log10p", "bi_rank"] + [
+        f"top tokens {lang}" for lang in languages
+    ]
     lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows.itertuples(index=False), 1):
         f = int(r.feature)
@@ -67,13 +75,22 @@ def main() -> None:
     evidence = frame[(frame["n_intersection"] >= args.min_pairs) & frame["alive"]]
     evidence = evidence.sort_values(["coact_log10p", "feature"]).head(args.n)
     blog = frame.dropna(subset=["bi_rank"]).sort_values("bi_rank").head(args.n)
-    print(table(args.run, evidence, languages, f"Top {args.n} by co-activation evidence "
-                f"(coact_log10p, at least {args.min_pairs} co-firing pairs)"))
+    print(
+        table(
+            args.run,
+            evidence,
+            languages,
+            f"Top {args.n} by co-activation evidence "
+            f"(coact_log10p, at least {args.min_pairs} co-firing pairs)",
+        )
+    )
     print()
     print(table(args.run, blog, languages, f"Top {args.n} by the blog score (bi_rank)"))
     alive = int(features["alive"].sum())
-    print(f"\n{alive} of {len(features)} features alive (fire in every language); "
-          f"{int((frame['n_intersection'] >= args.min_pairs).sum())} co-fire in at least {args.min_pairs} pairs")
+    print(
+        f"\n{alive} of {len(features)} features alive (fire in every language); "
+        f"{int((frame['n_intersection'] >= args.min_pairs).sum())} co-fire in at least {args.min_pairs} pairs"
+    )
 
 
 if __name__ == "__main__":

@@ -51,16 +51,20 @@ TAG_SHARE = 0.8
 """A token is tagged with a language when at least this share of its occurrences is in it."""
 PURITY_TOP = 3
 """Purity counts the share of a feature's co-firing pairs taken by this many commonest token pairs."""
-DEFAULT_RANKINGS = tuple(dict.fromkeys((SCORES[0].rank_column, "jaccard_rank", "mass_jsd_rank", "bi_rank")))
+DEFAULT_RANKINGS = tuple(
+    dict.fromkeys((SCORES[0].rank_column, "jaccard_rank", "mass_jsd_rank", "bi_rank"))
+)
 """Ranking columns tried in order when no score is named: the app's default (the registry's
 first score), then, for runs scored before it existed, the scale-free scores before the blog bi."""
 
-NEIGHBOURS_SCHEMA = pa.schema([
-    pa.field("feature", pa.int32(), nullable=False),
-    pa.field("rank", pa.int32(), nullable=False),
-    pa.field("neighbour", pa.int32(), nullable=False),
-    pa.field("cosine", pa.float32(), nullable=False),
-])
+NEIGHBOURS_SCHEMA = pa.schema(
+    [
+        pa.field("feature", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("neighbour", pa.int32(), nullable=False),
+        pa.field("cosine", pa.float32(), nullable=False),
+    ]
+)
 
 
 def logits_schema(languages: Iterable[str]) -> pa.Schema:
@@ -90,8 +94,12 @@ def split_location(location: str | os.PathLike[str]) -> tuple[Any, str, str]:
     return fs, root or "/", run_id
 
 
-def add_tables(location: str | os.PathLike[str], tables: dict[str, pa.Table], command: str,
-               record: dict[str, Any] | None = None) -> str:
+def add_tables(
+    location: str | os.PathLike[str],
+    tables: dict[str, pa.Table],
+    command: str,
+    record: dict[str, Any] | None = None,
+) -> str:
     """Add (or replace) ``tables`` in the run at ``location``, atomically.
 
     Every other file is carried over unchanged (hard links on a local disk),
@@ -104,21 +112,32 @@ def add_tables(location: str | os.PathLike[str], tables: dict[str, pa.Table], co
     (rerun it)."""
     fs, root, run_id = split_location(location)
     run = Run.open_fs(fs, join(root, run_id))
-    keep = [name for name in (p.rsplit("/", 1)[-1] for p in fs.ls(run.path, detail=False))
-            if name not in tables and name != MANIFEST]
-    with RunWriter(root, run_id, overwrite=True, keep_from=run.path, keep_files=keep, fs=fs) as writer:
+    keep = [
+        name
+        for name in (p.rsplit("/", 1)[-1] for p in fs.ls(run.path, detail=False))
+        if name not in tables and name != MANIFEST
+    ]
+    with RunWriter(
+        root, run_id, overwrite=True, keep_from=run.path, keep_files=keep, fs=fs
+    ) as writer:
         for name, table in tables.items():
             writer.write_table(name, table)
         manifest = run.manifest
         before = manifest.evidence.get(command) or {}
-        manifest.evidence[command] = {**before, **(record or {}), "written_at": utc_now(),
-                                      "tables": sorted({*before.get("tables", []), *tables})}
+        manifest.evidence[command] = {
+            **before,
+            **(record or {}),
+            "written_at": utc_now(),
+            "tables": sorted({*before.get("tables", []), *tables}),
+        }
         return writer.commit(manifest)
 
 
 def evidence_stamp(evidence: dict[str, Any]) -> str:
     """Changes whenever an evidence table is rewritten (for cache keys)."""
-    return "|".join(f"{k}@{v.get('written_at', '')}" for k, v in sorted(evidence.items()) if isinstance(v, dict))
+    return "|".join(
+        f"{k}@{v.get('written_at', '')}" for k, v in sorted(evidence.items()) if isinstance(v, dict)
+    )
 
 
 # ------------------------------------------------- language of tokens ---
@@ -132,7 +151,9 @@ def token_language_shares(tokens: pd.DataFrame, languages: list[str]) -> pd.Data
     real = tokens[tokens["position"] > 0]
     counts = pd.crosstab(real["token_id"].to_numpy(), real["lang"].astype(str).to_numpy())
     counts = counts.reindex(columns=languages, fill_value=0)
-    out = pd.DataFrame({f"n_{lang}": counts[lang].to_numpy(np.int64) for lang in languages}, index=counts.index)
+    out = pd.DataFrame(
+        {f"n_{lang}": counts[lang].to_numpy(np.int64) for lang in languages}, index=counts.index
+    )
     total = out.sum(axis=1).to_numpy()
     out["n_occurrences"] = total
     for lang in languages:
@@ -149,8 +170,12 @@ def tag_tokens(token_ids: np.ndarray, shares: pd.DataFrame, languages: list[str]
     """``lang_tag``, ``n_occurrences`` and ``share_<l>`` for each of ``token_ids``
     (``unknown``, 0 and null for a token that never occurs in the run)."""
     found = shares.reindex(np.asarray(token_ids))
-    out = pd.DataFrame({"lang_tag": found["lang_tag"].fillna(UNKNOWN).to_numpy(),
-                        "n_occurrences": found["n_occurrences"].fillna(0).to_numpy(np.int64)})
+    out = pd.DataFrame(
+        {
+            "lang_tag": found["lang_tag"].fillna(UNKNOWN).to_numpy(),
+            "n_occurrences": found["n_occurrences"].fillna(0).to_numpy(np.int64),
+        }
+    )
     for lang in languages:
         out[f"share_{lang}"] = found[f"share_{lang}"].to_numpy(np.float32)
     return out
@@ -182,8 +207,14 @@ def output_label(row: Any, languages: list[str]) -> str:
 # -------------------------------------------------------- statistics ---
 
 
-def bootstrap_ratio_ci(sums: np.ndarray, counts: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
-                       rng: np.random.Generator) -> tuple[float, float, float]:
+def bootstrap_ratio_ci(
+    sums: np.ndarray,
+    counts: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    rng: np.random.Generator,
+) -> tuple[float, float, float]:
     """``(ratio, low, high)`` for ``ratio = sum(sums) / sum(counts)`` (the mean
     per-token change pooled over sentences) with a percentile bootstrap CI over
     sentences: resample the ``m`` sentences with replacement ``n_boot`` times.
@@ -219,8 +250,10 @@ def ranking_column(columns: Iterable[str], key: str | None = None) -> str:
         for name in (key, f"{key}_rank"):
             if name in ranks:
                 return name
-    raise ValueError(f"no ranking {key!r} in features.parquet; choose one of "
-                     f"{', '.join(r.removesuffix('_rank') for r in ranks) or '(none)'}")
+    raise ValueError(
+        f"no ranking {key!r} in features.parquet; choose one of "
+        f"{', '.join(r.removesuffix('_rank') for r in ranks) or '(none)'}"
+    )
 
 
 def top_candidates(features: pd.DataFrame, rank_column: str, n: int) -> pd.DataFrame:
@@ -238,7 +271,9 @@ def score_direction(features: pd.DataFrame, score: str, rank: str) -> bool:
     return bool(ranked[score].iloc[0] > ranked[score].iloc[-1])
 
 
-def null_percentile(values: np.ndarray, null_values: np.ndarray, higher_is_better: bool) -> np.ndarray:
+def null_percentile(
+    values: np.ndarray, null_values: np.ndarray, higher_is_better: bool
+) -> np.ndarray:
     """Per value, the percentage of the null's values it is at least as good as
     (100 = as good as the null's best or better); NaN for NaN values or an empty null."""
     null = np.sort(np.asarray(null_values, np.float64)[~np.isnan(null_values)])
@@ -276,9 +311,16 @@ def null_comparison(features: pd.DataFrame, null: pd.DataFrame) -> pd.DataFrame:
         higher = score_direction(features, score, rank)
         values = null_alive[score].to_numpy(np.float64)
         best = np.nanmax(values) if higher else np.nanmin(values) if len(values) else np.nan
-        rows.append({"score": score, "higher_is_better": higher, "null_best": best,
-                     "n_beat_null": int(beats_null(alive[score].to_numpy(), values, higher).sum()),
-                     "n_alive": len(alive), "null_alive": len(null_alive)})
+        rows.append(
+            {
+                "score": score,
+                "higher_is_better": higher,
+                "null_best": best,
+                "n_beat_null": int(beats_null(alive[score].to_numpy(), values, higher).sum()),
+                "n_alive": len(alive),
+                "null_alive": len(null_alive),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -298,8 +340,9 @@ def purity_table(run: Run, *, top: int = PURITY_TOP, block_rows: int = 5_000_000
     tok = run.read_pandas(TOKENS, columns=["pair_id", "lang", "position", "token_id", "token"])
     tok["li"] = pd.Categorical(tok["lang"].astype(str), categories=langs).codes
     width = int(tok["position"].max()) + 1 if len(tok) else 1
-    key = (tok["pair_id"].to_numpy(np.int64) * len(langs) + tok["li"].to_numpy(np.int64)) * width \
-        + tok["position"].to_numpy(np.int64)
+    key = (
+        tok["pair_id"].to_numpy(np.int64) * len(langs) + tok["li"].to_numpy(np.int64)
+    ) * width + tok["position"].to_numpy(np.int64)
     order = np.argsort(key)
     tok_key, tok_id = key[order], tok["token_id"].to_numpy(np.int64)[order]
     strings = dict(zip(tok["token_id"].to_numpy(), tok["token"].astype(str), strict=False))
@@ -308,8 +351,11 @@ def purity_table(run: Run, *, top: int = PURITY_TOP, block_rows: int = 5_000_000
     per_block = int(max(1, min(d_sae, block_rows * d_sae // n_rows)))
     frames = []
     for lo in range(0, d_sae, per_block):
-        table = run.read(ACTIVATIONS, columns=["feature", "pair_id", "lang", "position", "activation"],
-                         filters=[("feature", ">=", lo), ("feature", "<", lo + per_block)])
+        table = run.read(
+            ACTIVATIONS,
+            columns=["feature", "pair_id", "lang", "position", "activation"],
+            filters=[("feature", ">=", lo), ("feature", "<", lo + per_block)],
+        )
         if table.num_rows:
             frames.append(_purity_block(table, langs, width, tok_key, tok_id, strings, top))
     columns = ["feature", "n_cofiring", "purity", "top_pairs"]
@@ -318,22 +364,40 @@ def purity_table(run: Run, *, top: int = PURITY_TOP, block_rows: int = 5_000_000
     return pd.concat(frames, ignore_index=True)[columns]
 
 
-def _purity_block(table: pa.Table, langs: list[str], width: int, tok_key: np.ndarray, tok_id: np.ndarray,
-                  strings: dict[int, str], top: int) -> pd.DataFrame:
+def _purity_block(
+    table: pa.Table,
+    langs: list[str],
+    width: int,
+    tok_key: np.ndarray,
+    tok_id: np.ndarray,
+    strings: dict[int, str],
+    top: int,
+) -> pd.DataFrame:
     m = len(langs)
-    lang = pc.cast(table.column("lang"), pa.string()) if pa.types.is_dictionary(table.column("lang").type) \
+    lang = (
+        pc.cast(table.column("lang"), pa.string())
+        if pa.types.is_dictionary(table.column("lang").type)
         else table.column("lang")
-    frame = pd.DataFrame({"feature": table.column("feature").to_numpy(), "pair_id": table.column("pair_id").to_numpy(),
-                          "li": pd.Categorical(lang.to_numpy(zero_copy_only=False), categories=langs).codes,
-                          "position": table.column("position").to_numpy(),
-                          "activation": table.column("activation").to_numpy()})
+    )
+    frame = pd.DataFrame(
+        {
+            "feature": table.column("feature").to_numpy(),
+            "pair_id": table.column("pair_id").to_numpy(),
+            "li": pd.Categorical(lang.to_numpy(zero_copy_only=False), categories=langs).codes,
+            "position": table.column("position").to_numpy(),
+            "activation": table.column("activation").to_numpy(),
+        }
+    )
     frame = frame.sort_values("activation", ascending=False, kind="stable")
     frame = frame.drop_duplicates(["feature", "pair_id", "li"])  # each side's max
-    key = (frame["pair_id"].to_numpy(np.int64) * m + frame["li"].to_numpy(np.int64)) * width \
-        + frame["position"].to_numpy(np.int64)
+    key = (
+        frame["pair_id"].to_numpy(np.int64) * m + frame["li"].to_numpy(np.int64)
+    ) * width + frame["position"].to_numpy(np.int64)
     at = np.clip(np.searchsorted(tok_key, key), 0, len(tok_key) - 1)
     frame["token_id"] = np.where(tok_key[at] == key, tok_id[at], -1)
-    wide = frame.pivot_table(index=["feature", "pair_id"], columns="li", values="token_id", aggfunc="first")
+    wide = frame.pivot_table(
+        index=["feature", "pair_id"], columns="li", values="token_id", aggfunc="first"
+    )
     wide = wide.reindex(columns=range(m)).dropna()  # pairs where every language fires
     if wide.empty:
         return pd.DataFrame(columns=["feature", "n_cofiring", "purity", "top_pairs"])
@@ -344,11 +408,21 @@ def _purity_block(table: pa.Table, langs: list[str], width: int, tok_key: np.nda
     head = tuples.groupby("feature").head(top)
     purity = head.groupby("feature")["count"].sum() / n_cofiring
     labels = head.groupby("feature").apply(
-        lambda g: ", ".join("/".join(strings.get(int(g[i].iloc[j]), "?") for i in range(m)) + f" ({g['count'].iloc[j]})"
-                            for j in range(len(g))), include_groups=False)
-    return pd.DataFrame({"feature": n_cofiring.index.to_numpy(np.int32), "n_cofiring": n_cofiring.to_numpy(np.int64),
-                         "purity": purity.reindex(n_cofiring.index).to_numpy(np.float64),
-                         "top_pairs": labels.reindex(n_cofiring.index).to_numpy()})
+        lambda g: ", ".join(
+            "/".join(strings.get(int(g[i].iloc[j]), "?") for i in range(m))
+            + f" ({g['count'].iloc[j]})"
+            for j in range(len(g))
+        ),
+        include_groups=False,
+    )
+    return pd.DataFrame(
+        {
+            "feature": n_cofiring.index.to_numpy(np.int32),
+            "n_cofiring": n_cofiring.to_numpy(np.int64),
+            "purity": purity.reindex(n_cofiring.index).to_numpy(np.float64),
+            "top_pairs": labels.reindex(n_cofiring.index).to_numpy(),
+        }
+    )
 
 
 # ---------------------------------------------------------- ablation ---
@@ -359,8 +433,15 @@ def firing_sentences(features: pd.DataFrame, languages: list[str]) -> np.ndarray
     return features[[f"n_fire_{lang}" for lang in languages]].sum(axis=1).to_numpy(np.int64)
 
 
-def draw_baseline(features: pd.DataFrame, candidates: Iterable[int], languages: list[str], *, n: int = 3,
-                  pool: int = 20, rng: np.random.Generator) -> dict[int, list[int]]:
+def draw_baseline(
+    features: pd.DataFrame,
+    candidates: Iterable[int],
+    languages: list[str],
+    *,
+    n: int = 3,
+    pool: int = 20,
+    rng: np.random.Generator,
+) -> dict[int, list[int]]:
     """For each candidate, ``n`` random alive non-candidate features of similar firing
     frequency: drawn without replacement from the ``pool`` features whose number of
     firing sentences is closest to the candidate's on a log scale
@@ -374,5 +455,7 @@ def draw_baseline(features: pd.DataFrame, candidates: Iterable[int], languages: 
     for c in candidates:
         distance = np.abs(log_n - np.log(max(float(counts.get(c, 1)), 1)))
         nearest = ids[np.lexsort((ids, distance))[:pool]]
-        out[c] = sorted(int(x) for x in rng.choice(nearest, size=min(n, len(nearest)), replace=False))
+        out[c] = sorted(
+            int(x) for x in rng.choice(nearest, size=min(n, len(nearest)), replace=False)
+        )
     return out

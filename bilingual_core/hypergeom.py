@@ -61,7 +61,9 @@ def log10_sf(x: np.ndarray, n: int, k: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.minimum(out, 0.0)
 
 
-def _walk(start: np.ndarray, k: np.ndarray, d: np.ndarray, n: int, *, up: bool, stop: np.ndarray) -> np.ndarray:
+def _walk(
+    start: np.ndarray, k: np.ndarray, d: np.ndarray, n: int, *, up: bool, stop: np.ndarray
+) -> np.ndarray:
     """``sum_i pmf(start ± i) / pmf(start)`` until the terms vanish or the support ends."""
     total = np.ones(len(start))
     term = np.ones(len(start))

@@ -81,7 +81,9 @@ class Manifest:
             if not LANG_PATTERN.fullmatch(lang) or lang == "global":
                 raise ValueError(f"invalid language code {lang!r} (expected e.g. 'en', 'es')")
         if self.n_pairs < 0 or self.d_sae <= 0:
-            raise ValueError(f"n_pairs must be >= 0 and d_sae > 0 (got {self.n_pairs}, {self.d_sae})")
+            raise ValueError(
+                f"n_pairs must be >= 0 and d_sae > 0 (got {self.n_pairs}, {self.d_sae})"
+            )
         for section in ("model", "sae", "corpus", "extraction"):
             _reject_secrets(getattr(self, section), section)
 
@@ -101,13 +103,24 @@ class Manifest:
             raise RunFormatError(MANIFEST, None, f"not valid JSON ({exc})") from exc
         if not isinstance(raw, dict):
             raise RunFormatError(MANIFEST, None, "expected a JSON object")
-        required = ("format_version", "run_id", "status", "created_at", "languages", "n_pairs", "d_sae")
+        required = (
+            "format_version",
+            "run_id",
+            "status",
+            "created_at",
+            "languages",
+            "n_pairs",
+            "d_sae",
+        )
         missing = [k for k in required if k not in raw]
         if missing:
-            raise RunFormatError(MANIFEST, missing[0], f"missing required key(s): {', '.join(missing)}")
+            raise RunFormatError(
+                MANIFEST, missing[0], f"missing required key(s): {', '.join(missing)}"
+            )
         if raw["format_version"] != FORMAT_VERSION:
             raise RunFormatError(
-                MANIFEST, "format_version",
+                MANIFEST,
+                "format_version",
                 f"format version {raw['format_version']!r} is not supported (this tool reads {FORMAT_VERSION})",
             )
         if raw["status"] not in ("writing", "complete"):
@@ -115,7 +128,9 @@ class Manifest:
         for key in ("n_pairs", "d_sae"):
             if not isinstance(raw[key], int) or isinstance(raw[key], bool):
                 raise RunFormatError(MANIFEST, key, f"must be an integer, got {raw[key]!r}")
-        if not isinstance(raw["languages"], list) or not all(isinstance(x, str) for x in raw["languages"]):
+        if not isinstance(raw["languages"], list) or not all(
+            isinstance(x, str) for x in raw["languages"]
+        ):
             raise RunFormatError(MANIFEST, "languages", "must be a list of language codes")
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in raw.items() if k in known}

@@ -71,7 +71,9 @@ def stream_to(path: str | os.PathLike[str] | None) -> Iterator[ProgressStream | 
 class Bar:
     """A progress counter: ``update(n)`` and ``close()``, like tqdm's."""
 
-    def __init__(self, total: float | None, desc: str, unit: str, show: bool, **tqdm_options: Any) -> None:
+    def __init__(
+        self, total: float | None, desc: str, unit: str, show: bool, **tqdm_options: Any
+    ) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.done = 0.0
         self.start = time.perf_counter()
@@ -130,7 +132,9 @@ class Bar:
             self.stream.emit(self.record(), force=force)
 
 
-def bar(total: float | None, desc: str, unit: str, *, show: bool, **tqdm_options: Any) -> Bar | None:
+def bar(
+    total: float | None, desc: str, unit: str, *, show: bool, **tqdm_options: Any
+) -> Bar | None:
     """A :class:`Bar`, or None when it would neither draw nor report (callers skip updates then)."""
     if not show and _active is None:
         return None

@@ -43,7 +43,9 @@ def lang_indices(column: pa.ChunkedArray | pa.Array, languages: list[str], file:
     dictionary = column.dictionary.to_pylist()
     unknown = [d for d in dictionary if d not in lookup]
     if unknown:
-        raise RunFormatError(file, "lang", f"language(s) {unknown} not in the manifest's languages {languages}")
+        raise RunFormatError(
+            file, "lang", f"language(s) {unknown} not in the manifest's languages {languages}"
+        )
     mapping = np.array([lookup[d] for d in dictionary] or [0], dtype=np.int8)
     if column.null_count:
         raise RunFormatError(file, "lang", "contains nulls")
@@ -63,7 +65,9 @@ def _iter_batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordB
             yield batch
 
 
-def _column(batch: pa.RecordBatch, name: str, dtype: type, file: str, *, writable: bool = False) -> np.ndarray:
+def _column(
+    batch: pa.RecordBatch, name: str, dtype: type, file: str, *, writable: bool = False
+) -> np.ndarray:
     col = batch.column(name)
     if col.null_count:
         raise RunFormatError(file, name, "contains nulls")
@@ -104,7 +108,9 @@ def sentence_max_blocks(
     check_schema(pf, file)
     m = len(languages)
     if d_sae >= 1 << 24:
-        raise RunFormatError(file, "feature", f"d_sae {d_sae} is larger than this scorer supports (2^24)")
+        raise RunFormatError(
+            file, "feature", f"d_sae {d_sae} is larger than this scorer supports (2^24)"
+        )
     pending = _Groups()
     next_block = 0
     prev_key: int | None = None
@@ -123,7 +129,9 @@ def sentence_max_blocks(
         f |= p
         f |= li
         key = f
-        if prev_key is not None and (key[0] < prev_key or (key[0] == prev_key and pos[0] <= prev_pos)):
+        if prev_key is not None and (
+            key[0] < prev_key or (key[0] == prev_key and pos[0] <= prev_pos)
+        ):
             _order_error(file, key[0] == prev_key)
         dk = np.diff(key)
         if dk.min(initial=0) < 0:
@@ -149,12 +157,21 @@ def sentence_max_blocks(
         # Every feature below the batch's last one is complete.
         last_feature = prev_key >> 39
         while (next_block + 1) * block_features <= last_feature:
-            yield pending.take_below((next_block + 1) * block_features, next_block, block_features, n_pairs, languages, d_sae)
+            yield pending.take_below(
+                (next_block + 1) * block_features,
+                next_block,
+                block_features,
+                n_pairs,
+                languages,
+                d_sae,
+            )
             next_block += 1
         if progress is not None:
             progress.update(batch.num_rows)  # type: ignore[attr-defined]
     while next_block * block_features < d_sae:
-        yield pending.take_below((next_block + 1) * block_features, next_block, block_features, n_pairs, languages, d_sae)
+        yield pending.take_below(
+            (next_block + 1) * block_features, next_block, block_features, n_pairs, languages, d_sae
+        )
         next_block += 1
 
 
@@ -180,16 +197,33 @@ class _Groups:
             self.counts.append(count)
 
     def take_below(
-        self, limit: int, block: int, block_features: int, n_pairs: int, languages: list[str], d_sae: int
+        self,
+        limit: int,
+        block: int,
+        block_features: int,
+        n_pairs: int,
+        languages: list[str],
+        d_sae: int,
     ) -> SentenceMax:
-        key, gmax, count = _cat(self.keys, np.int64), _cat(self.maxima, np.float32), _cat(self.counts, np.int32)
+        key, gmax, count = (
+            _cat(self.keys, np.int64),
+            _cat(self.maxima, np.float32),
+            _cat(self.counts, np.int32),
+        )
         cut = int(np.searchsorted(key, np.int64(limit) << 39))
         self.keys, self.maxima, self.counts = [key[cut:]], [gmax[cut:]], [count[cut:]]
         key = key[:cut]
         start = block * block_features
         return SentenceMax(
-            (key >> 39).astype(np.int32), ((key >> 8) & 0x7FFFFFFF).astype(np.int32), (key & 0xFF).astype(np.int8),
-            gmax[:cut], count[:cut], n_pairs, list(languages), start, min(block_features, d_sae - start),
+            (key >> 39).astype(np.int32),
+            ((key >> 8) & 0x7FFFFFFF).astype(np.int32),
+            (key & 0xFF).astype(np.int8),
+            gmax[:cut],
+            count[:cut],
+            n_pairs,
+            list(languages),
+            start,
+            min(block_features, d_sae - start),
         )
 
 
@@ -205,10 +239,15 @@ def threshold_pass(
     return q.result(lambda: rescan_values(pf, languages, file)), q.lang_max
 
 
-def rescan_values(pf: pq.ParquetFile, languages: list[str], file: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def rescan_values(
+    pf: pq.ParquetFile, languages: list[str], file: str
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Second pass for exact quantiles: ``(language indices, values)`` per batch."""
     for batch in _iter_batches(pf, ["lang", "activation"]):
-        yield lang_indices(batch.column("lang"), languages, file), _column(batch, "activation", np.float32, file)
+        yield (
+            lang_indices(batch.column("lang"), languages, file),
+            _column(batch, "activation", np.float32, file),
+        )
 
 
 def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -216,24 +255,45 @@ def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def _check_ranges(
-    f: np.ndarray, p: np.ndarray, pos: np.ndarray, a: np.ndarray, n_pairs: int, d_sae: int, file: str
+    f: np.ndarray,
+    p: np.ndarray,
+    pos: np.ndarray,
+    a: np.ndarray,
+    n_pairs: int,
+    d_sae: int,
+    file: str,
 ) -> None:
     if not ((a > 0) & (a < np.inf)).all():
         bad = a[~((a > 0) & (a < np.inf))][0]
-        raise RunFormatError(file, "activation", f"holds {bad!r}; only finite activations > 0 are stored (zeros are implicit)")
+        raise RunFormatError(
+            file,
+            "activation",
+            f"holds {bad!r}; only finite activations > 0 are stored (zeros are implicit)",
+        )
     if f.min() < 0 or f.max() >= d_sae:
-        raise RunFormatError(file, "feature", f"feature id {int(f.max()) if f.max() >= d_sae else int(f.min())} is outside 0..{d_sae - 1} (manifest d_sae = {d_sae})")
+        raise RunFormatError(
+            file,
+            "feature",
+            f"feature id {int(f.max()) if f.max() >= d_sae else int(f.min())} is outside 0..{d_sae - 1} (manifest d_sae = {d_sae})",
+        )
     if p.min() < 0 or p.max() >= n_pairs:
-        raise RunFormatError(file, "pair_id", f"pair id outside 0..{n_pairs - 1} (manifest n_pairs = {n_pairs})")
+        raise RunFormatError(
+            file, "pair_id", f"pair id outside 0..{n_pairs - 1} (manifest n_pairs = {n_pairs})"
+        )
     if pos.min() < 1:
-        raise RunFormatError(file, "position", "position 0 (BOS) or negative: BOS and padding are never stored")
+        raise RunFormatError(
+            file, "position", "position 0 (BOS) or negative: BOS and padding are never stored"
+        )
 
 
 def _order_error(file: str, duplicate: bool) -> None:
     if duplicate:
-        raise RunFormatError(file, None, "duplicate rows: the same (feature, pair_id, lang, position) appears twice")
+        raise RunFormatError(
+            file, None, "duplicate rows: the same (feature, pair_id, lang, position) appears twice"
+        )
     raise RunFormatError(
-        file, None,
+        file,
+        None,
         "rows are not sorted by (feature, pair_id, lang, position) with lang in manifest order; "
         "sort them with `python -m precompute sort-activations --run DIR`",
     )

@@ -43,7 +43,9 @@ class Run:
             raise RunFormatError(MANIFEST, None, f"no run directory at {path}")
         manifest_path = join(path, MANIFEST)
         if not fs.exists(manifest_path):
-            raise RunFormatError(MANIFEST, None, f"missing in {path} (not a run directory, or still being written)")
+            raise RunFormatError(
+                MANIFEST, None, f"missing in {path} (not a run directory, or still being written)"
+            )
         return cls(fs, path, Manifest.from_json(read_text(fs, manifest_path)))
 
     @property
@@ -71,10 +73,15 @@ class Run:
         # Local files are memory-mapped by pyarrow itself (no Python-level reads).
         source = self.file(name) if is_local(self.fs) else None
         try:
-            pf = pq.ParquetFile(source or self.fs.open(self.file(name), "rb"), memory_map=source is not None)
+            pf = pq.ParquetFile(
+                source or self.fs.open(self.file(name), "rb"), memory_map=source is not None
+            )
             if "lang" in pf.schema_arrow.names:
-                pf = pq.ParquetFile(source or self.fs.open(self.file(name), "rb"), read_dictionary=["lang"],
-                                    memory_map=source is not None)
+                pf = pq.ParquetFile(
+                    source or self.fs.open(self.file(name), "rb"),
+                    read_dictionary=["lang"],
+                    memory_map=source is not None,
+                )
             return pf
         except (pa.ArrowInvalid, OSError) as exc:
             raise RunFormatError(name, None, f"not a readable Parquet file ({exc})") from exc
@@ -130,8 +137,15 @@ def list_runs(location: str | os.PathLike[str]) -> list[RunListing]:
         if name.startswith((".", "_")):
             continue
         if not RUN_ID_PATTERN.fullmatch(name):
-            listings.append(RunListing(name, path, None, "the directory name is not a valid run id "
-                                       "(letters, digits, '.', '_' or '-'); rename it to use it"))
+            listings.append(
+                RunListing(
+                    name,
+                    path,
+                    None,
+                    "the directory name is not a valid run id "
+                    "(letters, digits, '.', '_' or '-'); rename it to use it",
+                )
+            )
             continue
         try:
             run = Run.open_fs(fs, path)

@@ -120,7 +120,10 @@ FEATURE_BASE_COLUMNS = [
     Column("mean_act_{lang}", pa.float64()),
     Column("cond_{lang}", pa.float64()),
 ]
-NOTEBOOK_BASE_COLUMNS = [Column("notebook_jsd", pa.float64()), Column("notebook_idaf", pa.float64())]
+NOTEBOOK_BASE_COLUMNS = [
+    Column("notebook_jsd", pa.float64()),
+    Column("notebook_idaf", pa.float64()),
+]
 _FEATURE_REQUIRED_BASE = ("feature", "alive", "idaf")
 
 
@@ -132,7 +135,9 @@ def _expand(columns: list[Column], languages: list[str]) -> list[Column]:
     return out
 
 
-def _score_columns(languages: list[str], notebook: bool, required_only: bool = False) -> list[Column]:
+def _score_columns(
+    languages: list[str], notebook: bool, required_only: bool = False
+) -> list[Column]:
     out = []
     for spec in score_registry.SCORES:
         if (required_only and not spec.required) or (spec.key == "notebook" and not notebook):
@@ -177,7 +182,6 @@ REQUIRED_FILES = (PAIRS, TOKENS, ACTIVATIONS, FEATURES, THRESHOLDS, CURVES)
 ACTIVATION_ROW_GROUP = 1 << 20
 
 
-
 def _kind(t: pa.DataType) -> str:
     t = t.value_type if pa.types.is_dictionary(t) else t
     if pa.types.is_integer(t):
@@ -197,7 +201,11 @@ def check_columns(schema: pa.Schema, file: str) -> None:
     strings); raises RunFormatError naming the file and column."""
     for column in REQUIRED_COLUMNS.get(file, []):
         if column.name not in schema.names:
-            raise RunFormatError(file, column.name, f"missing (the file has columns {schema.names})")
+            raise RunFormatError(
+                file, column.name, f"missing (the file has columns {schema.names})"
+            )
         actual = schema.field(column.name).type
         if _kind(actual) != _kind(column.type):
-            raise RunFormatError(file, column.name, f"has type {actual}, expected {_kind(column.type)}")
+            raise RunFormatError(
+                file, column.name, f"has type {actual}, expected {_kind(column.type)}"
+            )

@@ -23,7 +23,12 @@ from .sparse import SentenceMax
 
 
 def _jsd_terms(
-    row_feature: np.ndarray, p: np.ndarray, log_p: np.ndarray, n_features: int, *, positive: bool = False
+    row_feature: np.ndarray,
+    p: np.ndarray,
+    log_p: np.ndarray,
+    n_features: int,
+    *,
+    positive: bool = False,
 ) -> np.ndarray:
     """Per feature, ``sum_rows sum_l P_l log(P_l / M)`` over the given rows; ``p``, ``log_p`` are (m, rows).
 
@@ -43,9 +48,15 @@ def _jsd_terms(
 
 
 def _jsd(
-    row_feature: np.ndarray, p_rows: np.ndarray, log_p_rows: np.ndarray,
-    p_silent: np.ndarray, log_p_silent: np.ndarray, n_silent: np.ndarray, n_features: int,
-    *, positive_hint: bool = False,
+    row_feature: np.ndarray,
+    p_rows: np.ndarray,
+    log_p_rows: np.ndarray,
+    p_silent: np.ndarray,
+    log_p_silent: np.ndarray,
+    n_silent: np.ndarray,
+    n_features: int,
+    *,
+    positive_hint: bool = False,
 ) -> np.ndarray:
     """``JSD = (1/m) sum_l sum_k P_l[k] log(P_l[k] / M[k])`` with ``M`` the mean of the ``P_l``.
 
@@ -85,8 +96,16 @@ def softmax_jsd(block: SentenceMax) -> np.ndarray:
     for lang in range(block.m):
         np.subtract(dense[lang], log_z[lang][row_feature], out=log_p_rows[lang])
     n_silent = n - np.bincount(row_feature, minlength=f)
-    return _jsd(row_feature, np.exp(log_p_rows), log_p_rows, np.exp(-log_z), -log_z, n_silent, f,
-                positive_hint=True)
+    return _jsd(
+        row_feature,
+        np.exp(log_p_rows),
+        log_p_rows,
+        np.exp(-log_z),
+        -log_z,
+        n_silent,
+        f,
+        positive_hint=True,
+    )
 
 
 def mass_jsd(block: SentenceMax) -> np.ndarray:
@@ -126,7 +145,9 @@ def _float32_floor(cuts: np.ndarray) -> np.ndarray:
 def _above(group: np.ndarray, n_groups: int, level: np.ndarray, n_cuts: int) -> np.ndarray:
     """(n_groups, n_cuts): per group, how many levels exceed each cut index (``level > j``)."""
     n_levels = n_cuts + 1
-    hist = np.bincount(group * n_levels + level, minlength=n_groups * n_levels).reshape(n_groups, n_levels)
+    hist = np.bincount(group * n_levels + level, minlength=n_groups * n_levels).reshape(
+        n_groups, n_levels
+    )
     return np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
 
 
@@ -175,7 +196,9 @@ def threshold_counts(block: SentenceMax, cuts: np.ndarray) -> ThresholdCounts:
         (a, b): inter if m == 2 else _above(row_feature, f, np.minimum(levels[a], levels[b]), t)
         for a, b in combinations(range(m), 2)
     }
-    return ThresholdCounts(unsort(sizes), unsort(inter), unsort(union), {k: unsort(v) for k, v in overlap.items()})
+    return ThresholdCounts(
+        unsort(sizes), unsort(inter), unsort(union), {k: unsort(v) for k, v in overlap.items()}
+    )
 
 
 def idaf(counts: np.ndarray, n_pairs: int) -> np.ndarray:
@@ -255,7 +278,9 @@ class Coactivation:
 
 def coactivation(block: SentenceMax, threshold: float = 0.0) -> Coactivation:
     """Co-activation at one threshold; see :func:`coactivation_from_counts`."""
-    return coactivation_from_counts(threshold_counts(block, np.array([threshold])), block.n_pairs)[0]
+    return coactivation_from_counts(threshold_counts(block, np.array([threshold])), block.n_pairs)[
+        0
+    ]
 
 
 def coactivation_from_counts(counts: ThresholdCounts, n_pairs: int) -> list[Coactivation]:
@@ -275,7 +300,9 @@ def coactivation_from_counts(counts: ThresholdCounts, n_pairs: int) -> list[Coac
             conditional = np.where(size > 0, inter[:, None] / size, np.nan)
         log10_p = np.full(len(inter), -np.inf)
         for (a, b), overlap in counts.pair_overlap.items():
-            log10_p = np.maximum(log10_p, hypergeom.log10_sf(overlap[:, j], n_pairs, size[:, a], size[:, b]))
+            log10_p = np.maximum(
+                log10_p, hypergeom.log10_sf(overlap[:, j], n_pairs, size[:, a], size[:, b])
+            )
         out.append(Coactivation(inter, union, jaccard, conditional, log10_p, size))
     return out
 

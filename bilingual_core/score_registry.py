@@ -70,8 +70,9 @@ class FeatureQuantities:
     def notebook_blog(self) -> Ranking | None:
         if self.notebook is None:
             return None
-        return kernels.bilingual_score(self.notebook.jsd, self.notebook.idaf, self.alive, k=self.k,
-                                       beta_sign=+1.0)
+        return kernels.bilingual_score(
+            self.notebook.jsd, self.notebook.idaf, self.alive, k=self.k, beta_sign=+1.0
+        )
 
 
 @dataclass(frozen=True)
@@ -122,57 +123,96 @@ class ScoreSpec:
         return self.better == "higher"
 
     def columns(self, languages: list[str]) -> list[str]:
-        return [self.column.format(lang=lang) for lang in languages] if self.per_language else [self.column]
+        return (
+            [self.column.format(lang=lang) for lang in languages]
+            if self.per_language
+            else [self.column]
+        )
 
 
 SCORES: tuple[ScoreSpec, ...] = (
     ScoreSpec(
-        "evidence", "evidence: co-firing beyond chance × alignment (higher = more bilingual)", "evidence",
+        "evidence",
+        "evidence: co-firing beyond chance × alignment (higher = more bilingual)",
+        "evidence",
         "higher",
         "-log10 p × (1 - mass_jsd / ln m): p the co-activation p-value (fires at all), "
         "mass_jsd the JSD of the per-pair maxima normalised per language",
-        run=lambda q: kernels.evidence(q.coact.log10_pvalue, q.block_scores["mass_jsd"], len(q.languages)),
+        run=lambda q: kernels.evidence(
+            q.coact.log10_pvalue, q.block_scores["mass_jsd"], len(q.languages)
+        ),
         rank_column="evidence_rank",
         note="Needs many pairs firing in every language, more than chance predicts, with similar "
-             "strength on both sides: one pair of n scores log10 n.",
+        "strength on both sides: one pair of n scores log10 n.",
     ),
     ScoreSpec(
-        "bi", "bi: the blog post's score (lower = more bilingual)", "bi", "lower",
+        "bi",
+        "bi: the blog post's score (lower = more bilingual)",
+        "bi",
+        "lower",
         "jsd + beta × idaf, the score of the post's text",
-        run=lambda q: q.blog.bi, rank_column="bi_rank", ties="feature", required=True,
+        run=lambda q: q.blog.bi,
+        rank_column="bi_rank",
+        ties="feature",
+        required=True,
         note="The post's score favours rare features: its top is mostly features seen on one or two "
-             "pairs. Set 'Min. firing pairs per language' to see well-supported ones.",
+        "pairs. Set 'Min. firing pairs per language' to see well-supported ones.",
     ),
     ScoreSpec(
-        "notebook", "notebook bi (the post's published table)", "notebook_bi", "lower",
+        "notebook",
+        "notebook bi (the post's published table)",
+        "notebook_bi",
+        "lower",
         "the variant of the post's notebook",
         run=lambda q: None if q.notebook_blog is None else q.notebook_blog.bi,
-        rank_column="notebook_rank", ties="feature",
+        rank_column="notebook_rank",
+        ties="feature",
     ),
     ScoreSpec(
-        "jaccard", "co-activation Jaccard at the threshold (higher = more bilingual)", "jaccard", "higher",
+        "jaccard",
+        "co-activation Jaccard at the threshold (higher = more bilingual)",
+        "jaccard",
+        "higher",
         "|pairs firing in every language| / |pairs firing in any|, at the chosen threshold",
-        run=lambda q: q.coact.jaccard, rank_column="jaccard_rank", coactivation="jaccard",
-        threshold_column="coact_jaccard", always_offered=True,
+        run=lambda q: q.coact.jaccard,
+        rank_column="jaccard_rank",
+        coactivation="jaccard",
+        threshold_column="coact_jaccard",
+        always_offered=True,
     ),
     ScoreSpec(
-        "pvalue", "co-activation p-value, log10 (lower = more co-firing than chance)", "coact_log10p",
+        "pvalue",
+        "co-activation p-value, log10 (lower = more co-firing than chance)",
+        "coact_log10p",
         "lower",
         "log10 P(overlap ≥ observed) for independent sets of the observed sizes, at the chosen threshold",
-        run=lambda q: q.coact.log10_pvalue, coactivation="log10_pvalue", threshold_column="coact_log10p",
+        run=lambda q: q.coact.log10_pvalue,
+        coactivation="log10_pvalue",
+        threshold_column="coact_log10p",
     ),
     ScoreSpec(
-        "mass_jsd", "mass JSD (lower = more bilingual)", "mass_jsd", "lower",
+        "mass_jsd",
+        "mass JSD (lower = more bilingual)",
+        "mass_jsd",
+        "lower",
         "JSD of the per-pair maxima normalised to sum 1 per language",
-        block=kernels.mass_jsd, rank_column="mass_jsd_rank",
+        block=kernels.mass_jsd,
+        rank_column="mass_jsd_rank",
     ),
     ScoreSpec(
-        "jsd", "softmax JSD alone (lower = more bilingual)", "jsd", "lower",
+        "jsd",
+        "softmax JSD alone (lower = more bilingual)",
+        "jsd",
+        "lower",
         "the JSD term of bi, without idaf",
-        block=kernels.softmax_jsd, required=True,
+        block=kernels.softmax_jsd,
+        required=True,
     ),
     ScoreSpec(
-        "mono_{lang}", "monolinguality {lang} (higher = more {lang}-specific)", "mono_{lang}", "higher",
+        "mono_{lang}",
+        "monolinguality {lang} (higher = more {lang}-specific)",
+        "mono_{lang}",
+        "higher",
         "mean activation on {lang} tokens minus the other languages' mean",
         run=lambda q: kernels.monolinguality(q.mean_activation),
     ),
@@ -213,8 +253,18 @@ def compute_run_scores(q: FeatureQuantities) -> dict[str, np.ndarray]:
     return out
 
 
-def rank(spec: ScoreSpec, values: np.ndarray, alive: np.ndarray, support: np.ndarray | None,
-         feature_ids: np.ndarray | None = None) -> np.ndarray:
+def rank(
+    spec: ScoreSpec,
+    values: np.ndarray,
+    alive: np.ndarray,
+    support: np.ndarray | None,
+    feature_ids: np.ndarray | None = None,
+) -> np.ndarray:
     """Ranks of alive features under ``spec`` (0 = unranked), by the project's one ranking rule."""
-    return rank_features(values, alive, higher_is_better=spec.higher_is_better,
-                         support=support if spec.ties == "support" else None, feature_ids=feature_ids)
+    return rank_features(
+        values,
+        alive,
+        higher_is_better=spec.higher_is_better,
+        support=support if spec.ties == "support" else None,
+        feature_ids=feature_ids,
+    )

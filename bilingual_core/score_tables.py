@@ -38,9 +38,13 @@ class SentenceMaxWriter:
     """
 
     def __init__(self, handle: Any, languages: list[str]) -> None:
-        self.writer = pq.ParquetWriter(handle, SENTENCE_MAX_SCHEMA, compression="zstd",
-                                       use_dictionary=["lang"],
-                                       column_encoding={"feature": "DELTA_BINARY_PACKED"})
+        self.writer = pq.ParquetWriter(
+            handle,
+            SENTENCE_MAX_SCHEMA,
+            compression="zstd",
+            use_dictionary=["lang"],
+            column_encoding={"feature": "DELTA_BINARY_PACKED"},
+        )
         self.lang_dict = pa.array(languages, pa.string())
 
     def __call__(self, sm: SentenceMax) -> None:
@@ -49,13 +53,18 @@ class SentenceMaxWriter:
         bucket = (sm.pair >> PAIR_BLOCK_SHIFT).astype(np.uint16)
         order = np.argsort(bucket, kind="stable")
         edges = np.flatnonzero(np.diff(bucket[order])) + 1
-        table = pa.table({
-            "pair_id": pa.array(sm.pair[order], pa.int32()),
-            "lang": pa.DictionaryArray.from_arrays(pa.array(sm.lang[order], pa.int8()), self.lang_dict),
-            "feature": pa.array(sm.feature[order], pa.int32()),
-            "max_activation": pa.array(sm.value[order], pa.float32()),
-            "n_tokens": pa.array(sm.n_tokens[order], pa.int32()),
-        }, schema=SENTENCE_MAX_SCHEMA)
+        table = pa.table(
+            {
+                "pair_id": pa.array(sm.pair[order], pa.int32()),
+                "lang": pa.DictionaryArray.from_arrays(
+                    pa.array(sm.lang[order], pa.int8()), self.lang_dict
+                ),
+                "feature": pa.array(sm.feature[order], pa.int32()),
+                "max_activation": pa.array(sm.value[order], pa.float32()),
+                "n_tokens": pa.array(sm.n_tokens[order], pa.int32()),
+            },
+            schema=SENTENCE_MAX_SCHEMA,
+        )
         for lo, hi in itertools.pairwise([0, *edges.tolist(), len(order)]):
             self.writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
 
@@ -68,4 +77,6 @@ def write_score_tables(writer: RunWriter, result: ScoreResult) -> None:
     writer.write_table(FEATURES, pa.Table.from_pandas(result.features, preserve_index=False))
     writer.write_table(THRESHOLDS, pa.Table.from_pandas(result.thresholds, preserve_index=False))
     writer.write_table(CURVES, pa.Table.from_pandas(result.curves, preserve_index=False))
-    writer.write_table(COACTIVATION, pa.Table.from_pandas(result.coactivation, preserve_index=False))
+    writer.write_table(
+        COACTIVATION, pa.Table.from_pandas(result.coactivation, preserve_index=False)
+    )

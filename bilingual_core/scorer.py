@@ -67,7 +67,11 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if self.variant not in ("blog", "notebook"):
             raise ValueError(f"unknown variant {self.variant!r} (blog or notebook)")
-        if self.k < 0 or (self.block_features is not None and self.block_features <= 0) or self.threads < 1:
+        if (
+            self.k < 0
+            or (self.block_features is not None and self.block_features <= 0)
+            or self.threads < 1
+        ):
             raise ValueError("k must be >= 0 and block_features > 0")
 
 
@@ -103,8 +107,14 @@ def _pad_sentence_max(run: Run) -> SentenceMax | None:
     if not run.has(PAD_ACTIVATIONS):
         return None
     man = run.manifest
-    blocks = sentence_max_blocks(run.parquet(PAD_ACTIVATIONS), languages=run.languages, n_pairs=man.n_pairs,
-                                 d_sae=man.d_sae, file=PAD_ACTIVATIONS, block_features=man.d_sae)
+    blocks = sentence_max_blocks(
+        run.parquet(PAD_ACTIVATIONS),
+        languages=run.languages,
+        n_pairs=man.n_pairs,
+        d_sae=man.d_sae,
+        file=PAD_ACTIVATIONS,
+        block_features=man.d_sae,
+    )
     return next(iter(blocks))
 
 
@@ -118,8 +128,12 @@ def _thresholds_pass(
     notebook = config.variant == "notebook"
     thresholds, lang_max = threshold_pass(activations, langs, ACTIVATIONS, track_max=notebook)
     thr = thresholds_table(thresholds)
-    coact_cuts = np.array([0.0 if name == "any" else thr.get(name, {}).get(GLOBAL_SCOPE, np.nan)
-                           for name in COACTIVATION_THRESHOLDS])
+    coact_cuts = np.array(
+        [
+            0.0 if name == "any" else thr.get(name, {}).get(GLOBAL_SCOPE, np.nan)
+            for name in COACTIVATION_THRESHOLDS
+        ]
+    )
     curve_keys, curve_cut_values = curve_cuts(langs, thr)
     pad = _pad_sentence_max(run) if notebook else None
     scale = None
@@ -136,9 +150,15 @@ def _coactivation_frames(
     """coactivation.parquet rows of one block, one frame per threshold."""
     frames = []
     for name, t, c in zip(COACTIVATION_THRESHOLDS, plan.coact_cuts, coacts, strict=True):
-        frame = {"feature": feature_ids, "threshold": name, "threshold_value": t,
-                 "n_intersection": c.n_intersection.astype(np.int32), "n_union": c.n_union.astype(np.int32),
-                 "jaccard": c.jaccard, "log10_pvalue": c.log10_pvalue}
+        frame = {
+            "feature": feature_ids,
+            "threshold": name,
+            "threshold_value": t,
+            "n_intersection": c.n_intersection.astype(np.int32),
+            "n_union": c.n_union.astype(np.int32),
+            "jaccard": c.jaccard,
+            "log10_pvalue": c.log10_pvalue,
+        }
         for li, lang in enumerate(plan.languages):
             frame[f"cond_{lang}"] = c.conditional[:, li]
             frame[f"n_fire_{lang}"] = c.sizes[:, li].astype(np.int32)
@@ -146,14 +166,24 @@ def _coactivation_frames(
     return frames
 
 
-def _score_block(block: SentenceMax, pad_block: SentenceMax | None, plan: _Plan) -> dict[str, object]:
+def _score_block(
+    block: SentenceMax, pad_block: SentenceMax | None, plan: _Plan
+) -> dict[str, object]:
     """Every per-feature quantity of one block (runs in a worker thread)."""
     n_curve = len(plan.curve_keys)
     tc = scores.threshold_counts(block, plan.all_cuts)
     coacts = scores.coactivation_from_counts(
-        scores.ThresholdCounts(tc.sizes[:, :, n_curve:], tc.intersection[:, n_curve:], tc.union[:, n_curve:],
-                               {k: v[:, n_curve:] for k, v in tc.pair_overlap.items()}), plan.n_pairs)
-    feature_ids = np.arange(block.feature_offset, block.feature_offset + block.n_features, dtype=np.int32)
+        scores.ThresholdCounts(
+            tc.sizes[:, :, n_curve:],
+            tc.intersection[:, n_curve:],
+            tc.union[:, n_curve:],
+            {k: v[:, n_curve:] for k, v in tc.pair_overlap.items()},
+        ),
+        plan.n_pairs,
+    )
+    feature_ids = np.arange(
+        block.feature_offset, block.feature_offset + block.n_features, dtype=np.int32
+    )
     out: dict[str, object] = {
         "counts": scores.firing_counts(block),
         "n_tok": block.per_feature_lang(block.n_tokens.astype(np.float64)),
@@ -172,8 +202,14 @@ def _score_block(block: SentenceMax, pad_block: SentenceMax | None, plan: _Plan)
 
 
 def _block_pass(
-    activations: pq.ParquetFile, d_sae: int, plan: _Plan, pad: SentenceMax | None, config: ScoreConfig,
-    block_features: int, sentence_max_sink: SentenceMaxSink | None, progress: bool,
+    activations: pq.ParquetFile,
+    d_sae: int,
+    plan: _Plan,
+    pad: SentenceMax | None,
+    config: ScoreConfig,
+    block_features: int,
+    sentence_max_sink: SentenceMaxSink | None,
+    progress: bool,
 ) -> tuple[list[dict[str, object]], BlockSums, int]:
     """Pass 2: score each block of features as soon as it is complete, in worker
     threads, handing its per-sentence maxima to ``sentence_max_sink``.
@@ -185,8 +221,16 @@ def _block_pass(
     bar = progress_bar(activations.metadata.num_rows, "scoring", "row", show=progress)
     pad_blocks = pad.blocks(block_features) if pad is not None else None
     n_groups = 0
-    blocks = sentence_max_blocks(activations, languages=plan.languages, n_pairs=plan.n_pairs, d_sae=d_sae,
-                                 file=ACTIVATIONS, block_features=block_features, sums=sums, progress=bar)
+    blocks = sentence_max_blocks(
+        activations,
+        languages=plan.languages,
+        n_pairs=plan.n_pairs,
+        d_sae=d_sae,
+        file=ACTIVATIONS,
+        block_features=block_features,
+        sums=sums,
+        progress=bar,
+    )
     # numpy releases the GIL: blocks are scored in worker threads while the
     # main thread reduces the next batches (and a third decodes Parquet).
     results: list[Future] = []
@@ -213,11 +257,17 @@ def _cat(parts: list[dict[str, object]], key: str) -> np.ndarray:
 def _cat_coactivation(parts: list[dict[str, object]]) -> scores.Coactivation:
     blocks = [p["coact"] for p in parts]
     names = ("n_intersection", "n_union", "jaccard", "conditional", "log10_pvalue", "sizes")
-    return scores.Coactivation(*(np.concatenate([getattr(c, name) for c in blocks]) for name in names))
+    return scores.Coactivation(
+        *(np.concatenate([getattr(c, name) for c in blocks]) for name in names)
+    )
 
 
 def _quantities(
-    parts: list[dict[str, object]], sums: BlockSums, n_real: np.ndarray, plan: _Plan, config: ScoreConfig,
+    parts: list[dict[str, object]],
+    sums: BlockSums,
+    n_real: np.ndarray,
+    plan: _Plan,
+    config: ScoreConfig,
 ) -> FeatureQuantities:
     """The per-feature quantities of the whole run, from the per-block results."""
     n = plan.n_pairs
@@ -225,13 +275,22 @@ def _quantities(
     notebook = None
     if plan.notebook_scale is not None:
         nb_counts = _cat(parts, "nb_counts").astype(np.int64)
-        nb_idaf = np.where(nb_counts.sum(axis=1) < NOTEBOOK_MIN_FIRING, 1.0, scores.idaf(nb_counts, n))
+        nb_idaf = np.where(
+            nb_counts.sum(axis=1) < NOTEBOOK_MIN_FIRING, 1.0, scores.idaf(nb_counts, n)
+        )
         notebook = NotebookInputs(_cat(parts, "nb_jsd"), nb_idaf)
     return FeatureQuantities(
-        n_pairs=n, languages=plan.languages, k=config.k, alive=scores.alive(counts), counts=counts,
-        idaf=scores.idaf(counts, n), coact=_cat_coactivation(parts),
+        n_pairs=n,
+        languages=plan.languages,
+        k=config.k,
+        alive=scores.alive(counts),
+        counts=counts,
+        idaf=scores.idaf(counts, n),
+        coact=_cat_coactivation(parts),
         mean_activation=sums.token_sum / np.maximum(n_real, 1)[None, :],
-        block_scores={key: np.concatenate([p["scores"][key] for p in parts]) for key in parts[0]["scores"]},
+        block_scores={
+            key: np.concatenate([p["scores"][key] for p in parts]) for key in parts[0]["scores"]
+        },
         notebook=notebook,
     )
 
@@ -241,7 +300,9 @@ def _features_frame(parts: list[dict[str, object]], q: FeatureQuantities) -> pd.
     of ``schema.feature_columns``; rank columns are null where not ranked."""
     n_tok, qmax = _cat(parts, "n_tok"), _cat(parts, "qmax")
     columns: dict[str, object] = {
-        "feature": np.arange(len(q.counts), dtype=np.int32), "alive": q.alive, "idaf": q.idaf,
+        "feature": np.arange(len(q.counts), dtype=np.int32),
+        "alive": q.alive,
+        "idaf": q.idaf,
         "n_both": q.support.astype(np.int32),
     }
     for li, lang in enumerate(q.languages):
@@ -253,27 +314,44 @@ def _features_frame(parts: list[dict[str, object]], q: FeatureQuantities) -> pd.
     if q.notebook is not None:
         columns["notebook_jsd"], columns["notebook_idaf"] = q.notebook.jsd, q.notebook.idaf
     columns.update(registry.compute_run_scores(q))
-    feats = pd.DataFrame({c.name: columns[c.name]
-                          for c in feature_columns(q.languages, notebook=q.notebook is not None)})
+    feats = pd.DataFrame(
+        {
+            c.name: columns[c.name]
+            for c in feature_columns(q.languages, notebook=q.notebook is not None)
+        }
+    )
     for name in registry.rank_columns():
         if name in feats:
             feats[name] = _nullable_rank(feats[name].to_numpy())
     return feats
 
 
-def _scoring_record(q: FeatureQuantities, plan: _Plan, sums: BlockSums, n_real: np.ndarray, n_groups: int,
-                    pad: SentenceMax | None, config: ScoreConfig) -> dict:
+def _scoring_record(
+    q: FeatureQuantities,
+    plan: _Plan,
+    sums: BlockSums,
+    n_real: np.ndarray,
+    n_groups: int,
+    pad: SentenceMax | None,
+    config: ScoreConfig,
+) -> dict:
     """What the manifest records about the scoring."""
     langs = plan.languages
     scoring = {
-        "variant": config.variant, "k": config.k, "k_used": q.blog.k, "beta": q.blog.beta,
-        "n_alive": int(q.alive.sum()), "n_activation_rows": sums.n_rows,
+        "variant": config.variant,
+        "k": config.k,
+        "k_used": q.blog.k,
+        "beta": q.blog.beta,
+        "n_alive": int(q.alive.sum()),
+        "n_activation_rows": sums.n_rows,
         "n_real_tokens": {lang: int(n_real[i]) for i, lang in enumerate(langs)},
-        "n_sentence_max_rows": n_groups, "scored_at": utc_now(),
+        "n_sentence_max_rows": n_groups,
+        "scored_at": utc_now(),
     }
     if q.notebook_blog is not None:
         scoring["notebook"] = {
-            "beta": q.notebook_blog.beta, "k_used": q.notebook_blog.k,
+            "beta": q.notebook_blog.beta,
+            "k_used": q.notebook_blog.k,
             "scale": {lang: float(plan.notebook_scale[i]) for i, lang in enumerate(langs)},
             "pad_positions": pad is not None,
         }
@@ -305,13 +383,16 @@ def compute_scores(
     block_features = config.block_features or _auto_block(d_sae, n_rows)
     thresholds, plan, pad = _thresholds_pass(run, activations, config)
     t_thresholds = time.perf_counter() - t0
-    parts, sums, n_groups = _block_pass(activations, d_sae, plan, pad, config, block_features,
-                                        sentence_max_sink, progress)
+    parts, sums, n_groups = _block_pass(
+        activations, d_sae, plan, pad, config, block_features, sentence_max_sink, progress
+    )
     q = _quantities(parts, sums, n_real, plan, config)
     feats = _features_frame(parts, q)
     curves = activation_frequency_curves(
         {key: np.concatenate([p["curves"][key] for p in parts]) for key in parts[0]["curves"]},
-        plan.n_pairs, len(plan.languages))
+        plan.n_pairs,
+        len(plan.languages),
+    )
     coactivation = pd.concat([f for p in parts for f in p["coact_frames"]], ignore_index=True)
     scoring = _scoring_record(q, plan, sums, n_real, n_groups, pad, config)
     scoring["seconds"] = round(time.perf_counter() - t0, 3)
@@ -338,10 +419,13 @@ def score_run(
         root = path
     run = Run.open_fs(fs, join(root, run_id))
     keep = [
-        name for name in (p.rsplit("/", 1)[-1] for p in fs.ls(run.path, detail=False))
+        name
+        for name in (p.rsplit("/", 1)[-1] for p in fs.ls(run.path, detail=False))
         if name not in SCORE_FILES and name != MANIFEST
     ]
-    with RunWriter(root, run_id, overwrite=True, keep_from=run.path, keep_files=keep, fs=fs) as writer:
+    with RunWriter(
+        root, run_id, overwrite=True, keep_from=run.path, keep_files=keep, fs=fs
+    ) as writer:
         with writer.fs.open(writer.path(SENTENCE_MAX), "wb") as handle:
             sink = SentenceMaxWriter(handle, run.languages)
             try:

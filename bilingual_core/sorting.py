@@ -24,16 +24,22 @@ def sorted_activations(run: Run) -> pa.Table:
     check_schema(run.parquet(ACTIVATIONS), ACTIVATIONS)
     table = run.read(ACTIVATIONS, columns=[c.name for c in ACTIVATIONS_SCHEMA])
     li = lang_indices(table.column("lang"), run.languages, ACTIVATIONS)
-    cols = {name: table.column(name).to_numpy() for name in ("pair_id", "position", "feature", "activation")}
+    cols = {
+        name: table.column(name).to_numpy()
+        for name in ("pair_id", "position", "feature", "activation")
+    }
     order = np.lexsort((cols["position"], li, cols["pair_id"], cols["feature"]))
     lang_dict = pa.array(run.languages, pa.string())
-    return pa.table({
-        "pair_id": pa.array(cols["pair_id"][order].astype(np.int32)),
-        "lang": pa.DictionaryArray.from_arrays(pa.array(li[order], pa.int8()), lang_dict),
-        "position": pa.array(cols["position"][order].astype(np.int32)),
-        "feature": pa.array(cols["feature"][order].astype(np.int32)),
-        "activation": pa.array(cols["activation"][order].astype(np.float32)),
-    }, schema=ACTIVATIONS_SCHEMA)
+    return pa.table(
+        {
+            "pair_id": pa.array(cols["pair_id"][order].astype(np.int32)),
+            "lang": pa.DictionaryArray.from_arrays(pa.array(li[order], pa.int8()), lang_dict),
+            "position": pa.array(cols["position"][order].astype(np.int32)),
+            "feature": pa.array(cols["feature"][order].astype(np.int32)),
+            "activation": pa.array(cols["activation"][order].astype(np.float32)),
+        },
+        schema=ACTIVATIONS_SCHEMA,
+    )
 
 
 def sort_run_activations(location: str | os.PathLike[str]) -> int:

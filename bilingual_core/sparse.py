@@ -51,7 +51,9 @@ class SentenceMax:
         """Feature ids relative to this block (0 .. n_features - 1), int64."""
         return self.feature.astype(np.int64) - self.feature_offset
 
-    def per_feature_lang(self, weights: np.ndarray | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+    def per_feature_lang(
+        self, weights: np.ndarray | None = None, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         """Sum ``weights`` (default 1) per (feature, language): shape (n_features, m)."""
         idx = self.local_feature * self.m + self.lang
         w = weights
@@ -101,16 +103,30 @@ class SentenceMax:
             lo_f = self.feature_offset + start
             lo, hi = np.searchsorted(self.feature, [lo_f, lo_f + count])
             yield SentenceMax(
-                self.feature[lo:hi], self.pair[lo:hi], self.lang[lo:hi], self.value[lo:hi],
-                self.n_tokens[lo:hi], self.n_pairs, self.languages, lo_f, count,
+                self.feature[lo:hi],
+                self.pair[lo:hi],
+                self.lang[lo:hi],
+                self.value[lo:hi],
+                self.n_tokens[lo:hi],
+                self.n_pairs,
+                self.languages,
+                lo_f,
+                count,
             )
 
     def scaled(self, factor_per_lang: np.ndarray) -> SentenceMax:
         """A copy with each language's values multiplied by its factor."""
         value = (self.value.astype(np.float64) * factor_per_lang[self.lang]).astype(np.float32)
         return SentenceMax(
-            self.feature, self.pair, self.lang, value, self.n_tokens,
-            self.n_pairs, self.languages, self.feature_offset, self.n_features,
+            self.feature,
+            self.pair,
+            self.lang,
+            value,
+            self.n_tokens,
+            self.n_pairs,
+            self.languages,
+            self.feature_offset,
+            self.n_features,
         )
 
 
@@ -130,11 +146,19 @@ def sentence_max_from_dense(
     # Order entries by (feature, pair, lang).
     qt = np.transpose(q, (2, 0, 1))  # (d_sae, n_pairs, m)
     f, k, lang = np.nonzero(qt > 0)
-    tokens = np.ones(len(f), np.int32) if n_tokens is None else n_tokens.transpose(2, 0, 1)[f, k, lang]
+    tokens = (
+        np.ones(len(f), np.int32) if n_tokens is None else n_tokens.transpose(2, 0, 1)[f, k, lang]
+    )
     return SentenceMax(
-        f.astype(np.int32), k.astype(np.int32), lang.astype(np.int8),
-        qt[f, k, lang].astype(np.float32), tokens.astype(np.int32),
-        n_pairs, list(languages), 0, d_sae,
+        f.astype(np.int32),
+        k.astype(np.int32),
+        lang.astype(np.int8),
+        qt[f, k, lang].astype(np.float32),
+        tokens.astype(np.int32),
+        n_pairs,
+        list(languages),
+        0,
+        d_sae,
     )
 
 
@@ -146,7 +170,13 @@ def merge_sentence_max(a: SentenceMax, b: SentenceMax) -> SentenceMax:
     value = np.concatenate([a.value, b.value])
     n_tok = np.concatenate([a.n_tokens, b.n_tokens])
     order = np.lexsort((lang, pair, feature))
-    feature, pair, lang, value, n_tok = feature[order], pair[order], lang[order], value[order], n_tok[order]
+    feature, pair, lang, value, n_tok = (
+        feature[order],
+        pair[order],
+        lang[order],
+        value[order],
+        n_tok[order],
+    )
     new = np.ones(len(value), dtype=bool)
     if len(value):
         new[1:] = (np.diff(feature) != 0) | (np.diff(pair) != 0) | (np.diff(lang) != 0)
@@ -154,6 +184,13 @@ def merge_sentence_max(a: SentenceMax, b: SentenceMax) -> SentenceMax:
     if len(starts) == 0:
         return a
     return SentenceMax(
-        feature[starts], pair[starts], lang[starts], np.maximum.reduceat(value, starts),
-        np.add.reduceat(n_tok, starts).astype(np.int32), a.n_pairs, a.languages, a.feature_offset, a.n_features,
+        feature[starts],
+        pair[starts],
+        lang[starts],
+        np.maximum.reduceat(value, starts),
+        np.add.reduceat(n_tok, starts).astype(np.int32),
+        a.n_pairs,
+        a.languages,
+        a.feature_offset,
+        a.n_features,
     )

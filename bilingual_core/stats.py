@@ -27,7 +27,9 @@ IN_MEMORY_LIMIT = 20_000_000
 
 
 def _bucket(values: np.ndarray) -> np.ndarray:
-    return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> _BUCKET_SHIFT).astype(np.int64)
+    return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> _BUCKET_SHIFT).astype(
+        np.int64
+    )
 
 
 class ExactQuantiles:
@@ -41,7 +43,11 @@ class ExactQuantiles:
     """
 
     def __init__(
-        self, languages: list[str], in_memory_limit: int = IN_MEMORY_LIMIT, *, track_max: bool = False
+        self,
+        languages: list[str],
+        in_memory_limit: int = IN_MEMORY_LIMIT,
+        *,
+        track_max: bool = False,
     ) -> None:
         self.languages = list(languages)
         m = len(languages)
@@ -73,7 +79,9 @@ class ExactQuantiles:
             if self._seen > self.in_memory_limit:
                 self._kept = None
             else:
-                self._kept.append((np.array(lang, dtype=np.int8), np.array(values, dtype=np.float32)))
+                self._kept.append(
+                    (np.array(lang, dtype=np.int8), np.array(values, dtype=np.float32))
+                )
 
     def _scope_hist(self, s: int) -> np.ndarray:
         return self.hist.sum(axis=0) if s == len(self.languages) else self.hist[s]
@@ -102,7 +110,9 @@ class ExactQuantiles:
         targets = [self._targets(n) if n else {} for n in counts]
         cum_before = [np.concatenate([[0], np.cumsum(h)]) for h in hists]
         needed = [
-            sorted({int(np.searchsorted(c[1:], r, side="right")) for t in tg.values() for r in t[:2]})
+            sorted(
+                {int(np.searchsorted(c[1:], r, side="right")) for t in tg.values() for r in t[:2]}
+            )
             for c, tg in zip(cum_before, targets, strict=True)
         ]
         chunks = self._kept if self._kept is not None else None
@@ -126,7 +136,9 @@ class ExactQuantiles:
                 in_scope = all_values if s == m else all_values[all_lang == s]
                 parts.append([in_scope[np.isin(_bucket(in_scope), needed[s])]])
         else:
-            parts = [[self._scope_values(s, m, lang, v) for lang, v in chunks] for s in range(m + 1)]
+            parts = [
+                [self._scope_values(s, m, lang, v) for lang, v in chunks] for s in range(m + 1)
+            ]
         rows = []
         for s, scope in enumerate(self.scopes):
             n = counts[s]
@@ -143,7 +155,9 @@ class ExactQuantiles:
         return pd.DataFrame(rows, columns=["threshold", "scope", "value", "n_activations"])
 
     @staticmethod
-    def _offsets(hist: np.ndarray, cum_before: np.ndarray, needed: list[int]) -> Callable[[int], int]:
+    def _offsets(
+        hist: np.ndarray, cum_before: np.ndarray, needed: list[int]
+    ) -> Callable[[int], int]:
         """Map an overall rank to its index among the collected (needed-bucket) values."""
 
         def offset(rank: int) -> int:
@@ -162,7 +176,9 @@ def thresholds_table(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
-def curve_cuts(languages: list[str], thresholds: dict[str, dict[str, float]]) -> tuple[list[tuple[str, str]], np.ndarray]:
+def curve_cuts(
+    languages: list[str], thresholds: dict[str, dict[str, float]]
+) -> tuple[list[tuple[str, str]], np.ndarray]:
     """The (threshold, scope) keys of the curves and their threshold values (inf when missing)."""
     keys = [(name, scope) for name in THRESHOLD_NAMES for scope in [*languages, GLOBAL_SCOPE]]
     cuts = np.array([thresholds.get(name, {}).get(scope, np.nan) for name, scope in keys])
@@ -175,11 +191,17 @@ def curve_counts_from(
     """Per key, the number of the scope's sentences above its threshold; ``sizes`` is (f, m, len(keys))."""
     out = {}
     for j, (name, scope) in enumerate(keys):
-        out[(name, scope)] = sizes[:, :, j].sum(axis=1) if scope == GLOBAL_SCOPE else sizes[:, languages.index(scope), j]
+        out[(name, scope)] = (
+            sizes[:, :, j].sum(axis=1)
+            if scope == GLOBAL_SCOPE
+            else sizes[:, languages.index(scope), j]
+        )
     return out
 
 
-def curve_counts(block: SentenceMax, thresholds: dict[str, dict[str, float]]) -> dict[tuple[str, str], np.ndarray]:
+def curve_counts(
+    block: SentenceMax, thresholds: dict[str, dict[str, float]]
+) -> dict[tuple[str, str], np.ndarray]:
     """Per feature of the block, the number of a scope's sentences whose max exceeds each threshold.
 
     Keys ``(threshold, scope)``; a language scope counts that language's

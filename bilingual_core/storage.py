@@ -171,7 +171,9 @@ class RunWriter:
     def commit(self, manifest: Manifest) -> str:
         """Write the manifest (``status: complete``) and move the run into place."""
         if manifest.run_id != self.run_id:
-            raise ValueError(f"manifest run_id {manifest.run_id!r} != writer run_id {self.run_id!r}")
+            raise ValueError(
+                f"manifest run_id {manifest.run_id!r} != writer run_id {self.run_id!r}"
+            )
         manifest.status = "complete"
         write_text(self.fs, self.path(MANIFEST), manifest.to_json())
         if is_local(self.fs):
@@ -279,8 +281,12 @@ def _newest_mtime(fs: fsspec.AbstractFileSystem, path: str) -> float | None:
     except (OSError, ValueError):
         return None
     for entry in entries:
-        stamp = (entry.get("mtime") or entry.get("LastModified") or entry.get("last_modified")
-                 or entry.get("created"))
+        stamp = (
+            entry.get("mtime")
+            or entry.get("LastModified")
+            or entry.get("last_modified")
+            or entry.get("created")
+        )
         if hasattr(stamp, "timestamp"):
             stamp = stamp.timestamp()
         if isinstance(stamp, int | float):
@@ -288,9 +294,13 @@ def _newest_mtime(fs: fsspec.AbstractFileSystem, path: str) -> float | None:
     return max(times) if times else None
 
 
-def clean_stale_temporaries(root: str | os.PathLike[str], run_id: str | None = None,
-                            max_age_s: float = STALE_AFTER_S, *,
-                            fs: fsspec.AbstractFileSystem | None = None) -> list[str]:
+def clean_stale_temporaries(
+    root: str | os.PathLike[str],
+    run_id: str | None = None,
+    max_age_s: float = STALE_AFTER_S,
+    *,
+    fs: fsspec.AbstractFileSystem | None = None,
+) -> list[str]:
     """Remove ``.<run>.tmp-*`` and ``.<run>.old-*`` entries left by killed writers; their names.
 
     Only those untouched for ``max_age_s`` (newest modification time of the
@@ -313,7 +323,9 @@ def clean_stale_temporaries(root: str | os.PathLike[str], run_id: str | None = N
         name = posixpath.basename(path)
         if not name.startswith(prefix) or not (TMP_MARK in name or OLD_MARK in name):
             continue
-        if run_id is not None and not name.startswith((f".{run_id}{TMP_MARK}", f".{run_id}{OLD_MARK}")):
+        if run_id is not None and not name.startswith(
+            (f".{run_id}{TMP_MARK}", f".{run_id}{OLD_MARK}")
+        ):
             continue  # ".demo2.tmp-" is not a temporary of run "demo"
         if name.endswith(LOCK_SUFFIX):
             if fs.exists(path.removesuffix(LOCK_SUFFIX)):

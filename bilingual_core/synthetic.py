@@ -54,7 +54,14 @@ from .schema import (
 from .storage import RunWriter, activation_writer
 
 PLANTED_KINDS = (
-    "bilingual", "leaning", "independent", "ubiquitous", "weak", "dead", "bilingual_weak", "single_pair",
+    "bilingual",
+    "leaning",
+    "independent",
+    "ubiquitous",
+    "weak",
+    "dead",
+    "bilingual_weak",
+    "single_pair",
     "two_pairs",
 )
 BILINGUAL_KINDS = ("bilingual", "bilingual_weak")
@@ -66,14 +73,46 @@ BOS_ID = 2
 # A few real aligned words so that demo runs read naturally; the rest of the
 # vocabulary is generated.
 _WORDS = [
-    ("house", "casa"), ("cat", "gato"), ("water", "agua"), ("book", "libro"), ("night", "noche"),
-    ("city", "ciudad"), ("friend", "amigo"), ("sea", "mar"), ("king", "rey"), ("heart", "corazón"),
-    ("door", "puerta"), ("letter", "carta"), ("horse", "caballo"), ("sun", "sol"), ("time", "tiempo"),
-    ("woman", "mujer"), ("man", "hombre"), ("child", "niño"), ("road", "camino"), ("bread", "pan"),
-    ("war", "guerra"), ("money", "dinero"), ("church", "iglesia"), ("garden", "jardín"), ("eyes", "ojos"),
-    ("father", "padre"), ("mother", "madre"), ("window", "ventana"), ("fire", "fuego"), ("wind", "viento"),
-    ("ship", "barco"), ("island", "isla"), ("forest", "bosque"), ("river", "río"), ("moon", "luna"),
-    ("love", "amor"), ("death", "muerte"), ("voice", "voz"), ("hand", "mano"), ("head", "cabeza"),
+    ("house", "casa"),
+    ("cat", "gato"),
+    ("water", "agua"),
+    ("book", "libro"),
+    ("night", "noche"),
+    ("city", "ciudad"),
+    ("friend", "amigo"),
+    ("sea", "mar"),
+    ("king", "rey"),
+    ("heart", "corazón"),
+    ("door", "puerta"),
+    ("letter", "carta"),
+    ("horse", "caballo"),
+    ("sun", "sol"),
+    ("time", "tiempo"),
+    ("woman", "mujer"),
+    ("man", "hombre"),
+    ("child", "niño"),
+    ("road", "camino"),
+    ("bread", "pan"),
+    ("war", "guerra"),
+    ("money", "dinero"),
+    ("church", "iglesia"),
+    ("garden", "jardín"),
+    ("eyes", "ojos"),
+    ("father", "padre"),
+    ("mother", "madre"),
+    ("window", "ventana"),
+    ("fire", "fuego"),
+    ("wind", "viento"),
+    ("ship", "barco"),
+    ("island", "isla"),
+    ("forest", "bosque"),
+    ("river", "río"),
+    ("moon", "luna"),
+    ("love", "amor"),
+    ("death", "muerte"),
+    ("voice", "voz"),
+    ("hand", "mano"),
+    ("head", "cabeza"),
 ]
 _ES_FILLERS = ["de", "la", "que", "el", "en", "los", "se", "del"]
 
@@ -101,8 +140,17 @@ class PlantedCounts:
         """``n`` features of every kind that fires (half as many weak, ubiquitous
         and dead): more planted bilingual features than a top 10 holds."""
         half = max(n // 2, 1)
-        return cls(bilingual=n, leaning=n, independent=n, ubiquitous=half, weak=half, dead=half,
-                   bilingual_weak=half, single_pair=n, two_pairs=n)
+        return cls(
+            bilingual=n,
+            leaning=n,
+            independent=n,
+            ubiquitous=half,
+            weak=half,
+            dead=half,
+            bilingual_weak=half,
+            single_pair=n,
+            two_pairs=n,
+        )
 
 
 @dataclass(frozen=True)
@@ -132,7 +180,9 @@ class SyntheticConfig:
         if len(self.languages) < 2:
             raise ValueError("need at least two languages")
         if self.planted.total > self.d_sae:
-            raise ValueError(f"{self.planted.total} planted features do not fit in d_sae={self.d_sae}")
+            raise ValueError(
+                f"{self.planted.total} planted features do not fit in d_sae={self.d_sae}"
+            )
         if self.n_pairs < 1 or self.mean_tokens < 2:
             raise ValueError("need n_pairs >= 1 and mean_tokens >= 2")
 
@@ -165,15 +215,24 @@ class SyntheticTruth:
 
 
 def planted_precision(
-    features: pd.DataFrame, truth: SyntheticTruth, column: str, *, higher_is_better: bool, top: int = 10,
+    features: pd.DataFrame,
+    truth: SyntheticTruth,
+    column: str,
+    *,
+    higher_is_better: bool,
+    top: int = 10,
     support: bool = True,
 ) -> float:
     """Share of the ``top`` alive features, ranked by ``column`` with the project's
     ranking rule (ties by ``n_both`` when ``support``), that were planted bilingual."""
     sup = features["n_both"].to_numpy() if support and "n_both" in features else None
-    rank = rank_features(features[column].to_numpy(np.float64), features["alive"].to_numpy(bool),
-                         higher_is_better=higher_is_better, support=sup,
-                         feature_ids=features["feature"].to_numpy())
+    rank = rank_features(
+        features[column].to_numpy(np.float64),
+        features["alive"].to_numpy(bool),
+        higher_is_better=higher_is_better,
+        support=sup,
+        feature_ids=features["feature"].to_numpy(),
+    )
     order = np.argsort(np.where(rank > 0, rank, np.iinfo(np.int32).max), kind="stable")[:top]
     best = features["feature"].to_numpy()[order[rank[order] > 0]]
     bilingual = {f for f, k in truth.kinds.items() if k in BILINGUAL_KINDS}
@@ -185,7 +244,13 @@ def _word(concept: int, lang_index: int, languages: tuple[str, ...], vocab_size:
         return _ES_FILLERS[(concept - vocab_size) % len(_ES_FILLERS)]
     if concept < len(_WORDS):
         pair = _WORDS[concept]
-        return pair[0] if lang_index == 0 else pair[1] if lang_index == 1 else f"{pair[1]}_{languages[lang_index]}"
+        return (
+            pair[0]
+            if lang_index == 0
+            else pair[1]
+            if lang_index == 1
+            else f"{pair[1]}_{languages[lang_index]}"
+        )
     return f"{'word' if lang_index == 0 else 'palabra' if lang_index == 1 else languages[lang_index]}{concept}"
 
 
@@ -229,7 +294,9 @@ def make_corpus(cfg: SyntheticConfig, rng: np.random.Generator) -> Corpus:
     return Corpus(pair, lang, position, concept, starts.reshape(n, m), lengths)
 
 
-def _sentence_tokens(corpus: Corpus, lang_index: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+def _sentence_tokens(
+    corpus: Corpus, lang_index: int, rate: float, rng: np.random.Generator
+) -> np.ndarray:
     """Global token indices: in each sentence of a language, with probability
     ``rate``, one or two adjacent random tokens."""
     starts = corpus.sentence_start[:, lang_index]
@@ -243,15 +310,22 @@ def _sentence_tokens(corpus: Corpus, lang_index: int, rate: float, rng: np.rando
 
 
 def _planted_rows(
-    kind: str, feature: int, corpus: Corpus, cfg: SyntheticConfig, truth: SyntheticTruth,
-    concept_tokens: dict[int, np.ndarray], rng: np.random.Generator,
+    kind: str,
+    feature: int,
+    corpus: Corpus,
+    cfg: SyntheticConfig,
+    truth: SyntheticTruth,
+    concept_tokens: dict[int, np.ndarray],
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(global token indices, activations) for one planted feature."""
     m = len(cfg.languages)
     if kind == "dead":
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     if kind in ("single_pair", "two_pairs"):
-        pairs = rng.choice(cfg.n_pairs, size=min(1 if kind == "single_pair" else 2, cfg.n_pairs), replace=False)
+        pairs = rng.choice(
+            cfg.n_pairs, size=min(1 if kind == "single_pair" else 2, cfg.n_pairs), replace=False
+        )
         starts = corpus.sentence_start[pairs].reshape(-1)
         lens = corpus.sentence_len[pairs].reshape(-1)
         tokens = np.sort(starts + (rng.random(len(starts)) * lens).astype(np.int64))
@@ -261,7 +335,9 @@ def _planted_rows(
         strength = rng.uniform(0.005, 0.03) if kind == "bilingual_weak" else rng.uniform(6.0, 14.0)
         # Pair-level strength shared across languages, small token noise.
         pair_gain = rng.lognormal(0.0, 0.25, size=cfg.n_pairs)
-        values = strength * pair_gain[corpus.pair[tokens]] * rng.lognormal(0.0, 0.05, size=len(tokens))
+        values = (
+            strength * pair_gain[corpus.pair[tokens]] * rng.lognormal(0.0, 0.05, size=len(tokens))
+        )
         if kind == "leaning":
             home = cfg.languages.index(truth.leaning_lang[feature])
             other = corpus.lang[tokens] != home
@@ -280,7 +356,9 @@ def _planted_rows(
     return tokens, values.astype(np.float32)
 
 
-def _assign_planted(cfg: SyntheticConfig, corpus: Corpus, rng: np.random.Generator) -> SyntheticTruth:
+def _assign_planted(
+    cfg: SyntheticConfig, corpus: Corpus, rng: np.random.Generator
+) -> SyntheticTruth:
     ids = rng.permutation(cfg.d_sae)[: cfg.planted.total]
     kinds: dict[int, str] = {}
     i = 0
@@ -297,7 +375,10 @@ def _assign_planted(cfg: SyntheticConfig, corpus: Corpus, rng: np.random.Generat
     tied = [f for f, k in kinds.items() if k in _CONCEPT_KINDS]
     chosen = rng.choice(candidates, size=len(tied), replace=len(tied) > len(candidates))
     concept = {f: int(c) for f, c in zip(tied, chosen, strict=True)}
-    leaning = {f: cfg.languages[j % len(cfg.languages)] for j, f in enumerate(x for x in tied if kinds[x] == "leaning")}
+    leaning = {
+        f: cfg.languages[j % len(cfg.languages)]
+        for j, f in enumerate(x for x in tied if kinds[x] == "leaning")
+    }
     return SyntheticTruth(kinds, concept, leaning)
 
 
@@ -328,19 +409,28 @@ def _background_rows(
     token_owner = np.repeat(owner, span)
     step = np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span)
     idx = np.repeat(first, span) + step
-    strength = rng.exponential(1.0, size=len(sentence)) * rng.uniform(1.0, 10.0, size=len(token_rates))[owner]
-    values = (np.repeat(strength, span) * rng.lognormal(0.0, 0.3, size=len(idx)) + 0.05).astype(np.float32)
+    strength = (
+        rng.exponential(1.0, size=len(sentence))
+        * rng.uniform(1.0, 10.0, size=len(token_rates))[owner]
+    )
+    values = (np.repeat(strength, span) * rng.lognormal(0.0, 0.3, size=len(idx)) + 0.05).astype(
+        np.float32
+    )
     cuts = np.searchsorted(token_owner, np.arange(len(token_rates) + 1))
     return idx, values, cuts
 
 
-def _background_rates(cfg: SyntheticConfig, rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+def _background_rates(
+    cfg: SyntheticConfig, rng: np.random.Generator, background: np.ndarray
+) -> np.ndarray:
     raw = np.exp(rng.uniform(np.log(1e-3), np.log(1.0), size=len(background)))
     return np.minimum(raw * cfg.features_per_token / max(raw.sum(), 1e-12), 0.5)
 
 
 def _write_activation_block(
-    writer: pq.ParquetWriter, block_rows: list[tuple[int, np.ndarray, np.ndarray]], corpus: Corpus,
+    writer: pq.ParquetWriter,
+    block_rows: list[tuple[int, np.ndarray, np.ndarray]],
+    corpus: Corpus,
     lang_dict: pa.Array,
 ) -> int:
     if not block_rows:
@@ -353,7 +443,9 @@ def _write_activation_block(
     table = pa.table(
         {
             "pair_id": pa.array(corpus.pair[tokens], pa.int32()),
-            "lang": pa.DictionaryArray.from_arrays(pa.array(corpus.lang[tokens], pa.int8()), lang_dict),
+            "lang": pa.DictionaryArray.from_arrays(
+                pa.array(corpus.lang[tokens], pa.int8()), lang_dict
+            ),
             "position": pa.array(corpus.position[tokens], pa.int32()),
             "feature": pa.array(feature.astype(np.int32), pa.int32()),
             "activation": pa.array(np.maximum(values, 1e-6).astype(np.float32), pa.float32()),
@@ -365,7 +457,10 @@ def _write_activation_block(
 
 
 def write_synthetic_run(
-    root: str | os.PathLike[str], cfg: SyntheticConfig = SyntheticConfig(), *, overwrite: bool = False,
+    root: str | os.PathLike[str],
+    cfg: SyntheticConfig = SyntheticConfig(),
+    *,
+    overwrite: bool = False,
 ) -> SyntheticTruth:
     """Write an unscored synthetic run (pairs, tokens, activations) under ``root``.
 
@@ -376,42 +471,72 @@ def write_synthetic_run(
     truth = _assign_planted(cfg, corpus, rng)
     m, langs = len(cfg.languages), list(cfg.languages)
     lang_dict = pa.array(langs, pa.string())
-    words = {(c, li): _word(c, li, cfg.languages, cfg.vocab_size) for c in np.unique(corpus.concept) for li in range(m)}
-    token_text = np.array([words[(int(c), int(li))] for c, li in zip(corpus.concept, corpus.lang, strict=True)], dtype=object) \
-        if len(corpus.concept) < 2_000_000 else _vector_words(corpus, cfg)
+    words = {
+        (c, li): _word(c, li, cfg.languages, cfg.vocab_size)
+        for c in np.unique(corpus.concept)
+        for li in range(m)
+    }
+    token_text = (
+        np.array(
+            [words[(int(c), int(li))] for c, li in zip(corpus.concept, corpus.lang, strict=True)],
+            dtype=object,
+        )
+        if len(corpus.concept) < 2_000_000
+        else _vector_words(corpus, cfg)
+    )
     with RunWriter(root, cfg.run_id, overwrite=overwrite) as writer:
         _write_pairs_tokens(writer, corpus, cfg, token_text, lang_dict)
         order_concept = np.argsort(corpus.concept, kind="stable")
         bounds = np.searchsorted(corpus.concept[order_concept], np.arange(corpus.concept.max() + 2))
         needed = set(truth.concept.values())
-        concept_tokens = {c: np.sort(order_concept[bounds[c]:bounds[c + 1]]) for c in needed}
+        concept_tokens = {c: np.sort(order_concept[bounds[c] : bounds[c + 1]]) for c in needed}
         background = np.array(sorted(set(range(cfg.d_sae)) - set(truth.kinds)), dtype=np.int64)
         rates = np.zeros(cfg.d_sae)
         rates[background] = _background_rates(cfg, rng, background)
         n_tokens = len(corpus.pair)
         n_rows = 0
-        with writer.fs.open(writer.path(ACTIVATIONS), "wb") as handle, activation_writer(handle) as pw:
+        with (
+            writer.fs.open(writer.path(ACTIVATIONS), "wb") as handle,
+            activation_writer(handle) as pw,
+        ):
             for start in range(0, cfg.d_sae, cfg.block_features):
                 block = range(start, min(cfg.d_sae, start + cfg.block_features))
                 rows: list[tuple[int, np.ndarray, np.ndarray]] = []
                 bg = [f for f in block if f not in truth.kinds]
                 if bg:
                     idx, values, cuts = _background_rows(corpus, rates[bg], cfg.mean_span, rng)
-                    rows.extend((f, idx[cuts[j]:cuts[j + 1]], values[cuts[j]:cuts[j + 1]]) for j, f in enumerate(bg))
+                    rows.extend(
+                        (f, idx[cuts[j] : cuts[j + 1]], values[cuts[j] : cuts[j + 1]])
+                        for j, f in enumerate(bg)
+                    )
                 for f in block:
                     if f in truth.kinds:
-                        t, v = _planted_rows(truth.kinds[f], f, corpus, cfg, truth, concept_tokens, rng)
+                        t, v = _planted_rows(
+                            truth.kinds[f], f, corpus, cfg, truth, concept_tokens, rng
+                        )
                         rows.append((f, t, v))
                 n_rows += _write_activation_block(pw, rows, corpus, lang_dict)
         manifest = Manifest(
-            run_id=cfg.run_id, languages=langs, n_pairs=cfg.n_pairs, d_sae=cfg.d_sae,
+            run_id=cfg.run_id,
+            languages=langs,
+            n_pairs=cfg.n_pairs,
+            d_sae=cfg.d_sae,
             model={"name": "synthetic"},
             sae={"release": "synthetic", "id": f"synthetic-{cfg.d_sae}", "hook_name": "synthetic"},
-            corpus={"source": "synthetic", "seed": cfg.seed, "sample_size": cfg.n_pairs,
-                    "mean_tokens": cfg.mean_tokens, "vocab_size": cfg.vocab_size},
-            extraction={"generator": "bilingual_core.synthetic", "features_per_token": cfg.features_per_token,
-                        "n_activations": n_rows, "n_tokens": n_tokens,
-                        "planted": {str(f): k for f, k in sorted(truth.kinds.items())}},
+            corpus={
+                "source": "synthetic",
+                "seed": cfg.seed,
+                "sample_size": cfg.n_pairs,
+                "mean_tokens": cfg.mean_tokens,
+                "vocab_size": cfg.vocab_size,
+            },
+            extraction={
+                "generator": "bilingual_core.synthetic",
+                "features_per_token": cfg.features_per_token,
+                "n_activations": n_rows,
+                "n_tokens": n_tokens,
+                "planted": {str(f): k for f, k in sorted(truth.kinds.items())},
+            },
         )
         writer.commit(manifest)
     return truth
@@ -421,38 +546,68 @@ def _vector_words(corpus: Corpus, cfg: SyntheticConfig) -> np.ndarray:
     """Token strings for large corpora without a per-token Python loop."""
     m = len(cfg.languages)
     top = int(corpus.concept.max()) + 1
-    table = np.array([_word(c, li, cfg.languages, cfg.vocab_size) for li in range(m) for c in range(top)], dtype=object)
+    table = np.array(
+        [_word(c, li, cfg.languages, cfg.vocab_size) for li in range(m) for c in range(top)],
+        dtype=object,
+    )
     return table[corpus.lang.astype(np.int64) * top + corpus.concept]
 
 
 def _write_pairs_tokens(
-    writer: RunWriter, corpus: Corpus, cfg: SyntheticConfig, token_text: np.ndarray, lang_dict: pa.Array
+    writer: RunWriter,
+    corpus: Corpus,
+    cfg: SyntheticConfig,
+    token_text: np.ndarray,
+    lang_dict: pa.Array,
 ) -> None:
     m, n = len(cfg.languages), cfg.n_pairs
     # Sentence texts: tokens joined by spaces.
-    frame = pd.DataFrame({"sentence": corpus.pair.astype(np.int64) * m + corpus.lang, "tok": token_text})
+    frame = pd.DataFrame(
+        {"sentence": corpus.pair.astype(np.int64) * m + corpus.lang, "tok": token_text}
+    )
     texts = frame.groupby("sentence", sort=True)["tok"].agg(" ".join).to_numpy()
     sent_pair = np.repeat(np.arange(n, dtype=np.int32), m)
     sent_lang = np.tile(np.arange(m, dtype=np.int8), n)
-    writer.write_table(PAIRS, pa.table({
-        "pair_id": pa.array(sent_pair, pa.int32()),
-        "lang": pa.DictionaryArray.from_arrays(pa.array(sent_lang, pa.int8()), lang_dict),
-        "text": pa.array([t.capitalize() + "." for t in texts], pa.string()),
-    }, schema=PAIRS_SCHEMA))
+    writer.write_table(
+        PAIRS,
+        pa.table(
+            {
+                "pair_id": pa.array(sent_pair, pa.int32()),
+                "lang": pa.DictionaryArray.from_arrays(pa.array(sent_lang, pa.int8()), lang_dict),
+                "text": pa.array([t.capitalize() + "." for t in texts], pa.string()),
+            },
+            schema=PAIRS_SCHEMA,
+        ),
+    )
     # Tokens with a BOS row at position 0 of every sentence.
     n_sent = n * m
     bos_pair, bos_lang = sent_pair, sent_lang
-    tok_ids = np.where(corpus.concept >= cfg.vocab_size, corpus.concept, corpus.concept + corpus.lang.astype(np.int64) * cfg.vocab_size) + 10
+    tok_ids = (
+        np.where(
+            corpus.concept >= cfg.vocab_size,
+            corpus.concept,
+            corpus.concept + corpus.lang.astype(np.int64) * cfg.vocab_size,
+        )
+        + 10
+    )
     pair_all = np.concatenate([bos_pair, corpus.pair])
     lang_all = np.concatenate([bos_lang, corpus.lang])
     pos_all = np.concatenate([np.zeros(n_sent, np.int32), corpus.position])
     order = np.lexsort((pos_all, lang_all, pair_all))
     ids_all = np.concatenate([np.full(n_sent, BOS_ID, np.int64), tok_ids])[order]
     text_all = np.concatenate([np.array([BOS_TOKEN] * n_sent, dtype=object), token_text])[order]
-    writer.write_table(TOKENS, pa.table({
-        "pair_id": pa.array(pair_all[order], pa.int32()),
-        "lang": pa.DictionaryArray.from_arrays(pa.array(lang_all[order], pa.int8()), lang_dict),
-        "position": pa.array(pos_all[order], pa.int32()),
-        "token_id": pa.array(ids_all.astype(np.int32), pa.int32()),
-        "token": pa.array(text_all, pa.string()),
-    }, schema=TOKENS_SCHEMA))
+    writer.write_table(
+        TOKENS,
+        pa.table(
+            {
+                "pair_id": pa.array(pair_all[order], pa.int32()),
+                "lang": pa.DictionaryArray.from_arrays(
+                    pa.array(lang_all[order], pa.int8()), lang_dict
+                ),
+                "position": pa.array(pos_all[order], pa.int32()),
+                "token_id": pa.array(ids_all.astype(np.int32), pa.int32()),
+                "token": pa.array(text_all, pa.string()),
+            },
+            schema=TOKENS_SCHEMA,
+        ),
+    )

@@ -35,8 +35,12 @@ def check_pairs(run: Run) -> None:
     li = lang_indices(table.column("lang"), langs, PAIRS)
     pair = table.column("pair_id").to_numpy()
     if len(pair) != n * len(langs):
-        raise RunFormatError(PAIRS, None, f"has {len(pair)} rows, expected n_pairs x languages = {n} x {len(langs)}")
+        raise RunFormatError(
+            PAIRS, None, f"has {len(pair)} rows, expected n_pairs x languages = {n} x {len(langs)}"
+        )
     if pair.min() < 0 or pair.max() >= n:
-        raise RunFormatError(PAIRS, "pair_id", f"pair id outside 0..{n - 1} (manifest n_pairs = {n})")
+        raise RunFormatError(
+            PAIRS, "pair_id", f"pair id outside 0..{n - 1} (manifest n_pairs = {n})"
+        )
     if len(np.unique(pair.astype(np.int64) * len(langs) + li)) != len(pair):
         raise RunFormatError(PAIRS, None, "duplicate (pair_id, lang) rows")

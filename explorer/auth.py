@@ -214,9 +214,15 @@ class Throttle:
     browser session of the process (:data:`THROTTLE`).
     """
 
-    def __init__(self, base_s: float = 1.0, max_wait_s: float = 60.0, lockout_after: int = 8,
-                 lockout_s: float = 900.0, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        base_s: float = 1.0,
+        max_wait_s: float = 60.0,
+        lockout_after: int = 8,
+        lockout_s: float = 900.0,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.base_s, self.max_wait_s = base_s, max_wait_s
         self.lockout_after, self.lockout_s = lockout_after, lockout_s
         self.max_clients, self.clock = max_clients, clock
@@ -304,10 +310,16 @@ def _unlock(password_key: str) -> None:
     client = _client()
     wait = THROTTLE.retry_after(client)
     if wait > 0:
-        log.warning("maintainer password from %s refused unchecked: %d wrong in a row, %.0f s to wait",
-                    client, THROTTLE.failures(client), wait)
-        st.session_state[MESSAGE_KEY] = ("Too many wrong passwords: the password was not checked.",
-                                         f"Try again in {_wait_text(wait)}.")
+        log.warning(
+            "maintainer password from %s refused unchecked: %d wrong in a row, %.0f s to wait",
+            client,
+            THROTTLE.failures(client),
+            wait,
+        )
+        st.session_state[MESSAGE_KEY] = (
+            "Too many wrong passwords: the password was not checked.",
+            f"Try again in {_wait_text(wait)}.",
+        )
         return
     if password_matches(given, st.secrets):
         THROTTLE.success(client)
@@ -315,9 +327,16 @@ def _unlock(password_key: str) -> None:
         st.session_state[MESSAGE_KEY] = None
         return
     wait = THROTTLE.failure(client)
-    log.warning("wrong maintainer password from %s (%d in a row; next attempt in %.0f s)",
-                client, THROTTLE.failures(client), wait)
-    st.session_state[MESSAGE_KEY] = ("Wrong password.", f"The next attempt is possible in {_wait_text(wait)}.")
+    log.warning(
+        "wrong maintainer password from %s (%d in a row; next attempt in %.0f s)",
+        client,
+        THROTTLE.failures(client),
+        wait,
+    )
+    st.session_state[MESSAGE_KEY] = (
+        "Wrong password.",
+        f"The next attempt is possible in {_wait_text(wait)}.",
+    )
 
 
 def _lock() -> None:

@@ -65,9 +65,7 @@ TOP_TOKENS_PER_FEATURE = 16
 @st.cache_resource(show_spinner=False)
 def duckdb_connection() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB database for the whole app process."""
-    con = duckdb.connect(
-        config={"threads": DUCKDB_THREADS, "memory_limit": DUCKDB_MEMORY_LIMIT}
-    )
+    con = duckdb.connect(config={"threads": DUCKDB_THREADS, "memory_limit": DUCKDB_MEMORY_LIMIT})
     con.execute("SET enable_object_cache = true")  # keep Parquet footers between queries
     return con
 
@@ -171,16 +169,18 @@ def runs_frame(listings: list[RunListing]) -> pd.DataFrame:
     rows = []
     for r in listings:
         m = r.manifest
-        rows.append({
-            "run": r.run_id,
-            "status": "ok" if r.ok else f"problem: {hide_paths(r.problem)}",
-            "model": (m.model.get("name") if m else None),
-            "SAE": _sae_name(m.sae) if m else None,
-            "pairs": m.n_pairs if m else None,
-            "features": m.d_sae if m else None,
-            "languages": ", ".join(m.languages) if m else None,
-            "created": m.created_at if m else None,
-        })
+        rows.append(
+            {
+                "run": r.run_id,
+                "status": "ok" if r.ok else f"problem: {hide_paths(r.problem)}",
+                "model": (m.model.get("name") if m else None),
+                "SAE": _sae_name(m.sae) if m else None,
+                "pairs": m.n_pairs if m else None,
+                "features": m.d_sae if m else None,
+                "languages": ", ".join(m.languages) if m else None,
+                "created": m.created_at if m else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -253,7 +253,9 @@ def curves(location: str, token: str, max_points: int = 1500) -> pd.DataFrame:
             idx = np.unique(np.geomspace(1, len(line), max_points).astype(np.int64) - 1)
             line = line.iloc[idx]
         parts.append(line)
-    return pd.concat(parts, ignore_index=True).sort_values(["threshold", "scope", "rank"], ignore_index=True)
+    return pd.concat(parts, ignore_index=True).sort_values(
+        ["threshold", "scope", "rank"], ignore_index=True
+    )
 
 
 @st.cache_data(show_spinner=False)
@@ -262,7 +264,8 @@ def coactivation_thresholds(location: str, token: str) -> list[str]:
     del token
     frame = query(
         "SELECT DISTINCT threshold FROM read_parquet(?)",
-        [parquet_source(location, COACTIVATION)], file=COACTIVATION,
+        [parquet_source(location, COACTIVATION)],
+        file=COACTIVATION,
     )
     found = set(frame["threshold"])
     order = ["any", *THRESHOLD_NAMES]
@@ -275,7 +278,8 @@ def coactivation(location: str, token: str, threshold: str) -> pd.DataFrame:
     del token
     return query(
         "SELECT * EXCLUDE (threshold) FROM read_parquet(?) WHERE threshold = ? ORDER BY feature",
-        [parquet_source(location, COACTIVATION), threshold], file=COACTIVATION,
+        [parquet_source(location, COACTIVATION), threshold],
+        file=COACTIVATION,
     )
 
 
@@ -299,14 +303,26 @@ def feature_profile(location: str, token: str, feature: int, bins: int = 40) -> 
     del token
     rows = query(
         "SELECT pair_id, lang, activation FROM read_parquet(?) WHERE feature = ?",
-        [parquet_source(location, ACTIVATIONS), int(feature)], file=ACTIVATIONS,
+        [parquet_source(location, ACTIVATIONS), int(feature)],
+        file=ACTIVATIONS,
     )
     if rows.empty:
-        empty_max = pd.DataFrame({"pair_id": pd.Series(dtype="int32"), "lang": pd.Series(dtype="str"),
-                                  "max_activation": pd.Series(dtype="float32"),
-                                  "n_tokens": pd.Series(dtype="int64")})
-        empty_hist = pd.DataFrame({"lang": pd.Series(dtype="str"), "left": pd.Series(dtype="float64"),
-                                   "right": pd.Series(dtype="float64"), "count": pd.Series(dtype="int64")})
+        empty_max = pd.DataFrame(
+            {
+                "pair_id": pd.Series(dtype="int32"),
+                "lang": pd.Series(dtype="str"),
+                "max_activation": pd.Series(dtype="float32"),
+                "n_tokens": pd.Series(dtype="int64"),
+            }
+        )
+        empty_hist = pd.DataFrame(
+            {
+                "lang": pd.Series(dtype="str"),
+                "left": pd.Series(dtype="float64"),
+                "right": pd.Series(dtype="float64"),
+                "count": pd.Series(dtype="int64"),
+            }
+        )
         return FeatureProfile(empty_max, empty_hist, 0)
     rows["lang"] = rows["lang"].astype(str)
     per_sentence = (
@@ -319,7 +335,9 @@ def feature_profile(location: str, token: str, feature: int, bins: int = 40) -> 
     parts = []
     for lang, group in rows.groupby("lang", sort=True):
         counts, _ = np.histogram(group["activation"].to_numpy(np.float64), bins=edges)
-        parts.append(pd.DataFrame({"lang": lang, "left": edges[:-1], "right": edges[1:], "count": counts}))
+        parts.append(
+            pd.DataFrame({"lang": lang, "left": edges[:-1], "right": edges[1:], "count": counts})
+        )
     return FeatureProfile(per_sentence, pd.concat(parts, ignore_index=True), len(rows))
 
 
@@ -332,7 +350,8 @@ def token_activations(
     frame = query(
         f"SELECT feature, pair_id, lang, position, activation FROM read_parquet(?) "
         f"WHERE feature IN ({_int_list(features)}) AND pair_id IN ({_int_list(pair_ids)})",
-        [parquet_source(location, ACTIVATIONS)], file=ACTIVATIONS,
+        [parquet_source(location, ACTIVATIONS)],
+        file=ACTIVATIONS,
     )
     frame["lang"] = frame["lang"].astype(str)
     return frame
@@ -348,7 +367,8 @@ def pair_texts(location: str, token: str, pair_ids: tuple[int, ...]) -> pd.DataF
     frame = query(
         f"SELECT pair_id, lang, text FROM read_parquet(?) WHERE pair_id IN ({_int_list(pair_ids)}) "
         "ORDER BY pair_id",
-        [parquet_source(location, PAIRS)], file=PAIRS,
+        [parquet_source(location, PAIRS)],
+        file=PAIRS,
     )
     frame["lang"] = frame["lang"].astype(str)
     return frame
@@ -361,7 +381,8 @@ def pair_tokens(location: str, token: str, pair_ids: tuple[int, ...]) -> pd.Data
     frame = query(
         "SELECT pair_id, lang, position, token_id, token FROM read_parquet(?) "
         f"WHERE pair_id IN ({_int_list(pair_ids)}) ORDER BY pair_id, lang, position",
-        [parquet_source(location, TOKENS)], file=TOKENS,
+        [parquet_source(location, TOKENS)],
+        file=TOKENS,
     )
     frame["lang"] = frame["lang"].astype(str)
     return frame
@@ -374,7 +395,8 @@ def pair_features(location: str, token: str, pair_id: int) -> pd.DataFrame:
     del token
     frame = query(
         "SELECT feature, lang, max_activation, n_tokens FROM read_parquet(?) WHERE pair_id = ?",
-        [parquet_source(location, SENTENCE_MAX), int(pair_id)], file=SENTENCE_MAX,
+        [parquet_source(location, SENTENCE_MAX), int(pair_id)],
+        file=SENTENCE_MAX,
     )
     frame["lang"] = frame["lang"].astype(str)
     return frame
@@ -390,7 +412,8 @@ def search_pairs(location: str, token: str, text: str, limit: int = 200) -> pd.D
         "  WHERE contains(lower(text), lower($2)) ORDER BY pair_id LIMIT $3) "
         "SELECT p.pair_id, p.lang, p.text FROM read_parquet($1) p "
         "JOIN hits USING (pair_id) ORDER BY p.pair_id",
-        [parquet_source(location, PAIRS), text, int(limit)], file=PAIRS,
+        [parquet_source(location, PAIRS), text, int(limit)],
+        file=PAIRS,
     )
     frame["lang"] = frame["lang"].astype(str)
     return frame
@@ -400,7 +423,9 @@ def search_pairs(location: str, token: str, text: str, limit: int = 200) -> pd.D
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def top_tokens(location: str, token: str, per_feature: int = TOP_TOKENS_PER_FEATURE) -> pd.DataFrame:
+def top_tokens(
+    location: str, token: str, per_feature: int = TOP_TOKENS_PER_FEATURE
+) -> pd.DataFrame:
     """The tokens each feature fires on most strongly: (feature, token, n, max_activation).
 
     For every feature, its ``per_feature`` largest token activations are
@@ -420,7 +445,8 @@ def top_tokens(location: str, token: str, per_feature: int = TOP_TOKENS_PER_FEAT
         "FROM top JOIN read_parquet(?) k "
         "  ON k.pair_id = top.t.p AND k.lang::VARCHAR = top.t.l AND k.position = top.t.pos "
         "GROUP BY top.feature, k.token ORDER BY top.feature, n DESC, max_activation DESC",
-        [int(per_feature), act, tok], file=ACTIVATIONS,
+        [int(per_feature), act, tok],
+        file=ACTIVATIONS,
     )
     return frame
 
@@ -472,9 +498,14 @@ def firing_curve(location: str, token: str, n_pairs: int, max_points: int = 800)
         order = np.lexsort((feats["feature"].to_numpy(), -rate))
         rank = np.empty(len(order), np.int64)
         rank[order] = np.arange(1, len(order) + 1)
-        ranks.append(pd.DataFrame({"feature": feats["feature"].to_numpy(), "lang": lang, "rate": rate,
-                                   "rank": rank}))
-        idx = np.unique(np.geomspace(1, len(order), min(max_points, len(order))).astype(np.int64) - 1)
+        ranks.append(
+            pd.DataFrame(
+                {"feature": feats["feature"].to_numpy(), "lang": lang, "rate": rate, "rank": rank}
+            )
+        )
+        idx = np.unique(
+            np.geomspace(1, len(order), min(max_points, len(order))).astype(np.int64) - 1
+        )
         curves.append(pd.DataFrame({"lang": lang, "rank": idx + 1, "rate": rate[order][idx]}))
     return FiringCurve(pd.concat(curves, ignore_index=True), pd.concat(ranks, ignore_index=True))
 
@@ -495,8 +526,9 @@ class Cofiring:
     (coactivation.parquet at ``any``); otherwise its largest per-language count."""
 
 
-def sample_pairs(pair_ids: np.ndarray, max_buckets: int = COFIRE_MAX_BUCKETS,
-                 max_pairs: int = COFIRE_MAX_PAIRS) -> np.ndarray:
+def sample_pairs(
+    pair_ids: np.ndarray, max_buckets: int = COFIRE_MAX_BUCKETS, max_pairs: int = COFIRE_MAX_PAIRS
+) -> np.ndarray:
     """The pairs of the ``max_buckets`` 1024-pair buckets holding most of
     ``pair_ids`` (all buckets when they are no more), at most ``max_pairs``
     of them, evenly spaced; sorted."""
@@ -522,36 +554,53 @@ def cofiring(location: str, token: str, feature: int, limit: int = 10) -> Cofiri
     profile = feature_profile(location, token, feature)
     mine = profile.sentence_max["pair_id"].to_numpy(np.int64)
     n_pairs = len(np.unique(mine))
-    empty = pd.DataFrame({"neighbour": pd.Series(dtype="int64"), "n_both": pd.Series(dtype="float64"),
-                          "n_neighbour": pd.Series(dtype="int64"), "jaccard": pd.Series(dtype="float64")})
+    empty = pd.DataFrame(
+        {
+            "neighbour": pd.Series(dtype="int64"),
+            "n_both": pd.Series(dtype="float64"),
+            "n_neighbour": pd.Series(dtype="int64"),
+            "jaccard": pd.Series(dtype="float64"),
+        }
+    )
     if n_pairs == 0:
         return Cofiring(empty, 0, 0, True)
     sampled = sample_pairs(mine)
     # The bucket ranges let DuckDB skip every other row group by its pair_id statistics.
     buckets = np.unique(sampled >> PAIR_BLOCK_SHIFT)
-    ranges = " OR ".join(f"pair_id BETWEEN {int(b) << PAIR_BLOCK_SHIFT} AND {((int(b) + 1) << PAIR_BLOCK_SHIFT) - 1}"
-                         for b in buckets)
+    ranges = " OR ".join(
+        f"pair_id BETWEEN {int(b) << PAIR_BLOCK_SHIFT} AND {((int(b) + 1) << PAIR_BLOCK_SHIFT) - 1}"
+        for b in buckets
+    )
     counts = query(
         "SELECT feature AS neighbour, count(DISTINCT pair_id) AS n FROM read_parquet(?) "
         f"WHERE ({ranges}) AND pair_id IN ({_int_list(sampled.tolist())}) AND feature <> ? GROUP BY feature",
-        [parquet_source(location, SENTENCE_MAX), int(feature)], file=SENTENCE_MAX,
+        [parquet_source(location, SENTENCE_MAX), int(feature)],
+        file=SENTENCE_MAX,
     )
     union, exact = _firing_pairs(location, token)
     counts["n_both"] = counts["n"].astype(np.float64) * (n_pairs / len(sampled))
     counts["n_neighbour"] = counts["neighbour"].map(union).fillna(0).astype(np.int64)
-    counts["n_neighbour"] = np.maximum(counts["n_neighbour"], np.ceil(counts["n_both"])).astype(np.int64)
+    counts["n_neighbour"] = np.maximum(counts["n_neighbour"], np.ceil(counts["n_both"])).astype(
+        np.int64
+    )
     denominator = n_pairs + counts["n_neighbour"] - counts["n_both"]
     counts["jaccard"] = np.clip(counts["n_both"] / denominator, 0.0, 1.0)
     best = counts.sort_values(["jaccard", "neighbour"], ascending=[False, True]).head(int(limit))
-    return Cofiring(best[["neighbour", "n_both", "n_neighbour", "jaccard"]].reset_index(drop=True),
-                    n_pairs, len(sampled), exact)
+    return Cofiring(
+        best[["neighbour", "n_both", "n_neighbour", "jaccard"]].reset_index(drop=True),
+        n_pairs,
+        len(sampled),
+        exact,
+    )
 
 
 def _firing_pairs(location: str, token: str) -> tuple[pd.Series, bool]:
     """Pairs each feature fires on (any language), indexed by feature: exact
     from coactivation.parquet's ``any`` rows when the run has them, else the
     largest per-language count from features.parquet (a lower bound)."""
-    if not file_problems(location, token, (COACTIVATION,)) and "any" in coactivation_thresholds(location, token):
+    if not file_problems(location, token, (COACTIVATION,)) and "any" in coactivation_thresholds(
+        location, token
+    ):
         co = coactivation(location, token, "any")
         return co.set_index("feature")["n_union"], True
     feats = features(location, token)
@@ -567,5 +616,6 @@ def decoder_neighbours(location: str, token: str, feature: int) -> pd.DataFrame 
         return None
     return query(
         "SELECT rank, neighbour, cosine FROM read_parquet(?) WHERE feature = ? ORDER BY rank",
-        [parquet_source(location, NEIGHBOURS), int(feature)], file=NEIGHBOURS,
+        [parquet_source(location, NEIGHBOURS), int(feature)],
+        file=NEIGHBOURS,
     )

@@ -84,8 +84,14 @@ def load(ref: RunRef, name: str) -> pd.DataFrame | None:
 def token_list(logits: pd.DataFrame, feature: int, sign: str) -> pd.DataFrame:
     """One feature's promoted or suppressed tokens, for display (whitespace made visible)."""
     part = logits[(logits["feature"] == feature) & (logits["sign"] == sign)].sort_values("rank")
-    out = pd.DataFrame({"rank": part["rank"].to_numpy(), "token": [render.visible_token(str(t)) for t in part["token"]],
-                        "language": part["lang_tag"].to_numpy(), "logit": part["logit"].to_numpy()})
+    out = pd.DataFrame(
+        {
+            "rank": part["rank"].to_numpy(),
+            "token": [render.visible_token(str(t)) for t in part["token"]],
+            "language": part["lang_tag"].to_numpy(),
+            "logit": part["logit"].to_numpy(),
+        }
+    )
     shares = [c for c in part.columns if c.startswith("share_")]
     for c in shares:
         out[c.removeprefix("share_") + " share"] = part[c].to_numpy()
@@ -108,25 +114,51 @@ def null_rows(feats: pd.DataFrame, null: pd.DataFrame, feature: int) -> pd.DataF
         value = float(row[score]) if pd.notna(row[score]) else np.nan
         pct = null_percentile(np.array([value]), values, higher)[0]
         beats = bool(len(best)) and (value > best[0] if higher else value < best[0])
-        rows.append({"score": score, "value": value, "percentile vs null": pct,
-                     "null's best": ", ".join(f"{v:.4g}" for v in best), "beats the null's best": beats})
+        rows.append(
+            {
+                "score": score,
+                "value": value,
+                "percentile vs null": pct,
+                "null's best": ", ".join(f"{v:.4g}" for v in best),
+                "beats the null's best": beats,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def ablation_figure(rows: pd.DataFrame) -> go.Figure:
     """Per language: the loss change when the feature is ablated, and the random baseline, with CIs."""
     fig = go.Figure()
-    for name, col, low, high in (("ablate this feature", "delta_loss", "ci_low", "ci_high"),
-                                 ("random features, similar frequency", "baseline_delta_loss",
-                                  "baseline_ci_low", "baseline_ci_high")):
-        fig.add_trace(go.Bar(
-            x=rows["lang"], y=rows[col], name=name,
-            error_y={"type": "data", "symmetric": False, "array": (rows[high] - rows[col]).to_numpy(),
-                     "arrayminus": (rows[col] - rows[low]).to_numpy()},
-            hovertemplate="%{x}: %{y:.4g} nats/token<extra>" + name + "</extra>",
-        ))
-    fig.update_layout(barmode="group", height=280, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title="Next-token loss change when ablated (95% CI)", legend={"orientation": "h"})
+    for name, col, low, high in (
+        ("ablate this feature", "delta_loss", "ci_low", "ci_high"),
+        (
+            "random features, similar frequency",
+            "baseline_delta_loss",
+            "baseline_ci_low",
+            "baseline_ci_high",
+        ),
+    ):
+        fig.add_trace(
+            go.Bar(
+                x=rows["lang"],
+                y=rows[col],
+                name=name,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (rows[high] - rows[col]).to_numpy(),
+                    "arrayminus": (rows[col] - rows[low]).to_numpy(),
+                },
+                hovertemplate="%{x}: %{y:.4g} nats/token<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title="Next-token loss change when ablated (95% CI)",
+        legend={"orientation": "h"},
+    )
     fig.update_yaxes(title="Δ loss (nats/token)")
     return fig
 
@@ -139,11 +171,16 @@ def add_table_columns(ref: RunRef, scored: pd.DataFrame) -> pd.DataFrame:
     langs = ref.languages
     outl = load(ref, OUTPUT_LANGUAGES)
     if outl is not None:
-        out = out.merge(outl[["feature", "output_languages", *[f"out_{lang}" for lang in langs]]],
-                        on="feature", how="left")
+        out = out.merge(
+            outl[["feature", "output_languages", *[f"out_{lang}" for lang in langs]]],
+            on="feature",
+            how="left",
+        )
     abl = load(ref, ABLATION)
     if abl is not None and len(abl):
-        wide = abl.pivot_table(index="feature", columns="lang", values="delta_loss", aggfunc="first")
+        wide = abl.pivot_table(
+            index="feature", columns="lang", values="delta_loss", aggfunc="first"
+        )
         wide.columns = [f"delta_loss_{c}" for c in wide.columns]
         hurt = abl.groupby("feature")["hurts"].all().rename("hurts_both")
         out = out.merge(wide.join(hurt).reset_index(), on="feature", how="left")
@@ -158,15 +195,22 @@ def add_table_columns(ref: RunRef, scored: pd.DataFrame) -> pd.DataFrame:
             score = rank.removesuffix("_rank")
             if score in feats.columns and score in null.columns:
                 higher = score_direction(feats, score, rank)
-                pct = null_percentile(out[score].to_numpy(np.float64), null_alive[score].to_numpy(np.float64),
-                                      higher)
+                pct = null_percentile(
+                    out[score].to_numpy(np.float64), null_alive[score].to_numpy(np.float64), higher
+                )
                 out[f"null_pct_{score}"] = np.where(out["alive"].astype(bool), pct, np.nan)
     return out
 
 
 def display_columns(frame: pd.DataFrame, languages: list[str]) -> list[str]:
     """The evidence columns ``add_table_columns`` added, in display order."""
-    cols = ["output_languages", "hurts_both", *[f"delta_loss_{lang}" for lang in languages], "purity", "n_cofiring"]
+    cols = [
+        "output_languages",
+        "hurts_both",
+        *[f"delta_loss_{lang}" for lang in languages],
+        "purity",
+        "n_cofiring",
+    ]
     cols += [c for c in frame.columns if c.startswith("null_pct_")]
     return [c for c in cols if c in frame.columns]
 
@@ -181,7 +225,9 @@ class EvidenceFilters:
     """Only features whose ``null_pct_<this score>`` is 100 (at least as good as the null's best)."""
 
 
-def filter_table(frame: pd.DataFrame, filters: EvidenceFilters, languages: list[str]) -> pd.DataFrame:
+def filter_table(
+    frame: pd.DataFrame, filters: EvidenceFilters, languages: list[str]
+) -> pd.DataFrame:
     keep = pd.Series(True, index=frame.index)
     if filters.output_language == BOTH and all(f"out_{lang}" in frame for lang in languages):
         keep &= pd.concat([frame[f"out_{lang}"] > 0 for lang in languages], axis=1).all(axis=1)
@@ -209,32 +255,49 @@ def table_filters_ui(ref: RunRef, frame: pd.DataFrame) -> EvidenceFilters:
         outlang = ANY
         if has_out:
             options = [ANY, BOTH, *langs]
-            names = {ANY: "any", BOTH: "promotes tokens of every language",
-                     **{lang: f"promotes mostly {lang} tokens" for lang in langs}}
+            names = {
+                ANY: "any",
+                BOTH: "promotes tokens of every language",
+                **{lang: f"promotes mostly {lang} tokens" for lang in langs},
+            }
             ui.url_seed("features_ev_outlang", "outlang", ui.parse_choice(options), ANY)
-            outlang = c1.selectbox("Output languages", options, key="features_ev_outlang", format_func=names.get,
-                                   help="Languages of the tokens its decoder direction promotes most")
+            outlang = c1.selectbox(
+                "Output languages",
+                options,
+                key="features_ev_outlang",
+                format_func=names.get,
+                help="Languages of the tokens its decoder direction promotes most",
+            )
             ui.url_publish("outlang", outlang, ANY)
         hurts = False
         if has_abl:
             ui.url_seed("features_ev_hurts", "hurts", ui.parse_bool, False)
-            hurts = c2.toggle("Hurts both languages", key="features_ev_hurts",
-                              help="Ablating it raises the next-token loss in every language, "
-                                   "CI above 0 and above the random baseline's CI (ablated candidates only)")
+            hurts = c2.toggle(
+                "Hurts both languages",
+                key="features_ev_hurts",
+                help="Ablating it raises the next-token loss in every language, "
+                "CI above 0 and above the random baseline's CI (ablated candidates only)",
+            )
             ui.url_publish("hurts", hurts, False, ui.encode_bool)
         beat = None
         if null_scores:
             options = ["", *null_scores]
             ui.url_seed("features_ev_beatnull", "beatnull", ui.parse_choice(options), "")
-            beat = c3.selectbox("Beats the null's best under", options, key="features_ev_beatnull",
-                                format_func=lambda s: s or "(no filter)",
-                                help="As good as or better than every feature of a random dictionary")
+            beat = c3.selectbox(
+                "Beats the null's best under",
+                options,
+                key="features_ev_beatnull",
+                format_func=lambda s: s or "(no filter)",
+                help="As good as or better than every feature of a random dictionary",
+            )
             ui.url_publish("beatnull", beat, "")
     return EvidenceFilters(outlang, hurts, beat or None)
 
 
 def _how_to(ref: RunRef, command: str) -> None:
-    st.caption(f"Not computed for this run: `python -m precompute {command} --run <results>/{ref.run_id}`.")
+    st.caption(
+        f"Not computed for this run: `python -m precompute {command} --run <results>/{ref.run_id}`."
+    )
 
 
 def logits_section(ref: RunRef, feature: int) -> None:
@@ -247,18 +310,30 @@ def logits_section(ref: RunRef, feature: int) -> None:
     if outl is not None:
         row = outl[outl["feature"] == feature]
         if len(row):
-            st.caption(f"Output languages of its top promoted tokens: **{row['output_languages'].iloc[0]}** "
-                       "(a token's language: where it occurs in this run's corpus; unknown = never occurs).")
+            st.caption(
+                f"Output languages of its top promoted tokens: **{row['output_languages'].iloc[0]}** "
+                "(a token's language: where it occurs in this run's corpus; unknown = never occurs)."
+            )
     left, right = st.columns(2)
     config = {"logit": st.column_config.NumberColumn(format="%.4g")}
     left.markdown("**Promoted**")
-    left.dataframe(token_list(logits, feature, PROMOTED), hide_index=True, key="feature_ev_promoted",
-                   column_config=config)
+    left.dataframe(
+        token_list(logits, feature, PROMOTED),
+        hide_index=True,
+        key="feature_ev_promoted",
+        column_config=config,
+    )
     right.markdown("**Suppressed**")
-    right.dataframe(token_list(logits, feature, SUPPRESSED), hide_index=True, key="feature_ev_suppressed",
-                    column_config=config)
-    st.caption("Direct logit effect: the decoder direction through the final norm's weights and the "
-               "unembedding; later layers are ignored.")
+    right.dataframe(
+        token_list(logits, feature, SUPPRESSED),
+        hide_index=True,
+        key="feature_ev_suppressed",
+        column_config=config,
+    )
+    st.caption(
+        "Direct logit effect: the decoder direction through the final norm's weights and the "
+        "unembedding; later layers are ignored."
+    )
 
 
 def ablation_section(ref: RunRef, feature: int) -> None:
@@ -269,12 +344,17 @@ def ablation_section(ref: RunRef, feature: int) -> None:
         return
     rows = abl[abl["feature"] == feature]
     if rows.empty:
-        st.caption("This feature was not among the ablated candidates "
-                   f"({abl['feature'].nunique()} features by `{abl['rank_by'].iloc[0] if len(abl) else '?'}`).")
+        st.caption(
+            "This feature was not among the ablated candidates "
+            f"({abl['feature'].nunique()} features by `{abl['rank_by'].iloc[0] if len(abl) else '?'}`)."
+        )
         return
     st.plotly_chart(ablation_figure(rows), key="feature_ev_ablation")
-    parts = [f"{r.lang}: {r.n_sentences} sentences, {r.n_tokens} tokens, "
-             f"{'hurts' if r.hurts else 'no clear effect'}" for r in rows.itertuples()]
+    parts = [
+        f"{r.lang}: {r.n_sentences} sentences, {r.n_tokens} tokens, "
+        f"{'hurts' if r.hurts else 'no clear effect'}"
+        for r in rows.itertuples()
+    ]
     st.caption(" · ".join(parts) + f" · baseline features {rows['baseline_features'].iloc[0]}")
 
 
@@ -286,23 +366,40 @@ def null_section(ref: RunRef, feature: int) -> None:
         _how_to(ref, "validate --null random")
     else:
         feats = data.features(ref.location, ref.token)
-        st.dataframe(null_rows(feats, null, feature), hide_index=True, key="feature_ev_null",
-                     column_config={"value": st.column_config.NumberColumn(format="%.5g"),
-                                    "percentile vs null": st.column_config.NumberColumn(format="%.1f")})
+        st.dataframe(
+            null_rows(feats, null, feature),
+            hide_index=True,
+            key="feature_ev_null",
+            column_config={
+                "value": st.column_config.NumberColumn(format="%.5g"),
+                "percentile vs null": st.column_config.NumberColumn(format="%.1f"),
+            },
+        )
     if pur is not None:
         row = pur[pur["feature"] == feature]
         if len(row):
             r = row.iloc[0]
-            shown = {"purity": r["purity"], "co-firing pairs": int(r["n_cofiring"]),
-                     "commonest token pairs (count)": str(r["top_pairs"])}
+            shown = {
+                "purity": r["purity"],
+                "co-firing pairs": int(r["n_cofiring"]),
+                "commonest token pairs (count)": str(r["top_pairs"]),
+            }
             if null is not None and "purity" in null:
                 shown["null's median purity"] = null["purity"].median()
             # token text is untrusted: a dataframe shows it as plain text, never as markdown or HTML
-            st.dataframe(pd.DataFrame([shown]), hide_index=True, key="feature_ev_purity",
-                         column_config={"purity": st.column_config.NumberColumn(format="%.2f"),
-                                        "null's median purity": st.column_config.NumberColumn(format="%.2f")})
-            st.caption("Purity: share of its co-firing pairs whose tokens at each language's maximum are one of "
-                       "its 3 commonest token pairs (1 with 3 or fewer co-firing pairs).")
+            st.dataframe(
+                pd.DataFrame([shown]),
+                hide_index=True,
+                key="feature_ev_purity",
+                column_config={
+                    "purity": st.column_config.NumberColumn(format="%.2f"),
+                    "null's median purity": st.column_config.NumberColumn(format="%.2f"),
+                },
+            )
+            st.caption(
+                "Purity: share of its co-firing pairs whose tokens at each language's maximum are one of "
+                "its 3 commonest token pairs (1 with 3 or fewer co-firing pairs)."
+            )
 
 
 def feature_sections(ref: RunRef, feature: int) -> None:
@@ -318,13 +415,17 @@ def overview_lines(ref: RunRef, feats: pd.DataFrame) -> list[str]:
     null = load(ref, NULL_SCORES)
     if null is not None:
         for r in null_comparison(feats, null).itertuples():
-            lines.append(f"`{r.score}`: **{r.n_beat_null:,}** of {r.n_alive:,} alive features beat the best of "
-                         f"a random dictionary ({r.null_best:.4g})")
+            lines.append(
+                f"`{r.score}`: **{r.n_beat_null:,}** of {r.n_alive:,} alive features beat the best of "
+                f"a random dictionary ({r.null_best:.4g})"
+            )
     abl = load(ref, ABLATION)
     if abl is not None and len(abl):
         hurt = abl.groupby("feature")["hurts"].all()
-        lines.append(f"ablation: **{int(hurt.sum())}** of {len(hurt)} candidates raise the loss in every language "
-                     "beyond a random baseline")
+        lines.append(
+            f"ablation: **{int(hurt.sum())}** of {len(hurt)} candidates raise the loss in every language "
+            "beyond a random baseline"
+        )
     return lines
 
 

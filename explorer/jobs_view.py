@@ -148,9 +148,12 @@ def worker_lines(workers: list[dict[str, Any]], now: float | None = None) -> lis
             continue
         gpus = ", ".join(map(str, w.get("gpus") or [])) or "no GPU detected (CPU only)"
         doing = f"running job {w['job']}" if w.get("job") else "idle"
-        lines.append(md(  # heartbeat files are plain text, shown as text
-            f"{w.get('worker')} on {w.get('host')}: {gpus}; {doing} (seen {duration(age)} ago)", None
-        ))
+        lines.append(
+            md(  # heartbeat files are plain text, shown as text
+                f"{w.get('worker')} on {w.get('host')}: {gpus}; {doing} (seen {duration(age)} ago)",
+                None,
+            )
+        )
     return lines
 
 
@@ -168,6 +171,7 @@ def heartbeat_note(job: Job, now: float | None = None) -> str | None:
 
 # ----------------------------------------------------------------- form ---
 
+
 def _help(s: Setting) -> str:
     return f"{s.help} ({s.example})" if s.example else s.help
 
@@ -175,9 +179,13 @@ def _help(s: Setting) -> str:
 def _field_ui(container, s: Setting, prefix: str) -> None:
     """One override's widget: a selectbox for a choice, else a text input (validation decides)."""
     if s.kind == "choice":
-        container.selectbox(s.label, [PRESET_DEFAULT, *s.choices], key=f"{prefix}_{s.name}", help=s.help)
+        container.selectbox(
+            s.label, [PRESET_DEFAULT, *s.choices], key=f"{prefix}_{s.name}", help=s.help
+        )
     else:
-        container.text_input(s.label, key=f"{prefix}_{s.name}", placeholder=PRESET_DEFAULT, help=_help(s))
+        container.text_input(
+            s.label, key=f"{prefix}_{s.name}", placeholder=PRESET_DEFAULT, help=_help(s)
+        )
 
 
 def job_form_ui(
@@ -192,7 +200,9 @@ def job_form_ui(
         c1, c2 = st.columns(2)
         preset, run_id = setting("preset"), setting("run_id")
         c1.selectbox(preset.label, preset.choices, key=f"{prefix}_preset", help=preset.help)
-        c2.text_input(run_id.label, key=f"{prefix}_run_id", placeholder=run_id.example, help=run_id.help)
+        c2.text_input(
+            run_id.label, key=f"{prefix}_run_id", placeholder=run_id.example, help=run_id.help
+        )
         cols = st.columns(3)
         for i, s in enumerate(form_settings("main")):
             _field_ui(cols[i % 3], s, prefix)

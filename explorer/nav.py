@@ -26,7 +26,18 @@ FEATURE = "pages/feature.py"
 PAIRS = "pages/pairs.py"
 RECOMPUTE = "pages/recompute.py"
 
-TABLE_PARAMS = ("tok", "alive", "smin", "smax", "minpairs", "minboth", "spec", "cut", "sort", "desc")
+TABLE_PARAMS = (
+    "tok",
+    "alive",
+    "smin",
+    "smax",
+    "minpairs",
+    "minboth",
+    "spec",
+    "cut",
+    "sort",
+    "desc",
+)
 """The feature table's URL parameters besides ``score`` and ``t``: its search,
 filters and sort. Feature pages opened from the table carry them in their own
 URL (and along previous / next), so the browser's Back and the "Feature

@@ -48,7 +48,11 @@ def heat_style(activation: float, vmax: float) -> str:
 
 
 def token_heatmap(
-    tokens: Sequence[str], activations: Sequence[float], vmax: float, *, label: str = "",
+    tokens: Sequence[str],
+    activations: Sequence[float],
+    vmax: float,
+    *,
+    label: str = "",
     peak: bool = False,
 ) -> str:
     """One sentence as a row of tokens shaded by activation.
@@ -63,7 +67,11 @@ def token_heatmap(
     for i, (tok, act) in enumerate(zip(tokens, activations, strict=True)):
         shown = visible_token(tok)
         title = f"{_title_safe(shown)!r} · position {i + 1} · activation {act:.3f}"
-        mark = f'<sup class="peak" style="font-size:0.7em;font-weight:600">{act:.3g}</sup>' if i == top else ""
+        mark = (
+            f'<sup class="peak" style="font-size:0.7em;font-weight:600">{act:.3g}</sup>'
+            if i == top
+            else ""
+        )
         spans.append(
             f'<span class="tok" title="{esc(title)}" style="{heat_style(act, vmax)};'
             f'padding:1px 2px;margin:1px;border-radius:3px;white-space:pre;display:inline-block">'
@@ -83,7 +91,10 @@ def peak_index(activations: Sequence[float]) -> int | None:
 
 
 def pair_heatmaps(
-    sides: Sequence[tuple[str, Sequence[str], Sequence[float]]], vmax: float, *, caption: str = "",
+    sides: Sequence[tuple[str, Sequence[str], Sequence[float]]],
+    vmax: float,
+    *,
+    caption: str = "",
     peak: bool = False,
 ) -> str:
     """Several languages of one pair side by side: ``(lang, tokens, activations)``
@@ -107,6 +118,7 @@ def sentence(text: str) -> str:
 def legend(vmax: float) -> str:
     """A small colour scale from 0 to ``vmax``."""
     stops = "".join(
-        f'<span style="{heat_style(v, 1.0)};padding:0 6px">&nbsp;</span>' for v in (0.05, 0.25, 0.5, 0.75, 1.0)
+        f'<span style="{heat_style(v, 1.0)};padding:0 6px">&nbsp;</span>'
+        for v in (0.05, 0.25, 0.5, 0.75, 1.0)
     )
     return f'<div style="font-size:0.8em">activation 0 {stops} {vmax:.3g}</div>'

@@ -46,7 +46,9 @@ _AUTOLINK = re.compile(r"(\\:)(//)|(www)(\\\.)|(\\@)", re.IGNORECASE)
 ZWSP = "\u200b"
 _INTRAWORD = re.compile(r"(?<=[A-Za-z0-9])\\_(?=[A-Za-z0-9])")
 """An underscore inside a word (``batch_size``) cannot start emphasis: left unescaped."""
-_PUNCTUATION = re.compile("([" + re.escape("".join(c for c in string.punctuation if c not in _INERT)) + "])")
+_PUNCTUATION = re.compile(
+    "([" + re.escape("".join(c for c in string.punctuation if c not in _INERT)) + "])"
+)
 _BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 
@@ -77,7 +79,9 @@ def plotly_text(value: object, limit: int | None = 120) -> str:
     return html.escape(_BREAKS.sub(" ", text), quote=True).replace("%", "&#37;")
 
 
-_PATH_LIKE = re.compile(r"(?<![\w.~-])(?:[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{},]*|~?/[^\s'\"<>()\[\]{},]+)")
+_PATH_LIKE = re.compile(
+    r"(?<![\w.~-])(?:[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{},]*|~?/[^\s'\"<>()\[\]{},]+)"
+)
 _TRAILING = ".:;!?"
 log = logging.getLogger("explorer")
 

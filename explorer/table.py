@@ -46,9 +46,16 @@ def _menu_entry(spec: ScoreSpec, lang: str | None = None) -> Score:
     def fill(text: str) -> str:
         return text if lang is None else text.format(lang=lang)
 
-    return Score(fill(spec.key), fill(spec.label), fill(spec.threshold_column or spec.column),
-                 not spec.higher_is_better, fill(spec.formula), coactivation=spec.coactivation is not None,
-                 note=fill(spec.note), support_ties=spec.ties == "support")
+    return Score(
+        fill(spec.key),
+        fill(spec.label),
+        fill(spec.threshold_column or spec.column),
+        not spec.higher_is_better,
+        fill(spec.formula),
+        coactivation=spec.coactivation is not None,
+        note=fill(spec.note),
+        support_ties=spec.ties == "support",
+    )
 
 
 def available_scores(columns: list[str] | pd.Index, languages: list[str]) -> list[Score]:
@@ -72,7 +79,9 @@ def score_by_key(scores: list[Score], key: str | None) -> Score:
 
 
 def score_table(
-    features: pd.DataFrame, coactivation: pd.DataFrame | None, languages: list[str],
+    features: pd.DataFrame,
+    coactivation: pd.DataFrame | None,
+    languages: list[str],
     planted: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """features.parquet plus the co-activation columns of one threshold
@@ -119,10 +128,16 @@ def low_support(support: pd.Series | float) -> pd.Series | bool:
 def ranks(table: pd.DataFrame, score: Score) -> pd.Series:
     """1-based rank of each alive feature under ``score`` (the core's one ranking
     rule: ties by support, then feature id); <NA> for dead features and missing values."""
-    support = table["support"].to_numpy(np.float64) if score.support_ties and "support" in table else None
-    rank = rank_features(table[score.column].to_numpy(np.float64), table["alive"].to_numpy(bool),
-                         higher_is_better=not score.ascending, support=support,
-                         feature_ids=table["feature"].to_numpy())
+    support = (
+        table["support"].to_numpy(np.float64) if score.support_ties and "support" in table else None
+    )
+    rank = rank_features(
+        table[score.column].to_numpy(np.float64),
+        table["alive"].to_numpy(bool),
+        higher_is_better=not score.ascending,
+        support=support,
+        feature_ids=table["feature"].to_numpy(),
+    )
     return pd.Series(rank, index=table.index, dtype="Int64").mask(rank == 0)
 
 
@@ -146,7 +161,9 @@ class Filters:
     """Keep only these features (the token search), or all when None."""
 
 
-def apply_filters(table: pd.DataFrame, score: Score, filters: Filters, languages: list[str]) -> pd.DataFrame:
+def apply_filters(
+    table: pd.DataFrame, score: Score, filters: Filters, languages: list[str]
+) -> pd.DataFrame:
     """Rows of ``table`` that pass ``filters``."""
     keep = pd.Series(True, index=table.index)
     if filters.alive_only:
@@ -177,8 +194,19 @@ def display_columns(table: pd.DataFrame, score: Score, languages: list[str]) -> 
     """The columns the feature table shows, in order."""
     cols = ["feature", "rank", score.column, "support", "low_support", "top_tokens", "planted"]
     extra = [f"n_fire_{lang}" for lang in languages]
-    extra += ["evidence", "bi", "bi_rank", "jsd", "idaf", "notebook_bi", "notebook_rank", "mass_jsd",
-              "coact_jaccard", "coact_both", "coact_log10p"]
+    extra += [
+        "evidence",
+        "bi",
+        "bi_rank",
+        "jsd",
+        "idaf",
+        "notebook_bi",
+        "notebook_rank",
+        "mass_jsd",
+        "coact_jaccard",
+        "coact_both",
+        "coact_log10p",
+    ]
     for lang in languages:
         extra += [f"max_act_{lang}", f"mono_{lang}", f"share_{lang}"]
     extra += ["alive"]
@@ -193,11 +221,14 @@ def sort_table(table: pd.DataFrame, column: str, descending: bool) -> pd.DataFra
     """Sort by ``column`` (missing values last), ties by feature id."""
     if column not in table:
         column = "rank"
-    return table.sort_values([column, "feature"], ascending=[not descending, True], na_position="last",
-                             kind="stable")
+    return table.sort_values(
+        [column, "feature"], ascending=[not descending, True], na_position="last", kind="stable"
+    )
 
 
-def neighbours(table: pd.DataFrame, score: Score, feature: int) -> tuple[int | None, int | None, int | None]:
+def neighbours(
+    table: pd.DataFrame, score: Score, feature: int
+) -> tuple[int | None, int | None, int | None]:
     """(rank, previous feature, next feature) of ``feature`` along ``score``'s ranking."""
     r = ranks(table, score)
     ranked = pd.DataFrame({"feature": table["feature"], "rank": r}).dropna().sort_values("rank")
@@ -238,33 +269,47 @@ def top_pairs(sentence_max: pd.DataFrame, languages: list[str], by: str, n: int)
     """
     if sentence_max.empty:
         return pd.DataFrame(columns=["pair_id", *[f"max_{lang}" for lang in languages]])
-    wide = sentence_max.pivot_table(index="pair_id", columns="lang", values="max_activation", aggfunc="max")
+    wide = sentence_max.pivot_table(
+        index="pair_id", columns="lang", values="max_activation", aggfunc="max"
+    )
     wide = wide.reindex(columns=languages).fillna(0.0)
     wide.columns = [f"max_{lang}" for lang in languages]
     if by == BY_BOTH or f"max_{by}" not in wide:
         key = wide.min(axis=1)
         tie = wide.max(axis=1)
-        wide = wide.assign(_k=key, _t=tie).sort_values(["_k", "_t"], ascending=False).drop(columns=["_k", "_t"])
+        wide = (
+            wide.assign(_k=key, _t=tie)
+            .sort_values(["_k", "_t"], ascending=False)
+            .drop(columns=["_k", "_t"])
+        )
     else:
         wide = wide.sort_values(f"max_{by}", ascending=False)
     return wide.head(n).reset_index()
 
 
-def pair_feature_table(pair_features: pd.DataFrame, languages: list[str], features: pd.DataFrame | None = None,
-                       both_only: bool = True) -> pd.DataFrame:
+def pair_feature_table(
+    pair_features: pd.DataFrame,
+    languages: list[str],
+    features: pd.DataFrame | None = None,
+    both_only: bool = True,
+) -> pd.DataFrame:
     """One row per feature firing on a pair: ``max_<lang>`` per language and
     ``min_max`` (the smallest of them), sorted by it; with the support
     (``n_both``), evidence, bi and their ranks when ``features`` is given. ``both_only`` keeps features firing in every language."""
     if pair_features.empty:
         return pd.DataFrame(columns=["feature", *[f"max_{lang}" for lang in languages], "min_max"])
-    wide = pair_features.pivot_table(index="feature", columns="lang", values="max_activation", aggfunc="max")
+    wide = pair_features.pivot_table(
+        index="feature", columns="lang", values="max_activation", aggfunc="max"
+    )
     wide = wide.reindex(columns=languages)
     if both_only:
         wide = wide.dropna()
     wide = wide.fillna(0.0)
     wide.columns = [f"max_{lang}" for lang in languages]
     wide["min_max"] = wide.min(axis=1)
-    out = wide.reset_index().sort_values(["min_max", "feature"], ascending=[False, True], ignore_index=True)
+    out = wide.reset_index().sort_values(
+        ["min_max", "feature"], ascending=[False, True], ignore_index=True
+    )
     if features is not None:
         keep = ("n_both", "evidence", "evidence_rank", "bi", "bi_rank", "jaccard")
         extra = features.set_index("feature")[[c for c in keep if c in features]]

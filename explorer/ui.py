@@ -75,7 +75,9 @@ def require_entry() -> None:
 # ------------------------------------------------------------ URL state ---
 
 
-def url_seed(key: str, param: str, parse: Callable[[str], T], default: T, shown: str | None = None) -> None:
+def url_seed(
+    key: str, param: str, parse: Callable[[str], T], default: T, shown: str | None = None
+) -> None:
     """Set ``st.session_state[key]`` from the URL parameter ``param`` when the
     widget has no state yet, or when the URL now says something this session
     did not write (a page link, the browser's Back). An invalid value falls
@@ -92,13 +94,19 @@ def url_seed(key: str, param: str, parse: Callable[[str], T], default: T, shown:
         try:
             value = parse(raw)
         except OutOfRange as exc:
-            notice(f"The link's `{param}` value {md(raw, 80)} is outside {md(exc.bounds)}; "
-                   f"showing {md(exc.value)} instead.")
+            notice(
+                f"The link's `{param}` value {md(raw, 80)} is outside {md(exc.bounds)}; "
+                f"showing {md(exc.value)} instead."
+            )
             value = exc.value
         except (ValueError, TypeError, OverflowError) as exc:
-            instead = shown if shown is not None else md(default)  # ``shown`` is the app's own Markdown
-            notice(f"The link's `{param}` value {md(raw, 80)} is not valid ({md(exc, 160)}); "
-                   f"showing {instead} instead.")
+            instead = (
+                shown if shown is not None else md(default)
+            )  # ``shown`` is the app's own Markdown
+            notice(
+                f"The link's `{param}` value {md(raw, 80)} is not valid ({md(exc, 160)}); "
+                f"showing {instead} instead."
+            )
             value = default
     st.session_state[key] = value
 
@@ -112,7 +120,9 @@ def _url_arrived() -> None:
     st.query_params.from_dict(st.query_params.to_dict())
 
 
-def url_publish(param: str, value: Any, default: Any = None, encode: Callable[[Any], str] = str) -> None:
+def url_publish(
+    param: str, value: Any, default: Any = None, encode: Callable[[Any], str] = str
+) -> None:
     """Write ``value`` to the URL parameter ``param`` (removed when it equals ``default``)."""
     last = st.session_state.setdefault(_LAST, {})
     if value is None or value == default:
@@ -261,7 +271,9 @@ def run_picker_ui(root: str) -> RunRef | None:
     try:
         listings = data.runs(root)
     except Exception as exc:  # an unreachable fsspec root: say so, never a traceback
-        shown = log_and_hide(f"The results root {root} could not be listed: {type(exc).__name__}: {exc}")
+        shown = log_and_hide(
+            f"The results root {root} could not be listed: {type(exc).__name__}: {exc}"
+        )
         st.session_state[RUN_PROBLEM_KEY] = md(shown, 400)
         return None
     if not listings:
@@ -275,6 +287,7 @@ def run_picker_ui(root: str) -> RunRef | None:
     ids = list(by_id)
     ok = [r.run_id for r in listings if r.ok]
     default = DEFAULT_RUN if DEFAULT_RUN in ok else (ok[0] if ok else ids[0])
+
     def parse_run(raw: str) -> str:
         if raw not in by_id:
             raise ValueError(f"run {raw[:80]!r} does not exist under the results root {root}")
@@ -284,7 +297,9 @@ def run_picker_ui(root: str) -> RunRef | None:
     if st.session_state.get(RUN_KEY) not in by_id:
         st.session_state[RUN_KEY] = default
     run_id = st.sidebar.selectbox(
-        "Run", ids, key=RUN_KEY,
+        "Run",
+        ids,
+        key=RUN_KEY,
         format_func=lambda r: r if by_id[r].ok else f"{r} (unusable)",
         help=f"Runs under the results root {public_name(root)!r}",
     )
@@ -323,8 +338,10 @@ def current_run(files: tuple[str, ...] = ()) -> RunRef:
     problems = data.file_problems(ref.location, ref.token, tuple(files))
     if problems:
         lines = "\n".join(f"- {md(hide_paths(p), 400)}" for p in problems.values())
-        st.error(f"Run `{ref.run_id}` is incomplete or damaged:\n{lines}\n\n"
-                 "Rescore it with `python -m precompute score --run <dir>`, or choose another run.")
+        st.error(
+            f"Run `{ref.run_id}` is incomplete or damaged:\n{lines}\n\n"
+            "Rescore it with `python -m precompute score --run <dir>`, or choose another run."
+        )
         st.stop()
     return ref
 

@@ -150,7 +150,9 @@ class CorpusSource:
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.dataset is None):
-            raise ValueError("give a Hugging Face dataset or a local corpus file, not both or neither")
+            raise ValueError(
+                "give a Hugging Face dataset or a local corpus file, not both or neither"
+            )
         if len(self.languages) < 2 or len(set(self.languages)) != len(self.languages):
             raise ValueError(f"need two or more distinct languages, got {list(self.languages)}")
         if self.sample_size is not None and self.sample_size < 1:
@@ -204,7 +206,9 @@ class RunConfig:
         if self.sae.kind == "tiny" and not self.model.is_tiny:
             raise ValueError("the tiny SAE only fits the tiny model")
         if self.model.is_tiny and self.sae.kind == "pretrained":
-            raise ValueError("the tiny model takes the tiny SAE or a local SAE directory, not a pretrained SAE")
+            raise ValueError(
+                "the tiny model takes the tiny SAE or a local SAE directory, not a pretrained SAE"
+            )
         for dtype in (self.model.dtype, self.sae.dtype):
             if dtype not in DTYPES:
                 raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -219,8 +223,9 @@ class RunConfig:
         """Hash of everything that changes the stored numbers (not batch size or device),
         so ``--resume`` refuses to mix chunks of different configs."""
         data = self.to_dict()
-        data["extraction"] = {k: v for k, v in data["extraction"].items()
-                              if k in ("max_tokens", "chunk_pairs")}
+        data["extraction"] = {
+            k: v for k, v in data["extraction"].items() if k in ("max_tokens", "chunk_pairs")
+        }
         data.pop("preset", None)
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -47,8 +47,12 @@ _EXTRACTION = tuple(s.name for s in OVERRIDES.values() if s.group == "extraction
 
 
 def _model(model: ModelSource, o: dict[str, Any]) -> ModelSource:
-    return replace(model, name=o.get("model", model.name), path=o.get("model_path", model.path),
-                   dtype=o.get("dtype", model.dtype))
+    return replace(
+        model,
+        name=o.get("model", model.name),
+        path=o.get("model_path", model.path),
+        dtype=o.get("dtype", model.dtype),
+    )
 
 
 def _sae(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
@@ -56,11 +60,17 @@ def _sae(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
         sae = SaeSource(path=o["sae_path"], dtype=sae.dtype)
     elif "sae_release" in o or "sae_id" in o:
         release = o.get("sae_release", sae.release)
-        sae = SaeSource(release=release, sae_id=o.get("sae_id", sae.sae_id if release == sae.release else None),
-                        dtype=sae.dtype)
-    return replace(sae, hook_name=o.get("hook", sae.hook_name),
-                   neuronpedia_id=o.get("neuronpedia_id", sae.neuronpedia_id),
-                   dtype=o.get("sae_dtype", sae.dtype))
+        sae = SaeSource(
+            release=release,
+            sae_id=o.get("sae_id", sae.sae_id if release == sae.release else None),
+            dtype=sae.dtype,
+        )
+    return replace(
+        sae,
+        hook_name=o.get("hook", sae.hook_name),
+        neuronpedia_id=o.get("neuronpedia_id", sae.neuronpedia_id),
+        dtype=o.get("sae_dtype", sae.dtype),
+    )
 
 
 def _corpus(corpus: CorpusSource, o: dict[str, Any]) -> CorpusSource:
@@ -77,6 +87,8 @@ def _corpus(corpus: CorpusSource, o: dict[str, Any]) -> CorpusSource:
         split=o.get("split", corpus.split),
         field=(None if o.get("field") == "" else o.get("field", corpus.field)),
         languages=tuple(languages),
-        sample_size=parse_sample_size(o["sample_size"]) if "sample_size" in o else corpus.sample_size,
+        sample_size=parse_sample_size(o["sample_size"])
+        if "sample_size" in o
+        else corpus.sample_size,
         seed=o.get("seed", corpus.seed),
     )

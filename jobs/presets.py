@@ -39,10 +39,23 @@ def gemma_2_2b() -> RunConfig:
             hook_name="blocks.20.hook_resid_post",
             neuronpedia_id=GEMMA_NEURONPEDIA,
         ),
-        corpus=CorpusSource(dataset="Helsinki-NLP/opus_books", config="en-es", split="train",
-                            field="translation", languages=("en", "es"), sample_size=500, seed=42),
-        extraction=ExtractionConfig(max_tokens=1024, batch_size=256, batch_tokens=32768, chunk_pairs=1024,
-                                    device="auto", needs_gpu=True),
+        corpus=CorpusSource(
+            dataset="Helsinki-NLP/opus_books",
+            config="en-es",
+            split="train",
+            field="translation",
+            languages=("en", "es"),
+            sample_size=500,
+            seed=42,
+        ),
+        extraction=ExtractionConfig(
+            max_tokens=1024,
+            batch_size=256,
+            batch_tokens=32768,
+            chunk_pairs=1024,
+            device="auto",
+            needs_gpu=True,
+        ),
         preset="gemma-2-2b",
     )
 
@@ -53,8 +66,9 @@ def tiny() -> RunConfig:
     return RunConfig(
         model=ModelSource(name=TINY, dtype="float32"),
         sae=SaeSource(release=TINY, sae_id=f"layer_{spec.hook_layer}/width_{spec.d_sae}"),
-        corpus=CorpusSource(path=str(BUNDLED_CORPUS), field=None, languages=("en", "es"),
-                            sample_size=None, seed=0),
+        corpus=CorpusSource(
+            path=str(BUNDLED_CORPUS), field=None, languages=("en", "es"), sample_size=None, seed=0
+        ),
         extraction=ExtractionConfig(max_tokens=64, batch_size=32, chunk_pairs=128, device="cpu"),
         tiny=spec,
         preset=TINY,
@@ -76,10 +90,13 @@ def gemma_3_270m() -> RunConfig:
     with the SAE trained by this project (layer 6, TopK k=32, 4,096 latents), fp32 on the CPU,
     over the bundled English-Spanish pairs."""
     return RunConfig(
-        model=ModelSource(name=GEMMA3_MODEL, path=str(gemma3_directory() / "checkpoint"), dtype="float32"),
+        model=ModelSource(
+            name=GEMMA3_MODEL, path=str(gemma3_directory() / "checkpoint"), dtype="float32"
+        ),
         sae=SaeSource(path=str(GEMMA3_SAE)),
-        corpus=CorpusSource(path=str(BUNDLED_CORPUS), field=None, languages=("en", "es"),
-                            sample_size=None, seed=0),
+        corpus=CorpusSource(
+            path=str(BUNDLED_CORPUS), field=None, languages=("en", "es"), sample_size=None, seed=0
+        ),
         extraction=ExtractionConfig(max_tokens=128, batch_size=32, chunk_pairs=256, device="cpu"),
         preset="gemma-3-270m",
     )

@@ -259,17 +259,27 @@ class JobQueue:
     def _status(self, job_id: str) -> tuple[JobStatus, dict[str, Any] | None]:
         raw = self._read_json(self.path(job_id, STATUS))
         cancel_raw = self._read_json(self.path(job_id, CANCEL))
-        cancel = parse(CancelFile, cancel_raw, CANCEL).model_dump() if cancel_raw is not None else None
+        cancel = (
+            parse(CancelFile, cancel_raw, CANCEL).model_dump() if cancel_raw is not None else None
+        )
         if raw is not None:
             return JobStatus.from_dict(raw), cancel
         claim_raw = self._read_json(self.path(job_id, CLAIM))
         if claim_raw is not None:
             claim = parse(ClaimFile, claim_raw, CLAIM)
-            status = JobStatus("running", worker=claim.worker, host=claim.host,
-                               claimed_at=claim.claimed_at, heartbeat_at=claim.claimed_at)
+            status = JobStatus(
+                "running",
+                worker=claim.worker,
+                host=claim.host,
+                claimed_at=claim.claimed_at,
+                heartbeat_at=claim.claimed_at,
+            )
         elif cancel is not None:
-            status = JobStatus("cancelled", finished_at=cancel["at"],
-                               error=f"cancelled by {cancel['by']} before it started")
+            status = JobStatus(
+                "cancelled",
+                finished_at=cancel["at"],
+                error=f"cancelled by {cancel['by']} before it started",
+            )
         else:
             status = JobStatus()
         return status, cancel
@@ -277,14 +287,23 @@ class JobQueue:
     def _broken(self, job_id: str, reason: str, request: JobRequest | None = None) -> Job:
         """A failed stand-in for a job whose files are malformed (shown, never run)."""
         if request is None or request.id != job_id:
-            request = JobRequest(id=job_id, created_at="", requested_by="unknown",
-                                 preset="(unreadable)", run_id="(unreadable)")
+            request = JobRequest(
+                id=job_id,
+                created_at="",
+                requested_by="unknown",
+                preset="(unreadable)",
+                run_id="(unreadable)",
+            )
         recorded = self._read_json(self.path(job_id, STATUS))
         try:  # the worker already recorded the failure: keep its time
             status = JobStatus.from_dict(recorded) if recorded is not None else None
         except JobFileError:
             status = None
-        if status is None or status.state != "failed" or status.error != f"{reason}; the job was not run":
+        if (
+            status is None
+            or status.state != "failed"
+            or status.error != f"{reason}; the job was not run"
+        ):
             status = JobStatus.malformed(reason)
         return Job(request, status, None, problem=reason)
 

@@ -17,28 +17,44 @@ from explorer.safe_text import plotly_text
 
 ui.require_entry()
 
+
 def curves_ui(thresholds: list[str]) -> tuple[list[str], bool, bool]:
     """Which thresholds to draw, log y, and whether to skip never-firing tails."""
     c1, c2, c3 = st.columns([3, 1, 1])
-    ui.url_seed("curves_thresholds", "thr", lambda raw: [t for t in raw.split(",") if t in thresholds]
-                or thresholds, thresholds)
+    ui.url_seed(
+        "curves_thresholds",
+        "thr",
+        lambda raw: [t for t in raw.split(",") if t in thresholds] or thresholds,
+        thresholds,
+    )
     chosen = c1.multiselect("Thresholds", thresholds, key="curves_thresholds")
     ui.url_publish("thr", chosen, thresholds, ",".join)
     ui.url_seed("curves_logy", "logy", ui.parse_bool, False)
     log_y = c2.toggle("Log y axis", key="curves_logy")
     ui.url_publish("logy", log_y, False, ui.encode_bool)
     ui.url_seed("curves_nonzero", "nz", ui.parse_bool, True)
-    nonzero = c3.toggle("Firing features only", key="curves_nonzero",
-                        help="Stop each line where the fraction reaches 0")
+    nonzero = c3.toggle(
+        "Firing features only",
+        key="curves_nonzero",
+        help="Stop each line where the fraction reaches 0",
+    )
     ui.url_publish("nz", nonzero, True, ui.encode_bool)
     return chosen, log_y, nonzero
 
 
-def curve_figure(curves: pd.DataFrame, values: dict[str, float], scope: str, chosen: list[str],
-                 log_y: bool, nonzero: bool) -> go.Figure:
+def curve_figure(
+    curves: pd.DataFrame,
+    values: dict[str, float],
+    scope: str,
+    chosen: list[str],
+    log_y: bool,
+    nonzero: bool,
+) -> go.Figure:
     fig = go.Figure()
     for name in chosen:
-        line = curves[(curves["scope"] == scope) & (curves["threshold"] == name)].sort_values("rank")
+        line = curves[(curves["scope"] == scope) & (curves["threshold"] == name)].sort_values(
+            "rank"
+        )
         if nonzero:
             line = line[line["firing"]]
         if line.empty:
@@ -46,20 +62,32 @@ def curve_figure(curves: pd.DataFrame, values: dict[str, float], scope: str, cho
         value = values.get(name)
         label = plotly_text(f"{name} = {value:.3g}" if value is not None else name)
         custom = line.get("feature")
-        fig.add_trace(go.Scatter(
-            x=line["rank"], y=line["fraction"], mode="lines", name=label, customdata=custom,
-            hovertemplate=("rank %{x}<br>fraction %{y:.4f}"
-                           + ("<br>feature %{customdata}" if custom is not None else "")
-                           + f"<extra>{label}</extra>"),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=line["rank"],
+                y=line["fraction"],
+                mode="lines",
+                name=label,
+                customdata=custom,
+                hovertemplate=(
+                    "rank %{x}<br>fraction %{y:.4f}"
+                    + ("<br>feature %{customdata}" if custom is not None else "")
+                    + f"<extra>{label}</extra>"
+                ),
+            )
+        )
     title = "all languages" if scope == GLOBAL_SCOPE else scope
     fig.update_layout(
-        title=f"{title}", height=460, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title=f"{title}",
+        height=460,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
         legend={"title": "threshold", "orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
         hovermode="closest",
     )
     fig.update_xaxes(type="log", title="feature rank", dtick=1)
-    fig.update_yaxes(type="log" if log_y else "linear", title="fraction of sentences above threshold")
+    fig.update_yaxes(
+        type="log" if log_y else "linear", title="fraction of sentences above threshold"
+    )
     return fig
 
 
@@ -79,11 +107,15 @@ scopes = [s for s in [*ref.languages, GLOBAL_SCOPE] if s in set(curves["scope"])
 cols = st.columns(min(3, len(scopes)))
 for i, scope in enumerate(scopes):
     values = thr[thr["scope"] == scope].set_index("threshold")["value"].to_dict()
-    cols[i % len(cols)].plotly_chart(curve_figure(curves, values, scope, chosen, log_y, nonzero),
-                                     key=f"curves_chart_{scope}")
+    cols[i % len(cols)].plotly_chart(
+        curve_figure(curves, values, scope, chosen, log_y, nonzero), key=f"curves_chart_{scope}"
+    )
 
 st.subheader("Threshold values")
 table = thr.pivot_table(index="threshold", columns="scope", values="value")
 table = table.reindex(index=[t for t in names if t in table.index], columns=scopes)
-st.dataframe(table, key="curves_thresholds_table",
-             column_config={s: st.column_config.NumberColumn(s, format="%.4f") for s in scopes})
+st.dataframe(
+    table,
+    key="curves_thresholds_table",
+    column_config={s: st.column_config.NumberColumn(s, format="%.4f") for s in scopes},
+)

@@ -33,9 +33,12 @@ N_BINS = 4
 
 
 def feature_ui(d_sae: int, default: int) -> int:
-    ui.url_seed("feature_id", "feature", ui.parse_int(0, d_sae - 1), default, shown=f"feature {default}")
-    feature = st.number_input(f"Feature (0 – {d_sae - 1})", min_value=0, max_value=d_sae - 1, step=1,
-                              key="feature_id")
+    ui.url_seed(
+        "feature_id", "feature", ui.parse_int(0, d_sae - 1), default, shown=f"feature {default}"
+    )
+    feature = st.number_input(
+        f"Feature (0 – {d_sae - 1})", min_value=0, max_value=d_sae - 1, step=1, key="feature_id"
+    )
     ui.url_publish("feature", int(feature))
     return int(feature)
 
@@ -43,8 +46,12 @@ def feature_ui(d_sae: int, default: int) -> int:
 def ranking_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
     keys = [s.key for s in scores]
     ui.url_seed("feature_score", "score", ui.parse_choice(keys), keys[0])
-    key = st.selectbox("Ranking (previous / next)", keys, key="feature_score",
-                       help="The score whose ranking previous / next follow")
+    key = st.selectbox(
+        "Ranking (previous / next)",
+        keys,
+        key="feature_score",
+        help="The score whose ranking previous / next follow",
+    )
     ui.url_publish("score", key, keys[0])
     st.caption(table.score_by_key(scores, key).label)  # in full: the sidebar is narrow
     ui.url_seed("feature_threshold", "t", ui.parse_choice(thresholds), thresholds[0])
@@ -58,22 +65,35 @@ def examples_ui(languages: list[str]) -> tuple[str, int, int, bool]:
     options = [BY_BOTH, *languages]
     c1, c2, c3 = st.columns([2, 1, 1])
     ui.url_seed("feature_by", "by", ui.parse_choice(options), BY_BOTH)
-    by = c1.radio("Pairs by", options, key="feature_by", horizontal=True,
-                  format_func=lambda o: "both languages (weaker side)" if o == BY_BOTH else f"{o} only",
-                  help="both: pairs ranked by the smaller of the per-language maxima")
+    by = c1.radio(
+        "Pairs by",
+        options,
+        key="feature_by",
+        horizontal=True,
+        format_func=lambda o: "both languages (weaker side)" if o == BY_BOTH else f"{o} only",
+        help="both: pairs ranked by the smaller of the per-language maxima",
+    )
     ui.url_publish("by", by, BY_BOTH)
     ui.url_seed("feature_n", "n", ui.parse_int(1, 50), 8)
     n = c2.slider("Top pairs", 1, 50, key="feature_n")
     ui.url_publish("n", n, 8)
     ui.url_seed("feature_per_bin", "nq", ui.parse_int(0, 10), 2)
-    per_bin = c3.slider("Pairs per quantile bin", 0, 10, key="feature_per_bin",
-                        help=f"Pairs drawn at random from each of {N_BINS} equal-count bins of the activation")
+    per_bin = c3.slider(
+        "Pairs per quantile bin",
+        0,
+        10,
+        key="feature_per_bin",
+        help=f"Pairs drawn at random from each of {N_BINS} equal-count bins of the activation",
+    )
     ui.url_publish("nq", per_bin, 2)
     some = False
     if by == BY_BOTH:
         ui.url_seed("feature_some", "some", ui.parse_bool, False)
-        some = st.toggle("Include pairs where only some languages fire", key="feature_some",
-                         help="Off: the list holds only pairs where every language fires")
+        some = st.toggle(
+            "Include pairs where only some languages fire",
+            key="feature_some",
+            help="Off: the list holds only pairs where every language fires",
+        )
         ui.url_publish("some", some, False, ui.encode_bool)
     return by, int(n), int(per_bin), bool(some)
 
@@ -110,18 +130,29 @@ def score_rows(scored: pd.DataFrame, scores: list[Score], feature: int) -> pd.Da
     rows = []
     for s in scores:
         r = table.ranks(scored, s)[row]
-        rows.append({"score": s.key, "value": scored.at[row, s.column],
-                     "rank": None if pd.isna(r) else int(r), "of": n_ranked,
-                     "better": "lower" if s.ascending else "higher"})
+        rows.append(
+            {
+                "score": s.key,
+                "value": scored.at[row, s.column],
+                "rank": None if pd.isna(r) else int(r),
+                "of": n_ranked,
+                "better": "lower" if s.ascending else "higher",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def language_rows(scored: pd.DataFrame, languages: list[str], feature: int) -> pd.DataFrame:
     row = scored.loc[scored["feature"] == feature].iloc[0]
-    stats = {"n_fire": "sentences it fires on", "n_tokens": "tokens it fires on",
-             "max_act": "max activation", "mean_act": "mean activation (all tokens)",
-             "mono": "monolinguality", "cond": "co-activation rate (fires in the others too)",
-             "share": "share of its firing sentences"}
+    stats = {
+        "n_fire": "sentences it fires on",
+        "n_tokens": "tokens it fires on",
+        "max_act": "max activation",
+        "mean_act": "mean activation (all tokens)",
+        "mono": "monolinguality",
+        "cond": "co-activation rate (fires in the others too)",
+        "share": "share of its firing sentences",
+    }
     out = {}
     for key, label in stats.items():
         values = {lang: row.get(f"{key}_{lang}") for lang in languages}
@@ -136,15 +167,25 @@ def density_figure(hist: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for lang, part in hist.groupby("lang", sort=False):
         counts = part["count"].where(part["count"] > 0)  # log axis: empty bins drawn as gaps
-        fig.add_trace(go.Bar(
-            x=(part["left"] + part["right"]) / 2, y=counts, name=plotly_text(lang),
-            customdata=part[["left", "right"]].to_numpy(),
-            hovertemplate="activation %{customdata[0]:.3g} – %{customdata[1]:.3g}<br>%{y:,} tokens"
-                          "<extra>" + plotly_text(lang) + "</extra>",
-        ))
-    fig.update_layout(barmode="group", bargap=0.1, bargroupgap=0.0, height=300,
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title="Activation density", legend={"title": "language"})
+        fig.add_trace(
+            go.Bar(
+                x=(part["left"] + part["right"]) / 2,
+                y=counts,
+                name=plotly_text(lang),
+                customdata=part[["left", "right"]].to_numpy(),
+                hovertemplate="activation %{customdata[0]:.3g} – %{customdata[1]:.3g}<br>%{y:,} tokens"
+                "<extra>" + plotly_text(lang) + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        bargap=0.1,
+        bargroupgap=0.0,
+        height=300,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title="Activation density",
+        legend={"title": "language"},
+    )
     fig.update_xaxes(title="activation (non-zero tokens)")
     fig.update_yaxes(title="tokens (log)", type="log")
     return fig
@@ -156,20 +197,42 @@ def firing_figure(curve: data.FiringCurve, feature: int, d_sae: int) -> go.Figur
     mine = curve.ranks[curve.ranks["feature"] == feature]
     for i, (lang, part) in enumerate(curve.curve.groupby("lang", sort=False)):
         colour = _COLOURS[i % len(_COLOURS)]
-        fig.add_trace(go.Scatter(
-            x=part["rank"], y=part["rate"].where(part["rate"] > 0), mode="lines", name=plotly_text(lang),
-            line={"color": colour}, hovertemplate="rank %{x:,}<br>fires on %{y:.3%} of sentences<extra>"
-                                                  + plotly_text(lang) + "</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=part["rank"],
+                y=part["rate"].where(part["rate"] > 0),
+                mode="lines",
+                name=plotly_text(lang),
+                line={"color": colour},
+                hovertemplate="rank %{x:,}<br>fires on %{y:.3%} of sentences<extra>"
+                + plotly_text(lang)
+                + "</extra>",
+            )
+        )
         here = mine[mine["lang"] == lang]
         if not here.empty and float(here["rate"].iloc[0]) > 0:
-            fig.add_trace(go.Scatter(
-                x=[int(here["rank"].iloc[0])], y=[float(here["rate"].iloc[0])], mode="markers",
-                name=plotly_text(f"feature {feature} ({lang})"),
-                marker={"color": colour, "size": 11, "symbol": "diamond", "line": {"width": 1, "color": "#000"}},
-                hovertemplate=f"feature {feature}<br>rank %{{x:,}} of {d_sae:,}<br>fires on %{{y:.3%}}"
-                              f"<extra>{lang}</extra>"))
-    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title="Firing rate, all features", legend={"title": ""})
+            fig.add_trace(
+                go.Scatter(
+                    x=[int(here["rank"].iloc[0])],
+                    y=[float(here["rate"].iloc[0])],
+                    mode="markers",
+                    name=plotly_text(f"feature {feature} ({lang})"),
+                    marker={
+                        "color": colour,
+                        "size": 11,
+                        "symbol": "diamond",
+                        "line": {"width": 1, "color": "#000"},
+                    },
+                    hovertemplate=f"feature {feature}<br>rank %{{x:,}} of {d_sae:,}<br>fires on %{{y:.3%}}"
+                    f"<extra>{lang}</extra>",
+                )
+            )
+    fig.update_layout(
+        height=300,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title="Firing rate, all features",
+        legend={"title": ""},
+    )
     fig.update_xaxes(title="feature rank (by firing rate)", type="log")
     fig.update_yaxes(title="share of sentences", type="log")
     return fig
@@ -178,7 +241,9 @@ def firing_figure(curve: data.FiringCurve, feature: int, d_sae: int) -> go.Figur
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
 
 
-def example_rows(ref: RunRef, feature: int, pairs: pd.DataFrame, vmax: float) -> list[tuple[int, str]]:
+def example_rows(
+    ref: RunRef, feature: int, pairs: pd.DataFrame, vmax: float
+) -> list[tuple[int, str]]:
     """(pair id, HTML) per pair: every language's tokens shaded by the feature,
     the activation written on each side's strongest token, and the caption
     naming that token per language."""
@@ -190,23 +255,33 @@ def example_rows(ref: RunRef, feature: int, pairs: pd.DataFrame, vmax: float) ->
     for pair in pairs.itertuples():
         sides, parts = [], []
         for lang in ref.languages:
-            toks = tokens[(tokens["pair_id"] == pair.pair_id) & (tokens["lang"] == lang)
-                          & (tokens["position"] > 0)]
+            toks = tokens[
+                (tokens["pair_id"] == pair.pair_id)
+                & (tokens["lang"] == lang)
+                & (tokens["position"] > 0)
+            ]
             strings = toks["token"].astype(str).tolist()
             values = [float(lookup.get((pair.pair_id, lang, p), 0.0)) for p in toks["position"]]
             sides.append((lang, strings, values))
             top = render.peak_index(values)
-            parts.append(f"{lang} {values[top]:.3g} on “{render.visible_token(strings[top])}”"
-                         if top is not None else f"{lang} silent")
+            parts.append(
+                f"{lang} {values[top]:.3g} on “{render.visible_token(strings[top])}”"
+                if top is not None
+                else f"{lang} silent"
+            )
         caption = f"pair {pair.pair_id} · " + " · ".join(parts)
-        out.append((int(pair.pair_id), render.pair_heatmaps(sides, vmax, caption=caption, peak=True)))
+        out.append(
+            (int(pair.pair_id), render.pair_heatmaps(sides, vmax, caption=caption, peak=True))
+        )
     return out
 
 
 # -------------------------------------------------------------- sections ---
 
 
-def header_section(ref: RunRef, scored: pd.DataFrame, feature: int, score: Score, threshold: str) -> None:
+def header_section(
+    ref: RunRef, scored: pd.DataFrame, feature: int, score: Score, threshold: str
+) -> None:
     """Title, badges, and the row of links: previous / next, Neuronpedia, the feature table."""
     rank, prev_f, next_f = table.neighbours(scored, score, feature)
     row = scored.loc[scored["feature"] == feature].iloc[0]
@@ -216,36 +291,67 @@ def header_section(ref: RunRef, scored: pd.DataFrame, feature: int, score: Score
         badges.append(f"rank {rank:,} by `{score.key}`")
     thin = feature_parts.low_support(row, ref.languages)
     if thin and row["alive"]:
-        badges.append(f"**low support**: fires on fewer than {feature_parts.LOW_SUPPORT_PAIRS} pairs in "
-                      + ", ".join(thin))
+        badges.append(
+            f"**low support**: fires on fewer than {feature_parts.LOW_SUPPORT_PAIRS} pairs in "
+            + ", ".join(thin)
+        )
     kind = str(row.get("planted") or "")
     if kind:
         badges.append(f"planted: {md(kind)}")
     st.markdown(" · ".join(badges))
     with st.container(horizontal=True, gap="small", key="feature_nav"):
         if prev_f is not None:
-            st.page_link(nav.FEATURE, label=f"Previous: feature {prev_f}", icon=":material/arrow_back:",
-                         query_params=nav_params(ref, prev_f, score, threshold))
+            st.page_link(
+                nav.FEATURE,
+                label=f"Previous: feature {prev_f}",
+                icon=":material/arrow_back:",
+                query_params=nav_params(ref, prev_f, score, threshold),
+            )
         if next_f is not None:
-            st.page_link(nav.FEATURE, label=f"Next: feature {next_f}", icon=":material/arrow_forward:",
-                         query_params=nav_params(ref, next_f, score, threshold))
+            st.page_link(
+                nav.FEATURE,
+                label=f"Next: feature {next_f}",
+                icon=":material/arrow_forward:",
+                query_params=nav_params(ref, next_f, score, threshold),
+            )
         np_url = ui.neuronpedia_url(ref.manifest.neuronpedia_id, feature)
         if np_url:
             st.link_button("Neuronpedia", np_url, icon=":material/open_in_new:")
-        st.page_link(nav.FEATURES, label="Feature table", icon=":material/table_rows:",
-                     query_params=table_params(ref, score, threshold))
+        st.page_link(
+            nav.FEATURES,
+            label="Feature table",
+            icon=":material/table_rows:",
+            query_params=table_params(ref, score, threshold),
+        )
 
 
 def scores_section(ref: RunRef, scored: pd.DataFrame, scores: list[Score], feature: int) -> None:
     row = scored.loc[scored["feature"] == feature].iloc[0]
     st.subheader("Scores and ranks")
-    st.dataframe(score_rows(scored, scores, feature), hide_index=True, key="feature_scores", width="content",
-                 column_config={"value": st.column_config.NumberColumn(format="%.5g"),
-                                "rank": st.column_config.NumberColumn(format="%d")})
-    st.dataframe(language_rows(scored, ref.languages, feature), key="feature_languages", width="content",
-                 column_config={lang: st.column_config.NumberColumn(format="%.5g") for lang in ref.languages})
-    extra = {"jsd": row.get("jsd"), "idaf": row.get("idaf"), "bi": row.get("bi"),
-             "co-activation log10 p": row.get("coact_log10p")}
+    st.dataframe(
+        score_rows(scored, scores, feature),
+        hide_index=True,
+        key="feature_scores",
+        width="content",
+        column_config={
+            "value": st.column_config.NumberColumn(format="%.5g"),
+            "rank": st.column_config.NumberColumn(format="%d"),
+        },
+    )
+    st.dataframe(
+        language_rows(scored, ref.languages, feature),
+        key="feature_languages",
+        width="content",
+        column_config={
+            lang: st.column_config.NumberColumn(format="%.5g") for lang in ref.languages
+        },
+    )
+    extra = {
+        "jsd": row.get("jsd"),
+        "idaf": row.get("idaf"),
+        "bi": row.get("bi"),
+        "co-activation log10 p": row.get("coact_log10p"),
+    }
     st.caption(" · ".join(f"{k} = {ui.fmt(v)}" for k, v in extra.items() if v is not None))
 
 
@@ -255,27 +361,36 @@ def activity_section(ref: RunRef, profile: data.FeatureProfile, feature: int) ->
     left, right = st.columns(2)
     with left:
         st.plotly_chart(density_figure(profile.histogram), key="feature_histogram")
-        per_lang = profile.sentence_max.groupby("lang").size().reindex(ref.languages).fillna(0).astype(int)
-        st.caption(f"{profile.n_activations:,} non-zero token activations; firing sentences: "
-                   + ", ".join(f"{lang} {n:,}" for lang, n in per_lang.items()))
+        per_lang = (
+            profile.sentence_max.groupby("lang").size().reindex(ref.languages).fillna(0).astype(int)
+        )
+        st.caption(
+            f"{profile.n_activations:,} non-zero token activations; firing sentences: "
+            + ", ".join(f"{lang} {n:,}" for lang, n in per_lang.items())
+        )
     with right:
         curve = data.firing_curve(ref.location, ref.token, ref.manifest.n_pairs)
         st.plotly_chart(firing_figure(curve, feature, ref.manifest.d_sae), key="feature_firing")
         mine = curve.ranks[curve.ranks["feature"] == feature]
-        st.caption("Rank by share of sentences fired on, of all "
-                   f"{ref.manifest.d_sae:,} features: "
-                   + ", ".join(f"{r.lang} {r.rank:,} ({r.rate:.3%})" for r in mine.itertuples()))
+        st.caption(
+            "Rank by share of sentences fired on, of all "
+            f"{ref.manifest.d_sae:,} features: "
+            + ", ".join(f"{r.lang} {r.rank:,} ({r.rate:.3%})" for r in mine.itertuples())
+        )
 
 
 def examples_section(ref: RunRef, profile: data.FeatureProfile, feature: int) -> None:
     """The strongest pairs, then pairs drawn from activation quantile bins."""
     st.subheader("Examples across the activation range")
     by, n, per_bin, some = examples_ui(ref.languages)
-    maxima = feature_parts.pair_maxima(profile.sentence_max, ref.languages, by,
-                                       every_language=by == BY_BOTH and not some)
+    maxima = feature_parts.pair_maxima(
+        profile.sentence_max, ref.languages, by, every_language=by == BY_BOTH and not some
+    )
     if maxima.empty:
-        st.info("No pair where every language fires. Switch on "
-                "\"Include pairs where only some languages fire\", or rank by one language.")
+        st.info(
+            "No pair where every language fires. Switch on "
+            '"Include pairs where only some languages fire", or rank by one language.'
+        )
         return
     groups = feature_parts.example_groups(maxima, n, N_BINS, per_bin, seed=feature)
     vmax = float(profile.histogram["right"].max())
@@ -288,14 +403,20 @@ def examples_section(ref: RunRef, profile: data.FeatureProfile, feature: int) ->
         st.html("".join(rows[p] for p in ids))  # one element per group keeps the page light
         with st.container(horizontal=True, gap="small", key=f"feature_open_{g_index}"):
             for pair_id in ids:
-                st.page_link(nav.PAIRS, label=f"pair {pair_id}", icon=":material/translate:",
-                             help=f"Open pair {pair_id} with this feature's heatmap",
-                             query_params={"run": ref.run_id, "pair": str(pair_id), "feats": str(feature)})
+                st.page_link(
+                    nav.PAIRS,
+                    label=f"pair {pair_id}",
+                    icon=":material/translate:",
+                    help=f"Open pair {pair_id} with this feature's heatmap",
+                    query_params={"run": ref.run_id, "pair": str(pair_id), "feats": str(feature)},
+                )
         if g_index == 0 and len(groups) > 1:
             st.divider()
 
 
-def neighbours_section(ref: RunRef, scored: pd.DataFrame, feature: int, score: Score, threshold: str) -> None:
+def neighbours_section(
+    ref: RunRef, scored: pd.DataFrame, feature: int, score: Score, threshold: str
+) -> None:
     """Features co-firing on the same pairs (Jaccard), and nearest decoder directions when stored."""
     st.subheader("Neighbours")
     cofire = data.cofiring(ref.location, ref.token, feature)
@@ -306,43 +427,68 @@ def neighbours_section(ref: RunRef, scored: pd.DataFrame, feature: int, score: S
         if cofire.neighbours.empty:
             st.caption("No other feature fires on its pairs.")
         else:
-            links = {int(f): feature_link(ref, int(f), score, threshold) for f in cofire.neighbours["neighbour"]}
+            links = {
+                int(f): feature_link(ref, int(f), score, threshold)
+                for f in cofire.neighbours["neighbour"]
+            }
             shown = feature_parts.neighbour_table(cofire.neighbours, scored, links)
-            st.dataframe(shown, hide_index=True, key="feature_cofire", width="content", column_config={
-                "feature": st.column_config.NumberColumn(format="%d"),
-                "open": st.column_config.LinkColumn(display_text="open ↗", help="Its feature page (new tab)"),
-                "jaccard": st.column_config.NumberColumn(format="%.3f"),
-            })
-            note = (f"Over its {cofire.n_pairs:,} firing pairs (sentence_max.parquet)"
-                    if cofire.n_sampled == cofire.n_pairs else
-                    f"Estimated from {cofire.n_sampled:,} of its {cofire.n_pairs:,} firing pairs "
-                    f"(at most {data.COFIRE_MAX_PAIRS}, from the {data.COFIRE_MAX_BUCKETS} 1024-pair blocks "
-                    "of sentence_max.parquet holding most)")
+            st.dataframe(
+                shown,
+                hide_index=True,
+                key="feature_cofire",
+                width="content",
+                column_config={
+                    "feature": st.column_config.NumberColumn(format="%d"),
+                    "open": st.column_config.LinkColumn(
+                        display_text="open ↗", help="Its feature page (new tab)"
+                    ),
+                    "jaccard": st.column_config.NumberColumn(format="%.3f"),
+                },
+            )
+            note = (
+                f"Over its {cofire.n_pairs:,} firing pairs (sentence_max.parquet)"
+                if cofire.n_sampled == cofire.n_pairs
+                else f"Estimated from {cofire.n_sampled:,} of its {cofire.n_pairs:,} firing pairs "
+                f"(at most {data.COFIRE_MAX_PAIRS}, from the {data.COFIRE_MAX_BUCKETS} 1024-pair blocks "
+                "of sentence_max.parquet holding most)"
+            )
             if not cofire.exact_union:
                 note += "; a neighbour's own pairs are its largest per-language count (no coactivation.parquet)"
             st.caption(note + ".")
             with st.container(horizontal=True, gap="small", key="feature_cofire_links"):
                 for f in shown["feature"].head(5):
-                    st.page_link(nav.FEATURE, label=f"feature {f}",
-                                 query_params=nav_params(ref, int(f), score, threshold))
+                    st.page_link(
+                        nav.FEATURE,
+                        label=f"feature {f}",
+                        query_params=nav_params(ref, int(f), score, threshold),
+                    )
     if decoder is not None:
         with cols[1]:
             st.markdown(f"**Nearest decoder directions** (cosine, {data.NEIGHBOURS})")
             if decoder.empty:
                 st.caption(f"No rows for feature {feature} in {data.NEIGHBOURS}.")
             else:
-                decoder = decoder.assign(open=[feature_link(ref, int(f), score, threshold)
-                                               for f in decoder["neighbour"]])
-                st.dataframe(decoder[["rank", "neighbour", "open", "cosine"]], hide_index=True,
-                             key="feature_decoder", width="content", column_config={
-                                 "neighbour": st.column_config.NumberColumn(format="%d"),
-                                 "open": st.column_config.LinkColumn(display_text="open ↗"),
-                                 "cosine": st.column_config.NumberColumn(format="%.3f"),
-                             })
+                decoder = decoder.assign(
+                    open=[feature_link(ref, int(f), score, threshold) for f in decoder["neighbour"]]
+                )
+                st.dataframe(
+                    decoder[["rank", "neighbour", "open", "cosine"]],
+                    hide_index=True,
+                    key="feature_decoder",
+                    width="content",
+                    column_config={
+                        "neighbour": st.column_config.NumberColumn(format="%d"),
+                        "open": st.column_config.LinkColumn(display_text="open ↗"),
+                        "cosine": st.column_config.NumberColumn(format="%.3f"),
+                    },
+                )
                 with st.container(horizontal=True, gap="small", key="feature_decoder_links"):
                     for f in decoder["neighbour"].head(5):
-                        st.page_link(nav.FEATURE, label=f"feature {f}",
-                                     query_params=nav_params(ref, int(f), score, threshold))
+                        st.page_link(
+                            nav.FEATURE,
+                            label=f"feature {f}",
+                            query_params=nav_params(ref, int(f), score, threshold),
+                        )
 
 
 # ------------------------------------------------------------------ page ---

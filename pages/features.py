@@ -30,15 +30,24 @@ def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
     labels = {s.key: s.label for s in scores}
     c1, c2 = st.columns([3, 1])
     ui.url_seed("features_score", "score", ui.parse_choice(keys), keys[0])
-    key = c1.selectbox("Rank by", keys, key="features_score", format_func=labels.get,
-                       help="The scores of the README's 'The scores' section; the first is the default. "
-                            "Ranks count alive features only; ties go to the feature with more support.")
+    key = c1.selectbox(
+        "Rank by",
+        keys,
+        key="features_score",
+        format_func=labels.get,
+        help="The scores of the README's 'The scores' section; the first is the default. "
+        "Ranks count alive features only; ties go to the feature with more support.",
+    )
     ui.url_publish("score", key, keys[0])
     ui.url_seed("features_threshold", "t", ui.parse_choice(thresholds), thresholds[0])
-    threshold = c2.selectbox("Co-activation threshold", thresholds, key="features_threshold",
-                             help="A pair counts as firing in a language when the feature's maximum there "
-                                  "exceeds this threshold (any = fires at all). Used by the Jaccard score "
-                                  "and the 'fires in both' filter.")
+    threshold = c2.selectbox(
+        "Co-activation threshold",
+        thresholds,
+        key="features_threshold",
+        help="A pair counts as firing in a language when the feature's maximum there "
+        "exceeds this threshold (any = fires at all). Used by the Jaccard score "
+        "and the 'fires in both' filter.",
+    )
     ui.url_publish("t", threshold, thresholds[0])
     return table.score_by_key(scores, key), threshold
 
@@ -48,8 +57,11 @@ def filters_ui(languages: list[str]) -> Filters:
     with st.expander("Filters", expanded=False):
         c1, c2, c3, c4 = st.columns(4)
         ui.url_seed("features_alive", "alive", ui.parse_bool, True)
-        alive = c1.toggle("Alive only", key="features_alive",
-                          help="Alive: fires in at least one sentence of every language")
+        alive = c1.toggle(
+            "Alive only",
+            key="features_alive",
+            help="Alive: fires in at least one sentence of every language",
+        )
         ui.url_publish("alive", alive, True, ui.encode_bool)
         ui.url_seed("features_min", "smin", ui.parse_float, None)
         smin = c2.number_input("Score at least", value=None, key="features_min", format="%.6g")
@@ -58,34 +70,56 @@ def filters_ui(languages: list[str]) -> Filters:
         smax = c3.number_input("Score at most", value=None, key="features_max", format="%.6g")
         ui.url_publish("smax", smax, None, lambda v: f"{v:.6g}")
         ui.url_seed("features_minpairs", "minpairs", ui.parse_int(0), 0)
-        min_pairs = c4.number_input("Min. firing pairs per language", min_value=0, step=1,
-                                    key="features_minpairs")
+        min_pairs = c4.number_input(
+            "Min. firing pairs per language", min_value=0, step=1, key="features_minpairs"
+        )
         ui.url_publish("minpairs", min_pairs, 0)
 
         c5, c6, c7 = st.columns([1, 1, 2])
         ui.url_seed("features_minboth", "minboth", ui.parse_int(0), 0)
-        min_both = c5.number_input("Min. pairs firing in both (at threshold)", min_value=0, step=1,
-                                   key="features_minboth")
+        min_both = c5.number_input(
+            "Min. pairs firing in both (at threshold)", min_value=0, step=1, key="features_minboth"
+        )
         ui.url_publish("minboth", min_both, 0)
         options = [ANY, "bilingual", *[f"only:{lang}" for lang in languages]]
-        names = {ANY: "any", "bilingual": "bilingual (no language dominates)",
-                 **{f"only:{lang}": f"{lang}-specific" for lang in languages}}
+        names = {
+            ANY: "any",
+            "bilingual": "bilingual (no language dominates)",
+            **{f"only:{lang}": f"{lang}-specific" for lang in languages},
+        }
         ui.url_seed("features_spec", "spec", ui.parse_choice(options), ANY)
-        spec = c6.selectbox("Language specificity", options, key="features_spec", format_func=names.get)
+        spec = c6.selectbox(
+            "Language specificity", options, key="features_spec", format_func=names.get
+        )
         ui.url_publish("spec", spec, ANY)
         ui.url_seed("features_cut", "cut", ui.parse_float_range(0.5, 1.0), 0.8)
-        cut = c7.slider("Specific when a language holds at least this share of the firing sentences",
-                        0.5, 1.0, step=0.05, key="features_cut")
+        cut = c7.slider(
+            "Specific when a language holds at least this share of the firing sentences",
+            0.5,
+            1.0,
+            step=0.05,
+            key="features_cut",
+        )
         ui.url_publish("cut", cut, 0.8, lambda v: f"{v:.2f}")
-    return Filters(alive_only=alive, score_min=smin, score_max=smax, min_pairs=int(min_pairs),
-                   min_both=int(min_both), specificity=spec, share_cutoff=float(cut))
+    return Filters(
+        alive_only=alive,
+        score_min=smin,
+        score_max=smax,
+        min_pairs=int(min_pairs),
+        min_both=int(min_both),
+        specificity=spec,
+        share_cutoff=float(cut),
+    )
 
 
 def token_search_ui() -> str:
     ui.url_seed("features_tokens", "tok", str, "")
-    text = st.text_input("Search features by the tokens they fire on most",
-                         key="features_tokens", placeholder="e.g. casa, house",
-                         help="Matches the tokens under each feature's strongest activations")
+    text = st.text_input(
+        "Search features by the tokens they fire on most",
+        key="features_tokens",
+        placeholder="e.g. casa, house",
+        help="Matches the tokens under each feature's strongest activations",
+    )
     ui.url_publish("tok", text.strip(), "")
     return text.strip()
 
@@ -106,8 +140,9 @@ def table_height(n_rows: int) -> int:
     return min(MAX_TABLE_PX, TABLE_HEADER_PX + TABLE_ROW_PX * max(n_rows, 1) + 2)
 
 
-def feature_params(ref: RunRef, feature: int, score: Score, threshold: str,
-                   carry: dict[str, str]) -> dict[str, str]:
+def feature_params(
+    ref: RunRef, feature: int, score: Score, threshold: str, carry: dict[str, str]
+) -> dict[str, str]:
     """URL parameters of a feature page opened from the table: the ranking, and
     ``carry``, the table's search, filters and sort (``nav.TABLE_PARAMS``) to
     come back to."""
@@ -117,8 +152,9 @@ def feature_params(ref: RunRef, feature: int, score: Score, threshold: str,
     return {**params, **carry}
 
 
-def feature_urls(ref: RunRef, features: pd.Series, score: Score, threshold: str,
-                 carry: dict[str, str]) -> list[str]:
+def feature_urls(
+    ref: RunRef, features: pd.Series, score: Score, threshold: str, carry: dict[str, str]
+) -> list[str]:
     """Relative links from /features to each feature's page (see ``feature_params``)."""
     rest = feature_params(ref, 0, score, threshold, carry)
     run = urlencode({"run": rest.pop("run")})
@@ -145,11 +181,15 @@ index = None
 if text or n_act <= EAGER_TOKEN_INDEX_ROWS:
     with st.spinner("Indexing the top tokens of every feature (once per run)…"):
         index = data.top_tokens(ref.location, ref.token)
-    scored["top_tokens"] = scored["feature"].map(data.top_token_summary(ref.location, ref.token)).fillna("")
+    scored["top_tokens"] = (
+        scored["feature"].map(data.top_token_summary(ref.location, ref.token)).fillna("")
+    )
 if text and index is not None:
     filters = Filters(**{**filters.__dict__, "features": table.match_tokens(index, text)})
 
-scored = evidence.add_table_columns(ref, scored)  # evidence columns + filters (explorer/evidence.py)
+scored = evidence.add_table_columns(
+    ref, scored
+)  # evidence columns + filters (explorer/evidence.py)
 shown = table.apply_filters(scored, score, filters, ref.languages)
 shown = evidence.filter_table(shown, evidence.table_filters_ui(ref, scored), ref.languages)
 columns = table.display_columns(shown, score, ref.languages)
@@ -161,24 +201,35 @@ shown.insert(1, "open", feature_urls(ref, shown["feature"], score, threshold, ca
 
 active = table.describe_filters(filters)
 n_low = int(shown["low_support"].sum()) if "low_support" in shown else 0
-st.markdown(f"**{len(shown):,}** of {len(scored):,} features · ranked by `{score.key}`"
-            + (f" at threshold `{threshold}`" if score.coactivation else "")
-            + (f" · {active}" if active else "")
-            + (f" · {n_low:,} with low support" if n_low else ""))
+st.markdown(
+    f"**{len(shown):,}** of {len(scored):,} features · ranked by `{score.key}`"
+    + (f" at threshold `{threshold}`" if score.coactivation else "")
+    + (f" · {active}" if active else "")
+    + (f" · {n_low:,} with low support" if n_low else "")
+)
 event = st.dataframe(
-    shown, key="features_table", hide_index=True, on_select="rerun", selection_mode="single-row",
+    shown,
+    key="features_table",
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="single-row",
     height=table_height(len(shown)),
     column_config={
         "feature": st.column_config.NumberColumn("feature", format="%d", pinned=True),
-        "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
-                                            help="Open the feature page in a new tab"),
+        "open": st.column_config.LinkColumn(
+            "open", display_text="open ↗", width="small", help="Open the feature page in a new tab"
+        ),
         "rank": st.column_config.NumberColumn("rank", format="%d"),
         score.column: st.column_config.NumberColumn(score.column, format="%.5g"),
         "support": st.column_config.NumberColumn(
-            "support", format="%d",
-            help="Pairs where the feature fires in every language, at the co-activation threshold"),
+            "support",
+            format="%d",
+            help="Pairs where the feature fires in every language, at the co-activation threshold",
+        ),
         "low_support": st.column_config.CheckboxColumn(
-            "low support", help=f"Fires in every language on fewer than {table.LOW_SUPPORT_PAIRS} pairs"),
+            "low support",
+            help=f"Fires in every language on fewer than {table.LOW_SUPPORT_PAIRS} pairs",
+        ),
         "top_tokens": st.column_config.TextColumn("top tokens", width="medium"),
     },
 )
@@ -189,7 +240,10 @@ if rows:
     st.switch_page(nav.FEATURE, query_params=feature_params(ref, chosen, score, threshold, carry))
 
 st.download_button(
-    "Download the filtered table (CSV)", key="features_csv",
+    "Download the filtered table (CSV)",
+    key="features_csv",
     data=lambda: table.csv_safe(shown.drop(columns=["open"])).to_csv(index=False),
-    file_name=f"{ref.run_id}-features-{score.key}.csv", mime="text/csv", on_click="ignore",
+    file_name=f"{ref.run_id}-features-{score.key}.csv",
+    mime="text/csv",
+    on_click="ignore",
 )

@@ -62,7 +62,10 @@ def _submit(raw: dict, who: Maintainer) -> None:
     except RequestError as exc:
         st.session_state[MESSAGE_KEY] = ("error", f"Not queued: {md(hide_paths(exc), 600)}")
     except Exception as exc:
-        st.session_state[MESSAGE_KEY] = ("error", f"Could not write the job: {md(log_and_hide(exc))}")
+        st.session_state[MESSAGE_KEY] = (
+            "error",
+            f"Could not write the job: {md(log_and_hide(exc))}",
+        )
     else:
         jobs_view.clear_caches()
         st.session_state[MESSAGE_KEY] = (
@@ -124,7 +127,9 @@ def _running(job: Job, who: Maintainer | None) -> None:
             f"**{job.request.run_id}** · job `{job.id}` · {md(job.request.describe())} · "
             f"worker {md(job.status.worker)}"
         )
-        st.progress(jobs_view.progress_fraction(progress), text=md(jobs_view.progress_line(progress), None))
+        st.progress(
+            jobs_view.progress_fraction(progress), text=md(jobs_view.progress_line(progress), None)
+        )
         if job.cancel is not None:
             st.caption(f"Cancel requested by {md(job.cancel.get('by'))}; stopping…")
         note = jobs_view.heartbeat_note(job)
@@ -193,7 +198,9 @@ def queue_panel(who: Maintainer | None) -> None:
         )
     for job in [j for j in finished if j.state == "failed"][:3]:
         st.error(f"Job `{job.id}` (run `{job.request.run_id}`) failed:", icon=":material/error:")
-        st.code(hide_paths(job.status.error or "(no reason recorded)"), language=None, wrap_lines=True)
+        st.code(
+            hide_paths(job.status.error or "(no reason recorded)"), language=None, wrap_lines=True
+        )
     ids = [j.id for j in finished]
     chosen = st.selectbox(
         "Log of",

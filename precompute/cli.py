@@ -29,28 +29,44 @@ def command(name: str, help: str) -> Callable[[Builder], Builder]:
 @command("score", "recompute features, thresholds and curves of a run from its activations")
 def _score_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--run", required=True, help="run directory (local path or fsspec URL)")
-    p.add_argument("--variant", choices=["blog", "notebook"], default="blog",
-                   help="blog: the post's text (default); notebook: also the post's notebook score")
-    p.add_argument("--k", type=int, default=300, help="jsd order statistic that sets beta (default 300)")
+    p.add_argument(
+        "--variant",
+        choices=["blog", "notebook"],
+        default="blog",
+        help="blog: the post's text (default); notebook: also the post's notebook score",
+    )
+    p.add_argument(
+        "--k", type=int, default=300, help="jsd order statistic that sets beta (default 300)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
         from bilingual_core import ScoreConfig, score_run
         from bilingual_core.score_registry import SCORES, score_by_key
 
-        result = score_run(args.run, config=ScoreConfig(variant=args.variant, k=args.k), progress=not args.quiet)
+        result = score_run(
+            args.run, config=ScoreConfig(variant=args.variant, k=args.k), progress=not args.quiet
+        )
         s = result.scoring
-        print(f"scored {args.run}: {s['n_alive']} alive features, beta={s['beta']:.6g}, "
-              f"{s['n_activation_rows']:,} activations in {s['seconds']:.2f}s")
+        print(
+            f"scored {args.run}: {s['n_alive']} alive features, beta={s['beta']:.6g}, "
+            f"{s['n_activation_rows']:,} activations in {s['seconds']:.2f}s"
+        )
         for spec in (SCORES[0], score_by_key("bi")):  # the default ranking, and the post's
-            top = result.features.dropna(subset=[spec.rank_column]).sort_values(spec.rank_column).head(10)
+            top = (
+                result.features.dropna(subset=[spec.rank_column])
+                .sort_values(spec.rank_column)
+                .head(10)
+            )
             print(f"top features by {spec.key}:", ", ".join(str(f) for f in top["feature"]))
         return 0
 
     return run
 
 
-@command("sort-activations", "sort a run's activations.parquet into the order the contract requires")
+@command(
+    "sort-activations", "sort a run's activations.parquet into the order the contract requires"
+)
 def _sort_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--run", required=True, help="run directory (local path or fsspec URL)")
 
@@ -58,7 +74,9 @@ def _sort_args(p: argparse.ArgumentParser) -> Handler:
         from bilingual_core.sorting import sort_run_activations
 
         rows = sort_run_activations(args.run)
-        print(f"sorted {rows:,} activations of {args.run}; score it with: python -m precompute score --run {args.run}")
+        print(
+            f"sorted {rows:,} activations of {args.run}; score it with: python -m precompute score --run {args.run}"
+        )
         return 0
 
     return run
@@ -79,12 +97,20 @@ def _synthetic_args(p: argparse.ArgumentParser) -> Handler:
         from bilingual_core import ScoreConfig, SyntheticConfig, score_run, write_synthetic_run
         from bilingual_core.storage import join, open_root
 
-        cfg = SyntheticConfig(n_pairs=args.n_pairs, d_sae=args.d_sae, mean_tokens=args.mean_tokens,
-                              features_per_token=args.features_per_token, seed=args.seed, run_id=args.run_id)
+        cfg = SyntheticConfig(
+            n_pairs=args.n_pairs,
+            d_sae=args.d_sae,
+            mean_tokens=args.mean_tokens,
+            features_per_token=args.features_per_token,
+            seed=args.seed,
+            run_id=args.run_id,
+        )
         write_synthetic_run(args.out, cfg, overwrite=args.overwrite)
         _, root = open_root(args.out)
         result = score_run(args.out, args.run_id, ScoreConfig(), progress=True)
-        print(f"wrote {join(root, args.run_id)}: {result.scoring['n_activation_rows']:,} activations")
+        print(
+            f"wrote {join(root, args.run_id)}: {result.scoring['n_activation_rows']:,} activations"
+        )
         return 0
 
     return run
@@ -94,9 +120,14 @@ def _load_plugins() -> None:
     """Import modules that register further subcommands (cheap: they import torch lazily)."""
     import importlib
 
-    for module in ("precompute.commands", "precompute.importer", "precompute.worker_commands",
-                   "precompute.local_models.gemma3", "precompute.local_models.train_sae",
-                   "precompute.evidence.commands"):
+    for module in (
+        "precompute.commands",
+        "precompute.importer",
+        "precompute.worker_commands",
+        "precompute.local_models.gemma3",
+        "precompute.local_models.train_sae",
+        "precompute.evidence.commands",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -106,7 +137,9 @@ def _load_plugins() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_plugins()
-    parser = argparse.ArgumentParser(prog="python -m precompute", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m precompute", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (builder, help_text) in _COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
@@ -125,5 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was replaced (partial output, if any, is kept for --resume)", file=sys.stderr)
+        print(
+            "interrupted: nothing was replaced (partial output, if any, is kept for --resume)",
+            file=sys.stderr,
+        )
         return 130

@@ -16,8 +16,11 @@ from precompute.executor_args import check_executor_args
 def add_settings(p: argparse.ArgumentParser, groups: tuple[str, ...] | None = None) -> None:
     """Options for the entries of ``jobs.settings.SETTINGS`` (those of ``groups``, or all:
     the run command's options)."""
-    targets = {group: (p if group == "run" else p.add_argument_group(title))
-               for group, title in GROUP_TITLES.items() if groups is None or group in groups}
+    targets = {
+        group: (p if group == "run" else p.add_argument_group(title))
+        for group, title in GROUP_TITLES.items()
+        if groups is None or group in groups
+    }
     for s in SETTINGS:
         if s.group not in targets:
             continue
@@ -26,14 +29,29 @@ def add_settings(p: argparse.ArgumentParser, groups: tuple[str, ...] | None = No
             target.add_argument(s.flag, dest=s.name, action="store_true", help=s.help)
             continue
         if s.kind == "multi":
-            target.add_argument(s.flag, dest=s.name, action="append", default=list(s.default),
-                                metavar=s.metavar, help=s.help)
+            target.add_argument(
+                s.flag,
+                dest=s.name,
+                action="append",
+                default=list(s.default),
+                metavar=s.metavar,
+                help=s.help,
+            )
             continue
-        kwargs = {"type": {"int": int, "float": float}[s.kind]} if s.kind in ("int", "float") else {}
+        kwargs = (
+            {"type": {"int": int, "float": float}[s.kind]} if s.kind in ("int", "float") else {}
+        )
         if s.kind == "choice":
             kwargs["choices"] = s.choices
-        target.add_argument(s.flag, dest=s.name, default=s.default, required=s.required,
-                            metavar=s.metavar, help=s.help, **kwargs)
+        target.add_argument(
+            s.flag,
+            dest=s.name,
+            default=s.default,
+            required=s.required,
+            metavar=s.metavar,
+            help=s.help,
+            **kwargs,
+        )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -64,12 +82,22 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
             else:
                 from precompute.extract.pipeline import run_extraction
 
-                result = run_extraction(config, out, run_id, overwrite=args.overwrite, resume=args.resume,
-                                        shard=args.shard, num_shards=args.num_shards, staging=args.staging,
-                                        progress=not args.quiet)
+                result = run_extraction(
+                    config,
+                    out,
+                    run_id,
+                    overwrite=args.overwrite,
+                    resume=args.resume,
+                    shard=args.shard,
+                    num_shards=args.num_shards,
+                    staging=args.staging,
+                    progress=not args.quiet,
+                )
         if args.num_shards > 1:
-            print(f"shard {args.shard} of {args.num_shards} staged in {result.directory}; when every shard "
-                  f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}")
+            print(
+                f"shard {args.shard} of {args.num_shards} staged in {result.directory}; when every shard "
+                f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}"
+            )
             return 0
         _print_summary(result, out)
         if not args.no_logits:  # logit effects + decoder neighbours (precompute/evidence)
@@ -79,7 +107,9 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
         for url in args.push_to:
             from precompute.publish import publish_run
 
-            location = publish_run(f"{str(out).rstrip('/')}/{run_id}", url, overwrite=args.overwrite)
+            location = publish_run(
+                f"{str(out).rstrip('/')}/{run_id}", url, overwrite=args.overwrite
+            )
             print(f"published to {location}")
         return 0
 
@@ -88,7 +118,9 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
 
 @command("merge", "join the staged shards of a sharded run into one scored run directory")
 def _merge_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--shards", nargs="+", required=True, help="shard staging directories (shard-*-of-*)")
+    p.add_argument(
+        "--shards", nargs="+", required=True, help="shard staging directories (shard-*-of-*)"
+    )
     p.add_argument("--out", required=True, help="results root to write the run into")
     p.add_argument("--run-id", required=True, help="run directory name")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
@@ -97,7 +129,9 @@ def _merge_args(p: argparse.ArgumentParser) -> Handler:
     def run(args: argparse.Namespace) -> int:
         from precompute.extract.merge import finalize
 
-        manifest = finalize(args.shards, args.out, args.run_id, overwrite=args.overwrite, progress=not args.quiet)
+        manifest = finalize(
+            args.shards, args.out, args.run_id, overwrite=args.overwrite, progress=not args.quiet
+        )
         _print_summary(manifest, args.out)
         return 0
 
@@ -108,17 +142,29 @@ def _print_summary(manifest, out: str) -> None:
     ex, sc = manifest.extraction, manifest.scoring
     tokens = sum(ex.get("n_tokens", {}).values())
     truncated = sum(ex.get("n_truncated", {}).values())
-    print(f"wrote run {manifest.run_id!r} under {out}: {manifest.n_pairs} pairs, {tokens:,} tokens "
-          f"({truncated} sentences truncated to {ex.get('max_tokens')} tokens), "
-          f"{ex.get('n_activations', 0):,} activations (L0 {ex.get('mean_l0')}), "
-          f"{ex.get('tokens_per_second')} tokens/s; {sc.get('n_alive')} alive features")
+    print(
+        f"wrote run {manifest.run_id!r} under {out}: {manifest.n_pairs} pairs, {tokens:,} tokens "
+        f"({truncated} sentences truncated to {ex.get('max_tokens')} tokens), "
+        f"{ex.get('n_activations', 0):,} activations (L0 {ex.get('mean_l0')}), "
+        f"{ex.get('tokens_per_second')} tokens/s; {sc.get('n_alive')} alive features"
+    )
 
 
 def _dry_run(config, out: str, run_id: str) -> int:
     from precompute.checks import offline_plan
 
-    print(json.dumps({"run_id": run_id, "out": out, "config": config.to_dict(),
-                      "fingerprint": config.fingerprint()}, indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "out": out,
+                "config": config.to_dict(),
+                "fingerprint": config.fingerprint(),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     if not config.model.is_tiny:
         print(json.dumps({"offline_checks": offline_plan(config)}, indent=2, default=str))
     print("dry run: nothing was extracted", file=sys.stderr)

@@ -17,8 +17,14 @@ from typing import Any
 from jobs.config import CorpusSource, display_path
 from precompute.errors import CorpusError
 
-LOCAL_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
-                 ".parquet": "parquet", ".pq": "parquet"}
+LOCAL_FORMATS = {
+    ".tsv": "tsv",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 @dataclass(frozen=True)
@@ -46,15 +52,25 @@ def load_corpus(source: CorpusSource) -> ParallelCorpus:
         raise CorpusError(f"corpus {source.source} is empty (no sentence pairs)")
     if source.sample_size is not None:
         if source.sample_size > n_available:
-            raise CorpusError(f"asked for a sample of {source.sample_size} pairs but {source.source} "
-                              f"has only {n_available}; lower --sample-size or pass --sample-size all")
+            raise CorpusError(
+                f"asked for a sample of {source.sample_size} pairs but {source.source} "
+                f"has only {n_available}; lower --sample-size or pass --sample-size all"
+            )
         dataset = dataset.shuffle(seed=source.seed).select(range(source.sample_size))
     texts = _columns(dataset, source)
     _check_aligned(texts, source)
-    info = {"source": display_path(source.path) if source.path else source.source, "config": source.config, "split": source.split,
-            "field": source.field, "seed": source.seed if source.sample_size is not None else None,
-            "sample_size": source.sample_size, "n_available": n_available,
-            "sampling": "shuffle(seed).select(range(sample_size))" if source.sample_size else "all rows in order"}
+    info = {
+        "source": display_path(source.path) if source.path else source.source,
+        "config": source.config,
+        "split": source.split,
+        "field": source.field,
+        "seed": source.seed if source.sample_size is not None else None,
+        "sample_size": source.sample_size,
+        "n_available": n_available,
+        "sampling": "shuffle(seed).select(range(sample_size))"
+        if source.sample_size
+        else "all rows in order",
+    }
     if source.path is not None:
         info["sha256"] = file_sha256(source.path)
     return ParallelCorpus(tuple(source.languages), texts, info)
@@ -74,8 +90,10 @@ def _load_hub(source: CorpusSource):
     try:
         return datasets.load_dataset(source.dataset, source.config, split=source.split)
     except Exception as exc:  # datasets raises many kinds; say what was asked for
-        raise CorpusError(f"could not load dataset {source.dataset!r} (config {source.config!r}, "
-                          f"split {source.split!r}): {exc}") from exc
+        raise CorpusError(
+            f"could not load dataset {source.dataset!r} (config {source.config!r}, "
+            f"split {source.split!r}): {exc}"
+        ) from exc
 
 
 def read_local_table(path: str | Path):
@@ -87,8 +105,10 @@ def read_local_table(path: str | Path):
         raise CorpusError(f"corpus file {path} does not exist")
     kind = LOCAL_FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise CorpusError(f"corpus file {path}: unknown format {path.suffix!r} "
-                          f"(use one of {sorted(LOCAL_FORMATS)})")
+        raise CorpusError(
+            f"corpus file {path}: unknown format {path.suffix!r} "
+            f"(use one of {sorted(LOCAL_FORMATS)})"
+        )
     if kind in ("tsv", "csv"):
         return _read_delimited(path, kind)
     try:
@@ -97,7 +117,9 @@ def read_local_table(path: str | Path):
         return pd.read_parquet(path)
     except (pd.errors.ParserError, ValueError) as exc:
         # The parser's message may quote the file; name the file and the kind of problem only.
-        raise CorpusError(f"corpus file {path} is malformed (not valid {kind}: {type(exc).__name__})") from exc
+        raise CorpusError(
+            f"corpus file {path} is malformed (not valid {kind}: {type(exc).__name__})"
+        ) from exc
 
 
 def _read_delimited(path: Path, kind: str):
@@ -128,8 +150,9 @@ def _read_delimited(path: Path, kind: str):
                 else:
                     rows.append(row)
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise CorpusError(f"corpus file {path} is malformed (not valid UTF-8 {kind}: "
-                          f"{type(exc).__name__})") from exc
+        raise CorpusError(
+            f"corpus file {path} is malformed (not valid UTF-8 {kind}: {type(exc).__name__})"
+        ) from exc
     if header is None:
         raise CorpusError(f"corpus file {path} is empty")
     if len(set(header)) != len(header):
@@ -146,8 +169,10 @@ def _load_local(source: CorpusSource):
     missing = [lang for lang in source.languages if lang not in frame.columns]
     if missing:
         # Never list the file's columns: an error is shown to every visitor of the app.
-        raise CorpusError(f"corpus file {source.path} has no column for language(s) {missing} "
-                          f"(it has {len(frame.columns)} columns; one column per language code expected)")
+        raise CorpusError(
+            f"corpus file {source.path} has no column for language(s) {missing} "
+            f"(it has {len(frame.columns)} columns; one column per language code expected)"
+        )
     frame = frame[list(source.languages)]
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
@@ -156,18 +181,24 @@ def _columns(dataset, source: CorpusSource) -> dict[str, list[str]]:
     if source.field is None:
         missing = [lang for lang in source.languages if lang not in dataset.column_names]
         if missing:
-            raise CorpusError(f"{source.source} has no column for language(s) {missing}"
-                              f"{_columns_note(dataset, source)}")
+            raise CorpusError(
+                f"{source.source} has no column for language(s) {missing}"
+                f"{_columns_note(dataset, source)}"
+            )
         return {lang: list(dataset[lang]) for lang in source.languages}
     if source.field not in dataset.column_names:
-        raise CorpusError(f"{source.source} has no field {source.field!r}{_columns_note(dataset, source)} "
-                          "(pass --field '' for one column per language)")
+        raise CorpusError(
+            f"{source.source} has no field {source.field!r}{_columns_note(dataset, source)} "
+            "(pass --field '' for one column per language)"
+        )
     rows = dataset[source.field]
     out: dict[str, list[str]] = {lang: [] for lang in source.languages}
     for k, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise CorpusError(f"{source.source}: row {k} of field {source.field!r} is not a "
-                              "{language: text} mapping")
+            raise CorpusError(
+                f"{source.source}: row {k} of field {source.field!r} is not a "
+                "{language: text} mapping"
+            )
         for lang in source.languages:
             out[lang].append(row.get(lang))
     return out

@@ -17,15 +17,19 @@ def resolve_device(config: RunConfig) -> str:
     requested = config.extraction.device
     has_gpu = cuda_available()
     if requested == "cuda" and not has_gpu:
-        raise DeviceError("--device cuda was asked for but no CUDA GPU is visible to torch "
-                          "(torch.cuda.is_available() is False); pass --device cpu to run on the CPU")
+        raise DeviceError(
+            "--device cuda was asked for but no CUDA GPU is visible to torch "
+            "(torch.cuda.is_available() is False); pass --device cpu to run on the CPU"
+        )
     if requested == "auto":
         if has_gpu:
             return "cuda"
         if config.extraction.needs_gpu:
             name = config.preset or config.model.name
-            raise DeviceError(f"the {name} preset needs a CUDA GPU and none was found; pass --device cpu "
-                              "to run it on the CPU anyway (very slow for a 2B model), or use --preset tiny")
+            raise DeviceError(
+                f"the {name} preset needs a CUDA GPU and none was found; pass --device cpu "
+                "to run it on the CPU anyway (very slow for a 2B model), or use --preset tiny"
+            )
         return "cpu"
     return requested
 

@@ -17,8 +17,15 @@ from jobs.settings import SETTINGS
 
 def check_executor_args(args: argparse.Namespace) -> None:
     """Refuse Ray-only flags without ``--executor ray``, and bad values."""
-    ray_flags = [flag for flag, value in (("--ray-address", args.ray_address), ("--workers", args.workers),
-                                          ("--gpus-per-worker", args.gpus_per_worker)) if value is not None]
+    ray_flags = [
+        flag
+        for flag, value in (
+            ("--ray-address", args.ray_address),
+            ("--workers", args.workers),
+            ("--gpus-per-worker", args.gpus_per_worker),
+        )
+        if value is not None
+    ]
     if args.executor != "ray" and ray_flags:
         raise ValueError(f"{', '.join(ray_flags)} only apply with --executor ray")
     if args.workers is not None and args.workers < 1:
@@ -32,5 +39,8 @@ def executor_run_args(args: argparse.Namespace) -> list[str]:
     check_executor_args(args)
     if args.executor == "local":
         return []
-    return [f"{s.flag}={getattr(args, s.name)}" for s in SETTINGS
-            if s.group == "executor" and getattr(args, s.name) is not None]
+    return [
+        f"{s.flag}={getattr(args, s.name)}"
+        for s in SETTINGS
+        if s.group == "executor" and getattr(args, s.name) is not None
+    ]

@@ -99,8 +99,14 @@ REFERENCE_SETUP: dict[str, dict[str, Any]] = {
     },
 }
 # How the post drew its 500 pairs (docs/importer.md).
-POST_SAMPLE = {"source": "Helsinki-NLP/opus_books", "config": "en-es", "split": "train",
-               "seed": 42, "sample_size": 500, "method": "shuffle(seed=42).select(range(500))"}
+POST_SAMPLE = {
+    "source": "Helsinki-NLP/opus_books",
+    "config": "en-es",
+    "split": "train",
+    "seed": 42,
+    "sample_size": 500,
+    "method": "shuffle(seed=42).select(range(500))",
+}
 
 
 class PublishedFormatError(ValueError):
@@ -123,7 +129,9 @@ class Source:
 def _parquet_files(path: Path, split: str) -> list[Path]:
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*.parquet") if not any(part.startswith(".") for part in p.parts))
+    files = sorted(
+        p for p in path.rglob("*.parquet") if not any(part.startswith(".") for part in p.parts)
+    )
     if not files:
         raise FileNotFoundError(f"no .parquet files under {path}")
 
@@ -160,12 +168,18 @@ def open_local(path: Path, split: str, batch_rows: int) -> Source:
 
     def batches() -> Iterator[pa.RecordBatch]:
         for f in files:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns, use_threads=False)
+            yield from pq.ParquetFile(f).iter_batches(
+                batch_size=batch_rows, columns=columns, use_threads=False
+            )
 
-    return Source(batches(), n_rows, {"format": "parquet", "files": [str(f) for f in files]}, columns)
+    return Source(
+        batches(), n_rows, {"format": "parquet", "files": [str(f) for f in files]}, columns
+    )
 
 
-def open_hub(dataset_id: str, split: str, batch_rows: int, streaming: bool, revision: str | None) -> Source:
+def open_hub(
+    dataset_id: str, split: str, batch_rows: int, streaming: bool, revision: str | None
+) -> Source:
     """The dataset from the Hugging Face hub through ``datasets`` (needs the network)."""
     import datasets  # lazy: only this path needs it
 
@@ -180,8 +194,14 @@ def open_hub(dataset_id: str, split: str, batch_rows: int, streaming: bool, revi
     return Source(ds.with_format("arrow").iter(batch_size=batch_rows), n_rows, description, columns)
 
 
-def open_source(source: str, split: str, batch_rows: int, *, streaming: bool = False,
-                revision: str | None = None) -> Source:
+def open_source(
+    source: str,
+    split: str,
+    batch_rows: int,
+    *,
+    streaming: bool = False,
+    revision: str | None = None,
+) -> Source:
     """A local Parquet file or directory when ``source`` exists on disk, else a hub dataset id."""
     path = Path(source).expanduser()
     if path.exists():
@@ -189,7 +209,9 @@ def open_source(source: str, split: str, batch_rows: int, *, streaming: bool = F
     parts = source.split("/")
     if len(parts) == 2 and all(parts) and not source.startswith((".", "~")):
         return open_hub(source, split, batch_rows, streaming, revision)
-    raise FileNotFoundError(f"--source {source!r}: no such file or directory, and not a Hugging Face dataset id (owner/name)")
+    raise FileNotFoundError(
+        f"--source {source!r}: no such file or directory, and not a Hugging Face dataset id (owner/name)"
+    )
 
 
 # --------------------------------------------------------------------------- one row
@@ -204,18 +226,26 @@ def _dense(cell: pa.Array, ndim: int, name: str, where: str) -> np.ndarray:
             arr = arr.storage
         t = arr.type
         if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
-            raise PublishedFormatError(f"{where}: {name} must be a {ndim}-d array, found {level} level(s) of lists")
+            raise PublishedFormatError(
+                f"{where}: {name} must be a {ndim}-d array, found {level} level(s) of lists"
+            )
         if arr.null_count:
             raise PublishedFormatError(f"{where}: {name} contains nulls")
         lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
         if len(lengths) and (lengths != lengths[0]).any():
-            raise PublishedFormatError(f"{where}: {name} is ragged (lists of lengths {sorted(set(lengths.tolist()))} "
-                                       f"at depth {level + 1})")
+            raise PublishedFormatError(
+                f"{where}: {name} is ragged (lists of lengths {sorted(set(lengths.tolist()))} "
+                f"at depth {level + 1})"
+            )
         shape.append(int(lengths[0]) if len(lengths) else 0)
         arr = arr.flatten()
     if isinstance(arr, pa.ExtensionArray):
         arr = arr.storage
-    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
+    if (
+        pa.types.is_list(arr.type)
+        or pa.types.is_large_list(arr.type)
+        or pa.types.is_fixed_size_list(arr.type)
+    ):
         raise PublishedFormatError(f"{where}: {name} has more than {ndim} dimensions")
     if arr.null_count:
         raise PublishedFormatError(f"{where}: {name} contains nulls")
@@ -229,11 +259,15 @@ def _by_lang(value: Any, name: str, where: str, rows_order: bool) -> dict[str, A
     if isinstance(value, dict):
         missing = [lang for lang in LANGUAGES if lang not in value or value[lang] is None]
         if missing:
-            raise PublishedFormatError(f"{where}: {name} has no {' or '.join(missing)!s} entry (has {sorted(value)})")
+            raise PublishedFormatError(
+                f"{where}: {name} has no {' or '.join(missing)!s} entry (has {sorted(value)})"
+            )
         return value
     if rows_order and isinstance(value, list) and len(value) == 2:
         return {lang: value[row] for lang, row in SOURCE_ROW.items()}
-    raise PublishedFormatError(f"{where}: {name} must be a struct with fields en and es, got {type(value).__name__}")
+    raise PublishedFormatError(
+        f"{where}: {name} must be a struct with fields en and es, got {type(value).__name__}"
+    )
 
 
 def real_length(token_ids: np.ndarray, strings: list[str], lang: str, where: str) -> int:
@@ -245,11 +279,15 @@ def real_length(token_ids: np.ndarray, strings: list[str], lang: str, where: str
     n = len(strings)
     width = len(token_ids)
     if n > width:
-        raise PublishedFormatError(f"{where}: str_tokens[{lang!r}] has {n} tokens but the tokens row has only {width}")
+        raise PublishedFormatError(
+            f"{where}: str_tokens[{lang!r}] has {n} tokens but the tokens row has only {width}"
+        )
     while n > 1 and strings[n - 1] in PAD_STRINGS and token_ids[n - 1] == PAD_ID:
         n -= 1
     if n < 1:
-        raise PublishedFormatError(f"{where}: str_tokens[{lang!r}] is empty (expected {BOS_STRING} first)")
+        raise PublishedFormatError(
+            f"{where}: str_tokens[{lang!r}] is empty (expected {BOS_STRING} first)"
+        )
     if strings[0] != BOS_STRING and token_ids[0] != BOS_ID:
         raise PublishedFormatError(
             f"{where}: position 0 of the {lang} sentence is {strings[0]!r} (id {int(token_ids[0])}), not {BOS_STRING}"
@@ -276,7 +314,9 @@ class Accumulator:
     value: list[np.ndarray] = field(default_factory=list)
     n: int = 0
 
-    def add(self, pair: int, lang: int, position: np.ndarray, feature: np.ndarray, value: np.ndarray) -> None:
+    def add(
+        self, pair: int, lang: int, position: np.ndarray, feature: np.ndarray, value: np.ndarray
+    ) -> None:
         if len(value) == 0:
             return
         self.pair.append(np.full(len(value), pair, np.int32))
@@ -290,17 +330,25 @@ class Accumulator:
         """All rows sorted by (feature, pair_id, lang in manifest order, position)."""
         if self.n == 0:
             return ACTIVATIONS_SCHEMA.empty_table()
-        cat = {name: np.concatenate(getattr(self, name)) for name in ("pair", "lang", "position", "feature", "value")}
+        cat = {
+            name: np.concatenate(getattr(self, name))
+            for name in ("pair", "lang", "position", "feature", "value")
+        }
         for name in ("pair", "lang", "position", "feature", "value"):
             getattr(self, name).clear()
         order = np.lexsort((cat["position"], cat["lang"], cat["pair"], cat["feature"]))
-        return pa.table({
-            "pair_id": pa.array(cat["pair"][order], pa.int32()),
-            "lang": pa.DictionaryArray.from_arrays(pa.array(cat["lang"][order], pa.int8()), lang_dict),
-            "position": pa.array(cat["position"][order], pa.int32()),
-            "feature": pa.array(cat["feature"][order], pa.int32()),
-            "activation": pa.array(cat["value"][order], pa.float32()),
-        }, schema=ACTIVATIONS_SCHEMA)
+        return pa.table(
+            {
+                "pair_id": pa.array(cat["pair"][order], pa.int32()),
+                "lang": pa.DictionaryArray.from_arrays(
+                    pa.array(cat["lang"][order], pa.int8()), lang_dict
+                ),
+                "position": pa.array(cat["position"][order], pa.int32()),
+                "feature": pa.array(cat["feature"][order], pa.int32()),
+                "activation": pa.array(cat["value"][order], pa.float32()),
+            },
+            schema=ACTIVATIONS_SCHEMA,
+        )
 
 
 @dataclass
@@ -329,22 +377,30 @@ class Imported:
         return len(self.source_ids)
 
 
-def import_row(state: Imported, row: dict[str, Any], tokens: np.ndarray, sae: np.ndarray, where: str) -> None:
+def import_row(
+    state: Imported, row: dict[str, Any], tokens: np.ndarray, sae: np.ndarray, where: str
+) -> None:
     """Add one dataset row (one sentence pair) to ``state``."""
     pair = state.n_pairs
     if tokens.ndim != 2 or tokens.shape[0] != 2:
-        raise PublishedFormatError(f"{where}: tokens has shape {tokens.shape}, expected (2, L) (row 0 es, row 1 en)")
+        raise PublishedFormatError(
+            f"{where}: tokens has shape {tokens.shape}, expected (2, L) (row 0 es, row 1 en)"
+        )
     width = tokens.shape[1]
     if sae.ndim != 3 or sae.shape[:2] != (2, width):
-        raise PublishedFormatError(f"{where}: sae_features has shape {sae.shape}, expected (2, {width}, d_sae) "
-                                   f"to match tokens {tokens.shape}")
+        raise PublishedFormatError(
+            f"{where}: sae_features has shape {sae.shape}, expected (2, {width}, d_sae) "
+            f"to match tokens {tokens.shape}"
+        )
     if state.d_sae is None:
         if sae.shape[2] < 1:
             raise PublishedFormatError(f"{where}: sae_features has d_sae = 0")
         state.d_sae = int(sae.shape[2])
         state.dtype = str(sae.dtype)
     elif sae.shape[2] != state.d_sae:
-        raise PublishedFormatError(f"{where}: sae_features has d_sae {sae.shape[2]}, earlier rows had {state.d_sae}")
+        raise PublishedFormatError(
+            f"{where}: sae_features has d_sae {sae.shape[2]}, earlier rows had {state.d_sae}"
+        )
     if not np.issubdtype(tokens.dtype, np.integer):
         raise PublishedFormatError(f"{where}: tokens holds {tokens.dtype}, expected integers")
     if not np.isfinite(sae).all():
@@ -387,9 +443,14 @@ def read_source(source: Source, limit: int | None, progress: bool) -> Imported:
         for batch in source.batches:
             if limit is not None and state.n_pairs >= limit:
                 break
-            rows_left = batch.num_rows if limit is None else min(batch.num_rows, limit - state.n_pairs)
-            meta = {c: batch.column(c).to_pylist()[:rows_left]
-                    for c in ("id", "translation", "str_tokens") if c in batch.column_names}
+            rows_left = (
+                batch.num_rows if limit is None else min(batch.num_rows, limit - state.n_pairs)
+            )
+            meta = {
+                c: batch.column(c).to_pylist()[:rows_left]
+                for c in ("id", "translation", "str_tokens")
+                if c in batch.column_names
+            }
             tok_col = batch.column("tokens")
             sae_col = batch.column("sae_features")
             for i in range(rows_left):
@@ -429,21 +490,32 @@ def write_inputs(writer: RunWriter, state: Imported) -> tuple[int, int]:
     """pairs, tokens, activations and pad_activations into the writer's directory."""
     lang_dict = pa.array(list(LANGUAGES), pa.string())
     n, m = state.n_pairs, len(LANGUAGES)
-    pairs = pa.table({
-        "pair_id": pa.array(np.repeat(np.arange(n, dtype=np.int32), m), pa.int32()),
-        "lang": pa.DictionaryArray.from_arrays(pa.array(np.tile(np.arange(m, dtype=np.int8), n), pa.int8()),
-                                               lang_dict),
-        "text": pa.array([state.texts[lang][k] for k in range(n) for lang in LANGUAGES], pa.string()),
-        "source_id": pa.array([state.source_ids[k] for k in range(n) for _ in LANGUAGES], pa.string()),
-    }, schema=PAIRS_SCHEMA.append(pa.field("source_id", pa.string(), nullable=False)))
+    pairs = pa.table(
+        {
+            "pair_id": pa.array(np.repeat(np.arange(n, dtype=np.int32), m), pa.int32()),
+            "lang": pa.DictionaryArray.from_arrays(
+                pa.array(np.tile(np.arange(m, dtype=np.int8), n), pa.int8()), lang_dict
+            ),
+            "text": pa.array(
+                [state.texts[lang][k] for k in range(n) for lang in LANGUAGES], pa.string()
+            ),
+            "source_id": pa.array(
+                [state.source_ids[k] for k in range(n) for _ in LANGUAGES], pa.string()
+            ),
+        },
+        schema=PAIRS_SCHEMA.append(pa.field("source_id", pa.string(), nullable=False)),
+    )
     writer.write_table(PAIRS, pairs)
-    tokens = pa.table({
-        "pair_id": pa.array(np.concatenate(state.tok_pair), pa.int32()),
-        "lang": _lang_array(state.tok_lang, lang_dict),
-        "position": pa.array(np.concatenate(state.tok_pos), pa.int32()),
-        "token_id": pa.array(np.concatenate(state.tok_id), pa.int32()),
-        "token": pa.array(state.tok_text, pa.string()),
-    }, schema=TOKENS_SCHEMA)
+    tokens = pa.table(
+        {
+            "pair_id": pa.array(np.concatenate(state.tok_pair), pa.int32()),
+            "lang": _lang_array(state.tok_lang, lang_dict),
+            "position": pa.array(np.concatenate(state.tok_pos), pa.int32()),
+            "token_id": pa.array(np.concatenate(state.tok_id), pa.int32()),
+            "token": pa.array(state.tok_text, pa.string()),
+        },
+        schema=TOKENS_SCHEMA,
+    )
     writer.write_table(TOKENS, tokens)
     counts = []
     for name, acc in ((ACTIVATIONS, state.real), (PAD_ACTIVATIONS, state.pad)):
@@ -465,10 +537,22 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def build_manifest(run_id: str, source_arg: str, source: Source, split: str, state: Imported,
-                   limit: int | None, n_act: int, n_pad: int) -> Manifest:
+def build_manifest(
+    run_id: str,
+    source_arg: str,
+    source: Source,
+    split: str,
+    state: Imported,
+    limit: int | None,
+    n_act: int,
+    n_pad: int,
+) -> Manifest:
     corpus: dict[str, Any] = {
-        "source": source_arg, "config": None, "split": split, "seed": None, "sample_size": state.n_pairs,
+        "source": source_arg,
+        "config": None,
+        "split": split,
+        "seed": None,
+        "sample_size": state.n_pairs,
         **source.description,
     }
     if limit is not None:
@@ -478,15 +562,27 @@ def build_manifest(run_id: str, source_arg: str, source: Source, split: str, sta
         corpus["derived_from"] = dict(POST_SAMPLE)
     assert state.d_sae is not None
     return Manifest(
-        run_id=run_id, languages=list(LANGUAGES), n_pairs=state.n_pairs, d_sae=state.d_sae,
-        model=dict(REFERENCE_SETUP["model"]), sae=dict(REFERENCE_SETUP["sae"]), corpus=corpus,
+        run_id=run_id,
+        languages=list(LANGUAGES),
+        n_pairs=state.n_pairs,
+        d_sae=state.d_sae,
+        model=dict(REFERENCE_SETUP["model"]),
+        sae=dict(REFERENCE_SETUP["sae"]),
+        corpus=corpus,
         extraction={
-            "importer": "precompute.importer", "published_dataset": PUBLISHED_DATASET,
-            "dtype": state.dtype, "batch_size": None, "max_tokens": state.max_width, "device": None,
+            "importer": "precompute.importer",
+            "published_dataset": PUBLISHED_DATASET,
+            "dtype": state.dtype,
+            "batch_size": None,
+            "max_tokens": state.max_width,
+            "device": None,
             "source_row_order": {lang: row for lang, row in SOURCE_ROW.items()},
-            "n_activations": n_act, "n_pad_activations": n_pad,
-            "n_real_tokens": dict(state.n_real_tokens), "n_pad_positions": dict(state.n_pad_positions),
-            "n_bos_activations_dropped": state.n_bos_nonzero, "n_negative_values_ignored": state.n_negative,
+            "n_activations": n_act,
+            "n_pad_activations": n_pad,
+            "n_real_tokens": dict(state.n_real_tokens),
+            "n_pad_positions": dict(state.n_pad_positions),
+            "n_bos_activations_dropped": state.n_bos_nonzero,
+            "n_negative_values_ignored": state.n_negative,
         },
         versions=_versions(),
     )
@@ -539,7 +635,9 @@ def import_published(
     config = ScoreConfig(variant="notebook", k=k)
     fs, root = open_root(out)
     if fs.exists(join(root, run_id)) and not overwrite:
-        raise RunExistsError(f"run {run_id!r} already exists under {root}; pass --overwrite to replace it")
+        raise RunExistsError(
+            f"run {run_id!r} already exists under {root}; pass --overwrite to replace it"
+        )
     src = open_source(source, split, batch_rows, streaming=streaming, revision=revision)
     state = read_source(src, limit, progress)
     # The unscored run is written and scored under a hidden staging root next to
@@ -554,58 +652,99 @@ def import_published(
         scored = score_run(fs.unstrip_protocol(staging), run_id, config, progress=progress)
         staged = Run.open_fs(fs, join(staging, run_id))
         names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(staged.path, detail=False)]
-        with RunWriter(root, run_id, overwrite=overwrite, keep_from=staged.path, fs=fs,
-                       keep_files=[name for name in names if name != MANIFEST]) as writer:
+        with RunWriter(
+            root,
+            run_id,
+            overwrite=overwrite,
+            keep_from=staged.path,
+            fs=fs,
+            keep_files=[name for name in names if name != MANIFEST],
+        ) as writer:
             path = writer.commit(staged.manifest)
     finally:
         if fs.exists(staging):
             fs.rm(staging, recursive=True)
-    return ImportResult(path, staged.manifest, scored.features, n_act, n_pad, round(time.perf_counter() - t0, 3))
+    return ImportResult(
+        path, staged.manifest, scored.features, n_act, n_pad, round(time.perf_counter() - t0, 3)
+    )
 
 
 # --------------------------------------------------------------------------- CLI
 
 
-@command("import-published", "convert the post's published activations (hub dataset or local Parquet) into a scored run")
+@command(
+    "import-published",
+    "convert the post's published activations (hub dataset or local Parquet) into a scored run",
+)
 def _import_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--source", default=PUBLISHED_DATASET,
-                   help=f"Hugging Face dataset id (default {PUBLISHED_DATASET}; needs the network) "
-                        "or a local Parquet file or directory in the same schema")
-    p.add_argument("--out", default=None, help="results root (default: $BILINGUAL_RESULTS_DIR or results/)")
+    p.add_argument(
+        "--source",
+        default=PUBLISHED_DATASET,
+        help=f"Hugging Face dataset id (default {PUBLISHED_DATASET}; needs the network) "
+        "or a local Parquet file or directory in the same schema",
+    )
+    p.add_argument(
+        "--out", default=None, help="results root (default: $BILINGUAL_RESULTS_DIR or results/)"
+    )
     p.add_argument("--run-id", default="published", help="run directory name (default: published)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of that id")
     p.add_argument("--limit", type=int, default=None, help="import only the first N pairs")
     p.add_argument("--split", default="train", help="dataset split (default: train)")
     p.add_argument("--revision", default=None, help="hub dataset revision (branch, tag or commit)")
-    p.add_argument("--streaming", action="store_true",
-                   help="stream the hub dataset instead of caching it on disk first")
-    p.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS,
-                   help=f"rows read at once (default {DEFAULT_BATCH_ROWS}; one row is 2 x L x d_sae floats)")
-    p.add_argument("--k", type=int, default=300, help="jsd order statistic that sets beta (default 300)")
-    p.add_argument("--check-post", action="store_true",
-                   help="exit with status 1 unless the notebook top features equal the post's")
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="stream the hub dataset instead of caching it on disk first",
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"rows read at once (default {DEFAULT_BATCH_ROWS}; one row is 2 x L x d_sae floats)",
+    )
+    p.add_argument(
+        "--k", type=int, default=300, help="jsd order statistic that sets beta (default 300)"
+    )
+    p.add_argument(
+        "--check-post",
+        action="store_true",
+        help="exit with status 1 unless the notebook top features equal the post's",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
         from bilingual_core import results_root_from_env
 
         result = import_published(
-            args.source, args.out or results_root_from_env(), args.run_id, overwrite=args.overwrite,
-            limit=args.limit, split=args.split, batch_rows=args.batch_rows, streaming=args.streaming,
-            revision=args.revision, k=args.k, progress=not args.quiet,
+            args.source,
+            args.out or results_root_from_env(),
+            args.run_id,
+            overwrite=args.overwrite,
+            limit=args.limit,
+            split=args.split,
+            batch_rows=args.batch_rows,
+            streaming=args.streaming,
+            revision=args.revision,
+            k=args.k,
+            progress=not args.quiet,
         )
         man = result.manifest
-        print(f"imported {man.n_pairs} pairs into {result.path}: d_sae {man.d_sae}, "
-              f"{result.n_activations:,} activations, {result.n_pad_activations:,} at pad positions "
-              f"({result.seconds:.1f}s)")
+        print(
+            f"imported {man.n_pairs} pairs into {result.path}: d_sae {man.d_sae}, "
+            f"{result.n_activations:,} activations, {result.n_pad_activations:,} at pad positions "
+            f"({result.seconds:.1f}s)"
+        )
         top = result.notebook_top()
         print("top features (notebook variant):", ", ".join(str(f) for f in top))
         if args.check_post:
             if top == list(POST_TOP_FEATURES):
                 print("matches the post's published top features")
                 return 0
-            print("error: differs from the post's top features: " + ", ".join(str(f) for f in POST_TOP_FEATURES),
-                  file=sys.stderr)
+            print(
+                "error: differs from the post's top features: "
+                + ", ".join(str(f) for f in POST_TOP_FEATURES),
+                file=sys.stderr,
+            )
             return 1
         return 0
 

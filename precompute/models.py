@@ -41,8 +41,10 @@ def official_name(name: str) -> str:
     try:
         return get_official_model_name(name)
     except ValueError as exc:
-        raise ModelAccessError(f"unknown model {name!r}: use a TransformerLens model name such as "
-                               "gemma-2-2b (with --model-path for a local checkpoint of that architecture)") from exc
+        raise ModelAccessError(
+            f"unknown model {name!r}: use a TransformerLens model name such as "
+            "gemma-2-2b (with --model-path for a local checkpoint of that architecture)"
+        ) from exc
 
 
 def has_hf_token() -> bool:
@@ -61,20 +63,26 @@ def gated_without_token(repo_id: str) -> bool:
 
 
 def gated_message(repo_id: str) -> str:
-    return (f"{repo_id} is a gated model: accept its licence at https://huggingface.co/{repo_id}, "
-            "create a read token at https://huggingface.co/settings/tokens and export HF_TOKEN=<token> "
-            "before running (the token is used for the download only and never written to the run)")
+    return (
+        f"{repo_id} is a gated model: accept its licence at https://huggingface.co/{repo_id}, "
+        "create a read token at https://huggingface.co/settings/tokens and export HF_TOKEN=<token> "
+        "before running (the token is used for the download only and never written to the run)"
+    )
 
 
-_BUILD_HINT = ("; for the gemma-3-270m preset, build the checkpoint and its SAE first: "
-               "python -m precompute gemma3-checkpoint")
+_BUILD_HINT = (
+    "; for the gemma-3-270m preset, build the checkpoint and its SAE first: "
+    "python -m precompute gemma3-checkpoint"
+)
 
 
 def check_access(source: ModelSource) -> None:
     """Fail early (before the corpus is fetched) when gated weights cannot be downloaded."""
     if source.path is not None:
         if not (Path(source.path) / "config.json").exists():
-            raise ModelAccessError(f"no Hugging Face checkpoint (config.json) in {source.path}{_BUILD_HINT}")
+            raise ModelAccessError(
+                f"no Hugging Face checkpoint (config.json) in {source.path}{_BUILD_HINT}"
+            )
         return
     if source.is_tiny:
         return
@@ -115,7 +123,9 @@ def load_sae(source: SaeSource, device: str):
             raise ModelAccessError(f"no SAE-Lens directory at {source.path}{_BUILD_HINT}")
         return SAE.load_from_disk(source.path, device=device, dtype=source.dtype).eval()
     pretrained_sae_metadata(source.release, source.sae_id)  # clear error for unknown release/id
-    return SAE.from_pretrained(source.release, source.sae_id, device=device, dtype=source.dtype).eval()
+    return SAE.from_pretrained(
+        source.release, source.sae_id, device=device, dtype=source.dtype
+    ).eval()
 
 
 def load_models(config: RunConfig, device: str) -> LoadedModels:
@@ -132,21 +142,33 @@ def load_models(config: RunConfig, device: str) -> LoadedModels:
         tokenizer = model.tokenizer
     hook = config.sae.hook_name or sae.cfg.metadata.hook_name
     if not hook:
-        raise ModelAccessError("the SAE's metadata names no hook; pass --hook (e.g. blocks.20.hook_resid_post)")
+        raise ModelAccessError(
+            "the SAE's metadata names no hook; pass --hook (e.g. blocks.20.hook_resid_post)"
+        )
     check_hook(model, hook, config.model.name)
     check_sae_width(model, sae, hook, config.model.name)
-    return LoadedModels(model, sae, tokenizer, hook, model_info(config, model), sae_info(config, sae, hook))
+    return LoadedModels(
+        model, sae, tokenizer, hook, model_info(config, model), sae_info(config, sae, hook)
+    )
 
 
 def model_info(config: RunConfig, model) -> dict[str, Any]:
-    info: dict[str, Any] = {"name": config.model.name, "dtype": config.model.dtype,
-                            "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model,
-                            "d_vocab": model.cfg.d_vocab, "loader": "HookedSAETransformer.from_pretrained_no_processing"}
+    info: dict[str, Any] = {
+        "name": config.model.name,
+        "dtype": config.model.dtype,
+        "n_layers": model.cfg.n_layers,
+        "d_model": model.cfg.d_model,
+        "d_vocab": model.cfg.d_vocab,
+        "loader": "HookedSAETransformer.from_pretrained_no_processing",
+    }
     if config.model.path is not None:
         info["path"] = config.model.path
     if config.model.is_tiny:
         info["loader"] = "precompute.local_models.tiny (built in-process)"
-        info["tiny"] = {**asdict(config.tiny), "tokenizer_corpus": display_path(config.tiny.tokenizer_corpus)}
+        info["tiny"] = {
+            **asdict(config.tiny),
+            "tokenizer_corpus": display_path(config.tiny.tokenizer_corpus),
+        }
     return info
 
 
@@ -154,8 +176,13 @@ def sae_info(config: RunConfig, sae, hook: str) -> dict[str, Any]:
     src = config.sae
     meta = sae.cfg.metadata
     neuronpedia = src.neuronpedia_id or meta.get("neuronpedia_id")
-    info: dict[str, Any] = {"hook_name": hook, "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae,
-                            "architecture": sae.cfg.architecture(), "dtype": src.dtype}
+    info: dict[str, Any] = {
+        "hook_name": hook,
+        "d_in": sae.cfg.d_in,
+        "d_sae": sae.cfg.d_sae,
+        "architecture": sae.cfg.architecture(),
+        "dtype": src.dtype,
+    }
     if src.path is not None:
         info["path"] = src.path
     else:

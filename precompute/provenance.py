@@ -5,8 +5,16 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-PACKAGES = ("torch", "transformer-lens", "sae-lens", "transformers", "tokenizers", "datasets",
-            "pyarrow", "numpy")
+PACKAGES = (
+    "torch",
+    "transformer-lens",
+    "sae-lens",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "pyarrow",
+    "numpy",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -112,8 +112,10 @@ def plan_shards(n_pairs: int, chunk_pairs: int, num_shards: int) -> list[ShardSp
     (chunk ``c`` = pairs ``c*chunk_pairs ..``, as in a single-process run)."""
     n_chunks = -(-n_pairs // chunk_pairs)
     if not 1 <= num_shards <= n_chunks:
-        raise PrecomputeError(f"cannot cut {n_pairs} pairs in chunks of {chunk_pairs} ({n_chunks} chunk(s)) "
-                              f"into {num_shards} shards; lower --chunk-pairs or use fewer shards")
+        raise PrecomputeError(
+            f"cannot cut {n_pairs} pairs in chunks of {chunk_pairs} ({n_chunks} chunk(s)) "
+            f"into {num_shards} shards; lower --chunk-pairs or use fewer shards"
+        )
     bounds = [min(n_chunks * i // num_shards * chunk_pairs, n_pairs) for i in range(num_shards + 1)]
     return [ShardSpec(i, num_shards, bounds[i], bounds[i + 1]) for i in range(num_shards)]
 
@@ -127,7 +129,9 @@ def parse_faults(text: str | None) -> dict[int, tuple[str, int]]:
         kind, _, rest = item.strip().partition(":")
         shard, _, after = rest.partition(":")
         if kind not in ("exit", "fail") or not shard.isdigit():
-            raise ValueError(f"${FAULT_ENV}: cannot read {item!r} (expected exit:SHARD[:CHUNKS] or fail:SHARD)")
+            raise ValueError(
+                f"${FAULT_ENV}: cannot read {item!r} (expected exit:SHARD[:CHUNKS] or fail:SHARD)"
+            )
         faults[int(shard)] = (kind, int(after or 1))
     return faults
 
@@ -153,7 +157,9 @@ class ShardWorker:
 
     Threaded (``max_concurrency=2``): ``poll`` answers while ``run_shard`` runs."""
 
-    def __init__(self, config: RunConfig, env: dict[str, str], models_factory: Callable | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, env: dict[str, str], models_factory: Callable | None = None
+    ) -> None:
         os.environ.update(env)
         self.config, self.models_factory = config, models_factory
         self.corpus = self.loaded = self.device = None
@@ -198,23 +204,52 @@ class ShardWorker:
             raise RuntimeError(f"injected failure of shard {spec.index} (${FAULT_ENV})")
         self._setup()
         assert self.corpus is not None and self.loaded is not None and self.device is not None
-        header = {"run_id": job.run_id, "run_fingerprint": self.config.fingerprint(), "shard": spec.index,
-                  "num_shards": spec.num_shards, "pair_start": spec.lo, "pair_stop": spec.hi}
+        header = {
+            "run_id": job.run_id,
+            "run_fingerprint": self.config.fingerprint(),
+            "shard": spec.index,
+            "num_shards": spec.num_shards,
+            "pair_start": spec.lo,
+            "pair_stop": spec.hi,
+        }
         stage, mirror = StagingLocation(job.staging).open_shard(spec.index, spec.num_shards, header)
         try:
-            for key, value in (("n_pairs", self.corpus.n_pairs), ("languages", list(self.corpus.languages)),
-                               ("corpus", self.corpus.info)):
+            for key, value in (
+                ("n_pairs", self.corpus.n_pairs),
+                ("languages", list(self.corpus.languages)),
+                ("corpus", self.corpus.info),
+            ):
                 stage.bind(key, value)
             ex, n_langs = self.config.extraction, len(self.corpus.languages)
-            lengths = tokenize_sentences(self.loaded.tokenizer, shard_texts(self.corpus, spec.lo, spec.hi),
-                                         ex.max_tokens).lengths
-            chunk_tokens = [int(lengths[(a - spec.lo) * n_langs:(min(a + ex.chunk_pairs, spec.hi) - spec.lo) * n_langs].sum())
-                            for a in range(spec.lo, spec.hi, ex.chunk_pairs)]
+            lengths = tokenize_sentences(
+                self.loaded.tokenizer, shard_texts(self.corpus, spec.lo, spec.hi), ex.max_tokens
+            ).lengths
+            chunk_tokens = [
+                int(
+                    lengths[
+                        (a - spec.lo) * n_langs : (min(a + ex.chunk_pairs, spec.hi) - spec.lo)
+                        * n_langs
+                    ].sum()
+                )
+                for a in range(spec.lo, spec.hi, ex.chunk_pairs)
+            ]
             resumed = sorted(stage.chunks_done)
-            self.progress = {"token": job.token, "shard": spec.index, "tokens_total": sum(chunk_tokens),
-                             "tokens_staged": sum(chunk_tokens[i] for i in resumed), "n_chunks": len(chunk_tokens)}
-            self._event("start", shard=spec.index, name=spec.name, attempt=attempt, resumed_chunks=len(resumed),
-                        n_chunks=len(chunk_tokens), complete=bool(stage.state.get("complete")))
+            self.progress = {
+                "token": job.token,
+                "shard": spec.index,
+                "tokens_total": sum(chunk_tokens),
+                "tokens_staged": sum(chunk_tokens[i] for i in resumed),
+                "n_chunks": len(chunk_tokens),
+            }
+            self._event(
+                "start",
+                shard=spec.index,
+                name=spec.name,
+                attempt=attempt,
+                resumed_chunks=len(resumed),
+                n_chunks=len(chunk_tokens),
+                complete=bool(stage.state.get("complete")),
+            )
             new = 0
 
             def on_chunk(index: int, stats: dict[str, Any]) -> None:
@@ -223,20 +258,39 @@ class ShardWorker:
                     mirror.push_chunk(stage, index)
                 new += 1
                 self.progress["tokens_staged"] += chunk_tokens[index]
-                self._event("chunk", shard=spec.index, chunk=index, n_chunks=len(chunk_tokens),
-                            tokens=sum(stats["n_tokens"].values()), seconds=stats["seconds"])
+                self._event(
+                    "chunk",
+                    shard=spec.index,
+                    chunk=index,
+                    n_chunks=len(chunk_tokens),
+                    tokens=sum(stats["n_tokens"].values()),
+                    seconds=stats["seconds"],
+                )
                 if kind == "exit" and attempt == 1 and new >= after:
                     os._exit(17)  # the injected crash: no clean-up, like a killed process
 
-            stage_pair_range(self.config, self.corpus, stage, self.device, spec.lo, spec.hi,
-                             on_chunk=on_chunk, models=self.loaded)
+            stage_pair_range(
+                self.config,
+                self.corpus,
+                stage,
+                self.device,
+                spec.lo,
+                spec.hi,
+                on_chunk=on_chunk,
+                models=self.loaded,
+            )
             stage.state["extraction"].update(executor="ray", ray_workers=job.workers)
             stage.save()
             if mirror is not None:
                 mirror.push_state()
             self._event("done", shard=spec.index, new_chunks=new, resumed_chunks=len(resumed))
-            return {"shard": spec.index, "new_chunks": new, "resumed_chunks": len(resumed),
-                    "tokens": sum(chunk_tokens), **self.info}
+            return {
+                "shard": spec.index,
+                "new_chunks": new,
+                "resumed_chunks": len(resumed),
+                "tokens": sum(chunk_tokens),
+                **self.info,
+            }
         finally:
             if mirror is not None:
                 mirror.close()
@@ -249,7 +303,9 @@ def _import_ray():
     try:
         import ray
     except ModuleNotFoundError as exc:
-        raise PrecomputeError("--executor ray needs Ray: pip install -r requirements-cluster.txt") from exc
+        raise PrecomputeError(
+            "--executor ray needs Ray: pip install -r requirements-cluster.txt"
+        ) from exc
     return ray
 
 
@@ -287,7 +343,9 @@ class _Report:
         if self.bar is None:
             from bilingual_core.progress import bar as progress_bar
 
-            desc = f"extracting {self.run_id} (ray, {self.workers} worker{'s' * (self.workers != 1)})"
+            desc = (
+                f"extracting {self.run_id} (ray, {self.workers} worker{'s' * (self.workers != 1)})"
+            )
             self.bar = progress_bar(None, desc, "tok", show=self.enabled, smoothing=0.1)
 
     def line(self, text: str) -> None:
@@ -300,7 +358,9 @@ class _Report:
         if progress.get("shard") != spec.index or progress.get("token") != self.token:
             return
         self.totals[spec.index] = (int(progress["tokens_total"]), spec.hi - spec.lo)
-        self.staged[spec.index] = max(self.staged.get(spec.index, 0), int(progress["tokens_staged"]))
+        self.staged[spec.index] = max(
+            self.staged.get(spec.index, 0), int(progress["tokens_staged"])
+        )
         self.open()
         if self.bar is None:
             return
@@ -321,15 +381,23 @@ def _describe(event: dict[str, Any], slot: _Slot) -> str | None:
     who = f"ray worker {slot.index}" + (f".{slot.generation}" if slot.generation else "")
     kind = event["kind"]
     if kind == "ready":
-        return (f"{who} ready: pid {event['pid']} on {event['host']}, {event['device']}, "
-                f"corpus and model loaded in {event['seconds']:.1f} s")
+        return (
+            f"{who} ready: pid {event['pid']} on {event['host']}, {event['device']}, "
+            f"corpus and model loaded in {event['seconds']:.1f} s"
+        )
     if kind == "start":
-        resumed = f", resuming after {event['resumed_chunks']} staged chunk(s)" if event["resumed_chunks"] else ""
+        resumed = (
+            f", resuming after {event['resumed_chunks']} staged chunk(s)"
+            if event["resumed_chunks"]
+            else ""
+        )
         return f"{who} starts {event['name']}, attempt {event['attempt']}{resumed}"
     if kind == "chunk":
         rate = event["tokens"] / event["seconds"] if event["seconds"] else 0.0
-        return (f"{who} staged chunk {event['chunk'] + 1} of {event['n_chunks']} of shard {event['shard']}: "
-                f"{event['tokens']:,} tokens in {event['seconds']:.2f} s, {rate:,.0f} tokens/s")
+        return (
+            f"{who} staged chunk {event['chunk'] + 1} of {event['n_chunks']} of shard {event['shard']}: "
+            f"{event['tokens']:,} tokens in {event['seconds']:.2f} s, {rate:,.0f} tokens/s"
+        )
     if kind == "done":
         return f"{who} finished shard {event['shard']} ({event['new_chunks']} new chunk(s), {event['resumed_chunks']} resumed)"
     return None
@@ -338,9 +406,22 @@ def _describe(event: dict[str, Any], slot: _Slot) -> str | None:
 class _Scheduler:
     """Hands shards to workers, replaces dead ones, retries, reports."""
 
-    def __init__(self, ray: Any, make_actor: Any, job: RunJob, shards: list[ShardSpec], options: RayOptions,
-                 report: _Report) -> None:
-        self.ray, self.make_actor, self.job, self.options, self.report = ray, make_actor, job, options, report
+    def __init__(
+        self,
+        ray: Any,
+        make_actor: Any,
+        job: RunJob,
+        shards: list[ShardSpec],
+        options: RayOptions,
+        report: _Report,
+    ) -> None:
+        self.ray, self.make_actor, self.job, self.options, self.report = (
+            ray,
+            make_actor,
+            job,
+            options,
+            report,
+        )
         self.queue: deque[ShardSpec] = deque(shards)
         self.attempts: dict[int, int] = {s.index: 0 for s in shards}
         self.slots = [_Slot(i) for i in range(min(options.workers, len(shards)))]
@@ -348,8 +429,11 @@ class _Scheduler:
 
     def actors(self, idle: bool | None = None) -> list[Any]:
         """The workers' actors (``idle``: only those with / without a shard in flight)."""
-        return [slot.actor for slot in self.slots
-                if slot.actor is not None and (idle is None or idle == (slot.ref is None))]
+        return [
+            slot.actor
+            for slot in self.slots
+            if slot.actor is not None and (idle is None or idle == (slot.ref is None))
+        ]
 
     def run(self) -> None:
         for slot in self.slots:
@@ -359,7 +443,10 @@ class _Scheduler:
                 if slot.ref is None and self.queue:
                     spec = self.queue.popleft()
                     self.attempts[spec.index] += 1
-                    slot.shard, slot.ref = spec, slot.actor.run_shard.remote(self.job, spec, self.attempts[spec.index])
+                    slot.shard, slot.ref = (
+                        spec,
+                        slot.actor.run_shard.remote(self.job, spec, self.attempts[spec.index]),
+                    )
             busy = [slot.ref for slot in self.slots if slot.ref is not None]
             ready, _ = self.ray.wait(busy, num_returns=len(busy), timeout=POLL_SECONDS)
             self._poll()
@@ -410,23 +497,40 @@ class _Scheduler:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, PrecomputeError):
                 raise ShardFailedError(f"{spec.name} failed: {cause}") from None
-            message = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc).strip().splitlines()[-1]
+            message = (
+                f"{type(cause).__name__}: {cause}"
+                if cause is not None
+                else str(exc).strip().splitlines()[-1]
+            )
             self._retry(spec, message)
             return
         self.finished.add(spec.index)
-        self.report.update(spec, {"token": self.job.token, "shard": spec.index, "tokens_total": result["tokens"],
-                                  "tokens_staged": result["tokens"]})
+        self.report.update(
+            spec,
+            {
+                "token": self.job.token,
+                "shard": spec.index,
+                "tokens_total": result["tokens"],
+                "tokens_staged": result["tokens"],
+            },
+        )
 
     def _retry(self, spec: ShardSpec, error: str) -> None:
         n = self.attempts[spec.index]
         if n >= self.options.max_attempts:
-            raise ShardFailedError(f"{spec.name} failed {n} time(s), the run is not written; last error: {error}")
-        self.report.line(f"{spec.name} failed (attempt {n} of {self.options.max_attempts}): {error}; "
-                         "retrying from its last staged chunk")
+            raise ShardFailedError(
+                f"{spec.name} failed {n} time(s), the run is not written; last error: {error}"
+            )
+        self.report.line(
+            f"{spec.name} failed (attempt {n} of {self.options.max_attempts}): {error}; "
+            "retrying from its last staged chunk"
+        )
         self.queue.appendleft(spec)
 
 
-def _staging_location(out: str | os.PathLike[str], run_id: str, staging: str | os.PathLike[str] | None) -> StagingLocation:
+def _staging_location(
+    out: str | os.PathLike[str], run_id: str, staging: str | os.PathLike[str] | None
+) -> StagingLocation:
     from precompute.extract.pipeline import default_staging
 
     if staging is None:
@@ -434,29 +538,40 @@ def _staging_location(out: str | os.PathLike[str], run_id: str, staging: str | o
     return StagingLocation(str(staging) if is_url(staging) else os.path.abspath(staging))
 
 
-def _prepare_staging(location: StagingLocation, config: RunConfig, run_id: str, *, resume: bool,
-                     overwrite: bool) -> int | None:
+def _prepare_staging(
+    location: StagingLocation, config: RunConfig, run_id: str, *, resume: bool, overwrite: bool
+) -> int | None:
     """Deal with shards already staged (``--resume`` / ``--overwrite``); the staged
     layout's shard count when resuming it."""
     existing = location.existing_shards()
-    worth = {name: state for name, state in existing.items() if state.get("chunks") or state.get("complete")}
+    worth = {
+        name: state
+        for name, state in existing.items()
+        if state.get("chunks") or state.get("complete")
+    }
     if not resume:
         if worth and not overwrite:
             done = sum(len(s.get("chunks", {})) for s in worth.values())
-            raise StagingError(f"an unfinished extraction of this run is staged in {location.location} "
-                               f"({done} chunk(s) done): pass --resume to continue it, or --overwrite to "
-                               "discard it and start again")
+            raise StagingError(
+                f"an unfinished extraction of this run is staged in {location.location} "
+                f"({done} chunk(s) done): pass --resume to continue it, or --overwrite to "
+                "discard it and start again"
+            )
         location.remove_shards(list(existing))
         return None
     location.remove_shards([name for name in existing if name not in worth])
     counts = {state.get("num_shards") for state in worth.values()}
     for name, state in worth.items():
         if state.get("run_id") != run_id or state.get("run_fingerprint") != config.fingerprint():
-            raise StagingError(f"cannot resume from {location.location}/{name}: it was staged for another "
-                               "run or config (pass --overwrite to discard it and start again)")
+            raise StagingError(
+                f"cannot resume from {location.location}/{name}: it was staged for another "
+                "run or config (pass --overwrite to discard it and start again)"
+            )
     if len(counts) > 1:
-        raise StagingError(f"cannot resume: {location.location} holds shards of several layouts "
-                           f"({sorted(counts)} shards); pass --overwrite to start again")
+        raise StagingError(
+            f"cannot resume: {location.location} holds shards of several layouts "
+            f"({sorted(counts)} shards); pass --overwrite to start again"
+        )
     return counts.pop() if counts else None
 
 
@@ -469,9 +584,11 @@ def _connect(ray: Any, options: RayOptions) -> bool:
         try:
             ray.init(address=options.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise PrecomputeError(f"cannot join the Ray cluster at --ray-address {options.address}: {exc} "
-                                  "(start one with 'ray start --head', or drop --ray-address to start a "
-                                  "local one)") from exc
+            raise PrecomputeError(
+                f"cannot join the Ray cluster at --ray-address {options.address}: {exc} "
+                "(start one with 'ray start --head', or drop --ray-address to start a "
+                "local one)"
+            ) from exc
     else:
         ray.init(include_dashboard=False, **kwargs)
     return True
@@ -487,12 +604,17 @@ def _resources(ray: Any, options: RayOptions, config: RunConfig) -> tuple[int, f
     workers = options.workers
     if gpus > 0:
         if n_gpus < gpus:
-            raise PrecomputeError(f"each worker needs {gpus:g} GPU(s) but the Ray cluster has {n_gpus:g}; "
-                                  "pass --gpus-per-worker 0 (CPU) or use a cluster with GPUs")
+            raise PrecomputeError(
+                f"each worker needs {gpus:g} GPU(s) but the Ray cluster has {n_gpus:g}; "
+                "pass --gpus-per-worker 0 (CPU) or use a cluster with GPUs"
+            )
         fit = int(n_gpus // gpus)
         if fit < workers:
-            print(f"note: the Ray cluster has {n_gpus:g} GPU(s), enough for {fit} of the {workers} workers "
-                  f"at {gpus:g} each; using {fit}", file=sys.stderr)
+            print(
+                f"note: the Ray cluster has {n_gpus:g} GPU(s), enough for {fit} of the {workers} workers "
+                f"at {gpus:g} each; using {fit}",
+                file=sys.stderr,
+            )
             workers = fit
     cpus = options.cpus_per_worker
     if cpus is None:
@@ -500,9 +622,17 @@ def _resources(ray: Any, options: RayOptions, config: RunConfig) -> tuple[int, f
     return workers, gpus, cpus
 
 
-def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, options: RayOptions | None = None, *,
-                 overwrite: bool = False, resume: bool = False, staging: str | os.PathLike[str] | None = None,
-                 progress: bool = True) -> Manifest:
+def run_with_ray(
+    config: RunConfig,
+    out: str | os.PathLike[str],
+    run_id: str,
+    options: RayOptions | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    staging: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Manifest:
     """Extract run ``run_id`` on a Ray cluster, then merge, score and commit it under ``out``."""
     from precompute.corpus import load_corpus
     from precompute.extract.merge import finalize
@@ -523,11 +653,15 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
         workers, gpus, cpus = _resources(ray, options, config)
         chunk_pairs = config.extraction.chunk_pairs
         n_chunks = -(-corpus.n_pairs // chunk_pairs)
-        num_shards = staged_shards or options.num_shards or min(n_chunks, workers * SHARDS_PER_WORKER)
+        num_shards = (
+            staged_shards or options.num_shards or min(n_chunks, workers * SHARDS_PER_WORKER)
+        )
         shards = plan_shards(corpus.n_pairs, chunk_pairs, num_shards)
         workers = min(workers, len(shards))
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        job = RunJob(run_id, location.location, workers, os.environ.get(FAULT_ENV), uuid.uuid4().hex)
+        job = RunJob(
+            run_id, location.location, workers, os.environ.get(FAULT_ENV), uuid.uuid4().hex
+        )
         key = (repr(config), repr(options.models_factory), gpus)
         warm = _take_warm(ray, key) if options.keep_workers else []
         remote = ray.remote(ShardWorker)
@@ -542,29 +676,45 @@ def run_with_ray(config: RunConfig, out: str | os.PathLike[str], run_id: str, op
                     continue  # died while it waited: start a new one
             slot.seen = 0
             name = f"{ACTOR_PREFIX}{run_id}:{uuid.uuid4().hex[:8]}:worker-{slot.index}.{slot.generation}"
-            return remote.options(name=name, num_gpus=gpus, num_cpus=cpus, max_concurrency=2,
-                                  max_restarts=0).remote(config, env, options.models_factory)
+            return remote.options(
+                name=name, num_gpus=gpus, num_cpus=cpus, max_concurrency=2, max_restarts=0
+            ).remote(config, env, options.models_factory)
 
         report = _Report(run_id, workers, progress, corpus.n_pairs, job.token)
-        report.line(f"ray: {len(shards)} shards of {corpus.n_pairs} pairs on {workers} worker(s) "
-                    f"({gpus:g} GPU, {cpus:g} CPU each{f', {min(len(warm), workers)} warm' if warm else ''}), "
-                    f"staging in {location.location}")
-        scheduler = _Scheduler(ray, make_actor, job, shards, replace(options, workers=workers), report)
+        report.line(
+            f"ray: {len(shards)} shards of {corpus.n_pairs} pairs on {workers} worker(s) "
+            f"({gpus:g} GPU, {cpus:g} CPU each{f', {min(len(warm), workers)} warm' if warm else ''}), "
+            f"staging in {location.location}"
+        )
+        scheduler = _Scheduler(
+            ray, make_actor, job, shards, replace(options, workers=workers), report
+        )
         t0 = time.perf_counter()
         scheduler.run()
         report.close()
-        report.line(f"ray: all {len(shards)} shards staged in {time.perf_counter() - t0:.1f} s; merging")
+        report.line(
+            f"ray: all {len(shards)} shards staged in {time.perf_counter() - t0:.1f} s; merging"
+        )
     except BaseException as exc:
         interrupted = not isinstance(exc, Exception)  # Ctrl-C, SIGTERM, a cancel: stop everything
         if report is not None:
             report.close()
-        location.remove_shards([name for name, state in location.existing_shards().items()
-                                if not state.get("chunks") and not state.get("complete")])
+        location.remove_shards(
+            [
+                name
+                for name, state in location.existing_shards().items()
+                if not state.get("chunks") and not state.get("complete")
+            ]
+        )
         raise
     finally:
         if scheduler is not None:
             # Idle workers may stay warm for the next run of this process; busy ones are stopped.
-            keep = scheduler.actors(idle=True) + warm if options.keep_workers and not started and not interrupted else []
+            keep = (
+                scheduler.actors(idle=True) + warm
+                if options.keep_workers and not started and not interrupted
+                else []
+            )
             for actor in scheduler.actors() + warm:
                 if not any(actor is k for k in keep):
                     with contextlib.suppress(Exception):  # already dead
@@ -615,11 +765,25 @@ def stop_warm_workers() -> None:
     _WARM.clear()
 
 
-def run_from_args(config: RunConfig, out: str | os.PathLike[str], run_id: str, args: Any) -> Manifest:
+def run_from_args(
+    config: RunConfig, out: str | os.PathLike[str], run_id: str, args: Any
+) -> Manifest:
     """``run --executor ray``: the parsed command line to :func:`run_with_ray`."""
     if args.num_shards != 1 or args.shard != 0:
-        raise PrecomputeError("--executor ray cuts the shards itself: drop --shard/--num-shards "
-                              "(or use them without --executor ray, one command per host)")
-    options = RayOptions(address=args.ray_address, workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker)
-    return run_with_ray(config, out, run_id, options, overwrite=args.overwrite, resume=args.resume,
-                        staging=args.staging, progress=not args.quiet)
+        raise PrecomputeError(
+            "--executor ray cuts the shards itself: drop --shard/--num-shards "
+            "(or use them without --executor ray, one command per host)"
+        )
+    options = RayOptions(
+        address=args.ray_address, workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker
+    )
+    return run_with_ray(
+        config,
+        out,
+        run_id,
+        options,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        staging=args.staging,
+        progress=not args.quiet,
+    )

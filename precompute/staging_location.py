@@ -97,7 +97,9 @@ class StagingLocation:
 
     # ------------------------------------------------------------ worker ---
 
-    def open_shard(self, shard: int, num_shards: int, header: dict[str, Any]) -> tuple[ShardStaging, ShardMirror | None]:
+    def open_shard(
+        self, shard: int, num_shards: int, header: dict[str, Any]
+    ) -> tuple[ShardStaging, ShardMirror | None]:
         """The shard's staging, resumed from whatever finished chunks are staged."""
         name = shard_dir_name(shard, num_shards)
         fs, root = self._fs()

@@ -196,8 +196,10 @@ class Worker:
             return []
         removed = clean_stale_temporaries(root)
         if removed:
-            print(f"worker: removed stale temporaries of killed runs: {', '.join(removed)}",
-                  file=sys.stderr)
+            print(
+                f"worker: removed stale temporaries of killed runs: {', '.join(removed)}",
+                file=sys.stderr,
+            )
         return removed
 
     def fail_malformed(self, jobs: list[Job] | None = None) -> list[str]:
@@ -284,8 +286,13 @@ class Worker:
             self.process = None
 
     def _argv(self, request: JobRequest) -> list[str]:
-        return [*self.config.program, "run", *request.run_args(), f"--out={self.out_root()}",
-                *self.config.run_args]
+        return [
+            *self.config.program,
+            "run",
+            *request.run_args(),
+            f"--out={self.out_root()}",
+            *self.config.run_args,
+        ]
 
     def out_root(self) -> str:
         """The local results root the run command writes into."""
@@ -333,11 +340,16 @@ class Worker:
             if not inside(resolve_job_path(str(value)), self.allowed_dirs(kind)):
                 flag = "--corpus-dir" if kind == "corpus" else "--model-dir"
                 folder = CORPORA_DIR if kind == "corpus" else MODELS_DIR
-                print(f"worker: job {request.id}: {name}={value} resolves to {resolve_job_path(str(value))}, "
-                      f"outside {list(self.allowed_dirs(kind))}", file=sys.stderr)
-                return (f"{name}: this worker reads {kind} files only from the directories its "
-                        f"operator allows (the results root's {folder}/ folder by default; more with "
-                        f"the worker's {flag} option); the job was not run")
+                print(
+                    f"worker: job {request.id}: {name}={value} resolves to {resolve_job_path(str(value))}, "
+                    f"outside {list(self.allowed_dirs(kind))}",
+                    file=sys.stderr,
+                )
+                return (
+                    f"{name}: this worker reads {kind} files only from the directories its "
+                    f"operator allows (the results root's {folder}/ folder by default; more with "
+                    f"the worker's {flag} option); the job was not run"
+                )
         return None
 
     def _watch(self, job: Job, status: JobStatus, runner: _Subprocess) -> JobStatus | None:

@@ -93,8 +93,11 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
         )
         worker = Worker(JobQueue(_root(args)), config)
         if _root(args).startswith("hf://") and args.heartbeat_seconds < 30:
-            print("note: on an hf:// root every status update is a commit; consider --heartbeat-seconds 30 "
-                  "or a local/S3 queue with --push-to hf://...", file=sys.stderr)
+            print(
+                "note: on an hf:// root every status update is a commit; consider --heartbeat-seconds 30 "
+                "or a local/S3 queue with --push-to hf://...",
+                file=sys.stderr,
+            )
         signal.signal(signal.SIGTERM, _interrupt)
         worker.clean_temporaries()
         gpus = ", ".join(worker.gpus) or "none detected"

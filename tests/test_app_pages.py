@@ -44,8 +44,20 @@ def app(runs: AppRuns, monkeypatch: pytest.MonkeyPatch):
 def texts(at: AppTest) -> str:
     """Everything an element tree shows as text (markdown, captions, titles, html, links)."""
     parts = []
-    for kind in ("title", "header", "subheader", "markdown", "caption", "text", "info", "error", "warning",
-                 "html", "page_link", "metric"):
+    for kind in (
+        "title",
+        "header",
+        "subheader",
+        "markdown",
+        "caption",
+        "text",
+        "info",
+        "error",
+        "warning",
+        "html",
+        "page_link",
+        "metric",
+    ):
         for el in at.get(kind):
             parts.append(str(getattr(el, "value", "")))
             if kind == "metric":
@@ -89,7 +101,9 @@ def test_overview_shows_manifest_counts_and_thresholds(app, runs: AppRuns) -> No
 
 def test_unknown_run_in_link_warns_and_falls_back(app) -> None:
     at = app(run="no-such-run")
-    assert any("run 'no-such-run' does not exist" in w for w in _main_warnings(at)), _main_warnings(at)
+    assert any("run 'no-such-run' does not exist" in w for w in _main_warnings(at)), _main_warnings(
+        at
+    )
     assert at.query_params["run"] == RUN_ID
 
 
@@ -123,7 +137,9 @@ def test_feature_table_ranks_planted_bilingual_first_by_jaccard(app, runs: AppRu
     assert set(top) <= bilingual, table.head(5)
     assert (table["planted"].head(3) == "bilingual").all()
     assert table["n_fire_en"].min() >= 3 and table["n_fire_es"].min() >= 3
-    assert "open" in table.columns and table["open"].iloc[0].startswith(f"feature?run={RUN_ID}&feature=")
+    assert "open" in table.columns and table["open"].iloc[0].startswith(
+        f"feature?run={RUN_ID}&feature="
+    )
 
 
 def test_feature_table_widgets_drive_filters_and_url(app, runs: AppRuns) -> None:
@@ -201,7 +217,10 @@ def test_feature_page_scores_heatmaps_and_links(app, runs: AppRuns) -> None:
     assert 'class="peak"' in heatmaps[0]
     assert " en " in heatmaps[0] and " es " in heatmaps[0] and " on “" in heatmaps[0]
     buttons = [b for b in at.get("link_button")]
-    assert buttons and buttons[0].proto.url == f"https://www.neuronpedia.org/{NEURONPEDIA_ID}/{feature}"
+    assert (
+        buttons
+        and buttons[0].proto.url == f"https://www.neuronpedia.org/{NEURONPEDIA_ID}/{feature}"
+    )
     links = {link.value: link.proto.query_string for link in at.get("page_link")}
     nav = [label for label in links if label.startswith(("Previous", "Next"))]
     assert nav, links
@@ -217,7 +236,11 @@ def test_feature_page_top_pairs_by_language(app, runs: AppRuns) -> None:
     assert not at.exception
     heatmaps = [h.value for h in at.get("html") if 'class="pair"' in h.value]
     assert sum(h.count('class="pair"') for h in heatmaps) == 3
-    assert at.query_params["by"] == "es" and at.query_params["n"] == "3" and at.query_params["nq"] == "0"
+    assert (
+        at.query_params["by"] == "es"
+        and at.query_params["n"] == "3"
+        and at.query_params["nq"] == "0"
+    )
 
 
 def test_feature_page_previous_next_follow_ranking(app, runs: AppRuns) -> None:
@@ -239,7 +262,9 @@ def test_feature_page_density_and_firing_rate(app, runs: AppRuns) -> None:
 
     feature = runs.truth.features_of("bilingual")[2]
     at = app("pages/feature.py", feature=str(feature))
-    charts = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart") if getattr(c, "key", None)}
+    charts = {
+        c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart") if getattr(c, "key", None)
+    }
     density = charts["feature_histogram"]
     assert density["layout"]["yaxis"]["type"] == "log" and density["layout"]["barmode"] == "group"
     assert [t["name"] for t in density["data"]] == ["en", "es"]
@@ -249,7 +274,9 @@ def test_feature_page_density_and_firing_rate(app, runs: AppRuns) -> None:
     feats = pd.read_parquet(runs.run / "features.parquet")
     rate = feats.set_index("feature").at[feature, "n_fire_en"] / 120
     assert markers[0]["y"][0] == pytest.approx(rate)
-    expected_rank = int((feats["n_fire_en"] > feats.set_index("feature").at[feature, "n_fire_en"]).sum()) + 1
+    expected_rank = (
+        int((feats["n_fire_en"] > feats.set_index("feature").at[feature, "n_fire_en"]).sum()) + 1
+    )
     assert markers[0]["x"][0] >= expected_rank  # ties are ordered by feature id after it
 
 
@@ -261,7 +288,9 @@ def test_feature_page_examples_hold_pairs_where_every_language_fires(app, runs: 
     n_both = heatmaps.count('class="pair"')
     at.toggle(key="feature_some").set_value(True).run()
     heatmaps = "".join(h.value for h in at.get("html") if 'class="pair"' in h.value)
-    assert heatmaps.count('class="pair"') > n_both and ("es silent" in heatmaps or "en silent" in heatmaps)
+    assert heatmaps.count('class="pair"') > n_both and (
+        "es silent" in heatmaps or "en silent" in heatmaps
+    )
     assert at.query_params["some"] == "1"
 
 
@@ -274,8 +303,14 @@ def test_feature_page_cofiring_neighbours_are_jaccard_over_pairs(app, runs: AppR
     sm = pd.read_parquet(runs.run / "sentence_max.parquet")
     pairs = sm.groupby("feature")["pair_id"].agg(lambda p: set(p.tolist()))
     mine = pairs[feature]
-    expected = sorted(((len(mine & other) / len(mine | other), -f) for f, other in pairs.items()
-                       if f != feature and mine & other), reverse=True)
+    expected = sorted(
+        (
+            (len(mine & other) / len(mine | other), -f)
+            for f, other in pairs.items()
+            if f != feature and mine & other
+        ),
+        reverse=True,
+    )
     top = -expected[0][1]
     assert int(shown["feature"].iloc[0]) == top
     assert shown["jaccard"].iloc[0] == pytest.approx(expected[0][0])
@@ -289,21 +324,30 @@ def test_feature_page_low_support_badge(app, runs: AppRuns) -> None:
     import pandas as pd
 
     feats = pd.read_parquet(runs.run / "features.parquet")
-    thin = feats[feats["alive"] & ((feats["n_fire_en"] < 3) | (feats["n_fire_es"] < 3))]["feature"].iloc[0]
+    thin = feats[feats["alive"] & ((feats["n_fire_en"] < 3) | (feats["n_fire_es"] < 3))][
+        "feature"
+    ].iloc[0]
     at = app("pages/feature.py", feature=str(thin))
     assert "low support" in texts(at)
     busy = runs.truth.features_of("ubiquitous")[0]
     assert "low support" not in texts(app("pages/feature.py", feature=str(busy)))
 
 
-def test_feature_page_decoder_neighbours_when_stored(runs: AppRuns, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_feature_page_decoder_neighbours_when_stored(
+    runs: AppRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pandas as pd
 
     root = tmp_path / "results"
     shutil.copytree(runs.root, root)
-    pd.DataFrame({"feature": [44, 44, 9], "rank": [1, 2, 1], "neighbour": [9, 14, 44],
-                  "cosine": [0.91, 0.5, 0.91]}).to_parquet(root / RUN_ID / "neighbours.parquet")
+    pd.DataFrame(
+        {
+            "feature": [44, 44, 9],
+            "rank": [1, 2, 1],
+            "neighbour": [9, 14, 44],
+            "cosine": [0.91, 0.5, 0.91],
+        }
+    ).to_parquet(root / RUN_ID / "neighbours.parquet")
     monkeypatch.setenv(RESULTS_ENV, str(root))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.query_params.update({"run": RUN_ID, "feature": "44"})
@@ -313,7 +357,9 @@ def test_feature_page_decoder_neighbours_when_stored(runs: AppRuns, tmp_path: Pa
     at.run()
     assert not at.exception, at.exception
     decoder = table_with(at, "rank", "neighbour", "cosine")
-    assert decoder["neighbour"].tolist() == [9, 14] and decoder["cosine"].iloc[0] == pytest.approx(0.91)
+    assert decoder["neighbour"].tolist() == [9, 14] and decoder["cosine"].iloc[0] == pytest.approx(
+        0.91
+    )
     assert decoder["open"].iloc[1].startswith(f"feature?run={RUN_ID}&feature=14")
 
 
@@ -345,9 +391,17 @@ def test_feature_table_link_restores_the_table(app) -> None:
     # The feature page carries the table's parameters, and its links keep them.
     assert at.query_params["minpairs"] == "3" and at.query_params["spec"] == "bilingual"
     links = {link.value: link.proto.query_string for link in at.get("page_link")}
-    assert all("minpairs=3" in q for label, q in links.items() if label.startswith(("Previous", "Next")))
+    assert all(
+        "minpairs=3" in q for label, q in links.items() if label.startswith(("Previous", "Next"))
+    )
     query = dict(part.split("=") for part in links["Feature table"].split("&"))
-    assert query == {"run": RUN_ID, "score": "jaccard", "minpairs": "3", "spec": "bilingual", "desc": "1"}
+    assert query == {
+        "run": RUN_ID,
+        "score": "jaccard",
+        "minpairs": "3",
+        "spec": "bilingual",
+        "desc": "1",
+    }
     at.switch_page("pages/features.py")
     at.query_params.clear()
     at.query_params.update(query)
@@ -366,17 +420,23 @@ def _main_warnings(at) -> list[str]:
 def test_invalid_link_values_are_named_in_the_main_area(app) -> None:
     at = app("pages/feature.py", feature="abc")
     main = _main_warnings(at)
-    assert any("`feature` value abc is not valid" in w and "showing feature" in w for w in main), main
+    assert any("`feature` value abc is not valid" in w and "showing feature" in w for w in main), (
+        main
+    )
     assert not at.sidebar.warning
     at = app("pages/feature.py", feature="99999")  # a number out of range is clamped, and said so
-    assert any("`feature` value 99999 is outside 0..255; showing 255" in w for w in _main_warnings(at))
+    assert any(
+        "`feature` value 99999 is outside 0..255; showing 255" in w for w in _main_warnings(at)
+    )
 
 
 def test_link_to_a_missing_run_says_it_does_not_exist(app) -> None:
     at = app("pages/feature.py", run="no-such-run", feature="3")
     main = _main_warnings(at)
-    assert any("run 'no-such-run' does not exist" in w and f"showing run `{RUN_ID}` instead" in w
-               for w in main), main
+    assert any(
+        "run 'no-such-run' does not exist" in w and f"showing run `{RUN_ID}` instead" in w
+        for w in main
+    ), main
 
 
 def test_feature_page_for_a_dead_feature(app, runs: AppRuns) -> None:
@@ -442,7 +502,9 @@ def broken_root(runs: AppRuns, tmp_path_factory: pytest.TempPathFactory) -> Path
     return root
 
 
-def test_invalid_manifest_names_the_file(broken_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_manifest_names_the_file(
+    broken_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(RESULTS_ENV, str(broken_root))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.query_params["run"] = "bad-manifest"
@@ -451,7 +513,9 @@ def test_invalid_manifest_names_the_file(broken_root: Path, monkeypatch: pytest.
     assert at.error and "manifest.json" in at.error[0].value and "bad-manifest" in at.error[0].value
 
 
-def test_missing_table_names_the_file_on_every_page(broken_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_table_names_the_file_on_every_page(
+    broken_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(RESULTS_ENV, str(broken_root))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.query_params["run"] = "no-features"
@@ -487,13 +551,17 @@ def test_runs_under_an_fsspec_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not at.exception and at.title[0].value.startswith("Feature ")
     at.radio(key="feature_by").set_value("en").run()  # the default feature may never fire in both
     assert [h for h in at.get("html") if 'class="pair"' in h.value]
-    assert table_with(at, "feature", "jaccard", "shared pairs") is not None  # sentence_max over fsspec
+    assert (
+        table_with(at, "feature", "jaccard", "shared pairs") is not None
+    )  # sentence_max over fsspec
     at.switch_page("pages/pairs.py").run()
     assert not at.exception and len(table_with(at, "feature", "min_max")) > 0
     fs.rm("/apptest", recursive=True)
 
 
-def test_default_root_is_results_next_to_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_root_is_results_next_to_app(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """With no configuration, ``results/`` beside app.py, whatever the working directory."""
     from explorer import ui
 

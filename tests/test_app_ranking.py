@@ -21,11 +21,16 @@ TIMEOUT = 30
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> AppRuns:
-    return build_app_runs(tmp_path_factory.mktemp("ranking") / "results", n_pairs=300,
-                          planted=PlantedCounts.every_kind())
+    return build_app_runs(
+        tmp_path_factory.mktemp("ranking") / "results",
+        n_pairs=300,
+        planted=PlantedCounts.every_kind(),
+    )
 
 
-def _page(runs: AppRuns, monkeypatch: pytest.MonkeyPatch, page: str | None, **params: str) -> AppTest:
+def _page(
+    runs: AppRuns, monkeypatch: pytest.MonkeyPatch, page: str | None, **params: str
+) -> AppTest:
     monkeypatch.setenv(RESULTS_ENV, str(runs.root))
     return open_app(page, **params)
 
@@ -40,7 +45,9 @@ def _captions(at: AppTest) -> str:
     return "\n".join(str(c.value) for c in at.caption)
 
 
-def test_features_page_ranks_by_evidence_first(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_features_page_ranks_by_evidence_first(
+    runs: AppRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = _page(runs, monkeypatch, "pages/features.py")
     menu = at.selectbox(key="features_score")
     assert menu.options[0].startswith("evidence") and menu.value == "evidence"
@@ -59,7 +66,9 @@ def test_features_page_ranks_by_evidence_first(runs: AppRuns, monkeypatch: pytes
     assert "Needs many pairs firing in every language" in _captions(at)
 
 
-def test_blog_score_is_one_click_away_with_its_note(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blog_score_is_one_click_away_with_its_note(
+    runs: AppRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = _page(runs, monkeypatch, "pages/features.py")
     at.selectbox(key="features_score").set_value("bi").run()
     assert at.query_params["score"] == "bi"
@@ -69,9 +78,13 @@ def test_blog_score_is_one_click_away_with_its_note(runs: AppRuns, monkeypatch: 
     assert top["low_support"].sum() >= 5, top
 
 
-def test_overview_lists_the_top_features_by_evidence(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overview_lists_the_top_features_by_evidence(
+    runs: AppRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = _page(runs, monkeypatch, None)
-    top = next(d.value for d in at.dataframe if {"open", "evidence"} <= set(map(str, d.value.columns)))
+    top = next(
+        d.value for d in at.dataframe if {"open", "evidence"} <= set(map(str, d.value.columns))
+    )
     assert top.columns[:4].tolist() == ["feature", "open", "rank", "evidence"]
     assert top["rank"].tolist() == list(range(1, len(top) + 1)) and len(top) == 10
     feats = pd.read_parquet(runs.run / "features.parquet")

@@ -21,7 +21,16 @@ IMG_TOKEN = "<img src=x onerror=alert(1)>"
 NEURONPEDIA_ID = "gemma-2-2b/20-gemmascope-res-16k"
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
-__all__ = ["APP", "IMG_TOKEN", "NEURONPEDIA_ID", "RESULTS_ENV", "RUN_ID", "SCRIPT_TOKEN", "AppRuns", "build_app_runs"]
+__all__ = [
+    "APP",
+    "IMG_TOKEN",
+    "NEURONPEDIA_ID",
+    "RESULTS_ENV",
+    "RUN_ID",
+    "SCRIPT_TOKEN",
+    "AppRuns",
+    "build_app_runs",
+]
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,13 @@ class AppRuns:
 
 def build_app_config(**overrides: object) -> SyntheticConfig:
     """120 pairs, 256 features: every planted kind, small enough for AppTest."""
-    fields: dict[str, object] = {"n_pairs": 120, "d_sae": 256, "mean_tokens": 10.0, "seed": 3, "run_id": RUN_ID}
+    fields: dict[str, object] = {
+        "n_pairs": 120,
+        "d_sae": 256,
+        "mean_tokens": 10.0,
+        "seed": 3,
+        "run_id": RUN_ID,
+    }
     fields.update(overrides)
     return SyntheticConfig(**fields)  # type: ignore[arg-type]
 
@@ -56,7 +71,9 @@ def _poison_pair_zero(run: Path) -> None:
     pairs = pq.read_table(run / "pairs.parquet")
     zero = pc.equal(pairs["pair_id"], 0)
     lang = pc.cast(pairs["lang"], pa.string())
-    new = pc.if_else(pc.and_(zero, pc.equal(lang, "en")), f"Hello {SCRIPT_TOKEN} world.", pairs["text"])
+    new = pc.if_else(
+        pc.and_(zero, pc.equal(lang, "en")), f"Hello {SCRIPT_TOKEN} world.", pairs["text"]
+    )
     new = pc.if_else(pc.and_(zero, pc.equal(lang, "es")), f"Hola {IMG_TOKEN} mundo.", new)
     pairs = pairs.set_column(pairs.schema.get_field_index("text"), "text", new)
     pq.write_table(pairs, run / "pairs.parquet")

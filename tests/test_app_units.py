@@ -35,8 +35,9 @@ def test_heatmap_escapes_tokens_in_text_and_title(token: str) -> None:
 
 
 def test_pair_heatmaps_escape_caption_and_share_one_scale() -> None:
-    out = render.pair_heatmaps([("en", [SCRIPT_TOKEN], [5.0]), ("es", ["casa"], [10.0])], 10.0,
-                               caption=IMG_TOKEN)
+    out = render.pair_heatmaps(
+        [("en", [SCRIPT_TOKEN], [5.0]), ("es", ["casa"], [10.0])], 10.0, caption=IMG_TOKEN
+    )
     assert SCRIPT_TOKEN not in out and IMG_TOKEN not in out
     assert "rgba(230,85,13,0.500)" in out and "rgba(230,85,13,1.000)" in out
 
@@ -51,7 +52,10 @@ def test_heat_style_and_visible_whitespace() -> None:
 
 
 def test_sentence_is_escaped() -> None:
-    assert render.sentence(f"Hola {IMG_TOKEN}") == f'<span class="sentence">Hola {html.escape(IMG_TOKEN)}</span>'
+    assert (
+        render.sentence(f"Hola {IMG_TOKEN}")
+        == f'<span class="sentence">Hola {html.escape(IMG_TOKEN)}</span>'
+    )
 
 
 # ---------------------------------------------------------------- table ---
@@ -59,11 +63,16 @@ def test_sentence_is_escaped() -> None:
 
 def _features(**columns: list) -> pd.DataFrame:
     base = {
-        "feature": [0, 1, 2, 3], "alive": [True, True, True, False],
-        "bi": [0.3, 0.1, 0.2, np.nan], "jsd": [0.3, 0.1, 0.2, np.nan], "idaf": [1.0, 2.0, 3.0, np.inf],
+        "feature": [0, 1, 2, 3],
+        "alive": [True, True, True, False],
+        "bi": [0.3, 0.1, 0.2, np.nan],
+        "jsd": [0.3, 0.1, 0.2, np.nan],
+        "idaf": [1.0, 2.0, 3.0, np.inf],
         "mass_jsd": [0.5, 0.4, 0.6, np.nan],
-        "n_fire_en": [10, 9, 0, 0], "n_fire_es": [10, 1, 8, 0],
-        "mono_en": [0.0, 0.5, -0.5, 0.0], "mono_es": [0.0, -0.5, 0.5, 0.0],
+        "n_fire_en": [10, 9, 0, 0],
+        "n_fire_es": [10, 1, 8, 0],
+        "mono_en": [0.0, 0.5, -0.5, 0.0],
+        "mono_es": [0.0, -0.5, 0.5, 0.0],
     }
     base.update(columns)
     return pd.DataFrame(base)
@@ -114,10 +123,14 @@ def test_neighbours_along_a_ranking() -> None:
 
 
 def test_top_pairs_by_language_and_both() -> None:
-    sm = pd.DataFrame({
-        "pair_id": [0, 0, 1, 2, 2], "lang": ["en", "es", "en", "en", "es"],
-        "max_activation": [5.0, 1.0, 9.0, 3.0, 3.0], "n_tokens": [1] * 5,
-    })
+    sm = pd.DataFrame(
+        {
+            "pair_id": [0, 0, 1, 2, 2],
+            "lang": ["en", "es", "en", "en", "es"],
+            "max_activation": [5.0, 1.0, 9.0, 3.0, 3.0],
+            "n_tokens": [1] * 5,
+        }
+    )
     assert table.top_pairs(sm, ["en", "es"], "en", 2)["pair_id"].tolist() == [1, 0]
     assert table.top_pairs(sm, ["en", "es"], "es", 1)["pair_id"].tolist() == [2]
     both = table.top_pairs(sm, ["en", "es"], table.BY_BOTH, 3)
@@ -126,16 +139,32 @@ def test_top_pairs_by_language_and_both() -> None:
 
 
 def test_pair_feature_table_keeps_features_firing_everywhere() -> None:
-    pf = pd.DataFrame({"feature": [7, 7, 8, 9, 9], "lang": ["en", "es", "en", "en", "es"],
-                       "max_activation": [1.0, 4.0, 9.0, 3.0, 2.0], "n_tokens": [1] * 5})
+    pf = pd.DataFrame(
+        {
+            "feature": [7, 7, 8, 9, 9],
+            "lang": ["en", "es", "en", "en", "es"],
+            "max_activation": [1.0, 4.0, 9.0, 3.0, 2.0],
+            "n_tokens": [1] * 5,
+        }
+    )
     both = table.pair_feature_table(pf, ["en", "es"])
     assert both["feature"].tolist() == [9, 7] and both["min_max"].tolist() == [2.0, 1.0]
-    assert table.pair_feature_table(pf, ["en", "es"], both_only=False)["feature"].tolist() == [9, 7, 8]
+    assert table.pair_feature_table(pf, ["en", "es"], both_only=False)["feature"].tolist() == [
+        9,
+        7,
+        8,
+    ]
 
 
 def test_token_search_and_csv_safety() -> None:
-    index = pd.DataFrame({"feature": [1, 1, 2], "token": ["Casa", "gato", "house"], "n": [3, 1, 2],
-                          "max_activation": [1.0, 1.0, 1.0]})
+    index = pd.DataFrame(
+        {
+            "feature": [1, 1, 2],
+            "token": ["Casa", "gato", "house"],
+            "n": [3, 1, 2],
+            "max_activation": [1.0, 1.0, 1.0],
+        }
+    )
     assert table.match_tokens(index, "cas") == frozenset({1})
     assert table.match_tokens(index, "  ") == frozenset({1, 2})
     assert table.token_summary(index).to_dict() == {1: "Casa · gato", 2: "house"}
@@ -165,7 +194,8 @@ def test_formatting_and_neuronpedia_links() -> None:
     assert ui.fmt(None) == ui.fmt(float("nan")) == ui.fmt(pd.NA) == "–"
     assert ui.neuronpedia_url(None, 5) is None
     assert ui.neuronpedia_url("gemma-2-2b/20-gemmascope-res-16k/", 6530) == (
-        "https://www.neuronpedia.org/gemma-2-2b/20-gemmascope-res-16k/6530")
+        "https://www.neuronpedia.org/gemma-2-2b/20-gemmascope-res-16k/6530"
+    )
 
 
 # ----------------------------------------------------------------- data ---

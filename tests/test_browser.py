@@ -34,8 +34,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 PAGE_TIMEOUT_MS = int(os.environ.get("APP_BROWSER_TIMEOUT_MS", "120000"))
 """How long a page may take to draw (raise it on a heavily loaded machine)."""
@@ -51,16 +57,35 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AppRuns]]:
     """A running ``streamlit run app.py`` on loopback; always terminated."""
     if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it")
+        pytest.skip(
+            "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
+        )
     pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
     runs = build_app_runs(tmp_path_factory.mktemp("browser") / "results")
     port = _free_port()
     log = (tmp_path_factory.getbasetemp() / "streamlit.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=APP.parent, env={**os.environ, RESULTS_ENV: str(runs.root)}, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=APP.parent,
+        env={**os.environ, RESULTS_ENV: str(runs.root)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -92,8 +117,11 @@ def browser(server, tmp_path_factory: pytest.TempPathFactory):
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000},
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
         )
         try:
             yield context
@@ -106,14 +134,18 @@ def settle(page) -> None:
     widget and no skeleton for a while."""
     page.wait_for_selector('[data-testid="stMain"]', timeout=PAGE_TIMEOUT_MS)
     # On a loaded machine the first quiet spell can come before the script starts.
-    page.wait_for_function("document.querySelector('[data-testid=\"stMain\"]').innerText.trim().length > 0",
-                           timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_function(
+        "document.querySelector('[data-testid=\"stMain\"]').innerText.trim().length > 0",
+        timeout=PAGE_TIMEOUT_MS,
+    )
     deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
     quiet = 0
     while quiet < 6:
         page.wait_for_timeout(250)
-        busy = (page.locator('[data-testid="stStatusWidget"]').count()
-                + page.locator('[data-testid="stSkeleton"]').count())
+        busy = (
+            page.locator('[data-testid="stStatusWidget"]').count()
+            + page.locator('[data-testid="stSkeleton"]').count()
+        )
         quiet = 0 if busy else quiet + 1
         if time.monotonic() > deadline:
             raise AssertionError(f"{page.url} still running after {PAGE_TIMEOUT_MS} ms")
@@ -133,11 +165,25 @@ def test_every_page_renders_in_chromium(server, browser, tmp_path: Path) -> None
     pages = [
         ("overview", "", ["Bilingual SAE features", f"Run {RUN_ID}", "Activation thresholds"]),
         ("curves", "curves", ["Activation-frequency curves", "mean = ", "feature rank"]),
-        ("features", "features?score=jaccard&minpairs=3&spec=bilingual",
-         ["Ranked features", "ranked by jaccard"]),
-        ("feature", f"feature?feature={bilingual}",
-         [f"Feature {bilingual}", "planted: bilingual", "Where it fires", "Examples across the activation range",
-          "Top 8 of 25 pairs", "Quantile", "Neighbours", "Neuronpedia"]),
+        (
+            "features",
+            "features?score=jaccard&minpairs=3&spec=bilingual",
+            ["Ranked features", "ranked by jaccard"],
+        ),
+        (
+            "feature",
+            f"feature?feature={bilingual}",
+            [
+                f"Feature {bilingual}",
+                "planted: bilingual",
+                "Where it fires",
+                "Examples across the activation range",
+                "Top 8 of 25 pairs",
+                "Quantile",
+                "Neighbours",
+                "Neuronpedia",
+            ],
+        ),
         ("pairs", "pairs?pair=5", ["Pair 5", "Features firing on this pair"]),
     ]
     dialogs: list[str] = []
@@ -195,8 +241,10 @@ def test_reflected_markdown_in_a_link_loads_and_links_nothing_outside(server, br
     from urllib.parse import quote
 
     url, _ = server
-    payload = ("![w](http://evil.example/x.png)[Sign in again](http://evil.example/phish) "
-               "www.evil.example <img src=http://evil.example/y.png>")
+    payload = (
+        "![w](http://evil.example/x.png)[Sign in again](http://evil.example/phish) "
+        "www.evil.example <img src=http://evil.example/y.png>"
+    )
     outside: list[str] = []
     page = browser.new_page()
 
@@ -213,8 +261,10 @@ def test_reflected_markdown_in_a_link_loads_and_links_nothing_outside(server, br
         settle(page)
         assert "Sign in again" in page.locator("body").inner_text(), path  # shown, as text
         links = page.locator('a[href*="evil.example"]')
-        assert links.count() == 0, (path, [links.nth(i).evaluate("e => e.parentElement.outerHTML")
-                                           for i in range(links.count())])
+        assert links.count() == 0, (
+            path,
+            [links.nth(i).evaluate("e => e.parentElement.outerHTML") for i in range(links.count())],
+        )
         assert page.locator('img[src*="evil.example"]').count() == 0, path
     assert not [u for u in outside if "evil.example" in u], outside
 
@@ -244,7 +294,9 @@ def test_previous_next_change_the_url_and_history(server, browser, tmp_path: Pat
     for label in (f"Previous: feature {order[0]}", f"Next: feature {order[2]}"):
         link = page.locator('[data-testid="stPageLink"]', has_text=label).first
         assert link.is_visible()
-        assert link.evaluate("e => [...e.querySelectorAll('*')].every(c => c.scrollWidth <= c.clientWidth + 1)")
+        assert link.evaluate(
+            "e => [...e.querySelectorAll('*')].every(c => c.scrollWidth <= c.clientWidth + 1)"
+        )
     main_box = page.locator('[data-testid="stMain"]').bounding_box()
     languages = page.locator('[data-testid="stDataFrame"]').nth(1).bounding_box()
     assert languages["x"] + languages["width"] <= main_box["x"] + main_box["width"]

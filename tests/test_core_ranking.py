@@ -83,10 +83,22 @@ def test_rank_features_breaks_ties_by_support_then_feature_id():
     values = np.array([1.0, 1.0, 1.0, 2.0, np.nan])
     alive = np.array([True, True, True, True, True])
     support = np.array([1, 30, 1, 0, 50])
-    assert rank_features(values, alive, higher_is_better=True, support=support).tolist() == [3, 2, 4, 1, 0]
+    assert rank_features(values, alive, higher_is_better=True, support=support).tolist() == [
+        3,
+        2,
+        4,
+        1,
+        0,
+    ]
     # Without support, ties go by feature id (the blog score's rule).
     assert rank_features(values, alive, higher_is_better=True).tolist() == [2, 3, 4, 1, 0]
-    assert rank_features(values, alive, higher_is_better=False, support=support).tolist() == [2, 1, 3, 4, 0]
+    assert rank_features(values, alive, higher_is_better=False, support=support).tolist() == [
+        2,
+        1,
+        3,
+        4,
+        0,
+    ]
 
 
 def _one_versus_thirty(n: int = 200) -> np.ndarray:
@@ -120,11 +132,19 @@ def test_one_pair_never_ranks_above_thirty():
 
 
 def test_the_app_ranks_ties_by_support():
-    feats = pd.DataFrame({
-        "feature": [0, 1, 2], "alive": [True, True, True], "jaccard": [1.0, 1.0, 1.0],
-        "evidence": [2.3, 2.3, 40.0], "n_both": [1, 30, 30], "n_fire_en": [1, 30, 30], "n_fire_es": [1, 30, 30],
-        "bi": [0.1, 0.1, 0.2], "jsd": [0.1, 0.1, 0.2],
-    })
+    feats = pd.DataFrame(
+        {
+            "feature": [0, 1, 2],
+            "alive": [True, True, True],
+            "jaccard": [1.0, 1.0, 1.0],
+            "evidence": [2.3, 2.3, 40.0],
+            "n_both": [1, 30, 30],
+            "n_fire_en": [1, 30, 30],
+            "n_fire_es": [1, 30, 30],
+            "bi": [0.1, 0.1, 0.2],
+            "jsd": [0.1, 0.1, 0.2],
+        }
+    )
     scored = table.score_table(feats, None, ["en", "es"])
     scores = table.available_scores(scored.columns, ["en", "es"])
     assert scores[0].key == "evidence"
@@ -163,8 +183,12 @@ def test_schema_is_derived_from_the_registry():
 def test_app_menus_follow_the_registry_order():
     feats = pd.DataFrame(columns=[c.name for c in feature_columns(["en", "es"])])
     keys = [s.key for s in table.available_scores(feats.columns, ["en", "es"])]
-    expected = [k for s in registry.SCORES if s.key != "notebook"
-                for k in ([s.key.format(lang=lang) for lang in ("en", "es")] if s.per_language else [s.key])]
+    expected = [
+        k
+        for s in registry.SCORES
+        if s.key != "notebook"
+        for k in ([s.key.format(lang=lang) for lang in ("en", "es")] if s.per_language else [s.key])
+    ]
     assert keys == expected
 
 
@@ -179,16 +203,30 @@ def _planted(tmp_path, n_pairs: int, seed: int):
 
 def _precision(features: pd.DataFrame, truth, key: str) -> float:
     spec = registry.score_by_key(key)
-    return planted_precision(features, truth, spec.column, higher_is_better=spec.higher_is_better,
-                             support=spec.ties == "support")
+    return planted_precision(
+        features,
+        truth,
+        spec.column,
+        higher_is_better=spec.higher_is_better,
+        support=spec.ties == "support",
+    )
 
 
 @pytest.mark.parametrize(("n_pairs", "seed"), [(300, 0), (300, 1), (1000, 0)])
 def test_evidence_top_10_is_planted_bilingual(tmp_path, n_pairs, seed):
     features, truth = _planted(tmp_path, n_pairs, seed)
     kinds = set(truth.kinds.values())
-    assert {"bilingual", "bilingual_weak", "single_pair", "two_pairs", "leaning", "independent",
-            "ubiquitous", "weak", "dead"} <= kinds
+    assert {
+        "bilingual",
+        "bilingual_weak",
+        "single_pair",
+        "two_pairs",
+        "leaning",
+        "independent",
+        "ubiquitous",
+        "weak",
+        "dead",
+    } <= kinds
     assert _precision(features, truth, "evidence") >= 0.9
     # The stored rank is the registry's ranking of the stored value.
     top = features.dropna(subset=["evidence_rank"]).sort_values("evidence_rank")
@@ -211,8 +249,15 @@ def test_a_new_declaration_reaches_the_scorer_schema_and_menus(tmp_path, monkeyp
     def max_en(block) -> np.ndarray:  # a toy block kernel: the largest English maximum
         return block.max_per_feature_lang()[:, 0]
 
-    toy = registry.ScoreSpec("toy", "toy score", "toy_max_en", "higher", "max_k q_en[k]", block=max_en,
-                             rank_column="toy_rank")
+    toy = registry.ScoreSpec(
+        "toy",
+        "toy score",
+        "toy_max_en",
+        "higher",
+        "max_k q_en[k]",
+        block=max_en,
+        rank_column="toy_rank",
+    )
     monkeypatch.setattr(registry, "SCORES", (*registry.SCORES, toy))
     cfg = SyntheticConfig(n_pairs=40, d_sae=48, mean_tokens=6.0, seed=1)
     write_synthetic_run(tmp_path, cfg)

@@ -60,7 +60,9 @@ def test_a_zeroed_decoder_direction_has_no_effect(tiny_run: Path, models) -> Non
     sae = copy.deepcopy(models.sae)
     with torch.no_grad():
         sae.W_dec[f] = 0
-    table, _ = compute_ablation(run, _with(models, sae), AblationConfig(**{**CFG.__dict__, "features": (f,)}))
+    table, _ = compute_ablation(
+        run, _with(models, sae), AblationConfig(**{**CFG.__dict__, "features": (f,)})
+    )
     assert set(table["lang"]) == {"en", "es"}
     assert (table["n_tokens"] > 0).all()
     np.testing.assert_allclose(table["delta_loss"], 0, atol=1e-5)
@@ -76,7 +78,9 @@ def test_a_planted_direction_raises_the_loss_where_it_fires(tiny_run: Path, mode
     starts = firing_starts(run, [f])
     tokens = run.read_pandas("tokens.parquet")
     tokens["lang"] = tokens["lang"].astype(str)
-    nxt = tokens.merge(starts.assign(position=starts["first_position"] + 1), on=["pair_id", "lang", "position"])
+    nxt = tokens.merge(
+        starts.assign(position=starts["first_position"] + 1), on=["pair_id", "lang", "position"]
+    )
     targets = torch.as_tensor(sorted(set(nxt["token_id"])))
     model = models.model
     d = models.sae.W_dec[f].detach()
@@ -85,7 +89,9 @@ def test_a_planted_direction_raises_the_loss_where_it_fires(tiny_run: Path, mode
     try:
         with torch.no_grad():
             model.unembed.W_U[:, targets] += 8 * d[:, None]
-        table, _ = compute_ablation(run, models, AblationConfig(**{**CFG.__dict__, "features": (f,)}))
+        table, _ = compute_ablation(
+            run, models, AblationConfig(**{**CFG.__dict__, "features": (f,)})
+        )
     finally:
         with torch.no_grad():
             model.unembed.W_U.copy_(saved)
@@ -96,10 +102,18 @@ def test_a_planted_direction_raises_the_loss_where_it_fires(tiny_run: Path, mode
 def test_the_baseline_is_drawn_with_matching_frequency() -> None:
     rng = np.random.default_rng(0)
     n = 200
-    feats = pd.DataFrame({"feature": np.arange(n), "alive": np.arange(n) % 7 != 0,
-                          "n_fire_en": rng.integers(1, 500, n), "n_fire_es": rng.integers(1, 500, n)})
+    feats = pd.DataFrame(
+        {
+            "feature": np.arange(n),
+            "alive": np.arange(n) % 7 != 0,
+            "n_fire_en": rng.integers(1, 500, n),
+            "n_fire_es": rng.integers(1, 500, n),
+        }
+    )
     candidates = [1, 2, 3]
-    drawn = draw_baseline(feats, candidates, ["en", "es"], n=4, pool=10, rng=np.random.default_rng(1))
+    drawn = draw_baseline(
+        feats, candidates, ["en", "es"], n=4, pool=10, rng=np.random.default_rng(1)
+    )
     total = (feats["n_fire_en"] + feats["n_fire_es"]).to_numpy()
     for c, chosen in drawn.items():
         assert len(chosen) == 4 and len(set(chosen)) == 4
@@ -109,7 +123,9 @@ def test_the_baseline_is_drawn_with_matching_frequency() -> None:
         distance = np.abs(np.log(total[others]) - np.log(total[c]))
         tenth = np.sort(distance)[9]
         assert all(abs(np.log(total[b]) - np.log(total[c])) <= tenth for b in chosen)
-    again = draw_baseline(feats, candidates, ["en", "es"], n=4, pool=10, rng=np.random.default_rng(1))
+    again = draw_baseline(
+        feats, candidates, ["en", "es"], n=4, pool=10, rng=np.random.default_rng(1)
+    )
     assert again == drawn
 
 
@@ -131,9 +147,23 @@ def test_default_ranking_is_the_first_available() -> None:
 
 
 @pytest.mark.slow
-def test_cli_validate_is_reproducible_with_a_seed(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["validate", "--run", str(tiny_run), "--top", "2", "--max-sentences", "4", "--baseline", "2",
-            "--quiet", "--seed", "3"]
+def test_cli_validate_is_reproducible_with_a_seed(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "validate",
+        "--run",
+        str(tiny_run),
+        "--top",
+        "2",
+        "--max-sentences",
+        "4",
+        "--baseline",
+        "2",
+        "--quiet",
+        "--seed",
+        "3",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "ablation.parquet" in out and "by evidence_rank" in out  # the app's default ranking
@@ -146,9 +176,24 @@ def test_cli_validate_is_reproducible_with_a_seed(tiny_run: Path, capsys: pytest
     assert Run.open(tiny_run).manifest.evidence["validate"]["ablation"]["seed"] == 3
 
 
-def test_a_model_that_cannot_be_loaded_is_named(tiny_run: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_model_that_cannot_be_loaded_is_named(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "no-such-sae"
-    assert main(["validate", "--run", str(tiny_run), "--top", "1", "--sae-path", str(missing), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "validate",
+                "--run",
+                str(tiny_run),
+                "--top",
+                "1",
+                "--sae-path",
+                str(missing),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "model 'tiny'" in err and str(missing) in err and "--sae-path" in err

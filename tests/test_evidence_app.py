@@ -39,31 +39,67 @@ def _evidence_tables(run: Run) -> tuple[dict[str, pa.Table], list[int]]:
     for f in feats["feature"]:
         for sign, sgn in (("promoted", 1), ("suppressed", -1)):
             for r in range(1, 4):
-                tag = "es" if (sign == "promoted" and f == alive[0]) else ("en" if r == 1 else "unknown")
-                rows.append({"feature": f, "sign": sign, "rank": r, "token_id": r, "token": HOSTILE if r == 2 else f"t{r}",
-                             "logit": sgn * (4.0 - r), "lang_tag": tag, "n_occurrences": 2,
-                             "share_en": 1.0 if tag == "en" else 0.0, "share_es": 1.0 if tag == "es" else 0.0})
+                tag = (
+                    "es"
+                    if (sign == "promoted" and f == alive[0])
+                    else ("en" if r == 1 else "unknown")
+                )
+                rows.append(
+                    {
+                        "feature": f,
+                        "sign": sign,
+                        "rank": r,
+                        "token_id": r,
+                        "token": HOSTILE if r == 2 else f"t{r}",
+                        "logit": sgn * (4.0 - r),
+                        "lang_tag": tag,
+                        "n_occurrences": 2,
+                        "share_en": 1.0 if tag == "en" else 0.0,
+                        "share_es": 1.0 if tag == "es" else 0.0,
+                    }
+                )
     logits = pd.DataFrame(rows)
     ablation = []
     for i, f in enumerate(alive[:3]):
         for lang in langs:
             hurt = i == 0
-            ablation.append({"feature": f, "lang": lang, "rank_by": "jaccard_rank", "candidate_rank": i + 1,
-                             "n_sentences": 5, "n_sentences_firing": 5, "n_tokens": 40,
-                             "delta_loss": 0.5 if hurt else 0.0, "ci_low": 0.3 if hurt else -0.1,
-                             "ci_high": 0.7 if hurt else 0.1, "clean_loss": 3.0, "baseline_delta_loss": 0.01,
-                             "baseline_ci_low": -0.02, "baseline_ci_high": 0.05, "baseline_n_sentences": 10,
-                             "baseline_features": "1,2", "hurts": hurt})
+            ablation.append(
+                {
+                    "feature": f,
+                    "lang": lang,
+                    "rank_by": "jaccard_rank",
+                    "candidate_rank": i + 1,
+                    "n_sentences": 5,
+                    "n_sentences_firing": 5,
+                    "n_tokens": 40,
+                    "delta_loss": 0.5 if hurt else 0.0,
+                    "ci_low": 0.3 if hurt else -0.1,
+                    "ci_high": 0.7 if hurt else 0.1,
+                    "clean_loss": 3.0,
+                    "baseline_delta_loss": 0.01,
+                    "baseline_ci_low": -0.02,
+                    "baseline_ci_high": 0.05,
+                    "baseline_n_sentences": 10,
+                    "baseline_features": "1,2",
+                    "hurts": hurt,
+                }
+            )
     null = feats.copy()
     null["jaccard"] = null["jaccard"] * 0.5
     null = null.merge(purity_table(run), on="feature", how="left")
-    neighbours = pd.DataFrame({"feature": np.repeat(feats["feature"].to_numpy(np.int32), 2),
-                               "rank": np.tile(np.array([1, 2], np.int32), len(feats)),
-                               "neighbour": np.roll(np.repeat(feats["feature"].to_numpy(np.int32), 2), 2),
-                               "cosine": np.full(2 * len(feats), 0.5, np.float32)})
+    neighbours = pd.DataFrame(
+        {
+            "feature": np.repeat(feats["feature"].to_numpy(np.int32), 2),
+            "rank": np.tile(np.array([1, 2], np.int32), len(feats)),
+            "neighbour": np.roll(np.repeat(feats["feature"].to_numpy(np.int32), 2), 2),
+            "cosine": np.full(2 * len(feats), 0.5, np.float32),
+        }
+    )
     tables = {
         LOGITS: pa.Table.from_pandas(logits, schema=logits_schema(langs), preserve_index=False),
-        OUTPUT_LANGUAGES: pa.Table.from_pandas(output_language_shares(logits, langs), preserve_index=False),
+        OUTPUT_LANGUAGES: pa.Table.from_pandas(
+            output_language_shares(logits, langs), preserve_index=False
+        ),
         ABLATION: pa.Table.from_pandas(pd.DataFrame(ablation), preserve_index=False),
         NULL_SCORES: pa.Table.from_pandas(null, preserve_index=False),
         PURITY: pa.Table.from_pandas(purity_table(run), preserve_index=False),
@@ -89,8 +125,11 @@ def app(evidence_run, monkeypatch: pytest.MonkeyPatch):
 
 
 def _texts(at: AppTest) -> str:
-    return "\n".join(str(getattr(el, "value", "")) for kind in ("subheader", "markdown", "caption")
-                     for el in at.get(kind))
+    return "\n".join(
+        str(getattr(el, "value", ""))
+        for kind in ("subheader", "markdown", "caption")
+        for el in at.get(kind)
+    )
 
 
 def _table_with(at: AppTest, *columns: str) -> pd.DataFrame:
@@ -108,7 +147,10 @@ def test_feature_page_shows_logits_ablation_and_null(app, evidence_run) -> None:
     assert promoted["language"].tolist() == ["es"] * 3 and HOSTILE in promoted["token"].tolist()
     charts = [c for c in at.get("plotly_chart") if "loss change" in c.proto.spec]
     spec = json.loads(charts[0].proto.spec)
-    assert [t["name"] for t in spec["data"]] == ["ablate this feature", "random features, similar frequency"]
+    assert [t["name"] for t in spec["data"]] == [
+        "ablate this feature",
+        "random features, similar frequency",
+    ]
     null = _table_with(at, "percentile vs null")
     assert "jaccard" in set(null["score"]) and null["percentile vs null"].between(0, 100).all()
     assert "Purity" in shown
@@ -128,11 +170,17 @@ def test_feature_table_gets_evidence_columns_and_filters(app, evidence_run) -> N
     _, alive = evidence_run
     at = app("pages/features.py", run="synthetic", score="jaccard")
     table = next(d.value for d in at.dataframe if d.key == "features_table")
-    assert {"output_languages", "hurts_both", "delta_loss_en", "purity", "null_pct_jaccard"} <= set(table.columns)
+    assert {"output_languages", "hurts_both", "delta_loss_en", "purity", "null_pct_jaccard"} <= set(
+        table.columns
+    )
     at = app("pages/features.py", run="synthetic", score="jaccard", hurts="1")
-    assert next(d.value for d in at.dataframe if d.key == "features_table")["feature"].tolist() == [alive[0]]
+    assert next(d.value for d in at.dataframe if d.key == "features_table")["feature"].tolist() == [
+        alive[0]
+    ]
     at = app("pages/features.py", run="synthetic", score="jaccard", outlang="es")
-    assert next(d.value for d in at.dataframe if d.key == "features_table")["feature"].tolist() == [alive[0]]
+    assert next(d.value for d in at.dataframe if d.key == "features_table")["feature"].tolist() == [
+        alive[0]
+    ]
     at = app("pages/features.py", run="synthetic", score="jaccard", beatnull="jaccard")
     beat = next(d.value for d in at.dataframe if d.key == "features_table")
     assert len(beat) and (beat["null_pct_jaccard"] >= 100).all()
@@ -145,7 +193,9 @@ def test_overview_counts_features_beating_the_null(app) -> None:
     assert "**1** of 3 candidates raise the loss" in shown
 
 
-def test_runs_without_evidence_say_how_to_add_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_without_evidence_say_how_to_add_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runs = build_app_runs(tmp_path / "results")
     monkeypatch.setenv(RESULTS_ENV, str(runs.root))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)

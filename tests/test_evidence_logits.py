@@ -53,15 +53,25 @@ def _dense_effects(model, sae) -> np.ndarray:
 
 def test_logit_effects_equal_a_dense_computation(models) -> None:
     dense = _dense_effects(models.model, models.sae)
-    top_ids, top_values, bottom_ids, bottom_values = top_logits(models.model, models.sae, k=5, block_size=7)
-    np.testing.assert_allclose(np.take_along_axis(dense, bottom_ids, 1), bottom_values, rtol=1e-4, atol=1e-5)
+    top_ids, top_values, bottom_ids, bottom_values = top_logits(
+        models.model, models.sae, k=5, block_size=7
+    )
+    np.testing.assert_allclose(
+        np.take_along_axis(dense, bottom_ids, 1), bottom_values, rtol=1e-4, atol=1e-5
+    )
     assert top_ids.shape == (models.sae.cfg.d_sae, 5)
     expect_top = np.argsort(-dense, axis=1, kind="stable")[:, :5]
     expect_bottom = np.argsort(dense, axis=1, kind="stable")[:, :5]
-    np.testing.assert_allclose(top_values, np.take_along_axis(dense, expect_top, 1), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(bottom_values, np.take_along_axis(dense, expect_bottom, 1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        top_values, np.take_along_axis(dense, expect_top, 1), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        bottom_values, np.take_along_axis(dense, expect_bottom, 1), rtol=1e-4, atol=1e-5
+    )
     # ids agree wherever the values are not tied within float32 rounding
-    np.testing.assert_allclose(np.take_along_axis(dense, top_ids, 1), top_values, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.take_along_axis(dense, top_ids, 1), top_values, rtol=1e-4, atol=1e-5
+    )
     assert (top_ids[:, 0] == expect_top[:, 0]).mean() > 0.99
     assert (np.diff(top_values, axis=1) <= 0).all() and (np.diff(bottom_values, axis=1) >= 0).all()
 
@@ -75,8 +85,12 @@ def test_a_decoder_row_along_a_tokens_unembedding_promotes_it_first(models) -> N
     try:
         with torch.no_grad():
             model.unembed.W_U[:, target] *= 10  # a token with a distinctive unembedding
-            sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=model.cfg.d_model, d_sae=4, dtype="float32", device="cpu"))
-            sae.W_dec.copy_(torch.randn(4, model.cfg.d_model, generator=torch.Generator().manual_seed(0)))
+            sae = JumpReLUSAE(
+                JumpReLUSAEConfig(d_in=model.cfg.d_model, d_sae=4, dtype="float32", device="cpu")
+            )
+            sae.W_dec.copy_(
+                torch.randn(4, model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+            )
             sae.W_dec[2] = model.W_U[:, target] / model.W_U[:, target].norm()
             top_ids, _, bottom_ids, _ = top_logits(model, sae, k=3)
             neg = top_logits(model, _negated(sae), k=3)[2]
@@ -98,15 +112,19 @@ def _negated(sae):
 
 
 def test_language_tag_follows_occurrences() -> None:
-    tokens = pd.DataFrame({
-        "lang": ["en"] * 6 + ["es"] * 6,
-        "position": [0, 1, 2, 3, 4, 5] * 2,
-        "token_id": [1, 10, 10, 10, 20, 30, 1, 20, 20, 20, 30, 40],
-    })
+    tokens = pd.DataFrame(
+        {
+            "lang": ["en"] * 6 + ["es"] * 6,
+            "position": [0, 1, 2, 3, 4, 5] * 2,
+            "token_id": [1, 10, 10, 10, 20, 30, 1, 20, 20, 20, 30, 40],
+        }
+    )
     shares = token_language_shares(tokens, ["en", "es"])
     assert 1 not in shares.index  # BOS rows never count
     assert shares.loc[10, "lang_tag"] == "en" and shares.loc[10, "n_en"] == 3
-    assert shares.loc[20, "lang_tag"] == MIXED and shares.loc[20, "share_es"] == pytest.approx(0.75)  # < 0.8
+    assert shares.loc[20, "lang_tag"] == MIXED and shares.loc[20, "share_es"] == pytest.approx(
+        0.75
+    )  # < 0.8
     assert shares.loc[30, "lang_tag"] == MIXED
     assert shares.loc[40, "lang_tag"] == "es"
     tagged = tag_tokens(np.array([10, 99, 40]), shares, ["en", "es"])
@@ -116,11 +134,13 @@ def test_language_tag_follows_occurrences() -> None:
 
 
 def test_output_languages_count_promoted_tokens_only() -> None:
-    logits = pd.DataFrame({
-        "feature": [0, 0, 0, 0, 0, 1, 1],
-        "sign": ["promoted"] * 4 + ["suppressed", "promoted", "promoted"],
-        "lang_tag": ["es", "es", "es", UNKNOWN, "en", "en", MIXED],
-    })
+    logits = pd.DataFrame(
+        {
+            "feature": [0, 0, 0, 0, 0, 1, 1],
+            "sign": ["promoted"] * 4 + ["suppressed", "promoted", "promoted"],
+            "lang_tag": ["es", "es", "es", UNKNOWN, "en", "en", MIXED],
+        }
+    )
     out = output_language_shares(logits, ["en", "es"]).set_index("feature")
     assert out.loc[0, "out_es"] == pytest.approx(0.75) and out.loc[0, "out_en"] == 0
     assert out.loc[0, "output_languages"] == "es 0.8"
@@ -150,7 +170,9 @@ def test_neighbours_by_cosine(models) -> None:
 def test_tags_use_the_runs_tokens(models, tiny_run: Path) -> None:
     run = Run.open(tiny_run)
     tokens = run.read_pandas("tokens.parquet")
-    result = compute_logit_evidence(models.model, models.sae, models.tokenizer, tokens, run.languages, k=4)
+    result = compute_logit_evidence(
+        models.model, models.sae, models.tokenizer, tokens, run.languages, k=4
+    )
     seen = set(tokens.loc[tokens["position"] > 0, "token_id"])
     unknown = result.logits["lang_tag"] == UNKNOWN
     assert set(result.logits.loc[unknown, "token_id"]).isdisjoint(seen)
@@ -158,8 +180,9 @@ def test_tags_use_the_runs_tokens(models, tiny_run: Path) -> None:
     assert len(result.logits) == 2 * 4 * run.manifest.d_sae
 
 
-def test_cli_adds_the_tables_atomically(tiny_run: Path, capsys: pytest.CaptureFixture[str],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_adds_the_tables_atomically(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = {p.name: p.read_bytes() for p in tiny_run.iterdir()}
     import bilingual_core.storage
 
@@ -187,7 +210,9 @@ def test_cli_adds_the_tables_atomically(tiny_run: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.slow
-def test_run_adds_logits_unless_told_not_to(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_adds_logits_unless_told_not_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = ["run", "--preset", "tiny", "--out", str(tmp_path), "--sample-size", "8", "--quiet"]
     assert main([*base, "--run-id", "with"]) == 0
     assert main([*base, "--run-id", "without", "--no-logits"]) == 0

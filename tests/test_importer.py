@@ -50,8 +50,14 @@ class Dataset:
 
 
 def make_dataset(
-    directory: Path, *, n_rows: int = 12, d_sae: int = 64, seed: int = 0, pad_strings: bool = False,
-    n_files: int = 2, float_type: pa.DataType | None = None,
+    directory: Path,
+    *,
+    n_rows: int = 12,
+    d_sae: int = 64,
+    seed: int = 0,
+    pad_strings: bool = False,
+    n_files: int = 2,
+    float_type: pa.DataType | None = None,
 ) -> Dataset:
     """Write a dataset in the published schema under ``directory`` (``n_files`` Parquet files)."""
     rng = np.random.default_rng(seed)
@@ -76,7 +82,7 @@ def make_dataset(
             strs[lang] = ["<bos>", *(f"▁{lang}{i}" for i in ids)]
             if pad_strings:
                 strs[lang] += ["<pad>"] * (width - n)
-            trans[lang] = f"{lang} sentence {k} <&> \"quoted\""
+            trans[lang] = f'{lang} sentence {k} <&> "quoted"'
             sae[r, 0, BOS_ONLY] = 50.0
             sae[r, 0, rng.choice(52, 3, replace=False) + 10] = rng.exponential(2.0, 3) + 0.1
             for p in range(1, width):
@@ -97,29 +103,45 @@ def make_dataset(
         n_real_all.append({"es": n_es, "en": n_en})
         strs_all.append(strs)
         trans_all.append(trans)
-        rows.append({
-            "id": str(1000 + k), "translation": trans, "tokens": tokens.tolist(),
-            "str_tokens": {"es": strs["es"], "en": strs["en"]}, "len_tokens": width,
-            "sae_features": sae.tolist(),
-        })
+        rows.append(
+            {
+                "id": str(1000 + k),
+                "translation": trans,
+                "tokens": tokens.tolist(),
+                "str_tokens": {"es": strs["es"], "en": strs["en"]},
+                "len_tokens": width,
+                "sae_features": sae.tolist(),
+            }
+        )
     write_rows(directory, rows, n_files=n_files, float_type=float_type)
     return Dataset(directory, tokens_all, sae_all, n_real_all, strs_all, trans_all, d_sae)
 
 
 def published_schema(float_type: pa.DataType | None = None) -> pa.Schema:
     float_type = float_type or pa.float32()
-    return pa.schema([
-        ("id", pa.string()),
-        ("translation", pa.struct([("en", pa.string()), ("es", pa.string())])),
-        ("tokens", pa.list_(pa.list_(pa.int64()))),
-        ("str_tokens", pa.struct([("es", pa.list_(pa.string())), ("en", pa.list_(pa.string()))])),
-        ("len_tokens", pa.int64()),
-        ("sae_features", pa.list_(pa.list_(pa.list_(float_type)))),
-    ])
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("translation", pa.struct([("en", pa.string()), ("es", pa.string())])),
+            ("tokens", pa.list_(pa.list_(pa.int64()))),
+            (
+                "str_tokens",
+                pa.struct([("es", pa.list_(pa.string())), ("en", pa.list_(pa.string()))]),
+            ),
+            ("len_tokens", pa.int64()),
+            ("sae_features", pa.list_(pa.list_(pa.list_(float_type)))),
+        ]
+    )
 
 
-def write_rows(directory: Path, rows: list[dict], *, n_files: int = 1, float_type: pa.DataType | None = None,
-               schema: pa.Schema | None = None) -> None:
+def write_rows(
+    directory: Path,
+    rows: list[dict],
+    *,
+    n_files: int = 1,
+    float_type: pa.DataType | None = None,
+    schema: pa.Schema | None = None,
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     schema = schema or published_schema(float_type)
     if not rows:
@@ -127,9 +149,11 @@ def write_rows(directory: Path, rows: list[dict], *, n_files: int = 1, float_typ
         return
     bounds = np.linspace(0, len(rows), n_files + 1).astype(int)
     for i in range(n_files):
-        part = rows[bounds[i]:bounds[i + 1]]
+        part = rows[bounds[i] : bounds[i + 1]]
         table = pa.Table.from_pylist(part, schema=schema)
-        pq.write_table(table, directory / f"train-{i:05d}-of-{n_files:05d}.parquet", row_group_size=3)
+        pq.write_table(
+            table, directory / f"train-{i:05d}-of-{n_files:05d}.parquet", row_group_size=3
+        )
 
 
 # --------------------------------------------------------------------------- dense reference
@@ -160,7 +184,10 @@ def notebook_reference(ds: Dataset, k: int = 300, with_pads: bool = True) -> dic
         e = np.exp(x)
         probs[lang] = e / e.sum(axis=0, keepdims=True)
     mix = (probs["en"] + probs["es"]) / 2
-    jsd = sum(0.5 * np.sum(np.where(p > 0, p * np.log(p / mix), 0.0), axis=0) for p in probs.values()) / n
+    jsd = (
+        sum(0.5 * np.sum(np.where(p > 0, p * np.log(p / mix), 0.0), axis=0) for p in probs.values())
+        / n
+    )
     count = sum((q_nb[lang] > 0).sum(axis=0) for lang in LANGS)
     with np.errstate(divide="ignore"):
         idaf = np.where(count > 0, 2 * n / np.maximum(count, 1), np.inf)
@@ -261,10 +288,21 @@ def test_bos_and_pads_excluded_and_files_sorted(imported):
         assert (df["position"] >= 1).all()
         assert (df["activation"] > 0).all()
         assert BOS_ONLY not in set(df["feature"])
-        key = list(zip(df["feature"], df["pair_id"], df["lang"].map({"en": 0, "es": 1}), df["position"],
-                       strict=True))
-        assert key == sorted(key) and len(set(key)) == len(key), f"{name} not sorted or has duplicates"
-        limit = np.array([ds.n_real[k][lang] for k, lang in zip(df["pair_id"], df["lang"], strict=True)])
+        key = list(
+            zip(
+                df["feature"],
+                df["pair_id"],
+                df["lang"].map({"en": 0, "es": 1}),
+                df["position"],
+                strict=True,
+            )
+        )
+        assert key == sorted(key) and len(set(key)) == len(key), (
+            f"{name} not sorted or has duplicates"
+        )
+        limit = np.array(
+            [ds.n_real[k][lang] for k, lang in zip(df["pair_id"], df["lang"], strict=True)]
+        )
         if name == ACTIVATIONS:
             assert (df["position"].to_numpy() < limit).all()
             assert PAD_ONLY not in set(df["feature"])
@@ -293,7 +331,9 @@ def test_notebook_variant_matches_dense_reference(tmp_path, k):
     assert "notebook_rank" in feats.columns and "bi_rank" in feats.columns
     np.testing.assert_array_equal(feats["alive"].to_numpy(), ref["alive"])
     np.testing.assert_allclose(feats["notebook_jsd"].to_numpy(), ref["jsd"], rtol=1e-5, atol=1e-12)
-    np.testing.assert_array_equal(feats["notebook_idaf"].to_numpy()[ref["alive"]], ref["idaf"][ref["alive"]])
+    np.testing.assert_array_equal(
+        feats["notebook_idaf"].to_numpy()[ref["alive"]], ref["idaf"][ref["alive"]]
+    )
     np.testing.assert_allclose(result.manifest.scoring["notebook"]["beta"], ref["beta"], rtol=1e-5)
     ranked = feats.dropna(subset=["notebook_rank"]).sort_values("notebook_rank").index.tolist()
     assert ranked[:10] == ref["order"][:10].tolist()
@@ -304,7 +344,9 @@ def test_notebook_variant_matches_dense_reference(tmp_path, k):
     # each language's scale is 100 / its max, and that max is at a pad position.
     pad_max = {lang: max(float(s[ROW[lang], :, PAD_ONLY].max()) for s in ds.sae) for lang in LANGS}
     for lang in LANGS:
-        assert result.manifest.scoring["notebook"]["scale"][lang] == pytest.approx(100.0 / pad_max[lang], rel=1e-6)
+        assert result.manifest.scoring["notebook"]["scale"][lang] == pytest.approx(
+            100.0 / pad_max[lang], rel=1e-6
+        )
     assert result.manifest.scoring["notebook"]["pad_positions"] is True
 
 
@@ -408,10 +450,20 @@ def _bad_empty(rows):
     return [], "no rows"
 
 
-@pytest.mark.parametrize("corrupt", [
-    _bad_missing_column, _bad_tokens_shape, _bad_sae_length, _bad_d_sae, _bad_ragged,
-    _bad_token_past_length, _bad_no_bos, _bad_empty,
-], ids=lambda f: f.__name__.removeprefix("_bad_"))
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        _bad_missing_column,
+        _bad_tokens_shape,
+        _bad_sae_length,
+        _bad_d_sae,
+        _bad_ragged,
+        _bad_token_past_length,
+        _bad_no_bos,
+        _bad_empty,
+    ],
+    ids=lambda f: f.__name__.removeprefix("_bad_"),
+)
 def test_bad_input_is_rejected_and_nothing_written(tmp_path, corrupt):
     rows, message = corrupt(_base_rows(tmp_path))
     schema = published_schema()
@@ -432,22 +484,66 @@ def test_missing_source_is_a_clear_error(tmp_path):
 def test_cli(tmp_path, capsys):
     ds = make_dataset(tmp_path / "published", seed=4)
     root = tmp_path / "results"
-    rc = main(["import-published", "--source", str(ds.path), "--out", str(root), "--run-id", "cli", "--quiet"])
+    rc = main(
+        [
+            "import-published",
+            "--source",
+            str(ds.path),
+            "--out",
+            str(root),
+            "--run-id",
+            "cli",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "imported 12 pairs" in out and "top features (notebook variant):" in out
     assert Run.open(root, "cli").is_complete
     # Existing run without --overwrite: a clear error, exit status 2.
-    rc = main(["import-published", "--source", str(ds.path), "--out", str(root), "--run-id", "cli", "--quiet"])
+    rc = main(
+        [
+            "import-published",
+            "--source",
+            str(ds.path),
+            "--out",
+            str(root),
+            "--run-id",
+            "cli",
+            "--quiet",
+        ]
+    )
     assert rc == 2 and "already exists" in capsys.readouterr().err
     # --check-post fails on data that is not the post's.
-    rc = main(["import-published", "--source", str(ds.path), "--out", str(root), "--run-id", "cli",
-               "--overwrite", "--quiet", "--check-post"])
+    rc = main(
+        [
+            "import-published",
+            "--source",
+            str(ds.path),
+            "--out",
+            str(root),
+            "--run-id",
+            "cli",
+            "--overwrite",
+            "--quiet",
+            "--check-post",
+        ]
+    )
     assert rc == 1 and "differs from the post's" in capsys.readouterr().err
     # Bad input: exit status 2 and an error line.
     write_rows(tmp_path / "empty", [])
-    rc = main(["import-published", "--source", str(tmp_path / "empty"), "--out", str(root), "--run-id", "e",
-               "--quiet"])
+    rc = main(
+        [
+            "import-published",
+            "--source",
+            str(tmp_path / "empty"),
+            "--out",
+            str(root),
+            "--run-id",
+            "e",
+            "--quiet",
+        ]
+    )
     assert rc == 2 and "no rows" in capsys.readouterr().err
     assert not (root / "e").exists()
 
@@ -463,8 +559,13 @@ def test_hub_path_through_datasets(tmp_path, monkeypatch, streaming):
     def fake_load(name, split=None, streaming=False, revision=None, **kwargs):
         calls.append((name, split, streaming))
         files = sorted(str(p) for p in ds.path.glob("*.parquet"))
-        return real_load("parquet", data_files={"train": files}, split=split, streaming=streaming,
-                         cache_dir=str(tmp_path / "hf-cache"))
+        return real_load(
+            "parquet",
+            data_files={"train": files},
+            split=split,
+            streaming=streaming,
+            cache_dir=str(tmp_path / "hf-cache"),
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     result = import_published(PUBLISHED_DATASET, tmp_path / "results", "hub", streaming=streaming)
@@ -474,9 +575,24 @@ def test_hub_path_through_datasets(tmp_path, monkeypatch, streaming):
     man = result.manifest
     assert man.corpus["source"] == PUBLISHED_DATASET
     assert man.corpus["derived_from"]["source"] == "Helsinki-NLP/opus_books"
-    run_hub, run_local = Run.open(tmp_path / "results", "hub"), Run.open(tmp_path / "results", "local")
+    run_hub, run_local = (
+        Run.open(tmp_path / "results", "hub"),
+        Run.open(tmp_path / "results", "local"),
+    )
     assert run_hub.read(ACTIVATIONS).equals(run_local.read(ACTIVATIONS))
 
 
 def test_post_top_features_constant():
-    assert POST_TOP_FEATURES == (6530, 2009, 7502, 4275, 2760, 10194, 13963, 2054, 4762, 14036, 12412)
+    assert POST_TOP_FEATURES == (
+        6530,
+        2009,
+        7502,
+        4275,
+        2760,
+        10194,
+        13963,
+        2054,
+        4762,
+        14036,
+        12412,
+    )

@@ -125,6 +125,7 @@ def test_invalid_request_files_are_failed_and_never_queued(root: str):
 
 # ----------------------------------------------------------- progress ---
 
+
 def test_progress_stream_records_each_bar(tmp_path: Path):
     """Bars report to the active JSON-lines stream (throttled, the last state always)."""
     path = tmp_path / "progress.jsonl"
@@ -140,7 +141,9 @@ def test_progress_stream_records_each_bar(tmp_path: Path):
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert records[0]["done"] == 0 and records[0]["total"] == 1000
     last_tokens = [r for r in records if r["unit"] == "tok"][-1]
-    assert last_tokens["done"] == 1000 and last_tokens["fraction"] == 1.0 and last_tokens["eta_s"] == 0
+    assert (
+        last_tokens["done"] == 1000 and last_tokens["fraction"] == 1.0 and last_tokens["eta_s"] == 0
+    )
     assert records[-1]["stage"] == "scoring" and records[-1]["done"] == 4
 
 
@@ -148,11 +151,22 @@ def test_progress_file_follows_a_growing_file(tmp_path: Path):
     path = tmp_path / "p.jsonl"
     follow = ProgressFile(path)
     assert follow.read() == {}  # not there yet
-    record = {"stage": "extracting", "unit": "tok", "done": 50, "total": 100, "rate": 10.0, "eta_s": 5.0}
+    record = {
+        "stage": "extracting",
+        "unit": "tok",
+        "done": 50,
+        "total": 100,
+        "rate": 10.0,
+        "eta_s": 5.0,
+    }
     path.write_text(json.dumps(record) + "\n" + '{"stage": "scor')  # a torn last line waits
     snap = follow.read()
-    assert (snap["tokens_done"], snap["tokens_total"], snap["tokens_per_s"], snap["tokens_eta_s"]) == (
-        50, 100, 10.0, 5.0)
+    assert (
+        snap["tokens_done"],
+        snap["tokens_total"],
+        snap["tokens_per_s"],
+        snap["tokens_eta_s"],
+    ) == (50, 100, 10.0, 5.0)
     with path.open("a") as handle:
         handle.write('ing", "unit": "row", "done": 1, "total": 4}\nnot json\n')
     snap = follow.read()

@@ -12,14 +12,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("bilingual_core", "jobs", "precompute", "explorer", "pages")
 LINT = shutil.which("lint-imports")
-pytestmark = pytest.mark.skipif(LINT is None, reason="import-linter is not installed (requirements-dev.txt)")
+pytestmark = pytest.mark.skipif(
+    LINT is None, reason="import-linter is not installed (requirements-dev.txt)"
+)
 
 
 def lint(cwd: Path, *contracts: str) -> subprocess.CompletedProcess[str]:
     env = {"PYTHONPATH": str(cwd), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
     args = [a for c in contracts for a in ("--contract", c)]
-    return subprocess.run([LINT, "--no-cache", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [LINT, "--no-cache", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -69,4 +72,11 @@ def test_app_py_imports_only_the_app_layers():
         elif isinstance(node, ast.ImportFrom) and node.module:
             roots.add(node.module.split(".")[0])
     assert "explorer" in roots  # the walk found the imports
-    assert not roots & {"precompute", "torch", "transformer_lens", "sae_lens", "transformers", "ray"}, roots
+    assert not roots & {
+        "precompute",
+        "torch",
+        "transformer_lens",
+        "sae_lens",
+        "transformers",
+        "ray",
+    }, roots

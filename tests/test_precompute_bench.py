@@ -24,8 +24,11 @@ def bench():
 
 
 def _rows(out: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
-            if line.startswith("| ") and not line.startswith(("| pipeline", "| ---"))]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith(("| pipeline", "| ---"))
+    ]
 
 
 @pytest.mark.slow
@@ -39,8 +42,24 @@ def test_tiny_comparison_table(bench, capsys: pytest.CaptureFixture[str]) -> Non
 
 @pytest.mark.slow
 def test_gemma_shape_runs_reduced_on_cpu(bench, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--gemma-shape", "--layers", "1", "--vocab", "6000", "--d-sae", "1024", "--l0", "20",
-            "--pairs", "4", "--repeats", "1", "--device", "cpu", "--skip-post"]
+    args = [
+        "--gemma-shape",
+        "--layers",
+        "1",
+        "--vocab",
+        "6000",
+        "--d-sae",
+        "1024",
+        "--l0",
+        "20",
+        "--pairs",
+        "4",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--skip-post",
+    ]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert "Gemma 2 2B shape" in out

@@ -22,12 +22,22 @@ from precompute.extract.activations import stop_layer
 
 def test_gemma_preset_is_the_posts_setup() -> None:
     cfg = preset("gemma-2-2b")
-    assert cfg.model.name == "gemma-2-2b" and cfg.model.dtype == "bfloat16" and cfg.model.path is None
-    assert (cfg.sae.release, cfg.sae.sae_id) == ("gemma-scope-2b-pt-res-canonical", "layer_20/width_16k/canonical")
+    assert (
+        cfg.model.name == "gemma-2-2b" and cfg.model.dtype == "bfloat16" and cfg.model.path is None
+    )
+    assert (cfg.sae.release, cfg.sae.sae_id) == (
+        "gemma-scope-2b-pt-res-canonical",
+        "layer_20/width_16k/canonical",
+    )
     assert cfg.sae.hook_name == "blocks.20.hook_resid_post"
     assert cfg.sae.neuronpedia_id == "gemma-2-2b/20-gemmascope-res-16k"
     c = cfg.corpus
-    assert (c.dataset, c.config, c.split, c.field) == ("Helsinki-NLP/opus_books", "en-es", "train", "translation")
+    assert (c.dataset, c.config, c.split, c.field) == (
+        "Helsinki-NLP/opus_books",
+        "en-es",
+        "train",
+        "translation",
+    )
     assert (c.sample_size, c.seed, c.languages) == (500, 42, ("en", "es"))
     assert cfg.extraction.needs_gpu and cfg.extraction.device == "auto"
 
@@ -41,7 +51,9 @@ def test_building_configs_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(datasets, "load_dataset", boom)
     monkeypatch.setattr(torch.cuda, "is_available", boom)
-    cfg = with_overrides(gemma_2_2b(), corpus_file="/does/not/exist.tsv", device="cuda", sample_size="all")
+    cfg = with_overrides(
+        gemma_2_2b(), corpus_file="/does/not/exist.tsv", device="cuda", sample_size="all"
+    )
     assert cfg.corpus.path == "/does/not/exist.tsv" and cfg.corpus.dataset is None
     assert cfg.corpus.sample_size is None
     cfg.fingerprint()
@@ -62,11 +74,17 @@ def test_gemma_preset_agrees_with_packaged_metadata() -> None:
     assert stop_layer(cfg.sae.hook_name) == 21 <= plan["model"]["n_layers"]
 
 
-@pytest.mark.parametrize(("overrides", "problem"), [
-    ({"hook": "blocks.19.hook_resid_post"}, "hook"),
-    ({"sae_id": "layer_12/width_16k/canonical"}, None),  # consistent on its own: hook comes from the SAE
-    ({"model": "gemma-2-9b"}, "trained on"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"hook": "blocks.19.hook_resid_post"}, "hook"),
+        (
+            {"sae_id": "layer_12/width_16k/canonical"},
+            None,
+        ),  # consistent on its own: hook comes from the SAE
+        ({"model": "gemma-2-9b"}, "trained on"),
+    ],
+)
 def test_offline_plan_flags_disagreements(overrides: dict[str, str], problem: str | None) -> None:
     cfg = with_overrides(gemma_2_2b(), **overrides)
     if problem is None:
@@ -84,8 +102,16 @@ def test_unknown_pretrained_sae_is_named() -> None:
 
 
 def test_overrides_switch_sources_cleanly() -> None:
-    cfg = with_overrides(gemma_2_2b(), sae_path="/saes/mine", corpus_file="pairs.csv", languages="en,es,fr",
-                         sample_size="100", seed=7, batch_size=16, dtype="float32")
+    cfg = with_overrides(
+        gemma_2_2b(),
+        sae_path="/saes/mine",
+        corpus_file="pairs.csv",
+        languages="en,es,fr",
+        sample_size="100",
+        seed=7,
+        batch_size=16,
+        dtype="float32",
+    )
     assert cfg.sae.kind == "local" and cfg.sae.release is None and cfg.sae.hook_name is None
     assert cfg.corpus.path == "pairs.csv" and cfg.corpus.field is None and cfg.corpus.config is None
     assert cfg.corpus.languages == ("en", "es", "fr")
@@ -97,18 +123,23 @@ def test_overrides_switch_sources_cleanly() -> None:
         with_overrides(tiny(), batchsize=3)
 
 
-@pytest.mark.parametrize("build", [
-    lambda: CorpusSource(dataset="x", languages=("en",)),
-    lambda: CorpusSource(dataset="x", languages=("en", "en")),
-    lambda: CorpusSource(dataset="x", path="y.tsv"),
-    lambda: CorpusSource(dataset="x", sample_size=0),
-    lambda: SaeSource(release="gemma-scope-2b-pt-res-canonical"),
-    lambda: SaeSource(release="r", sae_id="i", path="p"),
-    lambda: ExtractionConfig(max_tokens=0),
-    lambda: ExtractionConfig(device="tpu"),
-    lambda: replace(tiny(), sae=SaeSource(release="gemma-scope-2b-pt-res-canonical", sae_id="x")),
-    lambda: replace(gemma_2_2b(), sae=tiny().sae),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: CorpusSource(dataset="x", languages=("en",)),
+        lambda: CorpusSource(dataset="x", languages=("en", "en")),
+        lambda: CorpusSource(dataset="x", path="y.tsv"),
+        lambda: CorpusSource(dataset="x", sample_size=0),
+        lambda: SaeSource(release="gemma-scope-2b-pt-res-canonical"),
+        lambda: SaeSource(release="r", sae_id="i", path="p"),
+        lambda: ExtractionConfig(max_tokens=0),
+        lambda: ExtractionConfig(device="tpu"),
+        lambda: replace(
+            tiny(), sae=SaeSource(release="gemma-scope-2b-pt-res-canonical", sae_id="x")
+        ),
+        lambda: replace(gemma_2_2b(), sae=tiny().sae),
+    ],
+)
 def test_invalid_configs_are_rejected(build) -> None:
     with pytest.raises(ValueError):
         build()
@@ -123,9 +154,11 @@ def test_fingerprint_ignores_speed_knobs_only() -> None:
 
 
 def test_cli_help_and_parsing_do_not_import_torch() -> None:
-    code = ("import sys; from precompute.cli import build_parser; p = build_parser(); "
-            "p.parse_args(['run', '--preset', 'tiny', '--dry-run']); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from precompute.cli import build_parser; p = build_parser(); "
+        "p.parse_args(['run', '--preset', 'tiny', '--dry-run']); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -134,17 +167,25 @@ def test_dry_run_prints_the_offline_checks(capsys: pytest.CaptureFixture[str]) -
 
     assert main(["run", "--preset", "gemma-2-2b", "--dry-run", "--out", "/nonexistent"]) == 0
     out = capsys.readouterr().out
-    assert '"offline_checks"' in out and '"d_in": 2304' in out and "gemma-2-2b/20-gemmascope-res-16k" in out
+    assert (
+        '"offline_checks"' in out
+        and '"d_in": 2304' in out
+        and "gemma-2-2b/20-gemmascope-res-16k" in out
+    )
 
 
-def test_gemma3_preset_points_at_the_offline_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_gemma3_preset_points_at_the_offline_checkpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     from jobs.presets import GEMMA3_SAE
     from precompute.local_models.gemma3 import cache_directory
 
     monkeypatch.setenv("BILINGUAL_CACHE_DIR", str(tmp_path))
     cfg = preset("gemma-3-270m")
     assert cfg.model.name == "google/gemma-3-270m" and cfg.model.dtype == "float32"
-    assert cfg.model.path == str(cache_directory() / "checkpoint") and cfg.model.path.startswith(str(tmp_path))
+    assert cfg.model.path == str(cache_directory() / "checkpoint") and cfg.model.path.startswith(
+        str(tmp_path)
+    )
     # the SAE this project trained and ships
     assert cfg.sae.path == str(GEMMA3_SAE) and (GEMMA3_SAE / "cfg.json").exists()
     assert cfg.corpus.path.endswith("parallel_en_es.tsv") and cfg.corpus.sample_size is None

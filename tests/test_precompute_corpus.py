@@ -13,7 +13,9 @@ from precompute.corpus import load_corpus, read_local_table
 from precompute.errors import CorpusError
 from precompute.testing import write_corpus
 
-PAIRS = [(f"Sentence number {i}, with a comma.", f"Frase número {i}, con una coma.") for i in range(12)]
+PAIRS = [
+    (f"Sentence number {i}, with a comma.", f"Frase número {i}, con una coma.") for i in range(12)
+]
 
 
 def _write(path: Path) -> Path:
@@ -31,9 +33,13 @@ def _write(path: Path) -> Path:
 
 @pytest.mark.parametrize("suffix", [".tsv", ".csv", ".jsonl", ".parquet"])
 def test_local_formats_load_the_same_pairs(tmp_path: Path, suffix: str) -> None:
-    corpus = load_corpus(CorpusSource(path=str(_write(tmp_path / f"c{suffix}")), field=None, sample_size=None))
+    corpus = load_corpus(
+        CorpusSource(path=str(_write(tmp_path / f"c{suffix}")), field=None, sample_size=None)
+    )
     assert corpus.n_pairs == len(PAIRS)
-    assert corpus.texts["en"] == [p[0] for p in PAIRS] and corpus.texts["es"] == [p[1] for p in PAIRS]
+    assert corpus.texts["en"] == [p[0] for p in PAIRS] and corpus.texts["es"] == [
+        p[1] for p in PAIRS
+    ]
     assert corpus.info["sample_size"] is None and len(corpus.info["sha256"]) == 64
 
 
@@ -60,14 +66,17 @@ def test_bundled_corpus_is_a_valid_local_corpus() -> None:
     assert corpus.n_pairs >= 200 and corpus.languages == ("en", "es")
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("en\tes\n", "empty"),
-    ("", "empty"),
-    ("en\tes\nHello.\tHola.\nOne\ttwo\tthree\n", "misaligned"),
-    ("en\tes\nHello.\tHola.\nOnly English.\t\n", "misaligned"),
-    ("en\tes\nHello.\tHola.\nOnly English.\n", "misaligned"),
-    ("english\tspanish\nHello.\tHola.\n", "no column for language"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("en\tes\n", "empty"),
+        ("", "empty"),
+        ("en\tes\nHello.\tHola.\nOne\ttwo\tthree\n", "misaligned"),
+        ("en\tes\nHello.\tHola.\nOnly English.\t\n", "misaligned"),
+        ("en\tes\nHello.\tHola.\nOnly English.\n", "misaligned"),
+        ("english\tspanish\nHello.\tHola.\n", "no column for language"),
+    ],
+)
 def test_bad_corpora_fail_clearly(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.tsv"
     path.write_text(content)

@@ -40,7 +40,9 @@ def test_forcing_cuda_without_gpu_fails(no_gpu: None) -> None:
     assert devices.resolve_device(with_overrides(tiny_config(), device="auto")) == "cpu"
 
 
-def test_gated_model_without_token_fails_before_downloading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_model_without_token_fails_before_downloading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
@@ -74,7 +76,9 @@ def test_unknown_model_name(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_hook_the_model_lacks(tmp_path: Path) -> None:
     cfg = with_overrides(tiny_config(sample_size=4), hook="blocks.7.hook_resid_post")
-    with pytest.raises(IncompatibleSaeError, match=r"has no hook 'blocks\.7\.hook_resid_post'.*did you mean"):
+    with pytest.raises(
+        IncompatibleSaeError, match=r"has no hook 'blocks\.7\.hook_resid_post'.*did you mean"
+    ):
         run_extraction(cfg, tmp_path, "r", progress=False)
     assert list_runs(tmp_path) == []
 
@@ -87,7 +91,9 @@ def test_sae_whose_d_in_does_not_fit(tmp_path: Path) -> None:
     cfg.metadata.model_name = "some-other-model"
     JumpReLUSAE(cfg).save_model(tmp_path / "sae")
     run_cfg = with_overrides(tiny_config(sample_size=4), sae_path=str(tmp_path / "sae"))
-    with pytest.raises(IncompatibleSaeError, match=r"d_in 32 does not match the width 64.*some-other-model"):
+    with pytest.raises(
+        IncompatibleSaeError, match=r"d_in 32 does not match the width 64.*some-other-model"
+    ):
         run_extraction(run_cfg, tmp_path / "out", "r", progress=False)
 
 
@@ -108,21 +114,42 @@ def test_a_local_sae_that_fits_is_used(tmp_path: Path) -> None:
     assert manifest.sae["path"] == str(tmp_path / "sae") and "release" not in manifest.sae
 
 
-@pytest.mark.parametrize(("pairs", "message"), [
-    ([], "empty"),
-    ([("Hello there.", "")], "misaligned"),
-])
-def test_empty_or_misaligned_corpus(tmp_path: Path, pairs: list[tuple[str, str]], message: str) -> None:
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ([], "empty"),
+        ([("Hello there.", "")], "misaligned"),
+    ],
+)
+def test_empty_or_misaligned_corpus(
+    tmp_path: Path, pairs: list[tuple[str, str]], message: str
+) -> None:
     path = write_corpus(tmp_path / "c.tsv", pairs)
     with pytest.raises(CorpusError, match=message):
-        run_extraction(tiny_config(sample_size=None, corpus_file=path), tmp_path / "out", "r", progress=False)
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no staging left
+        run_extraction(
+            tiny_config(sample_size=None, corpus_file=path), tmp_path / "out", "r", progress=False
+        )
+    assert not (tmp_path / "out").exists() or not any(
+        (tmp_path / "out").iterdir()
+    )  # no staging left
 
 
 def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_corpus(tmp_path / "c.tsv", [("One.", "Uno.")])
-    code = main(["run", "--preset", "tiny", "--corpus-file", str(path), "--out", str(tmp_path / "out"),
-                 "--sample-size", "5", "--quiet"])
+    code = main(
+        [
+            "run",
+            "--preset",
+            "tiny",
+            "--corpus-file",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+            "--sample-size",
+            "5",
+            "--quiet",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "only 1" in err and "Traceback" not in err

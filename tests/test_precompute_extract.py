@@ -35,9 +35,15 @@ def test_a_sentence_without_bos_is_an_error() -> None:
         real_tokens(torch.tensor([[7, 8]]), torch.tensor([[1, 1]]), BOS)
 
 
-@pytest.mark.parametrize(("hook", "stop"), [
-    ("blocks.20.hook_resid_post", 21), ("blocks.0.attn.hook_z", 1), ("hook_embed", 0), ("ln_final.hook_normalized", None),
-])
+@pytest.mark.parametrize(
+    ("hook", "stop"),
+    [
+        ("blocks.20.hook_resid_post", 21),
+        ("blocks.0.attn.hook_z", 1),
+        ("hook_embed", 0),
+        ("ln_final.hook_normalized", None),
+    ],
+)
 def test_stop_layer_runs_just_past_the_hook(hook: str, stop: int | None) -> None:
     assert stop_layer(hook) == stop
 
@@ -54,7 +60,13 @@ def test_length_batches_bound_sentences_and_padded_tokens() -> None:
 class _WordTokenizer:
     """Stands in for a Hugging Face tokenizer: one id per whitespace word, '<bos>' is special."""
 
-    def __call__(self, texts, add_special_tokens=False, split_special_tokens=False, return_attention_mask=False):
+    def __call__(
+        self,
+        texts,
+        add_special_tokens=False,
+        split_special_tokens=False,
+        return_attention_mask=False,
+    ):
         def word_id(word: str) -> int:
             return BOS if word == "<bos>" and not split_special_tokens else 10 + len(word)
 
@@ -62,7 +74,9 @@ class _WordTokenizer:
 
 
 def test_tokenization_truncates_counts_and_never_injects_bos() -> None:
-    tok = tokenize_sentences(_WordTokenizer(), ["a bb ccc", "a <bos> b", "one two three four five six"], max_tokens=4)
+    tok = tokenize_sentences(
+        _WordTokenizer(), ["a bb ccc", "a <bos> b", "one two three four five six"], max_tokens=4
+    )
     assert tok.lengths.tolist() == [3, 3, 4]
     assert tok.truncated.tolist() == [False, False, True]
     assert tok.dropped.tolist() == [0, 0, 2]

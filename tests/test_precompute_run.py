@@ -102,10 +102,18 @@ def test_activations_are_in_contract_order(tiny_run: tuple[Path, str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", [{"batch_size": 1}, {"padding_side": "left"}])
-def test_batched_equals_one_at_a_time_and_left_padding(tmp_path: Path, variant: dict[str, object]) -> None:
-    run_extraction(tiny_config(sample_size=16, batch_size=8, dtype="float64"), tmp_path, "ref", progress=False)
-    run_extraction(tiny_config(sample_size=16, dtype="float64", **{"batch_size": 8, **variant}),
-                   tmp_path, "other", progress=False)
+def test_batched_equals_one_at_a_time_and_left_padding(
+    tmp_path: Path, variant: dict[str, object]
+) -> None:
+    run_extraction(
+        tiny_config(sample_size=16, batch_size=8, dtype="float64"), tmp_path, "ref", progress=False
+    )
+    run_extraction(
+        tiny_config(sample_size=16, dtype="float64", **{"batch_size": 8, **variant}),
+        tmp_path,
+        "other",
+        progress=False,
+    )
     _assert_same_run(tmp_path, "ref", tmp_path, "other")
 
 
@@ -118,9 +126,13 @@ def test_long_sentences_are_truncated_and_counted(tmp_path: Path) -> None:
     assert tokens.position.max() == 6
     run_extraction(tiny_config(sample_size=20, max_tokens=500), tmp_path, "long", progress=False)
     long_tokens = Run.open(tmp_path, "long").read_pandas(TOKENS)
-    lengths = long_tokens[long_tokens.position > 0].groupby(["lang", "pair_id"], observed=True).size()
+    lengths = (
+        long_tokens[long_tokens.position > 0].groupby(["lang", "pair_id"], observed=True).size()
+    )
     expect_truncated = (lengths > 6).groupby(level="lang", observed=True).sum().to_dict()
-    expect_dropped = (lengths - 6).clip(lower=0).groupby(level="lang", observed=True).sum().to_dict()
+    expect_dropped = (
+        (lengths - 6).clip(lower=0).groupby(level="lang", observed=True).sum().to_dict()
+    )
     assert ex["n_truncated"] == {k: int(v) for k, v in expect_truncated.items()}
     assert ex["n_tokens_dropped"] == {k: int(v) for k, v in expect_dropped.items()}
     assert sum(ex["n_truncated"].values()) > 0
@@ -148,7 +160,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path: Path) -> None
     with pytest.raises(StagingError, match="--resume"):
         run_extraction(cfg, tmp_path / "b", "r", progress=False)
     seen: list[int] = []
-    run_extraction(cfg, tmp_path / "b", "r", progress=False, resume=True, on_chunk=lambda i, s: seen.append(i))
+    run_extraction(
+        cfg, tmp_path / "b", "r", progress=False, resume=True, on_chunk=lambda i, s: seen.append(i)
+    )
     assert seen == [2, 3, 4]
     assert Run.open(tmp_path / "b", "r").manifest.extraction["resumed"] is True
     _assert_same_run(tmp_path / "a", "r", tmp_path / "b", "r")
@@ -159,23 +173,45 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
         raise _Kill
 
     with pytest.raises(_Kill):
-        run_extraction(tiny_config(sample_size=20, chunk_pairs=8), tmp_path, "r", progress=False, on_chunk=kill)
+        run_extraction(
+            tiny_config(sample_size=20, chunk_pairs=8), tmp_path, "r", progress=False, on_chunk=kill
+        )
     with pytest.raises(StagingError, match="run_fingerprint"):
-        run_extraction(tiny_config(sample_size=20, chunk_pairs=8, max_tokens=9), tmp_path, "r",
-                       progress=False, resume=True)
+        run_extraction(
+            tiny_config(sample_size=20, chunk_pairs=8, max_tokens=9),
+            tmp_path,
+            "r",
+            progress=False,
+            resume=True,
+        )
 
 
 @pytest.mark.slow
 def test_shards_and_merge_equal_an_unsharded_run(tmp_path: Path) -> None:
     cfg = tiny_config(sample_size=30, chunk_pairs=4, dtype="float64")  # shards batch differently
     run_extraction(cfg, tmp_path / "one", "r", progress=False)
-    dirs = [run_extraction(cfg, tmp_path / "many", "r", shard=i, num_shards=3, progress=False).directory
-            for i in (2, 0, 1)]
+    dirs = [
+        run_extraction(cfg, tmp_path / "many", "r", shard=i, num_shards=3, progress=False).directory
+        for i in (2, 0, 1)
+    ]
     assert list_runs(tmp_path / "many") == []
     with pytest.raises(StagingError, match="missing \\[1\\]"):
         finalize(dirs[:2], tmp_path / "many", "r")
-    assert main(["merge", "--shards", *map(str, dirs), "--out", str(tmp_path / "many"), "--run-id", "r",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                "--shards",
+                *map(str, dirs),
+                "--out",
+                str(tmp_path / "many"),
+                "--run-id",
+                "r",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     _assert_same_run(tmp_path / "one", "r", tmp_path / "many", "r")
     merged = Run.open(tmp_path / "many", "r").manifest
     assert merged.extraction["num_shards"] == 3 and merged.n_pairs == 30
@@ -200,8 +236,20 @@ def test_existing_runs_are_kept_unless_overwrite(tmp_path: Path) -> None:
 
 
 def test_cli_run_and_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["run", "--preset", "tiny", "--out", str(tmp_path), "--run-id", "cli", "--sample-size", "10",
-            "--chunk-pairs", "4", "--quiet"]
+    args = [
+        "run",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "cli",
+        "--sample-size",
+        "10",
+        "--chunk-pairs",
+        "4",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert "wrote run 'cli'" in capsys.readouterr().out
     assert main(args) == 2
@@ -209,7 +257,9 @@ def test_cli_run_and_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert Run.open(tmp_path, "cli").manifest.corpus["sample_size"] == 10
 
 
-def test_resume_after_a_failed_merge_only_merges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_a_failed_merge_only_merges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import precompute.extract.merge
     import precompute.models
 
@@ -224,7 +274,9 @@ def test_resume_after_a_failed_merge_only_merges(tmp_path: Path, monkeypatch: py
         run_extraction(cfg, tmp_path, "r", progress=False)
     assert list_runs(tmp_path) == []
     monkeypatch.setattr(precompute.extract.merge, "finalize", real_finalize)
-    monkeypatch.setattr(precompute.models, "load_models", lambda *a, **k: pytest.fail("reloaded the model"))
+    monkeypatch.setattr(
+        precompute.models, "load_models", lambda *a, **k: pytest.fail("reloaded the model")
+    )
     manifest = run_extraction(cfg, tmp_path, "r", progress=False, resume=True)
     assert manifest.n_pairs == 10 and Run.open(tmp_path, "r").is_complete
 

@@ -155,7 +155,10 @@ def test_hf_root_is_published_in_one_commit(tmp_path: Path, monkeypatch: pytest.
 def _publish_cli(src: Path, dest: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "precompute", "publish", "--run", str(src), "--to", str(dest)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

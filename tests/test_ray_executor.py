@@ -50,7 +50,16 @@ from precompute.ray_executor import (  # noqa: E402
 from precompute.worker import Worker, WorkerConfig  # noqa: E402
 
 CHUNK_PAIRS = 32  # 421 bundled pairs -> 14 chunks, so shards hold several chunks
-TABLES = ("activations", "pairs", "tokens", "features", "sentence_max", "thresholds", "coactivation", "curves")
+TABLES = (
+    "activations",
+    "pairs",
+    "tokens",
+    "features",
+    "sentence_max",
+    "thresholds",
+    "coactivation",
+    "curves",
+)
 
 
 def warm(**options: object) -> RayOptions:
@@ -98,8 +107,11 @@ def assert_same_run(a: Path, b: Path) -> None:
         ta, tb = pq.read_table(a / f"{name}.parquet"), pq.read_table(b / f"{name}.parquet")
         assert ta.num_rows > 0 and ta.equals(tb), name
     sa, sb = Run.open(a).manifest.scoring, Run.open(b).manifest.scoring
+
     def scores(scoring: dict) -> dict:
-        return {k: v for k, v in scoring.items() if not k.startswith("seconds") and k != "scored_at"}
+        return {
+            k: v for k, v in scoring.items() if not k.startswith("seconds") and k != "scored_at"
+        }
 
     assert scores(sa) == scores(sb)
 
@@ -109,8 +121,11 @@ def file_bytes(run: Path) -> dict[str, bytes]:
 
 
 def named_actors(run_id: str) -> list[str]:
-    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["name"].startswith(f"{ACTOR_PREFIX}{run_id}:")]
+    return [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"{ACTOR_PREFIX}{run_id}:")
+    ]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
@@ -128,12 +143,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
 def test_shards_are_whole_chunks_covering_every_pair_once() -> None:
     for n_pairs, chunk, num in [(421, 32, 4), (421, 32, 14), (100, 7, 3), (5, 10, 1)]:
         shards = plan_shards(n_pairs, chunk, num)
-        assert [s.index for s in shards] == list(range(num)) and shards[0].lo == 0 and shards[-1].hi == n_pairs
+        assert (
+            [s.index for s in shards] == list(range(num))
+            and shards[0].lo == 0
+            and shards[-1].hi == n_pairs
+        )
         assert all(a.hi == b.lo for a, b in itertools.pairwise(shards))
         assert all(s.lo % chunk == 0 and s.hi > s.lo for s in shards)
     with pytest.raises(PrecomputeError, match="into 15 shards"):
         plan_shards(421, 32, 15)
-    assert parse_faults("exit:1, fail:3,exit:2:4") == {1: ("exit", 1), 3: ("fail", 1), 2: ("exit", 4)}
+    assert parse_faults("exit:1, fail:3,exit:2:4") == {
+        1: ("exit", 1),
+        3: ("fail", 1),
+        2: ("exit", 4),
+    }
     with pytest.raises(ValueError, match=FAULT_ENV):
         parse_faults("explode:1")
 
@@ -141,18 +164,29 @@ def test_shards_are_whole_chunks_covering_every_pair_once() -> None:
 def test_executor_flags_pass_through_to_the_run_command() -> None:
     p = argparse.ArgumentParser()
     add_settings(p, groups=("executor",))
-    args = p.parse_args(["--executor", "ray", "--ray-address", "auto", "--workers", "4", "--gpus-per-worker", "1"])
-    assert executor_run_args(args) == ["--executor=ray", "--ray-address=auto", "--workers=4", "--gpus-per-worker=1.0"]
+    args = p.parse_args(
+        ["--executor", "ray", "--ray-address", "auto", "--workers", "4", "--gpus-per-worker", "1"]
+    )
+    assert executor_run_args(args) == [
+        "--executor=ray",
+        "--ray-address=auto",
+        "--workers=4",
+        "--gpus-per-worker=1.0",
+    ]
     assert executor_run_args(p.parse_args([])) == []
     with pytest.raises(ValueError, match="only apply with --executor ray"):
         executor_run_args(p.parse_args(["--workers", "2"]))
-    worker = Worker(JobQueue("memory://ray-flags"), WorkerConfig(run_args=("--executor=ray", "--workers=2"),
-                                                                         work_dir="/tmp/unused"))
+    worker = Worker(
+        JobQueue("memory://ray-flags"),
+        WorkerConfig(run_args=("--executor=ray", "--workers=2"), work_dir="/tmp/unused"),
+    )
     request = validate_request({"preset": "tiny", "run_id": "r", "requested_by": "test"})
     assert worker._argv(request)[-2:] == ["--executor=ray", "--workers=2"]
 
 
-def test_the_one_bar_reaches_the_job_workers_progress_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_one_bar_reaches_the_job_workers_progress_stream(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The Ray bar reports through the same progress records as a local run's (tokens, tokens/s, ETA),
     and its per-worker lines go to the human log."""
     path = tmp_path / "progress.jsonl"
@@ -160,9 +194,13 @@ def test_the_one_bar_reaches_the_job_workers_progress_stream(tmp_path: Path, cap
         report = _Report("r", 2, True, n_pairs=100, token="t")
         a, b = ShardSpec(0, 2, 0, 50), ShardSpec(1, 2, 50, 100)
         report.update(a, {"token": "t", "shard": 0, "tokens_total": 1000, "tokens_staged": 0})
-        report.line("ray worker 0 staged chunk 1 of 2 of shard 0: 500 tokens in 0.50 s, 1,000 tokens/s")
+        report.line(
+            "ray worker 0 staged chunk 1 of 2 of shard 0: 500 tokens in 0.50 s, 1,000 tokens/s"
+        )
         report.update(a, {"token": "t", "shard": 0, "tokens_total": 1000, "tokens_staged": 500})
-        report.update(b, {"token": "old", "shard": 1, "tokens_total": 1200, "tokens_staged": 1200})  # a warm worker's last run
+        report.update(
+            b, {"token": "old", "shard": 1, "tokens_total": 1200, "tokens_staged": 1200}
+        )  # a warm worker's last run
         report.update(b, {"token": "t", "shard": 1, "tokens_total": 1200, "tokens_staged": 600})
         report.close()
     progress = ProgressFile(path).read()
@@ -176,10 +214,18 @@ def test_the_one_bar_reaches_the_job_workers_progress_stream(tmp_path: Path, cap
 def test_only_the_ray_executor_imports_ray() -> None:
     """Ray is optional: the app, the core library and the rest of the precompute never import it."""
     repo = Path(__file__).resolve().parents[1]
-    files = [repo / "app.py", *(repo / "pages").rglob("*.py"), *(repo / "explorer").rglob("*.py"),
-             *(repo / "bilingual_core").rglob("*.py"), *(repo / "precompute").rglob("*.py")]
-    importing = [str(f.relative_to(repo)) for f in files
-                 if re.search(r"^\s*(import ray\b|from ray\b)", f.read_text(encoding="utf-8"), re.MULTILINE)]
+    files = [
+        repo / "app.py",
+        *(repo / "pages").rglob("*.py"),
+        *(repo / "explorer").rglob("*.py"),
+        *(repo / "bilingual_core").rglob("*.py"),
+        *(repo / "precompute").rglob("*.py"),
+    ]
+    importing = [
+        str(f.relative_to(repo))
+        for f in files
+        if re.search(r"^\s*(import ray\b|from ray\b)", f.read_text(encoding="utf-8"), re.MULTILINE)
+    ]
     assert importing == ["precompute/ray_executor.py"]
 
 
@@ -187,7 +233,9 @@ def test_only_the_ray_executor_imports_ray() -> None:
 
 
 @pytest.mark.slow
-def test_three_workers_equal_the_single_process_run(ray_cluster: str, single: Path, tmp_path: Path, capfd) -> None:
+def test_three_workers_equal_the_single_process_run(
+    ray_cluster: str, single: Path, tmp_path: Path, capfd
+) -> None:
     manifest = run_with_ray(tiny_config(), tmp_path, "tiny", warm(workers=3), progress=False)
     assert_same_run(single, tmp_path / "tiny")
     assert manifest.extraction["num_shards"] == 6 and manifest.extraction["executor"] == "ray"
@@ -198,15 +246,18 @@ def test_three_workers_equal_the_single_process_run(ray_cluster: str, single: Pa
 
 
 @pytest.mark.slow
-def test_two_workers_equal_the_single_process_run(ray_cluster: str, single: Path, tmp_path: Path) -> None:
+def test_two_workers_equal_the_single_process_run(
+    ray_cluster: str, single: Path, tmp_path: Path
+) -> None:
     manifest = run_with_ray(tiny_config(), tmp_path, "tiny", warm(workers=2), progress=False)
     assert_same_run(single, tmp_path / "tiny")
     assert manifest.extraction["num_shards"] == 4 and not manifest.extraction["resumed"]
 
 
 @pytest.mark.slow
-def test_a_worker_that_dies_is_replaced_and_its_shard_resumes(ray_cluster: str, single: Path, tmp_path: Path, capfd,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_that_dies_is_replaced_and_its_shard_resumes(
+    ray_cluster: str, single: Path, tmp_path: Path, capfd, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two workers; the one on shard 1 exits after staging its first chunk."""
     monkeypatch.setenv(FAULT_ENV, "exit:1")
     manifest = run_with_ray(tiny_config(), tmp_path, "tiny", warm(workers=2), progress=False)
@@ -217,39 +268,71 @@ def test_a_worker_that_dies_is_replaced_and_its_shard_resumes(ray_cluster: str, 
 
 
 @pytest.mark.slow
-def test_a_shard_that_always_fails_fails_the_run_and_keeps_the_old_one(ray_cluster: str, single: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_shard_that_always_fails_fails_the_run_and_keeps_the_old_one(
+    ray_cluster: str, single: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, before = single.parent, file_bytes(single)
     monkeypatch.setenv(FAULT_ENV, "fail:1")
-    with pytest.raises(ShardFailedError, match=r"shard 1 of 2 \(pairs 224-420\) failed 3 time\(s\).*injected failure"):
-        run_with_ray(tiny_config(), root, "tiny", warm(workers=1, num_shards=2), overwrite=True, progress=False)
+    with pytest.raises(
+        ShardFailedError,
+        match=r"shard 1 of 2 \(pairs 224-420\) failed 3 time\(s\).*injected failure",
+    ):
+        run_with_ray(
+            tiny_config(),
+            root,
+            "tiny",
+            warm(workers=1, num_shards=2),
+            overwrite=True,
+            progress=False,
+        )
     assert file_bytes(single) == before
     assert [r.run_id for r in list_runs(root)] == ["tiny"]
     # Shard 0 finished before shard 1 failed: kept for --resume, refused without it.
     staged = root / ".tiny.staging"
     assert [p.name for p in staged.iterdir()] == ["shard-000-of-002"]
     with pytest.raises(StagingError, match="--resume"):
-        run_with_ray(tiny_config(), root, "tiny-other", warm(workers=1), progress=False, staging=staged)
+        run_with_ray(
+            tiny_config(), root, "tiny-other", warm(workers=1), progress=False, staging=staged
+        )
     shutil.rmtree(staged)
 
 
 @pytest.mark.slow
-def test_fsspec_staging_resumes_a_failed_run(ray_cluster: str, single: Path, tmp_path: Path, capfd,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fsspec_staging_resumes_a_failed_run(
+    ray_cluster: str, single: Path, tmp_path: Path, capfd, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Staging at a URL: the first run stops when shard 1 keeps failing; the resumed run only does shard 1."""
     staging = f"file://{tmp_path / 'bucket'}/staging"
     monkeypatch.setenv(FAULT_ENV, "fail:1")
     with pytest.raises(ShardFailedError):
-        run_with_ray(tiny_config(), tmp_path / "out", "tiny", warm(workers=1, num_shards=2, max_attempts=1),
-                     staging=staging, progress=False)
-    assert sorted(p.name for p in (tmp_path / "bucket" / "staging").iterdir()) == ["shard-000-of-002"]
+        run_with_ray(
+            tiny_config(),
+            tmp_path / "out",
+            "tiny",
+            warm(workers=1, num_shards=2, max_attempts=1),
+            staging=staging,
+            progress=False,
+        )
+    assert sorted(p.name for p in (tmp_path / "bucket" / "staging").iterdir()) == [
+        "shard-000-of-002"
+    ]
     monkeypatch.delenv(FAULT_ENV)
     capfd.readouterr()
-    manifest = run_with_ray(tiny_config(), tmp_path / "out", "tiny", warm(workers=1), staging=staging,
-                            resume=True, progress=False)
+    manifest = run_with_ray(
+        tiny_config(),
+        tmp_path / "out",
+        "tiny",
+        warm(workers=1),
+        staging=staging,
+        resume=True,
+        progress=False,
+    )
     assert manifest.extraction["num_shards"] == 2
     err = capfd.readouterr().err
-    assert len(re.findall(r"staged chunk \d+ of", err)) == 7 and "resuming after 7 staged chunk(s)" in err
+    assert (
+        len(re.findall(r"staged chunk \d+ of", err)) == 7
+        and "resuming after 7 staged chunk(s)" in err
+    )
     assert_same_run(single, tmp_path / "out" / "tiny")
     assert not (tmp_path / "bucket" / "staging").exists()
 
@@ -262,10 +345,26 @@ def test_cancel_from_the_queue_stops_the_ray_workers(ray_cluster: str, tmp_path:
     before = file_bytes(root / "keep")
     queue = JobQueue(str(root))
     # One sentence per forward pass: far longer than the test waits.
-    job = queue.submit(validate_request({"preset": "tiny", "run_id": "keep", "overwrite": True,
-                                         "overrides": {"batch_size": 1}, "requested_by": "test"}))
-    worker = Worker(queue, WorkerConfig(poll_seconds=0.2, heartbeat_seconds=0.3, stop_grace_seconds=30,
-                                        run_args=("--executor=ray", f"--ray-address={ray_cluster}", "--workers=1")))
+    job = queue.submit(
+        validate_request(
+            {
+                "preset": "tiny",
+                "run_id": "keep",
+                "overwrite": True,
+                "overrides": {"batch_size": 1},
+                "requested_by": "test",
+            }
+        )
+    )
+    worker = Worker(
+        queue,
+        WorkerConfig(
+            poll_seconds=0.2,
+            heartbeat_seconds=0.3,
+            stop_grace_seconds=30,
+            run_args=("--executor=ray", f"--ray-address={ray_cluster}", "--workers=1"),
+        ),
+    )
     thread = threading.Thread(target=worker.run_once, daemon=True)
     thread.start()
     wait_for(lambda: bool(named_actors("keep")), timeout=120)

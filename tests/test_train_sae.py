@@ -25,11 +25,39 @@ from precompute.cli import main
 from precompute.local_models.training_corpus import CORPUS_DIR, build_corpus
 
 SHIPPED_SAE = REPO_ROOT / "saes" / "gemma3-270m-l6-topk32-4096"
-SHIPPED_RUNS = {"gemma3-en-es": ["en", "es"], "gemma3-en-fr": ["en", "fr"], "gemma3-en-fr-de": ["en", "fr", "de"]}
-TINY_ARGS = ["--model", "tiny", "--corpus-file", str(BUNDLED_CORPUS), "--layer", "1", "--d-sae", "128",
-             "--k", "8", "--context-size", "32", "--cache-tokens", "4096", "--part-rows", "64",
-             "--eval-rows", "32", "--eval-ce-batches", "2", "--epochs", "6", "--train-batch-tokens", "256",
-             "--lr", "0.003"]
+SHIPPED_RUNS = {
+    "gemma3-en-es": ["en", "es"],
+    "gemma3-en-fr": ["en", "fr"],
+    "gemma3-en-fr-de": ["en", "fr", "de"],
+}
+TINY_ARGS = [
+    "--model",
+    "tiny",
+    "--corpus-file",
+    str(BUNDLED_CORPUS),
+    "--layer",
+    "1",
+    "--d-sae",
+    "128",
+    "--k",
+    "8",
+    "--context-size",
+    "32",
+    "--cache-tokens",
+    "4096",
+    "--part-rows",
+    "64",
+    "--eval-rows",
+    "32",
+    "--eval-ce-batches",
+    "2",
+    "--epochs",
+    "6",
+    "--train-batch-tokens",
+    "256",
+    "--lr",
+    "0.003",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,7 +70,12 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("train")
-    assert main(["train-sae", *TINY_ARGS, "--work-dir", str(base / "work"), "--out", str(base / "sae")]) == 0
+    assert (
+        main(
+            ["train-sae", *TINY_ARGS, "--work-dir", str(base / "work"), "--out", str(base / "sae")]
+        )
+        == 0
+    )
     return base
 
 
@@ -71,7 +104,11 @@ def test_tiny_training_saves_a_loadable_sae_that_reconstructs(trained: Path) -> 
     record = json.loads((out / "training.json").read_text())
     sae = SAE.load_from_disk(str(out), device="cpu")
     assert sae.cfg.architecture() == "topk" and sae.cfg.k == 8
-    assert (sae.cfg.d_in, sae.cfg.d_sae) == (64, 128) == (record["sae"]["d_in"], record["sae"]["d_sae"])
+    assert (
+        (sae.cfg.d_in, sae.cfg.d_sae)
+        == (64, 128)
+        == (record["sae"]["d_in"], record["sae"]["d_sae"])
+    )
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post" == record["sae"]["hook_name"]
     # the cache holds whole parts; the trainer saw the requested epochs of their real (non-BOS) tokens
     assert record["tokens"]["cached"] == 4096 and record["cache"]["n_parts"] == 2
@@ -99,8 +136,25 @@ def test_tiny_training_saves_a_loadable_sae_that_reconstructs(trained: Path) -> 
 @pytest.mark.slow
 def test_tiny_sae_runs_through_the_pipeline(trained: Path) -> None:
     root = trained / "results"
-    assert main(["run", "--preset", "tiny", "--sae-path", str(trained / "sae"), "--sample-size", "20",
-                 "--out", str(root), "--run-id", "trained", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "tiny",
+                "--sae-path",
+                str(trained / "sae"),
+                "--sample-size",
+                "20",
+                "--out",
+                str(root),
+                "--run-id",
+                "trained",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     run = Run.open(root, "trained")
     assert run.is_complete and run.manifest.d_sae == 128
     assert run.manifest.sae["architecture"] == "topk"
@@ -113,7 +167,10 @@ def test_restart_reuses_the_cache_and_the_trained_sae(trained: Path) -> None:
     stamps = {p.name: p.stat().st_mtime_ns for p in (work / "cache").glob("part_*")}
     assert sorted(stamps) == ["part_00000", "part_00001"]
     trained_at = (work / "sae" / "train_info.json").stat().st_mtime_ns
-    assert main(["train-sae", *TINY_ARGS, "--work-dir", str(work), "--out", str(trained / "again")]) == 0
+    assert (
+        main(["train-sae", *TINY_ARGS, "--work-dir", str(work), "--out", str(trained / "again")])
+        == 0
+    )
     assert {p.name: p.stat().st_mtime_ns for p in (work / "cache").glob("part_*")} == stamps
     assert (work / "sae" / "train_info.json").stat().st_mtime_ns == trained_at
     again = json.loads((trained / "again" / "training.json").read_text())
@@ -157,7 +214,9 @@ def test_shipped_sae_matches_its_training_record() -> None:
     assert sae.cfg.k == record["sae"]["k"]
     assert sae.cfg.metadata.hook_name == record["sae"]["hook_name"]
     assert record["model"]["name"] == "google/gemma-3-270m"
-    assert record["model"]["name"].endswith(sae.cfg.metadata.model_name)  # TransformerLens's short name
+    assert record["model"]["name"].endswith(
+        sae.cfg.metadata.model_name
+    )  # TransformerLens's short name
     assert "Gemma Terms of Use" in (SHIPPED_SAE / "NOTICE").read_text()
     assert (SHIPPED_SAE / "GEMMA_TERMS.html").stat().st_size > 10_000
     assert "CC BY 2.0 FR" in (SHIPPED_SAE / "ATTRIBUTION").read_text()

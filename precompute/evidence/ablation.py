@@ -56,8 +56,11 @@ class Job:
 def firing_starts(run: Run, features: list[int]) -> pd.DataFrame:
     """``feature, pair_id, lang, first_position, n_positions`` for every sentence where
     one of ``features`` fires (the activations file is sorted by feature: cheap)."""
-    table = run.read(ACTIVATIONS, columns=["feature", "pair_id", "lang", "position"],
-                     filters=[("feature", "in", [int(f) for f in features])])
+    table = run.read(
+        ACTIVATIONS,
+        columns=["feature", "pair_id", "lang", "position"],
+        filters=[("feature", "in", [int(f) for f in features])],
+    )
     frame = table.to_pandas()
     frame["lang"] = frame["lang"].astype(str)
     grouped = frame.groupby(["feature", "pair_id", "lang"], sort=True)["position"]
@@ -67,8 +70,11 @@ def firing_starts(run: Run, features: list[int]) -> pd.DataFrame:
 def sentence_tokens(run: Run, sentences: set[tuple[int, str]]) -> dict[tuple[int, str], np.ndarray]:
     """Real token ids (positions 1..L, BOS excluded) of each (pair id, language)."""
     pairs = sorted({p for p, _ in sentences})
-    frame = run.read(TOKENS, columns=["pair_id", "lang", "position", "token_id"],
-                     filters=[("pair_id", "in", pairs)]).to_pandas()
+    frame = run.read(
+        TOKENS,
+        columns=["pair_id", "lang", "position", "token_id"],
+        filters=[("pair_id", "in", pairs)],
+    ).to_pandas()
     frame["lang"] = frame["lang"].astype(str)
     frame = frame[frame["position"] > 0].sort_values(["pair_id", "lang", "position"])
     out = {}
@@ -78,7 +84,9 @@ def sentence_tokens(run: Run, sentences: set[tuple[int, str]]) -> dict[tuple[int
     return out
 
 
-def choose_sentences(starts: pd.DataFrame, max_sentences: int, rng: np.random.Generator) -> pd.DataFrame:
+def choose_sentences(
+    starts: pd.DataFrame, max_sentences: int, rng: np.random.Generator
+) -> pd.DataFrame:
     """At most ``max_sentences`` rows per (feature, language), a random subset when more."""
     parts = []
     for _, part in starts.groupby(["feature", "lang"], sort=True):
@@ -106,9 +114,12 @@ class Ablator:
         feat = torch.as_tensor(features, device=self.device)
         hooks = [(self.hook_name, self._ablate_hook(feat, real))] if (feat >= 0).any() else []
         logits = self.model.run_with_hooks(ids, attention_mask=mask, fwd_hooks=hooks)
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
-                                                reduction="none").view(ids.shape[0], -1)
-        keep = real[:, :-1] & mask[:, 1:].bool()  # predictions from a real token of the next real token
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"
+        ).view(ids.shape[0], -1)
+        keep = (
+            real[:, :-1] & mask[:, 1:].bool()
+        )  # predictions from a real token of the next real token
         out = []
         for b in range(ids.shape[0]):
             order = position[b, :-1][keep[b]].argsort()
@@ -137,13 +148,21 @@ def _batches(lengths: np.ndarray, batch_size: int, batch_tokens: int) -> list[np
     return length_batches(lengths, batch_size, batch_tokens)
 
 
-def run_losses(ablator: Ablator, jobs: list[Job], tokens: dict[tuple[int, str], np.ndarray],
-               cfg: AblationConfig, bar=None, weights: np.ndarray | None = None) -> list[np.ndarray]:
+def run_losses(
+    ablator: Ablator,
+    jobs: list[Job],
+    tokens: dict[tuple[int, str], np.ndarray],
+    cfg: AblationConfig,
+    bar=None,
+    weights: np.ndarray | None = None,
+) -> list[np.ndarray]:
     """``ablator.losses`` of every job, batched longest first."""
     lengths = np.array([len(tokens[j.sentence]) for j in jobs], np.int64)
     out: list[np.ndarray | None] = [None] * len(jobs)
     for batch in _batches(lengths, cfg.batch_size, cfg.batch_tokens):
-        losses = ablator.losses([tokens[jobs[i].sentence] for i in batch], [jobs[i].feature for i in batch])
+        losses = ablator.losses(
+            [tokens[jobs[i].sentence] for i in batch], [jobs[i].feature for i in batch]
+        )
         for i, loss in zip(batch, losses, strict=True):
             out[i] = loss
         if bar is not None:
@@ -151,8 +170,11 @@ def run_losses(ablator: Ablator, jobs: list[Job], tokens: dict[tuple[int, str], 
     return out  # type: ignore[return-value]
 
 
-def delta_sums(chosen: pd.DataFrame, ablated: dict[tuple[int, int, str], np.ndarray],
-               clean: dict[tuple[int, str], np.ndarray]) -> pd.DataFrame:
+def delta_sums(
+    chosen: pd.DataFrame,
+    ablated: dict[tuple[int, int, str], np.ndarray],
+    clean: dict[tuple[int, str], np.ndarray],
+) -> pd.DataFrame:
     """Per chosen (feature, sentence): ``delta_sum`` of ablated - clean losses over the
     predictions from the first firing position on, their number ``n_tokens``, and ``clean_sum``."""
     sums, counts, clean_sums = [], [], []
@@ -166,9 +188,15 @@ def delta_sums(chosen: pd.DataFrame, ablated: dict[tuple[int, int, str], np.ndar
     return chosen.assign(delta_sum=sums, n_tokens=counts, clean_sum=clean_sums)
 
 
-def ablation_table(per_sentence: pd.DataFrame, candidates: pd.DataFrame, rank_column: str,
-                   baseline: dict[int, list[int]], languages: list[str], available: pd.DataFrame,
-                   cfg: AblationConfig) -> pd.DataFrame:
+def ablation_table(
+    per_sentence: pd.DataFrame,
+    candidates: pd.DataFrame,
+    rank_column: str,
+    baseline: dict[int, list[int]],
+    languages: list[str],
+    available: pd.DataFrame,
+    cfg: AblationConfig,
+) -> pd.DataFrame:
     """One row per candidate and language (see docs/evidence.md for the columns)."""
     rng = np.random.default_rng(cfg.seed + 1)
     rows = []
@@ -176,20 +204,38 @@ def ablation_table(per_sentence: pd.DataFrame, candidates: pd.DataFrame, rank_co
         f = int(cand.feature)
         for lang in languages:
             mine = per_sentence[(per_sentence["feature"] == f) & (per_sentence["lang"] == lang)]
-            base = per_sentence[per_sentence["feature"].isin(baseline[f]) & (per_sentence["lang"] == lang)]
-            d, lo, hi = bootstrap_ratio_ci(mine["delta_sum"], mine["n_tokens"], n_boot=cfg.n_boot, rng=rng)
-            bd, blo, bhi = bootstrap_ratio_ci(base["delta_sum"], base["n_tokens"], n_boot=cfg.n_boot, rng=rng)
+            base = per_sentence[
+                per_sentence["feature"].isin(baseline[f]) & (per_sentence["lang"] == lang)
+            ]
+            d, lo, hi = bootstrap_ratio_ci(
+                mine["delta_sum"], mine["n_tokens"], n_boot=cfg.n_boot, rng=rng
+            )
+            bd, blo, bhi = bootstrap_ratio_ci(
+                base["delta_sum"], base["n_tokens"], n_boot=cfg.n_boot, rng=rng
+            )
             n_tok = int(mine["n_tokens"].sum())
             n_avail = int(((available["feature"] == f) & (available["lang"] == lang)).sum())
-            rows.append({
-                "feature": f, "lang": lang, "rank_by": rank_column, "candidate_rank": _rank(getattr(cand, rank_column)),
-                "n_sentences": len(mine), "n_sentences_firing": n_avail, "n_tokens": n_tok,
-                "delta_loss": d, "ci_low": lo, "ci_high": hi,
-                "clean_loss": float(mine["clean_sum"].sum() / n_tok) if n_tok else float("nan"),
-                "baseline_delta_loss": bd, "baseline_ci_low": blo, "baseline_ci_high": bhi,
-                "baseline_n_sentences": len(base), "baseline_features": ",".join(str(b) for b in baseline[f]),
-                "hurts": hurts(lo, bhi),
-            })
+            rows.append(
+                {
+                    "feature": f,
+                    "lang": lang,
+                    "rank_by": rank_column,
+                    "candidate_rank": _rank(getattr(cand, rank_column)),
+                    "n_sentences": len(mine),
+                    "n_sentences_firing": n_avail,
+                    "n_tokens": n_tok,
+                    "delta_loss": d,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "clean_loss": float(mine["clean_sum"].sum() / n_tok) if n_tok else float("nan"),
+                    "baseline_delta_loss": bd,
+                    "baseline_ci_low": blo,
+                    "baseline_ci_high": bhi,
+                    "baseline_n_sentences": len(base),
+                    "baseline_features": ",".join(str(b) for b in baseline[f]),
+                    "hurts": hurts(lo, bhi),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -204,8 +250,14 @@ def hurts(ci_low: float, baseline_ci_high: float) -> bool:
     return bool(np.isnan(baseline_ci_high) or ci_low > baseline_ci_high)
 
 
-def compute_ablation(run: Run, models, cfg: AblationConfig | None = None, *, device: str = "cpu",
-                     progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+def compute_ablation(
+    run: Run,
+    models,
+    cfg: AblationConfig | None = None,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The ablation table of the run's top candidates, and a record for the manifest."""
     cfg = cfg or AblationConfig()
     from precompute.extract.tokenization import bos_token_id
@@ -219,20 +271,35 @@ def compute_ablation(run: Run, models, cfg: AblationConfig | None = None, *, dev
     else:
         candidates = top_candidates(feats, rank_column, cfg.top)
     rng = np.random.default_rng(cfg.seed)
-    baseline = draw_baseline(feats, candidates["feature"], languages, n=cfg.n_baseline, pool=cfg.baseline_pool,
-                             rng=rng)
-    ablate = sorted({int(f) for f in candidates["feature"]} | {b for bs in baseline.values() for b in bs})
+    baseline = draw_baseline(
+        feats, candidates["feature"], languages, n=cfg.n_baseline, pool=cfg.baseline_pool, rng=rng
+    )
+    ablate = sorted(
+        {int(f) for f in candidates["feature"]} | {b for bs in baseline.values() for b in bs}
+    )
     available = firing_starts(run, ablate)
     chosen = choose_sentences(available, cfg.max_sentences, rng)
-    sentences = {(int(p), str(lang)) for p, lang in zip(chosen["pair_id"], chosen["lang"], strict=True)}
+    sentences = {
+        (int(p), str(lang)) for p, lang in zip(chosen["pair_id"], chosen["lang"], strict=True)
+    }
     tokens = sentence_tokens(run, sentences)
-    ablator = Ablator(models.model, models.sae, models.tokenizer, models.hook_name,
-                      bos_token_id(models.tokenizer), device)
+    ablator = Ablator(
+        models.model,
+        models.sae,
+        models.tokenizer,
+        models.hook_name,
+        bos_token_id(models.tokenizer),
+        device,
+    )
     clean_jobs = [Job(CLEAN, s) for s in sorted(sentences)]
     bar = _bar(progress, len(clean_jobs), "clean loss", "sentence")
-    clean = dict(zip(sorted(sentences), run_losses(ablator, clean_jobs, tokens, cfg, bar), strict=True))
+    clean = dict(
+        zip(sorted(sentences), run_losses(ablator, clean_jobs, tokens, cfg, bar), strict=True)
+    )
     _close(bar)
-    jobs = [Job(int(r.feature), (int(r.pair_id), str(r.lang))) for r in chosen.itertuples(index=False)]
+    jobs = [
+        Job(int(r.feature), (int(r.pair_id), str(r.lang))) for r in chosen.itertuples(index=False)
+    ]
     per_feature = chosen.groupby("feature").size()
     weights = np.array([1.0 / per_feature[j.feature] for j in jobs])
     bar = _bar(progress, len(per_feature), "ablating", "feature")
@@ -240,22 +307,38 @@ def compute_ablation(run: Run, models, cfg: AblationConfig | None = None, *, dev
     _close(bar)
     ablated = {(j.feature, *j.sentence): loss for j, loss in zip(jobs, ablated_losses, strict=True)}
     per_sentence = delta_sums(chosen, ablated, clean)
-    table = ablation_table(per_sentence, candidates, rank_column, baseline, languages, available, cfg)
+    table = ablation_table(
+        per_sentence, candidates, rank_column, baseline, languages, available, cfg
+    )
     seconds = time.perf_counter() - t0
-    record = {**asdict(cfg), "rank_by": rank_column, "n_candidates": len(candidates),
-              "n_features_ablated": len(ablate), "n_forward_rows": len(jobs) + len(clean_jobs),
-              "device": device, "seconds": round(seconds, 3),
-              "seconds_per_candidate": round(seconds / max(len(candidates), 1), 4)}
+    record = {
+        **asdict(cfg),
+        "rank_by": rank_column,
+        "n_candidates": len(candidates),
+        "n_features_ablated": len(ablate),
+        "n_forward_rows": len(jobs) + len(clean_jobs),
+        "device": device,
+        "seconds": round(seconds, 3),
+        "seconds_per_candidate": round(seconds / max(len(candidates), 1), 4),
+    }
     return table, record
 
 
 def to_table(frame: pd.DataFrame) -> pa.Table:
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    casts = {"feature": pa.int32(), "candidate_rank": pa.int32(), "n_sentences": pa.int32(),
-             "n_sentences_firing": pa.int32(), "n_tokens": pa.int64(), "baseline_n_sentences": pa.int32()}
+    casts = {
+        "feature": pa.int32(),
+        "candidate_rank": pa.int32(),
+        "n_sentences": pa.int32(),
+        "n_sentences_firing": pa.int32(),
+        "n_tokens": pa.int64(),
+        "baseline_n_sentences": pa.int32(),
+    }
     for name, typ in casts.items():
         if name in table.column_names:
-            table = table.set_column(table.column_names.index(name), name, table.column(name).cast(typ))
+            table = table.set_column(
+                table.column_names.index(name), name, table.column(name).cast(typ)
+            )
     return table
 
 
@@ -264,8 +347,13 @@ def _bar(enabled: bool, total: int, desc: str, unit: str):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, smoothing=0.1,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        smoothing=0.1,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]",
+    )
 
 
 def _close(bar) -> None:

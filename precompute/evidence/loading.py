@@ -19,24 +19,42 @@ from jobs.config import (
 from precompute.errors import PrecomputeError
 
 
-def config_from_manifest(run: Run, *, model_path: str | None = None, sae_path: str | None = None,
-                         dtype: str | None = None) -> RunConfig:
+def config_from_manifest(
+    run: Run,
+    *,
+    model_path: str | None = None,
+    sae_path: str | None = None,
+    dtype: str | None = None,
+) -> RunConfig:
     """A ``RunConfig`` whose model and SAE are those recorded in the run's manifest
     (``model_path``/``sae_path``/``dtype`` override them, e.g. where the weights live elsewhere)."""
     model, sae = run.manifest.model, run.manifest.sae
     if not model.get("name"):
-        raise PrecomputeError(f"run {run.run_id!r}: its manifest names no model, so it cannot be reloaded")
-    source = ModelSource(name=str(model["name"]), path=model_path or model.get("path"),
-                         dtype=dtype or model.get("dtype") or "float32")
+        raise PrecomputeError(
+            f"run {run.run_id!r}: its manifest names no model, so it cannot be reloaded"
+        )
+    source = ModelSource(
+        name=str(model["name"]),
+        path=model_path or model.get("path"),
+        dtype=dtype or model.get("dtype") or "float32",
+    )
     sae_dtype = sae.get("dtype") or "float32"
     if sae_path or sae.get("path"):
-        sae_source = SaeSource(path=sae_path or sae["path"], hook_name=sae.get("hook_name"), dtype=sae_dtype)
+        sae_source = SaeSource(
+            path=sae_path or sae["path"], hook_name=sae.get("hook_name"), dtype=sae_dtype
+        )
     elif sae.get("release"):
-        sae_source = SaeSource(release=sae["release"], sae_id=sae.get("id"), hook_name=sae.get("hook_name"),
-                               dtype=sae_dtype)
+        sae_source = SaeSource(
+            release=sae["release"],
+            sae_id=sae.get("id"),
+            hook_name=sae.get("hook_name"),
+            dtype=sae_dtype,
+        )
     else:
-        raise PrecomputeError(f"run {run.run_id!r}: its manifest names no SAE (release + id, or path); "
-                              "pass --sae-path")
+        raise PrecomputeError(
+            f"run {run.run_id!r}: its manifest names no SAE (release + id, or path); "
+            "pass --sae-path"
+        )
     tiny = TinySpec()
     if source.is_tiny and isinstance(model.get("tiny"), dict):
         known = {f.name for f in fields(TinySpec)}
@@ -44,8 +62,12 @@ def config_from_manifest(run: Run, *, model_path: str | None = None, sae_path: s
         corpus = Path(spec.get("tokenizer_corpus") or BUNDLED_CORPUS)
         spec["tokenizer_corpus"] = str(corpus if corpus.is_absolute() else REPO_ROOT / corpus)
         tiny = TinySpec(**spec)
-    return RunConfig(model=source, sae=sae_source, corpus=CorpusSource(path=str(BUNDLED_CORPUS), field=None),
-                     tiny=tiny)
+    return RunConfig(
+        model=source,
+        sae=sae_source,
+        corpus=CorpusSource(path=str(BUNDLED_CORPUS), field=None),
+        tiny=tiny,
+    )
 
 
 def describe_needs(config: RunConfig) -> str:
@@ -67,10 +89,13 @@ def load_run_models(run: Run, device: str, **overrides: Any):
         raise PrecomputeError(
             f"cannot load what run {run.run_id!r} was made with: needs the {describe_needs(config)} "
             f"({type(exc).__name__}: {exc}). Pass --model-path DIR (a local Hugging Face checkpoint of that "
-            "model) and/or --sae-path DIR (a local SAE-Lens directory) where they are available offline") from exc
+            "model) and/or --sae-path DIR (a local SAE-Lens directory) where they are available offline"
+        ) from exc
     if int(loaded.sae.cfg.d_sae) != run.manifest.d_sae:
-        raise PrecomputeError(f"the loaded SAE has {loaded.sae.cfg.d_sae} features but run {run.run_id!r} "
-                              f"has d_sae {run.manifest.d_sae}: not the SAE the run was made with")
+        raise PrecomputeError(
+            f"the loaded SAE has {loaded.sae.cfg.d_sae} features but run {run.run_id!r} "
+            f"has d_sae {run.manifest.d_sae}: not the SAE the run was made with"
+        )
     return loaded
 
 
@@ -82,5 +107,7 @@ def pick_device(requested: str = "auto") -> str:
     if requested == "auto":
         return "cuda" if cuda_available() else "cpu"
     if requested == "cuda" and not cuda_available():
-        raise DeviceError("--device cuda was asked for but no CUDA GPU is visible to torch; pass --device cpu")
+        raise DeviceError(
+            "--device cuda was asked for but no CUDA GPU is visible to torch; pass --device cpu"
+        )
     return requested

@@ -62,7 +62,11 @@ def final_norm(model) -> tuple[bool, torch.Tensor | None, str]:
     kind = str(getattr(model.cfg, "normalization_type", None))
     ln = getattr(model, "ln_final", None)
     weight = getattr(ln, "w", None) if ln is not None else None
-    return kind.startswith("LN"), (weight.detach() if isinstance(weight, torch.Tensor) else None), kind
+    return (
+        kind.startswith("LN"),
+        (weight.detach() if isinstance(weight, torch.Tensor) else None),
+        kind,
+    )
 
 
 def block_size_for(d_vocab: int, max_logits: int = MAX_BLOCK_LOGITS) -> int:
@@ -83,16 +87,21 @@ def logit_effects(model, sae, block: slice) -> torch.Tensor:
 
 
 @torch.no_grad()
-def top_logits(model, sae, k: int = 10, block_size: int | None = None,
-               progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def top_logits(
+    model, sae, k: int = 10, block_size: int | None = None, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(top_ids, top_values, bottom_ids, bottom_values)``, each ``(d_sae, k)``:
     the ``k`` most promoted tokens (largest effect first) and the ``k`` most
     suppressed (most negative first) of every feature."""
     d_sae, d_vocab = int(sae.cfg.d_sae), int(model.cfg.d_vocab)
     k = min(k, d_vocab)
     size = block_size or block_size_for(d_vocab)
-    out = [np.zeros((d_sae, k), np.int64), np.zeros((d_sae, k), np.float32),
-           np.zeros((d_sae, k), np.int64), np.zeros((d_sae, k), np.float32)]
+    out = [
+        np.zeros((d_sae, k), np.int64),
+        np.zeros((d_sae, k), np.float32),
+        np.zeros((d_sae, k), np.int64),
+        np.zeros((d_sae, k), np.float32),
+    ]
     bar = _bar(progress, d_sae, "logit effects")
     for lo in range(0, d_sae, size):
         effects = logit_effects(model, sae, slice(lo, lo + size))
@@ -109,8 +118,9 @@ def top_logits(model, sae, k: int = 10, block_size: int | None = None,
 
 
 @torch.no_grad()
-def decoder_neighbours(sae, top: int = 10, block_size: int = 1024,
-                       device: torch.device | str | None = None) -> pd.DataFrame:
+def decoder_neighbours(
+    sae, top: int = 10, block_size: int = 1024, device: torch.device | str | None = None
+) -> pd.DataFrame:
     """``feature, rank, neighbour, cosine``: each feature's ``top`` most similar
     other decoder rows by cosine similarity (rank 1 = most similar)."""
     w = sae.W_dec.detach().to(device or sae.W_dec.device, torch.float32)
@@ -119,43 +129,68 @@ def decoder_neighbours(sae, top: int = 10, block_size: int = 1024,
     top = min(top, d_sae - 1)
     ids, cos = [], []
     for lo in range(0, d_sae, block_size):
-        sim = w[lo:lo + block_size] @ w.T
+        sim = w[lo : lo + block_size] @ w.T
         rows = torch.arange(sim.shape[0], device=sim.device)
         sim[rows, rows + lo] = -torch.inf  # not its own neighbour
         best = sim.topk(top, dim=1)
         ids.append(best.indices.cpu().numpy())
         cos.append(best.values.cpu().numpy())
     n_ids, n_cos = np.concatenate(ids), np.concatenate(cos)
-    return pd.DataFrame({
-        "feature": np.repeat(np.arange(d_sae, dtype=np.int32), top),
-        "rank": np.tile(np.arange(1, top + 1, dtype=np.int32), d_sae),
-        "neighbour": n_ids.reshape(-1).astype(np.int32),
-        "cosine": n_cos.reshape(-1).astype(np.float32),
-    })
+    return pd.DataFrame(
+        {
+            "feature": np.repeat(np.arange(d_sae, dtype=np.int32), top),
+            "rank": np.tile(np.arange(1, top + 1, dtype=np.int32), d_sae),
+            "neighbour": n_ids.reshape(-1).astype(np.int32),
+            "cosine": n_cos.reshape(-1).astype(np.float32),
+        }
+    )
 
 
-def logits_frame(top_ids: np.ndarray, top_values: np.ndarray, bottom_ids: np.ndarray, bottom_values: np.ndarray,
-                 strings: dict[int, str], shares: pd.DataFrame, languages: list[str]) -> pd.DataFrame:
+def logits_frame(
+    top_ids: np.ndarray,
+    top_values: np.ndarray,
+    bottom_ids: np.ndarray,
+    bottom_values: np.ndarray,
+    strings: dict[int, str],
+    shares: pd.DataFrame,
+    languages: list[str],
+) -> pd.DataFrame:
     """The long ``logits.parquet`` rows from ``top_logits``' arrays, tagged by language."""
     d_sae, k = top_ids.shape
     parts = []
-    for sign, ids, values in ((PROMOTED, top_ids, top_values), (SUPPRESSED, bottom_ids, bottom_values)):
+    for sign, ids, values in (
+        (PROMOTED, top_ids, top_values),
+        (SUPPRESSED, bottom_ids, bottom_values),
+    ):
         flat = ids.reshape(-1)
-        part = pd.DataFrame({
-            "feature": np.repeat(np.arange(d_sae, dtype=np.int32), k),
-            "sign": sign,
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), d_sae),
-            "token_id": flat.astype(np.int32),
-            "token": [strings.get(int(t), "") for t in flat],
-            "logit": values.reshape(-1).astype(np.float32),
-        })
+        part = pd.DataFrame(
+            {
+                "feature": np.repeat(np.arange(d_sae, dtype=np.int32), k),
+                "sign": sign,
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), d_sae),
+                "token_id": flat.astype(np.int32),
+                "token": [strings.get(int(t), "") for t in flat],
+                "logit": values.reshape(-1).astype(np.float32),
+            }
+        )
         parts.append(pd.concat([part, tag_tokens(flat, shares, languages)], axis=1))
-    return pd.concat(parts, ignore_index=True).sort_values(["feature", "sign", "rank"], ignore_index=True)
+    return pd.concat(parts, ignore_index=True).sort_values(
+        ["feature", "sign", "rank"], ignore_index=True
+    )
 
 
-def compute_logit_evidence(model, sae, tokenizer, tokens: pd.DataFrame, languages: list[str], *, k: int = 10,
-                           n_neighbours: int = 10, block_size: int | None = None,
-                           progress: bool = False) -> LogitResult:
+def compute_logit_evidence(
+    model,
+    sae,
+    tokenizer,
+    tokens: pd.DataFrame,
+    languages: list[str],
+    *,
+    k: int = 10,
+    n_neighbours: int = 10,
+    block_size: int | None = None,
+    progress: bool = False,
+) -> LogitResult:
     """Logit effects (tagged with the run's token languages) and neighbours of every feature.
 
     ``tokens``: the run's ``tokens.parquet`` (``lang``, ``position``, ``token_id``)."""
@@ -164,17 +199,27 @@ def compute_logit_evidence(model, sae, tokenizer, tokens: pd.DataFrame, language
     t0 = time.perf_counter()
     top_ids, top_values, bottom_ids, bottom_values = top_logits(model, sae, k, block_size, progress)
     t_logits = time.perf_counter() - t0
-    strings = token_strings(tokenizer, np.concatenate([top_ids.reshape(-1), bottom_ids.reshape(-1)]))
+    strings = token_strings(
+        tokenizer, np.concatenate([top_ids.reshape(-1), bottom_ids.reshape(-1)])
+    )
     shares = token_language_shares(tokens, languages)
     frame = logits_frame(top_ids, top_values, bottom_ids, bottom_values, strings, shares, languages)
     t1 = time.perf_counter()
     neighbours = decoder_neighbours(sae, n_neighbours)
     centre, weight, kind = final_norm(model)
-    record = {"k": int(top_ids.shape[1]), "n_neighbours": int(neighbours["rank"].max()) if len(neighbours) else 0,
-              "final_norm": {"type": kind, "centred": centre, "weight_applied": weight is not None,
-                             "scale_applied": False},
-              "tag_share": TAG_SHARE,
-              "seconds_logits": round(t_logits, 3), "seconds_neighbours": round(time.perf_counter() - t1, 3)}
+    record = {
+        "k": int(top_ids.shape[1]),
+        "n_neighbours": int(neighbours["rank"].max()) if len(neighbours) else 0,
+        "final_norm": {
+            "type": kind,
+            "centred": centre,
+            "weight_applied": weight is not None,
+            "scale_applied": False,
+        },
+        "tag_share": TAG_SHARE,
+        "seconds_logits": round(t_logits, 3),
+        "seconds_neighbours": round(time.perf_counter() - t1, 3),
+    }
     return LogitResult(frame, output_language_shares(frame, languages), neighbours, record)
 
 
@@ -182,9 +227,13 @@ def to_tables(result: LogitResult, languages: list[str]) -> dict[str, pa.Table]:
     from bilingual_core.evidence import LOGITS, NEIGHBOURS, NEIGHBOURS_SCHEMA, OUTPUT_LANGUAGES
 
     return {
-        LOGITS: pa.Table.from_pandas(result.logits, schema=logits_schema(languages), preserve_index=False),
+        LOGITS: pa.Table.from_pandas(
+            result.logits, schema=logits_schema(languages), preserve_index=False
+        ),
         OUTPUT_LANGUAGES: pa.Table.from_pandas(result.output_languages, preserve_index=False),
-        NEIGHBOURS: pa.Table.from_pandas(result.neighbours, schema=NEIGHBOURS_SCHEMA, preserve_index=False),
+        NEIGHBOURS: pa.Table.from_pandas(
+            result.neighbours, schema=NEIGHBOURS_SCHEMA, preserve_index=False
+        ),
     }
 
 
@@ -196,9 +245,17 @@ def _bar(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="feature", unit_scale=True)
 
 
-def add_logit_evidence(location: str, *, device: str = "auto", k: int = 10, n_neighbours: int = 10,
-                       block_size: int | None = None, progress: bool = True, models=None,
-                       **overrides: Any) -> LogitResult:
+def add_logit_evidence(
+    location: str,
+    *,
+    device: str = "auto",
+    k: int = 10,
+    n_neighbours: int = 10,
+    block_size: int | None = None,
+    progress: bool = True,
+    models=None,
+    **overrides: Any,
+) -> LogitResult:
     """Compute the logit tables of the run at ``location`` and add them to it atomically.
 
     ``models``: already loaded ``LoadedModels`` (tests, benchmarks); otherwise the
@@ -215,8 +272,17 @@ def add_logit_evidence(location: str, *, device: str = "auto", k: int = 10, n_ne
         models = load_run_models(run, pick_device(device), **overrides)
     check_residual(models)
     tokens = run.read_pandas(TOKENS, columns=["lang", "position", "token_id"])
-    result = compute_logit_evidence(models.model, models.sae, models.tokenizer, tokens, run.languages, k=k,
-                                    n_neighbours=n_neighbours, block_size=block_size, progress=progress)
+    result = compute_logit_evidence(
+        models.model,
+        models.sae,
+        models.tokenizer,
+        tokens,
+        run.languages,
+        k=k,
+        n_neighbours=n_neighbours,
+        block_size=block_size,
+        progress=progress,
+    )
     add_tables(location, to_tables(result, run.languages), "logits", result.record)
     return result
 
@@ -226,6 +292,8 @@ def check_residual(models) -> None:
     from precompute.errors import IncompatibleSaeError
 
     if int(models.sae.cfg.d_in) != int(models.model.cfg.d_model) or "resid" not in models.hook_name:
-        raise IncompatibleSaeError(f"the SAE reads {models.hook_name} (d_in {models.sae.cfg.d_in}); decoder "
-                                   "directions can only be read through the unembedding for an SAE on the "
-                                   f"residual stream (d_model {models.model.cfg.d_model})")
+        raise IncompatibleSaeError(
+            f"the SAE reads {models.hook_name} (d_in {models.sae.cfg.d_in}); decoder "
+            "directions can only be read through the unembedding for an SAE on the "
+            f"residual stream (d_model {models.model.cfg.d_model})"
+        )

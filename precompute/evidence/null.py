@@ -51,8 +51,11 @@ def run_sentences(run: Run, n_pairs: int):
     """The run's real tokens as ``TokenizedSentences`` in (pair, language) order."""
     from precompute.extract.tokenization import TokenizedSentences
 
-    frame = run.read(TOKENS, columns=["pair_id", "lang", "position", "token_id"],
-                     filters=[("pair_id", "<", n_pairs)]).to_pandas()
+    frame = run.read(
+        TOKENS,
+        columns=["pair_id", "lang", "position", "token_id"],
+        filters=[("pair_id", "<", n_pairs)],
+    ).to_pandas()
     frame["li"] = pd.Categorical(frame["lang"].astype(str), categories=run.languages).codes
     frame = frame[frame["position"] > 0].sort_values(["pair_id", "li", "position"])
     m = len(run.languages)
@@ -61,7 +64,9 @@ def run_sentences(run: Run, n_pairs: int):
     offsets = np.zeros(n_pairs * m + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     none = np.zeros(n_pairs * m, bool)
-    return TokenizedSentences(frame["token_id"].to_numpy(np.int32), offsets, none, none.astype(np.int64))
+    return TokenizedSentences(
+        frame["token_id"].to_numpy(np.int32), offsets, none, none.astype(np.int64)
+    )
 
 
 @torch.no_grad()
@@ -73,7 +78,11 @@ def calibration_residuals(models, tokens, n_tokens: int, device: str) -> torch.T
     bos = bos_token_id(models.tokenizer)
     out, have, i = [], 0, 0
     while have < n_tokens and i < len(tokens):
-        batch = [tokens.sentence(j) for j in range(i, min(i + 32, len(tokens))) if len(tokens.sentence(j))]
+        batch = [
+            tokens.sentence(j)
+            for j in range(i, min(i + 32, len(tokens)))
+            if len(tokens.sentence(j))
+        ]
         i += 32
         if not batch:
             continue
@@ -100,30 +109,55 @@ def null_sae(resid: torch.Tensor, hook_name: str, rates: np.ndarray, seed: int):
 
 def real_rates(features: pd.DataFrame, languages: list[str], n_real_tokens: int) -> np.ndarray:
     """Per feature, the share of the run's real tokens it fires on."""
-    n = features.sort_values("feature")[[f"n_tokens_{lang}" for lang in languages]].sum(axis=1).to_numpy()
+    n = (
+        features.sort_values("feature")[[f"n_tokens_{lang}" for lang in languages]]
+        .sum(axis=1)
+        .to_numpy()
+    )
     return np.clip(n / max(n_real_tokens, 1), 0.0, 1.0)
 
 
-def extract_null(models, sae, tokens, n_pairs: int, m: int, cfg: NullConfig, device: str,
-                 progress: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def extract_null(
+    models, sae, tokens, n_pairs: int, m: int, cfg: NullConfig, device: str, progress: bool
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The null's activations of every sentence as columns (``lang`` as the index of
     the run's language), and the order that sorts them as ``activations.parquet`` requires."""
     from precompute.extract.activations import Extractor, extract_chunk
     from precompute.extract.tokenization import bos_token_id
 
-    extractor = Extractor(models.model, sae, models.tokenizer, models.hook_name, bos_token_id(models.tokenizer),
-                          torch.device(device))
-    parts: dict[str, list[np.ndarray]] = {"feature": [], "pair_id": [], "lang": [], "position": [], "activation": []}
+    extractor = Extractor(
+        models.model,
+        sae,
+        models.tokenizer,
+        models.hook_name,
+        bos_token_id(models.tokenizer),
+        torch.device(device),
+    )
+    parts: dict[str, list[np.ndarray]] = {
+        "feature": [],
+        "pair_id": [],
+        "lang": [],
+        "position": [],
+        "activation": [],
+    }
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(tokens.lengths.sum()), desc="null dictionary", unit="tok", unit_scale=True)
+        bar = tqdm(
+            total=int(tokens.lengths.sum()), desc="null dictionary", unit="tok", unit_scale=True
+        )
     for lo in range(0, n_pairs, cfg.chunk_pairs):
         hi = min(lo + cfg.chunk_pairs, n_pairs)
         sentences = np.arange(lo * m, hi * m)
-        acts = extract_chunk(extractor, tokens, sentences, cfg.batch_size,
-                             on_batch=bar.update if bar is not None else None, batch_tokens=cfg.batch_tokens)
+        acts = extract_chunk(
+            extractor,
+            tokens,
+            sentences,
+            cfg.batch_size,
+            on_batch=bar.update if bar is not None else None,
+            batch_tokens=cfg.batch_tokens,
+        )
         lengths = tokens.lengths[sentences]
         # chunk token index -> (sentence, position)
         sentence_of = np.repeat(sentences, lengths)
@@ -142,8 +176,15 @@ def extract_null(models, sae, tokens, n_pairs: int, m: int, cfg: NullConfig, dev
     return cols, order
 
 
-def write_null_run(run: Run, scratch_root: str, fs, cols: dict[str, np.ndarray], order: np.ndarray,
-                   n_pairs: int, sae_info: dict[str, Any]) -> str:
+def write_null_run(
+    run: Run,
+    scratch_root: str,
+    fs,
+    cols: dict[str, np.ndarray],
+    order: np.ndarray,
+    n_pairs: int,
+    sae_info: dict[str, Any],
+) -> str:
     """An unscored run under ``scratch_root`` with the run's pairs and tokens and the null's activations."""
     run_id = "null"
     lang_dict = pa.array(run.languages, pa.string())
@@ -157,21 +198,35 @@ def write_null_run(run: Run, scratch_root: str, fs, cols: dict[str, np.ndarray],
         with fs.open(writer.path(ACTIVATIONS), "wb") as handle:
             out = activation_writer(handle)
             for lo in range(0, len(order), ACTIVATION_ROW_GROUP):
-                idx = order[lo:lo + ACTIVATION_ROW_GROUP]
-                out.write_table(pa.table({
-                    "pair_id": pa.array(cols["pair_id"][idx], pa.int32()),
-                    "lang": pa.DictionaryArray.from_arrays(pa.array(cols["lang"][idx], pa.int8()), lang_dict),
-                    "position": pa.array(cols["position"][idx], pa.int32()),
-                    "feature": pa.array(cols["feature"][idx], pa.int32()),
-                    "activation": pa.array(cols["activation"][idx], pa.float32()),
-                }, schema=ACTIVATIONS_SCHEMA), row_group_size=ACTIVATION_ROW_GROUP)
+                idx = order[lo : lo + ACTIVATION_ROW_GROUP]
+                out.write_table(
+                    pa.table(
+                        {
+                            "pair_id": pa.array(cols["pair_id"][idx], pa.int32()),
+                            "lang": pa.DictionaryArray.from_arrays(
+                                pa.array(cols["lang"][idx], pa.int8()), lang_dict
+                            ),
+                            "position": pa.array(cols["position"][idx], pa.int32()),
+                            "feature": pa.array(cols["feature"][idx], pa.int32()),
+                            "activation": pa.array(cols["activation"][idx], pa.float32()),
+                        },
+                        schema=ACTIVATIONS_SCHEMA,
+                    ),
+                    row_group_size=ACTIVATION_ROW_GROUP,
+                )
             out.close()
         writer.commit(manifest)
     return join(scratch_root, run_id)
 
 
-def compute_null(location: str, models, cfg: NullConfig | None = None, *, device: str = "cpu",
-                 progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+def compute_null(
+    location: str,
+    models,
+    cfg: NullConfig | None = None,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``null_scores.parquet`` rows (the null's features table with its purity) and a record."""
     cfg = cfg or NullConfig()
     t0 = time.perf_counter()
@@ -188,8 +243,14 @@ def compute_null(location: str, models, cfg: NullConfig | None = None, *, device
     cols, order = extract_null(models, sae, tokens, n_pairs, m, cfg, device, progress)
     fs, root, run_id = split_location(location)
     scratch = join(root, f".{run_id}.tmp-null-{uuid.uuid4().hex[:12]}")
-    sae_info = {"architecture": "jumprelu", "kind": "random null dictionary", "d_in": int(sae.cfg.d_in),
-                "d_sae": int(sae.cfg.d_sae), "hook_name": models.hook_name, "seed": cfg.seed}
+    sae_info = {
+        "architecture": "jumprelu",
+        "kind": "random null dictionary",
+        "d_in": int(sae.cfg.d_in),
+        "d_sae": int(sae.cfg.d_sae),
+        "hook_name": models.hook_name,
+        "seed": cfg.seed,
+    }
     try:
         path = write_null_run(run, scratch, fs, cols, order, n_pairs, sae_info)
         scored = score_run(fs.unstrip_protocol(path), config=ScoreConfig()).features
@@ -199,11 +260,16 @@ def compute_null(location: str, models, cfg: NullConfig | None = None, *, device
             fs.rm(scratch, recursive=True)
     null = scored.merge(purity, on="feature", how="left")
     n_tok = len(order)
-    record = {**asdict(cfg), "n_pairs": n_pairs, "d_sae": int(sae.cfg.d_sae),
-              "calibration_tokens_used": int(resid.shape[0]), "sparsity": "per-feature rates of the real SAE",
-              "real_mean_l0": round(float(rates.sum()), 3),
-              "null_mean_l0": round(n_tok / max(int(tokens.lengths.sum()), 1), 3),
-              "null_alive": int(null["alive"].sum()), "n_activations": n_tok,
-              "seconds": round(time.perf_counter() - t0, 3)}
+    record = {
+        **asdict(cfg),
+        "n_pairs": n_pairs,
+        "d_sae": int(sae.cfg.d_sae),
+        "calibration_tokens_used": int(resid.shape[0]),
+        "sparsity": "per-feature rates of the real SAE",
+        "real_mean_l0": round(float(rates.sum()), 3),
+        "null_mean_l0": round(n_tok / max(int(tokens.lengths.sum()), 1), 3),
+        "null_alive": int(null["alive"].sum()),
+        "n_activations": n_tok,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     return null, record
-

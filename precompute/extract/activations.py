@@ -35,7 +35,9 @@ def stop_layer(hook_name: str) -> int | None:
 
 
 @torch.no_grad()
-def hook_activation(model, hook_name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def hook_activation(
+    model, hook_name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     """The activation at ``hook_name`` for a padded batch, running no further than needed."""
     captured: dict[str, torch.Tensor] = {}
 
@@ -48,7 +50,9 @@ def hook_activation(model, hook_name: str, input_ids: torch.Tensor, attention_ma
     return captured["x"]
 
 
-def real_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, bos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def real_tokens(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, bos_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(real, position)``: which cells are real tokens, and each cell's position
     in its sentence (BOS = 0, real tokens 1..L), whichever side the padding is on."""
     mask = attention_mask.bool()
@@ -59,7 +63,9 @@ def real_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, bos_id: i
     return mask & ~is_bos, position
 
 
-def pad_batch(tokenizer, sentences: list[np.ndarray], bos_id: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    tokenizer, sentences: list[np.ndarray], bos_id: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BOS + tokens of each sentence, padded by the tokenizer (on its own padding side)."""
     features = [{"input_ids": [bos_id, *s.tolist()]} for s in sentences]
     batch = tokenizer.pad(features, padding=True, return_tensors="pt", return_attention_mask=True)
@@ -78,7 +84,9 @@ class Extractor:
     device: torch.device
 
     @torch.no_grad()
-    def encode_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(acts, real, position)``: SAE activations ``(n_real, d_sae)`` of the real
         tokens, in row-major order of the ``real`` mask."""
         x = hook_activation(self.model, self.hook_name, input_ids, attention_mask)
@@ -109,14 +117,20 @@ def length_batches(lengths: np.ndarray, batch_size: int, batch_tokens: int) -> l
     while lo < len(order):
         width = int(lengths[order[lo]]) + 1  # the longest of the batch sets the padded width
         size = max(1, min(batch_size, batch_tokens // width))
-        batches.append(order[lo:lo + size])
+        batches.append(order[lo : lo + size])
         lo += size
     return batches
 
 
 @torch.no_grad()
-def extract_chunk(extractor: Extractor, tokens: TokenizedSentences, sentences: np.ndarray,
-                  batch_size: int, on_batch: Any = None, batch_tokens: int = 1 << 62) -> ChunkActivations:
+def extract_chunk(
+    extractor: Extractor,
+    tokens: TokenizedSentences,
+    sentences: np.ndarray,
+    batch_size: int,
+    on_batch: Any = None,
+    batch_tokens: int = 1 << 62,
+) -> ChunkActivations:
     """Sparse activations of ``sentences`` (indices into ``tokens``, in pair/lang order).
 
     Sentences are batched longest first (``length_batches``), so a batch holds
@@ -128,8 +142,12 @@ def extract_chunk(extractor: Extractor, tokens: TokenizedSentences, sentences: n
     total = int(lengths.sum())
     keys, values = [], []
     for local in length_batches(lengths, batch_size, batch_tokens):
-        ids, mask = pad_batch(extractor.tokenizer, [tokens.sentence(int(sentences[i])) for i in local],
-                              extractor.bos_id, extractor.device)
+        ids, mask = pad_batch(
+            extractor.tokenizer,
+            [tokens.sentence(int(sentences[i])) for i in local],
+            extractor.bos_id,
+            extractor.device,
+        )
         acts, real, position = extractor.encode_batch(ids, mask)
         start = torch.as_tensor(starts[local], device=extractor.device)
         token = (start[:, None] + position - 1)[real]
@@ -139,9 +157,12 @@ def extract_chunk(extractor: Extractor, tokens: TokenizedSentences, sentences: n
         if on_batch is not None:
             on_batch(int(real.sum()))
     if not keys:
-        return ChunkActivations(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return ChunkActivations(
+            np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        )
     key, idx = torch.sort(torch.cat(keys))
     value = torch.cat(values)[idx]
     key_np = key.cpu().numpy()
-    return ChunkActivations((key_np // max(total, 1)).astype(np.int32), key_np % max(total, 1),
-                            value.cpu().numpy())
+    return ChunkActivations(
+        (key_np // max(total, 1)).astype(np.int32), key_np % max(total, 1), value.cpu().numpy()
+    )

@@ -49,16 +49,22 @@ def _strings(ids: np.ndarray, strings: dict[int, str]) -> pa.Array:
     return pa.array(table[inverse] if len(ids) else [], pa.string())
 
 
-def chunk_tables(layout: ChunkLayout, tokens: TokenizedSentences, acts: ChunkActivations,
-                 texts: list[str], strings: dict[int, str], bos_id: int) -> dict[str, pa.Table]:
+def chunk_tables(
+    layout: ChunkLayout,
+    tokens: TokenizedSentences,
+    acts: ChunkActivations,
+    texts: list[str],
+    strings: dict[int, str],
+    bos_id: int,
+) -> dict[str, pa.Table]:
     """The chunk's ``pairs``, ``tokens`` and ``acts`` tables (lang as int8 index)."""
-    lengths = tokens.lengths[layout.lo:layout.hi]
+    lengths = tokens.lengths[layout.lo : layout.hi]
     n_sent, total = len(lengths), int(lengths.sum())
     first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     tok_pair = np.repeat(layout.pair, lengths)
     tok_lang = np.repeat(layout.lang, lengths)
     tok_pos = (np.arange(total) - np.repeat(first, lengths) + 1).astype(np.int32)
-    ids = tokens.ids[tokens.offsets[layout.lo]:tokens.offsets[layout.hi]]
+    ids = tokens.ids[tokens.offsets[layout.lo] : tokens.offsets[layout.hi]]
 
     # Tokens with one BOS row (position 0) before each sentence.
     bos_at = first + np.arange(n_sent)
@@ -70,21 +76,35 @@ def chunk_tables(layout: ChunkLayout, tokens: TokenizedSentences, acts: ChunkAct
     tid = np.empty(n_rows, np.int32)
     pair[bos_at], lang[bos_at], pos[bos_at], tid[bos_at] = layout.pair, layout.lang, 0, bos_id
     pair[real_at], lang[real_at], pos[real_at], tid[real_at] = tok_pair, tok_lang, tok_pos, ids
-    token_table = pa.table([pair, lang, pos, tid, _strings(tid, strings)], schema=CHUNK_TOKENS_SCHEMA)
+    token_table = pa.table(
+        [pair, lang, pos, tid, _strings(tid, strings)], schema=CHUNK_TOKENS_SCHEMA
+    )
 
     t = acts.token
-    act_table = pa.table([tok_pair[t], tok_lang[t], tok_pos[t], acts.feature.astype(np.int32),
-                          acts.value.astype(np.float32)], schema=CHUNK_ACTS_SCHEMA)
-    pair_table = pa.table([layout.pair, layout.lang, pa.array(texts, pa.string())], schema=CHUNK_PAIRS_SCHEMA)
+    act_table = pa.table(
+        [
+            tok_pair[t],
+            tok_lang[t],
+            tok_pos[t],
+            acts.feature.astype(np.int32),
+            acts.value.astype(np.float32),
+        ],
+        schema=CHUNK_ACTS_SCHEMA,
+    )
+    pair_table = pa.table(
+        [layout.pair, layout.lang, pa.array(texts, pa.string())], schema=CHUNK_PAIRS_SCHEMA
+    )
     return {"pairs": pair_table, "tokens": token_table, "acts": act_table}
 
 
-def chunk_stats(layout: ChunkLayout, tokens: TokenizedSentences, acts: ChunkActivations,
-                languages: list[str]) -> dict[str, dict[str, int] | int]:
+def chunk_stats(
+    layout: ChunkLayout, tokens: TokenizedSentences, acts: ChunkActivations, languages: list[str]
+) -> dict[str, dict[str, int] | int]:
     """Per-language token and truncation counts and the number of activations."""
     sl = slice(layout.lo, layout.hi)
     per_lang = {
-        "n_tokens": tokens.lengths[sl], "n_truncated": tokens.truncated[sl].astype(np.int64),
+        "n_tokens": tokens.lengths[sl],
+        "n_truncated": tokens.truncated[sl].astype(np.int64),
         "n_tokens_dropped": tokens.dropped[sl],
     }
     stats: dict[str, dict[str, int] | int] = {

@@ -81,20 +81,26 @@ def collect_shards(directories: list[str | os.PathLike[str]]) -> ShardSet:
     for shard in shards:
         state = shard.state
         if not state.get("complete"):
-            raise StagingError(f"shard {state['shard']} in {shard.directory} is not finished "
-                               f"({len(state['chunks'])}/{state.get('n_chunks', '?')} chunks): "
-                               "rerun it with --resume, then merge")
+            raise StagingError(
+                f"shard {state['shard']} in {shard.directory} is not finished "
+                f"({len(state['chunks'])}/{state.get('n_chunks', '?')} chunks): "
+                "rerun it with --resume, then merge"
+            )
         differ = [k for k in _SAME if state.get(k) != first.get(k)]
         if differ:
-            raise StagingError(f"{shard.directory} belongs to another run than {shards[0].directory} "
-                               f"(different {', '.join(differ)})")
+            raise StagingError(
+                f"{shard.directory} belongs to another run than {shards[0].directory} "
+                f"(different {', '.join(differ)})"
+            )
     indices = [s.state["shard"] for s in shards]
     expected = list(range(first["num_shards"]))
     if indices != expected:
         missing = sorted(set(expected) - set(indices))
         dupes = sorted({i for i in indices if indices.count(i) > 1})
-        raise StagingError(f"need each of shards 0..{first['num_shards'] - 1} exactly once; "
-                           f"missing {missing}, repeated {dupes}")
+        raise StagingError(
+            f"need each of shards 0..{first['num_shards'] - 1} exactly once; "
+            f"missing {missing}, repeated {dupes}"
+        )
     return ShardSet(shards)
 
 
@@ -108,9 +114,13 @@ def _to_run_schema(table: pa.Table, schema: pa.Schema, lang_dict: pa.Array) -> p
     return pa.table(columns, schema=schema)
 
 
-def _stream_tables(writer: RunWriter, name: str, schema: pa.Schema, files: Iterator[Path], lang_dict: pa.Array) -> None:
-    with writer.fs.open(writer.path(name), "wb") as handle, \
-            pq.ParquetWriter(handle, schema, compression="zstd") as out:
+def _stream_tables(
+    writer: RunWriter, name: str, schema: pa.Schema, files: Iterator[Path], lang_dict: pa.Array
+) -> None:
+    with (
+        writer.fs.open(writer.path(name), "wb") as handle,
+        pq.ParquetWriter(handle, schema, compression="zstd") as out,
+    ):
         for path in files:
             out.write_table(_to_run_schema(pq.read_table(path), schema, lang_dict))
 
@@ -125,10 +135,14 @@ class _ChunkReader:
         self.ranges = []
         for i in range(meta.num_row_groups):
             stats = meta.row_group(i).column(col).statistics
-            self.ranges.append((stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None))
+            self.ranges.append(
+                (stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None)
+            )
 
     def read(self, lo: int, hi: int) -> pa.Table | None:
-        groups = [i for i, (mn, mx) in enumerate(self.ranges) if mn is None or (mx >= lo and mn < hi)]
+        groups = [
+            i for i, (mn, mx) in enumerate(self.ranges) if mn is None or (mx >= lo and mn < hi)
+        ]
         if not groups:
             return None
         table = self.pf.read_row_groups(groups)
@@ -161,8 +175,13 @@ def _sorted_block(readers: list[_ChunkReader], lo: int, hi: int) -> pa.Table | N
     return table.take(order)
 
 
-def write_activations(writer: RunWriter, shards: ShardSet, lang_dict: pa.Array,
-                      block_rows: int = BLOCK_ROWS, progress: Any = None) -> int:
+def write_activations(
+    writer: RunWriter,
+    shards: ShardSet,
+    lang_dict: pa.Array,
+    block_rows: int = BLOCK_ROWS,
+    progress: Any = None,
+) -> int:
     """Merge every chunk into ``activations.parquet`` sorted by (feature, pair, lang, position).
 
     The next block is read and sorted in a background thread while the current
@@ -171,15 +190,23 @@ def write_activations(writer: RunWriter, shards: ShardSet, lang_dict: pa.Array,
     readers = [_ChunkReader(p) for p in shards.chunk_files("acts")]
     blocks = feature_blocks(np.asarray(counts), block_rows)
     n_rows = 0
-    with writer.fs.open(writer.path(ACTIVATIONS), "wb") as handle, activation_writer(handle) as out, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge-reader") as pool:
+    with (
+        writer.fs.open(writer.path(ACTIVATIONS), "wb") as handle,
+        activation_writer(handle) as out,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge-reader") as pool,
+    ):
         pending = pool.submit(_sorted_block, readers, *blocks[0]) if blocks else None
         for i in range(len(blocks)):
             table = pending.result()
-            pending = pool.submit(_sorted_block, readers, *blocks[i + 1]) if i + 1 < len(blocks) else None
+            pending = (
+                pool.submit(_sorted_block, readers, *blocks[i + 1]) if i + 1 < len(blocks) else None
+            )
             if table is None:
                 continue
-            out.write_table(_to_run_schema(table, ACTIVATIONS_SCHEMA, lang_dict), row_group_size=ACTIVATION_ROW_GROUP)
+            out.write_table(
+                _to_run_schema(table, ACTIVATIONS_SCHEMA, lang_dict),
+                row_group_size=ACTIVATION_ROW_GROUP,
+            )
             n_rows += table.num_rows
             if progress is not None:
                 progress.update(table.num_rows)
@@ -204,23 +231,42 @@ def extraction_summary(shards: ShardSet) -> dict[str, Any]:
                     totals[key] = totals.get(key, 0) + value
     n_tokens = sum(totals.get("n_tokens", {}).values())
     seconds = float(totals.pop("seconds", 0.0))
-    summary = {**first["extraction"], **totals, "num_shards": first["num_shards"],
-               "resumed": any(s.state.get("resumed") for s in shards.shards),
-               "extraction_seconds": round(seconds, 3),
-               "tokens_per_second": round(n_tokens / seconds, 1) if seconds > 0 else None,
-               "mean_l0": round(totals.get("n_activations", 0) / n_tokens, 3) if n_tokens else None}
+    summary = {
+        **first["extraction"],
+        **totals,
+        "num_shards": first["num_shards"],
+        "resumed": any(s.state.get("resumed") for s in shards.shards),
+        "extraction_seconds": round(seconds, 3),
+        "tokens_per_second": round(n_tokens / seconds, 1) if seconds > 0 else None,
+        "mean_l0": round(totals.get("n_activations", 0) / n_tokens, 3) if n_tokens else None,
+    }
     return summary
 
 
 def build_manifest(shards: ShardSet, run_id: str) -> Manifest:
     first = shards.first
-    return Manifest(run_id=run_id, languages=list(first["languages"]), n_pairs=int(first["n_pairs"]),
-                    d_sae=int(first["d_sae"]), model=first["model"], sae=first["sae"], corpus=first["corpus"],
-                    extraction=extraction_summary(shards), versions=first["versions"])
+    return Manifest(
+        run_id=run_id,
+        languages=list(first["languages"]),
+        n_pairs=int(first["n_pairs"]),
+        d_sae=int(first["d_sae"]),
+        model=first["model"],
+        sae=first["sae"],
+        corpus=first["corpus"],
+        extraction=extraction_summary(shards),
+        versions=first["versions"],
+    )
 
 
-def finalize(directories: list[str | os.PathLike[str]], out: str | os.PathLike[str], run_id: str, *,
-             overwrite: bool = False, progress: bool = False, block_rows: int = BLOCK_ROWS) -> Manifest:
+def finalize(
+    directories: list[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    run_id: str,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+    block_rows: int = BLOCK_ROWS,
+) -> Manifest:
     """Merge complete shards into run ``run_id`` under ``out``, score it, commit it.
 
     The run is assembled and scored in a hidden scratch root beside it
@@ -233,7 +279,9 @@ def finalize(directories: list[str | os.PathLike[str]], out: str | os.PathLike[s
     shards = collect_shards(directories)
     fs, root = open_root(out)
     if fs.exists(join(root, run_id)) and not overwrite:
-        raise RunExistsError(f"run {run_id!r} already exists under {root}; pass --overwrite to replace it")
+        raise RunExistsError(
+            f"run {run_id!r} already exists under {root}; pass --overwrite to replace it"
+        )
     clean_stale_temporaries(root, run_id, fs=fs)  # those of killed merges of this run
     scratch = join(root, f".{run_id}{TMP_MARK}assemble-{uuid.uuid4().hex[:12]}")
     fs.makedirs(scratch, exist_ok=True)
@@ -243,8 +291,14 @@ def finalize(directories: list[str | os.PathLike[str]], out: str | os.PathLike[s
         score_run(fs.unstrip_protocol(scratch), run_id, ScoreConfig(), progress=progress)
         built = Run.open_fs(fs, join(scratch, run_id))
         files = [p.rsplit("/", 1)[-1] for p in fs.ls(built.path, detail=False)]
-        with RunWriter(root, run_id, overwrite=overwrite, keep_from=built.path,
-                       keep_files=[f for f in files if f != MANIFEST], fs=fs) as writer:
+        with RunWriter(
+            root,
+            run_id,
+            overwrite=overwrite,
+            keep_from=built.path,
+            keep_files=[f for f in files if f != MANIFEST],
+            fs=fs,
+        ) as writer:
             writer.commit(built.manifest)
         return built.manifest
     finally:
@@ -253,15 +307,24 @@ def finalize(directories: list[str | os.PathLike[str]], out: str | os.PathLike[s
         lock.release()
 
 
-def assemble(shards: ShardSet, root: str, run_id: str, *, fs, block_rows: int = BLOCK_ROWS,
-             progress: bool = False) -> Manifest:
+def assemble(
+    shards: ShardSet,
+    root: str,
+    run_id: str,
+    *,
+    fs,
+    block_rows: int = BLOCK_ROWS,
+    progress: bool = False,
+) -> Manifest:
     """Write the unscored run (pairs, tokens, activations, manifest) under ``root`` on ``fs``."""
     manifest = build_manifest(shards, run_id)
     lang_dict = _lang_dict(manifest.languages)
     with RunWriter(root, run_id, overwrite=True, fs=fs) as writer:
         _stream_tables(writer, PAIRS, PAIRS_SCHEMA, shards.chunk_files("pairs"), lang_dict)
         _stream_tables(writer, TOKENS, TOKENS_SCHEMA, shards.chunk_files("tokens"), lang_dict)
-        bar = progress_bar(manifest.extraction.get("n_activations", 0), "merging activations", "row", show=progress)
+        bar = progress_bar(
+            manifest.extraction.get("n_activations", 0), "merging activations", "row", show=progress
+        )
         try:
             write_activations(writer, shards, lang_dict, block_rows, bar)
         finally:
@@ -269,4 +332,3 @@ def assemble(shards: ShardSet, root: str, run_id: str, *, fs, block_rows: int = 
                 bar.close()
         writer.commit(manifest)
     return manifest
-

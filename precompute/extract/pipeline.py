@@ -47,14 +47,18 @@ ChunkCallback = Callable[[int, dict[str, Any]], None]
 def check_can_write(out: str | os.PathLike[str], run_id: str, overwrite: bool) -> None:
     fs, root = open_root(out)
     if fs.exists(join(root, run_id)) and not overwrite:
-        raise RunExistsError(f"run {run_id!r} already exists under {root}; pass --overwrite to replace it")
+        raise RunExistsError(
+            f"run {run_id!r} already exists under {root}; pass --overwrite to replace it"
+        )
 
 
 def default_staging(out: str | os.PathLike[str], run_id: str) -> Path:
     fs, root = open_root(out)
     if not is_local(fs):
-        raise PrecomputeError(f"results root {out} is not a local directory: pass --staging DIR "
-                              "(a local directory for the chunks of the extraction)")
+        raise PrecomputeError(
+            f"results root {out} is not a local directory: pass --staging DIR "
+            "(a local directory for the chunks of the extraction)"
+        )
     return staging_root(root, run_id)
 
 
@@ -63,10 +67,20 @@ def shard_texts(corpus: ParallelCorpus, lo: int, hi: int) -> list[str]:
     return [corpus.texts[lang][k] for k in range(lo, hi) for lang in corpus.languages]
 
 
-def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, *, overwrite: bool = False,
-                   resume: bool = False, shard: int = 0, num_shards: int = 1,
-                   staging: str | os.PathLike[str] | None = None, progress: bool = True,
-                   on_chunk: ChunkCallback | None = None, models: LoadedModels | None = None) -> Manifest | ShardStaging:
+def run_extraction(
+    config: RunConfig,
+    out: str | os.PathLike[str],
+    run_id: str,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    shard: int = 0,
+    num_shards: int = 1,
+    staging: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    on_chunk: ChunkCallback | None = None,
+    models: LoadedModels | None = None,
+) -> Manifest | ShardStaging:
     """Extract (one shard of) a run. Returns the committed run's manifest, or the
     finished shard's staging when ``num_shards > 1`` (merge it with ``merge.finalize``).
 
@@ -77,7 +91,9 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
 
     check_run_id(run_id)
     if num_shards < 1 or not 0 <= shard < num_shards:
-        raise PrecomputeError(f"need --num-shards >= 1 and 0 <= --shard < --num-shards (got {shard}, {num_shards})")
+        raise PrecomputeError(
+            f"need --num-shards >= 1 and 0 <= --shard < --num-shards (got {shard}, {num_shards})"
+        )
     if num_shards == 1:
         check_can_write(out, run_id, overwrite)
     device = resolve_device(config)
@@ -86,8 +102,15 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
 
         check_access(config.model)
     root = Path(staging) if staging is not None else default_staging(out, run_id)
-    header = {"run_id": run_id, "run_fingerprint": config.fingerprint(), "shard": shard, "num_shards": num_shards}
-    stage = ShardStaging.prepare(root / shard_dir_name(shard, num_shards), header, resume=resume, discard=overwrite)
+    header = {
+        "run_id": run_id,
+        "run_fingerprint": config.fingerprint(),
+        "shard": shard,
+        "num_shards": num_shards,
+    }
+    stage = ShardStaging.prepare(
+        root / shard_dir_name(shard, num_shards), header, resume=resume, discard=overwrite
+    )
     try:
         _stage_shard(config, stage, device, progress, on_chunk, models)
     except BaseException:
@@ -103,23 +126,44 @@ def run_extraction(config: RunConfig, out: str | os.PathLike[str], run_id: str, 
     return manifest
 
 
-def _stage_shard(config: RunConfig, stage: ShardStaging, device: str, progress: bool,
-                 on_chunk: ChunkCallback | None, models: LoadedModels | None) -> None:
+def _stage_shard(
+    config: RunConfig,
+    stage: ShardStaging,
+    device: str,
+    progress: bool,
+    on_chunk: ChunkCallback | None,
+    models: LoadedModels | None,
+) -> None:
     """Load the corpus, take the shard's pairs and extract the chunks not yet staged."""
     shard, num_shards = stage.state["shard"], stage.state["num_shards"]
     corpus = load_corpus(config.corpus)
-    for key, value in (("n_pairs", corpus.n_pairs), ("languages", list(corpus.languages)), ("corpus", corpus.info)):
+    for key, value in (
+        ("n_pairs", corpus.n_pairs),
+        ("languages", list(corpus.languages)),
+        ("corpus", corpus.info),
+    ):
         stage.bind(key, value)
     lo, hi = shard_range(corpus.n_pairs, shard, num_shards)
     if hi <= lo:
-        raise PrecomputeError(f"shard {shard} of {num_shards} gets no pairs: the sample has only "
-                              f"{corpus.n_pairs} pairs; use fewer shards")
+        raise PrecomputeError(
+            f"shard {shard} of {num_shards} gets no pairs: the sample has only "
+            f"{corpus.n_pairs} pairs; use fewer shards"
+        )
     if not stage.state.get("complete"):  # a resumed shard may only lack the merge
         _extract_shard(config, corpus, stage, device, lo, hi, progress, on_chunk, models)
 
 
-def stage_pair_range(config: RunConfig, corpus: ParallelCorpus, stage: ShardStaging, device: str, lo: int,
-                     hi: int, *, on_chunk: ChunkCallback | None = None, models: LoadedModels | None = None) -> None:
+def stage_pair_range(
+    config: RunConfig,
+    corpus: ParallelCorpus,
+    stage: ShardStaging,
+    device: str,
+    lo: int,
+    hi: int,
+    *,
+    on_chunk: ChunkCallback | None = None,
+    models: LoadedModels | None = None,
+) -> None:
     """Extract pairs ``lo..hi-1`` of ``corpus`` into ``stage`` (only the chunks not yet staged):
     the loop ``--shard`` runs, for executors that cut the shards themselves (``ray_executor``)."""
     if not stage.state.get("complete"):
@@ -132,21 +176,40 @@ def _remove_staging(shard_dir: Path, root: Path) -> None:
         root.rmdir()
 
 
-def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStaging, device: str, lo: int, hi: int,
-                   progress: bool, on_chunk: ChunkCallback | None, loaded: LoadedModels | None) -> None:
+def _extract_shard(
+    config: RunConfig,
+    corpus: ParallelCorpus,
+    stage: ShardStaging,
+    device: str,
+    lo: int,
+    hi: int,
+    progress: bool,
+    on_chunk: ChunkCallback | None,
+    loaded: LoadedModels | None,
+) -> None:
     from precompute.extract.activations import Extractor
     from precompute.models import load_models
     from precompute.provenance import package_versions
 
     loaded = loaded if loaded is not None else load_models(config, device)
-    for key, value in (("d_sae", int(loaded.sae.cfg.d_sae)), ("model", loaded.model_info),
-                       ("sae", loaded.sae_info)):
+    for key, value in (
+        ("d_sae", int(loaded.sae.cfg.d_sae)),
+        ("model", loaded.model_info),
+        ("sae", loaded.sae_info),
+    ):
         stage.bind(key, value)
     ex = config.extraction
-    chunks = [(i, a, min(a + ex.chunk_pairs, hi)) for i, a in enumerate(range(lo, hi, ex.chunk_pairs))]
-    stage.state.update(pair_start=lo, pair_stop=hi, n_chunks=len(chunks), versions=package_versions(),
-                       resumed=bool(stage.state.get("resumed") or stage.chunks_done),
-                       extraction=_settings(config, device, loaded))
+    chunks = [
+        (i, a, min(a + ex.chunk_pairs, hi)) for i, a in enumerate(range(lo, hi, ex.chunk_pairs))
+    ]
+    stage.state.update(
+        pair_start=lo,
+        pair_stop=hi,
+        n_chunks=len(chunks),
+        versions=package_versions(),
+        resumed=bool(stage.state.get("resumed") or stage.chunks_done),
+        extraction=_settings(config, device, loaded),
+    )
     stage.save()
     todo = [c for c in chunks if c[0] not in stage.chunks_done]
     if todo:
@@ -154,11 +217,31 @@ def _extract_shard(config: RunConfig, corpus: ParallelCorpus, stage: ShardStagin
         texts = shard_texts(corpus, lo, hi)
         tokens = tokenize_sentences(loaded.tokenizer, texts, ex.max_tokens)
         strings = token_strings(loaded.tokenizer, np.append(tokens.ids, bos))
-        extractor = Extractor(loaded.model, loaded.sae, loaded.tokenizer, loaded.hook_name, bos, _torch_device(device))
-        writer = _ChunkWriter(stage, tokens, texts, strings, bos, list(corpus.languages), lo,
-                              int(loaded.sae.cfg.d_sae), on_chunk)
-        _run_chunks(extractor, tokens, todo, writer, ex, lo, len(corpus.languages), progress,
-                    desc=f"extracting {stage.state['run_id']} (shard {stage.state['shard']})")
+        extractor = Extractor(
+            loaded.model, loaded.sae, loaded.tokenizer, loaded.hook_name, bos, _torch_device(device)
+        )
+        writer = _ChunkWriter(
+            stage,
+            tokens,
+            texts,
+            strings,
+            bos,
+            list(corpus.languages),
+            lo,
+            int(loaded.sae.cfg.d_sae),
+            on_chunk,
+        )
+        _run_chunks(
+            extractor,
+            tokens,
+            todo,
+            writer,
+            ex,
+            lo,
+            len(corpus.languages),
+            progress,
+            desc=f"extracting {stage.state['run_id']} (shard {stage.state['shard']})",
+        )
     stage.mark_complete()
 
 
@@ -168,11 +251,21 @@ def _settings(config: RunConfig, device: str, loaded: LoadedModels) -> dict[str,
     from precompute.extract.activations import stop_layer
 
     ex = config.extraction
-    return {"preset": config.preset, "config_fingerprint": config.fingerprint(), "dtype": config.model.dtype,
-            "sae_dtype": config.sae.dtype, "batch_size": ex.batch_size, "batch_tokens": ex.batch_tokens,
-            "max_tokens": ex.max_tokens, "chunk_pairs": ex.chunk_pairs, "device": device,
-            "device_name": device_description(device), "prepend_bos": True,
-            "padding_side": loaded.tokenizer.padding_side, "stop_at_layer": stop_layer(loaded.hook_name)}
+    return {
+        "preset": config.preset,
+        "config_fingerprint": config.fingerprint(),
+        "dtype": config.model.dtype,
+        "sae_dtype": config.sae.dtype,
+        "batch_size": ex.batch_size,
+        "batch_tokens": ex.batch_tokens,
+        "max_tokens": ex.max_tokens,
+        "chunk_pairs": ex.chunk_pairs,
+        "device": device,
+        "device_name": device_description(device),
+        "prepend_bos": True,
+        "padding_side": loaded.tokenizer.padding_side,
+        "stop_at_layer": stop_layer(loaded.hook_name),
+    }
 
 
 def _torch_device(device: str):
@@ -184,20 +277,46 @@ def _torch_device(device: str):
 class _ChunkWriter:
     """Builds a chunk's tables and writes them in a background thread, one chunk at a time."""
 
-    def __init__(self, stage: ShardStaging, tokens: TokenizedSentences, texts: list[str], strings: dict[int, str],
-                 bos: int, languages: list[str], shard_start: int, d_sae: int, on_chunk: ChunkCallback | None) -> None:
-        self.stage, self.tokens, self.texts, self.strings, self.bos = stage, tokens, texts, strings, bos
-        self.languages, self.shard_start, self.d_sae, self.on_chunk = languages, shard_start, d_sae, on_chunk
+    def __init__(
+        self,
+        stage: ShardStaging,
+        tokens: TokenizedSentences,
+        texts: list[str],
+        strings: dict[int, str],
+        bos: int,
+        languages: list[str],
+        shard_start: int,
+        d_sae: int,
+        on_chunk: ChunkCallback | None,
+    ) -> None:
+        self.stage, self.tokens, self.texts, self.strings, self.bos = (
+            stage,
+            tokens,
+            texts,
+            strings,
+            bos,
+        )
+        self.languages, self.shard_start, self.d_sae, self.on_chunk = (
+            languages,
+            shard_start,
+            d_sae,
+            on_chunk,
+        )
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-writer")
         self.pending: tuple[int, Future, dict[str, Any]] | None = None
 
     def submit(self, index: int, layout, acts, seconds: float) -> None:
-        stats = {**chunk_stats(layout, self.tokens, acts, self.languages), "seconds": round(seconds, 4)}
+        stats = {
+            **chunk_stats(layout, self.tokens, acts, self.languages),
+            "seconds": round(seconds, 4),
+        }
         self.wait()
         self.pending = (index, self.pool.submit(self._write, index, layout, acts, stats), stats)
 
     def _write(self, index: int, layout, acts, stats: dict[str, Any]) -> None:
-        tables = chunk_tables(layout, self.tokens, acts, self.texts[layout.lo:layout.hi], self.strings, self.bos)
+        tables = chunk_tables(
+            layout, self.tokens, acts, self.texts[layout.lo : layout.hi], self.strings, self.bos
+        )
         counts = np.bincount(acts.feature, minlength=self.d_sae)
         self.stage.write_chunk(index, tables, counts, stats)
 
@@ -218,18 +337,33 @@ class _ChunkWriter:
             self.pool.shutdown(wait=True)
 
 
-def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int, int]], writer: _ChunkWriter,
-                ex: ExtractionConfig, shard_start: int, n_langs: int, progress: bool, desc: str) -> None:
+def _run_chunks(
+    extractor,
+    tokens: TokenizedSentences,
+    todo: list[tuple[int, int, int]],
+    writer: _ChunkWriter,
+    ex: ExtractionConfig,
+    shard_start: int,
+    n_langs: int,
+    progress: bool,
+    desc: str,
+) -> None:
     from precompute.extract.activations import extract_chunk
 
     layouts = [(i, chunk_layout(a, b, shard_start, n_langs)) for i, a, b in todo]
-    total = int(sum(tokens.lengths[lay.lo:lay.hi].sum() for _, lay in layouts))
+    total = int(sum(tokens.lengths[lay.lo : lay.hi].sum() for _, lay in layouts))
     bar = progress_bar(total, desc, "tok", show=progress, smoothing=0.1)
     try:
         for index, layout in layouts:
             t0 = time.perf_counter()
-            acts = extract_chunk(extractor, tokens, layout.sentences, ex.batch_size,
-                                 on_batch=bar.update if bar is not None else None, batch_tokens=ex.batch_tokens)
+            acts = extract_chunk(
+                extractor,
+                tokens,
+                layout.sentences,
+                ex.batch_size,
+                on_batch=bar.update if bar is not None else None,
+                batch_tokens=ex.batch_tokens,
+            )
             writer.submit(index, layout, acts, time.perf_counter() - t0)
     finally:
         try:
@@ -237,4 +371,3 @@ def _run_chunks(extractor, tokens: TokenizedSentences, todo: list[tuple[int, int
         finally:
             if bar is not None:
                 bar.close()
-

@@ -33,11 +33,27 @@ STAGING_VERSION = 1
 CHUNK_ROW_GROUP = 1 << 16
 KINDS = ("acts", "tokens", "pairs")
 
-CHUNK_ACTS_SCHEMA = pa.schema([("pair_id", pa.int32()), ("lang", pa.int8()), ("position", pa.int32()),
-                               ("feature", pa.int32()), ("activation", pa.float32())])
-CHUNK_TOKENS_SCHEMA = pa.schema([("pair_id", pa.int32()), ("lang", pa.int8()), ("position", pa.int32()),
-                                 ("token_id", pa.int32()), ("token", pa.string())])
-CHUNK_PAIRS_SCHEMA = pa.schema([("pair_id", pa.int32()), ("lang", pa.int8()), ("text", pa.string())])
+CHUNK_ACTS_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.int32()),
+        ("lang", pa.int8()),
+        ("position", pa.int32()),
+        ("feature", pa.int32()),
+        ("activation", pa.float32()),
+    ]
+)
+CHUNK_TOKENS_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.int32()),
+        ("lang", pa.int8()),
+        ("position", pa.int32()),
+        ("token_id", pa.int32()),
+        ("token", pa.string()),
+    ]
+)
+CHUNK_PAIRS_SCHEMA = pa.schema(
+    [("pair_id", pa.int32()), ("lang", pa.int8()), ("text", pa.string())]
+)
 
 
 def staging_root(out: str | os.PathLike[str], run_id: str) -> Path:
@@ -70,7 +86,9 @@ class ShardStaging:
     state: dict[str, Any]
 
     @classmethod
-    def prepare(cls, directory: Path, header: dict[str, Any], *, resume: bool, discard: bool) -> ShardStaging:
+    def prepare(
+        cls, directory: Path, header: dict[str, Any], *, resume: bool, discard: bool
+    ) -> ShardStaging:
         """Open for a new run or a resumed one.
 
         ``header`` (run id, config fingerprint, shard) must equal a resumed
@@ -86,17 +104,24 @@ class ShardStaging:
                 shutil.rmtree(directory)
             elif not resume:
                 done = len(old.get("chunks", {}))
-                raise StagingError(f"an unfinished extraction of this run is staged in {directory} "
-                                   f"({done} chunk(s) done): pass --resume to continue it, or --overwrite "
-                                   "to discard it and start again")
+                raise StagingError(
+                    f"an unfinished extraction of this run is staged in {directory} "
+                    f"({done} chunk(s) done): pass --resume to continue it, or --overwrite "
+                    "to discard it and start again"
+                )
             else:
                 changed = [k for k, v in header.items() if old.get(k) != v]
                 if changed:
-                    raise StagingError(f"cannot resume from {directory}: it was staged with a different "
-                                       f"{', '.join(changed)} (pass --overwrite to discard it and start again)")
+                    raise StagingError(
+                        f"cannot resume from {directory}: it was staged with a different "
+                        f"{', '.join(changed)} (pass --overwrite to discard it and start again)"
+                    )
                 return cls(directory, old)
         directory.mkdir(parents=True, exist_ok=True)
-        staging = cls(directory, {"staging_version": STAGING_VERSION, **header, "chunks": {}, "complete": False})
+        staging = cls(
+            directory,
+            {"staging_version": STAGING_VERSION, **header, "chunks": {}, "complete": False},
+        )
         staging.save()
         return staging
 
@@ -106,8 +131,10 @@ class ShardStaging:
     def bind(self, key: str, value: Any) -> None:
         """Record ``value`` under ``key``; a resumed shard must see the same value (e.g. the corpus)."""
         if key in self.state and self.state[key] != value:
-            raise StagingError(f"cannot resume from {self.directory}: its {key} differs from this run's "
-                               f"({self.state[key]!r} != {value!r}); pass --overwrite to start again")
+            raise StagingError(
+                f"cannot resume from {self.directory}: its {key} differs from this run's "
+                f"({self.state[key]!r} != {value!r}); pass --overwrite to start again"
+            )
         self.state[key] = value
         self.save()
 
@@ -119,13 +146,19 @@ class ShardStaging:
         suffix = "npy" if kind == "counts" else "parquet"
         return self.directory / f"{kind}-{index:05d}.{suffix}"
 
-    def write_chunk(self, index: int, tables: dict[str, pa.Table], counts: np.ndarray, stats: dict[str, Any]) -> None:
+    def write_chunk(
+        self, index: int, tables: dict[str, pa.Table], counts: np.ndarray, stats: dict[str, Any]
+    ) -> None:
         """Write one finished chunk's files, then record it as done."""
         for kind in KINDS:
             final = self.path(kind, index)
             tmp = final.with_name(final.name + ".tmp")
-            pq.write_table(tables[kind], tmp, compression="lz4",
-                           row_group_size=CHUNK_ROW_GROUP if kind == "acts" else None)
+            pq.write_table(
+                tables[kind],
+                tmp,
+                compression="lz4",
+                row_group_size=CHUNK_ROW_GROUP if kind == "acts" else None,
+            )
             os.replace(tmp, final)
         final = self.path("counts", index)
         with open(final.with_name(final.name + ".tmp"), "wb") as handle:

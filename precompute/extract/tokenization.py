@@ -37,26 +37,33 @@ class TokenizedSentences:
         return len(self.offsets) - 1
 
     def sentence(self, i: int) -> np.ndarray:
-        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
 def bos_token_id(tokenizer) -> int:
     """The tokenizer's BOS id (every sentence starts with it, as in the post)."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
-        raise PrecomputeError(f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no BOS "
-                              "token; the extraction prepends one to every sentence")
+        raise PrecomputeError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no BOS "
+            "token; the extraction prepends one to every sentence"
+        )
     return int(bos)
 
 
-def tokenize_sentences(tokenizer, texts: list[str], max_tokens: int,
-                       batch: int = 4096) -> TokenizedSentences:
+def tokenize_sentences(
+    tokenizer, texts: list[str], max_tokens: int, batch: int = 4096
+) -> TokenizedSentences:
     """Token ids of ``texts``, each cut to its first ``max_tokens`` tokens."""
     pieces: list[np.ndarray] = []
     full_lengths: list[int] = []
     for start in range(0, len(texts), batch):
-        encoded = tokenizer(texts[start:start + batch], add_special_tokens=False,
-                            split_special_tokens=True, return_attention_mask=False)["input_ids"]
+        encoded = tokenizer(
+            texts[start : start + batch],
+            add_special_tokens=False,
+            split_special_tokens=True,
+            return_attention_mask=False,
+        )["input_ids"]
         for ids in encoded:
             full_lengths.append(len(ids))
             pieces.append(np.asarray(ids[:max_tokens], dtype=np.int32))
@@ -73,8 +80,9 @@ def token_strings(tokenizer, ids: np.ndarray) -> dict[int, str]:
     or its name for special tokens (``'<bos>'``)."""
     unique = [int(i) for i in np.unique(ids)]
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    decoded = tokenizer.batch_decode([[i] for i in unique], skip_special_tokens=False,
-                                     clean_up_tokenization_spaces=False)
+    decoded = tokenizer.batch_decode(
+        [[i] for i in unique], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
     out = dict(zip(unique, decoded, strict=True))
     for i in unique:
         if i in special:

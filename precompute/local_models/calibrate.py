@@ -16,8 +16,14 @@ import torch
 MIN_THRESHOLD = 1e-3
 
 
-def firing_rates(n_features: int, target_l0: float, rng: np.random.Generator,
-                 low: float = 1e-4, high: float = 1.0, cap: float = 0.5) -> np.ndarray:
+def firing_rates(
+    n_features: int,
+    target_l0: float,
+    rng: np.random.Generator,
+    low: float = 1e-4,
+    high: float = 1.0,
+    cap: float = 0.5,
+) -> np.ndarray:
     """Rates log-uniform over ``[low, high]`` (before scaling), scaled so they
     sum to ``target_l0``, each capped at ``cap``."""
     if not 0 < target_l0 < n_features * cap:
@@ -59,7 +65,9 @@ def quantile_thresholds(pre_acts: torch.Tensor, rates: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def random_jumprelu_sae(resid: torch.Tensor, hook_name: str, d_sae: int, target_l0: float, seed: int = 0):
+def random_jumprelu_sae(
+    resid: torch.Tensor, hook_name: str, d_sae: int, target_l0: float, seed: int = 0
+):
     """A JumpReLU SAE with random unit directions, calibrated on ``resid`` (n_tokens, d_in).
 
     Encoder and decoder share the directions, ``b_dec`` is the mean of ``resid``

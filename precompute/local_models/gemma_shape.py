@@ -58,23 +58,41 @@ def hook_name(cfg) -> str:
     return f"blocks.{min(GEMMA_HOOK_LAYER, cfg.n_layers - 1)}.hook_resid_post"
 
 
-def build_gemma_shape(shape: GemmaShape, tokenizer, calibration_texts: list[str], device: str,
-                      dtype: torch.dtype = torch.bfloat16) -> LoadedModels:
+def build_gemma_shape(
+    shape: GemmaShape,
+    tokenizer,
+    calibration_texts: list[str],
+    device: str,
+    dtype: torch.dtype = torch.bfloat16,
+) -> LoadedModels:
     """Random Gemma-2-2B-shaped model + calibrated 16k JumpReLU SAE, ready for ``run_extraction``."""
     from sae_lens import HookedSAETransformer
 
     cfg = gemma_config(shape, dtype, device)
     if cfg.d_vocab < len(tokenizer):
-        raise ValueError(f"d_vocab {cfg.d_vocab} is smaller than the tokenizer's {len(tokenizer)} ids")
+        raise ValueError(
+            f"d_vocab {cfg.d_vocab} is smaller than the tokenizer's {len(tokenizer)} ids"
+        )
     torch.manual_seed(shape.seed)
     with torch.device(device):
         model = HookedSAETransformer(cfg, tokenizer=tokenizer, move_to_device=False).eval()
     hook = hook_name(cfg)
     sae = _calibrated_sae(shape, model, tokenizer, calibration_texts, hook, device)
-    info = {"name": "gemma-2-2b shape, random init", "dtype": str(dtype).removeprefix("torch."),
-            "n_layers": cfg.n_layers, "d_model": cfg.d_model, "d_vocab": cfg.d_vocab}
-    sae_info = {"hook_name": hook, "d_in": cfg.d_model, "d_sae": shape.d_sae, "architecture": "jumprelu",
-                "release": "random", "id": f"calibrated-l0-{shape.target_l0:g}"}
+    info = {
+        "name": "gemma-2-2b shape, random init",
+        "dtype": str(dtype).removeprefix("torch."),
+        "n_layers": cfg.n_layers,
+        "d_model": cfg.d_model,
+        "d_vocab": cfg.d_vocab,
+    }
+    sae_info = {
+        "hook_name": hook,
+        "d_in": cfg.d_model,
+        "d_sae": shape.d_sae,
+        "architecture": "jumprelu",
+        "release": "random",
+        "id": f"calibrated-l0-{shape.target_l0:g}",
+    }
     return LoadedModels(model, sae, model.tokenizer, hook, info, sae_info)
 
 

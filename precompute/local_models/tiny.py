@@ -47,9 +47,13 @@ RANDOM_MIN_RATE = 2e-3
 
 def cache_key(spec: TinySpec) -> str:
     """Hash of the spec (padding side aside: it does not change the weights) and the corpus bytes."""
-    fields = {k: v for k, v in asdict(spec).items() if k not in ("padding_side", "tokenizer_corpus")}
-    text = json.dumps({"spec": fields, "corpus": file_sha256(spec.tokenizer_corpus), "v": BUILD_VERSION},
-                      sort_keys=True)
+    fields = {
+        k: v for k, v in asdict(spec).items() if k not in ("padding_side", "tokenizer_corpus")
+    }
+    text = json.dumps(
+        {"spec": fields, "corpus": file_sha256(spec.tokenizer_corpus), "v": BUILD_VERSION},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -77,20 +81,35 @@ def model_config(spec: TinySpec, vocab_size: int, dtype: torch.dtype):
 
     d_head = spec.d_model // spec.n_heads
     return HookedTransformerConfig(
-        model_name="tiny", n_layers=spec.n_layers, d_model=spec.d_model, n_heads=spec.n_heads,
-        d_head=d_head, d_mlp=spec.d_mlp, d_vocab=vocab_size, n_ctx=2048, act_fn="gelu_new",
-        normalization_type="LN", positional_embedding_type="rotary", rotary_dim=d_head,
-        seed=spec.seed, dtype=dtype, default_prepend_bos=True,
+        model_name="tiny",
+        n_layers=spec.n_layers,
+        d_model=spec.d_model,
+        n_heads=spec.n_heads,
+        d_head=d_head,
+        d_mlp=spec.d_mlp,
+        d_vocab=vocab_size,
+        n_ctx=2048,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        positional_embedding_type="rotary",
+        rotary_dim=d_head,
+        seed=spec.seed,
+        dtype=dtype,
+        default_prepend_bos=True,
     )
 
 
-def load_tiny(spec: TinySpec, device: str = "cpu", dtype: str = "float32", sae_dtype: str = "float32"):
+def load_tiny(
+    spec: TinySpec, device: str = "cpu", dtype: str = "float32", sae_dtype: str = "float32"
+):
     """``(model, sae, tokenizer)`` of the tiny preset on ``device``."""
     from sae_lens import SAE, HookedSAETransformer
 
     directory = tiny_directory(spec)
     tokenizer = load_tokenizer(directory / "tokenizer", spec.padding_side)
-    model = HookedSAETransformer(model_config(spec, len(tokenizer), getattr(torch, dtype)), tokenizer=tokenizer)
+    model = HookedSAETransformer(
+        model_config(spec, len(tokenizer), getattr(torch, dtype)), tokenizer=tokenizer
+    )
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.to(getattr(torch, dtype)) for k, v in state.items()}, strict=False)
     model.tokenizer.padding_side = spec.padding_side
@@ -110,8 +129,12 @@ def build_tiny(spec: TinySpec, directory: Path) -> None:
     aligned = align_tokens(sentences[0], sentences[1], len(tokenizer))
     rng = np.random.default_rng(spec.seed)
     torch.manual_seed(spec.seed)
-    model = HookedSAETransformer(model_config(spec, len(tokenizer), torch.float32), tokenizer=tokenizer).eval()
-    model.embed.W_E.data = torch.from_numpy(aligned_embeddings(aligned, spec.d_model, rng) * EMBED_NORM)
+    model = HookedSAETransformer(
+        model_config(spec, len(tokenizer), torch.float32), tokenizer=tokenizer
+    ).eval()
+    model.embed.W_E.data = torch.from_numpy(
+        aligned_embeddings(aligned, spec.d_model, rng) * EMBED_NORM
+    )
     torch.save(model.state_dict(), directory / "model.pt")
     resid, token_ids = _residuals(model, tokenizer, sentences[0] + sentences[1], spec.hook_name)
     _calibrated_sae(spec, resid, token_ids, aligned, rng).save_model(directory / "sae")
@@ -127,15 +150,20 @@ def _residuals(model, tokenizer, sentences: list[np.ndarray], hook_name: str, ba
     """Hook activations and token ids of every real token of ``sentences``."""
     xs, ids = [], []
     for lo in range(0, len(sentences), batch):
-        input_ids, mask = pad_batch(tokenizer, sentences[lo:lo + batch], BOS_ID, "cpu")
+        input_ids, mask = pad_batch(tokenizer, sentences[lo : lo + batch], BOS_ID, "cpu")
         real, _ = real_tokens(input_ids, mask, BOS_ID)
         xs.append(hook_activation(model, hook_name, input_ids, mask)[real])
         ids.append(input_ids[real])
     return torch.cat(xs).float(), torch.cat(ids).numpy()
 
 
-def _directions(spec: TinySpec, centered: torch.Tensor, token_ids: np.ndarray, aligned: AlignedVocab,
-                rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+def _directions(
+    spec: TinySpec,
+    centered: torch.Tensor,
+    token_ids: np.ndarray,
+    aligned: AlignedVocab,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, np.ndarray]:
     """Unit encoder directions (d_sae, d_model) and each one's target firing rate (nan: random)."""
     n = len(token_ids)
     group = aligned.group[token_ids]
@@ -149,7 +177,10 @@ def _directions(spec: TinySpec, centered: torch.Tensor, token_ids: np.ndarray, a
     for li in (0, 1):
         mean = centered[torch.from_numpy(lang == li)].mean(dim=0)
         for _ in range(LANGUAGE_FEATURES):
-            dirs.append(mean + 0.3 * mean.norm() * torch.from_numpy(rng.standard_normal(spec.d_model)).float())
+            dirs.append(
+                mean
+                + 0.3 * mean.norm() * torch.from_numpy(rng.standard_normal(spec.d_model)).float()
+            )
             rates.append(LANGUAGE_RATE)
     n_random = spec.d_sae - len(dirs)
     dirs.extend(torch.from_numpy(rng.standard_normal((n_random, spec.d_model))).float())
@@ -158,8 +189,13 @@ def _directions(spec: TinySpec, centered: torch.Tensor, token_ids: np.ndarray, a
     return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12), np.asarray(rates)
 
 
-def _calibrated_sae(spec: TinySpec, resid: torch.Tensor, token_ids: np.ndarray, aligned: AlignedVocab,
-                    rng: np.random.Generator):
+def _calibrated_sae(
+    spec: TinySpec,
+    resid: torch.Tensor,
+    token_ids: np.ndarray,
+    aligned: AlignedVocab,
+    rng: np.random.Generator,
+):
     from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
 
     mean = resid.mean(dim=0)
@@ -171,8 +207,13 @@ def _calibrated_sae(spec: TinySpec, resid: torch.Tensor, token_ids: np.ndarray, 
     directions, rates = directions[perm], rates[perm.numpy()]
     pre = (resid - mean) @ directions.T
     thresholds = calibrate.quantile_thresholds(pre, torch.from_numpy(rates))
-    cfg = JumpReLUSAEConfig(d_in=spec.d_model, d_sae=spec.d_sae, dtype="float32", device="cpu",
-                            apply_b_dec_to_input=True)
+    cfg = JumpReLUSAEConfig(
+        d_in=spec.d_model,
+        d_sae=spec.d_sae,
+        dtype="float32",
+        device="cpu",
+        apply_b_dec_to_input=True,
+    )
     cfg.metadata.hook_name = spec.hook_name
     cfg.metadata.model_name = "tiny"
     cfg.metadata.prepend_bos = True

@@ -46,7 +46,9 @@ def _presence(sentences: list[np.ndarray], vocab_size: int) -> np.ndarray:
     return matrix
 
 
-def align_tokens(first: list[np.ndarray], second: list[np.ndarray], vocab_size: int) -> AlignedVocab:
+def align_tokens(
+    first: list[np.ndarray], second: list[np.ndarray], vocab_size: int
+) -> AlignedVocab:
     """Mutual-best Dice alignment of the tokens of two aligned sentence lists."""
     x, y = _presence(first, vocab_size), _presence(second, vocab_size)
     df_x, df_y = x.sum(axis=0), y.sum(axis=0)
@@ -61,19 +63,33 @@ def align_tokens(first: list[np.ndarray], second: list[np.ndarray], vocab_size: 
     for g, (i, j) in enumerate(zip(a[ok], best_y[ok], strict=True)):
         group[i] = g
         group[j] = g
-    share = np.divide(df_x, df_x + df_y, out=np.full(vocab_size, 0.5, np.float32), where=(df_x + df_y) > 0)
-    language = np.where(share >= MONOLINGUAL_SHARE, 0, np.where(share <= 1 - MONOLINGUAL_SHARE, 1, -1))
+    share = np.divide(
+        df_x, df_x + df_y, out=np.full(vocab_size, 0.5, np.float32), where=(df_x + df_y) > 0
+    )
+    language = np.where(
+        share >= MONOLINGUAL_SHARE, 0, np.where(share <= 1 - MONOLINGUAL_SHARE, 1, -1)
+    )
     language[(df_x + df_y) == 0] = -1
     frequency = np.bincount(np.concatenate(first + second), minlength=vocab_size).astype(np.int64)
     return AlignedVocab(group, language, frequency)
 
 
-def aligned_embeddings(aligned: AlignedVocab, d_model: int, rng: np.random.Generator,
-                       own: float = 0.6, shared: float = 0.8, lang: float = 0.5) -> np.ndarray:
+def aligned_embeddings(
+    aligned: AlignedVocab,
+    d_model: int,
+    rng: np.random.Generator,
+    own: float = 0.6,
+    shared: float = 0.8,
+    lang: float = 0.5,
+) -> np.ndarray:
     """(vocab, d_model) unit-norm rows: ``own`` * a token's random vector +
     ``shared`` * its group's vector + ``lang`` * its language's vector."""
     vocab = len(aligned.group)
-    unit = lambda n: (v := rng.standard_normal((n, d_model))) / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+
+    def unit(n: int) -> np.ndarray:
+        v = rng.standard_normal((n, d_model))
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
     tokens, groups, langs = unit(vocab), unit(max(aligned.n_groups, 1)), unit(2)
     emb = own * tokens
     has_group = aligned.group >= 0

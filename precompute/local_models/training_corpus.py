@@ -54,8 +54,13 @@ def read_laser_directory(directory: str | Path) -> pd.DataFrame:
         english = path.read_text(encoding="utf-8").splitlines()
         other = (directory / f"tatoeba.{lang}-eng.{lang}").read_text(encoding="utf-8").splitlines()
         if len(english) != len(other):
-            raise ValueError(f"{path.name} has {len(english)} lines but its {lang} side {len(other)}")
-        rows.extend((lang, i, e.strip(), t.strip()) for i, (e, t) in enumerate(zip(english, other, strict=True)))
+            raise ValueError(
+                f"{path.name} has {len(english)} lines but its {lang} side {len(other)}"
+            )
+        rows.extend(
+            (lang, i, e.strip(), t.strip())
+            for i, (e, t) in enumerate(zip(english, other, strict=True))
+        )
     if not rows:
         raise FileNotFoundError(f"no tatoeba.<lang>-eng.eng files in {directory}")
     frame = pd.DataFrame(rows, columns=COLUMNS)
@@ -67,8 +72,12 @@ def _unit_hash(text: str, seed: int) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def heldout_mask(pairs: pd.DataFrame, share: float = HELDOUT_SHARE, seed: int = SEED,
-                 aligned: tuple[str, ...] = ALIGNED) -> pd.Series:
+def heldout_mask(
+    pairs: pd.DataFrame,
+    share: float = HELDOUT_SHARE,
+    seed: int = SEED,
+    aligned: tuple[str, ...] = ALIGNED,
+) -> pd.Series:
     """True for the pairs held back: English sentences that every language of
     ``aligned`` translates, and a ``share`` of the other English sentences (by seeded hash)."""
     langs_of = pairs.groupby("eng")["lang"].agg(set)
@@ -81,8 +90,12 @@ def training_sentences(pairs: pd.DataFrame, held: pd.Series) -> pd.DataFrame:
     """Both sides of the pairs not held back, de-duplicated by text (English labelled ``eng``),
     minus every sentence that also occurs in the held-back pairs; sorted by (lang, text)."""
     train, test = pairs[~held], pairs[held]
-    sides = pd.concat([pd.DataFrame({"lang": "eng", "text": train.eng}),
-                       pd.DataFrame({"lang": train.lang, "text": train.text})])
+    sides = pd.concat(
+        [
+            pd.DataFrame({"lang": "eng", "text": train.eng}),
+            pd.DataFrame({"lang": train.lang, "text": train.text}),
+        ]
+    )
     sides = sides.drop_duplicates("text")
     unseen = set(test.eng) | set(test.text)
     sides = sides[~sides.text.isin(unseen)]
@@ -110,8 +123,14 @@ def _write_tsv(frame: pd.DataFrame, path: Path) -> None:
     for column in frame.columns:
         if frame[column].dtype == object and frame[column].str.contains("[\t\n\r]").any():
             raise ValueError(f"{path.name}: column {column} holds a tab or newline")
-    frame.to_csv(path, sep="\t", index=False, quoting=csv.QUOTE_NONE, lineterminator="\n",
-                 compression=compression)
+    frame.to_csv(
+        path,
+        sep="\t",
+        index=False,
+        quoting=csv.QUOTE_NONE,
+        lineterminator="\n",
+        compression=compression,
+    )
 
 
 def read_tsv(path: str | Path) -> pd.DataFrame:
@@ -134,8 +153,12 @@ def build_corpus(out: str | Path = CORPUS_DIR, source: str | Path | None = None)
     held = heldout_mask(pairs)
     heldout = pairs[held].reset_index(drop=True)
     written = {"source.tsv.gz": len(pairs)}
-    files = {"heldout.tsv.gz": heldout, "train.tsv.gz": training_sentences(pairs, held),
-             "en_fr.tsv": aligned_pairs(heldout, ("fra",)), "en_fr_de.tsv": aligned_pairs(heldout, ALIGNED)}
+    files = {
+        "heldout.tsv.gz": heldout,
+        "train.tsv.gz": training_sentences(pairs, held),
+        "en_fr.tsv": aligned_pairs(heldout, ("fra",)),
+        "en_fr_de.tsv": aligned_pairs(heldout, ALIGNED),
+    }
     for name, frame in files.items():
         _write_tsv(frame, out / name)
         written[name] = len(frame)
@@ -149,6 +172,10 @@ def load_training_sentences(directory: str | Path = CORPUS_DIR) -> pd.DataFrame:
 def load_heldout_sentences(directory: str | Path = CORPUS_DIR) -> pd.DataFrame:
     """Both sides of the held-back pairs, de-duplicated (``lang``, ``text``), sorted."""
     pairs = read_tsv(Path(directory) / "heldout.tsv.gz")
-    sides = pd.concat([pd.DataFrame({"lang": "eng", "text": pairs.eng}),
-                       pd.DataFrame({"lang": pairs.lang, "text": pairs.text})]).drop_duplicates("text")
+    sides = pd.concat(
+        [
+            pd.DataFrame({"lang": "eng", "text": pairs.eng}),
+            pd.DataFrame({"lang": pairs.lang, "text": pairs.text}),
+        ]
+    ).drop_duplicates("text")
     return sides.sort_values(["lang", "text"], kind="stable").reset_index(drop=True)
