@@ -61,6 +61,26 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_cache: None) -> Path:
+    """A 30-pair tiny-preset run (extracted and scored) for the module: the run directory."""
+    from precompute.extract.pipeline import run_extraction
+    from precompute.testing import tiny_config
+
+    root = tmp_path_factory.mktemp("results")
+    run_extraction(tiny_config(sample_size=30), root, "t30", progress=False)
+    return root / "t30"
+
+
+@pytest.fixture(scope="module")
+def models(tiny_run: Path):
+    """The model, SAE and tokenizer of ``tiny_run``, loaded back from its manifest."""
+    from bilingual_core import Run
+    from precompute.evidence.loading import load_run_models
+
+    return load_run_models(Run.open(tiny_run), "cpu")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _release_cached_resources():
     """Drop Streamlit's cached resources (the shared DuckDB connection) before

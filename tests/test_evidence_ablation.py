@@ -16,26 +16,11 @@ from bilingual_core.schema import FEATURES
 from precompute.cli import main
 from precompute.evidence.ablation import compute_ablation, firing_starts
 from precompute.evidence.config import AblationConfig
-from precompute.evidence.loading import load_run_models
-from precompute.extract.pipeline import run_extraction
-from precompute.testing import tiny_config
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _tiny_models(tiny_cache: None) -> None:
     """Every test here builds the tiny model into the session's shared cache."""
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("results")
-    run_extraction(tiny_config(sample_size=30), root, "t30", progress=False)
-    return root / "t30"
-
-
-@pytest.fixture(scope="module")
-def models(tiny_run: Path):
-    return load_run_models(Run.open(tiny_run), "cpu")
 
 
 def _busy_feature(run: Run) -> int:

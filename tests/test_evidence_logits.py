@@ -22,27 +22,12 @@ from bilingual_core.evidence import (
 )
 from bilingual_core.schema import MANIFEST
 from precompute.cli import main
-from precompute.evidence.loading import load_run_models
 from precompute.evidence.logits import compute_logit_evidence, decoder_neighbours, top_logits
-from precompute.extract.pipeline import run_extraction
-from precompute.testing import tiny_config
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _tiny_models(tiny_cache: None) -> None:
     """Every test here builds the tiny model into the session's shared cache."""
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("results")
-    run_extraction(tiny_config(sample_size=30), root, "t30", progress=False)
-    return root / "t30"
-
-
-@pytest.fixture(scope="module")
-def models(tiny_run: Path):
-    return load_run_models(Run.open(tiny_run), "cpu")
 
 
 def _dense_effects(model, sae) -> np.ndarray:
