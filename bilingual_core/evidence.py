@@ -32,10 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .manifest import utc_now
-from .run import Run
-from .schema import ACTIVATIONS, MANIFEST, TOKENS
+from .run import Run, rewrite_run
+from .schema import ACTIVATIONS, TOKENS
 from .score_registry import SCORES
-from .storage import RunWriter, join, open_root
+from .storage import open_root
 
 LOGITS = "logits.parquet"
 OUTPUT_LANGUAGES = "output_languages.parquet"
@@ -111,15 +111,7 @@ def add_tables(
     same time: the later commit wins and the earlier one's tables are lost
     (rerun it)."""
     fs, root, run_id = split_location(location)
-    run = Run.open_fs(fs, join(root, run_id))
-    keep = [
-        name
-        for name in (p.rsplit("/", 1)[-1] for p in fs.ls(run.path, detail=False))
-        if name not in tables and name != MANIFEST
-    ]
-    with RunWriter(
-        root, run_id, overwrite=True, keep_from=run.path, keep_files=keep, fs=fs
-    ) as writer:
+    with rewrite_run(fs, root, run_id, tables) as (run, writer):
         for name, table in tables.items():
             writer.write_table(name, table)
         manifest = run.manifest

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ import pyarrow.parquet as pq
 from .errors import RunFormatError
 from .manifest import RUN_ID_PATTERN, Manifest
 from .schema import MANIFEST
-from .storage import is_local, join, open_root, read_text
+from .storage import RunWriter, is_local, join, open_root, read_text
 
 
 @dataclass
@@ -156,3 +158,23 @@ def list_runs(location: str | os.PathLike[str]) -> list[RunListing]:
         listings.append(RunListing(name, path, run.manifest, problem))
     listings.sort(key=lambda r: (not r.ok, r.run_id))
     return listings
+
+
+@contextmanager
+def rewrite_run(
+    fs: fsspec.AbstractFileSystem, root: str, run_id: str, replaced: Collection[str]
+) -> Iterator[tuple[Run, RunWriter]]:
+    """The run ``root/run_id`` and a writer that replaces it atomically: every file
+    but the manifest and the ``replaced`` ones is carried over (hard links on a
+    local disk); the caller writes those and commits the manifest. On any error
+    the run is left exactly as it was."""
+    run = Run.open_fs(fs, join(root, run_id))
+    keep = [
+        name
+        for name in (p.rsplit("/", 1)[-1] for p in fs.ls(run.path, detail=False))
+        if name not in replaced and name != MANIFEST
+    ]
+    with RunWriter(
+        root, run_id, overwrite=True, keep_from=run.path, keep_files=keep, fs=fs
+    ) as writer:
+        yield run, writer

@@ -27,12 +27,11 @@ from .errors import RunFormatError
 from .manifest import utc_now
 from .progress import bar as progress_bar
 from .reduce import BlockSums, sentence_max_blocks, threshold_pass
-from .run import Run
+from .run import Run, rewrite_run
 from .schema import (
     ACTIVATIONS,
     COACTIVATION_THRESHOLDS,
     GLOBAL_SCOPE,
-    MANIFEST,
     PAD_ACTIVATIONS,
     SCORE_FILES,
     SENTENCE_MAX,
@@ -42,7 +41,7 @@ from .score_registry import FeatureQuantities, NotebookInputs
 from .score_tables import ScoreResult, SentenceMaxWriter, write_score_tables
 from .sparse import SentenceMax, merge_sentence_max
 from .stats import activation_frequency_curves, curve_counts_from, curve_cuts, thresholds_table
-from .storage import RunWriter, join, open_root
+from .storage import open_root
 from .validate import check_pairs, real_token_counts
 
 Variant = Literal["blog", "notebook"]
@@ -417,15 +416,7 @@ def score_run(
         root, run_id = path.rsplit("/", 1) if "/" in path else (".", path)
     else:
         root = path
-    run = Run.open_fs(fs, join(root, run_id))
-    keep = [
-        name
-        for name in (p.rsplit("/", 1)[-1] for p in fs.ls(run.path, detail=False))
-        if name not in SCORE_FILES and name != MANIFEST
-    ]
-    with RunWriter(
-        root, run_id, overwrite=True, keep_from=run.path, keep_files=keep, fs=fs
-    ) as writer:
+    with rewrite_run(fs, root, run_id, SCORE_FILES) as (run, writer):
         with writer.fs.open(writer.path(SENTENCE_MAX), "wb") as handle:
             sink = SentenceMaxWriter(handle, run.languages)
             try:
