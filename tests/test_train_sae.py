@@ -35,8 +35,8 @@ TINY_ARGS = [
     "tiny",
     "--corpus-file",
     str(BUNDLED_CORPUS),
-    "--layer",
-    "1",
+    "--layers",
+    "0,1",
     "--d-sae",
     "128",
     "--k",
@@ -72,7 +72,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("train")
     assert (
         main(
-            ["train-sae", *TINY_ARGS, "--work-dir", str(base / "work"), "--out", str(base / "sae")]
+            [
+                "train-sae",
+                *TINY_ARGS,
+                "--work-dir",
+                str(base / "work"),
+                "--out",
+                str(base / "sae-l{layer}"),
+            ]
         )
         == 0
     )
@@ -100,7 +107,7 @@ def _residuals(hook: str) -> torch.Tensor:
 def test_tiny_training_saves_a_loadable_sae_that_reconstructs(trained: Path) -> None:
     from sae_lens import SAE
 
-    out = trained / "sae"
+    out = trained / "sae-l1"
     record = json.loads((out / "training.json").read_text())
     sae = SAE.load_from_disk(str(out), device="cpu")
     assert sae.cfg.architecture() == "topk" and sae.cfg.k == 8
@@ -110,6 +117,10 @@ def test_tiny_training_saves_a_loadable_sae_that_reconstructs(trained: Path) -> 
         == (record["sae"]["d_in"], record["sae"]["d_sae"])
     )
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post" == record["sae"]["hook_name"]
+    assert record["sae"]["layer"] == 1 and record["cache"]["hooks"] == [
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+    ]
     # the cache holds whole parts; the trainer saw the requested epochs of their real (non-BOS) tokens
     assert record["tokens"]["cached"] == 4096 and record["cache"]["n_parts"] == 2
     assert 0 < record["tokens"]["cached_real"] < 4096
@@ -143,7 +154,7 @@ def test_tiny_sae_runs_through_the_pipeline(trained: Path) -> None:
                 "--preset",
                 "tiny",
                 "--sae-path",
-                str(trained / "sae"),
+                str(trained / "sae-l1"),
                 "--sample-size",
                 "20",
                 "--out",
@@ -166,16 +177,50 @@ def test_restart_reuses_the_cache_and_the_trained_sae(trained: Path) -> None:
     work = trained / "work"
     stamps = {p.name: p.stat().st_mtime_ns for p in (work / "cache").glob("part_*")}
     assert sorted(stamps) == ["part_00000", "part_00001"]
-    trained_at = (work / "sae" / "train_info.json").stat().st_mtime_ns
-    assert (
-        main(["train-sae", *TINY_ARGS, "--work-dir", str(work), "--out", str(trained / "again")])
-        == 0
-    )
+    info = work / "sae-blocks.1.hook_resid_post" / "train_info.json"
+    trained_at = info.stat().st_mtime_ns
+    out = str(trained / "again-l{layer}")
+    assert main(["train-sae", *TINY_ARGS, "--work-dir", str(work), "--out", out]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (work / "cache").glob("part_*")} == stamps
-    assert (work / "sae" / "train_info.json").stat().st_mtime_ns == trained_at
-    again = json.loads((trained / "again" / "training.json").read_text())
-    first = json.loads((trained / "sae" / "training.json").read_text())
+    assert info.stat().st_mtime_ns == trained_at
+    again = json.loads((trained / "again-l1" / "training.json").read_text())
+    first = json.loads((trained / "sae-l1" / "training.json").read_text())
     assert again["tokens"] == first["tokens"] and again["training"] == first["training"]
+
+
+@pytest.mark.slow
+def test_one_forward_pass_caches_every_layer_as_separate_passes_would(trained: Path) -> None:
+    """The multi-hook cache holds, per hook, exactly what a forward pass to that hook alone
+    gives, in SAE-Lens's cache format (one column named after the hook, token ids)."""
+    import datasets
+
+    from jobs.config import TinySpec
+    from precompute.local_models.tiny import load_tiny
+
+    model, _, _ = load_tiny(TinySpec())
+    part = trained / "work" / "cache" / "part_00001"
+    for layer in (0, 1):
+        hook = f"blocks.{layer}.hook_resid_post"
+        cached = datasets.load_from_disk(str(part / hook)).with_format("torch")
+        assert set(cached.column_names) == {hook, "token_ids"}
+        tokens = cached["token_ids"][:8].long()
+        with torch.no_grad():
+            _, alone = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
+        torch.testing.assert_close(cached[hook][:8], alone[hook].float(), rtol=1e-5, atol=1e-5)
+    # the SAE of each layer is trained on its own hook
+    for layer in (0, 1):
+        record = json.loads((trained / f"sae-l{layer}" / "training.json").read_text())
+        assert record["sae"]["hook_name"] == f"blocks.{layer}.hook_resid_post"
+
+
+def test_several_layers_need_a_layer_placeholder_in_out(tmp_path: Path) -> None:
+    from precompute.errors import PrecomputeError
+    from precompute.local_models.train_sae import sae_out_dir
+
+    assert sae_out_dir(tmp_path / "s-l{layer}", 6, 4) == tmp_path / "s-l6"
+    assert sae_out_dir(tmp_path / "s", 6, 1) == tmp_path / "s"
+    with pytest.raises(PrecomputeError, match=r"\{layer\}"):
+        sae_out_dir(tmp_path / "s", 6, 2)
 
 
 def test_corpus_rebuilds_to_the_committed_bytes(tmp_path: Path) -> None:
