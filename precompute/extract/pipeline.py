@@ -250,12 +250,14 @@ def _extract_shard(
 
 def _settings(config: RunConfig, device: str, loaded: LoadedModels) -> dict[str, Any]:
     """The manifest's record of how the extraction ran (counters are added at the merge)."""
+    from jobs.overrides import changed_from_preset
     from precompute.devices import device_description
     from precompute.extract.activations import stop_layer
 
     ex = config.extraction
     return {
         "preset": config.preset,
+        "changed_from_preset": changed_from_preset(config),
         "config_fingerprint": config.fingerprint(),
         "dtype": config.model.dtype,
         "sae_dtype": config.sae.dtype,
