@@ -14,8 +14,17 @@ from collections.abc import Sequence
 
 # Visible stand-ins for whitespace inside tokens (SentencePiece's "▁" is shown as a space).
 _WHITESPACE = {"\n": "↵", "\r": "␍", "\t": "⇥", "▁": " "}
+LANGUAGE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+"""One colour per language, by its place in the run's language list, on every chart
+(none of them the heatmaps' orange)."""
 HEAT_RGB = (230, 85, 13)
 """Orange: the colour a token takes at the scale's maximum activation."""
+
+
+def language_colour(languages: Sequence[str], lang: str) -> str:
+    """The colour of ``lang`` on every chart: by its place in ``languages`` (the run's)."""
+    i = list(languages).index(lang) if lang in languages else len(languages)
+    return LANGUAGE_COLOURS[i % len(LANGUAGE_COLOURS)]
 
 
 def esc(text: object) -> str:
