@@ -314,6 +314,17 @@ def header_section(
                 icon=":material/arrow_forward:",
                 query_params=nav_params(ref, next_f, score, threshold),
             )
+        st.download_button(
+            "Export JSON",
+            key="feature_export",
+            data=lambda: data.feature_export(ref.location, ref.token, feature),
+            file_name=f"{ref.run_id}-feature-{feature}.json",
+            mime="application/json",
+            icon=":material/download:",
+            on_click="ignore",
+            help="Its scores, label, top pairs with tokens, logit effects and evidence "
+            "(the same as python -m precompute export-feature)",
+        )
         np_url = ui.neuronpedia_url(ref.manifest.neuronpedia_id, feature)
         if np_url:
             st.link_button("Neuronpedia", np_url, icon=":material/open_in_new:")
