@@ -3,7 +3,8 @@
 The entry point draws the shared sidebar (the run picker) and hands over to
 the page named by the URL (``explorer.nav.PAGES``). Runs are read from the
 results root named by ``BILINGUAL_RESULTS_DIR`` (a path or fsspec URL;
-``results/`` by default, where the bundled demo run lives).
+``results/`` by default, where the bundled runs live); the app opens on
+``explorer.ui.DEFAULT_RUN`` (``gemma3-en-es``) when the root has it.
 """
 
 from __future__ import annotations

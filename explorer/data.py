@@ -619,3 +619,12 @@ def decoder_neighbours(location: str, token: str, feature: int) -> pd.DataFrame 
         [parquet_source(location, NEIGHBOURS), int(feature)],
         file=NEIGHBOURS,
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def feature_export(location: str, token: str, feature: int, n_pairs: int = 10) -> str:
+    """One feature as the JSON document of ``bilingual_core.export`` (the page's export button)."""
+    from bilingual_core.export import feature_json
+
+    del token
+    return feature_json(Run.open(location), feature, n_pairs)

@@ -82,20 +82,28 @@ def load(ref: RunRef, name: str) -> pd.DataFrame | None:
 
 
 def token_list(logits: pd.DataFrame, feature: int, sign: str) -> pd.DataFrame:
-    """One feature's promoted or suppressed tokens, for display (whitespace made visible)."""
+    """One feature's promoted or suppressed tokens, for display (whitespace made
+    visible): token, language, logit and where the token occurs (``in corpus``:
+    its share per language, ``–`` when it never occurs). No cell is left empty."""
     part = logits[(logits["feature"] == feature) & (logits["sign"] == sign)].sort_values("rank")
-    out = pd.DataFrame(
+    shares = [c for c in part.columns if c.startswith("share_")]
+
+    def where(row) -> str:
+        parts = [
+            f"{c.removeprefix('share_')} {row[c]:.0%}"
+            for c in shares
+            if pd.notna(row[c]) and row[c] > 0
+        ]
+        return " · ".join(parts) or "–"
+
+    return pd.DataFrame(
         {
-            "rank": part["rank"].to_numpy(),
             "token": [render.visible_token(str(t)) for t in part["token"]],
-            "language": part["lang_tag"].to_numpy(),
+            "language": [str(t) if pd.notna(t) and t else "unknown" for t in part["lang_tag"]],
             "logit": part["logit"].to_numpy(),
+            "in corpus": [where(r) for _, r in part.iterrows()],
         }
     )
-    shares = [c for c in part.columns if c.startswith("share_")]
-    for c in shares:
-        out[c.removeprefix("share_") + " share"] = part[c].to_numpy()
-    return out
 
 
 def null_rows(feats: pd.DataFrame, null: pd.DataFrame, feature: int) -> pd.DataFrame:
@@ -315,7 +323,10 @@ def logits_section(ref: RunRef, feature: int) -> None:
                 "(a token's language: where it occurs in this run's corpus; unknown = never occurs)."
             )
     left, right = st.columns(2)
-    config = {"logit": st.column_config.NumberColumn(format="%.4g")}
+    config = {
+        "logit": st.column_config.NumberColumn(format="%.3g", width="small"),
+        "language": st.column_config.TextColumn(width="small"),
+    }
     left.markdown("**Promoted**")
     left.dataframe(
         token_list(logits, feature, PROMOTED),

@@ -17,6 +17,8 @@ import pandas as pd
 import streamlit as st
 
 from explorer.safe_text import hide_paths, md
+from jobs.overrides import preset_values
+from jobs.presets import preset as preset_config
 from jobs.queue import Job, JobQueue, age_seconds
 from jobs.settings import Setting, form_settings, setting
 
@@ -29,6 +31,9 @@ WORKER_ONLINE_S = 60
 """A worker seen this recently counts as online."""
 SHOWN_JOBS = 100
 PRESET_DEFAULT = "(preset's)"
+"""The choice that keeps the preset's value (shown with the value: ``float32 (preset's)``)."""
+DEFAULT_PRESET = "gemma-3-270m"
+"""The form's starting preset: the model and SAE of the shipped runs, runnable without a GPU."""
 
 
 # ------------------------------------------------------------ reads ---
@@ -176,16 +181,35 @@ def _help(s: Setting) -> str:
     return f"{s.help} ({s.example})" if s.example else s.help
 
 
-def _field_ui(container, s: Setting, prefix: str) -> None:
-    """One override's widget: a selectbox for a choice, else a text input (validation decides)."""
+def _keep(value: str) -> str:
+    """How a field says it keeps the preset's value (paths shortened: the form is public)."""
+    return f"{hide_paths(value)} (preset's)" if value else "(preset's: none)"
+
+
+def _field_ui(container, s: Setting, prefix: str, values: Mapping[str, str]) -> None:
+    """One override's widget: a selectbox for a choice, else a text input (validation
+    decides). Left empty, it keeps the preset's value, which it shows."""
+    keep = _keep(values.get(s.name, ""))
     if s.kind == "choice":
         container.selectbox(
-            s.label, [PRESET_DEFAULT, *s.choices], key=f"{prefix}_{s.name}", help=s.help
+            s.label,
+            [PRESET_DEFAULT, *s.choices],
+            key=f"{prefix}_{s.name}",
+            help=s.help,
+            format_func=lambda v: keep if v == PRESET_DEFAULT else v,
         )
     else:
-        container.text_input(
-            s.label, key=f"{prefix}_{s.name}", placeholder=PRESET_DEFAULT, help=_help(s)
-        )
+        container.text_input(s.label, key=f"{prefix}_{s.name}", placeholder=keep, help=_help(s))
+
+
+def preset_ui(prefix: str = "recompute_form") -> str:
+    """The preset picker, outside the form so that the fields show the chosen preset's values."""
+    preset = setting("preset")
+    choices = list(preset.choices)
+    key = f"{prefix}_preset"
+    if st.session_state.get(key) not in choices:
+        st.session_state[key] = DEFAULT_PRESET if DEFAULT_PRESET in choices else choices[0]
+    return str(st.selectbox(preset.label, choices, key=key, help=preset.help))
 
 
 def job_form_ui(
@@ -194,22 +218,22 @@ def job_form_ui(
     """The new-job form. On submit, ``on_submit(raw request)`` runs as the button's
     callback (before the page reruns, so no rerun can lose the click).
 
-    Empty fields keep the preset's value; ``validate_request`` judges the rest.
+    Empty fields keep the preset's value (shown in each field); ``validate_request``
+    judges the rest.
     """
+    values = preset_values(preset_config(preset_ui(prefix)))
     with st.form(prefix):
-        c1, c2 = st.columns(2)
-        preset, run_id = setting("preset"), setting("run_id")
-        c1.selectbox(preset.label, preset.choices, key=f"{prefix}_preset", help=preset.help)
-        c2.text_input(
+        run_id = setting("run_id")
+        st.text_input(
             run_id.label, key=f"{prefix}_run_id", placeholder=run_id.example, help=run_id.help
         )
         cols = st.columns(3)
         for i, s in enumerate(form_settings("main")):
-            _field_ui(cols[i % 3], s, prefix)
+            _field_ui(cols[i % 3], s, prefix, values)
         with st.expander("More options"):
             cols = st.columns(3)
             for i, s in enumerate(form_settings("more")):
-                _field_ui(cols[i % 3], s, prefix)
+                _field_ui(cols[i % 3], s, prefix, values)
         c1, c2, c3 = st.columns(3)
         c1.checkbox(setting("overwrite").label, key=f"{prefix}_overwrite")
         c2.checkbox(setting("resume").label, value=True, key=f"{prefix}_resume")

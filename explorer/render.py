@@ -14,8 +14,17 @@ from collections.abc import Sequence
 
 # Visible stand-ins for whitespace inside tokens (SentencePiece's "▁" is shown as a space).
 _WHITESPACE = {"\n": "↵", "\r": "␍", "\t": "⇥", "▁": " "}
+LANGUAGE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+"""One colour per language, by its place in the run's language list, on every chart
+(none of them the heatmaps' orange)."""
 HEAT_RGB = (230, 85, 13)
 """Orange: the colour a token takes at the scale's maximum activation."""
+
+
+def language_colour(languages: Sequence[str], lang: str) -> str:
+    """The colour of ``lang`` on every chart: by its place in ``languages`` (the run's)."""
+    i = list(languages).index(lang) if lang in languages else len(languages)
+    return LANGUAGE_COLOURS[i % len(LANGUAGE_COLOURS)]
 
 
 def esc(text: object) -> str:
@@ -55,17 +64,24 @@ def token_heatmap(
     label: str = "",
     peak: bool = False,
 ) -> str:
-    """One sentence as a row of tokens shaded by activation.
+    """One sentence as a run of tokens shaded by activation, read as text.
 
-    Hovering a token shows its text, position and activation (``title``).
-    ``tokens[i]`` has activation ``activations[i]`` (0 when the feature is
-    silent there); BOS rows should be left out by the caller. ``peak`` writes
-    the activation value after the strongest token (``sup.peak``).
+    Pieces of one word touch; a token that starts a word keeps its leading
+    space outside the shaded chip, so the page's text is the sentence (with
+    ``visible_token``'s stand-ins for newlines and tabs). A token that is
+    only whitespace stays a chip, so its activation shows. Hovering a token
+    shows its text, position and activation (``title``). ``tokens[i]`` has
+    activation ``activations[i]`` (0 when the feature is silent there); BOS
+    rows should be left out by the caller. ``peak`` writes the activation
+    value after the strongest token (``sup.peak``).
     """
     spans = []
     top = peak_index(activations) if peak else None
     for i, (tok, act) in enumerate(zip(tokens, activations, strict=True)):
         shown = visible_token(tok)
+        body = shown.lstrip(" ")
+        gap = shown[: len(shown) - len(body)] if body else ""
+        body = body if body else shown
         title = f"{_title_safe(shown)!r} · position {i + 1} · activation {act:.3f}"
         mark = (
             f'<sup class="peak" style="font-size:0.7em;font-weight:600">{act:.3g}</sup>'
@@ -73,12 +89,15 @@ def token_heatmap(
             else ""
         )
         spans.append(
-            f'<span class="tok" title="{esc(title)}" style="{heat_style(act, vmax)};'
-            f'padding:1px 2px;margin:1px;border-radius:3px;white-space:pre;display:inline-block">'
-            f"{esc(shown)}{mark}</span>"
+            f'{gap}<span class="tok" title="{esc(title)}" style="{heat_style(act, vmax)};'
+            f'padding:1px 0;border-radius:2px;white-space:pre">'
+            f"{esc(body)}{mark}</span>"
         )
     head = f'<div style="font-size:0.75em;opacity:0.7">{esc(label)}</div>' if label else ""
-    return f'<div class="heatmap" style="line-height:1.9">{head}{"".join(spans)}</div>'
+    return (
+        f'<div class="heatmap" style="line-height:1.9;white-space:pre-wrap">'
+        f"{head}{''.join(spans)}</div>"
+    )
 
 
 def peak_index(activations: Sequence[float]) -> int | None:

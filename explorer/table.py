@@ -317,6 +317,42 @@ def pair_feature_table(
     return out
 
 
+def pair_default_features(
+    firing: pd.DataFrame,
+    features: pd.DataFrame,
+    languages: list[str],
+    n_pairs: int,
+    n: int = 3,
+) -> list[int]:
+    """The features a pair's heatmaps show first: its most specific ones.
+
+    Among the features of ``firing`` (``pair_feature_table``) that fire in
+    every language on this pair, the ``n`` best under the run's default
+    ranking (the first score it offers), leaving out features that fire in
+    every language on more than half of all pairs (they say nothing about
+    this pair; a feature firing on 421 of 421 pairs has evidence 0) unless
+    nothing else fires here.
+    """
+    if firing.empty:
+        return []
+    here = firing
+    maxes = [f"max_{lang}" for lang in languages if f"max_{lang}" in firing]
+    if maxes:
+        here = firing[(firing[maxes] > 0).all(axis=1)]
+    scored = score_table(features, None, languages)
+    default = available_scores(scored.columns, languages)[0]
+    scored["rank"] = ranks(scored, default)
+    info = scored.set_index("feature")
+    rank = here["feature"].map(info["rank"]).astype("Float64")
+    support = here["feature"].map(info["support"]) if "support" in info else None
+    ranked = here.assign(_rank=rank.fillna(np.inf).astype(float))
+    if support is not None:
+        specific = ranked[support.fillna(0).to_numpy(np.float64) <= n_pairs / 2]
+        ranked = specific if not specific.empty else ranked
+    ranked = ranked.sort_values(["_rank", "min_max"], ascending=[True, False], kind="stable")
+    return [int(f) for f in ranked["feature"].head(n)]
+
+
 def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy whose text cells cannot start a spreadsheet formula (CSV injection):
     cells starting with ``= + - @`` get a leading apostrophe."""

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.config import CorpusSource, ModelSource, RunConfig, SaeSource
+from jobs.presets import PRESETS
 from jobs.settings import OVERRIDES
 
 
@@ -92,3 +93,42 @@ def _corpus(corpus: CorpusSource, o: dict[str, Any]) -> CorpusSource:
         else corpus.sample_size,
         seed=o.get("seed", corpus.seed),
     )
+
+
+def preset_values(config: RunConfig) -> dict[str, str]:
+    """What each override keeps when left empty: ``config``'s value as the
+    form shows it (``''`` where the config has none), keyed by override name."""
+    m, s, c, e = config.model, config.sae, config.corpus, config.extraction
+    values: dict[str, Any] = {
+        "model": m.name,
+        "model_path": m.path,
+        "dtype": m.dtype,
+        "sae_release": s.release,
+        "sae_id": s.sae_id,
+        "sae_path": s.path,
+        "hook": s.hook_name,
+        "neuronpedia_id": s.neuronpedia_id,
+        "sae_dtype": s.dtype,
+        "dataset": c.dataset,
+        "dataset_config": c.config,
+        "split": c.split,
+        "field": c.field,
+        "corpus_file": c.path,
+        "languages": ",".join(c.languages),
+        "sample_size": "all" if c.sample_size is None else c.sample_size,
+        "seed": c.seed,
+        **{k: getattr(e, k) for k in _EXTRACTION},
+    }
+    return {k: "" if values.get(k) is None else str(values[k]) for k in OVERRIDES}
+
+
+def changed_from_preset(config: RunConfig) -> dict[str, str]:
+    """The settings where ``config`` differs from the preset it names, with its
+    values (``{}`` for an unchanged preset or a config that names none): what
+    a manifest records beside the preset's name, so that a run made from one
+    preset with a different model and SAE does not read as that preset's."""
+    if config.preset not in PRESETS:
+        return {}
+    base = preset_values(PRESETS[config.preset]())
+    ours = preset_values(config)
+    return {k: v for k, v in ours.items() if v != base[k]}

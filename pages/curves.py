@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from bilingual_core.schema import CURVES, GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHOLDS
-from explorer import data, ui
+from explorer import data, nav, ui
 from explorer.safe_text import plotly_text
 
 ui.require_entry()
@@ -91,12 +91,28 @@ def curve_figure(
     return fig
 
 
+def clicked_feature(event, d_sae: int) -> int | None:
+    """The feature id of the point clicked on a curve (its ``customdata``), if any."""
+    points = (getattr(event, "selection", None) or {}).get("points") or []
+    for point in points:
+        raw = point.get("customdata")
+        raw = raw[0] if isinstance(raw, list | tuple) and raw else raw
+        try:
+            feature = int(raw)
+        except (TypeError, ValueError):
+            continue
+        if 0 <= feature < d_sae:
+            return feature
+    return None
+
+
 ui.url_only("thr", "logy", "nz")
 ref = ui.current_run(files=(CURVES, THRESHOLDS))
 st.title("Activation-frequency curves")
 st.caption(
     "For each threshold, every feature's fraction of sentences whose maximum activation exceeds it, "
-    "sorted descending (x: feature rank, log scale). Hover a line for the feature at that rank."
+    "sorted descending (x: feature rank, log scale). Hover a line for the feature at that rank; "
+    "click a point to open that feature."
 )
 curves = data.curves(ref.location, ref.token)
 thr = data.thresholds(ref.location, ref.token)
@@ -107,9 +123,15 @@ scopes = [s for s in [*ref.languages, GLOBAL_SCOPE] if s in set(curves["scope"])
 cols = st.columns(min(3, len(scopes)))
 for i, scope in enumerate(scopes):
     values = thr[thr["scope"] == scope].set_index("threshold")["value"].to_dict()
-    cols[i % len(cols)].plotly_chart(
-        curve_figure(curves, values, scope, chosen, log_y, nonzero), key=f"curves_chart_{scope}"
+    event = cols[i % len(cols)].plotly_chart(
+        curve_figure(curves, values, scope, chosen, log_y, nonzero),
+        key=f"curves_chart_{scope}",
+        on_select="rerun",
+        selection_mode="points",
     )
+    clicked = clicked_feature(event, ref.manifest.d_sae)
+    if clicked is not None:
+        st.switch_page(nav.FEATURE, query_params={"run": ref.run_id, "feature": str(clicked)})
 
 st.subheader("Threshold values")
 table = thr.pivot_table(index="threshold", columns="scope", values="value")

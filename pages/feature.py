@@ -162,7 +162,7 @@ def language_rows(scored: pd.DataFrame, languages: list[str], feature: int) -> p
     return pd.DataFrame(out).T
 
 
-def density_figure(hist: pd.DataFrame) -> go.Figure:
+def density_figure(hist: pd.DataFrame, languages: list[str]) -> go.Figure:
     """Non-zero token activations per language, bars side by side, log counts."""
     fig = go.Figure()
     for lang, part in hist.groupby("lang", sort=False):
@@ -172,6 +172,7 @@ def density_figure(hist: pd.DataFrame) -> go.Figure:
                 x=(part["left"] + part["right"]) / 2,
                 y=counts,
                 name=plotly_text(lang),
+                marker={"color": render.language_colour(languages, str(lang))},
                 customdata=part[["left", "right"]].to_numpy(),
                 hovertemplate="activation %{customdata[0]:.3g} – %{customdata[1]:.3g}<br>%{y:,} tokens"
                 "<extra>" + plotly_text(lang) + "</extra>",
@@ -191,12 +192,14 @@ def density_figure(hist: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def firing_figure(curve: data.FiringCurve, feature: int, d_sae: int) -> go.Figure:
+def firing_figure(
+    curve: data.FiringCurve, feature: int, d_sae: int, languages: list[str]
+) -> go.Figure:
     """Every feature's firing rate, ordered (one line per language), with this feature marked."""
     fig = go.Figure()
     mine = curve.ranks[curve.ranks["feature"] == feature]
-    for i, (lang, part) in enumerate(curve.curve.groupby("lang", sort=False)):
-        colour = _COLOURS[i % len(_COLOURS)]
+    for lang, part in curve.curve.groupby("lang", sort=False):
+        colour = render.language_colour(languages, str(lang))
         fig.add_trace(
             go.Scatter(
                 x=part["rank"],
@@ -236,9 +239,6 @@ def firing_figure(curve: data.FiringCurve, feature: int, d_sae: int) -> go.Figur
     fig.update_xaxes(title="feature rank (by firing rate)", type="log")
     fig.update_yaxes(title="share of sentences", type="log")
     return fig
-
-
-_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
 
 
 def example_rows(
@@ -314,6 +314,17 @@ def header_section(
                 icon=":material/arrow_forward:",
                 query_params=nav_params(ref, next_f, score, threshold),
             )
+        st.download_button(
+            "Export JSON",
+            key="feature_export",
+            data=lambda: data.feature_export(ref.location, ref.token, feature),
+            file_name=f"{ref.run_id}-feature-{feature}.json",
+            mime="application/json",
+            icon=":material/download:",
+            on_click="ignore",
+            help="Its scores, label, top pairs with tokens, logit effects and evidence "
+            "(the same as python -m precompute export-feature)",
+        )
         np_url = ui.neuronpedia_url(ref.manifest.neuronpedia_id, feature)
         if np_url:
             st.link_button("Neuronpedia", np_url, icon=":material/open_in_new:")
@@ -360,7 +371,7 @@ def activity_section(ref: RunRef, profile: data.FeatureProfile, feature: int) ->
     st.subheader("Where it fires")
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(density_figure(profile.histogram), key="feature_histogram")
+        st.plotly_chart(density_figure(profile.histogram, ref.languages), key="feature_histogram")
         per_lang = (
             profile.sentence_max.groupby("lang").size().reindex(ref.languages).fillna(0).astype(int)
         )
@@ -370,7 +381,10 @@ def activity_section(ref: RunRef, profile: data.FeatureProfile, feature: int) ->
         )
     with right:
         curve = data.firing_curve(ref.location, ref.token, ref.manifest.n_pairs)
-        st.plotly_chart(firing_figure(curve, feature, ref.manifest.d_sae), key="feature_firing")
+        st.plotly_chart(
+            firing_figure(curve, feature, ref.manifest.d_sae, ref.languages),
+            key="feature_firing",
+        )
         mine = curve.ranks[curve.ranks["feature"] == feature]
         st.caption(
             "Rank by share of sentences fired on, of all "
@@ -446,14 +460,17 @@ def neighbours_section(
                 },
             )
             note = (
-                f"Over its {cofire.n_pairs:,} firing pairs (sentence_max.parquet)"
+                f"Over all {cofire.n_pairs:,} pairs it fires on"
                 if cofire.n_sampled == cofire.n_pairs
                 else f"Estimated from {cofire.n_sampled:,} of its {cofire.n_pairs:,} firing pairs "
-                f"(at most {data.COFIRE_MAX_PAIRS}, from the {data.COFIRE_MAX_BUCKETS} 1024-pair blocks "
-                "of sentence_max.parquet holding most)"
+                f"(at most {data.COFIRE_MAX_PAIRS}, from the {data.COFIRE_MAX_BUCKETS} blocks of 1024 "
+                "pairs holding most of them)"
             )
             if not cofire.exact_union:
-                note += "; a neighbour's own pairs are its largest per-language count (no coactivation.parquet)"
+                note += (
+                    "; a neighbour's own pairs are its largest per-language count (this run "
+                    "stores no co-activation table)"
+                )
             st.caption(note + ".")
             with st.container(horizontal=True, gap="small", key="feature_cofire_links"):
                 for f in shown["feature"].head(5):
@@ -464,9 +481,9 @@ def neighbours_section(
                     )
     if decoder is not None:
         with cols[1]:
-            st.markdown(f"**Nearest decoder directions** (cosine, {data.NEIGHBOURS})")
+            st.markdown("**Nearest decoder directions** (cosine similarity of decoder rows)")
             if decoder.empty:
-                st.caption(f"No rows for feature {feature} in {data.NEIGHBOURS}.")
+                st.caption(f"No decoder neighbours were stored for feature {feature}.")
             else:
                 decoder = decoder.assign(
                     open=[feature_link(ref, int(f), score, threshold) for f in decoder["neighbour"]]
@@ -513,7 +530,7 @@ scores_section(ref, scored, scores, feature)
 
 profile = data.feature_profile(ref.location, ref.token, feature)
 if not profile.n_activations:
-    st.info(f"Feature {feature} never fires in this run (no rows in activations.parquet).")
+    st.info(f"Feature {feature} never fires in this run: it has no stored activation.")
 else:
     activity_section(ref, profile, feature)
     examples_section(ref, profile, feature)

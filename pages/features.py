@@ -3,11 +3,13 @@ CSV export, and a click-through to each feature's page."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
 
+from bilingual_core.export import neuronpedia_features, neuronpedia_quick_list_url
 from bilingual_core.schema import FEATURES
 from explorer import data, evidence, nav, table, ui
 from explorer.data import RunRef
@@ -22,6 +24,8 @@ MAX_TABLE_PX = 560
 TABLE_ROW_PX = 35
 """Streamlit's default dataframe row height (and header height below)."""
 TABLE_HEADER_PX = 38
+NEURONPEDIA_LIST_MAX = 100
+"""Rows a Neuronpedia list takes (a quick list travels in its URL)."""
 
 
 def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
@@ -247,3 +251,29 @@ st.download_button(
     mime="text/csv",
     on_click="ignore",
 )
+np_id = ref.manifest.neuronpedia_id
+if np_id:
+    listed = [int(f) for f in shown["feature"].head(NEURONPEDIA_LIST_MAX)]
+    np_name = f"{ref.run_id} {score.key}"
+    try:
+        np_json = json.dumps(neuronpedia_features(np_id, listed), indent=1)
+        np_url = neuronpedia_quick_list_url(np_id, listed, np_name)
+    except ValueError as exc:
+        st.caption(str(exc))
+    else:
+        with st.container(horizontal=True, gap="small", key="features_neuronpedia"):
+            st.download_button(
+                "Neuronpedia list (JSON)",
+                key="features_neuronpedia_json",
+                data=np_json,
+                file_name=f"{ref.run_id}-features-{score.key}-neuronpedia.json",
+                mime="application/json",
+                on_click="ignore",
+            )
+            st.link_button(
+                "Open as a Neuronpedia quick list", np_url, icon=":material/open_in_new:"
+            )
+        st.caption(
+            f"The first {len(listed)} filtered rows as Neuronpedia features "
+            "(`modelId`, `layer`, `index`)."
+        )

@@ -149,7 +149,7 @@ if planted:
     )
 
 st.subheader("Go to")
-links = st.columns(4)
+links = [*st.columns(2), *st.columns(2)]  # two per row: labels are never cut
 links[0].page_link(
     nav.CURVES,
     label="Frequency curves",
@@ -166,7 +166,7 @@ if not top.empty:
     best = int(top["feature"].iloc[0])
     links[2].page_link(
         nav.FEATURE,
-        label=f"Top feature by {default.key}: {best}",
+        label=f"Feature {best} (top by {default.key})",
         icon=":material/neurology:",
         query_params={"run": ref.run_id, "feature": str(best)},
     )

@@ -139,7 +139,12 @@ st.dataframe(
 )
 
 candidates = [int(f) for f in firing["feature"].head(FEATURE_ROWS)]
-chosen = features_ui(candidates, candidates[:3], man.d_sae)
+default_features = table.pair_default_features(firing, feats, ref.languages, man.n_pairs)
+st.caption(
+    "The heatmaps start with this pair's most specific features: the best ranked by "
+    "the run's default score among those firing here in every language."
+)
+chosen = features_ui(candidates, default_features, man.d_sae)
 if chosen:
     acts = data.token_activations(ref.location, ref.token, tuple(sorted(chosen)), (pair,))
     vmax_by_feature = feats.set_index("feature")[[f"max_act_{lang}" for lang in ref.languages]].max(

@@ -1,10 +1,11 @@
-"""The ``run`` and ``merge`` subcommands (torch is imported only when they run)."""
+"""The ``run``, ``merge`` and ``export-feature`` subcommands (torch is imported only when they run)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from jobs.overrides import with_overrides
 from jobs.presets import preset
@@ -169,3 +170,30 @@ def _dry_run(config, out: str, run_id: str) -> int:
         print(json.dumps({"offline_checks": offline_plan(config)}, indent=2, default=str))
     print("dry run: nothing was extracted", file=sys.stderr)
     return 0
+
+
+@command(
+    "export-feature",
+    "write one feature of a run as JSON: scores, label, top pairs with tokens, logit effects, evidence",
+)
+def _export_feature_args(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--run", required=True, help="run directory (a path or fsspec URL)")
+    p.add_argument("--feature", required=True, type=int, help="feature id")
+    p.add_argument("--pairs", type=int, default=10, help="top pairs to include (default 10)")
+    p.add_argument("--out", help="file to write (default: standard output)")
+
+    def run(args: argparse.Namespace) -> int:
+        from bilingual_core import Run
+        from bilingual_core.export import feature_json
+
+        if args.pairs < 0:
+            raise ValueError("--pairs must be >= 0")
+        text = feature_json(Run.open(args.run), args.feature, args.pairs)
+        if args.out:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+            print(f"wrote feature {args.feature} to {args.out}", file=sys.stderr)
+        else:
+            print(text)
+        return 0
+
+    return run

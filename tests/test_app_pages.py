@@ -470,9 +470,9 @@ def test_pairs_page_features_heatmaps_and_search(app, runs: AppRuns) -> None:
     firing = table_with(at, "feature", "min_max")
     assert len(firing) > 0 and (firing[["max_en", "max_es"]] > 0).all().all()
     chosen = at.multiselect(key="pairs_features").value
-    assert chosen == firing["feature"].head(3).tolist()
+    assert 1 <= len(chosen) <= 3 and set(chosen) <= set(firing["feature"])  # test_app_newcomer
     heatmaps = [h.value for h in at.get("html") if 'class="pair"' in h.value]
-    assert len(heatmaps) == 3 and f"feature {chosen[0]}" in heatmaps[0]
+    assert len(heatmaps) == len(chosen) and f"feature {chosen[0]}" in heatmaps[0]
     at.toggle(key="pairs_all").set_value(True).run()
     assert len(table_with(at, "feature", "min_max")) >= len(firing)
     at.text_input(key="pairs_search").input("Hola").run()

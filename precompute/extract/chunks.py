@@ -43,21 +43,20 @@ def chunk_layout(lo_pair: int, hi_pair: int, shard_start: int, n_langs: int) -> 
     return ChunkLayout(lo, hi, pair, lang)
 
 
-def _strings(ids: np.ndarray, strings: dict[int, str]) -> pa.Array:
-    unique, inverse = np.unique(ids, return_inverse=True)
-    table = np.array([strings[int(u)] for u in unique], dtype=object)
-    return pa.array(table[inverse] if len(ids) else [], pa.string())
-
-
 def chunk_tables(
     layout: ChunkLayout,
     tokens: TokenizedSentences,
     acts: ChunkActivations,
     texts: list[str],
-    strings: dict[int, str],
+    token_text: np.ndarray,
     bos_id: int,
+    bos_text: str,
 ) -> dict[str, pa.Table]:
-    """The chunk's ``pairs``, ``tokens`` and ``acts`` tables (lang as int8 index)."""
+    """The chunk's ``pairs``, ``tokens`` and ``acts`` tables (lang as int8 index).
+
+    ``token_text`` is the text of every real token of the shard in its
+    sentence (``tokenization.token_texts``), aligned with ``tokens.ids``;
+    BOS rows read ``bos_text``."""
     lengths = tokens.lengths[layout.lo : layout.hi]
     n_sent, total = len(lengths), int(lengths.sum())
     first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -65,6 +64,7 @@ def chunk_tables(
     tok_lang = np.repeat(layout.lang, lengths)
     tok_pos = (np.arange(total) - np.repeat(first, lengths) + 1).astype(np.int32)
     ids = tokens.ids[tokens.offsets[layout.lo] : tokens.offsets[layout.hi]]
+    real_text = token_text[tokens.offsets[layout.lo] : tokens.offsets[layout.hi]]
 
     # Tokens with one BOS row (position 0) before each sentence.
     bos_at = first + np.arange(n_sent)
@@ -74,10 +74,12 @@ def chunk_tables(
     lang = np.empty(n_rows, np.int8)
     pos = np.empty(n_rows, np.int32)
     tid = np.empty(n_rows, np.int32)
+    text = np.empty(n_rows, dtype=object)
     pair[bos_at], lang[bos_at], pos[bos_at], tid[bos_at] = layout.pair, layout.lang, 0, bos_id
     pair[real_at], lang[real_at], pos[real_at], tid[real_at] = tok_pair, tok_lang, tok_pos, ids
+    text[bos_at], text[real_at] = bos_text, real_text
     token_table = pa.table(
-        [pair, lang, pos, tid, _strings(tid, strings)], schema=CHUNK_TOKENS_SCHEMA
+        [pair, lang, pos, tid, pa.array(text, pa.string())], schema=CHUNK_TOKENS_SCHEMA
     )
 
     t = acts.token

@@ -35,6 +35,7 @@ from precompute.extract.tokenization import (
     TokenizedSentences,
     bos_token_id,
     token_strings,
+    token_texts,
     tokenize_sentences,
 )
 
@@ -217,6 +218,7 @@ def _extract_shard(
         texts = shard_texts(corpus, lo, hi)
         tokens = tokenize_sentences(loaded.tokenizer, texts, ex.max_tokens)
         strings = token_strings(loaded.tokenizer, np.append(tokens.ids, bos))
+        text = token_texts(loaded.tokenizer, tokens, strings)
         extractor = Extractor(
             loaded.model, loaded.sae, loaded.tokenizer, loaded.hook_name, bos, _torch_device(device)
         )
@@ -224,7 +226,8 @@ def _extract_shard(
             stage,
             tokens,
             texts,
-            strings,
+            text,
+            strings[bos],
             bos,
             list(corpus.languages),
             lo,
@@ -247,12 +250,14 @@ def _extract_shard(
 
 def _settings(config: RunConfig, device: str, loaded: LoadedModels) -> dict[str, Any]:
     """The manifest's record of how the extraction ran (counters are added at the merge)."""
+    from jobs.overrides import changed_from_preset
     from precompute.devices import device_description
     from precompute.extract.activations import stop_layer
 
     ex = config.extraction
     return {
         "preset": config.preset,
+        "changed_from_preset": changed_from_preset(config),
         "config_fingerprint": config.fingerprint(),
         "dtype": config.model.dtype,
         "sae_dtype": config.sae.dtype,
@@ -282,20 +287,16 @@ class _ChunkWriter:
         stage: ShardStaging,
         tokens: TokenizedSentences,
         texts: list[str],
-        strings: dict[int, str],
+        token_text: np.ndarray,
+        bos_text: str,
         bos: int,
         languages: list[str],
         shard_start: int,
         d_sae: int,
         on_chunk: ChunkCallback | None,
     ) -> None:
-        self.stage, self.tokens, self.texts, self.strings, self.bos = (
-            stage,
-            tokens,
-            texts,
-            strings,
-            bos,
-        )
+        self.stage, self.tokens, self.texts, self.bos = stage, tokens, texts, bos
+        self.token_text, self.bos_text = token_text, bos_text
         self.languages, self.shard_start, self.d_sae, self.on_chunk = (
             languages,
             shard_start,
@@ -315,7 +316,13 @@ class _ChunkWriter:
 
     def _write(self, index: int, layout, acts, stats: dict[str, Any]) -> None:
         tables = chunk_tables(
-            layout, self.tokens, acts, self.texts[layout.lo : layout.hi], self.strings, self.bos
+            layout,
+            self.tokens,
+            acts,
+            self.texts[layout.lo : layout.hi],
+            self.token_text,
+            self.bos,
+            self.bos_text,
         )
         counts = np.bincount(acts.feature, minlength=self.d_sae)
         self.stage.write_chunk(index, tables, counts, stats)
