@@ -313,6 +313,118 @@ def test_malformed_job_fails_and_the_queue_goes_on(
     assert not worker.fail_malformed()  # recorded once
 
 
+SECRET = "HF_TOKEN=hf_planted_secret"
+"""What a planted link points at: a file outside the results root the app can read."""
+
+
+def _plant_request(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "request.json").write_text(json.dumps(_request()))
+
+
+def _link(name: str, target: str | None = None) -> Callable[[Path, Path], None]:
+    """The job folder with a valid request and ``name`` a link to ``target``
+    (default: the secret outside the root)."""
+
+    def plant(folder: Path, outside: Path) -> None:
+        _plant_request(folder)
+        (folder / name).unlink(missing_ok=True)
+        (folder / name).symlink_to(target or outside / "secrets.toml")
+
+    return plant
+
+
+def _fifo(name: str) -> Callable[[Path, Path], None]:
+    def plant(folder: Path, outside: Path) -> None:
+        import os
+
+        _plant_request(folder)
+        (folder / name).unlink(missing_ok=True)
+        os.mkfifo(folder / name)
+
+    return plant
+
+
+def _huge(name: str) -> Callable[[Path, Path], None]:
+    def plant(folder: Path, outside: Path) -> None:
+        from jobs.files import MAX_JOB_FILE_BYTES
+
+        _plant_request(folder)
+        (folder / name).write_text(
+            json.dumps({"state": "running", "pad": "x" * MAX_JOB_FILE_BYTES})
+        )
+
+    return plant
+
+
+def _linked_folder(folder: Path, outside: Path) -> None:
+    _plant_request(outside / "job")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(outside / "job", target_is_directory=True)
+
+
+@dataclass(frozen=True)
+class Planted:
+    """Job ``GOOD_ID``'s folder as ``plant(folder, outside)`` leaves it (links, special
+    files, huge files): nothing outside the root is shown or written, no read
+    hangs or exhausts memory, and the worker still runs a later job. ``reason``:
+    the job comes back failed with it; None: the job is not listed at all."""
+
+    name: str
+    plant: Callable[[Path, Path], None]
+    reason: str | None = None
+
+
+PLANTED: list[Planted] = [
+    Planted("log.txt links to a secret outside the root", _link("log.txt")),
+    Planted("log.txt links to /dev/zero", _link("log.txt", "/dev/zero")),
+    Planted("log.txt is a FIFO", _fifo("log.txt")),
+    Planted("request.json is a FIFO", _fifo("request.json"), "not a regular file"),
+    Planted("request.json links outside the root", _link("request.json"), "symbolic link"),
+    Planted("status.json links to /dev/zero", _link("status.json", "/dev/zero"), "symbolic link"),
+    Planted("status.json is a FIFO", _fifo("status.json"), "not a regular file"),
+    Planted("cancel.json is a FIFO", _fifo("cancel.json"), "not a regular file"),
+    Planted("status.json over the size cap", _huge("status.json"), "larger than"),
+    Planted("the job folder links outside the root", _linked_folder),
+]
+
+
+@pytest.mark.parametrize("case", PLANTED, ids=lambda c: c.name)
+def test_planted_job_files_are_never_followed(
+    case: Planted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    root, outside = tmp_path / "results", tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secrets.toml").write_text(SECRET)
+    case.plant(root / "_jobs" / GOOD_ID, outside)
+    before = sorted(p.name for p in outside.rglob("*"))
+    queue = JobQueue(str(root))
+    queue.submit(validate_request({"preset": "tiny", "id": LATER_ID, "run_id": "later"}))
+    signal.alarm(20)  # a read that blocks (a FIFO) fails the test instead of hanging it
+    try:
+        jobs = {j.id: j for j in queue.jobs()}
+        log = queue.log_tail(GOOD_ID)
+        shown = jobs_view.jobs_frame(list(jobs.values())).to_csv() + log
+        shown += "".join(str(j.status.error) for j in jobs.values())
+        assert SECRET not in shown and len(log) < 1000
+        if case.reason is None:
+            assert GOOD_ID not in jobs or jobs[GOOD_ID].state == "queued"
+        else:
+            assert jobs[GOOD_ID].state == "failed" and case.reason in jobs[GOOD_ID].status.error
+        program = (sys.executable, "-c", "import sys; sys.exit(3)")
+        config = WorkerConfig(poll_seconds=0.1, heartbeat_seconds=0.1, program=program)
+        worker = Worker(queue, config)
+        while worker.run_once():
+            pass
+    finally:
+        signal.alarm(0)
+    assert queue.get(LATER_ID).state == "failed" and queue.get(LATER_ID).status.returncode == 3
+    assert sorted(p.name for p in outside.rglob("*")) == before  # nothing written outside
+    assert (outside / "secrets.toml").read_text() == SECRET
+
+
 # ------------------------------------------------- what the root reveals ---
 
 
