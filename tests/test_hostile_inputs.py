@@ -448,6 +448,52 @@ def test_glob_characters_in_run_directories_read_one_run(tmp_path: Path) -> None
     assert not listing.ok and "not a valid run id" in listing.problem
 
 
+def _manifest_text(**changes: object) -> Callable[[dict], str]:
+    def craft(manifest: dict) -> str:
+        return json.dumps({**manifest, **changes})
+
+    return craft
+
+
+BAD_MANIFESTS: list[tuple[str, Callable[[dict], str]]] = [
+    ("model is a string", _manifest_text(model="x")),
+    ("sae is null", _manifest_text(sae=None)),
+    ("extraction is a list", _manifest_text(extraction=[1, 2])),
+    ("n_pairs is a string", _manifest_text(n_pairs="120")),
+    ("100,000 nested arrays", lambda m: "[" * 100_000 + "]" * 100_000),
+    ("nested arrays inside a section", lambda m: json.dumps(m)[:-1] + ', "x": ' + "[" * 100_000),
+    ("a manifest over the size cap", _manifest_text(versions={"pad": "x" * 1_100_000})),
+    ("not UTF-8", lambda m: "\udcff"),
+]
+
+
+@pytest.mark.parametrize(("name", "craft"), BAD_MANIFESTS, ids=[n for n, _ in BAD_MANIFESTS])
+def test_one_bad_manifest_leaves_the_other_runs_listed(
+    name: str, craft: Callable[[dict], str], app_runs: AppRuns, tmp_path: Path
+) -> None:
+    import shutil
+
+    from bilingual_core import list_runs
+    from explorer import data
+
+    root = tmp_path / "results"
+    shutil.copytree(app_runs.run, root / app_runs.run.name)
+    shutil.copytree(app_runs.run, root / "bad")
+    manifest = json.loads((root / "bad" / "manifest.json").read_text())
+    (root / "bad" / "manifest.json").write_bytes(
+        craft(manifest).encode("utf-8", errors="surrogateescape")
+    )
+    listings = {r.run_id: r for r in list_runs(root)}
+    assert listings[app_runs.run.name].ok
+    assert not listings["bad"].ok and "manifest.json" in listings["bad"].problem
+    assert len(listings["bad"].problem) < 400
+    frame = data.runs_frame(list(listings.values()))
+    assert (
+        list(frame["status"]) == ["ok", frame["status"].iloc[1]]
+        and "problem" in frame["status"].iloc[1]
+    )
+
+
 def _shown(at: AppTest) -> str:
     """Every text an element tree shows, sidebar, code blocks and table cells included."""
     parts = [_markdown(at)]
