@@ -47,7 +47,7 @@ from bilingual_core.schema import (
 from bilingual_core.score_tables import PAIR_BLOCK_SHIFT
 from bilingual_core.storage import is_local, join, open_root
 
-from .safe_text import hide_paths
+from .safe_text import hide_paths, no_bidi
 
 # Most activations a single query hands back to Python (a feature firing on
 # every token of a full OPUS Books run has about 6.5 million).
@@ -115,6 +115,18 @@ def query(sql: str, params: list | None = None, *, file: str) -> pd.DataFrame:
         cursor.close()
 
 
+def _shown_text(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``frame`` with bidirectional controls removed from a text column (corpus
+    text is shown in tables and widgets as well as through ``safe_text``)."""
+    if column in frame and len(frame):
+        frame[column] = frame[column].map(lambda v: no_bidi(v) if isinstance(v, str) else v)
+    return frame
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else no_bidi(value)
+
+
 def _int_list(values: tuple[int, ...] | list[int]) -> str:
     """A SQL list literal of integers (ints only, so nothing can be injected).
 
@@ -172,9 +184,9 @@ def runs_frame(listings: list[RunListing]) -> pd.DataFrame:
         rows.append(
             {
                 "run": r.run_id,
-                "status": "ok" if r.ok else f"problem: {hide_paths(r.problem)}",
-                "model": (m.model.get("name") if m else None),
-                "SAE": _sae_name(m.sae) if m else None,
+                "status": "ok" if r.ok else f"problem: {no_bidi(hide_paths(r.problem))}",
+                "model": _text_or_none(m.model.get("name")) if m else None,
+                "SAE": _text_or_none(_sae_name(m.sae)) if m else None,
                 "pairs": m.n_pairs if m else None,
                 "features": m.d_sae if m else None,
                 "languages": ", ".join(m.languages) if m else None,
@@ -371,7 +383,7 @@ def pair_texts(location: str, token: str, pair_ids: tuple[int, ...]) -> pd.DataF
         file=PAIRS,
     )
     frame["lang"] = frame["lang"].astype(str)
-    return frame
+    return _shown_text(frame, "text")
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -385,7 +397,7 @@ def pair_tokens(location: str, token: str, pair_ids: tuple[int, ...]) -> pd.Data
         file=TOKENS,
     )
     frame["lang"] = frame["lang"].astype(str)
-    return frame
+    return _shown_text(frame, "token")
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -416,7 +428,7 @@ def search_pairs(location: str, token: str, text: str, limit: int = 200) -> pd.D
         file=PAIRS,
     )
     frame["lang"] = frame["lang"].astype(str)
-    return frame
+    return _shown_text(frame, "text")
 
 
 # ------------------------------------------------------ token search index ---
@@ -448,7 +460,7 @@ def top_tokens(
         [int(per_feature), act, tok],
         file=ACTIVATIONS,
     )
-    return frame
+    return _shown_text(frame, "token")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -12,6 +12,8 @@ import html
 import math
 from collections.abc import Sequence
 
+from .safe_text import no_bidi
+
 # Visible stand-ins for whitespace inside tokens (SentencePiece's "▁" is shown as a space).
 _WHITESPACE = {"\n": "↵", "\r": "␍", "\t": "⇥", "▁": " "}
 HEAT_RGB = (230, 85, 13)
@@ -20,7 +22,7 @@ HEAT_RGB = (230, 85, 13)
 
 def esc(text: object) -> str:
     """``html.escape`` with quotes, for text and attribute values alike."""
-    return html.escape(str(text), quote=True)
+    return html.escape(no_bidi(text), quote=True)
 
 
 def visible_token(token: str) -> str:

@@ -830,3 +830,104 @@ def test_markup_in_run_files_is_shown_as_text(
     names = [t.get("name", "") for spec in specs for t in spec["data"]]
     assert any("Sign in again" in n for n in names)
     assert not any("<a" in n for n in names), names
+
+
+# ---------------------------------------------------------- CSV export ---
+
+FORMULA = '=HYPERLINK("http://evil.example","x")'
+CSV_CELLS: list[tuple[str, str]] = [
+    ("a formula", FORMULA),
+    ("a bare CR before a formula", "ok\r" + FORMULA),
+    ("CR LF before a formula", "ok\r\n" + FORMULA),
+    ("a leading tab", "\t" + FORMULA),
+    ("a leading space", "  " + FORMULA),
+    ("a full-width equals sign", "＝1+1"),
+    ("a zero-width space first", "\u200b" + FORMULA),
+    ("a full-width plus", "＋cmd"),
+    ("an at sign", "@SUM(A1)"),
+    ("a minus", "-2+3"),
+]
+
+
+@pytest.mark.parametrize(("name", "cell"), CSV_CELLS, ids=[n for n, _ in CSV_CELLS])
+def test_csv_export_starts_no_formula_and_no_row(name: str, cell: str) -> None:
+    import csv
+    import io
+    import unicodedata
+
+    import pandas as pd
+
+    from explorer import table
+
+    frame = pd.DataFrame({"label": [cell, "plain"], "score": [0.5, -1.0]})
+    text = table.csv_text(frame)
+    assert len(text.splitlines()) == 3  # header and two rows, whatever splits lines
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 3 and rows[2] == ["plain", "-1.0"]
+    for value in rows[1][:1]:
+        visible = unicodedata.normalize("NFKC", value.lstrip(" \t\u200b"))
+        assert visible[:1] not in ("=", "+", "-", "@"), value
+    assert all(line.startswith('"') for line in text.splitlines())  # text cells are quoted
+
+
+# ------------------------------------------------------ display spoofing ---
+
+SPOOF = "invoice\u202eexe.gnp and \u2066hidden\u2069 \u200fmark"
+
+
+def test_bidi_controls_never_reach_the_page() -> None:
+    from explorer import render, safe_text, table
+
+    for shown in (
+        safe_text.md(SPOOF),
+        safe_text.plotly_text(SPOOF),
+        render.esc(SPOOF),
+        render.sentence(SPOOF),
+        str(table.csv_cell(SPOOF)),
+    ):
+        assert not safe_text.BIDI_CONTROLS.search(shown), ascii(shown)
+        assert "exe.gnp" in shown
+
+
+def test_bidi_controls_in_corpus_and_manifest_are_removed_on_the_pages(
+    app_runs: AppRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from explorer import data
+
+    root = tmp_path / "results"
+    run = root / app_runs.run.name
+    shutil.copytree(app_runs.run, run)
+    pairs = pq.read_table(run / "pairs.parquet")
+    text = pc.binary_join_element_wise(pairs["text"], pa.scalar(SPOOF), "")
+    pq.write_table(
+        pairs.set_column(pairs.schema.get_field_index("text"), "text", text), run / "pairs.parquet"
+    )
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["model"]["name"] = SPOOF
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    location = str(run)
+    for frame in (
+        data.pair_texts(location, "t", (0, 1)),
+        data.search_pairs(location, "t", "exe"),
+        data.runs_frame(data.list_runs(str(root))),
+    ):
+        assert not frame.empty
+        assert not frame.astype(str).map(safe_text_bidi).any().any(), frame
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    at.switch_page("pages/pairs.py").run()
+    assert not at.exception, at.exception
+    shown = _shown(at) + "".join(h.proto.body for h in at.get("html"))
+    assert "exe.gnp" in shown and not safe_text_bidi(shown)
+
+
+def safe_text_bidi(text: str) -> bool:
+    from explorer.safe_text import BIDI_CONTROLS
+
+    return BIDI_CONTROLS.search(text) is not None
