@@ -15,6 +15,9 @@ import streamlit as st
 from bilingual_core import RunFormatError
 from explorer import nav, ui
 from explorer.safe_text import public_name
+from explorer.server_guard import refuse_client_cache_clear
+
+refuse_client_cache_clear()  # a browser may not clear the caches every visitor shares
 
 st.set_page_config(
     page_title="Bilingual SAE features", page_icon=":material/translate:", layout="wide"

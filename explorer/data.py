@@ -70,7 +70,6 @@ def duckdb_connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
-_registered: set[str] = set()
 _register_lock = threading.Lock()
 
 
@@ -96,11 +95,12 @@ def parquet_source(location: str, name: str) -> str:
     if is_local(fs):
         return glob_literal(full)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    key = protocols[0]
+    # Asked of the connection itself: a cleared cache builds a new connection,
+    # which must get the filesystem again.
+    con = duckdb_connection()
     with _register_lock:
-        if key not in _registered:
-            duckdb_connection().register_filesystem(fs)
-            _registered.add(key)
+        if not con.filesystem_is_registered(protocols[0]):
+            con.register_filesystem(fs)
     return glob_literal(fs.unstrip_protocol(full))
 
 

@@ -931,3 +931,53 @@ def safe_text_bidi(text: str) -> bool:
     from explorer.safe_text import BIDI_CONTROLS
 
     return BIDI_CONTROLS.search(text) is not None
+
+
+# ------------------------------------------------------- shared caches ---
+
+
+def test_a_client_cannot_clear_the_shared_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import streamlit as st
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.runtime.app_session import AppSession
+
+    monkeypatch.setattr(
+        AppSession, "_handle_clear_cache_request", AppSession._handle_clear_cache_request
+    )  # undone after the test
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
+    AppTest.from_file(str(APP), default_timeout=30).run()  # the app installs its guard
+    calls = []
+
+    @st.cache_data
+    def cached() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert cached() == 1
+    assert BackMsg(clear_cache=True).WhichOneof("type") == "clear_cache"
+    # What AppSession.handle_backmsg calls for that message from any websocket client:
+    AppSession._handle_clear_cache_request(SimpleNamespace(_session_state={}))
+    assert cached() == 1  # still cached: the message was ignored
+
+
+def test_the_duckdb_connection_rebuilds_with_its_filesystems() -> None:
+    import io
+
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from explorer import data
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"pair_id": [0, 1, 2]}), buffer)
+    fsspec.filesystem("memory").pipe("/hostile-cache/demo/pairs.parquet", buffer.getvalue())
+    sql = "SELECT count(*) AS n FROM read_parquet(?)"
+    for _ in range(2):  # before and after the connection is rebuilt
+        source = data.parquet_source("memory://hostile-cache/demo", "pairs.parquet")
+        assert int(data.query(sql, [source], file="pairs.parquet")["n"].iloc[0]) == 3
+        data.duckdb_connection.clear()
