@@ -981,3 +981,105 @@ def test_the_duckdb_connection_rebuilds_with_its_filesystems() -> None:
         source = data.parquet_source("memory://hostile-cache/demo", "pairs.parquet")
         assert int(data.query(sql, [source], file="pairs.parquet")["n"].iloc[0]) == 3
         data.duckdb_connection.clear()
+
+
+# ------------------------------------------------- commits and cancels ---
+
+
+def test_a_local_commit_killed_between_its_renames_loses_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from bilingual_core import Run, SyntheticConfig, storage, write_synthetic_run
+
+    root = tmp_path / "results"
+    config = SyntheticConfig(n_pairs=12, d_sae=64, mean_tokens=3.0, run_id="demo")
+    write_synthetic_run(root, config)
+    first = Run.open(root / "demo").manifest.created_at
+    real_rename, calls = os.rename, []
+
+    def killed_after_first_rename(src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) > 1:
+            raise SystemExit("killed")  # the process dies: not even the restoring rename runs
+        real_rename(src, dst)
+
+    monkeypatch.setattr(storage, "exchange", lambda a, b: False)  # a system without the swap
+    monkeypatch.setattr(storage.os, "rename", killed_after_first_rename)
+    with pytest.raises(SystemExit):
+        write_synthetic_run(root, SyntheticConfig(**{**config.__dict__, "seed": 9}), overwrite=True)
+    monkeypatch.setattr(storage.os, "rename", real_rename)
+    assert not (root / "demo").exists() and list(root.glob(".demo.old-*"))
+    storage.clean_stale_temporaries(root, max_age_s=0.0)  # the cleanup any writer or worker runs
+    run = Run.open(root / "demo")
+    assert run.is_complete and run.manifest.created_at == first  # the old run, whole
+    assert not list(root.glob(".demo.old-*"))
+
+
+def test_replacing_a_run_leaves_one_complete_run(tmp_path: Path) -> None:
+    from bilingual_core import Run, SyntheticConfig, write_synthetic_run
+
+    root = tmp_path / "results"
+    config = SyntheticConfig(n_pairs=12, d_sae=64, mean_tokens=3.0, run_id="demo")
+    write_synthetic_run(root, config)
+    write_synthetic_run(root, SyntheticConfig(**{**config.__dict__, "n_pairs": 14}), overwrite=True)
+    assert Run.open(root / "demo").manifest.n_pairs == 14
+    assert sorted(p.name for p in root.iterdir()) == ["demo"]
+
+
+WRITES_THEN_WAITS = (
+    "import json, sys, time\n"
+    "from bilingual_core import SyntheticConfig, write_synthetic_run\n"
+    "out = [a for a in sys.argv if a.startswith('--out=')][0][6:]\n"
+    "write_synthetic_run(out, SyntheticConfig(n_pairs=12, d_sae=64, mean_tokens=3.0,"
+    " run_id='x'), overwrite=True)\n"
+    "print('committed; now the logits pass', flush=True)\n"
+    "{after}\n"
+    "time.sleep(30)\n"
+)
+CANCEL_NOW = f"open(out + '/_jobs/{GOOD_ID}/cancel.json', 'w').write(json.dumps({{'by': 'ana'}}))"
+
+
+@pytest.mark.parametrize(
+    ("name", "after", "state"),
+    [
+        ("cancel after the commit", CANCEL_NOW, "cancelled"),
+        ("crash after the commit", "sys.exit(5)", "failed"),
+    ],
+    ids=["cancel after the commit", "crash after the commit"],
+)
+def test_a_job_stopped_after_its_commit_says_the_run_is_published(
+    name: str, after: str, state: str, tmp_path: Path
+) -> None:
+    from bilingual_core import SyntheticConfig, write_synthetic_run
+
+    root = tmp_path / "results"
+    write_synthetic_run(root, SyntheticConfig(n_pairs=10, d_sae=64, mean_tokens=3.0, run_id="x"))
+    queue = JobQueue(str(root))
+    queue.submit(
+        validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x", "overwrite": True})
+    )
+    program = (sys.executable, "-c", WRITES_THEN_WAITS.format(after=after))
+    config = WorkerConfig(heartbeat_seconds=0.2, stop_grace_seconds=5.0, program=program)
+    assert Worker(queue, config).run_once()
+    job = queue.get(GOOD_ID)
+    assert job.state == state
+    assert "not written" not in job.status.error and "already written" in job.status.error
+    assert "is published" in job.status.error and job.status.run_location
+
+
+def test_a_job_cancelled_before_its_commit_says_nothing_was_written(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    queue = JobQueue(str(root))
+    queue.submit(validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x"}))
+    program = (
+        sys.executable,
+        "-c",
+        CANCEL_NOW.replace("out + '", f"'{root}") + "\nimport time; time.sleep(30)",
+    )
+    program = (sys.executable, "-c", "import json\n" + program[2])
+    config = WorkerConfig(heartbeat_seconds=0.2, stop_grace_seconds=5.0, program=program)
+    assert Worker(queue, config).run_once()
+    job = queue.get(GOOD_ID)
+    assert job.state == "cancelled" and "the run was not written" in job.status.error
