@@ -96,6 +96,26 @@ REFUSALS: list[Refusal] = [
         "line 2 has 3 field",
     ),
     Refusal(
+        "a 10 MB corpus line",
+        _corpus("c.tsv", "en\tes\nhello\thola\n" + "a" * 10_000_000 + "\tb\n"),
+        CorpusError,
+        "line 3 has a field longer than",
+    ),
+    Refusal(
+        "a 10 MB quoted CSV field",
+        _corpus("c.csv", 'en,es\n"' + "a" * 10_000_000 + '",b\n'),
+        CorpusError,
+        "field longer than",
+    ),
+    Refusal(
+        "max_tokens beyond the tiny model's context",
+        lambda _: validate_request(
+            {"preset": "tiny", "overrides": {"max_tokens": 8192, "batch_tokens": 10**7}}
+        ),
+        RequestError,
+        "context of 2048 tokens",
+    ),
+    Refusal(
         "TSV row with a missing field",
         _corpus("c.tsv", "en\tes\nhello\thola\nbye\n"),
         CorpusError,
