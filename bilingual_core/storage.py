@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import shutil
 import time
 import uuid
@@ -46,6 +47,16 @@ OLD_MARK = ".old-"
 def results_root_from_env(default: str = DEFAULT_RESULTS) -> str:
     """The results root named by ``BILINGUAL_RESULTS_DIR``, else ``results``."""
     return os.environ.get(RESULTS_ENV) or default
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@")
+
+
+def redact_url(text: object) -> str:
+    """``text`` with the user and password of every URL in it left out
+    (``s3://key:secret@bucket`` becomes ``s3://***@bucket``): credentials in
+    URLs are never stored in job files or shown."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", str(text))
 
 
 def open_root(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bilingual_core import Run, RunFormatError
-from bilingual_core.storage import clean_stale_temporaries, is_local, join
+from bilingual_core.storage import clean_stale_temporaries, is_local, join, redact_url
 from jobs.config import BUNDLED_CORPUS, cache_root
 from jobs.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
 from jobs.request import JobRequest
@@ -160,7 +160,7 @@ class Worker:
                 "pid": os.getpid(),
                 "gpus": self.gpus,
                 "job": self.current,
-                "push_to": list(self.config.push_to),
+                "push_to": [redact_url(url) for url in self.config.push_to],
                 "stale_after_seconds": self.config.stale_after_seconds,
             },
         )
@@ -447,7 +447,7 @@ class Worker:
             status.run_location = local
         else:
             status.run_location = publish_run(local, self.queue.url, overwrite=request.overwrite)
-            status.published.append(self.queue.url)
+            status.published.append(redact_url(self.queue.url))
         if request.publish:
             for url in self.config.push_to:
                 try:
@@ -460,18 +460,22 @@ class Worker:
                         f"the run is complete at {status.run_location}, but publishing it to "
                         f"{url} failed: {type(exc).__name__}: {exc}",
                     )
-                status.published.append(url)
+                status.published.append(redact_url(url))
         return self._finish(request.id, status, "succeeded", None)
 
     def _finish(self, job_id: str, status: JobStatus, state: str, error: str | None) -> JobStatus:
         status.state = state  # type: ignore[assignment]
-        status.error = error
+        status.error = redact_url(error) if error else error
+        status.run_location = redact_url(status.run_location) if status.run_location else None
         status.finished_at = status.heartbeat_at = utc_now()
         try:
             self.queue.write_status(job_id, status)
         except Exception as exc:  # nothing more can be written there; say it here
             print(f"worker: could not record job {job_id} as {state}: {exc}", file=sys.stderr)
-        print(f"worker: job {job_id} {state}" + (f": {error}" if error else ""), file=sys.stderr)
+        print(
+            f"worker: job {job_id} {state}" + (f": {status.error}" if error else ""),
+            file=sys.stderr,
+        )
         return status
 
 

@@ -1103,3 +1103,34 @@ def test_a_job_cancelled_before_its_commit_says_nothing_was_written(tmp_path: Pa
     assert Worker(queue, config).run_once()
     job = queue.get(GOOD_ID)
     assert job.state == "cancelled" and "the run was not written" in job.status.error
+
+
+# ------------------------------------------------------------- leaks ---
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("s3://AKIA:hunter2@bucket/results", "s3://***@bucket/results"),
+        ("https://user:hunter2@host/x and hf://tok@datasets/x", "https://***@host/x and hf://***@"),
+        ("memory://plain/path", "memory://plain/path"),
+    ],
+)
+def test_url_credentials_are_redacted(url: str, shown: str) -> None:
+    from bilingual_core.storage import redact_url
+
+    assert redact_url(url).startswith(shown) and "hunter2" not in redact_url(url)
+
+
+def test_a_push_to_password_is_never_written_to_job_files(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    queue = JobQueue(str(root))
+    queue.submit(validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x"}))
+    program = (sys.executable, "-c", WRITES_THEN_WAITS.format(after="sys.exit(0)"))
+    push = "memory://admin:hunter2@pushed/results"
+    config = WorkerConfig(heartbeat_seconds=0.2, push_to=(push,), program=program)
+    assert Worker(queue, config).run_once()
+    job = queue.get(GOOD_ID)
+    assert job.state == "succeeded", job.status.error
+    written = "".join(p.read_text() for p in (root / "_jobs").rglob("*.json"))
+    assert "memory://***@pushed/results" in written and "hunter2" not in written
