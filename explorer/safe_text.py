@@ -131,8 +131,10 @@ def log_and_hide(message: object) -> str:
 
 
 def md_frame(frame):
-    """A DataFrame for ``st.table`` (which renders Markdown in cells): every cell and label escaped."""
-    out = frame.map(lambda v: md(v, None))
+    """A DataFrame for ``st.table`` (which renders Markdown in cells): every cell and
+    label escaped, server paths in cells shortened (:func:`hide_paths`: a model
+    cache under the server's home directory, the results root)."""
+    out = frame.map(lambda v: md(hide_paths(v), None))
     out.index = [md(v, None) for v in out.index]
     out.columns = [md(v, None) for v in out.columns]
     return out

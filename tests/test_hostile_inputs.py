@@ -1134,3 +1134,49 @@ def test_a_push_to_password_is_never_written_to_job_files(tmp_path: Path) -> Non
     assert job.state == "succeeded", job.status.error
     written = "".join(p.read_text() for p in (root / "_jobs").rglob("*.json"))
     assert "memory://***@pushed/results" in written and "hunter2" not in written
+
+
+def test_the_page_icon_is_bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamlit
+
+    seen: dict[str, object] = {}
+    real = streamlit.set_page_config
+
+    def record(**kwargs: object) -> None:
+        seen.update(kwargs)
+        real(**kwargs)
+
+    monkeypatch.setattr(streamlit, "set_page_config", record)
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception, at.exception
+    icon = Path(str(seen["page_icon"]))
+    assert icon.is_file() and icon.suffix == ".png"  # served by the app, no font host
+    assert icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_server_paths_in_the_manifest_and_a_missing_run_stay_on_the_server(
+    app_runs: AppRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    root = tmp_path / "srv" / "secret-place" / "results"
+    run = root / app_runs.run.name
+    shutil.copytree(app_runs.run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["model"]["path"] = "/home/operator/.cache/bilingual-sae/gemma3-270m/checkpoint"
+    manifest["sae"]["path"] = str(root / "_models" / "sae")
+    manifest["corpus"]["source"] = str(root / "_corpora" / "mine.tsv")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    for params in ({}, {"run": "gone"}):
+        at = AppTest.from_file(str(APP), default_timeout=30)
+        at.query_params.update(params)
+        at.run()
+        at.switch_page("pages/overview.py")
+        at.query_params.update(params)
+        at.run()
+        assert not at.exception, at.exception
+        shown = _shown(at) + "".join(str(j.value) for j in at.get("json"))
+        for secret in ("secret-place", "/home/operator", ".cache"):
+            assert secret not in shown, (params, secret, shown)
