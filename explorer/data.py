@@ -43,6 +43,7 @@ from bilingual_core.schema import (
     THRESHOLD_NAMES,
     THRESHOLDS,
     TOKENS,
+    check_columns,
 )
 from bilingual_core.score_tables import PAIR_BLOCK_SHIFT
 from bilingual_core.storage import is_local, join, open_root
@@ -209,6 +210,10 @@ def file_problems(location: str, token: str, names: tuple[str, ...]) -> dict[str
     del token  # cache key only
     fs, path = open_root(location)
     problems: dict[str, str] = {}
+    try:
+        manifest: Manifest | None = Run.open(location).manifest
+    except RunFormatError:
+        manifest = None
     for name in names:
         full = join(path, name)
         if not fs.exists(full):
@@ -216,14 +221,74 @@ def file_problems(location: str, token: str, names: tuple[str, ...]) -> dict[str
             continue
         try:
             with fs.open(full, "rb") as handle:
-                schema = pq.read_schema(handle)
+                meta = pq.read_metadata(handle)
+            schema = meta.schema.to_arrow_schema()
         except (pa.ArrowException, OSError) as exc:
             problems[name] = f"{name} is not a readable Parquet file ({exc})"
             continue
         missing = [c.name for c in REQUIRED_COLUMNS.get(name, []) if c.name not in schema.names]
         if missing:
             problems[name] = f"{name} lacks required column(s): {', '.join(missing)}"
+            continue
+        problem = _metadata_problem(name, meta, schema, manifest)
+        if problem:
+            problems[name] = problem
     return problems
+
+
+MAX_FEATURES = 1 << 21
+"""Most SAE features a run may have for the app to load it (Gemma Scope's widest
+SAEs have 1M): features.parquet is loaded whole."""
+ID_COLUMNS = {"feature": "d_sae", "pair_id": "n_pairs", "neighbour": "d_sae"}
+
+
+def _metadata_problem(
+    name: str, meta: pq.FileMetaData, schema: pa.Schema, manifest: Manifest | None
+) -> str | None:
+    """What the Parquet footer alone shows wrong with ``name`` (types, row count,
+    id ranges, non-finite activations), before anything is loaded; None if nothing."""
+    try:
+        check_columns(schema, name)
+    except RunFormatError as exc:
+        return str(exc)
+    if manifest is None:
+        return None
+    if manifest.d_sae > MAX_FEATURES:
+        return (
+            f"the run has {manifest.d_sae:,} features, more than the app loads ({MAX_FEATURES:,})"
+        )
+    if name == FEATURES and meta.num_rows != manifest.d_sae:
+        return (
+            f"{name} has {meta.num_rows:,} rows but the manifest says {manifest.d_sae:,} "
+            "features; it is not loaded"
+        )
+    limits = {"d_sae": manifest.d_sae, "n_pairs": manifest.n_pairs}
+    for column, bound in ID_COLUMNS.items():
+        if column not in schema.names:
+            continue
+        lo, hi = _column_range(meta, schema.get_field_index(column))
+        if lo is not None and (lo < 0 or hi >= limits[bound]):
+            return f"{name}, column {column!r}: ids outside 0..{limits[bound] - 1}"
+    if name == ACTIVATIONS and "activation" in schema.names:
+        lo, hi = _column_range(meta, schema.get_field_index("activation"))
+        if lo is not None and not (np.isfinite(lo) and np.isfinite(hi)):
+            return f"{name}, column 'activation': holds infinite values"
+    return None
+
+
+def _column_range(meta: pq.FileMetaData, index: int) -> tuple[float | None, float | None]:
+    """The smallest and largest value of a column from its row-group statistics
+    (None when some row group has none)."""
+    lo = hi = None
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return None, None
+        if not isinstance(stats.min, int | float) or isinstance(stats.min, bool):
+            return None, None
+        lo = stats.min if lo is None else min(lo, stats.min)
+        hi = stats.max if hi is None else max(hi, stats.max)
+    return lo, hi
 
 
 # ---------------------------------------------------------- small tables ---
@@ -337,6 +402,10 @@ def feature_profile(location: str, token: str, feature: int, bins: int = 40) -> 
         )
         return FeatureProfile(empty_max, empty_hist, 0)
     rows["lang"] = rows["lang"].astype(str)
+    if not np.isfinite(rows["activation"].to_numpy(np.float64)).all():
+        raise RunFormatError(
+            ACTIVATIONS, "activation", f"feature {int(feature)} has NaN or infinite values"
+        )
     per_sentence = (
         rows.groupby(["pair_id", "lang"], sort=False)["activation"]
         .agg(max_activation="max", n_tokens="size")

@@ -1180,3 +1180,125 @@ def test_server_paths_in_the_manifest_and_a_missing_run_stay_on_the_server(
         shown = _shown(at) + "".join(str(j.value) for j in at.get("json"))
         for secret in ("secret-place", "/home/operator", ".cache"):
             assert secret not in shown, (params, secret, shown)
+
+
+# ------------------------------------------------------ crafted run files ---
+
+
+def _rewrite(name: str, change: Callable) -> Callable[[Path], dict[str, str]]:
+    """Rewrite run file ``name`` with ``change(table) -> table``; the URL params to open."""
+
+    def craft(run: Path) -> dict[str, str]:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(run / name)
+        pq.write_table(change(table), run / name)
+        return {}
+
+    return craft
+
+
+def _set(column: str, value: Callable) -> Callable:
+    def change(table):
+        import pyarrow as pa
+
+        index = table.schema.get_field_index(column)
+        return table.set_column(index, column, pa.array(value(table), type=value.type))
+
+    return change
+
+
+def _constant_features(run: Path) -> dict[str, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = pq.read_table(run / "features.parquet").slice(0, 1)
+    block = pa.concat_tables([row] * 1000).combine_chunks()
+    block = pa.concat_tables([block] * 100).combine_chunks()  # 100,000 equal rows
+    with pq.ParquetWriter(run / "features.parquet", block.schema, compression="zstd") as out:
+        for _ in range(20):  # one row repeated 2 M times: a file of a few hundred KB
+            out.write_table(block)
+    return {}
+
+
+def _nan_feature(run: Path) -> dict[str, str]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run / "activations.parquet")
+    feature = table["feature"][0].as_py()
+    mask = pc.equal(table["feature"], feature)
+    nan = pc.if_else(mask, pa.scalar(float("nan"), table["activation"].type), table["activation"])
+    index = table.schema.get_field_index("activation")
+    pq.write_table(table.set_column(index, "activation", nan), run / "activations.parquet")
+    return {"feature": str(feature)}
+
+
+def _ints(value: int, kind: object) -> Callable:
+    def make(table):
+        return [value] * table.num_rows
+
+    make.type = kind  # type: ignore[attr-defined]
+    return make
+
+
+def _strings(table):
+    return [str(v) for v in table["feature"].to_pylist()]
+
+
+_strings.type = None  # type: ignore[attr-defined]
+
+CRAFTED: list[tuple[str, Callable[[Path], dict[str, str]], str, str]] = [
+    (
+        "2 M constant rows in features.parquet",
+        _constant_features,
+        "pages/features.py",
+        "2,000,000 rows",
+    ),
+    (
+        "feature column of strings",
+        _rewrite("features.parquet", _set("feature", _strings)),
+        "pages/features.py",
+        "column 'feature'",
+    ),
+    (
+        "negative pair ids",
+        _rewrite("activations.parquet", _set("pair_id", _ints(-5, None))),
+        "pages/feature.py",
+        "ids outside",
+    ),
+    (
+        "infinite activations",
+        _rewrite("activations.parquet", _set("activation", _ints(float("inf"), None))),
+        "pages/feature.py",
+        "infinite",
+    ),
+    ("NaN activations", _nan_feature, "pages/feature.py", "NaN"),
+]
+
+
+@pytest.mark.parametrize(("name", "craft", "page", "reason"), CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_crafted_run_files_give_a_clear_error(
+    name: str,
+    craft: Callable[[Path], dict[str, str]],
+    page: str,
+    reason: str,
+    app_runs: AppRuns,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    root = tmp_path / "results"
+    run = root / app_runs.run.name
+    shutil.copytree(app_runs.run, run)
+    params = craft(run)
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page(page)
+    at.query_params.update(params)
+    at.run()
+    assert not at.exception, at.exception
+    errors = "\n".join(e.value for e in at.error)
+    assert reason in errors, errors
