@@ -16,10 +16,13 @@ import streamlit as st
 from bilingual_core import RunFormatError
 from explorer import nav, ui
 from explorer.safe_text import public_name
+from explorer.server_guard import refuse_client_cache_clear
 
-st.set_page_config(
-    page_title="Bilingual SAE features", page_icon=":material/translate:", layout="wide"
-)
+refuse_client_cache_clear()  # a browser may not clear the caches every visitor shares
+
+# A bundled icon: a Material or emoji icon would make every visitor's browser
+# fetch it from an outside font host (and fail on an offline host).
+st.set_page_config(page_title="Bilingual SAE features", page_icon=str(ui.PAGE_ICON), layout="wide")
 
 page = st.navigation(
     [

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from .errors import RunFormatError
 from .schema import FORMAT_VERSION, MANIFEST
 
@@ -97,22 +99,23 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
+        """Parse and check a manifest (RunFormatError naming the field at fault).
+
+        The text is checked against :class:`ManifestFile` first, so a section of
+        the wrong type (``"model": "x"``, ``"sae": null``), deeply nested arrays
+        or an oversized file is an error for this run, never a crash."""
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise RunFormatError(MANIFEST, None, f"larger than {MAX_MANIFEST_BYTES:,} bytes")
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RunFormatError(MANIFEST, None, f"not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise RunFormatError(MANIFEST, None, "nested too deeply to be a manifest") from None
         if not isinstance(raw, dict):
             raise RunFormatError(MANIFEST, None, "expected a JSON object")
-        required = (
-            "format_version",
-            "run_id",
-            "status",
-            "created_at",
-            "languages",
-            "n_pairs",
-            "d_sae",
-        )
-        missing = [k for k in required if k not in raw]
+        required = ("format_version", "run_id", "status", "created_at", "languages")
+        missing = [k for k in (*required, "n_pairs", "d_sae") if k not in raw]
         if missing:
             raise RunFormatError(
                 MANIFEST, missing[0], f"missing required key(s): {', '.join(missing)}"
@@ -121,23 +124,56 @@ class Manifest:
             raise RunFormatError(
                 MANIFEST,
                 "format_version",
-                f"format version {raw['format_version']!r} is not supported (this tool reads {FORMAT_VERSION})",
+                f"format version {raw['format_version']!r} is not supported (this tool reads {FORMAT_VERSION})"
+                if isinstance(raw["format_version"], int)
+                else f"format version is not supported (this tool reads {FORMAT_VERSION})",
             )
-        if raw["status"] not in ("writing", "complete"):
-            raise RunFormatError(MANIFEST, "status", f"unknown status {raw['status']!r}")
-        for key in ("n_pairs", "d_sae"):
-            if not isinstance(raw[key], int) or isinstance(raw[key], bool):
-                raise RunFormatError(MANIFEST, key, f"must be an integer, got {raw[key]!r}")
-        if not isinstance(raw["languages"], list) or not all(
-            isinstance(x, str) for x in raw["languages"]
-        ):
-            raise RunFormatError(MANIFEST, "languages", "must be a list of language codes")
-        known = {f for f in cls.__dataclass_fields__}
-        kwargs = {k: v for k, v in raw.items() if k in known}
+        try:
+            checked = ManifestFile.model_validate(raw)
+        except ValidationError as exc:
+            raise RunFormatError(MANIFEST, *_schema_problem(exc)) from None
+        except RecursionError:
+            raise RunFormatError(MANIFEST, None, "nested too deeply to be a manifest") from None
+        kwargs = {k: getattr(checked, k) for k in ManifestFile.model_fields}
         try:
             return cls(**kwargs)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise RunFormatError(MANIFEST, None, str(exc)) from exc
+
+
+MAX_MANIFEST_BYTES = 1_000_000
+"""Largest manifest read (real ones are a few kilobytes)."""
+
+
+class ManifestFile(BaseModel):
+    """The typed schema ``manifest.json`` is checked against before it is used
+    (``strict``: a string is not a section, null is not an empty one)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    format_version: int
+    run_id: str
+    status: RunStatus
+    created_at: str
+    languages: list[str]
+    n_pairs: int
+    d_sae: int
+    model: dict[str, Any] = {}
+    sae: dict[str, Any] = {}
+    corpus: dict[str, Any] = {}
+    extraction: dict[str, Any] = {}
+    versions: dict[str, Any] = {}
+    scoring: dict[str, Any] = {}
+    evidence: dict[str, Any] = {}
+
+
+def _schema_problem(exc: ValidationError) -> tuple[str | None, str]:
+    """The first field at fault and what is wrong, without the value."""
+    errors = exc.errors(include_input=False, include_url=False)
+    first = errors[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return field, f"{first['msg']}{more}"
 
 
 def _reject_secrets(section: dict[str, Any], name: str) -> None:

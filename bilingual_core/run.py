@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import RunFormatError
-from .manifest import RUN_ID_PATTERN, Manifest
+from .manifest import MAX_MANIFEST_BYTES, RUN_ID_PATTERN, Manifest
 from .schema import MANIFEST
-from .storage import RunWriter, is_local, join, open_root, read_text
+from .storage import RunWriter, is_local, join, open_root
 
 
 @dataclass
@@ -48,7 +48,15 @@ class Run:
             raise RunFormatError(
                 MANIFEST, None, f"missing in {path} (not a run directory, or still being written)"
             )
-        return cls(fs, path, Manifest.from_json(read_text(fs, manifest_path)))
+        try:
+            with fs.open(manifest_path, "rb") as handle:
+                data = handle.read(MAX_MANIFEST_BYTES + 1)  # never more, whatever it is
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RunFormatError(MANIFEST, None, "not UTF-8 text") from None
+        except OSError as exc:
+            raise RunFormatError(MANIFEST, None, f"cannot be read ({exc})") from None
+        return cls(fs, path, Manifest.from_json(text))
 
     @property
     def run_id(self) -> str:
@@ -151,7 +159,8 @@ def list_runs(location: str | os.PathLike[str]) -> list[RunListing]:
             continue
         try:
             run = Run.open_fs(fs, path)
-        except RunFormatError as exc:
+        except (RunFormatError, ValueError, TypeError, RecursionError) as exc:
+            # One unusable run is listed with its reason; the others are still served.
             listings.append(RunListing(name, path, None, str(exc)))
             continue
         problem = None if run.is_complete else f"status is {run.manifest.status!r}, not complete"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import shutil
 import time
 import uuid
@@ -46,6 +47,16 @@ OLD_MARK = ".old-"
 def results_root_from_env(default: str = DEFAULT_RESULTS) -> str:
     """The results root named by ``BILINGUAL_RESULTS_DIR``, else ``results``."""
     return os.environ.get(RESULTS_ENV) or default
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@")
+
+
+def redact_url(text: object) -> str:
+    """``text`` with the user and password of every URL in it left out
+    (``s3://key:secret@bucket`` becomes ``s3://***@bucket``): credentials in
+    URLs are never stored in job files or shown."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", str(text))
 
 
 def open_root(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -103,6 +114,38 @@ def read_text(fs: fsspec.AbstractFileSystem, path: str) -> str:
 def write_text(fs: fsspec.AbstractFileSystem, path: str, text: str) -> None:
     with fs.open(path, "wb") as handle:
         handle.write(text.encode("utf-8"))
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``);
+    False when this system or filesystem cannot, and nothing was changed."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: not supported here
+        return False
+    raise OSError(errno, os.strerror(errno), b)
 
 
 class RunWriter:
@@ -185,18 +228,25 @@ class RunWriter:
         return self.final
 
     def _commit_local(self) -> None:
-        old = None
-        if os.path.exists(self.final):
-            old = join(self.root, f".{self.run_id}{OLD_MARK}{uuid.uuid4().hex[:12]}")
-            os.rename(self.final, old)
+        """Move the temporary into place. Replacing a run swaps the two directories
+        in one step where the kernel can (``renameat2(RENAME_EXCHANGE)``), so an
+        interruption leaves the old or the new run complete, never neither.
+        Elsewhere it is two renames; a writer killed between them leaves the old
+        run as ``.<run>.old-*``, which :func:`clean_stale_temporaries` moves back."""
+        if not os.path.exists(self.final):
+            os.rename(self.tmp, self.final)
+            return
+        if exchange(self.tmp, self.final):
+            shutil.rmtree(self.tmp, ignore_errors=True)  # now the old run
+            return
+        old = join(self.root, f".{self.run_id}{OLD_MARK}{uuid.uuid4().hex[:12]}")
+        os.rename(self.final, old)
         try:
             os.rename(self.tmp, self.final)
         except BaseException:
-            if old is not None:
-                os.rename(old, self.final)
+            os.rename(old, self.final)
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     def _commit_remote(self) -> None:
         names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.tmp, detail=False)]
@@ -294,6 +344,20 @@ def _newest_mtime(fs: fsspec.AbstractFileSystem, path: str) -> float | None:
     return max(times) if times else None
 
 
+def _writer_at_work(fs: fsspec.AbstractFileSystem, base: str, run_id: str) -> bool:
+    """Some writer holds the lock of one of ``run_id``'s temporaries."""
+    prefix = f".{run_id}{TMP_MARK}"
+    for entry in fs.ls(base, detail=False):
+        name = posixpath.basename(entry.rstrip("/"))
+        if (
+            name.startswith(prefix)
+            and not name.endswith(LOCK_SUFFIX)
+            and _is_locked(entry.rstrip("/"))
+        ):
+            return True
+    return False
+
+
 def clean_stale_temporaries(
     root: str | os.PathLike[str],
     run_id: str | None = None,
@@ -302,6 +366,10 @@ def clean_stale_temporaries(
     fs: fsspec.AbstractFileSystem | None = None,
 ) -> list[str]:
     """Remove ``.<run>.tmp-*`` and ``.<run>.old-*`` entries left by killed writers; their names.
+
+    A ``.<run>.old-*`` whose run is missing is the only copy of that run (its
+    writer was killed between two renames): it is moved back into place, never
+    removed, as soon as no writer of that run is at work.
 
     Only those untouched for ``max_age_s`` (newest modification time of the
     directory and its entries) and whose lock (:class:`TemporaryLock`) no
@@ -335,6 +403,16 @@ def clean_stale_temporaries(
             target = path
         if _is_locked(target):
             continue
+        if OLD_MARK in name and not name.endswith(LOCK_SUFFIX):
+            # A writer killed between its two renames: this may be the only copy of the run.
+            run = name[1:].split(OLD_MARK, 1)[0]
+            final = join(base, run)
+            if not fs.exists(final):
+                if _writer_at_work(fs, base, run):
+                    continue
+                fs.mv(path, final, recursive=True)
+                removed.append(name)
+                continue
         age = _newest_mtime(fs, path)
         if age is None or now - age < max_age_s:
             continue

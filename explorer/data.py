@@ -43,11 +43,12 @@ from bilingual_core.schema import (
     THRESHOLD_NAMES,
     THRESHOLDS,
     TOKENS,
+    check_columns,
 )
 from bilingual_core.score_tables import PAIR_BLOCK_SHIFT
 from bilingual_core.storage import is_local, join, open_root
 
-from .safe_text import hide_paths
+from .safe_text import hide_paths, no_bidi
 
 # Most activations a single query hands back to Python (a feature firing on
 # every token of a full OPUS Books run has about 6.5 million).
@@ -70,7 +71,6 @@ def duckdb_connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
-_registered: set[str] = set()
 _register_lock = threading.Lock()
 
 
@@ -96,11 +96,12 @@ def parquet_source(location: str, name: str) -> str:
     if is_local(fs):
         return glob_literal(full)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    key = protocols[0]
+    # Asked of the connection itself: a cleared cache builds a new connection,
+    # which must get the filesystem again.
+    con = duckdb_connection()
     with _register_lock:
-        if key not in _registered:
-            duckdb_connection().register_filesystem(fs)
-            _registered.add(key)
+        if not con.filesystem_is_registered(protocols[0]):
+            con.register_filesystem(fs)
     return glob_literal(fs.unstrip_protocol(full))
 
 
@@ -113,6 +114,18 @@ def query(sql: str, params: list | None = None, *, file: str) -> pd.DataFrame:
         raise RunFormatError(file, None, f"query failed ({exc})") from exc
     finally:
         cursor.close()
+
+
+def _shown_text(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``frame`` with bidirectional controls removed from a text column (corpus
+    text is shown in tables and widgets as well as through ``safe_text``)."""
+    if column in frame and len(frame):
+        frame[column] = frame[column].map(lambda v: no_bidi(v) if isinstance(v, str) else v)
+    return frame
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else no_bidi(value)
 
 
 def _int_list(values: tuple[int, ...] | list[int]) -> str:
@@ -172,9 +185,9 @@ def runs_frame(listings: list[RunListing]) -> pd.DataFrame:
         rows.append(
             {
                 "run": r.run_id,
-                "status": "ok" if r.ok else f"problem: {hide_paths(r.problem)}",
-                "model": (m.model.get("name") if m else None),
-                "SAE": _sae_name(m.sae) if m else None,
+                "status": "ok" if r.ok else f"problem: {no_bidi(hide_paths(r.problem))}",
+                "model": _text_or_none(m.model.get("name")) if m else None,
+                "SAE": _text_or_none(_sae_name(m.sae)) if m else None,
                 "pairs": m.n_pairs if m else None,
                 "features": m.d_sae if m else None,
                 "languages": ", ".join(m.languages) if m else None,
@@ -197,6 +210,10 @@ def file_problems(location: str, token: str, names: tuple[str, ...]) -> dict[str
     del token  # cache key only
     fs, path = open_root(location)
     problems: dict[str, str] = {}
+    try:
+        manifest: Manifest | None = Run.open(location).manifest
+    except RunFormatError:
+        manifest = None
     for name in names:
         full = join(path, name)
         if not fs.exists(full):
@@ -204,14 +221,74 @@ def file_problems(location: str, token: str, names: tuple[str, ...]) -> dict[str
             continue
         try:
             with fs.open(full, "rb") as handle:
-                schema = pq.read_schema(handle)
+                meta = pq.read_metadata(handle)
+            schema = meta.schema.to_arrow_schema()
         except (pa.ArrowException, OSError) as exc:
             problems[name] = f"{name} is not a readable Parquet file ({exc})"
             continue
         missing = [c.name for c in REQUIRED_COLUMNS.get(name, []) if c.name not in schema.names]
         if missing:
             problems[name] = f"{name} lacks required column(s): {', '.join(missing)}"
+            continue
+        problem = _metadata_problem(name, meta, schema, manifest)
+        if problem:
+            problems[name] = problem
     return problems
+
+
+MAX_FEATURES = 1 << 21
+"""Most SAE features a run may have for the app to load it (Gemma Scope's widest
+SAEs have 1M): features.parquet is loaded whole."""
+ID_COLUMNS = {"feature": "d_sae", "pair_id": "n_pairs", "neighbour": "d_sae"}
+
+
+def _metadata_problem(
+    name: str, meta: pq.FileMetaData, schema: pa.Schema, manifest: Manifest | None
+) -> str | None:
+    """What the Parquet footer alone shows wrong with ``name`` (types, row count,
+    id ranges, non-finite activations), before anything is loaded; None if nothing."""
+    try:
+        check_columns(schema, name)
+    except RunFormatError as exc:
+        return str(exc)
+    if manifest is None:
+        return None
+    if manifest.d_sae > MAX_FEATURES:
+        return (
+            f"the run has {manifest.d_sae:,} features, more than the app loads ({MAX_FEATURES:,})"
+        )
+    if name == FEATURES and meta.num_rows != manifest.d_sae:
+        return (
+            f"{name} has {meta.num_rows:,} rows but the manifest says {manifest.d_sae:,} "
+            "features; it is not loaded"
+        )
+    limits = {"d_sae": manifest.d_sae, "n_pairs": manifest.n_pairs}
+    for column, bound in ID_COLUMNS.items():
+        if column not in schema.names:
+            continue
+        lo, hi = _column_range(meta, schema.get_field_index(column))
+        if lo is not None and (lo < 0 or hi >= limits[bound]):
+            return f"{name}, column {column!r}: ids outside 0..{limits[bound] - 1}"
+    if name == ACTIVATIONS and "activation" in schema.names:
+        lo, hi = _column_range(meta, schema.get_field_index("activation"))
+        if lo is not None and not (np.isfinite(lo) and np.isfinite(hi)):
+            return f"{name}, column 'activation': holds infinite values"
+    return None
+
+
+def _column_range(meta: pq.FileMetaData, index: int) -> tuple[float | None, float | None]:
+    """The smallest and largest value of a column from its row-group statistics
+    (None when some row group has none)."""
+    lo = hi = None
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return None, None
+        if not isinstance(stats.min, int | float) or isinstance(stats.min, bool):
+            return None, None
+        lo = stats.min if lo is None else min(lo, stats.min)
+        hi = stats.max if hi is None else max(hi, stats.max)
+    return lo, hi
 
 
 # ---------------------------------------------------------- small tables ---
@@ -325,6 +402,10 @@ def feature_profile(location: str, token: str, feature: int, bins: int = 40) -> 
         )
         return FeatureProfile(empty_max, empty_hist, 0)
     rows["lang"] = rows["lang"].astype(str)
+    if not np.isfinite(rows["activation"].to_numpy(np.float64)).all():
+        raise RunFormatError(
+            ACTIVATIONS, "activation", f"feature {int(feature)} has NaN or infinite values"
+        )
     per_sentence = (
         rows.groupby(["pair_id", "lang"], sort=False)["activation"]
         .agg(max_activation="max", n_tokens="size")
@@ -371,7 +452,7 @@ def pair_texts(location: str, token: str, pair_ids: tuple[int, ...]) -> pd.DataF
         file=PAIRS,
     )
     frame["lang"] = frame["lang"].astype(str)
-    return frame
+    return _shown_text(frame, "text")
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -385,7 +466,7 @@ def pair_tokens(location: str, token: str, pair_ids: tuple[int, ...]) -> pd.Data
         file=TOKENS,
     )
     frame["lang"] = frame["lang"].astype(str)
-    return frame
+    return _shown_text(frame, "token")
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -416,7 +497,7 @@ def search_pairs(location: str, token: str, text: str, limit: int = 200) -> pd.D
         file=PAIRS,
     )
     frame["lang"] = frame["lang"].astype(str)
-    return frame
+    return _shown_text(frame, "text")
 
 
 # ------------------------------------------------------ token search index ---
@@ -448,7 +529,7 @@ def top_tokens(
         [int(per_feature), act, tok],
         file=ACTIVATIONS,
     )
-    return frame
+    return _shown_text(frame, "token")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

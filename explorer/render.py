@@ -12,6 +12,8 @@ import html
 import math
 from collections.abc import Sequence
 
+from .safe_text import no_bidi
+
 # Visible stand-ins for whitespace inside tokens (SentencePiece's "▁" is shown as a space).
 _WHITESPACE = {"\n": "↵", "\r": "␍", "\t": "⇥", "▁": " "}
 LANGUAGE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -29,7 +31,7 @@ def language_colour(languages: Sequence[str], lang: str) -> str:
 
 def esc(text: object) -> str:
     """``html.escape`` with quotes, for text and attribute values alike."""
-    return html.escape(str(text), quote=True)
+    return html.escape(no_bidi(text), quote=True)
 
 
 def visible_token(token: str) -> str:

@@ -24,6 +24,11 @@ Markdown or plotly context:
 ``st.text``, ``st.code``, ``st.dataframe`` cells and widget options already
 show text literally and need neither.
 
+Bidirectional controls (U+202E RIGHT-TO-LEFT OVERRIDE and the other embeddings,
+overrides, isolates and marks) would reorder what follows them, so that
+``exe.gnp`` shows as ``png.exe``: :func:`no_bidi` removes them, and every
+function here (and the data loaders' text columns) applies it.
+
 Server paths are not for visitors either: :func:`hide_paths` shortens every
 absolute path or URL in a message to its last component (a run id, a file
 name), and :func:`public_name` names a results root without its location. The
@@ -52,9 +57,18 @@ _PUNCTUATION = re.compile(
 _BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Characters that change the display order of the text around them."""
+
+
+def no_bidi(value: object) -> str:
+    """``value`` as text without bidirectional controls (shown in the order it is stored)."""
+    return BIDI_CONTROLS.sub("", str(value))
+
+
 def md(value: object, limit: int | None = 200) -> str:
     """``value`` as Markdown that renders exactly as the text (shortened to ``limit`` characters)."""
-    text = str(value)
+    text = no_bidi(value)
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     text = _PUNCTUATION.sub(r"\\\1", _BREAKS.sub(" ", text))
@@ -72,7 +86,7 @@ def _break_autolink(match: re.Match[str]) -> str:
 
 def plotly_text(value: object, limit: int | None = 120) -> str:
     """``value`` for a plotly trace name, title or hover text: markup shown as text."""
-    text = str(value)
+    text = no_bidi(value)
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     # "%" would start a hovertemplate variable ("%{x}") where the label is used in one.
@@ -117,8 +131,10 @@ def log_and_hide(message: object) -> str:
 
 
 def md_frame(frame):
-    """A DataFrame for ``st.table`` (which renders Markdown in cells): every cell and label escaped."""
-    out = frame.map(lambda v: md(v, None))
+    """A DataFrame for ``st.table`` (which renders Markdown in cells): every cell and
+    label escaped, server paths in cells shortened (:func:`hide_paths`: a model
+    cache under the server's home directory, the results root)."""
+    out = frame.map(lambda v: md(hide_paths(v), None))
     out.index = [md(v, None) for v in out.index]
     out.columns = [md(v, None) for v in out.columns]
     return out

@@ -7,6 +7,9 @@ returned, so every rule below can be tested without Streamlit.
 
 from __future__ import annotations
 
+import csv
+import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +18,8 @@ import pandas as pd
 from bilingual_core import score_registry
 from bilingual_core.ranking import rank_features
 from bilingual_core.score_registry import ScoreSpec
+
+from .safe_text import no_bidi
 
 ANY = "any"
 LOW_SUPPORT_PAIRS = 3
@@ -353,16 +358,43 @@ def pair_default_features(
     return [int(f) for f in ranked["feature"].head(n)]
 
 
+_FORMULA_START = frozenset("=+-@\t\r|")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LEADING = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]+")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that no spreadsheet reads as a formula or splits into rows.
+
+    Control characters (CR and LF included: a bare CR starts a new row in some
+    spreadsheets) become spaces; a cell whose first visible character, once
+    leading whitespace, control and invisible characters are skipped and
+    full-width forms folded (``＝`` is ``=``), starts a formula gets a leading
+    apostrophe. Other values pass unchanged."""
+    if not isinstance(value, str):
+        return value
+    text = no_bidi(_CONTROL.sub(" ", value))
+    first = unicodedata.normalize("NFKC", _LEADING.sub("", text)[:1])[:1]
+    if first in _FORMULA_START:
+        return "'" + text
+    return text
+
+
 def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy whose text cells cannot start a spreadsheet formula (CSV injection):
-    cells starting with ``= + - @`` get a leading apostrophe."""
+    see :func:`csv_cell`."""
     out = frame.copy()
     for col in out.columns:
         if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(
-                lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
-            )
+            out[col] = out[col].map(csv_cell)
+    out.columns = [csv_cell(str(c)) for c in out.columns]
     return out
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` as the CSV the download button serves: cells made safe
+    (:func:`csv_safe`) and every text cell quoted."""
+    return csv_safe(frame).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
 
 
 def describe_filters(filters: Filters) -> str:

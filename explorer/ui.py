@@ -44,6 +44,10 @@ DEFAULT_RUN = "gemma3-en-es"
 _entry = threading.local()
 
 
+PAGE_ICON = Path(__file__).resolve().parent / "static" / "icon.png"
+"""The browser tab's icon, served by the app itself (no outside font host)."""
+
+
 @contextmanager
 def app_entry() -> Iterator[None]:
     """``app.py`` runs the selected page inside this block."""
@@ -290,7 +294,9 @@ def run_picker_ui(root: str) -> RunRef | None:
 
     def parse_run(raw: str) -> str:
         if raw not in by_id:
-            raise ValueError(f"run {raw[:80]!r} does not exist under the results root {root}")
+            raise ValueError(
+                f"run {raw[:80]!r} does not exist under the results root {public_name(root)!r}"
+            )
         return raw
 
     url_seed(RUN_KEY, "run", parse_run, default, shown=f"run `{default}`")

@@ -40,6 +40,13 @@ def display_path(path: str | Path) -> str:
         return str(path)
 
 
+TINY_CONTEXT = 2048
+"""Positions the tiny model has (its rotary tables end there)."""
+MODEL_CONTEXT = {"tiny": TINY_CONTEXT, "gemma-2-2b": 8192, "google/gemma-3-270m": 32768}
+"""Context length of the models the presets name: a sentence (``max_tokens`` plus
+its BOS token) must fit."""
+
+
 @dataclass(frozen=True)
 class TinySpec:
     """Shape of the in-process model, tokenizer and SAE of the ``tiny`` preset."""
@@ -212,6 +219,13 @@ class RunConfig:
         for dtype in (self.model.dtype, self.sae.dtype):
             if dtype not in DTYPES:
                 raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        context = MODEL_CONTEXT.get(self.model.name)
+        if context is not None and self.extraction.max_tokens + 1 > context:
+            raise ValueError(
+                f"max_tokens {self.extraction.max_tokens} does not fit the model: a sentence "
+                f"and its BOS token must fit its context of {context} tokens "
+                f"(max_tokens at most {context - 1})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -13,6 +13,8 @@ queue or a page.
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -107,6 +109,39 @@ class WorkerFile(_File):
     job: Text | None = None
     push_to: list[Text] = []
     stale_after_seconds: Number | None = None
+
+
+MAX_JOB_FILE_BYTES = 256 * 1024
+"""Largest ``request.json``, ``status.json``, ``claim.json``, ``cancel.json`` or heartbeat
+read (the ones the app and worker write are a few kilobytes)."""
+
+
+def read_local(path: str, name: str, limit: int, *, tail: bool = False) -> bytes:
+    """The bytes of a job file on a local disk, read safely (at most ``limit``: the
+    last ``limit`` when ``tail``, else a larger file is a JobFileError).
+
+    Anyone who can write to the results root can plant a link or a special
+    file there, so the file is opened without following a link (``O_NOFOLLOW``)
+    and without blocking (a FIFO would hang the reader), and only a regular file
+    is read. FileNotFoundError when there is none."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError:  # ELOOP: a symbolic link; anything else unreadable is no better
+        if os.path.islink(path):
+            raise JobFileError(f"{name} is a symbolic link, not a file; it is not read") from None
+        raise JobFileError(f"{name} cannot be opened") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise JobFileError(f"{name} is not a regular file; it is not read")
+        if info.st_size > limit:
+            if not tail:
+                raise JobFileError(f"{name} is larger than {limit:,} bytes; it is not read")
+            handle.seek(info.st_size - limit)
+        return handle.read(limit)
 
 
 def parse(model: type[M], data: Any, file: str) -> M:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,17 @@ from typing import Any, get_args
 import fsspec
 
 from bilingual_core.storage import is_local, join, open_root
-from jobs.files import CancelFile, ClaimFile, JobFileError, State, StatusFile, WorkerFile, parse
+from jobs.files import (
+    MAX_JOB_FILE_BYTES,
+    CancelFile,
+    ClaimFile,
+    JobFileError,
+    State,
+    StatusFile,
+    WorkerFile,
+    parse,
+    read_local,
+)
 from jobs.request import JOB_ID_PATTERN, JobRequest, validate_request
 
 JOBS_DIR = "_jobs"
@@ -53,6 +64,15 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
     return set(fs.protocol) if isinstance(fs.protocol, tuple | list) else {fs.protocol}
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def unquoted(message: object) -> str:
+    """A validation message with every quoted value left out: a job file's reason
+    names the field and the problem, never what the file holds."""
+    return _QUOTED.sub("(value not shown)", str(message))
 
 
 def utc_now() -> str:
@@ -165,14 +185,48 @@ class JobQueue:
         if not is_local(self.fs):
             self.fs.invalidate_cache(path or self.dir)
 
-    def _read_json(self, path: str) -> dict[str, Any] | None:
+    def _guard(self, path: str) -> None:
+        """On a local disk: refuse ``path`` unless its folder is the real folder below
+        the results root (a job folder, or ``_jobs``, that is a link could point
+        anywhere; the worker would write its claim and status there)."""
+        if not is_local(self.fs):
+            return
+        folder = os.path.dirname(path)
+        expected = os.path.join(os.path.realpath(self.root), os.path.relpath(folder, self.root))
+        if os.path.realpath(folder) != os.path.normpath(expected):
+            raise JobFileError(
+                "the job folder is a link or lies outside the results root; it is not used"
+            )
+
+    def _read_bytes(self, path: str, limit: int = MAX_JOB_FILE_BYTES, tail: bool = False) -> bytes:
+        """A job file's bytes: never through a link or from a special file, never more
+        than ``limit`` (JobFileError otherwise; FileNotFoundError when absent)."""
+        name = posixpath.basename(path)
+        if is_local(self.fs):
+            self._guard(path)
+            return read_local(path, name, limit, tail=tail)
         self.refresh(path)
+        info = self.fs.info(path)
+        if info.get("type") not in (None, "file"):
+            raise JobFileError(f"{name} is not a regular file; it is not read")
+        size = int(info.get("size") or 0)
+        if size > limit and not tail:
+            raise JobFileError(f"{name} is larger than {limit:,} bytes; it is not read")
+        with self.fs.open(path, "rb") as handle:
+            if size > limit:
+                handle.seek(size - limit)
+            return handle.read(limit)
+
+    def _read_json(self, path: str) -> dict[str, Any] | None:
+        """A job file's JSON object; None when absent or half written, JobFileError when
+        it is a link, a special file or too large."""
         try:
-            with self.fs.open(path, "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
+            raw = self._read_bytes(path)
         except FileNotFoundError:
             return None
-        except (ValueError, UnicodeDecodeError):
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
             # A half-written file (only possible on stores without atomic writes): treat as absent.
             return None
         return data if isinstance(data, dict) else None
@@ -181,8 +235,9 @@ class JobQueue:
         """Replace ``path`` whole: rename on a local disk, one PUT on object stores."""
         if is_local(self.fs):
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._guard(path)
             tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(tmp, "wb") as handle:
+            with open(tmp, "xb") as handle:
                 handle.write(payload)
             os.replace(tmp, path)
         else:
@@ -195,6 +250,7 @@ class JobQueue:
         """Create ``path`` only if it does not exist (O_EXCL locally). False if it existed."""
         if is_local(self.fs):
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._guard(path)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
@@ -232,7 +288,10 @@ class JobQueue:
         if not self.fs.exists(self.dir):
             return []
         names = (posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.dir, detail=False))
-        return sorted(n for n in names if JOB_ID_PATTERN.fullmatch(n))
+        found = [n for n in names if JOB_ID_PATTERN.fullmatch(n)]
+        if is_local(self.fs):  # a link is no job folder (it could point outside the root)
+            found = [n for n in found if not os.path.islink(join(self.dir, n))]
+        return sorted(found)
 
     def get(self, job_id: str) -> Job | None:
         """The job with its current state; None when it has no request (yet).
@@ -242,13 +301,16 @@ class JobQueue:
         comes back ``failed`` with the reason in ``problem`` and
         ``status.error`` (the worker records that and never runs it).
         """
-        data = self._read_json(self.path(job_id, REQUEST))
+        try:
+            data = self._read_json(self.path(job_id, REQUEST))
+        except JobFileError as exc:
+            return self._broken(job_id, str(exc))
         if data is None:
             return None
         try:
             request = validate_request(data)
         except ValueError as exc:
-            return self._broken(job_id, f"{REQUEST} is invalid ({exc})")
+            return self._broken(job_id, f"{REQUEST} is invalid ({unquoted(exc)})")
         if request.id != job_id:
             return self._broken(job_id, f"{REQUEST} names another job id than its folder {job_id}")
         try:
@@ -294,8 +356,8 @@ class JobQueue:
                 preset="(unreadable)",
                 run_id="(unreadable)",
             )
-        recorded = self._read_json(self.path(job_id, STATUS))
         try:  # the worker already recorded the failure: keep its time
+            recorded = self._read_json(self.path(job_id, STATUS))
             status = JobStatus.from_dict(recorded) if recorded is not None else None
         except JobFileError:
             status = None
@@ -340,7 +402,10 @@ class JobQueue:
 
     def cancel_requested(self, job_id: str) -> dict[str, Any] | None:
         """``{"by", "at"}`` when a cancel was requested (a malformed cancel.json still counts)."""
-        raw = self._read_json(self.path(job_id, CANCEL))
+        try:
+            raw = self._read_json(self.path(job_id, CANCEL))
+        except JobFileError:
+            return CancelFile().model_dump()
         if raw is None:
             return None
         try:
@@ -364,15 +429,18 @@ class JobQueue:
             return False
         if settle_seconds > 0:
             time.sleep(settle_seconds)
-        back = self._read_json(self.path(job_id, CLAIM))
+        try:
+            back = self._read_json(self.path(job_id, CLAIM))
+        except JobFileError:
+            return False
         return back is not None and back.get("token") == token  # a foreign token: not ours
 
     def read_status(self, job_id: str) -> JobStatus | None:
         """The job's status.json (a failed status saying why when it is malformed)."""
-        raw = self._read_json(self.path(job_id, STATUS))
-        if raw is None:
-            return None
         try:
+            raw = self._read_json(self.path(job_id, STATUS))
+            if raw is None:
+                return None
             return JobStatus.from_dict(raw)
         except JobFileError as exc:
             return JobStatus.malformed(str(exc))
@@ -382,8 +450,8 @@ class JobQueue:
 
     def record_problem(self, job: Job) -> bool:
         """Write a malformed job's failed status (once); True when it was written now."""
-        raw = self._read_json(self.path(job.id, STATUS))
         try:
+            raw = self._read_json(self.path(job.id, STATUS))
             current = JobStatus.from_dict(raw) if raw is not None else None
         except JobFileError:
             current = None
@@ -396,17 +464,14 @@ class JobQueue:
         self._write_bytes(self.path(job_id, LOG), text.encode("utf-8"))
 
     def log_tail(self, job_id: str, max_lines: int = 40, max_bytes: int = 64_000) -> str:
-        """The last lines of a job's log ('' when it has none yet)."""
-        path = self.path(job_id, LOG)
-        self.refresh(path)
+        """The last lines of a job's log ('' when it has none yet; a sentence saying why
+        when it is a link or a special file, which is never read)."""
         try:
-            size = self.fs.size(path)
-            with self.fs.open(path, "rb") as handle:
-                if size and size > max_bytes:
-                    handle.seek(size - max_bytes)
-                data = handle.read()
+            data = self._read_bytes(self.path(job_id, LOG), max_bytes, tail=True)
         except FileNotFoundError:
             return ""
+        except JobFileError as exc:
+            return f"({exc})"
         lines = data.decode("utf-8", errors="replace").splitlines()
         return "\n".join(lines[-max_lines:])
 
@@ -425,8 +490,8 @@ class JobQueue:
         found = []
         for path in self.fs.ls(folder, detail=False):
             if path.endswith(".json"):
-                data = self._read_json(path)
                 try:
+                    data = self._read_json(path)
                     found.append(parse(WorkerFile, data, "worker heartbeat").model_dump())
                 except JobFileError:
                     continue  # a malformed heartbeat is no worker

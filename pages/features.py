@@ -246,7 +246,7 @@ if rows:
 st.download_button(
     "Download the filtered table (CSV)",
     key="features_csv",
-    data=lambda: table.csv_safe(shown.drop(columns=["open"])).to_csv(index=False),
+    data=lambda: table.csv_text(shown.drop(columns=["open"])),
     file_name=f"{ref.run_id}-features-{score.key}.csv",
     mime="text/csv",
     on_click="ignore",

@@ -149,7 +149,18 @@ def _read_delimited(path: Path, kind: str):
                     )
                 else:
                     rows.append(row)
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except csv.Error as exc:
+        if "field limit" in str(exc):
+            raise CorpusError(
+                f"corpus file {path}: line {reader.line_num} has a field longer than "
+                f"{csv.field_size_limit():,} characters (the most one sentence may have); "
+                "shorten or split it"
+            ) from None
+        raise CorpusError(
+            f"corpus file {path} is malformed (not valid {kind}: {type(exc).__name__}, "
+            f"near line {reader.line_num})"
+        ) from exc
+    except UnicodeDecodeError as exc:
         raise CorpusError(
             f"corpus file {path} is malformed (not valid UTF-8 {kind}: {type(exc).__name__})"
         ) from exc

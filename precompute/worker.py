@@ -19,8 +19,11 @@ app reads. Each pass it
    to every ``--push-to`` root.
 
 Whatever goes wrong (a crash of the run command, a full disk, a killed
-subprocess) ends as ``failed`` with the reason; previous runs are never
-touched because the run command only ever moves a complete run into place.
+subprocess) ends as ``failed`` with the reason. The run command only ever
+moves a complete run into place, but it commits the run before its later
+passes (logits, validation): a job stopped after that commit says the new run
+is published (``what_was_written``), one stopped before says the previous run
+is unchanged.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bilingual_core import Run, RunFormatError
-from bilingual_core.storage import clean_stale_temporaries, is_local, join
+from bilingual_core.storage import clean_stale_temporaries, is_local, join, redact_url
 from jobs.config import BUNDLED_CORPUS, cache_root
 from jobs.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
 from jobs.request import JobRequest
@@ -83,6 +86,7 @@ class WorkerConfig:
     root's ``_models`` folder and the cache of built local models)."""
 
 
+NOT_WRITTEN = "the run was not written (the previous run, if any, is unchanged)"
 CORPORA_DIR = "_corpora"
 MODELS_DIR = "_models"
 PATH_SETTINGS = {"corpus_file": "corpus", "model_path": "model", "sae_path": "model"}
@@ -123,6 +127,8 @@ class Worker:
         """The run command of the current job (None between jobs)."""
         self.gpus = detect_gpus()
         self.stopping = False
+        self._before: tuple[int, int, int] | None = None
+        """``run_stamp`` of the current job's run before its command started."""
 
     # ----------------------------------------------------------- loop ---
 
@@ -154,7 +160,7 @@ class Worker:
                 "pid": os.getpid(),
                 "gpus": self.gpus,
                 "job": self.current,
-                "push_to": list(self.config.push_to),
+                "push_to": [redact_url(url) for url in self.config.push_to],
                 "stale_after_seconds": self.config.stale_after_seconds,
             },
         )
@@ -250,6 +256,7 @@ class Worker:
             problem = self._precheck(job.request)
             if problem:
                 return self._finish(job.id, status, "failed", problem)
+            self._before = self.run_stamp(job.request.run_id)
             runner = _Subprocess(self._argv(job.request), self.config.log_lines)
             self.process = runner.proc
             outcome = self._watch(job, status, runner)
@@ -276,7 +283,7 @@ class Worker:
                 status,
                 "failed",
                 f"worker {self.worker_id} was stopped while the job ran; "
-                "the run was not written (previous runs intact); submit it again to redo it",
+                f"{self.what_was_written(job.request, status)}; submit it again to redo it",
             )
             raise
         finally:
@@ -376,13 +383,48 @@ class Worker:
                 job.id,
                 status,
                 "cancelled",
-                f"cancelled by {cancelled_by}; the run was not written (previous runs intact)",
+                f"cancelled by {cancelled_by}; {self.what_was_written(job.request, status)}",
             )
         if runner.returncode != 0:
-            return self._finish(
-                job.id, status, "failed", describe_exit(runner.returncode, runner.log)
-            )
+            error = describe_exit(runner.returncode, runner.log)
+            written = self.what_was_written(job.request, status)
+            if written != NOT_WRITTEN:  # a failure after the commit: say what is published
+                error = f"{error} ({written})"
+            return self._finish(job.id, status, "failed", error)
         return None
+
+    def run_stamp(self, run_id: str) -> tuple[int, int, int] | None:
+        """Identifies the committed run ``run_id`` in the local results root (its
+        manifest's inode, time and size: a commit moves a new directory into
+        place); None when there is none."""
+        try:
+            info = os.stat(os.path.join(self.out_root(), run_id, "manifest.json"))
+        except (OSError, ValueError):
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def what_was_written(self, request: JobRequest, status: JobStatus) -> str:
+        """What a job that did not finish left published, in words: the run command
+        commits the run before its later passes (logits, validation), so a cancel
+        or a crash may come after the run was replaced."""
+        after = self.run_stamp(request.run_id)
+        if after is None or after == self._before:
+            return NOT_WRITTEN
+        try:
+            complete = Run.open(join(self.out_root(), request.run_id)).is_complete
+        except (RunFormatError, OSError, ValueError):
+            complete = False
+        if not complete:
+            return "the run directory changed but is not complete"
+        if is_local(self.queue.fs):
+            status.run_location = join(self.out_root(), request.run_id)
+            where = "is published"
+        else:
+            where = f"is in the worker's work directory, not published to {self.queue.url}"
+        return (
+            f"the run {request.run_id!r} was already written and {where} (it replaced any "
+            "previous run); passes after that commit may be missing from it"
+        )
 
     def _report(self, job_id: str, status: JobStatus, runner: _Subprocess) -> None:
         status.heartbeat_at = utc_now()
@@ -405,7 +447,7 @@ class Worker:
             status.run_location = local
         else:
             status.run_location = publish_run(local, self.queue.url, overwrite=request.overwrite)
-            status.published.append(self.queue.url)
+            status.published.append(redact_url(self.queue.url))
         if request.publish:
             for url in self.config.push_to:
                 try:
@@ -418,18 +460,22 @@ class Worker:
                         f"the run is complete at {status.run_location}, but publishing it to "
                         f"{url} failed: {type(exc).__name__}: {exc}",
                     )
-                status.published.append(url)
+                status.published.append(redact_url(url))
         return self._finish(request.id, status, "succeeded", None)
 
     def _finish(self, job_id: str, status: JobStatus, state: str, error: str | None) -> JobStatus:
         status.state = state  # type: ignore[assignment]
-        status.error = error
+        status.error = redact_url(error) if error else error
+        status.run_location = redact_url(status.run_location) if status.run_location else None
         status.finished_at = status.heartbeat_at = utc_now()
         try:
             self.queue.write_status(job_id, status)
         except Exception as exc:  # nothing more can be written there; say it here
             print(f"worker: could not record job {job_id} as {state}: {exc}", file=sys.stderr)
-        print(f"worker: job {job_id} {state}" + (f": {error}" if error else ""), file=sys.stderr)
+        print(
+            f"worker: job {job_id} {state}" + (f": {status.error}" if error else ""),
+            file=sys.stderr,
+        )
         return status
 
 

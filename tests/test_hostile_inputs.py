@@ -96,6 +96,26 @@ REFUSALS: list[Refusal] = [
         "line 2 has 3 field",
     ),
     Refusal(
+        "a 10 MB corpus line",
+        _corpus("c.tsv", "en\tes\nhello\thola\n" + "a" * 10_000_000 + "\tb\n"),
+        CorpusError,
+        "line 3 has a field longer than",
+    ),
+    Refusal(
+        "a 10 MB quoted CSV field",
+        _corpus("c.csv", 'en,es\n"' + "a" * 10_000_000 + '",b\n'),
+        CorpusError,
+        "field longer than",
+    ),
+    Refusal(
+        "max_tokens beyond the tiny model's context",
+        lambda _: validate_request(
+            {"preset": "tiny", "overrides": {"max_tokens": 8192, "batch_tokens": 10**7}}
+        ),
+        RequestError,
+        "context of 2048 tokens",
+    ),
+    Refusal(
         "TSV row with a missing field",
         _corpus("c.tsv", "en\tes\nhello\thola\nbye\n"),
         CorpusError,
@@ -313,6 +333,118 @@ def test_malformed_job_fails_and_the_queue_goes_on(
     assert not worker.fail_malformed()  # recorded once
 
 
+SECRET = "HF_TOKEN=hf_planted_secret"
+"""What a planted link points at: a file outside the results root the app can read."""
+
+
+def _plant_request(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "request.json").write_text(json.dumps(_request()))
+
+
+def _link(name: str, target: str | None = None) -> Callable[[Path, Path], None]:
+    """The job folder with a valid request and ``name`` a link to ``target``
+    (default: the secret outside the root)."""
+
+    def plant(folder: Path, outside: Path) -> None:
+        _plant_request(folder)
+        (folder / name).unlink(missing_ok=True)
+        (folder / name).symlink_to(target or outside / "secrets.toml")
+
+    return plant
+
+
+def _fifo(name: str) -> Callable[[Path, Path], None]:
+    def plant(folder: Path, outside: Path) -> None:
+        import os
+
+        _plant_request(folder)
+        (folder / name).unlink(missing_ok=True)
+        os.mkfifo(folder / name)
+
+    return plant
+
+
+def _huge(name: str) -> Callable[[Path, Path], None]:
+    def plant(folder: Path, outside: Path) -> None:
+        from jobs.files import MAX_JOB_FILE_BYTES
+
+        _plant_request(folder)
+        (folder / name).write_text(
+            json.dumps({"state": "running", "pad": "x" * MAX_JOB_FILE_BYTES})
+        )
+
+    return plant
+
+
+def _linked_folder(folder: Path, outside: Path) -> None:
+    _plant_request(outside / "job")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(outside / "job", target_is_directory=True)
+
+
+@dataclass(frozen=True)
+class Planted:
+    """Job ``GOOD_ID``'s folder as ``plant(folder, outside)`` leaves it (links, special
+    files, huge files): nothing outside the root is shown or written, no read
+    hangs or exhausts memory, and the worker still runs a later job. ``reason``:
+    the job comes back failed with it; None: the job is not listed at all."""
+
+    name: str
+    plant: Callable[[Path, Path], None]
+    reason: str | None = None
+
+
+PLANTED: list[Planted] = [
+    Planted("log.txt links to a secret outside the root", _link("log.txt")),
+    Planted("log.txt links to /dev/zero", _link("log.txt", "/dev/zero")),
+    Planted("log.txt is a FIFO", _fifo("log.txt")),
+    Planted("request.json is a FIFO", _fifo("request.json"), "not a regular file"),
+    Planted("request.json links outside the root", _link("request.json"), "symbolic link"),
+    Planted("status.json links to /dev/zero", _link("status.json", "/dev/zero"), "symbolic link"),
+    Planted("status.json is a FIFO", _fifo("status.json"), "not a regular file"),
+    Planted("cancel.json is a FIFO", _fifo("cancel.json"), "not a regular file"),
+    Planted("status.json over the size cap", _huge("status.json"), "larger than"),
+    Planted("the job folder links outside the root", _linked_folder),
+]
+
+
+@pytest.mark.parametrize("case", PLANTED, ids=lambda c: c.name)
+def test_planted_job_files_are_never_followed(
+    case: Planted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    root, outside = tmp_path / "results", tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secrets.toml").write_text(SECRET)
+    case.plant(root / "_jobs" / GOOD_ID, outside)
+    before = sorted(p.name for p in outside.rglob("*"))
+    queue = JobQueue(str(root))
+    queue.submit(validate_request({"preset": "tiny", "id": LATER_ID, "run_id": "later"}))
+    signal.alarm(20)  # a read that blocks (a FIFO) fails the test instead of hanging it
+    try:
+        jobs = {j.id: j for j in queue.jobs()}
+        log = queue.log_tail(GOOD_ID)
+        shown = jobs_view.jobs_frame(list(jobs.values())).to_csv() + log
+        shown += "".join(str(j.status.error) for j in jobs.values())
+        assert SECRET not in shown and len(log) < 1000
+        if case.reason is None:
+            assert GOOD_ID not in jobs or jobs[GOOD_ID].state == "queued"
+        else:
+            assert jobs[GOOD_ID].state == "failed" and case.reason in jobs[GOOD_ID].status.error
+        program = (sys.executable, "-c", "import sys; sys.exit(3)")
+        config = WorkerConfig(poll_seconds=0.1, heartbeat_seconds=0.1, program=program)
+        worker = Worker(queue, config)
+        while worker.run_once():
+            pass
+    finally:
+        signal.alarm(0)
+    assert queue.get(LATER_ID).state == "failed" and queue.get(LATER_ID).status.returncode == 3
+    assert sorted(p.name for p in outside.rglob("*")) == before  # nothing written outside
+    assert (outside / "secrets.toml").read_text() == SECRET
+
+
 # ------------------------------------------------- what the root reveals ---
 
 
@@ -334,6 +466,52 @@ def test_glob_characters_in_run_directories_read_one_run(tmp_path: Path) -> None
     assert int(rows["n"].iloc[0]) == 1  # not 1 + 2 + 3
     (listing,) = [r for r in list_runs(tmp_path / "r*") if r.run_id == "d*"]
     assert not listing.ok and "not a valid run id" in listing.problem
+
+
+def _manifest_text(**changes: object) -> Callable[[dict], str]:
+    def craft(manifest: dict) -> str:
+        return json.dumps({**manifest, **changes})
+
+    return craft
+
+
+BAD_MANIFESTS: list[tuple[str, Callable[[dict], str]]] = [
+    ("model is a string", _manifest_text(model="x")),
+    ("sae is null", _manifest_text(sae=None)),
+    ("extraction is a list", _manifest_text(extraction=[1, 2])),
+    ("n_pairs is a string", _manifest_text(n_pairs="120")),
+    ("100,000 nested arrays", lambda m: "[" * 100_000 + "]" * 100_000),
+    ("nested arrays inside a section", lambda m: json.dumps(m)[:-1] + ', "x": ' + "[" * 100_000),
+    ("a manifest over the size cap", _manifest_text(versions={"pad": "x" * 1_100_000})),
+    ("not UTF-8", lambda m: "\udcff"),
+]
+
+
+@pytest.mark.parametrize(("name", "craft"), BAD_MANIFESTS, ids=[n for n, _ in BAD_MANIFESTS])
+def test_one_bad_manifest_leaves_the_other_runs_listed(
+    name: str, craft: Callable[[dict], str], app_runs: AppRuns, tmp_path: Path
+) -> None:
+    import shutil
+
+    from bilingual_core import list_runs
+    from explorer import data
+
+    root = tmp_path / "results"
+    shutil.copytree(app_runs.run, root / app_runs.run.name)
+    shutil.copytree(app_runs.run, root / "bad")
+    manifest = json.loads((root / "bad" / "manifest.json").read_text())
+    (root / "bad" / "manifest.json").write_bytes(
+        craft(manifest).encode("utf-8", errors="surrogateescape")
+    )
+    listings = {r.run_id: r for r in list_runs(root)}
+    assert listings[app_runs.run.name].ok
+    assert not listings["bad"].ok and "manifest.json" in listings["bad"].problem
+    assert len(listings["bad"].problem) < 400
+    frame = data.runs_frame(list(listings.values()))
+    assert (
+        list(frame["status"]) == ["ok", frame["status"].iloc[1]]
+        and "problem" in frame["status"].iloc[1]
+    )
 
 
 def _shown(at: AppTest) -> str:
@@ -672,3 +850,455 @@ def test_markup_in_run_files_is_shown_as_text(
     names = [t.get("name", "") for spec in specs for t in spec["data"]]
     assert any("Sign in again" in n for n in names)
     assert not any("<a" in n for n in names), names
+
+
+# ---------------------------------------------------------- CSV export ---
+
+FORMULA = '=HYPERLINK("http://evil.example","x")'
+CSV_CELLS: list[tuple[str, str]] = [
+    ("a formula", FORMULA),
+    ("a bare CR before a formula", "ok\r" + FORMULA),
+    ("CR LF before a formula", "ok\r\n" + FORMULA),
+    ("a leading tab", "\t" + FORMULA),
+    ("a leading space", "  " + FORMULA),
+    ("a full-width equals sign", "＝1+1"),
+    ("a zero-width space first", "\u200b" + FORMULA),
+    ("a full-width plus", "＋cmd"),
+    ("an at sign", "@SUM(A1)"),
+    ("a minus", "-2+3"),
+]
+
+
+@pytest.mark.parametrize(("name", "cell"), CSV_CELLS, ids=[n for n, _ in CSV_CELLS])
+def test_csv_export_starts_no_formula_and_no_row(name: str, cell: str) -> None:
+    import csv
+    import io
+    import unicodedata
+
+    import pandas as pd
+
+    from explorer import table
+
+    frame = pd.DataFrame({"label": [cell, "plain"], "score": [0.5, -1.0]})
+    text = table.csv_text(frame)
+    assert len(text.splitlines()) == 3  # header and two rows, whatever splits lines
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 3 and rows[2] == ["plain", "-1.0"]
+    for value in rows[1][:1]:
+        visible = unicodedata.normalize("NFKC", value.lstrip(" \t\u200b"))
+        assert visible[:1] not in ("=", "+", "-", "@"), value
+    assert all(line.startswith('"') for line in text.splitlines())  # text cells are quoted
+
+
+# ------------------------------------------------------ display spoofing ---
+
+SPOOF = "invoice\u202eexe.gnp and \u2066hidden\u2069 \u200fmark"
+
+
+def test_bidi_controls_never_reach_the_page() -> None:
+    from explorer import render, safe_text, table
+
+    for shown in (
+        safe_text.md(SPOOF),
+        safe_text.plotly_text(SPOOF),
+        render.esc(SPOOF),
+        render.sentence(SPOOF),
+        str(table.csv_cell(SPOOF)),
+    ):
+        assert not safe_text.BIDI_CONTROLS.search(shown), ascii(shown)
+        assert "exe.gnp" in shown
+
+
+def test_bidi_controls_in_corpus_and_manifest_are_removed_on_the_pages(
+    app_runs: AppRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from explorer import data
+
+    root = tmp_path / "results"
+    run = root / app_runs.run.name
+    shutil.copytree(app_runs.run, run)
+    pairs = pq.read_table(run / "pairs.parquet")
+    text = pc.binary_join_element_wise(pairs["text"], pa.scalar(SPOOF), "")
+    pq.write_table(
+        pairs.set_column(pairs.schema.get_field_index("text"), "text", text), run / "pairs.parquet"
+    )
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["model"]["name"] = SPOOF
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    location = str(run)
+    for frame in (
+        data.pair_texts(location, "t", (0, 1)),
+        data.search_pairs(location, "t", "exe"),
+        data.runs_frame(data.list_runs(str(root))),
+    ):
+        assert not frame.empty
+        assert not frame.astype(str).map(safe_text_bidi).any().any(), frame
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    at.switch_page("pages/pairs.py").run()
+    assert not at.exception, at.exception
+    shown = _shown(at) + "".join(h.proto.body for h in at.get("html"))
+    assert "exe.gnp" in shown and not safe_text_bidi(shown)
+
+
+def safe_text_bidi(text: str) -> bool:
+    from explorer.safe_text import BIDI_CONTROLS
+
+    return BIDI_CONTROLS.search(text) is not None
+
+
+# ------------------------------------------------------- shared caches ---
+
+
+def test_a_client_cannot_clear_the_shared_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import streamlit as st
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.runtime.app_session import AppSession
+
+    monkeypatch.setattr(
+        AppSession, "_handle_clear_cache_request", AppSession._handle_clear_cache_request
+    )  # undone after the test
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
+    AppTest.from_file(str(APP), default_timeout=30).run()  # the app installs its guard
+    calls = []
+
+    @st.cache_data
+    def cached() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert cached() == 1
+    assert BackMsg(clear_cache=True).WhichOneof("type") == "clear_cache"
+    # What AppSession.handle_backmsg calls for that message from any websocket client:
+    AppSession._handle_clear_cache_request(SimpleNamespace(_session_state={}))
+    assert cached() == 1  # still cached: the message was ignored
+
+
+def test_the_duckdb_connection_rebuilds_with_its_filesystems() -> None:
+    import io
+
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from explorer import data
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"pair_id": [0, 1, 2]}), buffer)
+    fsspec.filesystem("memory").pipe("/hostile-cache/demo/pairs.parquet", buffer.getvalue())
+    sql = "SELECT count(*) AS n FROM read_parquet(?)"
+    for _ in range(2):  # before and after the connection is rebuilt
+        source = data.parquet_source("memory://hostile-cache/demo", "pairs.parquet")
+        assert int(data.query(sql, [source], file="pairs.parquet")["n"].iloc[0]) == 3
+        data.duckdb_connection.clear()
+
+
+# ------------------------------------------------- commits and cancels ---
+
+
+def test_a_local_commit_killed_between_its_renames_loses_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from bilingual_core import Run, SyntheticConfig, storage, write_synthetic_run
+
+    root = tmp_path / "results"
+    config = SyntheticConfig(n_pairs=12, d_sae=64, mean_tokens=3.0, run_id="demo")
+    write_synthetic_run(root, config)
+    first = Run.open(root / "demo").manifest.created_at
+    real_rename, calls = os.rename, []
+
+    def killed_after_first_rename(src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) > 1:
+            raise SystemExit("killed")  # the process dies: not even the restoring rename runs
+        real_rename(src, dst)
+
+    monkeypatch.setattr(storage, "exchange", lambda a, b: False)  # a system without the swap
+    monkeypatch.setattr(storage.os, "rename", killed_after_first_rename)
+    with pytest.raises(SystemExit):
+        write_synthetic_run(root, SyntheticConfig(**{**config.__dict__, "seed": 9}), overwrite=True)
+    monkeypatch.setattr(storage.os, "rename", real_rename)
+    assert not (root / "demo").exists() and list(root.glob(".demo.old-*"))
+    storage.clean_stale_temporaries(root, max_age_s=0.0)  # the cleanup any writer or worker runs
+    run = Run.open(root / "demo")
+    assert run.is_complete and run.manifest.created_at == first  # the old run, whole
+    assert not list(root.glob(".demo.old-*"))
+
+
+def test_replacing_a_run_leaves_one_complete_run(tmp_path: Path) -> None:
+    from bilingual_core import Run, SyntheticConfig, write_synthetic_run
+
+    root = tmp_path / "results"
+    config = SyntheticConfig(n_pairs=12, d_sae=64, mean_tokens=3.0, run_id="demo")
+    write_synthetic_run(root, config)
+    write_synthetic_run(root, SyntheticConfig(**{**config.__dict__, "n_pairs": 14}), overwrite=True)
+    assert Run.open(root / "demo").manifest.n_pairs == 14
+    assert sorted(p.name for p in root.iterdir()) == ["demo"]
+
+
+WRITES_THEN_WAITS = (
+    "import json, sys, time\n"
+    "from bilingual_core import SyntheticConfig, write_synthetic_run\n"
+    "out = [a for a in sys.argv if a.startswith('--out=')][0][6:]\n"
+    "write_synthetic_run(out, SyntheticConfig(n_pairs=12, d_sae=64, mean_tokens=3.0,"
+    " run_id='x'), overwrite=True)\n"
+    "print('committed; now the logits pass', flush=True)\n"
+    "{after}\n"
+    "time.sleep(30)\n"
+)
+CANCEL_NOW = f"open(out + '/_jobs/{GOOD_ID}/cancel.json', 'w').write(json.dumps({{'by': 'ana'}}))"
+
+
+@pytest.mark.parametrize(
+    ("name", "after", "state"),
+    [
+        ("cancel after the commit", CANCEL_NOW, "cancelled"),
+        ("crash after the commit", "sys.exit(5)", "failed"),
+    ],
+    ids=["cancel after the commit", "crash after the commit"],
+)
+def test_a_job_stopped_after_its_commit_says_the_run_is_published(
+    name: str, after: str, state: str, tmp_path: Path
+) -> None:
+    from bilingual_core import SyntheticConfig, write_synthetic_run
+
+    root = tmp_path / "results"
+    write_synthetic_run(root, SyntheticConfig(n_pairs=10, d_sae=64, mean_tokens=3.0, run_id="x"))
+    queue = JobQueue(str(root))
+    queue.submit(
+        validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x", "overwrite": True})
+    )
+    program = (sys.executable, "-c", WRITES_THEN_WAITS.format(after=after))
+    config = WorkerConfig(heartbeat_seconds=0.2, stop_grace_seconds=5.0, program=program)
+    assert Worker(queue, config).run_once()
+    job = queue.get(GOOD_ID)
+    assert job.state == state
+    assert "not written" not in job.status.error and "already written" in job.status.error
+    assert "is published" in job.status.error and job.status.run_location
+
+
+def test_a_job_cancelled_before_its_commit_says_nothing_was_written(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    queue = JobQueue(str(root))
+    queue.submit(validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x"}))
+    program = (
+        sys.executable,
+        "-c",
+        CANCEL_NOW.replace("out + '", f"'{root}") + "\nimport time; time.sleep(30)",
+    )
+    program = (sys.executable, "-c", "import json\n" + program[2])
+    config = WorkerConfig(heartbeat_seconds=0.2, stop_grace_seconds=5.0, program=program)
+    assert Worker(queue, config).run_once()
+    job = queue.get(GOOD_ID)
+    assert job.state == "cancelled" and "the run was not written" in job.status.error
+
+
+# ------------------------------------------------------------- leaks ---
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("s3://AKIA:hunter2@bucket/results", "s3://***@bucket/results"),
+        ("https://user:hunter2@host/x and hf://tok@datasets/x", "https://***@host/x and hf://***@"),
+        ("memory://plain/path", "memory://plain/path"),
+    ],
+)
+def test_url_credentials_are_redacted(url: str, shown: str) -> None:
+    from bilingual_core.storage import redact_url
+
+    assert redact_url(url).startswith(shown) and "hunter2" not in redact_url(url)
+
+
+def test_a_push_to_password_is_never_written_to_job_files(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    queue = JobQueue(str(root))
+    queue.submit(validate_request({"preset": "tiny", "id": GOOD_ID, "run_id": "x"}))
+    program = (sys.executable, "-c", WRITES_THEN_WAITS.format(after="sys.exit(0)"))
+    push = "memory://admin:hunter2@pushed/results"
+    config = WorkerConfig(heartbeat_seconds=0.2, push_to=(push,), program=program)
+    assert Worker(queue, config).run_once()
+    job = queue.get(GOOD_ID)
+    assert job.state == "succeeded", job.status.error
+    written = "".join(p.read_text() for p in (root / "_jobs").rglob("*.json"))
+    assert "memory://***@pushed/results" in written and "hunter2" not in written
+
+
+def test_the_page_icon_is_bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamlit
+
+    seen: dict[str, object] = {}
+    real = streamlit.set_page_config
+
+    def record(**kwargs: object) -> None:
+        seen.update(kwargs)
+        real(**kwargs)
+
+    monkeypatch.setattr(streamlit, "set_page_config", record)
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "results"))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception, at.exception
+    icon = Path(str(seen["page_icon"]))
+    assert icon.is_file() and icon.suffix == ".png"  # served by the app, no font host
+    assert icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_server_paths_in_the_manifest_and_a_missing_run_stay_on_the_server(
+    app_runs: AppRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    root = tmp_path / "srv" / "secret-place" / "results"
+    run = root / app_runs.run.name
+    shutil.copytree(app_runs.run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["model"]["path"] = "/home/operator/.cache/bilingual-sae/gemma3-270m/checkpoint"
+    manifest["sae"]["path"] = str(root / "_models" / "sae")
+    manifest["corpus"]["source"] = str(root / "_corpora" / "mine.tsv")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    for params in ({}, {"run": "gone"}):
+        at = AppTest.from_file(str(APP), default_timeout=30)
+        at.query_params.update(params)
+        at.run()
+        at.switch_page("pages/overview.py")
+        at.query_params.update(params)
+        at.run()
+        assert not at.exception, at.exception
+        shown = _shown(at) + "".join(str(j.value) for j in at.get("json"))
+        for secret in ("secret-place", "/home/operator", ".cache"):
+            assert secret not in shown, (params, secret, shown)
+
+
+# ------------------------------------------------------ crafted run files ---
+
+
+def _rewrite(name: str, change: Callable) -> Callable[[Path], dict[str, str]]:
+    """Rewrite run file ``name`` with ``change(table) -> table``; the URL params to open."""
+
+    def craft(run: Path) -> dict[str, str]:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(run / name)
+        pq.write_table(change(table), run / name)
+        return {}
+
+    return craft
+
+
+def _set(column: str, value: Callable) -> Callable:
+    def change(table):
+        import pyarrow as pa
+
+        index = table.schema.get_field_index(column)
+        return table.set_column(index, column, pa.array(value(table), type=value.type))
+
+    return change
+
+
+def _constant_features(run: Path) -> dict[str, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = pq.read_table(run / "features.parquet").slice(0, 1)
+    block = pa.concat_tables([row] * 1000).combine_chunks()
+    block = pa.concat_tables([block] * 100).combine_chunks()  # 100,000 equal rows
+    with pq.ParquetWriter(run / "features.parquet", block.schema, compression="zstd") as out:
+        for _ in range(20):  # one row repeated 2 M times: a file of a few hundred KB
+            out.write_table(block)
+    return {}
+
+
+def _nan_feature(run: Path) -> dict[str, str]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run / "activations.parquet")
+    feature = table["feature"][0].as_py()
+    mask = pc.equal(table["feature"], feature)
+    nan = pc.if_else(mask, pa.scalar(float("nan"), table["activation"].type), table["activation"])
+    index = table.schema.get_field_index("activation")
+    pq.write_table(table.set_column(index, "activation", nan), run / "activations.parquet")
+    return {"feature": str(feature)}
+
+
+def _ints(value: int, kind: object) -> Callable:
+    def make(table):
+        return [value] * table.num_rows
+
+    make.type = kind  # type: ignore[attr-defined]
+    return make
+
+
+def _strings(table):
+    return [str(v) for v in table["feature"].to_pylist()]
+
+
+_strings.type = None  # type: ignore[attr-defined]
+
+CRAFTED: list[tuple[str, Callable[[Path], dict[str, str]], str, str]] = [
+    (
+        "2 M constant rows in features.parquet",
+        _constant_features,
+        "pages/features.py",
+        "2,000,000 rows",
+    ),
+    (
+        "feature column of strings",
+        _rewrite("features.parquet", _set("feature", _strings)),
+        "pages/features.py",
+        "column 'feature'",
+    ),
+    (
+        "negative pair ids",
+        _rewrite("activations.parquet", _set("pair_id", _ints(-5, None))),
+        "pages/feature.py",
+        "ids outside",
+    ),
+    (
+        "infinite activations",
+        _rewrite("activations.parquet", _set("activation", _ints(float("inf"), None))),
+        "pages/feature.py",
+        "infinite",
+    ),
+    ("NaN activations", _nan_feature, "pages/feature.py", "NaN"),
+]
+
+
+@pytest.mark.parametrize(("name", "craft", "page", "reason"), CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_crafted_run_files_give_a_clear_error(
+    name: str,
+    craft: Callable[[Path], dict[str, str]],
+    page: str,
+    reason: str,
+    app_runs: AppRuns,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    root = tmp_path / "results"
+    run = root / app_runs.run.name
+    shutil.copytree(app_runs.run, run)
+    params = craft(run)
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page(page)
+    at.query_params.update(params)
+    at.run()
+    assert not at.exception, at.exception
+    errors = "\n".join(e.value for e in at.error)
+    assert reason in errors, errors

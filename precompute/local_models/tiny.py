@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jobs.config import TinySpec, cache_root
+from jobs.config import TINY_CONTEXT, TinySpec, cache_root
 from precompute.corpus import file_sha256, read_local_table
 from precompute.extract.activations import hook_activation, pad_batch, real_tokens
 from precompute.extract.tokenization import tokenize_sentences
@@ -88,7 +88,7 @@ def model_config(spec: TinySpec, vocab_size: int, dtype: torch.dtype):
         d_head=d_head,
         d_mlp=spec.d_mlp,
         d_vocab=vocab_size,
-        n_ctx=2048,
+        n_ctx=TINY_CONTEXT,
         act_fn="gelu_new",
         normalization_type="LN",
         positional_embedding_type="rotary",
