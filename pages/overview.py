@@ -8,7 +8,7 @@ import streamlit as st
 
 from bilingual_core.schema import FEATURES, THRESHOLD_NAMES, THRESHOLDS
 from explorer import data, evidence, nav, table, ui
-from explorer.safe_text import md_frame, public_name
+from explorer.safe_text import md, md_frame, public_name
 
 ui.require_entry()
 
@@ -172,7 +172,7 @@ if not top.empty:
     best = int(top["feature"].iloc[0])
     links[2].page_link(
         nav.FEATURE,
-        label=f"Top feature by {default.key}: {table.with_label(best, table.feature_labels(feats))}",
+        label=f"Top feature by {default.key}: {md(table.with_label(best, table.feature_labels(feats)))}",
         icon=":material/neurology:",
         query_params={"run": ref.run_id, "feature": str(best)},
     )

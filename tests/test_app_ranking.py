@@ -148,3 +148,24 @@ def test_an_old_run_says_what_it_lacks(
             assert "python -m precompute score --run" in notes, notes
     at = open_app("pages/features.py")
     assert at.selectbox(key="features_score").value == "evidence"
+
+
+def test_feature_page_shows_label_family_and_labelled_neighbours(monkeypatch) -> None:
+    """On the shipped gemma3-en-es run (decoder neighbours stored): the title
+    carries the label, the family is listed, both neighbour lists have labels."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    feats = pd.read_parquet(root / "gemma3-en-es" / "features.parquet")
+    fam = feats[feats["family_size"] > 1].sort_values("translation_rank").iloc[0]
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = open_app("pages/feature.py", run="gemma3-en-es", feature=str(int(fam["feature"])))
+    assert fam["label"] in at.title[0].value
+    assert any("Family of" in str(m.value) for m in at.markdown)
+    links = [link.label for link in at.get("page_link")]
+    assert sum(" · " in label for label in links) >= int(fam["family_size"])
+    frames = [d.value for d in at.dataframe]
+    for marker in ("jaccard", "cosine"):  # co-firing, decoder neighbours
+        frame = next(f for f in frames if marker in f.columns)
+        assert {"label", "its translation", "its rank"} <= set(frame.columns), frame.columns
+        assert frame["label"].str.len().gt(0).any()
