@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scoring.py --root /tmp/bench-runs            # post size + full OPUS size
     python benchmarks/bench_scoring.py --root /tmp/bench-runs --sizes 500 10000 --repeats 3
+    python benchmarks/bench_scoring.py --sizes 4674 --repeats 1 --duckdb   # beside a DuckDB query
 
 Each size is a synthetic run with Gemma Scope-like density (about 33 real
 tokens per sentence and 71 active features per token, d_sae 16384), generated
@@ -66,6 +67,66 @@ def ensure_run(root: Path, n_pairs: int, d_sae: int, fpt: float, tokens: float) 
     return path
 
 
+# The plain-SQL way to get the blog score from activations.parquet (two
+# languages): per-sentence maxima, a log-sum-exp softmax per (feature,
+# language) with the silent pairs as one term, the JSD over the pairs where
+# either language fires plus the silent pairs' share, idaf and Jaccard.
+DUCKDB_SQL = """
+WITH m AS (SELECT feature, pair_id, lang::VARCHAR AS lang, max(activation)::DOUBLE AS q
+           FROM read_parquet('{run}/activations.parquet') GROUP BY ALL),
+norm AS (SELECT feature, lang, max(q) AS top, count(*) AS fired FROM m GROUP BY ALL),
+logz AS (SELECT m.feature, m.lang, any_value(top) + ln(sum(exp(q - top))
+                + ({n} - any_value(fired)) * exp(-any_value(top))) AS lz, any_value(fired) AS fired
+         FROM m JOIN norm USING (feature, lang) GROUP BY ALL),
+side AS (SELECT feature,
+                coalesce(max(lz) FILTER (lang = 'en'), ln({n})) AS lz_a,
+                coalesce(max(lz) FILTER (lang = 'es'), ln({n})) AS lz_b,
+                coalesce(max(fired) FILTER (lang = 'en'), 0) AS fired_a,
+                coalesce(max(fired) FILTER (lang = 'es'), 0) AS fired_b
+         FROM logz GROUP BY feature),
+wide AS (SELECT feature, pair_id,
+                coalesce(max(q) FILTER (lang = 'en'), 0) AS qa,
+                coalesce(max(q) FILTER (lang = 'es'), 0) AS qb
+         FROM m GROUP BY ALL),
+prob AS (SELECT feature, exp(qa - lz_a) AS pa, exp(qb - lz_b) AS pb, qa > 0 AND qb > 0 AS both_fire
+         FROM wide JOIN side USING (feature)),
+per AS (SELECT feature, count(*) AS n_any, sum(both_fire::INT) AS n_both,
+               sum(pa * ln(2 * pa / (pa + pb)) + pb * ln(2 * pb / (pa + pb))) AS kl
+        FROM prob GROUP BY feature)
+SELECT per.feature,
+       (kl + ({n} - n_any) * (exp(-lz_a) * ln(2 * exp(-lz_a) / (exp(-lz_a) + exp(-lz_b)))
+                            + exp(-lz_b) * ln(2 * exp(-lz_b) / (exp(-lz_a) + exp(-lz_b))))) / 2 AS jsd,
+       2.0 * {n} / (fired_a + fired_b) AS idaf, n_both::DOUBLE / n_any AS jaccard
+FROM per JOIN side USING (feature)
+"""
+
+_DUCKDB_CHILD = """
+import json, resource, sys, time
+import duckdb
+sql, threads = sys.stdin.read(), {threads}
+con = duckdb.connect()
+con.execute(f"SET threads={{threads}}")
+con.execute("SET enable_progress_bar = false")
+t = time.perf_counter()
+rows = len(con.execute(sql).fetchall())
+print(json.dumps({{"seconds": time.perf_counter() - t, "features": rows,
+                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+
+
+def duckdb_once(run: Path, threads: int = 2) -> dict:
+    """DUCKDB_SQL on ``run`` in a fresh process (so its peak RSS is its own)."""
+    n = Run.open(run).manifest.n_pairs
+    out = subprocess.run(
+        [sys.executable, "-c", _DUCKDB_CHILD.format(threads=threads)],
+        input=DUCKDB_SQL.format(run=str(run), n=n),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(next(x for x in reversed(out.stdout.splitlines()) if x.startswith("{")))
+
+
 def score_once(run: Path) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", _CHILD.format(root=str(ROOT), run=str(run))],
@@ -73,7 +134,7 @@ def score_once(run: Path) -> dict:
         capture_output=True,
         text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(next(x for x in reversed(out.stdout.splitlines()) if x.startswith("{")))
 
 
 def main() -> None:
@@ -84,9 +145,15 @@ def main() -> None:
     parser.add_argument("--features-per-token", type=float, default=71.0)
     parser.add_argument("--tokens-per-sentence", type=float, default=33.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--duckdb",
+        action="store_true",
+        help="also time a plain DuckDB query (2 threads) on each run, one after the other, and print the ratio",
+    )
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     rows = []
+    duck: list[tuple] = []
     for n in args.sizes:
         run = ensure_run(
             args.root, n, args.d_sae, args.features_per_token, args.tokens_per_sentence
@@ -100,6 +167,18 @@ def main() -> None:
         pass_s = statistics.median(r["thresholds"] for r in results)
         rss = max(r["maxrss_kb"] for r in results) / 2**20
         rows.append((n, n_tokens, n_act, secs, pass_s, rss, size, size / n_tokens))
+        if args.duckdb:
+            db = [duckdb_once(run) for _ in range(args.repeats)]
+            duck.append(
+                (
+                    n,
+                    n_act,
+                    secs,
+                    rss,
+                    statistics.median(r["seconds"] for r in db),
+                    max(r["maxrss_kb"] for r in db) / 2**20,
+                )
+            )
     print(
         f"\nscoring on {os.cpu_count()} cores, median of {args.repeats} (peak RSS: max over repeats)\n"
     )
@@ -114,6 +193,16 @@ def main() -> None:
             f"| {n:,} | {t:,} | {a:,} | {s:.2f} | {p:.2f} | {r:.2f} | {size / 1e6:.1f} | {bpt:.0f} "
             f"| {dense:,} | {dense / bpt:.0f}x |"
         )
+
+    if duck:
+        print(
+            "\n| pairs | activations | scorer s | scorer GiB | DuckDB s | DuckDB GiB | DuckDB s / scorer s |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for n, a, sec, r, ds, dr in duck:
+            print(
+                f"| {n:,} | {a:,} | {sec:.2f} | {r:.2f} | {ds:.2f} | {dr:.2f} | {ds / sec:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

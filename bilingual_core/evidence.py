@@ -52,7 +52,9 @@ TAG_SHARE = 0.8
 PURITY_TOP = 3
 """Purity counts the share of a feature's co-firing pairs taken by this many commonest token pairs."""
 DEFAULT_RANKINGS = tuple(
-    dict.fromkeys((SCORES[0].rank_column, "jaccard_rank", "mass_jsd_rank", "bi_rank"))
+    dict.fromkeys(
+        (SCORES[0].rank_column, "evidence_rank", "jaccard_rank", "mass_jsd_rank", "bi_rank")
+    )
 )
 """Ranking columns tried in order when no score is named: the app's default (the registry's
 first score), then, for runs scored before it existed, the scale-free scores before the blog bi."""

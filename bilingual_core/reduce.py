@@ -98,12 +98,17 @@ def sentence_max_blocks(
     block_features: int,
     sums: BlockSums | None = None,
     progress: object | None = None,
+    sentence_len: np.ndarray | None = None,
 ) -> Iterator[SentenceMax]:
     """Yield a SentenceMax for every block of ``block_features`` features, in order.
 
     Every block is yielded, empty or not, so per-feature arrays built from the
     blocks cover all ``d_sae`` features. ``sums`` (if given) accumulates the
-    per-(feature, language) token sums and the row count.
+    per-(feature, language) token sums and the row count. Each block carries
+    ``peak_position``, the position of the token holding each maximum.
+    ``sentence_len`` (per ``pair_id * m + lang``: tokens.parquet's positions
+    per sentence, BOS included) makes every row's position be checked against
+    its sentence.
     """
     check_schema(pf, file)
     m = len(languages)
@@ -124,6 +129,8 @@ def sentence_max_blocks(
         a = _column(batch, "activation", np.float32, file)
         li = lang_indices(batch.column("lang"), languages, file)
         _check_ranges(f, p, pos, a, n_pairs, d_sae, file)
+        if sentence_len is not None:
+            _check_positions(p, li, pos, m, sentence_len, languages, file)
         f <<= 39
         p <<= 8
         f |= p
@@ -145,6 +152,7 @@ def sentence_max_blocks(
         starts = np.concatenate([[0], starts])
         gmax = np.maximum.reduceat(a, starts)
         gcount = np.diff(np.append(starts, len(a))).astype(np.int32)
+        gpeak = _peak_positions(a, pos, gmax, new_group)
         gkey = key[starts]
         if sums is not None:
             gsum = np.add.reduceat(a, starts)
@@ -152,7 +160,9 @@ def sentence_max_blocks(
                 (gkey >> 39) * m + (gkey & 0xFF), weights=gsum, minlength=d_sae * m
             ).reshape(d_sae, m)
             sums.n_rows += batch.num_rows
-        pending.add(gkey, gmax, gcount, continues=prev_key is not None and gkey[0] == prev_key)
+        pending.add(
+            gkey, gmax, gcount, gpeak, continues=prev_key is not None and gkey[0] == prev_key
+        )
         prev_key, prev_pos = int(key[-1]), int(pos[-1])
         # Every feature below the batch's last one is complete.
         last_feature = prev_key >> 39
@@ -175,6 +185,21 @@ def sentence_max_blocks(
         next_block += 1
 
 
+def _peak_positions(
+    a: np.ndarray, pos: np.ndarray, gmax: np.ndarray, new_group: np.ndarray
+) -> np.ndarray:
+    """Per group of consecutive rows, the position of its first row holding the maximum."""
+    gid = np.empty(len(a), dtype=np.int64)
+    gid[0] = 0
+    np.cumsum(new_group, out=gid[1:])
+    hits = np.flatnonzero(a == gmax[gid])
+    hit_group = gid[hits]
+    first = np.empty(len(hits), dtype=bool)
+    first[0] = True
+    np.not_equal(hit_group[1:], hit_group[:-1], out=first[1:])
+    return pos[hits[first]].astype(np.int32)
+
+
 class _Groups:
     """Per-sentence groups waiting for their feature block to be complete."""
 
@@ -182,19 +207,31 @@ class _Groups:
         self.keys: list[np.ndarray] = []
         self.maxima: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
+        self.peaks: list[np.ndarray] = []
 
-    def add(self, key: np.ndarray, gmax: np.ndarray, count: np.ndarray, *, continues: bool) -> None:
+    def add(
+        self,
+        key: np.ndarray,
+        gmax: np.ndarray,
+        count: np.ndarray,
+        peak: np.ndarray,
+        *,
+        continues: bool,
+    ) -> None:
         if continues:
             # The first group continues the last pending group (a sentence's
-            # rows may span several batches).
+            # rows may span several batches); the earlier peak wins a tie.
             last = next(i for i in range(len(self.keys) - 1, -1, -1) if len(self.keys[i]))
-            self.maxima[last][-1] = max(self.maxima[last][-1], gmax[0])
+            if gmax[0] > self.maxima[last][-1]:
+                self.maxima[last][-1] = gmax[0]
+                self.peaks[last][-1] = peak[0]
             self.counts[last][-1] += count[0]
-            key, gmax, count = key[1:], gmax[1:], count[1:]
+            key, gmax, count, peak = key[1:], gmax[1:], count[1:], peak[1:]
         if len(key):
             self.keys.append(key)
             self.maxima.append(gmax)
             self.counts.append(count)
+            self.peaks.append(peak)
 
     def take_below(
         self,
@@ -205,13 +242,15 @@ class _Groups:
         languages: list[str],
         d_sae: int,
     ) -> SentenceMax:
-        key, gmax, count = (
+        key, gmax, count, peak = (
             _cat(self.keys, np.int64),
             _cat(self.maxima, np.float32),
             _cat(self.counts, np.int32),
+            _cat(self.peaks, np.int32),
         )
         cut = int(np.searchsorted(key, np.int64(limit) << 39))
         self.keys, self.maxima, self.counts = [key[cut:]], [gmax[cut:]], [count[cut:]]
+        self.peaks = [peak[cut:]]
         key = key[:cut]
         start = block * block_features
         return SentenceMax(
@@ -224,6 +263,7 @@ class _Groups:
             list(languages),
             start,
             min(block_features, d_sae - start),
+            peak[:cut],
         )
 
 
@@ -283,6 +323,31 @@ def _check_ranges(
     if pos.min() < 1:
         raise RunFormatError(
             file, "position", "position 0 (BOS) or negative: BOS and padding are never stored"
+        )
+
+
+def _check_positions(
+    p: np.ndarray,
+    li: np.ndarray,
+    pos: np.ndarray,
+    m: int,
+    sentence_len: np.ndarray,
+    languages: list[str],
+    file: str,
+) -> None:
+    """Every row's position exists in its sentence of tokens.parquet."""
+    bad = pos >= sentence_len[p * m + li]
+    if bad.any():
+        i = np.flatnonzero(bad)
+        first = int(i[0])
+        raise RunFormatError(
+            file,
+            "position",
+            f"{len(i):,} row(s) of this batch point past their sentence in tokens.parquet "
+            f"(first: pair_id {int(p[first])}, lang {languages[int(li[first])]!r}, "
+            f"position {int(pos[first])}, but tokens.parquet has "
+            f"{int(sentence_len[p[first] * m + li[first]])} positions there): "
+            "the tokens table does not match the activations",
         )
 
 

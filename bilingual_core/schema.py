@@ -85,6 +85,11 @@ SENTENCE_MAX_COLUMNS = [
     Column("max_activation", pa.float32()),
     Column("n_tokens", pa.int32()),
 ]
+# Written by the scorer since peak-token evidence (runs scored earlier lack them).
+SENTENCE_MAX_PEAK_COLUMNS = [
+    Column("peak_position", pa.int32()),
+    Column("peak_token_id", pa.int32()),
+]
 THRESHOLDS_COLUMNS = [
     Column("threshold", pa.string()),
     Column("scope", pa.string()),
@@ -102,7 +107,7 @@ CURVES_COLUMNS = [
 PAIRS_SCHEMA = _schema(PAIRS_COLUMNS)
 TOKENS_SCHEMA = _schema(TOKENS_COLUMNS)
 ACTIVATIONS_SCHEMA = _schema(ACTIVATIONS_COLUMNS)
-SENTENCE_MAX_SCHEMA = _schema(SENTENCE_MAX_COLUMNS)
+SENTENCE_MAX_SCHEMA = _schema(SENTENCE_MAX_COLUMNS + SENTENCE_MAX_PEAK_COLUMNS)
 THRESHOLDS_SCHEMA = _schema(THRESHOLDS_COLUMNS)
 CURVES_SCHEMA = _schema(CURVES_COLUMNS)
 
@@ -125,6 +130,21 @@ NOTEBOOK_BASE_COLUMNS = [
     Column("notebook_idaf", pa.float64()),
 ]
 _FEATURE_REQUIRED_BASE = ("feature", "alive", "idaf")
+# Peak-token evidence, feature families and labels (docs/scores.md), written
+# after the scores; a run scored before them lacks these columns.
+PEAK_FEATURE_COLUMNS = [
+    Column("n_cross", pa.int32()),
+    Column("n_shared", pa.int32()),
+    Column("cross_share", pa.float64()),
+    Column("cross_log10p", pa.float64()),
+    Column("cross_repeated", pa.float64()),
+    Column("is_translation", pa.bool_()),
+    Column("is_shared_surface", pa.bool_()),
+    Column("label", pa.string()),
+    Column("token_pairs", pa.string()),
+    Column("family", pa.int32()),
+    Column("family_size", pa.int32()),
+]
 
 
 def _expand(columns: list[Column], languages: list[str]) -> list[Column]:
@@ -151,7 +171,7 @@ def _score_columns(
 def feature_columns(languages: list[str], *, notebook: bool = False) -> list[Column]:
     """Every column the scorer writes to features.parquet, in order."""
     base = FEATURE_BASE_COLUMNS + (NOTEBOOK_BASE_COLUMNS if notebook else [])
-    return _expand(base, languages) + _score_columns(languages, notebook)
+    return _expand(base, languages) + _score_columns(languages, notebook) + PEAK_FEATURE_COLUMNS
 
 
 def _feature_required() -> list[Column]:

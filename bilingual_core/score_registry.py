@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from . import peaks as peak_kernels
 from . import score_kernels as kernels
 from .ranking import rank_features
 from .score_kernels import Coactivation, Ranking
@@ -56,6 +57,20 @@ class FeatureQuantities:
     block_scores: dict[str, np.ndarray] = field(default_factory=dict)
     """The values of the ``block`` scores, by column."""
     notebook: NotebookInputs | None = None
+    peaks: peak_kernels.PeakEvidence | None = None
+    """Peak-token evidence (every language pair), when the run's tokens were read."""
+
+    @cached_property
+    def cross(self) -> peak_kernels.CrossSummary | None:
+        """The weakest language pair's cross-token counts, flags and ``translation``."""
+        if self.peaks is None:
+            return None
+        alignment = None
+        if "mass_jsd" in self.block_scores:
+            alignment = np.clip(
+                1.0 - self.block_scores["mass_jsd"] / np.log(len(self.languages)), 0.0, 1.0
+            )
+        return peak_kernels.summarise(self.peaks, self.alive, alignment)
 
     @property
     def support(self) -> np.ndarray:
@@ -132,6 +147,21 @@ class ScoreSpec:
 
 SCORES: tuple[ScoreSpec, ...] = (
     ScoreSpec(
+        "translation",
+        "translation: co-firing on different tokens beyond chance (higher = more bilingual)",
+        "translation",
+        "higher",
+        "s = cross_share × -cross_log10p × (1 - mass_jsd / ln m) × (1 + cross_repeated) / 2; "
+        "1 + s for translation "
+        "features (co-firing mostly cross-token and significant), s/(1+s) < 1 for the others",
+        run=lambda q: None if q.cross is None else q.cross.translation,
+        rank_column="translation_rank",
+        note="Counts pairs where the feature fires in every language on *different* peak tokens "
+        "(want/quiero), beyond chance; features co-firing mostly on the same token (?/?, Tom/Tom) "
+        "rank after every significant translation feature. A cross-token pair can still be "
+        "context (you/¿) rather than a translation.",
+    ),
+    ScoreSpec(
         "evidence",
         "evidence: co-firing beyond chance × alignment (higher = more bilingual)",
         "evidence",
@@ -143,7 +173,8 @@ SCORES: tuple[ScoreSpec, ...] = (
         ),
         rank_column="evidence_rank",
         note="Needs many pairs firing in every language, more than chance predicts, with similar "
-        "strength on both sides: one pair of n scores log10 n.",
+        "strength on both sides: one pair of n scores log10 n. It does not look at which tokens "
+        "fire, so features firing on the same token in both languages (?/?, names) rank high.",
     ),
     ScoreSpec(
         "bi",

@@ -62,6 +62,10 @@ class SentenceMaxWriter:
                 "feature": pa.array(sm.feature[order], pa.int32()),
                 "max_activation": pa.array(sm.value[order], pa.float32()),
                 "n_tokens": pa.array(sm.n_tokens[order], pa.int32()),
+                "peak_position": pa.array(
+                    _or_missing(sm.peak_position, len(sm))[order], pa.int32()
+                ),
+                "peak_token_id": pa.array(_or_missing(sm.peak_token, len(sm))[order], pa.int32()),
             },
             schema=SENTENCE_MAX_SCHEMA,
         )
@@ -70,6 +74,10 @@ class SentenceMaxWriter:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _or_missing(values: np.ndarray | None, n: int) -> np.ndarray:
+    return np.full(n, -1, np.int32) if values is None else values
 
 
 def write_score_tables(writer: RunWriter, result: ScoreResult) -> None:

@@ -10,6 +10,7 @@ directory that replaces the run only when complete.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from . import peaks
 from . import score_kernels as scores
 from . import score_registry as registry
 from .errors import RunFormatError
@@ -42,6 +44,7 @@ from .score_tables import ScoreResult, SentenceMaxWriter, write_score_tables
 from .sparse import SentenceMax, merge_sentence_max
 from .stats import activation_frequency_curves, curve_counts_from, curve_cuts, thresholds_table
 from .storage import open_root
+from .token_index import TokenIndex
 from .validate import check_pairs, real_token_counts
 
 Variant = Literal["blog", "notebook"]
@@ -93,6 +96,8 @@ class _Plan:
     curve_cuts: np.ndarray
     notebook_scale: np.ndarray | None
     """Per-language factor of the notebook variant; None for the blog variant."""
+    tokens: TokenIndex | None = None
+    """tokens.parquet as lookup arrays (peak tokens and their string classes)."""
 
     @property
     def all_cuts(self) -> np.ndarray:
@@ -192,6 +197,8 @@ def _score_block(
         "coact_frames": _coactivation_frames(feature_ids, plan, coacts),
         "curves": curve_counts_from(plan.curve_keys, tc.sizes[:, :, :n_curve], plan.languages),
     }
+    if plan.tokens is not None:
+        out["peaks"] = peaks.peak_evidence(block, plan.tokens.norm_of_id)
     if plan.notebook_scale is not None:
         nb_block = block if pad_block is None else merge_sentence_max(block, pad_block)
         nb_block = nb_block.scaled(plan.notebook_scale)
@@ -229,6 +236,7 @@ def _block_pass(
         block_features=block_features,
         sums=sums,
         progress=bar,
+        sentence_len=None if plan.tokens is None else plan.tokens.sentence_len,
     )
     # numpy releases the GIL: blocks are scored in worker threads while the
     # main thread reduces the next batches (and a third decodes Parquet).
@@ -236,6 +244,8 @@ def _block_pass(
     with ThreadPoolExecutor(max_workers=config.threads) as pool:
         for block in blocks:
             n_groups += len(block)
+            if plan.tokens is not None:
+                block.peak_token = plan.tokens.peak_tokens(block)
             if sentence_max_sink is not None:
                 sentence_max_sink(block)
             pad_block = next(pad_blocks) if pad_blocks is not None else None
@@ -291,10 +301,33 @@ def _quantities(
             key: np.concatenate([p["scores"][key] for p in parts]) for key in parts[0]["scores"]
         },
         notebook=notebook,
+        peaks=peaks.concat([p["peaks"] for p in parts]) if "peaks" in parts[0] else None,
     )
 
 
-def _features_frame(parts: list[dict[str, object]], q: FeatureQuantities) -> pd.DataFrame:
+def _peak_columns(
+    columns: dict[str, object], q: FeatureQuantities, plan: _Plan, n_sentences: np.ndarray
+) -> None:
+    """The peak-token columns, labels and families (after the scores: families
+    are named by their best-ranked member under the default ranking)."""
+    cross, ev = q.cross, q.peaks
+    assert cross is not None and ev is not None and plan.tokens is not None
+    columns["n_cross"] = cross.n_cross.astype(np.int32)
+    columns["n_shared"] = cross.n_shared.astype(np.int32)
+    columns["cross_share"] = cross.cross_share
+    columns["cross_log10p"] = cross.cross_log10p
+    columns["cross_repeated"] = cross.cross_repeated
+    columns["is_translation"] = cross.is_translation
+    columns["is_shared_surface"] = cross.is_shared_surface
+    label, token_pairs = peaks.labels(ev, cross, plan.tokens.display, q.languages, len(q.counts))
+    columns["label"], columns["token_pairs"] = label, token_pairs
+    rank = np.asarray(columns[registry.DEFAULT.rank_column], dtype=np.int64)
+    columns["family"], columns["family_size"] = peaks.families(ev.sketch, rank, n_sentences)
+
+
+def _features_frame(
+    parts: list[dict[str, object]], q: FeatureQuantities, plan: _Plan
+) -> pd.DataFrame:
     """features.parquet: the quantities and every registered score, in the order
     of ``schema.feature_columns``; rank columns are null where not ranked."""
     n_tok, qmax = _cat(parts, "n_tok"), _cat(parts, "qmax")
@@ -313,6 +346,7 @@ def _features_frame(parts: list[dict[str, object]], q: FeatureQuantities) -> pd.
     if q.notebook is not None:
         columns["notebook_jsd"], columns["notebook_idaf"] = q.notebook.jsd, q.notebook.idaf
     columns.update(registry.compute_run_scores(q))
+    _peak_columns(columns, q, plan, q.counts.sum(axis=1))
     feats = pd.DataFrame(
         {
             c.name: columns[c.name]
@@ -374,6 +408,7 @@ def compute_scores(
     t0 = time.perf_counter()
     check_pairs(run)
     n_real = real_token_counts(run)
+    token_index = TokenIndex.from_run(run)
     activations = run.parquet(ACTIVATIONS)  # one handle (and footer read) for every pass
     n_rows = activations.metadata.num_rows
     if n_rows == 0:
@@ -381,12 +416,13 @@ def compute_scores(
     d_sae = run.manifest.d_sae
     block_features = config.block_features or _auto_block(d_sae, n_rows)
     thresholds, plan, pad = _thresholds_pass(run, activations, config)
+    plan = dataclasses.replace(plan, tokens=token_index)
     t_thresholds = time.perf_counter() - t0
     parts, sums, n_groups = _block_pass(
         activations, d_sae, plan, pad, config, block_features, sentence_max_sink, progress
     )
     q = _quantities(parts, sums, n_real, plan, config)
-    feats = _features_frame(parts, q)
+    feats = _features_frame(parts, q, plan)
     curves = activation_frequency_curves(
         {key: np.concatenate([p["curves"][key] for p in parts]) for key in parts[0]["curves"]},
         plan.n_pairs,

@@ -38,6 +38,11 @@ class SentenceMax:
     languages: list[str]
     feature_offset: int
     n_features: int
+    peak_position: np.ndarray | None = None
+    """int32: position of the token carrying the maximum (the first one on ties);
+    None when the producer did not track it."""
+    peak_token: np.ndarray | None = None
+    """int32: token id at ``peak_position`` (filled in by the scorer from tokens.parquet)."""
 
     @property
     def m(self) -> int:
@@ -112,6 +117,8 @@ class SentenceMax:
                 self.languages,
                 lo_f,
                 count,
+                None if self.peak_position is None else self.peak_position[lo:hi],
+                None if self.peak_token is None else self.peak_token[lo:hi],
             )
 
     def scaled(self, factor_per_lang: np.ndarray) -> SentenceMax:
@@ -127,6 +134,8 @@ class SentenceMax:
             self.languages,
             self.feature_offset,
             self.n_features,
+            self.peak_position,
+            self.peak_token,
         )
 
 

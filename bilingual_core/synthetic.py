@@ -19,6 +19,9 @@ Spanish-only function words. Features are then planted on top:
 * ``single_pair``: fires on one random pair, on one random token in each
   language (the content differs: the top of the blog score is made of these);
 * ``two_pairs``: the same on two random pairs;
+* ``shared_surface``: like ``bilingual``, but on a concept written with the
+  same token (same id and string) in every language, as ``?`` or a name:
+  co-firing on a shared surface form, not on a translation;
 * ``background``: all other features fire on random tokens at rates spread
   over three orders of magnitude, scaled so that on average
   ``features_per_token`` features fire per token (about 71 in Gemma Scope's
@@ -63,10 +66,11 @@ PLANTED_KINDS = (
     "bilingual_weak",
     "single_pair",
     "two_pairs",
+    "shared_surface",
 )
 BILINGUAL_KINDS = ("bilingual", "bilingual_weak")
 """The planted kinds a bilingual ranking should put first."""
-_CONCEPT_KINDS = ("bilingual", "leaning", "bilingual_weak")
+_CONCEPT_KINDS = ("bilingual", "leaning", "bilingual_weak", "shared_surface")
 BOS_TOKEN = "<bos>"
 BOS_ID = 2
 
@@ -130,6 +134,7 @@ class PlantedCounts:
     bilingual_weak: int = 0
     single_pair: int = 0
     two_pairs: int = 0
+    shared_surface: int = 0
 
     @property
     def total(self) -> int:
@@ -150,6 +155,7 @@ class PlantedCounts:
             bilingual_weak=half,
             single_pair=n,
             two_pairs=n,
+            shared_surface=half,
         )
 
 
@@ -213,6 +219,13 @@ class SyntheticTruth:
     def features_of(self, kind: str) -> list[int]:
         return sorted(f for f, k in self.kinds.items() if k == kind)
 
+    @property
+    def shared_concepts(self) -> frozenset[int]:
+        """Concepts written with the same token in every language (``shared_surface``)."""
+        return frozenset(
+            c for f, c in self.concept.items() if self.kinds.get(f) == "shared_surface"
+        )
+
 
 def planted_precision(
     features: pd.DataFrame,
@@ -239,7 +252,15 @@ def planted_precision(
     return sum(int(f) in bilingual for f in best) / top
 
 
-def _word(concept: int, lang_index: int, languages: tuple[str, ...], vocab_size: int) -> str:
+def _word(
+    concept: int,
+    lang_index: int,
+    languages: tuple[str, ...],
+    vocab_size: int,
+    shared: frozenset[int] = frozenset(),
+) -> str:
+    if concept in shared:
+        lang_index = 0
     if concept >= vocab_size:
         return _ES_FILLERS[(concept - vocab_size) % len(_ES_FILLERS)]
     if concept < len(_WORDS):
@@ -471,8 +492,9 @@ def write_synthetic_run(
     truth = _assign_planted(cfg, corpus, rng)
     m, langs = len(cfg.languages), list(cfg.languages)
     lang_dict = pa.array(langs, pa.string())
+    shared = truth.shared_concepts
     words = {
-        (c, li): _word(c, li, cfg.languages, cfg.vocab_size)
+        (c, li): _word(c, li, cfg.languages, cfg.vocab_size, shared)
         for c in np.unique(corpus.concept)
         for li in range(m)
     }
@@ -482,10 +504,10 @@ def write_synthetic_run(
             dtype=object,
         )
         if len(corpus.concept) < 2_000_000
-        else _vector_words(corpus, cfg)
+        else _vector_words(corpus, cfg, shared)
     )
     with RunWriter(root, cfg.run_id, overwrite=overwrite) as writer:
-        _write_pairs_tokens(writer, corpus, cfg, token_text, lang_dict)
+        _write_pairs_tokens(writer, corpus, cfg, token_text, lang_dict, shared)
         order_concept = np.argsort(corpus.concept, kind="stable")
         bounds = np.searchsorted(corpus.concept[order_concept], np.arange(corpus.concept.max() + 2))
         needed = set(truth.concept.values())
@@ -542,12 +564,16 @@ def write_synthetic_run(
     return truth
 
 
-def _vector_words(corpus: Corpus, cfg: SyntheticConfig) -> np.ndarray:
+def _vector_words(corpus: Corpus, cfg: SyntheticConfig, shared: frozenset[int]) -> np.ndarray:
     """Token strings for large corpora without a per-token Python loop."""
     m = len(cfg.languages)
     top = int(corpus.concept.max()) + 1
     table = np.array(
-        [_word(c, li, cfg.languages, cfg.vocab_size) for li in range(m) for c in range(top)],
+        [
+            _word(c, li, cfg.languages, cfg.vocab_size, shared)
+            for li in range(m)
+            for c in range(top)
+        ],
         dtype=object,
     )
     return table[corpus.lang.astype(np.int64) * top + corpus.concept]
@@ -559,6 +585,7 @@ def _write_pairs_tokens(
     cfg: SyntheticConfig,
     token_text: np.ndarray,
     lang_dict: pa.Array,
+    shared: frozenset[int] = frozenset(),
 ) -> None:
     m, n = len(cfg.languages), cfg.n_pairs
     # Sentence texts: tokens joined by spaces.
@@ -582,9 +609,12 @@ def _write_pairs_tokens(
     # Tokens with a BOS row at position 0 of every sentence.
     n_sent = n * m
     bos_pair, bos_lang = sent_pair, sent_lang
+    same_id = corpus.concept >= cfg.vocab_size
+    if shared:
+        same_id |= np.isin(corpus.concept, np.array(sorted(shared)))
     tok_ids = (
         np.where(
-            corpus.concept >= cfg.vocab_size,
+            same_id,
             corpus.concept,
             corpus.concept + corpus.lang.astype(np.int64) * cfg.vocab_size,
         )

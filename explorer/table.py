@@ -118,7 +118,73 @@ def score_table(
         table["low_support"] = low_support(table["support"])
     if planted:
         table["planted"] = table["feature"].astype(str).map(planted).fillna("")
+    if "is_shared_surface" in table:
+        table["tag"] = np.where(
+            table["is_shared_surface"].fillna(False).astype(bool),
+            SHARED_TAG,
+            np.where(table["is_translation"].fillna(False).astype(bool), TRANSLATION_TAG, ""),
+        )
     return table
+
+
+SHARED_TAG = "shared token"
+TRANSLATION_TAG = "translation"
+PEAK_COLUMNS = ("translation", "label", "is_shared_surface", "family")
+"""What a run scored before peak-token evidence lacks (features.parquet)."""
+
+
+def missing_peak_evidence(columns: list[str] | pd.Index, run_path: str = "DIR") -> str | None:
+    """A note for a run scored before peak-token evidence (None when it has it)."""
+    lacking = [c for c in PEAK_COLUMNS if c not in set(columns)]
+    if not lacking:
+        return None
+    return (
+        "This run was scored before peak-token evidence: it has no translation ranking, "
+        "feature labels, shared-token tags or feature families (features.parquet lacks "
+        f"{', '.join(lacking)}). `python -m precompute score --run {run_path}` adds them; "
+        "meanwhile the first available score ranks."
+    )
+
+
+def feature_labels(features: pd.DataFrame) -> pd.Series:
+    """Feature id -> label ('' when the run has no labels)."""
+    if "label" not in features:
+        return pd.Series("", index=features["feature"].astype(int), dtype=object)
+    return features.set_index(features["feature"].astype(int))["label"].fillna("").astype(str)
+
+
+def with_label(feature: int, labels: pd.Series) -> str:
+    """``feature 123 · want/quiero`` (just ``feature 123`` without a label)."""
+    label = labels.get(int(feature), "") if labels is not None else ""
+    return f"feature {int(feature)} · {label}" if label else f"feature {int(feature)}"
+
+
+def match_labels(table: pd.DataFrame, text: str) -> frozenset[int]:
+    """Features whose label or commonest peak-token pairs contain ``text`` (case-insensitive)."""
+    needle = text.strip().lower()
+    hits = pd.Series(False, index=table.index)
+    for col in ("label", "token_pairs"):
+        if col in table:
+            hits |= table[col].fillna("").astype(str).str.lower().str.contains(needle, regex=False)
+    return frozenset(table.loc[hits, "feature"].astype(int))
+
+
+def collapse_families(shown: pd.DataFrame, expand: frozenset[int] = frozenset()) -> pd.DataFrame:
+    """One row per feature family among ``shown`` (already in display order):
+    its first row, with ``similar`` = "+N similar" for the N other members shown.
+    Families in ``expand`` keep every member (the others marked "in family F")."""
+    if "family" not in shown or shown.empty:
+        return shown
+    fam = shown["family"].fillna(shown["feature"]).astype(int)
+    first = ~fam.duplicated()
+    members = fam.map(fam.value_counts())
+    out = shown.copy()
+    out["similar"] = np.where(
+        first & (members > 1), "+" + (members - 1).astype(str) + " similar", ""
+    )
+    expanded = fam.isin(expand)
+    out.loc[expanded & ~first, "similar"] = "in family " + fam[expanded & ~first].astype(str)
+    return out[first | expanded]
 
 
 def low_support(support: pd.Series | float) -> pd.Series | bool:
@@ -164,6 +230,8 @@ class Filters:
     firing sentences are in it; bilingual when no language reaches it."""
     features: frozenset[int] | None = None
     """Keep only these features (the token search), or all when None."""
+    hide_shared: bool = True
+    """Hide features tagged "shared token" (co-firing mostly on the same token)."""
 
 
 def apply_filters(
@@ -192,14 +260,35 @@ def apply_filters(
             keep &= table[f"share_{lang}"] >= filters.share_cutoff
     if filters.features is not None:
         keep &= table["feature"].isin(filters.features)
+    if filters.hide_shared and "is_shared_surface" in table:
+        keep &= ~table["is_shared_surface"].fillna(False).astype(bool)
     return table[keep]
 
 
 def display_columns(table: pd.DataFrame, score: Score, languages: list[str]) -> list[str]:
     """The columns the feature table shows, in order."""
-    cols = ["feature", "rank", score.column, "support", "low_support", "top_tokens", "planted"]
+    cols = [
+        "feature",
+        "label",
+        "similar",
+        "rank",
+        score.column,
+        "tag",
+        "support",
+        "low_support",
+        "token_pairs",
+        "top_tokens",
+        "planted",
+    ]
     extra = [f"n_fire_{lang}" for lang in languages]
     extra += [
+        "translation",
+        "n_cross",
+        "n_shared",
+        "cross_share",
+        "cross_log10p",
+        "family",
+        "family_size",
         "evidence",
         "bi",
         "bi_rank",
@@ -316,7 +405,17 @@ def pair_feature_table(
         ["min_max", "feature"], ascending=[False, True], ignore_index=True
     )
     if features is not None:
-        keep = ("n_both", "evidence", "evidence_rank", "bi", "bi_rank", "jaccard")
+        keep = (
+            "label",
+            "n_both",
+            "translation",
+            "translation_rank",
+            "evidence",
+            "evidence_rank",
+            "bi",
+            "bi_rank",
+            "jaccard",
+        )
         extra = features.set_index("feature")[[c for c in keep if c in features]]
         out = out.join(extra, on="feature")
     return out
@@ -417,4 +516,6 @@ def describe_filters(filters: Filters) -> str:
         parts.append(f"{lang}-specific (≥ {filters.share_cutoff:.0%} of firing sentences)")
     if filters.features is not None:
         parts.append(f"token search: {len(filters.features):,} features")
+    if filters.hide_shared:
+        parts.append("shared-token features hidden")
     return ", ".join(parts)

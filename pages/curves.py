@@ -11,8 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from bilingual_core.schema import CURVES, GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHOLDS
+from bilingual_core.schema import CURVES, FEATURES, GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHOLDS
 from explorer import data, nav, ui
+from explorer import table as explorer_table
 from explorer.safe_text import plotly_text
 
 ui.require_entry()
@@ -49,7 +50,9 @@ def curve_figure(
     chosen: list[str],
     log_y: bool,
     nonzero: bool,
+    labels: pd.Series | None = None,
 ) -> go.Figure:
+    """One line per chosen threshold; hovering names the feature at that rank and its label."""
     fig = go.Figure()
     for name in chosen:
         line = curves[(curves["scope"] == scope) & (curves["threshold"] == name)].sort_values(
@@ -62,6 +65,13 @@ def curve_figure(
         value = values.get(name)
         label = plotly_text(f"{name} = {value:.3g}" if value is not None else name)
         custom = line.get("feature")
+        if custom is not None:
+            names = (
+                custom.astype(int).map(labels).fillna("").map(plotly_text)
+                if labels is not None
+                else pd.Series("", index=custom.index)
+            )
+            custom = list(zip(custom.astype(int).tolist(), names.tolist(), strict=True))
         fig.add_trace(
             go.Scatter(
                 x=line["rank"],
@@ -71,7 +81,11 @@ def curve_figure(
                 customdata=custom,
                 hovertemplate=(
                     "rank %{x}<br>fraction %{y:.4f}"
-                    + ("<br>feature %{customdata}" if custom is not None else "")
+                    + (
+                        "<br>feature %{customdata[0]} %{customdata[1]}"
+                        if custom is not None
+                        else ""
+                    )
                     + f"<extra>{label}</extra>"
                 ),
             )
@@ -121,10 +135,15 @@ names += sorted(set(curves["threshold"]) - set(names))
 chosen, log_y, nonzero = curves_ui(names)
 scopes = [s for s in [*ref.languages, GLOBAL_SCOPE] if s in set(curves["scope"])]
 cols = st.columns(min(3, len(scopes)))
+feature_labels = (
+    explorer_table.feature_labels(data.features(ref.location, ref.token))
+    if not data.file_problems(ref.location, ref.token, (FEATURES,))
+    else None
+)
 for i, scope in enumerate(scopes):
     values = thr[thr["scope"] == scope].set_index("threshold")["value"].to_dict()
     event = cols[i % len(cols)].plotly_chart(
-        curve_figure(curves, values, scope, chosen, log_y, nonzero),
+        curve_figure(curves, values, scope, chosen, log_y, nonzero, feature_labels),
         key=f"curves_chart_{scope}",
         on_select="rerun",
         selection_mode="points",

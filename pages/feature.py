@@ -285,8 +285,20 @@ def header_section(
     """Title, badges, and the row of links: previous / next, Neuronpedia, the feature table."""
     rank, prev_f, next_f = table.neighbours(scored, score, feature)
     row = scored.loc[scored["feature"] == feature].iloc[0]
-    st.title(f"Feature {feature}")
+    labels = table.feature_labels(scored)
+    label = str(row.get("label") or "")
+    st.title(f"Feature {feature}" + (f" · {md(label)}" if label else ""))
+    old_run = table.missing_peak_evidence(scored.columns, ref.location)
+    if old_run:
+        st.info(old_run)
     badges = ["alive" if row["alive"] else "dead (never fires in some language)"]
+    tag = str(row.get("tag") or "")
+    if tag:
+        badges.append(f"**{tag}**")
+    if "n_cross" in row and pd.notna(row.get("cross_share")):
+        badges.append(
+            f"{int(row['n_cross'])} cross-token / {int(row['n_shared'])} same-token co-firing pairs"
+        )
     if rank is not None:
         badges.append(f"rank {rank:,} by `{score.key}`")
     thin = feature_parts.low_support(row, ref.languages)
@@ -299,18 +311,21 @@ def header_section(
     if kind:
         badges.append(f"planted: {md(kind)}")
     st.markdown(" · ".join(badges))
+    if "token_pairs" in row and str(row.get("token_pairs") or ""):
+        st.caption("Commonest peak-token pairs: " + md(str(row["token_pairs"])))
+    family_section(ref, scored, feature, score, threshold)
     with st.container(horizontal=True, gap="small", key="feature_nav"):
         if prev_f is not None:
             st.page_link(
                 nav.FEATURE,
-                label=f"Previous: feature {prev_f}",
+                label=f"Previous: {md(table.with_label(prev_f, labels))}",
                 icon=":material/arrow_back:",
                 query_params=nav_params(ref, prev_f, score, threshold),
             )
         if next_f is not None:
             st.page_link(
                 nav.FEATURE,
-                label=f"Next: feature {next_f}",
+                label=f"Next: {md(table.with_label(next_f, labels))}",
                 icon=":material/arrow_forward:",
                 query_params=nav_params(ref, next_f, score, threshold),
             )
@@ -334,6 +349,48 @@ def header_section(
             icon=":material/table_rows:",
             query_params=table_params(ref, score, threshold),
         )
+
+
+def family_section(
+    ref: RunRef, scored: pd.DataFrame, feature: int, score: Score, threshold: str
+) -> None:
+    """The feature's family of near-duplicate latents (docs/scores.md), when it has one."""
+    if "family" not in scored:
+        return
+    fam = scored.loc[scored["feature"] == feature, "family"].iloc[0]
+    ranked = scored.assign(rank=table.ranks(scored, score))
+    members = ranked[ranked["family"] == fam].sort_values("rank", na_position="last")
+    if len(members) < 2:
+        return
+    labels = table.feature_labels(scored)
+    st.markdown(
+        f"**Family of {len(members)} near-duplicate latents** (their peak tokens nearly "
+        "coincide), best-ranked first:"
+    )
+    with st.container(horizontal=True, gap="small", key="feature_family"):
+        for f in members["feature"].astype(int):
+            st.page_link(
+                nav.FEATURE,
+                label=("▶ " if f == feature else "") + md(table.with_label(f, labels)),
+                query_params=nav_params(ref, f, score, threshold),
+            )
+
+
+def _with_labels(
+    frame: pd.DataFrame, column: str, scored: pd.DataFrame, score: Score
+) -> pd.DataFrame:
+    """Add each neighbour's label and its value and rank under ``score`` after ``column``."""
+    by_id = scored.assign(rank=table.ranks(scored, score)).set_index("feature")
+    out = frame.copy()
+    at = out.columns.get_loc(column) + 1
+    ids = out[column].astype(int)
+    if "label" in by_id:
+        out.insert(at, "label", ids.map(by_id["label"]).fillna("").to_numpy())
+        at += 1
+    if score.column in by_id:
+        out.insert(at, f"its {score.key}", ids.map(by_id[score.column]).to_numpy())
+        out.insert(at + 1, "its rank", ids.map(by_id["rank"]).to_numpy())
+    return out
 
 
 def scores_section(ref: RunRef, scored: pd.DataFrame, scores: list[Score], feature: int) -> None:
@@ -446,6 +503,7 @@ def neighbours_section(
                 for f in cofire.neighbours["neighbour"]
             }
             shown = feature_parts.neighbour_table(cofire.neighbours, scored, links)
+            shown = _with_labels(shown, "feature", scored, score)
             st.dataframe(
                 shown,
                 hide_index=True,
@@ -476,7 +534,7 @@ def neighbours_section(
                 for f in shown["feature"].head(5):
                     st.page_link(
                         nav.FEATURE,
-                        label=f"feature {f}",
+                        label=md(table.with_label(f, table.feature_labels(scored))),
                         query_params=nav_params(ref, int(f), score, threshold),
                     )
     if decoder is not None:
@@ -489,7 +547,12 @@ def neighbours_section(
                     open=[feature_link(ref, int(f), score, threshold) for f in decoder["neighbour"]]
                 )
                 st.dataframe(
-                    decoder[["rank", "neighbour", "open", "cosine"]],
+                    _with_labels(
+                        decoder[["rank", "neighbour", "open", "cosine"]],
+                        "neighbour",
+                        scored,
+                        score,
+                    ),
                     hide_index=True,
                     key="feature_decoder",
                     width="content",
@@ -503,7 +566,7 @@ def neighbours_section(
                     for f in decoder["neighbour"].head(5):
                         st.page_link(
                             nav.FEATURE,
-                            label=f"feature {f}",
+                            label=md(table.with_label(f, table.feature_labels(scored))),
                             query_params=nav_params(ref, int(f), score, threshold),
                         )
 

@@ -56,6 +56,37 @@ def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
     return table.score_by_key(scores, key), threshold
 
 
+def shared_ui(has_tags: bool) -> bool:
+    """The one-click toggle hiding shared-token features (on by default)."""
+    if not has_tags:
+        return False
+    ui.url_seed("features_hide_shared", "hideshared", ui.parse_bool, True)
+    hide = st.toggle(
+        "Hide shared-token features",
+        key="features_hide_shared",
+        help="Features that co-fire mostly on the same token in every language (?/?, Tom/Tom): "
+        "any model that has seen both scripts does that. Untick to show them, tagged "
+        "'shared token'.",
+    )
+    ui.url_publish("hideshared", hide, True, ui.encode_bool)
+    return hide
+
+
+def families_ui(has_families: bool) -> bool:
+    """One row per family of near-duplicate latents (on by default)."""
+    if not has_families:
+        return False
+    ui.url_seed("features_group", "group", ui.parse_bool, True)
+    group = st.toggle(
+        "One row per family",
+        key="features_group",
+        help="Near-duplicate latents (their peak tokens nearly coincide, docs/scores.md) "
+        "are shown as their best-ranked member with '+N similar'; expand a family below.",
+    )
+    ui.url_publish("group", group, True, ui.encode_bool)
+    return group
+
+
 def filters_ui(languages: list[str]) -> Filters:
     """Filter widgets; returns plain values."""
     with st.expander("Filters", expanded=False):
@@ -119,10 +150,11 @@ def filters_ui(languages: list[str]) -> Filters:
 def token_search_ui() -> str:
     ui.url_seed("features_tokens", "tok", str, "")
     text = st.text_input(
-        "Search features by the tokens they fire on most",
+        "Search features by label, token pairs or the tokens they fire on most",
         key="features_tokens",
-        placeholder="e.g. casa, house",
-        help="Matches the tokens under each feature's strongest activations",
+        placeholder="e.g. noche, casa, house",
+        help="Matches each feature's label, its commonest peak-token pairs (want/quiero) "
+        "and the tokens under its strongest activations",
     )
     ui.url_publish("tok", text.strip(), "")
     return text.strip()
@@ -167,7 +199,7 @@ def feature_urls(
     return [f"feature?{run}&feature={int(f)}&{tail}" for f in features]
 
 
-ui.url_only("score", "t", *nav.TABLE_PARAMS, *evidence.URL_PARAMS)
+ui.url_only("score", "t", "hideshared", "group", *nav.TABLE_PARAMS, *evidence.URL_PARAMS)
 ref = ui.current_run(files=(FEATURES,))
 st.title("Ranked features")
 thresholds = ui.coactivation_thresholds(ref)
@@ -175,8 +207,16 @@ feats = data.features(ref.location, ref.token)
 scores = table.available_scores(list(feats.columns), ref.languages)
 score, threshold = score_ui(scores, thresholds)
 st.caption(score.help + (f" — {score.note}" if score.note else ""))
+old_run = table.missing_peak_evidence(feats.columns, ref.location)
+if old_run:
+    st.info(old_run)
 text = token_search_ui()
-filters = filters_ui(ref.languages)
+c_shared, c_group = st.columns(2)
+with c_shared:
+    hide_shared = shared_ui("is_shared_surface" in feats)
+with c_group:
+    group = families_ui("family" in feats)
+filters = Filters(**{**filters_ui(ref.languages).__dict__, "hide_shared": hide_shared})
 
 scored = ui.scored_features(ref, threshold)
 scored["rank"] = table.ranks(scored, score)
@@ -188,8 +228,11 @@ if text or n_act <= EAGER_TOKEN_INDEX_ROWS:
     scored["top_tokens"] = (
         scored["feature"].map(data.top_token_summary(ref.location, ref.token)).fillna("")
     )
-if text and index is not None:
-    filters = Filters(**{**filters.__dict__, "features": table.match_tokens(index, text)})
+if text:
+    found = table.match_labels(scored, text)
+    if index is not None:
+        found |= table.match_tokens(index, text)
+    filters = Filters(**{**filters.__dict__, "features": found})
 
 scored = evidence.add_table_columns(
     ref, scored
@@ -199,7 +242,21 @@ shown = evidence.filter_table(shown, evidence.table_filters_ui(ref, scored), ref
 columns = table.display_columns(shown, score, ref.languages)
 columns += [c for c in evidence.display_columns(shown, ref.languages) if c not in columns]
 sort_column, descending = sort_ui(columns)
-shown = table.sort_table(shown, sort_column, descending)[columns].reset_index(drop=True)
+shown = table.sort_table(shown, sort_column, descending)
+if group:
+    multi = shown["family"][shown["family"].duplicated(keep=False)].astype(int).unique().tolist()
+    expand = st.multiselect(
+        "Expand families",
+        multi,
+        key="features_expand",
+        format_func=lambda f: table.with_label(f, table.feature_labels(feats)),
+        help="Show every member of these families of near-duplicate latents",
+    )
+    shown = table.collapse_families(shown, frozenset(int(f) for f in expand))
+    columns = [c for c in columns if c != "similar"]
+    columns.insert(columns.index("label") + 1 if "label" in columns else 1, "similar")
+columns = [c for c in columns if c in shown]
+shown = shown[columns].reset_index(drop=True)
 carry = nav.carried(st.query_params.to_dict())
 shown.insert(1, "open", feature_urls(ref, shown["feature"], score, threshold, carry))
 
@@ -235,6 +292,18 @@ event = st.dataframe(
             help=f"Fires in every language on fewer than {table.LOW_SUPPORT_PAIRS} pairs",
         ),
         "top_tokens": st.column_config.TextColumn("top tokens", width="medium"),
+        "label": st.column_config.TextColumn(
+            "label", width="medium", help="Built from the feature's peak tokens (docs/scores.md)"
+        ),
+        "similar": st.column_config.TextColumn(
+            "family", help="Other near-duplicate latents of its family in this table"
+        ),
+        "tag": st.column_config.TextColumn(
+            "tag",
+            help="translation: co-firing mostly cross-token and significant; shared token: "
+            "co-firing mostly on the same token",
+        ),
+        "token_pairs": st.column_config.TextColumn("token pairs", width="medium"),
     },
 )
 st.caption("Select a row to open its feature page; `open ↗` opens it in a new tab.")

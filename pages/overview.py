@@ -8,7 +8,7 @@ import streamlit as st
 
 from bilingual_core.schema import FEATURES, THRESHOLD_NAMES, THRESHOLDS
 from explorer import data, evidence, nav, table, ui
-from explorer.safe_text import md_frame, public_name
+from explorer.safe_text import md, md_frame, public_name
 
 ui.require_entry()
 
@@ -60,6 +60,8 @@ def headline(
         "feature",
         "rank",
         default.column,
+        "label",
+        "tag",
         "support",
         "low_support",
         *[f"n_fire_{lang}" for lang in languages],
@@ -105,6 +107,9 @@ st.caption(
     f"Ranked by {default.label}: {default.help}. Support: pairs where the feature fires in every "
     f"language; fewer than {table.LOW_SUPPORT_PAIRS} is marked low support."
 )
+old_run = table.missing_peak_evidence(feats.columns, ref.location)
+if old_run:
+    st.info(old_run)
 if top.empty:
     st.info("No feature is alive in this run: none can be ranked.")
 else:
@@ -120,6 +125,7 @@ else:
             default.column: st.column_config.NumberColumn(default.column, format="%.5g"),
             "support": st.column_config.NumberColumn("support", format="%d"),
             "low_support": st.column_config.CheckboxColumn("low support"),
+            "label": st.column_config.TextColumn("label", width="medium"),
         },
     )
 
@@ -166,7 +172,7 @@ if not top.empty:
     best = int(top["feature"].iloc[0])
     links[2].page_link(
         nav.FEATURE,
-        label=f"Feature {best} (top by {default.key})",
+        label=f"Feature {md(table.with_label(best, table.feature_labels(feats)))} (top by {default.key})",
         icon=":material/neurology:",
         query_params={"run": ref.run_id, "feature": str(best)},
     )

@@ -134,11 +134,14 @@ st.dataframe(
     height=300,
     column_config={
         "feature": st.column_config.NumberColumn(format="%d"),
+        "label": st.column_config.TextColumn(width="medium"),
         "bi_rank": st.column_config.NumberColumn(format="%d"),
+        "translation_rank": st.column_config.NumberColumn(format="%d"),
     },
 )
 
 candidates = [int(f) for f in firing["feature"].head(FEATURE_ROWS)]
+labels = table.feature_labels(feats)
 default_features = table.pair_default_features(firing, feats, ref.languages, man.n_pairs)
 st.caption(
     "The heatmaps start with this pair's most specific features: the best ranked by "
@@ -165,14 +168,15 @@ if chosen:
                 )
             )
         vmax = float(vmax_by_feature.get(f, 0.0)) or 1.0
+        named = table.with_label(f, labels)
         st.html(
             render.pair_heatmaps(
-                sides, vmax, caption=f"feature {f} (colour scale 0 – {vmax:.3g}, its maximum)"
+                sides, vmax, caption=f"{named} (colour scale 0 – {vmax:.3g}, its maximum)"
             )
         )
         st.page_link(
             nav.FEATURE,
-            label=f"Open feature {f}",
+            label=f"Open {md(named)}",
             icon=":material/neurology:",
             query_params={"run": ref.run_id, "feature": str(f)},
         )

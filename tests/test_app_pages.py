@@ -118,7 +118,7 @@ def test_curves_draw_one_line_per_threshold_with_values(app, runs: AppRuns) -> N
     names = [trace["name"] for trace in spec["data"]]
     assert len(names) == 6 and names[0].startswith("mean = ")
     assert spec["layout"]["xaxis"]["type"] == "log"
-    assert "feature %{customdata}" in spec["data"][0]["hovertemplate"]
+    assert "feature %{customdata[0]} %{customdata[1]}" in spec["data"][0]["hovertemplate"]
     at.multiselect(key="curves_thresholds").set_value(["q0.5"]).run()
     assert not at.exception
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -191,7 +191,7 @@ def test_selecting_a_row_opens_its_feature_page(app) -> None:
     at.session_state["features_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     assert not at.exception
-    assert at.title[0].value == f"Feature {target}"
+    assert _title_id(at) == f"Feature {target}"
     assert at.query_params["feature"] == str(target)
     assert at.query_params["score"] == "jaccard"
 
@@ -202,7 +202,7 @@ def test_selecting_a_row_opens_its_feature_page(app) -> None:
 def test_feature_page_scores_heatmaps_and_links(app, runs: AppRuns) -> None:
     feature = runs.truth.features_of("bilingual")[2]
     at = app("pages/feature.py", feature=str(feature))
-    assert at.title[0].value == f"Feature {feature}"
+    assert _title_id(at) == f"Feature {feature}"
     shown = texts(at)
     assert "planted: bilingual" in shown
     scores = table_with(at, "score", "value", "rank")
@@ -221,7 +221,7 @@ def test_feature_page_scores_heatmaps_and_links(app, runs: AppRuns) -> None:
         buttons
         and buttons[0].proto.url == f"https://www.neuronpedia.org/{NEURONPEDIA_ID}/{feature}"
     )
-    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    links = _links(at)
     nav = [label for label in links if label.startswith(("Previous", "Next"))]
     assert nav, links
     assert all(f"run={RUN_ID}" in links[label] for label in nav)
@@ -251,7 +251,7 @@ def test_feature_page_previous_next_follow_ranking(app, runs: AppRuns) -> None:
     first, second, third = order[:3]
     at = app("pages/feature.py", feature=str(second), score="mass_jsd")
     assert "rank 2 by `mass_jsd`" in texts(at)
-    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    links = _links(at)
     assert f"feature={first}" in links[f"Previous: feature {first}"]
     assert f"feature={third}" in links[f"Next: feature {third}"]
     assert "score=mass_jsd" in links[f"Next: feature {third}"]
@@ -315,7 +315,7 @@ def test_feature_page_cofiring_neighbours_are_jaccard_over_pairs(app, runs: AppR
     assert int(shown["feature"].iloc[0]) == top
     assert shown["jaccard"].iloc[0] == pytest.approx(expected[0][0])
     assert shown["open"].iloc[0].startswith(f"feature?run={RUN_ID}&feature={top}")
-    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    links = _links(at)
     assert f"feature={top}" in links[f"feature {top}"]
     assert "Nearest decoder directions" not in texts(at)  # the run has no neighbours.parquet
 
@@ -371,13 +371,13 @@ def test_previous_next_moves_the_url(app, runs: AppRuns) -> None:
     feats = pd.read_parquet(runs.run / "features.parquet")
     order = feats[feats["alive"]].sort_values(["mass_jsd", "feature"])["feature"].tolist()
     at = app("pages/feature.py", feature=str(order[1]), score="mass_jsd")
-    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    links = _links(at)
     query = dict(part.split("=") for part in links[f"Next: feature {order[2]}"].split("&"))
     at.query_params.clear()
     at.query_params.update(query)
     at.run()
     assert not at.exception
-    assert at.title[0].value == f"Feature {order[2]}"
+    assert _title_id(at) == f"Feature {order[2]}"
     assert at.query_params["feature"] == str(order[2]) and at.query_params["score"] == "mass_jsd"
     assert at.number_input(key="feature_id").value == order[2]
 
@@ -390,7 +390,7 @@ def test_feature_table_link_restores_the_table(app) -> None:
     assert at.title[0].value.startswith("Feature ")
     # The feature page carries the table's parameters, and its links keep them.
     assert at.query_params["minpairs"] == "3" and at.query_params["spec"] == "bilingual"
-    links = {link.value: link.proto.query_string for link in at.get("page_link")}
+    links = _links(at)
     assert all(
         "minpairs=3" in q for label, q in links.items() if label.startswith(("Previous", "Next"))
     )
@@ -572,3 +572,18 @@ def test_default_root_is_results_next_to_app(
         pytest.skip("the bundled default run is not in this checkout")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception and at.query_params["run"] == ui.DEFAULT_RUN == "gemma3-en-es"
+
+
+def _links(at) -> dict[str, str]:
+    """Page links by label, also under the label without its feature label
+    (``feature 12 · want/quiero`` is found as ``feature 12``)."""
+    out = {}
+    for link in at.get("page_link"):
+        out[link.value] = link.proto.query_string
+        out.setdefault(link.value.split(" · ")[0], link.proto.query_string)
+    return out
+
+
+def _title_id(at) -> str:
+    """The feature page title without the feature's label."""
+    return at.title[0].value.split(" · ")[0]

@@ -45,19 +45,45 @@ def _captions(at: AppTest) -> str:
     return "\n".join(str(c.value) for c in at.caption)
 
 
-def test_features_page_ranks_by_evidence_first(
+def test_features_page_ranks_by_translation_first(
     runs: AppRuns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _page(runs, monkeypatch, "pages/features.py")
     menu = at.selectbox(key="features_score")
-    assert menu.options[0].startswith("evidence") and menu.value == "evidence"
+    assert menu.options[0].startswith("translation") and menu.value == "translation"
+    shown = _frame(at, "features_table")
+    assert shown["rank"].head(10).tolist() == list(range(1, 11))
+    assert shown["planted"].head(10).isin(["bilingual", "bilingual_weak"]).sum() >= 9
+    assert "label" in shown.columns and shown["label"].head(10).str.contains("/").all()
+    # Shared-token features are hidden by default, one click shows them, tagged.
+    assert not (shown["planted"] == "shared_surface").any()
+    at.toggle(key="features_hide_shared").set_value(False).run()
+    shown = _frame(at, "features_table")
+    shared = shown[shown["planted"] == "shared_surface"]
+    assert len(shared) > 0 and (shared["tag"] == table.SHARED_TAG).all()
+    assert shared["rank"].min() > shown.loc[shown["tag"] == table.TRANSLATION_TAG, "rank"].max()
+
+
+def test_search_matches_labels(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -> None:
+    feats = pd.read_parquet(runs.run / "features.parquet")
+    best = feats.sort_values("translation_rank").iloc[0]
+    word = best["label"].split(" · ")[0].split("/")[1]  # the Spanish side of its top pair
+    at = _page(runs, monkeypatch, "pages/features.py", tok=word)
+    shown = _frame(at, "features_table")
+    assert int(best["feature"]) in shown["feature"].tolist()
+
+
+def test_features_page_evidence_is_one_click_away(
+    runs: AppRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(runs, monkeypatch, "pages/features.py", score="evidence", hideshared="0", group="0")
     shown = _frame(at, "features_table")
     assert shown["rank"].head(10).tolist() == list(range(1, 11))
     assert shown["evidence"].head(10).is_monotonic_decreasing
     # Support is shown, and the planted bilingual features lead (no single- or two-pair one).
     assert {"support", "low_support"} <= set(shown.columns)
     kinds = shown["planted"].head(10)
-    assert kinds.isin(["bilingual", "bilingual_weak"]).sum() >= 9, shown.head(10)
+    assert kinds.isin(["bilingual", "bilingual_weak", "shared_surface"]).sum() >= 9, shown.head(10)
     # Every single-pair feature is marked low support, and every low-support feature is
     # one with fewer than LOW_SUPPORT_PAIRS pairs firing in both languages.
     single = shown[shown["planted"] == "single_pair"]
@@ -78,16 +104,68 @@ def test_blog_score_is_one_click_away_with_its_note(
     assert top["low_support"].sum() >= 5, top
 
 
-def test_overview_lists_the_top_features_by_evidence(
+def test_overview_lists_the_top_features_by_translation(
     runs: AppRuns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _page(runs, monkeypatch, None)
     top = next(
-        d.value for d in at.dataframe if {"open", "evidence"} <= set(map(str, d.value.columns))
+        d.value for d in at.dataframe if {"open", "translation"} <= set(map(str, d.value.columns))
     )
-    assert top.columns[:4].tolist() == ["feature", "open", "rank", "evidence"]
+    assert top.columns[:5].tolist() == ["feature", "open", "rank", "translation", "label"]
     assert top["rank"].tolist() == list(range(1, len(top) + 1)) and len(top) == 10
     feats = pd.read_parquet(runs.run / "features.parquet")
-    best = feats.sort_values("evidence_rank")["feature"].head(10).tolist()
+    best = feats.sort_values("translation_rank")["feature"].head(10).tolist()
     assert top["feature"].tolist() == best
-    assert any(link.label.startswith("Top feature by evidence") for link in at.get("page_link"))
+    label = feats.set_index("feature").loc[best[0], "label"]
+    assert any(
+        link.label.startswith("Top feature by translation") and label in link.label
+        for link in at.get("page_link")
+    )
+
+
+def test_an_old_run_says_what_it_lacks(
+    runs: AppRuns, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """A run scored before peak-token evidence opens on every page with a note, no traceback."""
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(runs.run, root / runs.run.name)
+    path = root / runs.run.name / "features.parquet"
+    old = pd.read_parquet(path)
+    drop = [
+        "translation", "translation_rank", "n_cross", "n_shared", "cross_share",
+        "cross_log10p", "cross_repeated", "is_translation", "is_shared_surface",
+        "label", "token_pairs", "family", "family_size",
+    ]  # fmt: skip
+    old.drop(columns=drop).to_parquet(path)
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    for page in (None, "pages/features.py", "pages/feature.py", "pages/pairs.py"):
+        at = open_app(page)
+        assert not at.exception
+        if page in (None, "pages/features.py"):
+            notes = "\n".join(str(i.value) for i in at.info)
+            assert "python -m precompute score --run" in notes, notes
+    at = open_app("pages/features.py")
+    assert at.selectbox(key="features_score").value == "evidence"
+
+
+def test_feature_page_shows_label_family_and_labelled_neighbours(monkeypatch) -> None:
+    """On the shipped gemma3-en-es run (decoder neighbours stored): the title
+    carries the label, the family is listed, both neighbour lists have labels."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    feats = pd.read_parquet(root / "gemma3-en-es" / "features.parquet")
+    fam = feats[feats["family_size"] > 1].sort_values("translation_rank").iloc[0]
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    at = open_app("pages/feature.py", run="gemma3-en-es", feature=str(int(fam["feature"])))
+    assert fam["label"] in at.title[0].value
+    assert any("Family of" in str(m.value) for m in at.markdown)
+    links = [link.label for link in at.get("page_link")]
+    assert sum(" · " in label for label in links) >= int(fam["family_size"])
+    frames = [d.value for d in at.dataframe]
+    for marker in ("jaccard", "cosine"):  # co-firing, decoder neighbours
+        frame = next(f for f in frames if marker in f.columns)
+        assert {"label", "its translation", "its rank"} <= set(frame.columns), frame.columns
+        assert frame["label"].str.len().gt(0).any()

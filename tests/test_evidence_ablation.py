@@ -125,6 +125,7 @@ def test_bootstrap_ci_pools_tokens_over_sentences() -> None:
 
 def test_default_ranking_is_the_first_available() -> None:
     assert ranking_column(["bi_rank", "jaccard_rank", "evidence_rank"]) == "evidence_rank"
+    assert ranking_column(["evidence_rank", "translation_rank"]) == "translation_rank"
     assert ranking_column(["bi_rank", "jaccard_rank"]) == "jaccard_rank"
     assert ranking_column(["bi_rank", "jaccard_rank"], "bi") == "bi_rank"
     with pytest.raises(ValueError, match="jaccard"):
@@ -151,7 +152,7 @@ def test_cli_validate_is_reproducible_with_a_seed(
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "ablation.parquet" in out and "by evidence_rank" in out  # the app's default ranking
+    assert "ablation.parquet" in out and "by translation_rank" in out  # the app's default ranking
     first = Run.open(tiny_run).read_pandas(ABLATION)
     assert main(args) == 0
     second = Run.open(tiny_run).read_pandas(ABLATION)

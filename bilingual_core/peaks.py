@@ -1,0 +1,356 @@
+"""Peak-token evidence: which token carries each per-sentence maximum, and what
+that says about a feature (docs/scores.md, "Translation evidence").
+
+For every sentence where a feature fires, the scorer keeps the position of the
+token holding its maximum and that token's id (``peak_position`` and
+``peak_token_id`` in ``sentence_max.parquet``). A pair where the feature fires
+in two languages is then
+
+* *shared surface* when both peak tokens are the same string after case
+  folding and whitespace stripping (``?``/``?``, ``Tom``/``Tom``): any model
+  that has seen both scripts would co-fire there;
+* *cross-token* otherwise (``want``/``quiero``).
+
+Everything here is vectorised over the features of a block; nothing loops
+over features in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from . import hypergeom
+from .sparse import SentenceMax
+
+TOP_TUPLES = 5
+"""Commonest peak-token tuples kept per feature (label and ``token_pairs``)."""
+LABEL_SAMPLE_PAIRS = 4096
+"""Per-language commonest peak tokens (the label of features that rarely fire
+in every language) are counted over pairs with ids below this, a fixed sample."""
+MINHASH_BINS = 32
+"""Bins of the one-permutation MinHash sketch of a feature's peak positions."""
+_EMPTY = np.iinfo(np.uint64).max
+_POSITION_BITS = 16
+
+
+@dataclass(frozen=True)
+class PeakEvidence:
+    """Per-feature peak-token evidence of one block (or, concatenated, a run)."""
+
+    n_cross: np.ndarray
+    """(f, P): co-firing pairs with different peak strings, per language pair."""
+    n_shared: np.ndarray
+    """(f, P): co-firing pairs with the same peak string."""
+    cross_log10p: np.ndarray
+    """(f, P): log10 P(X >= n_cross), X the overlap of two random sets of the
+    languages' firing counts (hypergeometric, as the co-activation p-value)."""
+    top_feature: np.ndarray
+    """Global feature id of each kept peak-token tuple (pairs where every language fires)."""
+    top_classes: np.ndarray
+    """(rows, m): the token classes of each tuple."""
+    top_count: np.ndarray
+    """Pairs with that tuple."""
+    lang_feature: np.ndarray
+    """Global feature id of each per-language commonest peak token (sampled pairs)."""
+    lang_index: np.ndarray
+    lang_class: np.ndarray
+    sketch: np.ndarray
+    """(f, MINHASH_BINS) uint64: MinHash of the feature's (pair, lang, peak position) set."""
+    n_repeated: np.ndarray
+    """(f,): pairs where every language fires on different tokens whose tuple
+    (``want/quiero``) occurs in at least two pairs; with ``n_every_cross``,
+    how consistent the cross-token pairs are (random co-firing repeats none)."""
+    n_every_cross: np.ndarray
+    """(f,): pairs where every language fires and the peak strings are not all equal."""
+
+
+def language_pairs(m: int) -> list[tuple[int, int]]:
+    return list(combinations(range(m), 2))
+
+
+def _top_per_group(group: np.ndarray, count: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest counts of each group (ties by index), group order."""
+    order = np.lexsort((np.arange(len(count)), -count, group))
+    g = group[order]
+    start = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
+    rank = np.arange(len(g)) - np.repeat(start, np.diff(np.r_[start, len(g)]))
+    return order[rank < k]
+
+
+def _factorise_rows(codes: np.ndarray) -> np.ndarray:
+    """One int64 code per column of ``codes`` (m, rows), equal iff the columns are equal."""
+    out = codes[0].astype(np.int64)
+    for row in codes[1:]:
+        _, inverse = np.unique(out, return_inverse=True)
+        out = inverse.astype(np.int64) * (int(row.max(initial=0)) + 1) + row
+    return out
+
+
+def _minhash(block: SentenceMax) -> np.ndarray:
+    """One-permutation MinHash with ``MINHASH_BINS`` bins of each feature's
+    (pair, lang, peak position) keys."""
+    f = block.n_features
+    sketch = np.full(f * MINHASH_BINS, _EMPTY, dtype=np.uint64)
+    if len(block):
+        key = (
+            (block.pair.astype(np.uint64) * np.uint64(block.m) + block.lang.astype(np.uint64))
+            << np.uint64(_POSITION_BITS)
+        ) | block.peak_position.astype(np.uint64)
+        with np.errstate(over="ignore"):
+            h = key * np.uint64(0x9E3779B97F4A7C15)
+            h ^= h >> np.uint64(29)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(32)
+        slot = block.local_feature * MINHASH_BINS + (h & np.uint64(MINHASH_BINS - 1)).astype(
+            np.int64
+        )
+        np.minimum.at(sketch, slot, h >> np.uint64(5))
+    return sketch.reshape(f, MINHASH_BINS)
+
+
+def peak_evidence(block: SentenceMax, norm_of_id: np.ndarray) -> PeakEvidence:
+    """The peak-token evidence of every feature of a block (needs ``peak_token``)."""
+    f, m, n = block.n_features, block.m, block.n_pairs
+    assert block.peak_token is not None
+    cls = norm_of_id[block.peak_token].astype(np.int64)
+    row_feature, row_of_entry, _ = block.union
+    codes = np.full((m, len(row_feature)), -1, dtype=np.int64)
+    codes[block.lang, row_of_entry] = cls
+    counts = block.per_feature_lang()
+    pairs = language_pairs(m)
+    n_cross = np.zeros((f, len(pairs)), dtype=np.int64)
+    n_shared = np.zeros((f, len(pairs)), dtype=np.int64)
+    log10p = np.zeros((f, len(pairs)))
+    for j, (a, b) in enumerate(pairs):
+        both = (codes[a] >= 0) & (codes[b] >= 0)
+        same = both & (codes[a] == codes[b])
+        n_both = np.bincount(row_feature[both], minlength=f)
+        n_shared[:, j] = np.bincount(row_feature[same], minlength=f)
+        n_cross[:, j] = n_both - n_shared[:, j]
+        log10p[:, j] = hypergeom.log10_sf(n_cross[:, j], n, counts[:, a], counts[:, b])
+    # Commonest tuples of peak classes over pairs where every language fires.
+    every = (codes >= 0).all(axis=0)
+    tuples = codes[:, every]
+    tuple_code = _factorise_rows(tuples)
+    span = int(tuple_code.max(initial=0)) + 1
+    combined = row_feature[every] * span + tuple_code
+    uniq, first, cnt = np.unique(combined, return_index=True, return_counts=True)
+    tuple_feature = uniq // span
+    keep = _top_per_group(tuple_feature, cnt, TOP_TUPLES)
+    distinct = (tuples[:, first] != tuples[0, first]).any(axis=0)
+    n_every_cross = np.bincount(tuple_feature, weights=cnt * distinct, minlength=f)
+    n_repeated = np.bincount(tuple_feature, weights=cnt * (distinct & (cnt >= 2)), minlength=f)
+    # Per-language commonest peak class over a fixed sample of pairs.
+    sample = block.pair < LABEL_SAMPLE_PAIRS
+    n_cls = int(norm_of_id.max(initial=0)) + 1
+    lang_key = (block.local_feature[sample] * m + block.lang[sample]) * n_cls + cls[sample]
+    lk, lc = np.unique(lang_key, return_counts=True)
+    best = _top_per_group(lk // n_cls, lc, 1)
+    group = lk[best] // n_cls
+    return PeakEvidence(
+        n_cross,
+        n_shared,
+        log10p,
+        (tuple_feature[keep] + block.feature_offset).astype(np.int32),
+        tuples[:, first[keep]].T.astype(np.int32),
+        cnt[keep].astype(np.int32),
+        (group // m + block.feature_offset).astype(np.int32),
+        (group % m).astype(np.int8),
+        (lk[best] % n_cls).astype(np.int32),
+        _minhash(block),
+        n_repeated.astype(np.int64),
+        n_every_cross.astype(np.int64),
+    )
+
+
+def concat(parts: list[PeakEvidence]) -> PeakEvidence:
+    """The evidence of consecutive blocks as one."""
+    return PeakEvidence(
+        *(
+            np.concatenate([getattr(p, name) for p in parts])
+            for name in PeakEvidence.__dataclass_fields__
+        )
+    )
+
+
+# --- whole-run quantities -------------------------------------------------
+
+SIGNIFICANCE = 0.05
+"""Family-wise level of the Bonferroni cut on ``cross_log10p`` (over ``d_sae`` features)."""
+MOSTLY = 0.5
+"""``cross_share`` above which co-firing is "mostly cross-token"."""
+MIN_COFIRING = 2
+"""Co-firing pairs needed before a feature is called shared-surface, or its
+label is built from its co-firing tuples."""
+FAMILY_CANDIDATES = 2000
+"""Families are sought among this many best-ranked alive features."""
+FAMILY_SIMILARITY = 0.6
+"""Estimated Jaccard of the peak-position sets above which two features are one family."""
+FAMILY_MIN_SENTENCES = 3
+"""Features firing in fewer sentences stay alone (a coincidence of two is no family)."""
+
+
+@dataclass(frozen=True)
+class CrossSummary:
+    """Per feature, the weakest language pair's peak-token counts (contract columns)."""
+
+    n_cross: np.ndarray
+    n_shared: np.ndarray
+    cross_share: np.ndarray
+    cross_log10p: np.ndarray
+    is_translation: np.ndarray
+    is_shared_surface: np.ndarray
+    translation: np.ndarray
+    cross_repeated: np.ndarray
+    """Share of the cross-token pairs (every language firing) whose token tuple repeats."""
+
+
+def significance_cut(d_sae: int) -> float:
+    """``log10`` p-value a translation feature must reach: Bonferroni over the dictionary."""
+    return float(np.log10(SIGNIFICANCE / max(d_sae, 1)))
+
+
+def summarise(
+    ev: PeakEvidence, alive: np.ndarray, alignment: np.ndarray | None = None
+) -> CrossSummary:
+    """Weakest language pair per feature (largest ``cross_log10p``, then fewest
+    cross-token pairs), the flags and the default score ``translation``.
+
+    With ``s = cross_share * -cross_log10p * alignment * (1 + cross_repeated) / 2``
+    (``alignment`` the evidence score's ``1 - mass_jsd / ln m``, 1 when not
+    given; ``cross_repeated`` the share of cross-token pairs whose token tuple
+    occurs in another pair too, 0 for a feature co-firing on unrelated tokens
+    each time), a translation
+    feature scores ``1 + s`` and every other feature ``s / (1 + s)``, below 1:
+    each tier keeps the order of ``s`` and every translation feature ranks
+    above every other feature.
+    """
+    f = len(ev.n_cross)
+    # The least significant pair; among equal p-values, the one with fewer cross-token pairs.
+    pick = np.argmax(ev.cross_log10p - 1e-9 * ev.n_cross, axis=1)
+    rows = np.arange(f)
+    n_cross = ev.n_cross[rows, pick]
+    n_shared = ev.n_shared[rows, pick]
+    log10p = ev.cross_log10p[rows, pick]
+    co = n_cross + n_shared
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(co > 0, n_cross / np.maximum(co, 1), np.nan)
+    cut = significance_cut(f)
+    is_translation = alive & (co > 0) & (share > MOSTLY) & (log10p <= cut)
+    is_shared = alive & (co >= MIN_COFIRING) & (share < MOSTLY)
+    product = np.nan_to_num(share, nan=0.0) * np.maximum(-log10p, 0.0)
+    if alignment is not None:
+        product = product * np.nan_to_num(alignment, nan=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        repeated = np.where(
+            ev.n_every_cross > 0, ev.n_repeated / np.maximum(ev.n_every_cross, 1), np.nan
+        )
+    product = product * (1.0 + np.nan_to_num(repeated, nan=0.0)) / 2.0
+    translation = np.where(is_translation, 1.0 + product, product / (1.0 + product))
+    translation = np.where(alive, translation, np.nan)
+    return CrossSummary(
+        n_cross, n_shared, share, log10p, is_translation, is_shared, translation, repeated
+    )
+
+
+def _tuple_text(classes: np.ndarray, display: list[str]) -> str:
+    return "/".join(display[int(c)] for c in classes)
+
+
+def labels(
+    ev: PeakEvidence,
+    summary: CrossSummary,
+    display: list[str],
+    languages: list[str],
+    n_features: int,
+) -> tuple[list[str], list[str]]:
+    """Per feature, a short deterministic ``label`` and ``token_pairs`` (its
+    commonest peak-token tuples with their pair counts).
+
+    * shared-surface features: their commonest same-token tuple, ``? (same token)``;
+    * features with at least ``MIN_COFIRING`` co-firing pairs: their two commonest
+      cross-token tuples, ``want/quiero · like/gusta``;
+    * others: each language's commonest peak token, ``en: night · es: noche``.
+    """
+    m = len(languages)
+    tuples: list[list[tuple[np.ndarray, int]]] = [[] for _ in range(n_features)]
+    for feat, classes, count in zip(
+        ev.top_feature.tolist(), ev.top_classes, ev.top_count.tolist(), strict=True
+    ):
+        tuples[feat].append((classes, count))
+    per_lang: list[dict[int, int]] = [{} for _ in range(n_features)]
+    for feat, li, c in zip(
+        ev.lang_feature.tolist(), ev.lang_index.tolist(), ev.lang_class.tolist(), strict=True
+    ):
+        per_lang[feat][li] = c
+    co = summary.n_cross + summary.n_shared
+    out_label, out_pairs = [], []
+    for i in range(n_features):
+        rows = tuples[i]
+        out_pairs.append(" · ".join(f"{_tuple_text(c, display)} ×{k}" for c, k in rows))
+        same = [c for c, _ in rows if (c == c[0]).all()]
+        cross = [c for c, _ in rows if not (c == c[0]).all()]
+        if summary.is_shared_surface[i] and same:
+            out_label.append(f"{display[int(same[0][0])]} (same token)")
+        elif co[i] >= MIN_COFIRING and cross:
+            out_label.append(" · ".join(_tuple_text(c, display) for c in cross[:2]))
+        elif per_lang[i]:
+            out_label.append(
+                " · ".join(
+                    f"{lang}: {display[per_lang[i][li]] if li in per_lang[i] else '–'}"
+                    for li, lang in enumerate(languages[:m])
+                )
+            )
+        else:
+            out_label.append("")
+    return out_label, out_pairs
+
+
+def families(
+    sketch: np.ndarray, rank: np.ndarray, n_sentences: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(family, family_size)`` per feature.
+
+    Rule: two of the ``FAMILY_CANDIDATES`` best-ranked features (``rank`` > 0,
+    1 = best) that each fire in at least ``FAMILY_MIN_SENTENCES`` sentences are
+    linked when the estimated Jaccard similarity of their sets of
+    (pair, language, peak position) is at least ``FAMILY_SIMILARITY``;
+    families are the connected components, named by their best-ranked member.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    f = len(rank)
+    family = np.arange(f, dtype=np.int32)
+    size = np.ones(f, dtype=np.int32)
+    ranked = np.flatnonzero((rank > 0) & (n_sentences >= FAMILY_MIN_SENTENCES))
+    cand = ranked[np.argsort(rank[ranked], kind="stable")][:FAMILY_CANDIDATES]
+    if len(cand) < 2:
+        return family, size
+    sig = sketch[cand]
+    filled = sig != _EMPTY
+    src, dst = [], []
+    step = max(1, 4_000_000 // (len(cand) * MINHASH_BINS))
+    for lo in range(0, len(cand), step):
+        a, fa = sig[lo : lo + step, None, :], filled[lo : lo + step, None, :]
+        equal = ((a == sig[None]) & fa).sum(axis=2)
+        either = (fa | filled[None]).sum(axis=2)
+        sim = equal / np.maximum(either, 1)
+        i, j = np.nonzero(sim >= FAMILY_SIMILARITY)
+        i += lo
+        keep = i < j
+        src.append(i[keep])
+        dst.append(j[keep])
+    src_a, dst_a = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(len(src_a)), (src_a, dst_a)), shape=(len(cand), len(cand)))
+    _, comp = connected_components(graph, directed=False)
+    # cand is in rank order, so the first member of each component is its best.
+    first = np.full(comp.max() + 1, -1, dtype=np.int64)
+    for_order = np.arange(len(cand))[::-1]
+    first[comp[for_order]] = for_order
+    family[cand] = cand[first[comp]].astype(np.int32)
+    size[cand] = np.bincount(comp)[comp].astype(np.int32)
+    return family, size
