@@ -172,7 +172,7 @@ if not top.empty:
     best = int(top["feature"].iloc[0])
     links[2].page_link(
         nav.FEATURE,
-        label=f"Feature {md(table.with_label(best, table.feature_labels(feats)))} (top by {default.key})",
+        label=f"F{md(table.with_label(best, table.feature_labels(feats)))[1:]} (top by {default.key})",
         icon=":material/neurology:",
         query_params={"run": ref.run_id, "feature": str(best)},
     )

@@ -118,7 +118,9 @@ def test_overview_lists_the_top_features_by_translation(
     assert top["feature"].tolist() == best
     label = feats.set_index("feature").loc[best[0], "label"]
     assert any(
-        link.label.startswith("Top feature by translation") and label in link.label
+        link.label.startswith(f"Feature {best[0]} ")
+        and link.label.endswith("(top by translation)")
+        and label in link.label
         for link in at.get("page_link")
     )
 
