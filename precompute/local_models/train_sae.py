@@ -85,7 +85,10 @@ class TrainSpec:
     eval_rows: int = 128
     """Held-back rows for the variance, sparsity and density metrics."""
     eval_ce_batches: int = 2
-    """Batches of model_batch_size held-back rows for the next-token loss (full model, three passes)."""
+    """Batches of eval_batch_size held-back rows for the next-token loss (full model, three passes)."""
+    eval_batch_size: int = 16
+    """Rows per full-model pass of the evaluation: its logits over Gemma 3's 262k-token
+    vocabulary take about 64 MiB per token row of 64 (float32), several copies at once."""
     seed: int = 42
     device: str = "cpu"
     """Where the language model and the SAE run (``cuda`` on a GPU host)."""
@@ -103,8 +106,10 @@ class TrainSpec:
         return max(1, self.cache_tokens // self.part_tokens)
 
     def __post_init__(self) -> None:
-        if self.part_rows % self.model_batch_size or self.eval_rows % self.model_batch_size:
-            raise ValueError("part_rows and eval_rows must be multiples of model_batch_size")
+        if self.part_rows % self.model_batch_size or self.eval_rows % self.eval_batch_size:
+            raise ValueError(
+                "part_rows must be a multiple of model_batch_size, eval_rows of eval_batch_size"
+            )
         if not 0 < self.k < self.d_sae:
             raise ValueError(f"k must be in (0, d_sae), got {self.k}")
         if not self.layers or len(set(self.layers)) != len(self.layers):
@@ -570,14 +575,14 @@ def evaluate(model, sae_dir: Path, spec: TrainSpec, eval_dataset) -> dict[str, A
         eval_dataset,
         context_size=spec.context_size,
         streaming=False,
-        store_batch_size_prompts=spec.model_batch_size,
+        store_batch_size_prompts=spec.eval_batch_size,
         n_batches_in_buffer=4,
         train_batch_size_tokens=spec.train_batch_tokens,
         device=spec.device,
     )
-    n_var = len(eval_dataset) // spec.model_batch_size
+    n_var = len(eval_dataset) // spec.eval_batch_size
     config = EvalConfig(
-        batch_size_prompts=spec.model_batch_size,
+        batch_size_prompts=spec.eval_batch_size,
         n_eval_reconstruction_batches=spec.eval_ce_batches,
         compute_ce_loss=True,
         compute_kl=True,
@@ -871,7 +876,18 @@ def _train_args(p: argparse.ArgumentParser) -> Handler:
         help="rows per cache part (unit of resumption)",
     )
     p.add_argument("--eval-rows", type=int, default=d.eval_rows)
-    p.add_argument("--eval-ce-batches", type=int, default=d.eval_ce_batches)
+    p.add_argument(
+        "--eval-ce-batches",
+        type=int,
+        default=d.eval_ce_batches,
+        help="batches of --eval-batch-size held-back rows for the next-token loss",
+    )
+    p.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=d.eval_batch_size,
+        help="rows per full-model pass when evaluating (memory grows with the vocabulary)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
     p.add_argument(
@@ -897,6 +913,7 @@ def _train_args(p: argparse.ArgumentParser) -> Handler:
             part_rows=args.part_rows,
             eval_rows=args.eval_rows,
             eval_ce_batches=args.eval_ce_batches,
+            eval_batch_size=args.eval_batch_size,
             seed=args.seed,
             device=args.device,
         )
