@@ -62,7 +62,7 @@ class TrainSpec:
     """Blocks whose ``hook_resid_post`` an SAE reads (of 18): one SAE per layer, one cache."""
     d_sae: int = 4096
     """Latents (6.4x Gemma 3 270M's 640-wide residual stream)."""
-    k: int = 32
+    k: int = 48
     """TopK: latents active per token."""
     context_size: int = 64
     """Tokens per packed row (a few Tatoeba sentences)."""
@@ -78,15 +78,15 @@ class TrainSpec:
     warmup_share: float = 0.05
     """Share of the steps with a linear learning-rate warm-up; a cosine decay to lr/10 follows."""
     train_batch_tokens: int = 1024
-    model_batch_size: int = 16
-    """Rows per forward pass of the language model."""
+    model_batch_size: int = 32
+    """Rows per forward pass of the language model while caching."""
     part_rows: int = 256
     """Rows per cache part (the unit of resumption)."""
     eval_rows: int = 128
     """Held-back rows for the variance, sparsity and density metrics."""
-    eval_ce_batches: int = 2
+    eval_ce_batches: int = 16
     """Batches of eval_batch_size held-back rows for the next-token loss (full model, three passes)."""
-    eval_batch_size: int = 16
+    eval_batch_size: int = 8
     """Rows per full-model pass of the evaluation: its logits over Gemma 3's 262k-token
     vocabulary take about 64 MiB per token row of 64 (float32), several copies at once."""
     seed: int = 42
