@@ -304,3 +304,24 @@ def test_verdict_needs_gain_above_the_baseline_a_hit_and_the_language_kept() -> 
     assert writes.loc[1, "writes_every_language"] and writes.loc[1, "writes_at"] == 2.0
     assert not writes.loc[2, "writes_every_language"] and writes.loc[2, "writes_in"] == "es"
     assert not writes.loc[3, "writes_every_language"] and writes.loc[3, "writes_in"] == ""
+
+
+def test_peak_tokens_prefer_the_scorers_peak_column(tiny_run: Path, tmp_path: Path) -> None:
+    """A run whose sentence_max.parquet carries ``peak_token_id`` is read from it, not
+    rebuilt from the activations."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "results" / tiny_run.name
+    shutil.copytree(tiny_run, copy)
+    path = copy / "sentence_max.parquet"
+    table = pq.read_table(path)
+    peak = pa.array(np.full(table.num_rows, 7, np.int32))
+    pq.write_table(table.append_column("peak_token_id", peak), path)
+    run = Run.open(copy)
+    f = _feature(run)
+    peaks, source = peak_tokens(run, [f], 5)
+    assert source == "sentence_max.parquet:peak_token_id"
+    assert peaks == {(f, lang): [7] for lang in run.languages}
