@@ -15,7 +15,11 @@ atomically (``add_tables``):
 * ``null_scores.parquet``: the scores of the same pairs read through a random
   dictionary of the SAE's shape and sparsity (the null), with its purity;
 * ``purity.parquet``: per feature, how much of its co-firing is taken by its
-  few commonest token pairs.
+  few commonest token pairs;
+* ``steering.parquet`` (``python -m precompute steer``): per candidate (and its
+  random baseline features), language, strength and prompt, the greedy
+  continuation with the feature's direction added, and whether it raises the
+  feature's own peak tokens and keeps the prompt's language.
 
 Everything here is torch-free: arrays and DataFrames in, DataFrames out.
 """
@@ -43,7 +47,8 @@ NEIGHBOURS = "neighbours.parquet"
 ABLATION = "ablation.parquet"
 NULL_SCORES = "null_scores.parquet"
 PURITY = "purity.parquet"
-EVIDENCE_FILES = (LOGITS, OUTPUT_LANGUAGES, NEIGHBOURS, ABLATION, NULL_SCORES, PURITY)
+STEERING = "steering.parquet"
+EVIDENCE_FILES = (LOGITS, OUTPUT_LANGUAGES, NEIGHBOURS, ABLATION, NULL_SCORES, PURITY, STEERING)
 
 PROMOTED, SUPPRESSED = "promoted", "suppressed"
 UNKNOWN, MIXED = "unknown", "mixed"
@@ -453,3 +458,136 @@ def draw_baseline(
             int(x) for x in rng.choice(nearest, size=min(n, len(nearest)), replace=False)
         )
     return out
+
+
+# ---------------------------------------------------------- steering ---
+
+CANDIDATE, BASELINE = "candidate", "baseline"
+LANG_KEPT_MIN = 0.5
+"""A steered continuation keeps the prompt's language when at least this share of its
+language-tagged tokens are tagged with it."""
+STEERING_KEY = ["candidate", "feature", "role", "lang", "strength"]
+
+STEERING_SCHEMA = pa.schema(
+    [
+        pa.field("candidate", pa.int32(), nullable=False),
+        pa.field("feature", pa.int32(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("rank_by", pa.string()),
+        pa.field("candidate_rank", pa.int32()),
+        pa.field("lang", pa.string(), nullable=False),
+        pa.field("prompt_index", pa.int32(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("strength", pa.float32(), nullable=False),
+        pa.field("scale", pa.float32(), nullable=False),
+        pa.field("continuation", pa.string(), nullable=False),
+        pa.field("tokens", pa.list_(pa.string()), nullable=False),
+        pa.field("token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("token_langs", pa.list_(pa.string()), nullable=False),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("stopped", pa.bool_(), nullable=False),
+        pa.field("peak_source", pa.string(), nullable=False),
+        pa.field("concept_tokens", pa.string(), nullable=False),
+        pa.field("concept_token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("concept_logprob", pa.float32()),
+        pa.field("concept_logprob_first", pa.float32()),
+        pa.field("n_concept", pa.int32(), nullable=False),
+        pa.field("n_lang", pa.int32(), nullable=False),
+        pa.field("n_tagged", pa.int32(), nullable=False),
+        pa.field("n_mixed", pa.int32(), nullable=False),
+        pa.field("n_unknown", pa.int32(), nullable=False),
+    ]
+)
+"""``steering.parquet``: one row per steered feature, prompt and strength (docs/evidence.md)."""
+
+
+def steering_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (candidate, feature, role, language, strength), over the prompts:
+    ``concept_gain`` (mean rise of the concept log-probability over the same prompt
+    unsteered), ``concept_rate`` (share of continuations holding a peak token),
+    ``lang_kept`` (tokens tagged with the prompt's language over tokens tagged with
+    one language; NaN when none is) and ``unknown_share`` (tokens never seen in the run)."""
+    f = frame.assign(lang=frame["lang"].astype(str))
+    prompt_key = ["candidate", "feature", "role", "lang", "prompt_index"]
+    clean = f[f["strength"] == 0].set_index(prompt_key)["concept_logprob"]
+    base = clean.reindex(pd.MultiIndex.from_frame(f[prompt_key])).to_numpy(np.float64)
+    f = f.assign(
+        gain=f["concept_logprob"].to_numpy(np.float64) - base,
+        hit=(f["n_concept"] > 0).astype(np.float64),
+    )
+    out = (
+        f.groupby(STEERING_KEY, sort=True)
+        .agg(
+            n_prompts=("prompt_index", "size"),
+            concept_gain=("gain", "mean"),
+            concept_rate=("hit", "mean"),
+            n_tokens=("n_tokens", "sum"),
+            n_lang=("n_lang", "sum"),
+            n_tagged=("n_tagged", "sum"),
+            n_unknown=("n_unknown", "sum"),
+        )
+        .reset_index()
+    )
+    tagged = out["n_tagged"].to_numpy(np.float64)
+    tokens = out["n_tokens"].to_numpy(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["lang_kept"] = np.where(tagged > 0, out["n_lang"] / np.maximum(tagged, 1), np.nan)
+        out["unknown_share"] = np.where(
+            tokens > 0, out["n_unknown"] / np.maximum(tokens, 1), np.nan
+        )
+    return out
+
+
+def steering_verdict(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per candidate, language and strength: its summary (``steering_summary``) beside
+    its random baseline features' (``baseline_gain`` their mean gain, ``baseline_gain_max``
+    the largest, ``baseline_rate``, ``baseline_lang_kept``), and ``writes_concept``:
+    at a strength > 0, a continuation holds one of its peak tokens, its concept gain is
+    positive and above every baseline feature's, and the prompt's language is kept
+    (``lang_kept >= LANG_KEPT_MIN``)."""
+    summary = steering_summary(frame)
+    cand = summary[summary["role"] == CANDIDATE].drop(columns=["role"])
+    base = (
+        summary[summary["role"] == BASELINE]
+        .groupby(["candidate", "lang", "strength"], sort=True)
+        .agg(
+            baseline_gain=("concept_gain", "mean"),
+            baseline_gain_max=("concept_gain", "max"),
+            baseline_rate=("concept_rate", "mean"),
+            baseline_lang_kept=("lang_kept", "mean"),
+            n_baseline=("feature", "nunique"),
+        )
+        .reset_index()
+    )
+    out = cand.merge(base, on=["candidate", "lang", "strength"], how="left")
+    above = out["baseline_gain_max"].isna() | (out["concept_gain"] > out["baseline_gain_max"])
+    out["writes_concept"] = (
+        (out["strength"] > 0)
+        & (out["concept_rate"] > 0)
+        & (out["concept_gain"] > 0)
+        & above
+        & (out["lang_kept"] >= LANG_KEPT_MIN)
+    )
+    return out.drop(columns=["feature"]).rename(columns={"candidate": "feature"})
+
+
+def writes_every_language(verdict: pd.DataFrame, languages: list[str]) -> pd.DataFrame:
+    """Per steered candidate: ``writes_every_language`` (at one strength, ``writes_concept``
+    in every language), the smallest such strength (``writes_at``, NaN when none) and
+    ``writes_in``, the languages where it writes its concept at some strength."""
+    rows = []
+    for feature, part in verdict.groupby("feature", sort=True):
+        ok = part[part["writes_concept"]]
+        per_strength = ok.groupby("strength")["lang"].apply(set)
+        every = sorted(s for s, langs in per_strength.items() if set(languages) <= langs)
+        rows.append(
+            {
+                "feature": int(feature),
+                "writes_every_language": bool(every),
+                "writes_at": every[0] if every else np.nan,
+                "writes_in": ",".join(lang for lang in languages if lang in set(ok["lang"])),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["feature", "writes_every_language", "writes_at", "writes_in"]
+    )

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from bilingual_core.schema import ACTIVATIONS, FEATURES, SENTENCE_MAX, TOKENS
-from explorer import data, evidence, feature_parts, nav, render, table, ui
+from explorer import data, evidence, feature_parts, nav, render, steering, table, ui
 from explorer.data import RunRef
 from explorer.feature_parts import BY_BOTH
 from explorer.safe_text import md, plotly_text
@@ -604,3 +604,4 @@ else:
 # Sections from other modules (output-side evidence, ablations) go here, each
 # a function taking (ref, scored, feature) and drawing under its own subheader.
 evidence.feature_sections(ref, feature)  # output side, ablation, null (explorer/evidence.py)
+steering.section(ref, feature)  # steered continuations per language (explorer/steering.py)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from bilingual_core.export import neuronpedia_features, neuronpedia_quick_list_url
 from bilingual_core.schema import FEATURES
-from explorer import data, evidence, nav, table, ui
+from explorer import data, evidence, nav, steering, table, ui
 from explorer.data import RunRef
 from explorer.table import ANY, Filters, Score
 
@@ -199,7 +199,15 @@ def feature_urls(
     return [f"feature?{run}&feature={int(f)}&{tail}" for f in features]
 
 
-ui.url_only("score", "t", "hideshared", "group", *nav.TABLE_PARAMS, *evidence.URL_PARAMS)
+ui.url_only(
+    "score",
+    "t",
+    "hideshared",
+    "group",
+    *nav.TABLE_PARAMS,
+    *evidence.URL_PARAMS,
+    *steering.URL_PARAMS,
+)
 ref = ui.current_run(files=(FEATURES,))
 st.title("Ranked features")
 thresholds = ui.coactivation_thresholds(ref)
@@ -237,10 +245,13 @@ if text:
 scored = evidence.add_table_columns(
     ref, scored
 )  # evidence columns + filters (explorer/evidence.py)
+scored = steering.add_table_columns(ref, scored)
 shown = table.apply_filters(scored, score, filters, ref.languages)
 shown = evidence.filter_table(shown, evidence.table_filters_ui(ref, scored), ref.languages)
+shown = steering.filter_table(shown, steering.table_filter_ui(scored))  # explorer/steering.py
 columns = table.display_columns(shown, score, ref.languages)
 columns += [c for c in evidence.display_columns(shown, ref.languages) if c not in columns]
+columns += [c for c in steering.COLUMNS if c in shown and c not in columns]
 sort_column, descending = sort_ui(columns)
 shown = table.sort_table(shown, sort_column, descending)
 if group:

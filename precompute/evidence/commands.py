@@ -165,3 +165,100 @@ def _validate_args(p: argparse.ArgumentParser) -> Handler:
         return 0
 
     return run
+
+
+@command(
+    "steer",
+    "steer with the top candidates per language: does each write its concept in the prompt's language?",
+)
+def _steer_args(p: argparse.ArgumentParser) -> Handler:
+    from precompute.evidence.config import SteeringConfig
+
+    _model_args(p)
+    p.add_argument(
+        "--top",
+        type=int,
+        default=SteeringConfig.top,
+        help="steer the best N candidates (default %(default)s)",
+    )
+    p.add_argument(
+        "--score",
+        help="ranking to take candidates from, e.g. jaccard (default: the app's default ranking)",
+    )
+    p.add_argument(
+        "--features", help="steer these features (comma-separated ids) instead of the top N"
+    )
+    p.add_argument(
+        "--strengths",
+        nargs="+",
+        default=None,
+        metavar="ALPHA",
+        help="multiples of each feature's typical maximum activation added along its "
+        "decoder direction (default 0 1 2 4; 0, the unsteered model, is always included)",
+    )
+    p.add_argument(
+        "--prompts",
+        help='JSON file {"en": ["I think that", ...], "es": [...]} replacing the built-in '
+        "neutral prompts (every language of the run needed)",
+    )
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=SteeringConfig.n_tokens,
+        help="greedy continuation length (default %(default)s)",
+    )
+    p.add_argument(
+        "--baseline",
+        type=int,
+        default=SteeringConfig.n_baseline,
+        help="random features of similar firing frequency per candidate (default %(default)s)",
+    )
+    p.add_argument(
+        "--peak-tokens",
+        type=int,
+        default=SteeringConfig.n_peak,
+        help="peak tokens per feature and language the concept gain follows (default %(default)s)",
+    )
+    p.add_argument("--batch-size", type=int, default=SteeringConfig.batch_size)
+    p.add_argument("--seed", type=int, default=0)
+
+    def run(args: argparse.Namespace) -> int:
+        from precompute.errors import PrecomputeError
+        from precompute.evidence.steering import load_prompts, parse_strengths, steer_run
+
+        try:
+            features = tuple(int(f) for f in args.features.split(",")) if args.features else ()
+        except ValueError:
+            raise PrecomputeError(
+                f"--features: {args.features!r} is not a comma-separated list of feature ids"
+            ) from None
+        for name, value, low in (
+            ("--top", args.top, 1),
+            ("--tokens", args.tokens, 1),
+            ("--baseline", args.baseline, 0),
+            ("--peak-tokens", args.peak_tokens, 1),
+            ("--batch-size", args.batch_size, 1),
+        ):
+            if value < low:
+                raise PrecomputeError(f"{name} must be at least {low}, got {value}")
+        cfg = SteeringConfig(
+            top=len(features) or args.top,
+            score=args.score,
+            features=features,
+            strengths=parse_strengths(args.strengths)
+            if args.strengths is not None
+            else SteeringConfig.strengths,
+            n_tokens=args.tokens,
+            prompts=load_prompts(args.prompts) if args.prompts else (),
+            n_peak=args.peak_tokens,
+            n_baseline=args.baseline,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        for line in steer_run(
+            args.run, cfg, device=args.device, progress=not args.quiet, **_overrides(args)
+        ):
+            print(line)
+        return 0
+
+    return run

@@ -39,3 +39,30 @@ class NullConfig:
     batch_size: int = 64
     batch_tokens: int = 32768
     chunk_pairs: int = 512
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    top: int = 10
+    """Candidates: the best ``top`` features under the ranking."""
+    score: str | None = None
+    """Ranking to take candidates from (a score key or its ``*_rank`` column); None: the default."""
+    features: tuple[int, ...] = ()
+    """Steer these features instead of the top of the ranking."""
+    strengths: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+    """Multiples ``alpha`` of the feature's typical maximum activation (0, the unsteered model, always included)."""
+    n_tokens: int = 20
+    """Greedy continuation length, in tokens."""
+    prompts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """``((lang, (prompt, ...)), ...)``; empty: the built-in neutral prompts of each language."""
+    n_peak: int = 5
+    """Peak tokens per feature and language whose log-probability the concept gain follows."""
+    n_baseline: int = 2
+    """Random features of similar firing frequency per candidate."""
+    baseline_pool: int = 20
+    """The baseline is drawn from this many features closest in firing frequency."""
+    batch_size: int = 64
+    """Continuations generated together, at most."""
+    kv_cache: bool = True
+    """Reuse keys and values between generation steps (False: recompute the whole sequence)."""
+    seed: int = 0
