@@ -35,6 +35,7 @@ _LAST = "app_url_last"
 RUN_KEY = "app_run"
 RUN_CONTEXT_KEY = "app_run_ref"
 RUN_PROBLEM_KEY = "app_run_problem"
+_RUN_TO_PUBLISH = "app_run_to_publish"
 DEFAULT_RUN = "gemma3-en-es"
 """The run a fresh visitor sees: Gemma 3 270M with the SAE this project trained (README)."""
 
@@ -303,7 +304,7 @@ def run_picker_ui(root: str) -> RunRef | None:
         format_func=lambda r: r if by_id[r].ok else f"{r} (unusable)",
         help=f"Runs under the results root {public_name(root)!r}",
     )
-    url_publish("run", run_id)
+    st.session_state[_RUN_TO_PUBLISH] = run_id
     listing = by_id[run_id]
     if not listing.ok:
         problem = md(hide_paths(listing.problem), 400)
@@ -316,6 +317,16 @@ def run_picker_ui(root: str) -> RunRef | None:
         f"{manifest.n_pairs:,} pairs · {manifest.d_sae:,} features · {', '.join(manifest.languages)}"
     )
     return ref
+
+
+def publish_run() -> None:
+    """Write the chosen run to the URL. ``app.py`` calls this after the page
+    has drawn, so that on a fresh load (a link without ``run=``) the history
+    script (``explorer.history``) is in place and the write replaces the
+    loaded entry instead of adding one."""
+    run_id = st.session_state.pop(_RUN_TO_PUBLISH, None)
+    if run_id is not None:
+        url_publish("run", run_id)
 
 
 def results_root() -> str:
