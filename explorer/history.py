@@ -15,9 +15,17 @@ press since the last one becomes a ``replaceState``. So a click or key press
 adds at most one entry, and writes the app makes by itself (on load, while a
 page tidies its link) replace the current entry. The browser's Back and
 Forward already replace (Streamlit does that during history navigation).
+
+On a fresh load the page may draw before that script is in place, so the
+first run of a browser session does not write the URL itself:
+``replace_url`` has the page replace its address and tell Streamlit (a
+``popstate``, which reruns the page as a history navigation).
 """
 
 from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -47,3 +55,21 @@ SCRIPT = """<script>
 def install() -> None:
     """Draw the history script (a zero-height element in the sidebar)."""
     st.sidebar.html(SCRIPT, unsafe_allow_javascript=True)
+
+
+def replace_url(params: dict[str, str]) -> None:
+    """Make ``params`` the address's query string without a history entry;
+    Streamlit reruns the page with it."""
+    query = json.dumps(urlencode(params)).replace("<", "\\u003c")
+    st.sidebar.html(
+        f"""<script>
+(() => {{
+  const url = new URL(location.href);
+  url.search = {query};
+  if (url.href === location.href) return;
+  history.replaceState(history.state, "", url.href);
+  window.dispatchEvent(new PopStateEvent("popstate", {{ state: history.state }}));
+}})();
+</script>""",
+        unsafe_allow_javascript=True,
+    )
