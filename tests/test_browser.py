@@ -358,7 +358,7 @@ def open_fresh(browser, address: str, width: int = 1280, height: int = 900):
     page = browser.new_page()
     page.set_viewport_size({"width": width, "height": height})
     page.evaluate("a => location.replace(a)", address)
-    page.wait_for_url(f"{address.split('?')[0]}**")
+    page.wait_for_url(f"{address.split('?')[0]}**", wait_until="commit", timeout=PAGE_TIMEOUT_MS)
     settle(page)
     return page
 
@@ -468,4 +468,36 @@ def test_a_link_to_a_missing_run_says_so(server, browser) -> None:
     settle(page)
     main = page.locator('[data-testid="stMain"]').inner_text()
     assert "run 'no-such-run' does not exist" in main and f"showing run {RUN_ID} instead" in main
+    page.close()
+
+
+CUT_FREE = """e => [...e.querySelectorAll('*')]
+    .filter(c => c.clientWidth > 0
+        && [...c.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+    .every(c => c.scrollWidth <= c.clientWidth + 1)"""
+"""No text inside the element is cut (wider than its box, shown with an ellipsis)."""
+
+
+def test_curves_controls_are_whole_at_1024_px(server, browser, tmp_path: Path) -> None:
+    import pandas as pd
+
+    url, runs = server
+    names = set(pd.read_parquet(runs.run / "curves.parquet", columns=["threshold"])["threshold"])
+    page = open_fresh(browser, f"{url}/curves?run={RUN_ID}", width=1024, height=768)
+    shoot(page, "curves-1024", tmp_path)
+    for label in ("Log y axis", "Firing features only"):
+        toggle = page.locator('[data-testid="stCheckbox"]', has_text=label).first
+        assert toggle.is_visible() and toggle.evaluate(CUT_FREE), f"{label!r} is cut"
+        assert toggle.inner_text().strip() == label
+    select = page.locator('[data-testid="stMultiSelect"]').first
+    box = select.bounding_box()
+    assert len(names) == 6
+    for name in names:
+        chip = select.get_by_text(name, exact=True).first
+        assert chip.is_visible(), f"threshold chip {name!r} hidden"
+        c = chip.bounding_box()
+        assert box["x"] <= c["x"] and c["x"] + c["width"] <= box["x"] + box["width"], name
+        assert box["y"] <= c["y"] and c["y"] + c["height"] <= box["y"] + box["height"], name
+        assert chip.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), f"{name!r} is cut"
+
     page.close()
