@@ -14,7 +14,7 @@ import pyarrow as pa
 import streamlit as st
 
 from bilingual_core import RunFormatError
-from explorer import nav, ui
+from explorer import history, nav, ui
 from explorer.safe_text import public_name
 from explorer.server_guard import refuse_client_cache_clear
 
@@ -35,6 +35,7 @@ page = st.navigation(
 
 root = ui.results_root()
 ui.notices_here()
+history.install()
 with st.sidebar:
     ui.run_picker_ui(root)
     st.caption(f"Results root: `{public_name(root)}`")
@@ -44,3 +45,5 @@ try:
         page.run()
 except (RunFormatError, duckdb.Error, pa.ArrowException, OSError) as exc:
     ui.show_error(exc)
+finally:
+    ui.publish_run()  # last: the history script is in place before the URL changes

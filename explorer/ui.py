@@ -22,7 +22,7 @@ import streamlit as st
 from bilingual_core.schema import COACTIVATION
 from bilingual_core.storage import DEFAULT_RESULTS, results_root_from_env
 
-from . import data, table
+from . import data, history, table
 from .data import RunRef
 from .safe_text import hide_paths, log_and_hide, md, public_name
 
@@ -35,6 +35,9 @@ _LAST = "app_url_last"
 RUN_KEY = "app_run"
 RUN_CONTEXT_KEY = "app_run_ref"
 RUN_PROBLEM_KEY = "app_run_problem"
+_RUN_TO_PUBLISH = "app_run_to_publish"
+_URL_NAMED_RUN = "app_url_named_run"
+"""Session key: the address has named the run once (the history script is in place)."""
 DEFAULT_RUN = "gemma3-en-es"
 """The run a fresh visitor sees: Gemma 3 270M with the SAE this project trained (README)."""
 
@@ -309,7 +312,7 @@ def run_picker_ui(root: str) -> RunRef | None:
         format_func=lambda r: r if by_id[r].ok else f"{r} (unusable)",
         help=f"Runs under the results root {public_name(root)!r}",
     )
-    url_publish("run", run_id)
+    st.session_state[_RUN_TO_PUBLISH] = run_id
     listing = by_id[run_id]
     if not listing.ok:
         problem = md(hide_paths(listing.problem), 400)
@@ -322,6 +325,30 @@ def run_picker_ui(root: str) -> RunRef | None:
         f"{manifest.n_pairs:,} pairs · {manifest.d_sae:,} features · {', '.join(manifest.languages)}"
     )
     return ref
+
+
+def publish_run() -> None:
+    """Write the chosen run to the URL; ``app.py`` calls this after the page
+    has drawn. On a browser's fresh load of an address without ``run=``, the
+    address is replaced (``history.replace_url``), so loading adds no history
+    entry; later changes of run go through ``url_publish``."""
+    run_id = st.session_state.pop(_RUN_TO_PUBLISH, None)
+    if run_id is None:
+        return
+    if st.query_params.get("run") == run_id:
+        st.session_state[_URL_NAMED_RUN] = True
+        st.session_state.setdefault(_LAST, {})["run"] = run_id
+        return
+    fresh = "run" not in st.query_params and not st.session_state.get(_URL_NAMED_RUN)
+    if fresh and st.context.headers:
+        # A browser's fresh load of an address without run=: the history
+        # script may not be in place yet, so replace the address (this reruns
+        # the page). AppTest has no headers and runs no script. A link naming a
+        # missing run is rewritten by url_publish, so its notice stays.
+        history.replace_url({**st.query_params.to_dict(), "run": run_id})
+        st.session_state.setdefault(_LAST, {})["run"] = run_id
+        return
+    url_publish("run", run_id)
 
 
 def results_root() -> str:

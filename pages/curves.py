@@ -21,25 +21,28 @@ ui.require_entry()
 
 def curves_ui(thresholds: list[str]) -> tuple[list[str], bool, bool]:
     """Which thresholds to draw, log y, and whether to skip never-firing tails."""
-    c1, c2, c3 = st.columns([3, 1, 1])
     ui.url_seed(
         "curves_thresholds",
         "thr",
         lambda raw: [t for t in raw.split(",") if t in thresholds] or thresholds,
         thresholds,
     )
-    chosen = c1.multiselect("Thresholds", thresholds, key="curves_thresholds")
+    # The thresholds take the whole width (every chip visible at 1024 px), the
+    # toggles a row of their own at their labels' width.
+    chosen = st.multiselect("Thresholds", thresholds, key="curves_thresholds")
     ui.url_publish("thr", chosen, thresholds, ",".join)
-    ui.url_seed("curves_logy", "logy", ui.parse_bool, False)
-    log_y = c2.toggle("Log y axis", key="curves_logy")
-    ui.url_publish("logy", log_y, False, ui.encode_bool)
-    ui.url_seed("curves_nonzero", "nz", ui.parse_bool, True)
-    nonzero = c3.toggle(
-        "Firing features only",
-        key="curves_nonzero",
-        help="Stop each line where the fraction reaches 0",
-    )
-    ui.url_publish("nz", nonzero, True, ui.encode_bool)
+    with st.container(horizontal=True, gap="medium", key="curves_toggles"):
+        ui.url_seed("curves_logy", "logy", ui.parse_bool, False)
+        log_y = st.toggle("Log y axis", key="curves_logy", width="content")
+        ui.url_publish("logy", log_y, False, ui.encode_bool)
+        ui.url_seed("curves_nonzero", "nz", ui.parse_bool, True)
+        nonzero = st.toggle(
+            "Firing features only",
+            key="curves_nonzero",
+            width="content",
+            help="Stop each line where the fraction reaches 0",
+        )
+        ui.url_publish("nz", nonzero, True, ui.encode_bool)
     return chosen, log_y, nonzero
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,17 +54,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AppRuns]]:
-    """A running ``streamlit run app.py`` on loopback; always terminated."""
-    if CHROMIUM is None:
-        pytest.skip(
-            "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
-        )
-    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
-    runs = build_app_runs(tmp_path_factory.mktemp("browser") / "results")
+@contextmanager
+def serve(root: Path, log_path: Path) -> Iterator[str]:
+    """``streamlit run app.py`` on a free loopback port over the results root
+    ``root``; yields its URL and always terminates it."""
     port = _free_port()
-    log = (tmp_path_factory.getbasetemp() / "streamlit.log").open("w")
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -83,7 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AppR
             "none",
         ],
         cwd=APP.parent,
-        env={**os.environ, RESULTS_ENV: str(runs.root)},
+        env={**os.environ, RESULTS_ENV: str(root)},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -100,7 +96,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AppR
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"streamlit did not start (exit {proc.poll()}); see {log.name}")
             time.sleep(0.2)
-        yield url, runs
+        yield url
     finally:
         proc.terminate()
         try:
@@ -111,8 +107,41 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AppR
         log.close()
 
 
+def _need_browser() -> None:
+    if CHROMIUM is None:
+        pytest.skip(
+            "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
+        )
+    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+
+
 @pytest.fixture(scope="module")
-def browser(server, tmp_path_factory: pytest.TempPathFactory):
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AppRuns]]:
+    """A running ``streamlit run app.py`` on loopback over the synthetic test run."""
+    _need_browser()
+    runs = build_app_runs(tmp_path_factory.mktemp("browser") / "results")
+    with serve(runs.root, tmp_path_factory.getbasetemp() / "streamlit.log") as url:
+        yield url, runs
+
+
+REAL_ROOT = APP.parent / "results"
+REAL_RUN = "gemma3-en-es"
+"""A shipped run of a real model (the app's default run)."""
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app over the shipped results (``results/``), opened on ``REAL_RUN``."""
+    _need_browser()
+    if not (REAL_ROOT / REAL_RUN / "manifest.json").exists():
+        pytest.skip(f"the shipped run {REAL_RUN} is not in this checkout")
+    with serve(REAL_ROOT, tmp_path_factory.getbasetemp() / "streamlit-real.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    _need_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -323,6 +352,82 @@ def test_previous_next_change_the_url_and_history(server, browser, tmp_path: Pat
     page.close()
 
 
+def open_fresh(browser, address: str, width: int = 1280, height: int = 900):
+    """A new tab whose history starts at ``address`` (the tab's blank first
+    entry is replaced, as when a link opens in a new tab)."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": height})
+    page.evaluate("a => location.replace(a)", address)
+    page.wait_for_url(f"{address.split('?')[0]}**", wait_until="commit", timeout=PAGE_TIMEOUT_MS)
+    settle(page)
+    return page
+
+
+def _next_feature(page) -> int:
+    """Follow the Next link; returns the feature it names."""
+    link = page.locator('[data-testid="stPageLink"]', has_text="Next: feature ").first
+    feature = int(link.inner_text().strip().rsplit(" ", 1)[-1])
+    link.click()
+    settle(page)
+    return feature
+
+
+def _check_one_entry_per_page_change(page, base: str, run: str, start: int) -> list[int]:
+    """From feature ``start`` (just loaded in a fresh tab): each Next adds one
+    history entry, one Back returns to the previous feature, a page change from
+    the sidebar adds one, a bare address loads with none. Returns the features
+    visited."""
+    assert _history_length(page) == 1, "loading a page must add no history entry"
+    assert _heading(page) == f"Feature {start}"
+    first = _next_feature(page)
+    assert _heading(page) == f"Feature {first}" and f"feature={first}" in page.url
+    assert _history_length(page) == 2
+    second = _next_feature(page)
+    assert _heading(page) == f"Feature {second}" and _history_length(page) == 3
+    page.go_back()
+    settle(page)
+    assert _heading(page) == f"Feature {first}" and f"feature={first}" in page.url
+    page.go_back()
+    settle(page)
+    assert _heading(page) == f"Feature {start}" and f"feature={start}" in page.url
+    assert _history_length(page) == 3  # Back moves within the entries, adds none
+    # Another page from the sidebar (its URL then gains run=): one entry.
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Frequency curves").first.click()
+    settle(page)
+    assert "/curves?" in page.url and f"run={run}" in page.url
+    assert _history_length(page) == 2  # the entries after the current one are dropped
+    page.go_back()
+    settle(page)
+    assert _heading(page) == f"Feature {start}"
+    # A bare address (no run=) loads without an extra entry; the URL names the run.
+    fresh = open_fresh(page.context, f"{base}/features")
+    assert f"run={run}" in fresh.url and _history_length(fresh) == 1
+    fresh.close()
+    return [start, first, second]
+
+
+def test_one_history_entry_per_page_change(server, browser) -> None:
+    import pandas as pd
+
+    url, runs = server
+    feats = pd.read_parquet(runs.run / "features.parquet")
+    order = feats[feats["alive"]].sort_values(["mass_jsd", "feature"])["feature"].tolist()
+    page = open_fresh(browser, f"{url}/feature?run={RUN_ID}&feature={order[1]}&score=mass_jsd")
+    assert _check_one_entry_per_page_change(page, url, RUN_ID, order[1]) == order[1:4]
+    page.close()
+
+
+def test_one_history_entry_per_page_change_on_a_real_run(real_server, browser) -> None:
+    """The same on the shipped Gemma 3 run, in its default ranking."""
+    import pandas as pd
+
+    feats = pd.read_parquet(REAL_ROOT / REAL_RUN / "features.parquet", columns=["feature", "alive"])
+    start = int(feats[feats["alive"]]["feature"].iloc[0])
+    page = open_fresh(browser, f"{real_server}/feature?run={REAL_RUN}&feature={start}")
+    _check_one_entry_per_page_change(page, real_server, REAL_RUN, start)
+    page.close()
+
+
 def test_back_and_the_table_link_restore_the_filters(server, browser) -> None:
     url, _ = server
     table_url = f"{url}/features?run={RUN_ID}&score=jaccard&minpairs=3&spec=bilingual"
@@ -363,4 +468,36 @@ def test_a_link_to_a_missing_run_says_so(server, browser) -> None:
     settle(page)
     main = page.locator('[data-testid="stMain"]').inner_text()
     assert "run 'no-such-run' does not exist" in main and f"showing run {RUN_ID} instead" in main
+    page.close()
+
+
+CUT_FREE = """e => [...e.querySelectorAll('*')]
+    .filter(c => c.clientWidth > 0
+        && [...c.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+    .every(c => c.scrollWidth <= c.clientWidth + 1)"""
+"""No text inside the element is cut (wider than its box, shown with an ellipsis)."""
+
+
+def test_curves_controls_are_whole_at_1024_px(server, browser, tmp_path: Path) -> None:
+    import pandas as pd
+
+    url, runs = server
+    names = set(pd.read_parquet(runs.run / "curves.parquet", columns=["threshold"])["threshold"])
+    page = open_fresh(browser, f"{url}/curves?run={RUN_ID}", width=1024, height=768)
+    shoot(page, "curves-1024", tmp_path)
+    for label in ("Log y axis", "Firing features only"):
+        toggle = page.locator('[data-testid="stCheckbox"]', has_text=label).first
+        assert toggle.is_visible() and toggle.evaluate(CUT_FREE), f"{label!r} is cut"
+        assert toggle.inner_text().strip() == label
+    select = page.locator('[data-testid="stMultiSelect"]').first
+    box = select.bounding_box()
+    assert len(names) == 6
+    for name in names:
+        chip = select.get_by_text(name, exact=True).first
+        assert chip.is_visible(), f"threshold chip {name!r} hidden"
+        c = chip.bounding_box()
+        assert box["x"] <= c["x"] and c["x"] + c["width"] <= box["x"] + box["width"], name
+        assert box["y"] <= c["y"] and c["y"] + c["height"] <= box["y"] + box["height"], name
+        assert chip.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), f"{name!r} is cut"
+
     page.close()
