@@ -24,11 +24,15 @@ from jobs.config import BUNDLED_CORPUS, REPO_ROOT
 from precompute.cli import main
 from precompute.local_models.training_corpus import CORPUS_DIR, build_corpus
 
-SHIPPED_SAE = REPO_ROOT / "saes" / "gemma3-270m-l6-topk32-4096"
+SHIPPED_LAYERS = (3, 6, 9, 12)
+SHIPPED_SAES = {
+    layer: REPO_ROOT / "saes" / f"gemma3-270m-l{layer}-topk48-4096" for layer in SHIPPED_LAYERS
+}
+SHIPPED_SWEEPS = {"gemma3-en-es": ["en", "es"], "gemma3-en-fr": ["en", "fr"]}
 SHIPPED_RUNS = {
-    "gemma3-en-es": ["en", "es"],
-    "gemma3-en-fr": ["en", "fr"],
-    "gemma3-en-fr-de": ["en", "fr", "de"],
+    f"{sweep}-l{layer}": (langs, layer)
+    for sweep, langs in SHIPPED_SWEEPS.items()
+    for layer in SHIPPED_LAYERS
 }
 TINY_ARGS = [
     "--model",
@@ -248,44 +252,68 @@ def test_heldout_sentences_are_never_trained_on() -> None:
         assert not set(frame.to_numpy().ravel()) & set(train.text)
 
 
-def test_shipped_sae_matches_its_training_record() -> None:
+@pytest.mark.parametrize("layer", SHIPPED_LAYERS)
+def test_shipped_sae_matches_its_training_record(layer: int) -> None:
     from sae_lens import SAE
 
-    record = json.loads((SHIPPED_SAE / "training.json").read_text())
-    sae = SAE.load_from_disk(str(SHIPPED_SAE), device="cpu", dtype="float32")
+    path = SHIPPED_SAES[layer]
+    record = json.loads((path / "training.json").read_text())
+    sae = SAE.load_from_disk(str(path), device="cpu", dtype="float32")
     assert sae.cfg.architecture() == "topk"
     assert sae.cfg.d_in == record["sae"]["d_in"] == record["model"]["d_model"] == 640
-    assert sae.cfg.d_sae == record["sae"]["d_sae"]
-    assert sae.cfg.k == record["sae"]["k"]
-    assert sae.cfg.metadata.hook_name == record["sae"]["hook_name"]
+    assert sae.cfg.d_sae == record["sae"]["d_sae"] == 4096
+    assert sae.cfg.k == record["sae"]["k"] == 48
+    assert (
+        sae.cfg.metadata.hook_name
+        == record["sae"]["hook_name"]
+        == f"blocks.{layer}.hook_resid_post"
+    )
+    assert record["sae"]["layer"] == layer
     assert record["model"]["name"] == "google/gemma-3-270m"
     assert record["model"]["name"].endswith(
         sae.cfg.metadata.model_name
     )  # TransformerLens's short name
-    assert "Gemma Terms of Use" in (SHIPPED_SAE / "NOTICE").read_text()
-    assert (SHIPPED_SAE / "GEMMA_TERMS.html").stat().st_size > 10_000
-    assert "CC BY 2.0 FR" in (SHIPPED_SAE / "ATTRIBUTION").read_text()
+    # at least a million real (non-BOS) training tokens, from the one shared cache
+    assert record["tokens"]["cached_real"] >= 1_000_000
+    assert record["cache"]["hooks"] == [f"blocks.{n}.hook_resid_post" for n in SHIPPED_LAYERS]
+    assert "Gemma Terms of Use" in (path / "NOTICE").read_text()
+    assert (path / "GEMMA_TERMS.html").stat().st_size > 10_000
+    assert "CC BY 2.0 FR" in (path / "ATTRIBUTION").read_text()
     held = record["heldout_metrics"]
     assert 0 < held["l0"] <= sae.cfg.k and 0 < held["explained_variance"] < 1
     assert held["ce_loss_without_sae"] < held["ce_loss_with_sae"] < held["ce_loss_with_ablation"]
 
 
+@pytest.mark.parametrize("sweep_id", sorted(SHIPPED_SWEEPS))
+def test_shipped_sweeps_name_their_runs(sweep_id: str) -> None:
+    from bilingual_core.sweep import read_sweep
+
+    sweep = read_sweep(str(REPO_ROOT / "results"), sweep_id)
+    assert [entry.layer for entry in sweep.layers] == list(SHIPPED_LAYERS)
+    assert [entry.run_id for entry in sweep.layers] == [
+        f"{sweep_id}-l{layer}" for layer in SHIPPED_LAYERS
+    ]
+    assert sweep.languages == SHIPPED_SWEEPS[sweep_id]
+
+
 @pytest.mark.parametrize("run_id", sorted(SHIPPED_RUNS))
 def test_shipped_runs_validate_and_score(run_id: str, tmp_path: Path) -> None:
+    languages, layer = SHIPPED_RUNS[run_id]
     source = REPO_ROOT / "results" / run_id
     listing = {r.run_id: r for r in list_runs(REPO_ROOT / "results")}[run_id]
     assert listing.ok
     run = Run.open(source)
-    assert run.is_complete and run.languages == SHIPPED_RUNS[run_id]
+    assert run.is_complete and run.languages == languages
     assert run.manifest.d_sae == 4096 and run.manifest.model["name"] == "google/gemma-3-270m"
-    assert run.manifest.sae["path"] == str(SHIPPED_SAE.relative_to(REPO_ROOT))
-    if run_id != "gemma3-en-es":
+    assert run.manifest.sae["path"] == str(SHIPPED_SAES[layer].relative_to(REPO_ROOT))
+    if "en-fr" in run_id:
         assert "CC BY 2.0 FR" in (source / "ATTRIBUTION").read_text()
-    assert sum(f.stat().st_size for f in source.iterdir()) < 5 * 2**20
+    assert sum(f.stat().st_size for f in source.iterdir()) < 6 * 2**20
     shutil.copytree(source, tmp_path / run_id)
     score_run(tmp_path, run_id)
     shipped = pd.read_parquet(source / "features.parquet").set_index("feature")
     again = pd.read_parquet(tmp_path / run_id / "features.parquet").set_index("feature")
     assert len(again) == 4096 and again["alive"].sum() > 500
-    pd.testing.assert_series_equal(shipped["bi_rank"], again["bi_rank"])
+    pd.testing.assert_series_equal(shipped["translation_rank"], again["translation_rank"])
+    pd.testing.assert_series_equal(shipped["label"], again["label"])
     np.testing.assert_allclose(shipped["coact_log10p"], again["coact_log10p"], rtol=1e-9)
