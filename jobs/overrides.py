@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.config import CorpusSource, ModelSource, RunConfig, SaeSource
+from jobs.presets import GS2_DEFAULT, gemma_scope_2_sae, parse_gemma_scope_2_id
 from jobs.settings import OVERRIDES
 
 
@@ -56,6 +57,8 @@ def _model(model: ModelSource, o: dict[str, Any]) -> ModelSource:
 
 
 def _sae(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
+    if {"layer", "width", "l0"} & set(o):
+        sae = _gemma_scope_2(sae, o)
     if "sae_path" in o:
         sae = SaeSource(path=o["sae_path"], dtype=sae.dtype)
     elif "sae_release" in o or "sae_id" in o:
@@ -92,3 +95,22 @@ def _corpus(corpus: CorpusSource, o: dict[str, Any]) -> CorpusSource:
         else corpus.sample_size,
         seed=o.get("seed", corpus.seed),
     )
+
+
+def _gemma_scope_2(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
+    """``--layer/--width/--l0`` on top of a Gemma Scope 2 SAE (the others keep their value)."""
+    if o.get("sae_path") is not None or o.get("sae_release") is not None or o.get("sae_id"):
+        raise ValueError(
+            "--layer/--width/--l0 pick a Gemma Scope 2 SAE: drop --sae-path/--sae-release/--sae-id"
+        )
+    current = parse_gemma_scope_2_id(sae.sae_id) if sae.kind == "pretrained" else None
+    if current is None or not (sae.release or "").startswith("gemma-scope-2-270m"):
+        raise ValueError(
+            "--layer/--width/--l0 pick a Gemma Scope 2 SAE of Gemma 3 270M: use them with "
+            "--preset gemma-scope-2-270m"
+        )
+    layer, width, l0 = (
+        o.get(k, v) for k, v in zip(("layer", "width", "l0"), current or GS2_DEFAULT, strict=True)
+    )
+    picked = gemma_scope_2_sae(int(layer), str(width), str(l0))
+    return replace(picked, dtype=sae.dtype)

@@ -98,8 +98,9 @@ def run_extraction(
         check_can_write(out, run_id, overwrite)
     device = resolve_device(config)
     if models is None:
-        from precompute.models import check_access
+        from precompute.models import check_access, check_sae_access
 
+        check_sae_access(config.sae)
         check_access(config.model)
     root = Path(staging) if staging is not None else default_staging(out, run_id)
     header = {
