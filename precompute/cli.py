@@ -127,6 +127,7 @@ def _load_plugins() -> None:
         "precompute.local_models.gemma3",
         "precompute.local_models.train_sae",
         "precompute.evidence.commands",
+        "precompute.sweep",
     ):
         try:
             importlib.import_module(module)
