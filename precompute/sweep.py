@@ -21,6 +21,7 @@ from jobs.config import RunConfig
 from jobs.overrides import parse_layers, sweep_configs
 from precompute.cli import Handler, command
 from precompute.errors import IncompatibleSaeError, PrecomputeError
+from precompute.sweep_compare import MATCH_COSINE, decoder_of, summary, write_comparison
 
 
 def layer_run_id(sweep_id: str, layer: int) -> str:
@@ -74,11 +75,14 @@ def run_sweep(
     resume: bool = False,
     progress: bool = True,
     models: list[Any] | None = None,
+    compare_threshold: float | None = MATCH_COSINE,
 ) -> SweepManifest:
     """Extract every layer's run from shared forward passes; write and return the manifest.
 
     ``models``: already loaded (one ``LoadedModels`` per layer sharing the model), e.g. in a
-    benchmark; by default loaded from ``configs``."""
+    benchmark; by default loaded from ``configs``. ``compare_threshold``: then compare the
+    layers' translation features by decoder direction (``precompute.sweep_compare``) with
+    this cosine threshold and print a summary; None skips that."""
     from bilingual_core.manifest import check_run_id
     from precompute.corpus import load_corpus
     from precompute.devices import resolve_device
@@ -163,6 +167,10 @@ def run_sweep(
         },
     )
     write_sweep(str(out), sweep)
+    if compare_threshold is not None:
+        decoders = {layer: decoder_of(m.sae) for (layer, _), m in zip(configs, models, strict=True)}
+        path, table, stale = write_comparison(str(out), sweep, decoders, compare_threshold)
+        print(f"cross-layer comparison: {path}\n{summary(table, stale, compare_threshold)}")
     return sweep
 
 
@@ -195,6 +203,13 @@ def _sweep_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--overwrite", action="store_true", help="replace existing runs of the sweep")
     p.add_argument("--resume", action="store_true", help="continue a killed sweep")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--compare-threshold",
+        type=float,
+        default=MATCH_COSINE,
+        help="decoder cosine that counts as the same direction in the cross-layer comparison "
+        f"written at the end (default {MATCH_COSINE}; docs/sweep.md)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from bilingual_core import results_root_from_env
@@ -220,6 +235,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> Handler:
             overwrite=args.overwrite,
             resume=args.resume,
             progress=not args.quiet,
+            compare_threshold=args.compare_threshold,
         )
         ex = sweep.extraction
         print(
