@@ -174,6 +174,22 @@ def run_sweep(
     return sweep
 
 
+def publish_sweep_files(local_root: str, sweep_id: str, dest_root: str) -> str:
+    """Copy ``_sweeps/<sweep id>/`` (the comparison first, the manifest last) from a local
+    results root to another one (after its runs were published); the folder there."""
+    from bilingual_core.storage import join, open_root
+    from bilingual_core.sweep import COMPARE_FILE, SWEEP_FILE, sweep_dir
+    from precompute.publish import _copy
+
+    src_fs, src_root = open_root(local_root)
+    dst_fs, dst_root = open_root(dest_root)
+    src, dst = sweep_dir(src_root, sweep_id), sweep_dir(dst_root, sweep_id)
+    for name in (COMPARE_FILE, SWEEP_FILE):
+        if src_fs.exists(join(src, name)):
+            _copy(src_fs, join(src, name), dst_fs, join(dst, name))
+    return dst
+
+
 @command(
     "sweep",
     "extract one run per layer (one SAE per layer) from shared forward passes, plus a sweep manifest",
@@ -204,6 +220,11 @@ def _sweep_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--resume", action="store_true", help="continue a killed sweep")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
+        "--progress-jsonl",
+        metavar="PATH",
+        help="also append machine-readable progress, one JSON object per line, to this file",
+    )
+    p.add_argument(
         "--compare-threshold",
         type=float,
         default=MATCH_COSINE,
@@ -228,15 +249,18 @@ def _sweep_args(p: argparse.ArgumentParser) -> Handler:
         configs = sweep_configs(config, layers, sae_paths=paths, sae_pattern=args.sae_pattern)
         out = args.out or results_root_from_env()
         sweep_id = args.sweep_id or f"{config.preset or 'run'}-sweep"
-        sweep = run_sweep(
-            configs,
-            out,
-            sweep_id,
-            overwrite=args.overwrite,
-            resume=args.resume,
-            progress=not args.quiet,
-            compare_threshold=args.compare_threshold,
-        )
+        from bilingual_core.progress import stream_to
+
+        with stream_to(args.progress_jsonl):
+            sweep = run_sweep(
+                configs,
+                out,
+                sweep_id,
+                overwrite=args.overwrite,
+                resume=args.resume,
+                progress=not args.quiet,
+                compare_threshold=args.compare_threshold,
+            )
         ex = sweep.extraction
         print(
             f"wrote sweep {sweep_id!r} under {out}: runs {', '.join(sweep.run_ids)} "
