@@ -20,6 +20,7 @@ from explorer.safe_text import hide_paths, md
 from jobs.overrides import preset_values
 from jobs.presets import preset as preset_config
 from jobs.queue import Job, JobQueue, age_seconds
+from jobs.request import JOB_KINDS
 from jobs.settings import Setting, form_settings, setting
 
 REFRESH_S = 3
@@ -34,6 +35,10 @@ PRESET_DEFAULT = "(preset's)"
 """The choice that keeps the preset's value (shown with the value: ``float32 (preset's)``)."""
 DEFAULT_PRESET = "gemma-3-270m"
 """The form's starting preset: the model and SAE of the shipped runs, runnable without a GPU."""
+KIND_LABELS = {
+    "run": "one run",
+    "sweep": "a layer sweep (one run per layer, one forward pass per batch)",
+}
 
 
 # ------------------------------------------------------------ reads ---
@@ -225,7 +230,32 @@ def job_form_ui(
     with st.form(prefix):
         run_id = setting("run_id")
         st.text_input(
-            run_id.label, key=f"{prefix}_run_id", placeholder=run_id.example, help=run_id.help
+            run_id.label,
+            key=f"{prefix}_run_id",
+            placeholder=run_id.example,
+            help=run_id.help + "; a sweep's id (its runs are <id>-l<layer>)",
+        )
+        c1, c2, c3 = st.columns(3)
+        c1.selectbox(
+            "Job",
+            JOB_KINDS,
+            key=f"{prefix}_kind",
+            format_func=KIND_LABELS.get,
+            help="a sweep extracts one run per layer from shared forward passes (docs/sweep.md)",
+        )
+        c2.text_input(
+            "Layers (sweep)",
+            key=f"{prefix}_layers",
+            placeholder="3,6,9,12",
+            help="a sweep's layers, comma-separated; its SAEs: the preset's (gemma-scope-2-270m, "
+            "tiny) or the SAE pattern",
+        )
+        c3.text_input(
+            "SAE pattern (sweep)",
+            key=f"{prefix}_sae_pattern",
+            placeholder="(preset's)",
+            help="a local SAE directory per layer on the worker host, with {layer} in it, e.g. "
+            "_models/gemma3-270m-l{layer}-topk48-4096",
         )
         cols = st.columns(3)
         for i, s in enumerate(form_settings("main")):
@@ -255,7 +285,16 @@ def form_request(state: Mapping[str, Any], prefix: str = "recompute_form") -> di
             continue
         overrides[name] = value.strip() if isinstance(value, str) else value
     run_id = str(state.get(f"{prefix}_run_id") or "").strip()
+    kind = state.get(f"{prefix}_kind") or "run"
+    sweep = {}
+    if kind == "sweep":
+        sweep = {
+            "layers": str(state.get(f"{prefix}_layers") or "").strip(),
+            "sae_pattern": str(state.get(f"{prefix}_sae_pattern") or "").strip() or None,
+        }
     return {
+        "kind": kind,
+        **sweep,
         "preset": state.get(f"{prefix}_preset"),
         "run_id": run_id or None,
         "overrides": overrides,

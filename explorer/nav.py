@@ -25,6 +25,7 @@ FEATURES = "pages/features.py"
 FEATURE = "pages/feature.py"
 PAIRS = "pages/pairs.py"
 RECOMPUTE = "pages/recompute.py"
+LAYERS = "pages/layers.py"
 
 TABLE_PARAMS = (
     "tok",
@@ -55,5 +56,6 @@ PAGES: list[PageSpec] = [
     PageSpec(FEATURES, "Feature table", "features", ":material/table_rows:"),
     PageSpec(FEATURE, "Feature", "feature", ":material/neurology:"),
     PageSpec(PAIRS, "Sentence pairs", "pairs", ":material/translate:"),
+    PageSpec(LAYERS, "Layers", "layers", ":material/stacked_bar_chart:"),
     PageSpec(RECOMPUTE, "Recompute", "recompute", ":material/memory:"),
 ]

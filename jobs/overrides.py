@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.config import CorpusSource, ModelSource, RunConfig, SaeSource
-from jobs.presets import PRESETS
+from jobs.presets import GS2_DEFAULT, PRESETS, gemma_scope_2_sae, parse_gemma_scope_2_id
 from jobs.settings import OVERRIDES
 
 
@@ -57,6 +57,8 @@ def _model(model: ModelSource, o: dict[str, Any]) -> ModelSource:
 
 
 def _sae(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
+    if {"layer", "width", "l0"} & set(o):
+        sae = _gemma_scope_2(sae, o)
     if "sae_path" in o:
         sae = SaeSource(path=o["sae_path"], dtype=sae.dtype)
     elif "sae_release" in o or "sae_id" in o:
@@ -132,3 +134,99 @@ def changed_from_preset(config: RunConfig) -> dict[str, str]:
     base = preset_values(PRESETS[config.preset]())
     ours = preset_values(config)
     return {k: v for k, v in ours.items() if v != base[k]}
+
+
+def _gemma_scope_2(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
+    """``--layer/--width/--l0`` on top of a Gemma Scope 2 SAE (the others keep their value)."""
+    if o.get("sae_path") is not None or o.get("sae_release") is not None or o.get("sae_id"):
+        raise ValueError(
+            "--layer/--width/--l0 pick a Gemma Scope 2 SAE: drop --sae-path/--sae-release/--sae-id"
+        )
+    current = parse_gemma_scope_2_id(sae.sae_id) if sae.kind == "pretrained" else None
+    if current is None or not (sae.release or "").startswith("gemma-scope-2-270m"):
+        raise ValueError(
+            "--layer/--width/--l0 pick a Gemma Scope 2 SAE of Gemma 3 270M: use them with "
+            "--preset gemma-scope-2-270m"
+        )
+    layer, width, l0 = (
+        o.get(k, v) for k, v in zip(("layer", "width", "l0"), current or GS2_DEFAULT, strict=True)
+    )
+    picked = gemma_scope_2_sae(int(layer), str(width), str(l0))
+    return replace(picked, dtype=sae.dtype)
+
+
+MAX_SWEEP_LAYERS = 64
+
+
+def parse_layers(text: str | list[int] | tuple[int, ...]) -> list[int]:
+    """``'3,6,9,12'`` (or a list) -> distinct layers in increasing order (ValueError otherwise)."""
+    if isinstance(text, str):
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if not all(x.isdigit() for x in items):
+            raise ValueError(f"--layers: give layer numbers such as 3,6,9,12, got {text!r}")
+        layers = [int(x) for x in items]
+    else:
+        layers = [int(x) for x in text]
+    if not 1 <= len(layers) <= MAX_SWEEP_LAYERS:
+        raise ValueError(f"--layers: give 1 to {MAX_SWEEP_LAYERS} layers, got {len(layers)}")
+    if len(set(layers)) != len(layers) or min(layers) < 0:
+        raise ValueError(f"--layers: layers must be distinct and >= 0, got {layers}")
+    return sorted(layers)
+
+
+def sweep_configs(
+    config: RunConfig,
+    layers: list[int],
+    *,
+    sae_paths: list[str] | None = None,
+    sae_pattern: str | None = None,
+) -> list[tuple[int, RunConfig]]:
+    """One config per layer of a sweep: the same model and corpus, one SAE per layer.
+
+    The SAE of each layer comes from ``sae_paths`` (one local SAE directory per layer, in
+    the order of ``layers``), from ``sae_pattern`` (a path with ``{layer}``), or else from
+    the preset's SAE family: the Gemma Scope 2 releases (same width and L0 at every
+    layer) or the tiny preset's SAE (calibrated on each layer). No I/O."""
+    if sae_paths is not None and sae_pattern is not None:
+        raise ValueError("give --sae-paths or --sae-pattern, not both")
+    if sae_paths is not None:
+        if len(sae_paths) != len(layers):
+            raise ValueError(
+                f"--sae-paths names {len(sae_paths)} SAE(s) for {len(layers)} layer(s): "
+                "give one per layer, in the order of --layers"
+            )
+        paths = list(sae_paths)
+    elif sae_pattern is not None:
+        if "{layer}" not in sae_pattern:
+            raise ValueError(f"--sae-pattern needs '{{layer}}' in it, got {sae_pattern!r}")
+        paths = [sae_pattern.replace("{layer}", str(layer)) for layer in layers]
+    else:
+        paths = []
+    out = []
+    for i, layer in enumerate(layers):
+        if paths:
+            sae = SaeSource(path=paths[i], dtype=config.sae.dtype)
+            cfg = replace(config, sae=sae)
+        elif config.sae.kind == "tiny":
+            if layer >= config.tiny.n_layers:
+                raise ValueError(
+                    f"the tiny model has layers 0..{config.tiny.n_layers - 1}, not {layer}"
+                )
+            spec = replace(config.tiny, hook_layer=layer)
+            sae = replace(config.sae, sae_id=f"layer_{layer}/width_{spec.d_sae}")
+            cfg = replace(config, tiny=spec, sae=sae)
+        elif parse_gemma_scope_2_id(config.sae.sae_id) is not None and (
+            config.sae.release or ""
+        ).startswith("gemma-scope-2-270m"):
+            _, width, l0 = parse_gemma_scope_2_id(config.sae.sae_id)  # type: ignore[misc]
+            cfg = replace(
+                config, sae=replace(gemma_scope_2_sae(layer, width, l0), dtype=config.sae.dtype)
+            )
+        else:
+            raise ValueError(
+                "a sweep needs one SAE per layer: use --preset gemma-scope-2-270m (the Gemma "
+                "Scope 2 SAEs of every layer), --preset tiny, or local SAE directories with "
+                "--sae-paths a,b,... or --sae-pattern 'saes/name-l{layer}'"
+            )
+        out.append((layer, cfg))
+    return out

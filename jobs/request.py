@@ -4,7 +4,8 @@ A request is a small JSON document written by the app's ``/recompute`` page
 (or ``python -m precompute jobs submit``) and read by the worker. Every field
 is a run setting declared in ``jobs.settings`` with a validator (a type and a
 range or pattern, checked on the whole value), and the worker turns the
-request into the argument list of ``python -m precompute run`` with
+request into the argument list of ``python -m precompute run`` (or, for a
+job of kind ``sweep``, ``python -m precompute sweep``) with
 ``--flag=value`` items only (never a shell, never a value that could be read
 as an option). The page and the worker validate with the same function,
 :func:`validate_request`.
@@ -26,12 +27,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs import settings
-from jobs.overrides import with_overrides
+from jobs.overrides import parse_layers, sweep_configs, with_overrides
 from jobs.presets import preset
 from jobs.settings import JOB_OVERRIDES, RequestError
 
 JOB_ID_PATTERN = re.compile(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{4}")
 """A job id (match it with ``fullmatch``)."""
+JOB_KINDS = ("run", "sweep")
+"""``run``: one run (``python -m precompute run``); ``sweep``: one run per layer from shared
+forward passes (``python -m precompute sweep``, docs/sweep.md)."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,41 @@ class JobRequest:
     """Continue a staged, unfinished extraction of the same run and config, if any."""
     publish: bool = True
     """Also publish the finished run to the worker's ``--push-to`` targets."""
+    kind: str = "run"
+    """One of :data:`JOB_KINDS`; the precompute command the worker runs."""
+    layers: list[int] = field(default_factory=list)
+    """A sweep's layers, increasing (empty for a run)."""
+    sae_pattern: str | None = None
+    """A sweep's local SAE directory per layer, with ``{layer}`` (None: the preset's SAEs)."""
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def command(self) -> str:
+        """The ``python -m precompute`` subcommand: ``run`` or ``sweep``."""
+        return self.kind
+
+    @property
+    def run_ids(self) -> list[str]:
+        """The runs the job writes: its run id, or a sweep's ``<sweep id>-l<layer>`` runs."""
+        if self.kind == "sweep":
+            return [f"{self.run_id}-l{layer}" for layer in self.layers]
+        return [self.run_id]
+
     def run_args(self) -> list[str]:
-        """Arguments after ``python -m precompute run`` (``--flag=value`` items only)."""
-        args = [f"--preset={self.preset}", f"--run-id={self.run_id}"]
+        """Arguments after ``python -m precompute run`` (or ``sweep``): ``--flag=value``
+        items only."""
+        if self.kind == "sweep":
+            args = [
+                f"--preset={self.preset}",
+                f"--sweep-id={self.run_id}",
+                f"--layers={','.join(map(str, self.layers))}",
+            ]
+            if self.sae_pattern:
+                args.append(f"--sae-pattern={self.sae_pattern}")
+        else:
+            args = [f"--preset={self.preset}", f"--run-id={self.run_id}"]
         for name, value in self.overrides.items():
             flag = JOB_OVERRIDES[name].flag
             text = ",".join(value) if isinstance(value, list) else str(value)
@@ -74,8 +106,13 @@ class JobRequest:
         return args
 
     def describe(self) -> str:
-        """One line for tables: preset and overrides."""
-        parts = [self.preset] + [
+        """One line for tables: preset, a sweep's layers, and overrides."""
+        sweep = []
+        if self.kind == "sweep":
+            sweep = [f"sweep layers={','.join(map(str, self.layers))}"]
+            if self.sae_pattern:
+                sweep.append(f"sae_pattern={self.sae_pattern}")
+        parts = [self.preset, *sweep] + [
             f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in self.overrides.items()
         ]
         return " ".join(parts)
@@ -119,8 +156,9 @@ def validate_request(data: Mapping[str, Any]) -> JobRequest:
     """A :class:`JobRequest` from untrusted JSON-like data, or RequestError saying which field is wrong.
 
     Required: ``preset``. Optional: ``id``, ``created_at``, ``requested_by``
-    (filled in when absent), ``run_id`` (default ``<preset>-<job id>``),
-    ``overrides``, ``overwrite``, ``resume``, ``publish``.
+    (filled in when absent), ``run_id`` (default ``<preset>-<job id>``; a sweep's id),
+    ``overrides``, ``overwrite``, ``resume``, ``publish``, ``kind`` (``run`` or
+    ``sweep``); a sweep also takes ``layers`` (required) and ``sae_pattern``.
     """
     if not isinstance(data, Mapping):
         raise RequestError("a job request must be a JSON object")
@@ -146,6 +184,10 @@ def validate_request(data: Mapping[str, Any]) -> JobRequest:
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, Mapping):
         raise RequestError("overrides: must be an object of field: value")
+    kind = data.get("kind") or "run"
+    if kind not in JOB_KINDS:
+        raise RequestError(f"kind: {kind!r} is not one of {list(JOB_KINDS)}")
+    layers, pattern = _sweep_fields(kind, data.get("layers"), data.get("sae_pattern"))
     request = JobRequest(
         id=job_id,
         created_at=created_at,
@@ -156,9 +198,48 @@ def validate_request(data: Mapping[str, Any]) -> JobRequest:
         overwrite=_check("overwrite", data.get("overwrite", False)),
         resume=_check("resume", data.get("resume", True)),
         publish=settings.boolean("publish", data.get("publish", True)),
+        kind=kind,
+        layers=layers,
+        sae_pattern=pattern,
     )
+    if kind == "sweep":
+        if "layer" in request.overrides:
+            raise RequestError("layer: a sweep takes layers (several), not layer")
+        for layer_run in request.run_ids:
+            _check("run_id", layer_run)
     check_config(request)
     return request
+
+
+def _sweep_fields(kind: str, layers: Any, pattern: Any) -> tuple[list[int], str | None]:
+    """A sweep's ``layers`` (required) and ``sae_pattern``; a run has neither."""
+    if kind != "sweep":
+        if layers or pattern:
+            raise RequestError("layers and sae_pattern are fields of a sweep (kind: sweep)")
+        return [], None
+    if layers is None or layers == "" or layers == []:
+        raise RequestError("layers: a sweep needs its layers, e.g. 3,6,9,12")
+    if isinstance(layers, list) and not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in layers
+    ):
+        raise RequestError(f"layers: {layers!r} is not a list of layer numbers")
+    if not isinstance(layers, str | list):
+        raise RequestError(f"layers: {layers!r} is not a list of layer numbers")
+    try:
+        clean = parse_layers(layers)
+    except ValueError as exc:
+        raise RequestError(f"layers: {str(exc).removeprefix('--layers: ')}") from None
+    if max(clean) > 255:
+        raise RequestError(f"layers: {max(clean)} is outside 0..255")
+    if pattern is None or (isinstance(pattern, str) and not pattern.strip()):
+        return clean, None
+    if not isinstance(pattern, str) or pattern.count("{layer}") != 1:
+        raise RequestError(
+            f"sae_pattern: {pattern!r} needs '{{layer}}' once, e.g. _models/sae-l{{layer}}"
+        )
+    pattern = pattern.strip()
+    settings.path("sae_pattern", pattern.replace("{layer}", "0"))
+    return clean, pattern
 
 
 def _check(name: str, value: Any) -> Any:
@@ -176,8 +257,11 @@ def check_config(request: JobRequest) -> None:
     if "sample_size" in flat:
         flat["sample_size"] = str(flat["sample_size"])
     try:
-        with_overrides(preset(request.preset), **flat)
+        config = with_overrides(preset(request.preset), **flat)
+        if request.kind == "sweep":
+            sweep_configs(config, request.layers, sae_pattern=request.sae_pattern)
     except (ValueError, TypeError) as exc:
+        what = "sweep" if request.kind == "sweep" else "run"
         raise RequestError(
-            f"the {request.preset} preset with these overrides is not a valid run: {exc}"
+            f"the {request.preset} preset with these overrides is not a valid {what}: {exc}"
         ) from None

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from bilingual_core.manifest import LANG_PATTERN, check_run_id
 from jobs.config import DEVICES, DTYPES
-from jobs.presets import PRESETS
+from jobs.presets import GS2_L0S, GS2_WIDTHS, PRESETS
 
 Group = Literal["run", "executor", "model", "sae", "corpus", "extraction"]
 Kind = Literal["text", "int", "float", "choice", "flag", "multi"]
@@ -187,7 +187,8 @@ SETTINGS: tuple[Setting, ...] = (
     _S(
         "preset",
         "starting config: gemma-2-2b is the post's setup (GPU), gemma-3-270m the offline "
-        "Gemma 3 checkpoint, tiny an offline CPU model in seconds",
+        "Gemma 3 checkpoint, gemma-scope-2-270m Gemma 3 270M with Gemma Scope 2 SAEs, tiny an "
+        "offline CPU model in seconds",
         "run",
         "choice",
         tuple(sorted(PRESETS)),
@@ -338,6 +339,36 @@ SETTINGS: tuple[Setting, ...] = (
         label="SAE path",
         form="more",
         example="on the worker host, in <results root>/_models/ or another --model-dir of the worker",
+    ),
+    _S(
+        "layer",
+        "gemma-scope-2-270m: the block whose residual-stream SAE to use (default 12)",
+        "sae",
+        "int",
+        check=integer(0, 255),
+        label="SAE layer (Gemma Scope 2)",
+        form="more",
+        metavar="N",
+    ),
+    _S(
+        "width",
+        "gemma-scope-2-270m: SAE width (default 16k)",
+        "sae",
+        "choice",
+        GS2_WIDTHS,
+        check=choice(GS2_WIDTHS),
+        label="SAE width (Gemma Scope 2)",
+        form="more",
+    ),
+    _S(
+        "l0",
+        "gemma-scope-2-270m: SAE sparsity, small/medium/big L0 (default medium)",
+        "sae",
+        "choice",
+        GS2_L0S,
+        check=choice(GS2_L0S),
+        label="SAE L0 (Gemma Scope 2)",
+        form="more",
     ),
     _S(
         "hook",

@@ -192,9 +192,9 @@ def queue_panel(who: Maintainer | None) -> None:
     if latest is not None:
         st.page_link(
             nav.OVERVIEW,
-            label=f"Open the newest recomputed run, `{latest.request.run_id}`",
+            label=f"Open the newest recomputed run, `{latest.request.run_ids[0]}`",
             icon=":material/open_in_new:",
-            query_params={"run": latest.request.run_id},
+            query_params={"run": latest.request.run_ids[0]},
         )
     for job in [j for j in finished if j.state == "failed"][:3]:
         st.error(f"Job `{job.id}` (run `{job.request.run_id}`) failed:", icon=":material/error:")

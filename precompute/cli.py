@@ -127,6 +127,8 @@ def _load_plugins() -> None:
         "precompute.local_models.gemma3",
         "precompute.local_models.train_sae",
         "precompute.evidence.commands",
+        "precompute.sweep",
+        "precompute.sweep_compare",
     ):
         try:
             importlib.import_module(module)

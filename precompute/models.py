@@ -91,6 +91,17 @@ def check_access(source: ModelSource) -> None:
         raise ModelAccessError(gated_message(repo_id))
 
 
+def check_sae_access(source: SaeSource) -> None:
+    """Fail early (before the model loads) when a Gemma Scope 2 SAE is neither cached nor
+    downloadable (``HF_HUB_OFFLINE=1``): the error names the download command."""
+    if source.kind != "pretrained":
+        return
+    from precompute.gemma_scope2 import check_cached, is_gemma_scope_2
+
+    if is_gemma_scope_2(source.release):
+        check_cached(source.release, source.sae_id)
+
+
 def load_model(source: ModelSource, device: str):
     """The TransformerLens model (with its tokenizer) on ``device``."""
     import torch
@@ -123,6 +134,10 @@ def load_sae(source: SaeSource, device: str):
             raise ModelAccessError(f"no SAE-Lens directory at {source.path}{_BUILD_HINT}")
         return SAE.load_from_disk(source.path, device=device, dtype=source.dtype).eval()
     pretrained_sae_metadata(source.release, source.sae_id)  # clear error for unknown release/id
+    from precompute.gemma_scope2 import is_gemma_scope_2, load_gemma_scope_2
+
+    if is_gemma_scope_2(source.release):  # also offline, from the Hugging Face cache
+        return load_gemma_scope_2(source.release, source.sae_id, device, source.dtype).eval()
     return SAE.from_pretrained(
         source.release, source.sae_id, device=device, dtype=source.dtype
     ).eval()

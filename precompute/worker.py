@@ -8,7 +8,9 @@ app reads. Each pass it
    (their run was never committed: the run command writes atomically);
 3. claims the oldest queued job (an exclusive claim file: two workers never
    run the same job) and runs it as a subprocess,
-   ``[python, -m, precompute, run, --flag=value, ...]``, no shell;
+   ``[python, -m, precompute, run, --flag=value, ...]`` (``sweep`` instead of
+   ``run`` for a job of kind ``sweep``: one run per layer, in this process, so
+   the worker's ``--executor`` options do not apply to it), no shell;
 4. while it runs: streams the output to ``log.txt``, follows the command's
    machine-readable progress (``--progress-jsonl``, a temporary file) into
    ``status.json`` (stage, tokens done, tokens/s, ETA) with a heartbeat, and
@@ -295,10 +297,10 @@ class Worker:
     def _argv(self, request: JobRequest) -> list[str]:
         return [
             *self.config.program,
-            "run",
+            request.command,
             *request.run_args(),
             f"--out={self.out_root()}",
-            *self.config.run_args,
+            *(self.config.run_args if request.kind == "run" else ()),
         ]
 
     def out_root(self) -> str:
@@ -315,11 +317,12 @@ class Worker:
     def _precheck(self, request: JobRequest) -> str | None:
         """Refuse early what would only fail after the extraction."""
         fs = self.queue.fs
-        if not request.overwrite and fs.exists(join(self.queue.root, request.run_id)):
-            return (
-                f"run {request.run_id!r} already exists under {self.queue.url}; submit with "
-                "'overwrite' to replace it, or choose another run id"
-            )
+        for run_id in request.run_ids if not request.overwrite else ():
+            if fs.exists(join(self.queue.root, run_id)):
+                return (
+                    f"run {run_id!r} already exists under {self.queue.url}; submit with "
+                    "'overwrite' to replace it, or choose another run id"
+                )
         self.out_root()
         return self.path_problem(request)
 
@@ -340,8 +343,14 @@ class Worker:
         so a link inside an allowed directory to a file elsewhere is refused.
         The message names neither the allowed directories nor anything of the
         file: it is shown to every visitor of ``/recompute``."""
-        for name, kind in PATH_SETTINGS.items():
-            value = request.overrides.get(name)
+        paths = [(name, request.overrides.get(name)) for name in PATH_SETTINGS]
+        if request.sae_pattern:  # a sweep's SAE directories, one per layer
+            paths += [
+                ("sae_path", request.sae_pattern.replace("{layer}", str(layer)))
+                for layer in request.layers
+            ]
+        for name, value in paths:
+            kind = PATH_SETTINGS[name]
             if value is None:
                 continue
             if not inside(resolve_job_path(str(value)), self.allowed_dirs(kind)):
@@ -437,21 +446,23 @@ class Worker:
     def _after_success(
         self, request: JobRequest, status: JobStatus, runner: _Subprocess
     ) -> JobStatus:
-        local = join(self.out_root(), request.run_id)
-        run = Run.open(local)
-        if not run.is_complete:
-            raise RunFormatError(
-                "manifest.json", "status", f"the run command exited 0 but {local} is not complete"
-            )
+        locals_ = [join(self.out_root(), run_id) for run_id in request.run_ids]
+        for local in locals_:
+            if not Run.open(local).is_complete:
+                raise RunFormatError(
+                    "manifest.json",
+                    "status",
+                    f"the {request.command} command exited 0 but {local} is not complete",
+                )
         if is_local(self.queue.fs):
-            status.run_location = local
+            status.run_location = locals_[0]
         else:
-            status.run_location = publish_run(local, self.queue.url, overwrite=request.overwrite)
+            status.run_location = self._publish(request, locals_, self.queue.url, request.overwrite)
             status.published.append(redact_url(self.queue.url))
         if request.publish:
             for url in self.config.push_to:
                 try:
-                    publish_run(local, url, overwrite=True)
+                    self._publish(request, locals_, url, True)
                 except Exception as exc:
                     return self._finish(
                         request.id,
@@ -462,6 +473,16 @@ class Worker:
                     )
                 status.published.append(redact_url(url))
         return self._finish(request.id, status, "succeeded", None)
+
+    def _publish(self, request: JobRequest, locals_: list[str], url: str, overwrite: bool) -> str:
+        """Copy the job's runs (and a sweep's manifest folder) to ``url``; the first run's
+        location there."""
+        where = [publish_run(local, url, overwrite=overwrite) for local in locals_]
+        if request.kind == "sweep":
+            from precompute.sweep import publish_sweep_files
+
+            publish_sweep_files(self.out_root(), request.run_id, url)
+        return where[0]
 
     def _finish(self, job_id: str, status: JobStatus, state: str, error: str | None) -> JobStatus:
         status.state = state  # type: ignore[assignment]

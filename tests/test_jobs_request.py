@@ -176,3 +176,89 @@ def test_a_queued_job_can_set_exactly_the_declared_queueable_overrides():
     assert "--field=translation" in request.run_args()
     with pytest.raises(RequestError, match="unknown field"):
         validate_request({"preset": "tiny", "overrides": {"staging": "/tmp/x"}})
+
+
+# ---------------------------------------------------------------- sweeps ---
+
+
+def test_sweep_request_builds_the_sweep_command():
+    request = validate_request(
+        build_request_data(kind="sweep", layers="2, 0", run_id="tw", overrides={"sample_size": 8})
+    )
+    assert (request.kind, request.layers, request.command) == ("sweep", [0, 2], "sweep")
+    assert request.run_ids == ["tw-l0", "tw-l2"]
+    assert request.run_args() == [
+        "--preset=tiny",
+        "--sweep-id=tw",
+        "--layers=0,2",
+        "--sample-size=8",
+        "--resume",
+    ]
+    assert request.describe() == "tiny sweep layers=0,2 sample_size=8"
+    assert validate_request(request.to_json_dict()) == request  # as stored in request.json
+    pattern = validate_request(
+        {
+            "preset": "gemma-3-270m",
+            "kind": "sweep",
+            "layers": [3, 6],
+            "run_id": "own",
+            "sae_pattern": "_models/gemma3-270m-l{layer}-topk48-4096",
+        }
+    )
+    assert pattern.run_args()[:4] == [
+        "--preset=gemma-3-270m",
+        "--sweep-id=own",
+        "--layers=3,6",
+        "--sae-pattern=_models/gemma3-270m-l{layer}-topk48-4096",
+    ]
+    gs2 = validate_request(
+        {
+            "preset": "gemma-scope-2-270m",
+            "kind": "sweep",
+            "layers": [3, 6],
+            "overrides": {"l0": "small"},
+        }
+    )
+    assert gs2.run_ids == [f"gemma-scope-2-270m-{gs2.id}-l3", f"gemma-scope-2-270m-{gs2.id}-l6"]
+
+
+def test_a_run_request_is_still_a_run():
+    request = validate_request(build_request_data())
+    assert (request.kind, request.layers, request.command) == ("run", [], "run")
+    assert request.run_ids == [request.run_id]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": "train"}, "kind: 'train' is not one of"),
+        ({"kind": "sweep"}, "layers: a sweep needs its layers"),
+        ({"kind": "sweep", "layers": "3,x"}, "layers: give layer numbers"),
+        ({"kind": "sweep", "layers": [0, 0]}, "distinct"),
+        ({"kind": "sweep", "layers": [True]}, "not a list of layer numbers"),
+        ({"kind": "sweep", "layers": {"a": 1}}, "not a list of layer numbers"),
+        ({"kind": "sweep", "layers": [0, 9]}, "the tiny model has layers 0..2, not 9"),
+        ({"layers": [0, 1]}, "fields of a sweep"),
+        ({"kind": "sweep", "layers": [0], "sae_pattern": "saes/a"}, "needs '{layer}' once"),
+        ({"kind": "sweep", "layers": [0], "sae_pattern": "../x-{layer}"}, "'..' is not allowed"),
+        ({"kind": "sweep", "layers": [0], "sae_pattern": "a b{layer}"}, "not a valid path"),
+        ({"kind": "sweep", "layers": [0], "overrides": {"layer": 3}}, "not layer"),
+    ],
+)
+def test_bad_sweep_requests_are_refused(fields: dict, message: str):
+    with pytest.raises(RequestError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        validate_request(build_request_data(**fields))
+
+
+def test_a_sweep_needs_one_sae_per_layer():
+    with pytest.raises(RequestError, match="not a valid sweep: a sweep needs one SAE per layer"):
+        validate_request({"preset": "gemma-3-270m", "kind": "sweep", "layers": [3, 6]})
+    with pytest.raises(RequestError, match="not a valid sweep"):  # no Gemma Scope 2 SAE there
+        validate_request(
+            {
+                "preset": "gemma-scope-2-270m",
+                "kind": "sweep",
+                "layers": [3],
+                "overrides": {"width": "65k"},
+            }
+        )

@@ -31,9 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 # Stands in for `python -m precompute run`: the run id's prefix picks the behaviour.
 FAKE_RUN = textwrap.dedent("""
     import os, sys, time
-    argv = sys.argv[2:]
+    command, argv = sys.argv[1], sys.argv[2:]
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    run_id, out = opts["--run-id"], opts["--out"]
+    out = opts["--out"]
+    run_id = opts["--sweep-id"] if command == "sweep" else opts["--run-id"]
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "_calls.txt"), "a") as f:
         f.write(run_id + "\\n")
@@ -51,8 +52,18 @@ FAKE_RUN = textwrap.dedent("""
             b.update(100)
         b.close()
     from bilingual_core import SyntheticConfig, write_synthetic_run
-    write_synthetic_run(out, SyntheticConfig(n_pairs=40, d_sae=64, mean_tokens=8.0, run_id=run_id),
-                        overwrite="--overwrite" in argv)
+    run_ids = [run_id]
+    if command == "sweep":  # one run per layer and the sweep manifest
+        layers = [int(x) for x in opts["--layers"].split(",")]
+        run_ids = [f"{run_id}-l{layer}" for layer in layers]
+        print("argv: " + " ".join(argv))
+    for one in run_ids:
+        write_synthetic_run(out, SyntheticConfig(n_pairs=40, d_sae=64, mean_tokens=8.0, run_id=one),
+                            overwrite="--overwrite" in argv)
+    if command == "sweep":
+        from bilingual_core.sweep import new_sweep, write_sweep
+        entries = [{"layer": x, "run_id": r, "hook_name": "h"} for x, r in zip(layers, run_ids)]
+        write_sweep(out, new_sweep(run_id, entries))
     print(f"wrote run {run_id!r}")
 """)
 
@@ -356,3 +367,66 @@ def test_worker_and_jobs_cli(tmp_path: Path):
     assert idle.returncode == 0, idle.stderr
     assert JobQueue(root).get(job_id).state == "cancelled"
     assert [w["host"] for w in JobQueue(root).workers()]
+
+
+# ---------------------------------------------------------------- sweeps ---
+
+
+def test_sweep_job_runs_the_sweep_command_and_publishes_every_layer(
+    root: str, fake_program: tuple[str, ...], tmp_path: Path
+):
+    job = submit(root, "ok-sw", kind="sweep", layers=[2, 0])
+    worker = build_worker(root, fake_program, tmp_path, run_args=("--executor=ray",))
+    assert worker.run_once()
+    done = JobQueue(root).get(job.id)
+    assert done.state == "succeeded", done.status.error
+    log = JobQueue(root).log_tail(job.id)
+    assert "precompute.py sweep --preset=tiny --sweep-id=ok-sw --layers=0,2" in log
+    assert "--executor" not in log  # the worker's executor options are for run jobs
+    assert [r.run_id for r in list_runs(root) if r.ok] == ["ok-sw-l0", "ok-sw-l2"]
+    from bilingual_core.sweep import read_sweep
+
+    assert read_sweep(root, "ok-sw").run_ids == ["ok-sw-l0", "ok-sw-l2"]  # published too
+    if root.startswith("memory://"):
+        assert done.status.published == [root]
+
+
+def test_sweep_job_with_an_existing_layer_run_is_refused_before_running(
+    fake_program: tuple[str, ...], tmp_path: Path
+):
+    root = str(tmp_path / "results")
+    write_synthetic_run(root, SyntheticConfig(n_pairs=40, d_sae=64, run_id="ok-sx-l2"))
+    job = submit(root, "ok-sx", kind="sweep", layers="0,2")
+    build_worker(root, fake_program, tmp_path).run_once()
+    failed = JobQueue(root).get(job.id)
+    assert failed.state == "failed" and "'ok-sx-l2' already exists" in failed.status.error
+    assert calls(root) == []
+
+
+def test_sweep_sae_pattern_outside_the_model_dirs_is_refused(
+    fake_program: tuple[str, ...], tmp_path: Path
+):
+    root = str(tmp_path / "results")
+    allowed = tmp_path / "models"
+    (allowed / "sae-l0").mkdir(parents=True)
+    worker = build_worker(root, fake_program, tmp_path, model_dirs=(str(allowed),))
+    inside = validate_request(
+        {
+            "preset": "tiny",
+            "run_id": "s",
+            "kind": "sweep",
+            "layers": [0, 1],
+            "sae_pattern": f"{allowed}/sae-l{{layer}}",
+        }
+    )
+    assert worker.path_problem(inside) is None
+    outside = validate_request(
+        {
+            "preset": "tiny",
+            "run_id": "s",
+            "kind": "sweep",
+            "layers": [0, 1],
+            "sae_pattern": f"{tmp_path}/elsewhere/sae-l{{layer}}",
+        }
+    )
+    assert "sae_path: this worker reads model files only" in worker.path_problem(outside)

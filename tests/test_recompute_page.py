@@ -121,6 +121,27 @@ def test_right_password_submits_and_cancels(root: Path):
     assert JobQueue(str(root)).get(job.id).state == "cancelled"
 
 
+def test_the_form_queues_a_sweep(root: Path):
+    at = unlock(open_page({"recompute": {"password": "s3cret"}}), "s3cret")
+    at.selectbox(key="recompute_form_preset").set_value("tiny")
+    at.selectbox(key="recompute_form_kind").set_value("sweep")
+    at.text_input(key="recompute_form_run_id").input("tw")
+    at.text_input(key="recompute_form_layers").input("2,0")
+    click(at, "Queue the job")
+    (job,) = JobQueue(str(root)).jobs()
+    assert (job.request.kind, job.request.layers, job.request.run_ids) == (
+        "sweep",
+        [0, 2],
+        ["tw-l0", "tw-l2"],
+    )
+    assert "tiny sweep layers=0,2" in at.dataframe[0].value["request"].tolist()
+    at.text_input(key="recompute_form_run_id").input("tw2")
+    at.text_input(key="recompute_form_layers").input("0,7")
+    click(at, "Queue the job")
+    assert any("Not queued" in e.value and "not 7" in e.value for e in at.error)
+    assert len(JobQueue(str(root)).jobs()) == 1
+
+
 def test_invalid_form_values_are_explained_not_queued(root: Path):
     at = unlock(open_page({"recompute": {"password": "s3cret"}}), "s3cret")
     at.text_input(key="recompute_form_batch_size").input("lots")
@@ -251,6 +272,14 @@ def test_auth_mode_and_allow_list():
     assert not auth.password_matches("", {"recompute": {}})
 
 
+def test_form_request_carries_a_sweep_only_when_asked():
+    state = {"f_preset": "tiny", "f_kind": "run", "f_layers": "0,1"}
+    assert "layers" not in jobs_view.form_request(state, "f")
+    state["f_kind"] = "sweep"
+    raw = jobs_view.form_request({**state, "f_sae_pattern": " "}, "f")
+    assert (raw["kind"], raw["layers"], raw["sae_pattern"]) == ("sweep", "0,1", None)
+
+
 def test_progress_formatting():
     assert jobs_view.duration(3725) == "1 h 02 min" and jobs_view.duration(None) == "–"
     assert jobs_view.progress_line({}).startswith("starting")
@@ -261,6 +290,7 @@ def test_progress_formatting():
         "f",
     )
     assert form == {
+        "kind": "run",
         "preset": "tiny",
         "run_id": None,
         "overrides": {"seed": "3"},

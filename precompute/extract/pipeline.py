@@ -99,8 +99,9 @@ def run_extraction(
         check_can_write(out, run_id, overwrite)
     device = resolve_device(config)
     if models is None:
-        from precompute.models import check_access
+        from precompute.models import check_access, check_sae_access
 
+        check_sae_access(config.sae)
         check_access(config.model)
     root = Path(staging) if staging is not None else default_staging(out, run_id)
     header = {
@@ -188,71 +189,109 @@ def _extract_shard(
     on_chunk: ChunkCallback | None,
     loaded: LoadedModels | None,
 ) -> None:
-    from precompute.extract.activations import Extractor
     from precompute.models import load_models
-    from precompute.provenance import package_versions
 
     loaded = loaded if loaded is not None else load_models(config, device)
-    for key, value in (
-        ("d_sae", int(loaded.sae.cfg.d_sae)),
-        ("model", loaded.model_info),
-        ("sae", loaded.sae_info),
-    ):
-        stage.bind(key, value)
+    extract_stages([(config, stage, loaded)], corpus, device, lo, hi, progress, on_chunk)
+
+
+def extract_stages(
+    entries: list[tuple[RunConfig, ShardStaging, LoadedModels]],
+    corpus: ParallelCorpus,
+    device: str,
+    lo: int,
+    hi: int,
+    progress: bool,
+    on_chunk: ChunkCallback | None = None,
+) -> None:
+    """Extract pairs ``lo..hi-1`` into one staging per ``(config, stage, models)`` entry.
+
+    The entries share the model and the tokenizer (a layer sweep: one SAE per
+    hook); each batch is tokenised once and runs through the model once, up to
+    the deepest hook, and every SAE encodes its own hook's activation. A chunk
+    is extracted unless every stage already has it (``--resume``); a stage
+    that has it is not rewritten. ``on_chunk`` reports the first entry's chunks."""
+    from precompute.extract.activations import Extractor
+    from precompute.provenance import package_versions
+
+    config, _, first = entries[0]
+    hooks = [m.hook_name for _, _, m in entries]
+    for _cfg, stage, loaded in entries:
+        for key, value in (
+            ("d_sae", int(loaded.sae.cfg.d_sae)),
+            ("model", loaded.model_info),
+            ("sae", loaded.sae_info),
+        ):
+            stage.bind(key, value)
     ex = config.extraction
     chunks = [
         (i, a, min(a + ex.chunk_pairs, hi)) for i, a in enumerate(range(lo, hi, ex.chunk_pairs))
     ]
-    stage.state.update(
-        pair_start=lo,
-        pair_stop=hi,
-        n_chunks=len(chunks),
-        versions=package_versions(),
-        resumed=bool(stage.state.get("resumed") or stage.chunks_done),
-        extraction=_settings(config, device, loaded),
-    )
-    stage.save()
-    todo = [c for c in chunks if c[0] not in stage.chunks_done]
+    for cfg, stage, loaded in entries:
+        stage.state.update(
+            pair_start=lo,
+            pair_stop=hi,
+            n_chunks=len(chunks),
+            versions=package_versions(),
+            resumed=bool(stage.state.get("resumed") or stage.chunks_done),
+            extraction=_settings(cfg, device, loaded, hooks),
+        )
+        stage.save()
+    todo = [c for c in chunks if any(c[0] not in st.chunks_done for _, st, _ in entries)]
     if todo:
-        bos = bos_token_id(loaded.tokenizer)
+        bos = bos_token_id(first.tokenizer)
         texts = shard_texts(corpus, lo, hi)
-        tokens = tokenize_sentences(loaded.tokenizer, texts, ex.max_tokens)
-        strings = token_strings(loaded.tokenizer, np.append(tokens.ids, bos))
-        text = token_texts(loaded.tokenizer, tokens, strings)
+        tokens = tokenize_sentences(first.tokenizer, texts, ex.max_tokens)
+        strings = token_strings(first.tokenizer, np.append(tokens.ids, bos))
+        text = token_texts(first.tokenizer, tokens, strings)
         extractor = Extractor(
-            loaded.model, loaded.sae, loaded.tokenizer, loaded.hook_name, bos, _torch_device(device)
-        )
-        writer = _ChunkWriter(
-            stage,
-            tokens,
-            texts,
-            text,
-            strings[bos],
+            first.model,
+            first.sae,
+            first.tokenizer,
+            first.hook_name,
             bos,
-            list(corpus.languages),
-            lo,
-            int(loaded.sae.cfg.d_sae),
-            on_chunk,
+            _torch_device(device),
+            more=tuple((m.hook_name, m.sae) for _, _, m in entries[1:]),
         )
+        writers = [
+            _ChunkWriter(
+                stage,
+                tokens,
+                texts,
+                text,
+                strings[bos],
+                bos,
+                list(corpus.languages),
+                lo,
+                int(loaded.sae.cfg.d_sae),
+                on_chunk if i == 0 else None,
+            )
+            for i, (_, stage, loaded) in enumerate(entries)
+        ]
+        names = ", ".join(st.state["run_id"] for _, st, _ in entries)
         _run_chunks(
             extractor,
             tokens,
             todo,
-            writer,
+            writers,
             ex,
             lo,
             len(corpus.languages),
             progress,
-            desc=f"extracting {stage.state['run_id']} (shard {stage.state['shard']})",
+            desc=f"extracting {names} (shard {entries[0][1].state['shard']})",
         )
-    stage.mark_complete()
+    for _, stage, _ in entries:
+        stage.mark_complete()
 
 
-def _settings(config: RunConfig, device: str, loaded: LoadedModels) -> dict[str, Any]:
-    """The manifest's record of how the extraction ran (counters are added at the merge)."""
+def _settings(
+    config: RunConfig, device: str, loaded: LoadedModels, hooks: list[str]
+) -> dict[str, Any]:
+    """The manifest's record of how the extraction ran (counters are added at the merge);
+    ``hooks``: every hook read from the same forward passes (more than one in a sweep)."""
     from jobs.overrides import changed_from_preset
     from precompute.devices import device_description
-    from precompute.extract.activations import stop_layer
+    from precompute.extract.activations import sweep_stop_layer
 
     ex = config.extraction
     return {
@@ -269,7 +308,8 @@ def _settings(config: RunConfig, device: str, loaded: LoadedModels) -> dict[str,
         "device_name": device_description(device),
         "prepend_bos": True,
         "padding_side": loaded.tokenizer.padding_side,
-        "stop_at_layer": stop_layer(loaded.hook_name),
+        "stop_at_layer": sweep_stop_layer(hooks),
+        **({"shared_pass_hooks": hooks} if len(hooks) > 1 else {}),
     }
 
 
@@ -348,14 +388,14 @@ def _run_chunks(
     extractor,
     tokens: TokenizedSentences,
     todo: list[tuple[int, int, int]],
-    writer: _ChunkWriter,
+    writers: list[_ChunkWriter],
     ex: ExtractionConfig,
     shard_start: int,
     n_langs: int,
     progress: bool,
     desc: str,
 ) -> None:
-    from precompute.extract.activations import extract_chunk
+    from precompute.extract.activations import extract_chunk_hooks
 
     layouts = [(i, chunk_layout(a, b, shard_start, n_langs)) for i, a, b in todo]
     total = int(sum(tokens.lengths[lay.lo : lay.hi].sum() for _, lay in layouts))
@@ -363,7 +403,7 @@ def _run_chunks(
     try:
         for index, layout in layouts:
             t0 = time.perf_counter()
-            acts = extract_chunk(
+            per_hook = extract_chunk_hooks(
                 extractor,
                 tokens,
                 layout.sentences,
@@ -371,10 +411,14 @@ def _run_chunks(
                 on_batch=bar.update if bar is not None else None,
                 batch_tokens=ex.batch_tokens,
             )
-            writer.submit(index, layout, acts, time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            for writer, acts in zip(writers, per_hook, strict=True):
+                if index not in writer.stage.chunks_done:
+                    writer.submit(index, layout, acts, seconds)
     finally:
         try:
-            writer.close()
+            for writer in writers:
+                writer.close()
         finally:
             if bar is not None:
                 bar.close()
