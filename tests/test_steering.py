@@ -162,7 +162,8 @@ def test_peak_tokens_are_the_tokens_at_each_sentence_maximum(tiny_run: Path) -> 
     run = Run.open(tiny_run)
     f = _feature(run)
     peaks, source = peak_tokens(run, [f], 50)
-    assert source == "activations.parquet+tokens.parquet"
+    # the scorer stores each sentence's peak token, and steering reads it from there
+    assert source == "sentence_max.parquet:peak_token_id"
     acts = run.read_pandas("activations.parquet", filters=[("feature", "==", f)])
     acts["lang"] = acts["lang"].astype(str)
     tokens = run.read_pandas("tokens.parquet")
@@ -307,8 +308,9 @@ def test_verdict_needs_gain_above_the_baseline_a_hit_and_the_language_kept() -> 
 
 
 def test_peak_tokens_prefer_the_scorers_peak_column(tiny_run: Path, tmp_path: Path) -> None:
-    """A run whose sentence_max.parquet carries ``peak_token_id`` is read from it, not
-    rebuilt from the activations."""
+    """A run whose sentence_max.parquet carries ``peak_token_id`` is read from it; a run
+    scored before that column existed is rebuilt from the activations, with the same
+    tokens."""
     import shutil
 
     import pyarrow as pa
@@ -318,10 +320,18 @@ def test_peak_tokens_prefer_the_scorers_peak_column(tiny_run: Path, tmp_path: Pa
     shutil.copytree(tiny_run, copy)
     path = copy / "sentence_max.parquet"
     table = pq.read_table(path)
-    peak = pa.array(np.full(table.num_rows, 7, np.int32))
-    pq.write_table(table.append_column("peak_token_id", peak), path)
+    f = _feature(Run.open(copy))
+    stored, _ = peak_tokens(Run.open(copy), [f], 50)
+    # an older run: no peak column, the tokens come from the activations
+    older = table.drop_columns([c for c in table.column_names if c.startswith("peak_")])
+    pq.write_table(older, path)
+    rebuilt, source = peak_tokens(Run.open(copy), [f], 50)
+    assert source == "activations.parquet+tokens.parquet"
+    assert {k: set(v) for k, v in rebuilt.items()} == {k: set(v) for k, v in stored.items()}
+    # a planted column is what is read
+    peak = pa.array(np.full(older.num_rows, 7, np.int32))
+    pq.write_table(older.append_column("peak_token_id", peak), path)
     run = Run.open(copy)
-    f = _feature(run)
     peaks, source = peak_tokens(run, [f], 5)
     assert source == "sentence_max.parquet:peak_token_id"
     assert peaks == {(f, lang): [7] for lang in run.languages}
