@@ -4,7 +4,7 @@ The entry point draws the shared sidebar (the run picker) and hands over to
 the page named by the URL (``explorer.nav.PAGES``). Runs are read from the
 results root named by ``BILINGUAL_RESULTS_DIR`` (a path or fsspec URL;
 ``results/`` by default, where the bundled runs live); the app opens on
-``explorer.ui.DEFAULT_RUN`` (``gemma3-en-es``) when the root has it.
+``explorer.ui.DEFAULT_RUN`` (``gemma3-en-es-l9``) when the root has it.
 """
 
 from __future__ import annotations

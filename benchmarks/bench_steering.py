@@ -1,7 +1,7 @@
 """Speed of ``precompute steer``, and its result on a run.
 
-    python benchmarks/bench_steering.py                               # Gemma 3 270M on results/gemma3-en-es, top 10
-    python benchmarks/bench_steering.py --run results/gemma3-en-fr --top 5
+    python benchmarks/bench_steering.py                               # Gemma 3 270M on results/gemma3-en-es-l9, top 10
+    python benchmarks/bench_steering.py --run results/gemma3-en-fr-l9 --top 5
     python benchmarks/bench_steering.py --check-cache                 # also: cached = uncached decoding
 
 The run is copied to a scratch directory first (the shipped run is never
@@ -62,7 +62,7 @@ def gemma2_estimate(cfg, n_candidates: int, n_languages: int) -> dict[str, float
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", default=str(ROOT / "results" / "gemma3-en-es"))
+    p.add_argument("--run", default=str(ROOT / "results" / "gemma3-en-es-l9"))
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--baseline", type=int, default=2)
     p.add_argument("--strengths", nargs="+", default=None)

@@ -1,8 +1,8 @@
 """The default ranking's top 20 on scored runs: how many are shared-surface, how
 many translation features (co-firing mostly cross-token and significant).
 
-    python benchmarks/bench_translation.py results/gemma3-en-es results/gemma3-en-fr
-    python benchmarks/bench_translation.py results/gemma3-en-es --top 50
+    python benchmarks/bench_translation.py results/gemma3-en-es-l9 results/gemma3-en-fr-l9
+    python benchmarks/bench_translation.py results/gemma3-en-es-l9 --top 50
 
 Targets (README, "The scores"): at most 2 shared-surface features and at least
 15 translation features in the top 20. Also prints how many families the top

@@ -1,6 +1,6 @@
 """The top features of a run by co-activation evidence and by the blog score, with their tokens.
 
-    python benchmarks/top_features.py --run results/gemma3-en-es [--n 20] [--min-pairs 3]
+    python benchmarks/top_features.py --run results/gemma3-en-es-l9 [--n 20] [--min-pairs 3]
 
 Prints two Markdown tables (docs/training.md): the ``n`` features with the
 most negative ``coact_log10p`` (hypergeometric evidence that the languages'

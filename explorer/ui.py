@@ -38,7 +38,7 @@ RUN_PROBLEM_KEY = "app_run_problem"
 _RUN_TO_PUBLISH = "app_run_to_publish"
 _URL_NAMED_RUN = "app_url_named_run"
 """Session key: the address has named the run once (the history script is in place)."""
-DEFAULT_RUN = "gemma3-en-es"
+DEFAULT_RUN = "gemma3-en-es-l9"
 """The run a fresh visitor sees: Gemma 3 270M with the SAE this project trained (README)."""
 
 

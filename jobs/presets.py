@@ -79,7 +79,7 @@ def tiny() -> RunConfig:
 
 
 GEMMA3_MODEL = "google/gemma-3-270m"
-GEMMA3_SAE = REPO_ROOT / "saes" / "gemma3-270m-l6-topk32-4096"
+GEMMA3_SAE = REPO_ROOT / "saes" / "gemma3-270m-l9-topk48-4096"
 """The SAE this project trained on Gemma 3 270M (``python -m precompute train-sae``, docs/training.md)."""
 
 
@@ -90,7 +90,7 @@ def gemma3_directory() -> Path:
 
 def gemma_3_270m() -> RunConfig:
     """Gemma 3 270M from the offline checkpoint (``python -m precompute gemma3-checkpoint``)
-    with the SAE trained by this project (layer 6, TopK k=32, 4,096 latents), fp32 on the CPU,
+    with the SAE trained by this project at layer 9 (TopK k=48, 4,096 latents), fp32 on the CPU,
     over the bundled English-Spanish pairs."""
     return RunConfig(
         model=ModelSource(

@@ -211,7 +211,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument(
         "--sae-pattern",
         default=None,
-        help="local SAE directory with {layer} in it, e.g. 'saes/gemma3-270m-l{layer}-topk32-4096'",
+        help="local SAE directory with {layer} in it, e.g. 'saes/gemma3-270m-l{layer}-topk48-4096'",
     )
     add_settings(p, groups=("model", "sae", "corpus", "extraction"))
     p.add_argument("--preset", required=True, help="starting config (as for run)")

@@ -571,7 +571,7 @@ def test_default_root_is_results_next_to_app(
     if not (APP.parent / "results" / ui.DEFAULT_RUN / "manifest.json").exists():
         pytest.skip("the bundled default run is not in this checkout")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    assert not at.exception and at.query_params["run"] == ui.DEFAULT_RUN == "gemma3-en-es"
+    assert not at.exception and at.query_params["run"] == ui.DEFAULT_RUN == "gemma3-en-es-l9"
 
 
 def _links(at) -> dict[str, str]:

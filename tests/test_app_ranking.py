@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from test_app_support import RESULTS_ENV, AppRuns, build_app_runs, open_app
 
 from bilingual_core import PlantedCounts
-from explorer import table
+from explorer import table, ui
 
 TIMEOUT = 30
 
@@ -153,15 +153,15 @@ def test_an_old_run_says_what_it_lacks(
 
 
 def test_feature_page_shows_label_family_and_labelled_neighbours(monkeypatch) -> None:
-    """On the shipped gemma3-en-es run (decoder neighbours stored): the title
+    """On the shipped default run (decoder neighbours stored): the title
     carries the label, the family is listed, both neighbour lists have labels."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "results"
-    feats = pd.read_parquet(root / "gemma3-en-es" / "features.parquet")
+    feats = pd.read_parquet(root / ui.DEFAULT_RUN / "features.parquet")
     fam = feats[feats["family_size"] > 1].sort_values("translation_rank").iloc[0]
     monkeypatch.setenv(RESULTS_ENV, str(root))
-    at = open_app("pages/feature.py", run="gemma3-en-es", feature=str(int(fam["feature"])))
+    at = open_app("pages/feature.py", run=ui.DEFAULT_RUN, feature=str(int(fam["feature"])))
     assert fam["label"] in at.title[0].value
     assert any("Family of" in str(m.value) for m in at.markdown)
     links = [link.label for link in at.get("page_link")]

@@ -125,7 +125,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AppR
 
 
 REAL_ROOT = APP.parent / "results"
-REAL_RUN = "gemma3-en-es"
+REAL_RUN = "gemma3-en-es-l9"
 """A shipped run of a real model (the app's default run)."""
 
 

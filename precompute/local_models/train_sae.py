@@ -667,7 +667,7 @@ def sae_out_dir(out: str | Path, layer: int, n_layers: int) -> Path:
         if n_layers > 1:
             raise PrecomputeError(
                 "--out needs {layer} in it when several layers are trained, e.g. "
-                "saes/gemma3-270m-l{layer}-topk32-4096"
+                "saes/gemma3-270m-l{layer}-topk48-4096"
             )
         return Path(text)
     return Path(text.replace("{layer}", str(layer)))
@@ -822,7 +822,7 @@ def _train_args(p: argparse.ArgumentParser) -> Handler:
         "--out",
         required=True,
         help="SAE-Lens directory to write (loaded by run --sae-path); with several layers it "
-        "must contain {layer}, e.g. saes/gemma3-270m-l{layer}-topk32-4096",
+        "must contain {layer}, e.g. saes/gemma3-270m-l{layer}-topk48-4096",
     )
     p.add_argument(
         "--work-dir",
