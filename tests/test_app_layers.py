@@ -41,7 +41,12 @@ def build_sweep_root(root: Path) -> Path:
     add_flags(root / "sw-l3", every=8, shared_every=4)
     add_flags(root / "sw-l6", every=3, shared_every=6)
     add_flags(root / "sw-l6", every=32, shared_every=32, name=NULL_SCORES)  # the null
-    # sw-l9 keeps the old columns: the page must ask for a rescore
+    # sw-l9 looks scored before peak-token evidence: the page must ask for a rescore
+    old = pq.read_table(root / "sw-l9" / "features.parquet").to_pandas()
+    old = old.drop(columns=["is_translation", "is_shared_surface"])
+    pq.write_table(
+        pa.Table.from_pandas(old, preserve_index=False), root / "sw-l9" / "features.parquet"
+    )
     layers = [
         {"layer": x, "run_id": f"sw-l{x}", "hook_name": f"blocks.{x}.hook_resid_post"}
         for x in LAYERS
