@@ -123,6 +123,10 @@ def test_sweep_compare_names_runs_that_need_a_rescore(
     root = tmp_path / "results"
     write_synthetic_run(root, SyntheticConfig(n_pairs=20, d_sae=64, run_id="old-l3"))
     score_run(root, "old-l3")
+    features = root / "old-l3" / "features.parquet"  # as scored before peak-token evidence
+    pd.read_parquet(features).drop(columns=["is_translation", "is_shared_surface"]).to_parquet(
+        features, index=False
+    )
     sae = save_sae(tmp_path / "sae", decoders()[3], 3)
     write_sweep(
         str(root),
