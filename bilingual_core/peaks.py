@@ -410,6 +410,36 @@ def labels(
     return out_label, out_pairs
 
 
+def _similar_pairs(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``i < j`` of ``sig`` (rows, MINHASH_BINS) whose estimated Jaccard,
+    equal filled bins over bins filled in either, is at least ``FAMILY_SIMILARITY``.
+
+    Only rows sharing a value in some bin can reach it, so the candidates come
+    from one sort of the (bin, value) keys instead of comparing every row with
+    every other; the similarity is then computed exactly for those.
+    """
+    filled = sig != _EMPTY
+    row, col = np.nonzero(filled)  # row-major: rows ascending within a key
+    key = (col.astype(np.uint64) << np.uint64(59)) | sig[row, col]
+    order = np.argsort(key, kind="stable")
+    start, length = _runs(key[order])
+    multi = length > 1
+    start, length = start[multi], length[multi]
+    # Every pair of members of each run of equal keys, smaller row first.
+    within = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
+    member = np.repeat(start, length) + within
+    n_after = np.repeat(length, length) - within - 1
+    first = np.repeat(member, n_after)
+    second = first + 1 + np.arange(n_after.sum()) - np.repeat(np.cumsum(n_after) - n_after, n_after)
+    i, j = row[order[first]], row[order[second]]
+    n_rows = len(sig)
+    pair, equal = np.unique(i.astype(np.int64) * n_rows + j, return_counts=True)
+    i, j = pair // n_rows, pair % n_rows
+    either = (filled[i] | filled[j]).sum(axis=1)
+    keep = equal / np.maximum(either, 1) >= FAMILY_SIMILARITY
+    return i[keep], j[keep]
+
+
 def families(
     sketch: np.ndarray, rank: np.ndarray, n_sentences: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -431,21 +461,7 @@ def families(
     cand = ranked[np.argsort(rank[ranked], kind="stable")][:FAMILY_CANDIDATES]
     if len(cand) < 2:
         return family, size
-    sig = sketch[cand]
-    filled = sig != _EMPTY
-    src, dst = [], []
-    step = max(1, 4_000_000 // (len(cand) * MINHASH_BINS))
-    for lo in range(0, len(cand), step):
-        a, fa = sig[lo : lo + step, None, :], filled[lo : lo + step, None, :]
-        equal = ((a == sig[None]) & fa).sum(axis=2)
-        either = (fa | filled[None]).sum(axis=2)
-        sim = equal / np.maximum(either, 1)
-        i, j = np.nonzero(sim >= FAMILY_SIMILARITY)
-        i += lo
-        keep = i < j
-        src.append(i[keep])
-        dst.append(j[keep])
-    src_a, dst_a = np.concatenate(src), np.concatenate(dst)
+    src_a, dst_a = _similar_pairs(sketch[cand])
     graph = coo_matrix((np.ones(len(src_a)), (src_a, dst_a)), shape=(len(cand), len(cand)))
     _, comp = connected_components(graph, directed=False)
     # cand is in rank order, so the first member of each component is its best.
