@@ -3,11 +3,14 @@
     python benchmarks/bench_scoring.py --root /tmp/bench-runs            # post size + full OPUS size
     python benchmarks/bench_scoring.py --root /tmp/bench-runs --sizes 500 10000 --repeats 3
     python benchmarks/bench_scoring.py --sizes 4674 --repeats 1 --duckdb   # beside a DuckDB query
+    python benchmarks/bench_scoring.py --sizes 4674 --compare /tmp/old-checkout  # before/after
 
 Each size is a synthetic run with Gemma Scope-like density (about 33 real
 tokens per sentence and 71 active features per token, d_sae 16384), generated
 once and cached under ``--root``. Scoring runs in a fresh subprocess per repeat
-so that peak resident memory (ru_maxrss) is the scorer's alone. Prints a
+so that peak resident memory (ru_maxrss) is the scorer's alone; CPU seconds
+(user + system) are printed beside wall seconds, as they move less on a
+shared machine. Prints a
 Markdown table: median seconds, peak RSS, activations, and the size of
 activations.parquet in bytes per token against the dense float32 layout of the
 post's published dataset (16,384 x 4 bytes per token).
@@ -41,6 +44,7 @@ result = score_run({run!r}, config=ScoreConfig())
 elapsed = time.perf_counter() - t
 print(json.dumps({{"seconds": elapsed, "thresholds": result.scoring["seconds_thresholds"],
                    "compute": result.scoring["seconds"],
+                   "cpu": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
                    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
 
@@ -110,6 +114,7 @@ con.execute("SET enable_progress_bar = false")
 t = time.perf_counter()
 rows = len(con.execute(sql).fetchall())
 print(json.dumps({{"seconds": time.perf_counter() - t, "features": rows,
+                   "cpu": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
                    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
 
@@ -127,9 +132,10 @@ def duckdb_once(run: Path, threads: int = 2) -> dict:
     return json.loads(next(x for x in reversed(out.stdout.splitlines()) if x.startswith("{")))
 
 
-def score_once(run: Path) -> dict:
+def score_once(run: Path, code: Path = ROOT) -> dict:
+    """Score ``run`` in a fresh process with the ``bilingual_core`` found under ``code``."""
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(root=str(ROOT), run=str(run))],
+        [sys.executable, "-c", _CHILD.format(root=str(code), run=str(run))],
         check=True,
         capture_output=True,
         text=True,
@@ -150,10 +156,19 @@ def main() -> None:
         action="store_true",
         help="also time a plain DuckDB query (2 threads) on each run, one after the other, and print the ratio",
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="other checkouts (directories holding a bilingual_core package) to time on the "
+        "same runs, alternating with this one repeat by repeat",
+    )
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     rows = []
     duck: list[tuple] = []
+    compared: list[tuple] = []
     for n in args.sizes:
         run = ensure_run(
             args.root, n, args.d_sae, args.features_per_token, args.tokens_per_sentence
@@ -162,7 +177,23 @@ def main() -> None:
         n_tokens = manifest.extraction["n_tokens"]
         n_act = manifest.extraction["n_activations"]
         size = (run / "activations.parquet").stat().st_size
-        results = [score_once(run) for _ in range(args.repeats)]
+        results, others = [], {c: [] for c in args.compare}
+        for _ in range(args.repeats):
+            results.append(score_once(run))
+            for code in args.compare:
+                others[code].append(score_once(run, code))
+        if args.compare:
+            score_once(run)  # leave the run scored by this checkout
+        for code, rs in [(ROOT, results), *others.items()]:
+            compared.append(
+                (
+                    n,
+                    code,
+                    statistics.median(r["seconds"] for r in rs),
+                    statistics.median(r["cpu"] for r in rs),
+                    max(r["maxrss_kb"] for r in rs) / 2**20,
+                )
+            )
         secs = statistics.median(r["seconds"] for r in results)
         pass_s = statistics.median(r["thresholds"] for r in results)
         rss = max(r["maxrss_kb"] for r in results) / 2**20
@@ -177,6 +208,8 @@ def main() -> None:
                     rss,
                     statistics.median(r["seconds"] for r in db),
                     max(r["maxrss_kb"] for r in db) / 2**20,
+                    statistics.median(r["cpu"] for r in results),
+                    statistics.median(r["cpu"] for r in db),
                 )
             )
     print(
@@ -194,14 +227,21 @@ def main() -> None:
             f"| {dense:,} | {dense / bpt:.0f}x |"
         )
 
+    if compared and args.compare:
+        print("\n| pairs | code | score s (median) | CPU s (median) | peak RSS GiB |")
+        print("|---:|---|---:|---:|---:|")
+        for n, code, sec, cpu, r in compared:
+            print(f"| {n:,} | {code} | {sec:.2f} | {cpu:.2f} | {r:.2f} |")
     if duck:
         print(
-            "\n| pairs | activations | scorer s | scorer GiB | DuckDB s | DuckDB GiB | DuckDB s / scorer s |"
+            "\n| pairs | activations | scorer s | scorer CPU s | scorer GiB | DuckDB s | DuckDB CPU s "
+            "| DuckDB GiB | DuckDB s / scorer s | DuckDB CPU / scorer CPU |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|")
-        for n, a, sec, r, ds, dr in duck:
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for n, a, sec, r, ds, dr, cpu, dcpu in duck:
             print(
-                f"| {n:,} | {a:,} | {sec:.2f} | {r:.2f} | {ds:.2f} | {dr:.2f} | {ds / sec:.2f}x |"
+                f"| {n:,} | {a:,} | {sec:.2f} | {cpu:.2f} | {r:.2f} | {ds:.2f} | {dcpu:.2f} "
+                f"| {dr:.2f} | {ds / sec:.2f}x | {dcpu / cpu:.2f}x |"
             )
 
 

@@ -81,7 +81,9 @@ def _top_per_group(group: np.ndarray, count: np.ndarray, k: int) -> np.ndarray:
 
 
 def _factorise_rows(codes: np.ndarray) -> np.ndarray:
-    """One int64 code per column of ``codes`` (m, rows), equal iff the columns are equal."""
+    """One int64 code per column of ``codes`` (m, rows), equal iff the columns are
+    equal, ordered as the columns are lexicographically (the fallback of
+    :func:`_count_tuples` when a packed key would not fit 63 bits)."""
     out = codes[0].astype(np.int64)
     for row in codes[1:]:
         _, inverse = np.unique(out, return_inverse=True)
@@ -89,25 +91,114 @@ def _factorise_rows(codes: np.ndarray) -> np.ndarray:
     return out
 
 
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of each run of equal values of a sorted array."""
+    if not len(sorted_keys):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    new = np.empty(len(sorted_keys), dtype=bool)
+    new[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
+    start = np.flatnonzero(new)
+    return start, np.diff(np.append(start, len(sorted_keys)))
+
+
+def _bits(n_values: int) -> int:
+    """Bits holding the values 0 .. n_values - 1."""
+    return max(int(n_values - 1).bit_length(), 1)
+
+
+def _count_tuples(
+    feature: np.ndarray, tuples: np.ndarray, n_features: int, key_bits: int = 63
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct ``(feature, tuple)`` of the rows, ordered by feature then tuple
+    (lexicographic), with their counts: ``(feature, classes (m, u), count)``.
+
+    ``feature`` is non-decreasing (the rows of a block), so one stable sort of a
+    packed int64 key (feature, classes...) costs little more than the sort
+    within each feature. Classes are first renumbered to those present
+    (order-preserving) so the key fits in ``key_bits``; otherwise the columns
+    are factorised.
+    """
+    m = tuples.shape[0]
+    present_ids = np.zeros(0, np.int64)
+    if tuples.size:
+        present = np.bincount(tuples.reshape(-1)) > 0
+        present_ids = np.flatnonzero(present)
+        remap = np.cumsum(present) - 1
+        tuples = remap[tuples]
+    cb, fb = _bits(len(present_ids)), _bits(n_features)
+    if m * cb + fb <= key_bits:
+        key = feature.astype(np.int64) << (m * cb)
+        for li in range(m):
+            key |= tuples[li].astype(np.int64) << ((m - 1 - li) * cb)
+        key.sort(kind="stable")
+        start, count = _runs(key)
+        uniq = key[start]
+        mask = (1 << cb) - 1
+        classes = np.stack([(uniq >> ((m - 1 - li) * cb)) & mask for li in range(m)])
+        return uniq >> (m * cb), present_ids[classes], count
+    code = _factorise_rows(tuples)
+    span = int(code.max(initial=0)) + 1
+    uniq, first, count = np.unique(
+        feature.astype(np.int64) * span + code, return_index=True, return_counts=True
+    )
+    return uniq // span, present_ids[tuples[:, first]], count
+
+
+def _top_per_group_sorted(group: np.ndarray, count: np.ndarray, k: int) -> np.ndarray:
+    """:func:`_top_per_group` for a non-decreasing ``group``: one packed sort."""
+    n = len(count)
+    if not n:
+        return np.zeros(0, np.int64)
+    c_max = int(count.max())
+    cb, ib = _bits(c_max + 1), _bits(n)
+    if _bits(int(group[-1]) + 1) + cb + ib > 63:
+        return _top_per_group(group, count, k)
+    key = (group.astype(np.int64) << (cb + ib)) | ((c_max - count.astype(np.int64)) << ib)
+    key |= np.arange(n, dtype=np.int64)
+    key.sort(kind="stable")
+    start, length = _runs(key >> (cb + ib))
+    rank = np.arange(n) - np.repeat(start, length)
+    return key[rank < k] & ((1 << ib) - 1)
+
+
+def _mode_per_group(group: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """For a non-decreasing ``group``, the index of each group's largest count
+    (the first on ties): ``_top_per_group(group, count, 1)`` without a sort."""
+    if not len(count):
+        return np.zeros(0, np.int64)
+    start, length = _runs(group)
+    best = np.repeat(np.maximum.reduceat(count, start), length)
+    hits = np.flatnonzero(count == best)
+    first = np.empty(len(hits), dtype=bool)
+    first[0] = True
+    hit_group = group[hits]
+    np.not_equal(hit_group[1:], hit_group[:-1], out=first[1:])
+    return hits[first]
+
+
 def _minhash(block: SentenceMax) -> np.ndarray:
     """One-permutation MinHash with ``MINHASH_BINS`` bins of each feature's
-    (pair, lang, peak position) keys."""
+    (pair, lang, peak position) keys (in-place arithmetic: one temporary)."""
     f = block.n_features
     sketch = np.full(f * MINHASH_BINS, _EMPTY, dtype=np.uint64)
     if len(block):
-        key = (
-            (block.pair.astype(np.uint64) * np.uint64(block.m) + block.lang.astype(np.uint64))
-            << np.uint64(_POSITION_BITS)
-        ) | block.peak_position.astype(np.uint64)
+        h = block.pair.astype(np.uint64)
+        h *= np.uint64(block.m)
+        h += block.lang.astype(np.uint64)
+        h <<= np.uint64(_POSITION_BITS)
+        h |= block.peak_position.astype(np.uint64)
         with np.errstate(over="ignore"):
-            h = key * np.uint64(0x9E3779B97F4A7C15)
+            h *= np.uint64(0x9E3779B97F4A7C15)
             h ^= h >> np.uint64(29)
             h *= np.uint64(0xBF58476D1CE4E5B9)
             h ^= h >> np.uint64(32)
-        slot = block.local_feature * MINHASH_BINS + (h & np.uint64(MINHASH_BINS - 1)).astype(
-            np.int64
-        )
-        np.minimum.at(sketch, slot, h >> np.uint64(5))
+        slot = block.feature.astype(np.int64)
+        slot -= block.feature_offset
+        slot *= MINHASH_BINS
+        slot += (h & np.uint64(MINHASH_BINS - 1)).astype(np.int64)
+        h >>= np.uint64(5)
+        np.minimum.at(sketch, slot, h)
     return sketch.reshape(f, MINHASH_BINS)
 
 
@@ -115,9 +206,9 @@ def peak_evidence(block: SentenceMax, norm_of_id: np.ndarray) -> PeakEvidence:
     """The peak-token evidence of every feature of a block (needs ``peak_token``)."""
     f, m, n = block.n_features, block.m, block.n_pairs
     assert block.peak_token is not None
-    cls = norm_of_id[block.peak_token].astype(np.int64)
+    cls = norm_of_id[block.peak_token]
     row_feature, row_of_entry, _ = block.union
-    codes = np.full((m, len(row_feature)), -1, dtype=np.int64)
+    codes = np.full((m, len(row_feature)), -1, dtype=np.int32)
     codes[block.lang, row_of_entry] = cls
     counts = block.per_feature_lang()
     pairs = language_pairs(m)
@@ -125,37 +216,47 @@ def peak_evidence(block: SentenceMax, norm_of_id: np.ndarray) -> PeakEvidence:
     n_shared = np.zeros((f, len(pairs)), dtype=np.int64)
     log10p = np.zeros((f, len(pairs)))
     for j, (a, b) in enumerate(pairs):
-        both = (codes[a] >= 0) & (codes[b] >= 0)
-        same = both & (codes[a] == codes[b])
+        both = codes[a] >= 0
+        both &= codes[b] >= 0
+        same = codes[a] == codes[b]
+        same &= both
         n_both = np.bincount(row_feature[both], minlength=f)
         n_shared[:, j] = np.bincount(row_feature[same], minlength=f)
         n_cross[:, j] = n_both - n_shared[:, j]
         log10p[:, j] = hypergeom.log10_sf(n_cross[:, j], n, counts[:, a], counts[:, b])
     # Commonest tuples of peak classes over pairs where every language fires.
     every = (codes >= 0).all(axis=0)
-    tuples = codes[:, every]
-    tuple_code = _factorise_rows(tuples)
-    span = int(tuple_code.max(initial=0)) + 1
-    combined = row_feature[every] * span + tuple_code
-    uniq, first, cnt = np.unique(combined, return_index=True, return_counts=True)
-    tuple_feature = uniq // span
-    keep = _top_per_group(tuple_feature, cnt, TOP_TUPLES)
-    distinct = (tuples[:, first] != tuples[0, first]).any(axis=0)
+    tuple_feature, classes, cnt = _count_tuples(row_feature[every], codes[:, every], f)
+    del codes, every
+    keep = _top_per_group_sorted(tuple_feature, cnt, TOP_TUPLES)
+    distinct = (classes != classes[0]).any(axis=0)
     n_every_cross = np.bincount(tuple_feature, weights=cnt * distinct, minlength=f)
     n_repeated = np.bincount(tuple_feature, weights=cnt * (distinct & (cnt >= 2)), minlength=f)
-    # Per-language commonest peak class over a fixed sample of pairs.
+    # Per-language commonest peak class over a fixed sample of pairs: the
+    # entries are sorted by (feature, pair, lang), so the packed key is sorted
+    # by feature already and a stable sort mostly merges short runs.
     sample = block.pair < LABEL_SAMPLE_PAIRS
     n_cls = int(norm_of_id.max(initial=0)) + 1
-    lang_key = (block.local_feature[sample] * m + block.lang[sample]) * n_cls + cls[sample]
-    lk, lc = np.unique(lang_key, return_counts=True)
-    best = _top_per_group(lk // n_cls, lc, 1)
-    group = lk[best] // n_cls
+    lang_key = block.feature[sample].astype(np.int64)
+    lang_key -= block.feature_offset
+    lang_key *= m
+    lang_key += block.lang[sample]
+    lang_key *= n_cls
+    lang_key += cls[sample]
+    del sample
+    lang_key.sort(kind="stable")
+    start, lc = _runs(lang_key)
+    lk = lang_key[start]
+    del lang_key
+    group = lk // n_cls
+    best = _mode_per_group(group, lc)
+    group = group[best]
     return PeakEvidence(
         n_cross,
         n_shared,
         log10p,
         (tuple_feature[keep] + block.feature_offset).astype(np.int32),
-        tuples[:, first[keep]].T.astype(np.int32),
+        classes[:, keep].T.astype(np.int32),
         cnt[keep].astype(np.int32),
         (group // m + block.feature_offset).astype(np.int32),
         (group % m).astype(np.int8),
@@ -309,6 +410,36 @@ def labels(
     return out_label, out_pairs
 
 
+def _similar_pairs(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``i < j`` of ``sig`` (rows, MINHASH_BINS) whose estimated Jaccard,
+    equal filled bins over bins filled in either, is at least ``FAMILY_SIMILARITY``.
+
+    Only rows sharing a value in some bin can reach it, so the candidates come
+    from one sort of the (bin, value) keys instead of comparing every row with
+    every other; the similarity is then computed exactly for those.
+    """
+    filled = sig != _EMPTY
+    row, col = np.nonzero(filled)  # row-major: rows ascending within a key
+    key = (col.astype(np.uint64) << np.uint64(59)) | sig[row, col]
+    order = np.argsort(key, kind="stable")
+    start, length = _runs(key[order])
+    multi = length > 1
+    start, length = start[multi], length[multi]
+    # Every pair of members of each run of equal keys, smaller row first.
+    within = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
+    member = np.repeat(start, length) + within
+    n_after = np.repeat(length, length) - within - 1
+    first = np.repeat(member, n_after)
+    second = first + 1 + np.arange(n_after.sum()) - np.repeat(np.cumsum(n_after) - n_after, n_after)
+    i, j = row[order[first]], row[order[second]]
+    n_rows = len(sig)
+    pair, equal = np.unique(i.astype(np.int64) * n_rows + j, return_counts=True)
+    i, j = pair // n_rows, pair % n_rows
+    either = (filled[i] | filled[j]).sum(axis=1)
+    keep = equal / np.maximum(either, 1) >= FAMILY_SIMILARITY
+    return i[keep], j[keep]
+
+
 def families(
     sketch: np.ndarray, rank: np.ndarray, n_sentences: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -330,21 +461,7 @@ def families(
     cand = ranked[np.argsort(rank[ranked], kind="stable")][:FAMILY_CANDIDATES]
     if len(cand) < 2:
         return family, size
-    sig = sketch[cand]
-    filled = sig != _EMPTY
-    src, dst = [], []
-    step = max(1, 4_000_000 // (len(cand) * MINHASH_BINS))
-    for lo in range(0, len(cand), step):
-        a, fa = sig[lo : lo + step, None, :], filled[lo : lo + step, None, :]
-        equal = ((a == sig[None]) & fa).sum(axis=2)
-        either = (fa | filled[None]).sum(axis=2)
-        sim = equal / np.maximum(either, 1)
-        i, j = np.nonzero(sim >= FAMILY_SIMILARITY)
-        i += lo
-        keep = i < j
-        src.append(i[keep])
-        dst.append(j[keep])
-    src_a, dst_a = np.concatenate(src), np.concatenate(dst)
+    src_a, dst_a = _similar_pairs(sketch[cand])
     graph = coo_matrix((np.ones(len(src_a)), (src_a, dst_a)), shape=(len(cand), len(cand)))
     _, comp = connected_components(graph, directed=False)
     # cand is in rank order, so the first member of each component is its best.

@@ -129,8 +129,6 @@ def sentence_max_blocks(
         a = _column(batch, "activation", np.float32, file)
         li = lang_indices(batch.column("lang"), languages, file)
         _check_ranges(f, p, pos, a, n_pairs, d_sae, file)
-        if sentence_len is not None:
-            _check_positions(p, li, pos, m, sentence_len, languages, file)
         f <<= 39
         p <<= 8
         f |= p
@@ -147,6 +145,14 @@ def sentence_max_blocks(
         dpos = np.diff(pos)
         if not np.all(new_group | (dpos > 0)):
             _order_error(file, duplicate=not np.any(~new_group & (dpos < 0)))
+        if sentence_len is not None:
+            # Sorted: positions rise within a group, so each group's last row
+            # holds its largest and checking those checks every row (the full
+            # check then names the rows at fault).
+            last = np.append(np.flatnonzero(new_group), len(key) - 1)
+            sentence = ((key[last] >> 8) & 0x7FFFFFFF) * m + (key[last] & 0xFF)
+            if (pos[last] >= sentence_len[sentence]).any():
+                _check_positions((key >> 8) & 0x7FFFFFFF, li, pos, m, sentence_len, languages, file)
         starts = np.flatnonzero(new_group)
         starts += 1
         starts = np.concatenate([[0], starts])

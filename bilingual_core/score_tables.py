@@ -53,24 +53,27 @@ class SentenceMaxWriter:
         bucket = (sm.pair >> PAIR_BLOCK_SHIFT).astype(np.uint16)
         order = np.argsort(bucket, kind="stable")
         edges = np.flatnonzero(np.diff(bucket[order])) + 1
-        table = pa.table(
-            {
-                "pair_id": pa.array(sm.pair[order], pa.int32()),
-                "lang": pa.DictionaryArray.from_arrays(
-                    pa.array(sm.lang[order], pa.int8()), self.lang_dict
-                ),
-                "feature": pa.array(sm.feature[order], pa.int32()),
-                "max_activation": pa.array(sm.value[order], pa.float32()),
-                "n_tokens": pa.array(sm.n_tokens[order], pa.int32()),
-                "peak_position": pa.array(
-                    _or_missing(sm.peak_position, len(sm))[order], pa.int32()
-                ),
-                "peak_token_id": pa.array(_or_missing(sm.peak_token, len(sm))[order], pa.int32()),
-            },
-            schema=SENTENCE_MAX_SCHEMA,
-        )
+        peak_position = _or_missing(sm.peak_position, len(sm))
+        peak_token = _or_missing(sm.peak_token, len(sm))
+        # One row group per bucket, gathered one at a time (the block is
+        # scored meanwhile: a whole reordered copy would add to its peak memory).
         for lo, hi in itertools.pairwise([0, *edges.tolist(), len(order)]):
-            self.writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+            rows = order[lo:hi]
+            table = pa.table(
+                {
+                    "pair_id": pa.array(sm.pair[rows], pa.int32()),
+                    "lang": pa.DictionaryArray.from_arrays(
+                        pa.array(sm.lang[rows], pa.int8()), self.lang_dict
+                    ),
+                    "feature": pa.array(sm.feature[rows], pa.int32()),
+                    "max_activation": pa.array(sm.value[rows], pa.float32()),
+                    "n_tokens": pa.array(sm.n_tokens[rows], pa.int32()),
+                    "peak_position": pa.array(peak_position[rows], pa.int32()),
+                    "peak_token_id": pa.array(peak_token[rows], pa.int32()),
+                },
+                schema=SENTENCE_MAX_SCHEMA,
+            )
+            self.writer.write_table(table, row_group_size=hi - lo)
 
     def close(self) -> None:
         self.writer.close()

@@ -240,20 +240,34 @@ def _block_pass(
     )
     # numpy releases the GIL: blocks are scored in worker threads while the
     # main thread reduces the next batches (and a third decodes Parquet).
+    # sentence_max.parquet is written by a thread of its own, in block order,
+    # while the block is scored.
     results: list[Future] = []
-    with ThreadPoolExecutor(max_workers=config.threads) as pool:
+    writes: list[Future] = []
+    with (
+        ThreadPoolExecutor(max_workers=config.threads) as pool,
+        ThreadPoolExecutor(max_workers=1) as write_pool,
+    ):
         for block in blocks:
             n_groups += len(block)
             if plan.tokens is not None:
                 block.peak_token = plan.tokens.peak_tokens(block)
             if sentence_max_sink is not None:
-                sentence_max_sink(block)
+                writes.append(write_pool.submit(sentence_max_sink, block))
             pad_block = next(pad_blocks) if pad_blocks is not None else None
             results.append(pool.submit(_score_block, block, pad_block, plan))
-            # Bound memory: at most `threads` blocks in flight.
-            while sum(not r.done() for r in results) > config.threads:
-                next(r for r in results if not r.done()).result()
+            # Bound memory: at most `threads` blocks in flight (being scored or written).
+            while True:
+                busy = [
+                    [f for f in (r, w) if f is not None and not f.done()]
+                    for r, w in zip(results, writes or [None] * len(results), strict=True)
+                ]
+                if sum(bool(b) for b in busy) <= config.threads:
+                    break
+                next(b for b in busy if b)[0].result()
         parts = [r.result() for r in results]
+        for w in writes:
+            w.result()
     if bar is not None:
         bar.close()
     return parts, sums, n_groups

@@ -171,6 +171,22 @@ def ablation_figure(rows: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def baseline_features_table(rows: pd.DataFrame, feats: pd.DataFrame | None) -> pd.DataFrame:
+    """The random baseline features of one feature's ablation rows (``baseline_features``,
+    comma-separated ids), with each one's ``label`` when the run has labels."""
+    ids: list[int] = []
+    for text in rows["baseline_features"].dropna().astype(str):
+        for part in text.split(","):
+            part = part.strip()
+            if part.lstrip("-").isdigit() and int(part) not in ids:
+                ids.append(int(part))
+    out = pd.DataFrame({"feature": pd.Series(ids, dtype="int64")})
+    if feats is not None and "label" in feats.columns:
+        labels = feats.drop_duplicates("feature").set_index("feature")["label"]
+        out["label"] = out["feature"].map(labels).fillna("").astype(str)
+    return out
+
+
 def add_table_columns(ref: RunRef, scored: pd.DataFrame) -> pd.DataFrame:
     """``scored`` with the evidence columns the run supports: ``output_languages``
     (and ``out_<l>``), ``hurts_both`` and ``delta_loss_<l>`` (ablated features only),
@@ -366,7 +382,22 @@ def ablation_section(ref: RunRef, feature: int) -> None:
         f"{'hurts' if r.hurts else 'no clear effect'}"
         for r in rows.itertuples()
     ]
-    st.caption(" · ".join(parts) + f" · baseline features {rows['baseline_features'].iloc[0]}")
+    st.caption(" · ".join(parts))
+    baseline = baseline_features_table(rows, data.features(ref.location, ref.token))
+    if len(baseline):
+        # labels are token text (untrusted): a dataframe shows them as plain text
+        st.dataframe(
+            baseline,
+            hide_index=True,
+            key="feature_ev_baseline",
+            column_config={
+                "feature": st.column_config.NumberColumn("random baseline feature", format="%d")
+            },
+        )
+        st.caption(
+            "The random baseline: features of similar firing frequency, ablated on the same "
+            "sentences; their labels say what they fire on."
+        )
 
 
 def null_section(ref: RunRef, feature: int) -> None:

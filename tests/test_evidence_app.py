@@ -151,11 +151,31 @@ def test_feature_page_shows_logits_ablation_and_null(app, evidence_run) -> None:
         "ablate this feature",
         "random features, similar frequency",
     ]
+    baseline = next(
+        d.value for d in at.dataframe if list(map(str, d.value.columns)) == ["feature", "label"]
+    )
+    feats = Run.open(evidence_run[0].run).read_pandas(FEATURES).set_index("feature")
+    assert baseline["feature"].tolist() == [1, 2]
+    assert baseline["label"].tolist() == feats.loc[[1, 2], "label"].tolist()
+    assert "baseline features 1,2" not in shown
     null = _table_with(at, "percentile vs null")
     assert "jaccard" in set(null["score"]) and null["percentile vs null"].between(0, 100).all()
     assert "Purity" in shown
     purity = _table_with(at, "purity", "commonest token pairs (count)")
     assert purity["co-firing pairs"].iloc[0] >= 1
+
+
+def test_baseline_features_table_shows_labels_when_the_run_has_them() -> None:
+    from explorer.evidence import baseline_features_table
+
+    rows = pd.DataFrame({"baseline_features": ["7, 3", "3,9", None]})
+    feats = pd.DataFrame({"feature": [3, 7, 9], "label": ["want/quiero", "? (same token)", None]})
+    table = baseline_features_table(rows, feats)
+    assert table["feature"].tolist() == [7, 3, 9]
+    assert table["label"].tolist() == ["? (same token)", "want/quiero", ""]
+    # a run scored before labels: ids only, no label column
+    old = baseline_features_table(rows, feats.drop(columns="label"))
+    assert list(old.columns) == ["feature"] and old["feature"].tolist() == [7, 3, 9]
 
 
 @pytest.mark.slow
