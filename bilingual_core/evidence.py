@@ -460,6 +460,34 @@ def draw_baseline(
     return out
 
 
+def candidates_with_baseline(
+    features: pd.DataFrame,
+    rank_column: str,
+    top: int,
+    chosen: Iterable[int] | None,
+    languages: list[str],
+    *,
+    n_baseline: int,
+    pool: int,
+    rng: np.random.Generator,
+) -> tuple[pd.DataFrame, dict[int, list[int]], list[int]]:
+    """What ablation and steering test: the candidates (the ``chosen`` features, or the
+    ``top`` best under ``rank_column``), each one's frequency-matched random baseline
+    features (:func:`draw_baseline`), and every feature involved, sorted."""
+    chosen = list(chosen or [])
+    if chosen:
+        candidates = features.set_index("feature").loc[chosen].reset_index()
+    else:
+        candidates = top_candidates(features, rank_column, top)
+    baseline = draw_baseline(
+        features, candidates["feature"], languages, n=n_baseline, pool=pool, rng=rng
+    )
+    involved = sorted(
+        {int(f) for f in candidates["feature"]} | {b for bs in baseline.values() for b in bs}
+    )
+    return candidates, baseline, involved
+
+
 # ---------------------------------------------------------- steering ---
 
 CANDIDATE, BASELINE = "candidate", "baseline"

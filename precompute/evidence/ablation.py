@@ -35,9 +35,8 @@ from bilingual_core import Run
 from bilingual_core.evidence import (
     ABLATION,
     bootstrap_ratio_ci,
-    draw_baseline,
+    candidates_with_baseline,
     ranking_column,
-    top_candidates,
 )
 from bilingual_core.schema import ACTIVATIONS, FEATURES, TOKENS
 from precompute.evidence.config import AblationConfig
@@ -266,16 +265,16 @@ def compute_ablation(
     languages = run.languages
     feats = run.read_pandas(FEATURES)
     rank_column = ranking_column(feats.columns, cfg.score)
-    if cfg.features:
-        candidates = feats.set_index("feature").loc[list(cfg.features)].reset_index()
-    else:
-        candidates = top_candidates(feats, rank_column, cfg.top)
     rng = np.random.default_rng(cfg.seed)
-    baseline = draw_baseline(
-        feats, candidates["feature"], languages, n=cfg.n_baseline, pool=cfg.baseline_pool, rng=rng
-    )
-    ablate = sorted(
-        {int(f) for f in candidates["feature"]} | {b for bs in baseline.values() for b in bs}
+    candidates, baseline, ablate = candidates_with_baseline(
+        feats,
+        rank_column,
+        cfg.top,
+        cfg.features,
+        languages,
+        n_baseline=cfg.n_baseline,
+        pool=cfg.baseline_pool,
+        rng=rng,
     )
     available = firing_starts(run, ablate)
     chosen = choose_sentences(available, cfg.max_sentences, rng)

@@ -59,11 +59,10 @@ from bilingual_core.evidence import (
     STEERING_SCHEMA,
     UNKNOWN,
     add_tables,
-    draw_baseline,
+    candidates_with_baseline,
     ranking_column,
     steering_verdict,
     token_language_shares,
-    top_candidates,
     writes_every_language,
 )
 from bilingual_core.progress import bar
@@ -371,15 +370,15 @@ def compute_steering(
             raise PrecomputeError(
                 f"--features: {unknown} outside this run's features 0..{run.manifest.d_sae - 1}"
             )
-        candidates = feats.set_index("feature").loc[list(cfg.features)].reset_index()
-    else:
-        candidates = top_candidates(feats, rank_column, cfg.top)
-    rng = np.random.default_rng(cfg.seed)
-    baseline = draw_baseline(
-        feats, candidates["feature"], languages, n=cfg.n_baseline, pool=cfg.baseline_pool, rng=rng
-    )
-    all_feats = sorted(
-        {int(f) for f in candidates["feature"]} | {b for bs in baseline.values() for b in bs}
+    candidates, baseline, all_feats = candidates_with_baseline(
+        feats,
+        rank_column,
+        cfg.top,
+        cfg.features,
+        languages,
+        n_baseline=cfg.n_baseline,
+        pool=cfg.baseline_pool,
+        rng=np.random.default_rng(cfg.seed),
     )
     scales = typical_max(run, all_feats)
     silent = [f for f in candidates["feature"] if scales[int(f)] <= 0]

@@ -801,15 +801,12 @@ def train_sae(
 
 
 def _layer_list(text: str) -> tuple[int, ...]:
+    from jobs.overrides import parse_layers
+
     try:
-        layers = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a comma-separated list of layers: {text!r}"
-        ) from None
-    if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
-        raise argparse.ArgumentTypeError(f"need distinct non-negative layers, got {text!r}")
-    return layers
+        return tuple(parse_layers(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 @command(
