@@ -254,17 +254,26 @@ def encode_int_list(values: list[int]) -> str:
 # ------------------------------------------------------------ notices ---
 
 
+_NOTICES_SAID = "_ui_notices_said"
+_NOTICES_CARRIED = "_ui_notices_carried"
+
+
 def notices_here() -> None:
     """``app.py`` calls this at the top of the main area, before the sidebar:
     what ``notice`` says during this run (an invalid link value found by a
-    sidebar widget included) appears there, above the page."""
+    sidebar widget included) appears there, above the page, and so do the
+    notices of a run that ended by replacing the address (``publish_run``)."""
     _entry.notices = st.container()
+    st.session_state[_NOTICES_SAID] = []
+    for text in st.session_state.pop(_NOTICES_CARRIED, []):
+        notice(text)
 
 
 def notice(text: str) -> None:
     """A warning in the main area's notice slot (where the page is, when none)."""
     target = getattr(_entry, "notices", None)
     (target if target is not None else st).warning(text)
+    st.session_state.setdefault(_NOTICES_SAID, []).append(text)
 
 
 # ------------------------------------------------------------- the run ---
@@ -347,6 +356,8 @@ def publish_run() -> None:
         # missing run is rewritten by url_publish, so its notice stays.
         history.replace_url({**st.query_params.to_dict(), "run": run_id})
         st.session_state.setdefault(_LAST, {})["run"] = run_id
+        # the rerun that follows must say again what this run said
+        st.session_state[_NOTICES_CARRIED] = list(st.session_state.get(_NOTICES_SAID, []))
         return
     url_publish("run", run_id)
 
