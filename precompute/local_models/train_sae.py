@@ -247,7 +247,8 @@ def _tokens_dataset(
     final = work / name
     if not (final / "rows.json").exists():
         rows, used = pack_rows(tokenizer, texts, spec.context_size, max_rows, seed)
-        rows = rows[: len(rows) - len(rows) % spec.model_batch_size]
+        multiple = spec.eval_batch_size if name == "eval_tokens" else spec.model_batch_size
+        rows = rows[: len(rows) - len(rows) % multiple]
         tmp = work / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
         datasets.Dataset.from_dict({"tokens": rows.tolist()}).save_to_disk(str(tmp))
         (tmp / "rows.json").write_text(
