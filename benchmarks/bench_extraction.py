@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from jobs.config import BUNDLED_CORPUS  # noqa: E402
+from contract.config import BUNDLED_CORPUS  # noqa: E402
 from precompute.corpus import read_local_table  # noqa: E402
 from precompute.testing import tiny_config, write_corpus  # noqa: E402
 
@@ -98,7 +98,7 @@ def load_tiny_models(config, device: str, dtype: str):
 
 
 def load_gemma_shape(args, pairs, device: str, dtype: torch.dtype):
-    from jobs.config import TinySpec
+    from contract.config import TinySpec
     from precompute.local_models.gemma_shape import GemmaShape, build_gemma_shape
     from precompute.local_models.tiny import tiny_directory
     from precompute.local_models.tiny_tokenizer import load_tokenizer

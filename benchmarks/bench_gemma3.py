@@ -100,8 +100,8 @@ class Profile:
 
 
 def config_for(pairs_file: Path, dtype: str, batch_size: int):
-    from jobs.overrides import with_overrides
-    from jobs.presets import preset
+    from contract.overrides import with_overrides
+    from contract.presets import preset
     from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()

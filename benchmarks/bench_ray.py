@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jobs.presets import preset  # noqa: E402
+from contract.presets import preset  # noqa: E402
 
 
 def config(chunk_pairs: int):

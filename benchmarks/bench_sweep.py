@@ -52,8 +52,8 @@ def sae_paths(layers: list[int]) -> tuple[list[str], str]:
 
 
 def base_config(pairs_file: Path, batch_size: int):
-    from jobs.overrides import with_overrides
-    from jobs.presets import preset
+    from contract.overrides import with_overrides
+    from contract.presets import preset
     from precompute.local_models.gemma3 import checkpoint_directory
 
     return with_overrides(
@@ -71,7 +71,7 @@ def worker(mode: str, layers: list[int], paths: list[str], pairs_file: Path, bat
     """Load, extract, return the figures (one JSON line on stdout)."""
     import torch
 
-    from jobs.overrides import sweep_configs
+    from contract.overrides import sweep_configs
     from precompute.extract.pipeline import run_extraction
     from precompute.models import load_models
     from precompute.sweep import load_sweep_models, run_sweep

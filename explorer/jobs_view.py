@@ -1,11 +1,11 @@
 """The recompute queue for the ``/recompute`` page: cached reads, tables, the job form.
 
-Reads go through ``jobs.queue.JobQueue`` (torch-free) and are cached
+Reads go through ``contract.queue.JobQueue`` (torch-free) and are cached
 for a couple of seconds, shared by every browser session watching the page,
 so many viewers cost one read of the queue per refresh. The job form returns
-plain values; ``jobs.request.validate_request`` (the same function
+plain values; ``contract.request.validate_request`` (the same function
 the worker uses) decides what is accepted. The form's fields are the job
-overrides that ``jobs.settings`` gives a label.
+overrides that ``contract.settings`` gives a label.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from contract.overrides import preset_values
+from contract.presets import preset as preset_config
+from contract.queue import Job, JobQueue, age_seconds
+from contract.request import JOB_KINDS
+from contract.settings import Setting, form_settings, setting
 from explorer.safe_text import hide_paths, md
-from jobs.overrides import preset_values
-from jobs.presets import preset as preset_config
-from jobs.queue import Job, JobQueue, age_seconds
-from jobs.request import JOB_KINDS
-from jobs.settings import Setting, form_settings, setting
 
 REFRESH_S = 3
 """Seconds between refreshes of the queue, the progress and the log."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 import streamlit as st
 
 from bilingual_core.storage import open_root
+from contract.queue import Job
+from contract.request import RequestError, validate_request
 from explorer import auth, data, jobs_view, nav, ui
 from explorer.auth import Maintainer
 from explorer.safe_text import hide_paths, log_and_hide, md
-from jobs.queue import Job
-from jobs.request import RequestError, validate_request
 
 ui.require_entry()
 ui.url_only()

@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-from jobs.config import RunConfig
+from contract.config import RunConfig
 from precompute.errors import IncompatibleSaeError
 
 _L0_IN_PATH = re.compile(r"average_l0_(\d+)")

@@ -7,15 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from jobs.overrides import with_overrides
-from jobs.presets import preset
-from jobs.settings import GROUP_TITLES, OVERRIDES, SETTINGS
+from contract.overrides import with_overrides
+from contract.presets import preset
+from contract.settings import GROUP_TITLES, OVERRIDES, SETTINGS
 from precompute.cli import Handler, command
 from precompute.executor_args import check_executor_args
 
 
 def add_settings(p: argparse.ArgumentParser, groups: tuple[str, ...] | None = None) -> None:
-    """Options for the entries of ``jobs.settings.SETTINGS`` (those of ``groups``, or all:
+    """Options for the entries of ``contract.settings.SETTINGS`` (those of ``groups``, or all:
     the run command's options)."""
     targets = {
         group: (p if group == "run" else p.add_argument_group(title))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.config import CorpusSource, display_path
+from contract.config import CorpusSource, display_path
 from precompute.errors import CorpusError
 
 LOCAL_FORMATS = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.config import RunConfig
+from contract.config import RunConfig
 from precompute.errors import DeviceError
 
 

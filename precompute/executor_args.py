@@ -3,7 +3,7 @@
 ``--executor local`` (the default) is one process on one device;
 ``--executor ray`` spreads the shards of the run over the actors of a Ray
 cluster (``precompute.ray_executor``). The flags are declared in
-``jobs.settings`` (group ``executor``); ``python -m precompute worker``
+``contract.settings`` (group ``executor``); ``python -m precompute worker``
 accepts them too and passes them on to every run command it starts. This
 module imports neither torch nor ray.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.settings import SETTINGS
+from contract.settings import SETTINGS
 
 
 def check_executor_args(args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from jobs.presets import GS2_REPO, GS2_RES, GS2_RES_ALL
+from contract.presets import GS2_REPO, GS2_RES, GS2_RES_ALL
 from precompute.errors import ModelAccessError
 
 PARAMS = "params.safetensors"

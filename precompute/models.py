@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.config import ModelSource, RunConfig, SaeSource, display_path
+from contract.config import ModelSource, RunConfig, SaeSource, display_path
 from precompute.checks import check_hook, check_sae_width, pretrained_sae_metadata
 from precompute.errors import ModelAccessError
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from bilingual_core import Manifest
 from bilingual_core.manifest import check_run_id
-from jobs.config import RunConfig
+from contract.config import RunConfig
 from precompute.errors import PrecomputeError, StagingError
 from precompute.extract.staging import shard_dir_name
 from precompute.staging_location import StagingLocation, is_url

@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from bilingual_core.sweep import SweepManifest, new_sweep, write_sweep
-from jobs.config import RunConfig
-from jobs.overrides import parse_layers, sweep_configs
+from contract.config import RunConfig
+from contract.overrides import parse_layers, sweep_configs
 from precompute.cli import Handler, command
 from precompute.errors import IncompatibleSaeError, PrecomputeError
 from precompute.sweep_compare import MATCH_COSINE, decoder_of, summary, write_comparison
@@ -234,7 +234,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> Handler:
 
     def run(args: argparse.Namespace) -> int:
         from bilingual_core import results_root_from_env
-        from jobs.presets import PRESETS
+        from contract.presets import PRESETS
         from precompute.commands import config_from_args
 
         if args.preset not in PRESETS:

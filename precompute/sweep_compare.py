@@ -193,7 +193,7 @@ def load_decoders(out: str, sweep: SweepManifest, device: str = "cpu") -> dict[i
 
     from bilingual_core import Run
     from bilingual_core.storage import join, open_root
-    from jobs.config import SaeSource
+    from contract.config import SaeSource
     from precompute.evidence.loading import config_from_manifest
     from precompute.models import load_sae
 

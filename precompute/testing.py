@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from jobs.config import BUNDLED_CORPUS, RunConfig
-from jobs.presets import tiny
+from contract.config import BUNDLED_CORPUS, RunConfig
+from contract.presets import tiny
 
 
 def tiny_config(

@@ -46,9 +46,9 @@ from typing import Any
 
 from bilingual_core import Run, RunFormatError
 from bilingual_core.storage import clean_stale_temporaries, is_local, join, redact_url
-from jobs.config import BUNDLED_CORPUS, cache_root
-from jobs.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
-from jobs.request import JobRequest
+from contract.config import BUNDLED_CORPUS, cache_root
+from contract.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
+from contract.request import JobRequest
 from precompute.progress_log import LogBuffer, ProgressFile
 from precompute.publish import publish_run
 

@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 
-from jobs.settings import JOB_OVERRIDES, setting
+from contract.settings import JOB_OVERRIDES, setting
 from precompute.cli import Handler, command
 from precompute.commands import add_settings
 from precompute.executor_args import executor_run_args
@@ -78,7 +78,7 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
     add_settings(p, groups=("executor",))  # passed on to every run command
 
     def run(args: argparse.Namespace) -> int:
-        from jobs.queue import JobQueue
+        from contract.queue import JobQueue
         from precompute.worker import Worker, WorkerConfig
 
         config = WorkerConfig(
@@ -140,8 +140,8 @@ def _jobs_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--by", default="command line", help="who is asking (recorded in the job)")
 
     def run(args: argparse.Namespace) -> int:
-        from jobs.queue import JobQueue
-        from jobs.request import validate_request
+        from contract.queue import JobQueue
+        from contract.request import validate_request
 
         queue = JobQueue(_root(args))
         if args.action == "list":

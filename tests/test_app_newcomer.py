@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from test_app_support import RESULTS_ENV, AppRuns, build_app_runs, open_app
 
+from contract.overrides import changed_from_preset, preset_values, with_overrides
+from contract.presets import preset
 from explorer import jobs_view, table
-from jobs.overrides import changed_from_preset, preset_values, with_overrides
-from jobs.presets import preset
 
 
 @pytest.fixture(scope="module")

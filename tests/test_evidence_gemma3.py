@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from bilingual_core import Run
-from jobs.config import BUNDLED_CORPUS
-from jobs.overrides import with_overrides
-from jobs.presets import preset
+from contract.config import BUNDLED_CORPUS
+from contract.overrides import with_overrides
+from contract.presets import preset
 from precompute.evidence.ablation import compute_ablation
 from precompute.evidence.config import AblationConfig
 from precompute.evidence.loading import config_from_manifest

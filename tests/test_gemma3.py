@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from bilingual_core import Run
-from jobs.config import BUNDLED_CORPUS, RunConfig
-from jobs.overrides import with_overrides
-from jobs.presets import preset
+from contract.config import BUNDLED_CORPUS, RunConfig
+from contract.overrides import with_overrides
+from contract.presets import preset
 from precompute.corpus import load_corpus
 from precompute.errors import PrecomputeError
 from precompute.extract.activations import (

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from jobs.config import BUNDLED_CORPUS
-from jobs.overrides import with_overrides
-from jobs.presets import (
+from contract.config import BUNDLED_CORPUS
+from contract.overrides import with_overrides
+from contract.presets import (
     GEMMA3_MODEL,
     GS2_REPO,
     GS2_RES,

@@ -19,11 +19,11 @@ from streamlit.testing.v1 import AppTest
 from test_app_support import APP, RESULTS_ENV, AppRuns, build_app_runs
 
 from bilingual_core.manifest import Manifest, check_run_id
+from contract.config import CorpusSource
+from contract.queue import JobQueue, JobStatus
+from contract.request import validate_request
+from contract.settings import RequestError
 from explorer import jobs_view
-from jobs.config import CorpusSource
-from jobs.queue import JobQueue, JobStatus
-from jobs.request import validate_request
-from jobs.settings import RequestError
 from precompute.corpus import load_corpus
 from precompute.errors import CorpusError
 from precompute.worker import Worker, WorkerConfig
@@ -367,7 +367,7 @@ def _fifo(name: str) -> Callable[[Path, Path], None]:
 
 def _huge(name: str) -> Callable[[Path, Path], None]:
     def plant(folder: Path, outside: Path) -> None:
-        from jobs.files import MAX_JOB_FILE_BYTES
+        from contract.files import MAX_JOB_FILE_BYTES
 
         _plant_request(folder)
         (folder / name).write_text(

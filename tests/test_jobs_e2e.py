@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bilingual_core import Run, SyntheticConfig, list_runs, write_synthetic_run
-from jobs.queue import JobQueue, JobStatus
-from jobs.request import validate_request
+from contract.queue import JobQueue, JobStatus
+from contract.request import validate_request
 from precompute.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.slow

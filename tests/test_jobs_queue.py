@@ -15,8 +15,8 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from bilingual_core import list_runs
 from bilingual_core.progress import bar, stream_to
-from jobs.queue import JobQueue, JobStatus
-from jobs.request import validate_request
+from contract.queue import JobQueue, JobStatus
+from contract.request import validate_request
 from precompute.progress_log import LogBuffer, ProgressFile, is_bar_line
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.request import RequestError, validate_request
-from jobs.settings import JOB_OVERRIDES, SETTINGS
+from contract.request import RequestError, validate_request
+from contract.settings import JOB_OVERRIDES, SETTINGS
 
 
 def build_request_data(**overrides: object) -> dict:
@@ -139,7 +139,7 @@ def test_round_trip_through_json_is_stable():
 
 
 def test_every_declared_setting_is_an_option_of_the_run_command():
-    """The run command's parser is built from jobs.settings: each setting's flag
+    """The run command's parser is built from contract.settings: each setting's flag
     parses into its name (checked through the public parse_args)."""
     from precompute.cli import build_parser
 

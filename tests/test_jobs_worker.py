@@ -22,8 +22,8 @@ import fsspec
 import pytest
 
 from bilingual_core import Run, SyntheticConfig, list_runs, write_synthetic_run
-from jobs.queue import Job, JobQueue, JobStatus
-from jobs.request import validate_request
+from contract.queue import Job, JobQueue, JobStatus
+from contract.request import validate_request
 from precompute.worker import Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import pytest
 
-from jobs.config import CorpusSource, ExtractionConfig, RunConfig, SaeSource
-from jobs.overrides import with_overrides
-from jobs.presets import GEMMA_NEURONPEDIA, gemma_2_2b, preset, tiny
+from contract.config import CorpusSource, ExtractionConfig, RunConfig, SaeSource
+from contract.overrides import with_overrides
+from contract.presets import GEMMA_NEURONPEDIA, gemma_2_2b, preset, tiny
 from precompute.checks import offline_plan, pretrained_sae_metadata
 from precompute.errors import IncompatibleSaeError
 from precompute.extract.activations import stop_layer
@@ -177,7 +177,7 @@ def test_dry_run_prints_the_offline_checks(capsys: pytest.CaptureFixture[str]) -
 def test_gemma3_preset_points_at_the_offline_checkpoint(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from jobs.presets import GEMMA3_SAE
+    from contract.presets import GEMMA3_SAE
     from precompute.local_models.gemma3 import cache_directory
 
     monkeypatch.setenv("BILINGUAL_CACHE_DIR", str(tmp_path))

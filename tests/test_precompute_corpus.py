@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.config import BUNDLED_CORPUS, CorpusSource
+from contract.config import BUNDLED_CORPUS, CorpusSource
 from precompute.corpus import load_corpus, read_local_table
 from precompute.errors import CorpusError
 from precompute.testing import write_corpus

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bilingual_core import list_runs
-from jobs.config import ModelSource
-from jobs.overrides import with_overrides
-from jobs.presets import gemma_2_2b
+from contract.config import ModelSource
+from contract.overrides import with_overrides
+from contract.presets import gemma_2_2b
 from precompute import devices, models
 from precompute.cli import main
 from precompute.errors import CorpusError, DeviceError, IncompatibleSaeError, ModelAccessError

@@ -284,7 +284,7 @@ def test_resume_after_a_failed_merge_only_merges(
 def test_three_languages(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from jobs.config import BUNDLED_CORPUS
+    from contract.config import BUNDLED_CORPUS
     from precompute.corpus import read_local_table
 
     frame = read_local_table(BUNDLED_CORPUS).head(12)

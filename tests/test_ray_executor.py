@@ -27,9 +27,9 @@ ray = pytest.importorskip("ray")
 
 from bilingual_core import Run, SyntheticConfig, list_runs, write_synthetic_run  # noqa: E402
 from bilingual_core.progress import stream_to  # noqa: E402
-from jobs.presets import preset  # noqa: E402
-from jobs.queue import JobQueue  # noqa: E402
-from jobs.request import validate_request  # noqa: E402
+from contract.presets import preset  # noqa: E402
+from contract.queue import JobQueue  # noqa: E402
+from contract.request import validate_request  # noqa: E402
 from precompute.commands import add_settings  # noqa: E402
 from precompute.errors import PrecomputeError, StagingError  # noqa: E402
 from precompute.executor_args import executor_run_args  # noqa: E402

@@ -14,9 +14,9 @@ from streamlit.testing.v1 import AppTest
 
 from bilingual_core import SyntheticConfig, write_synthetic_run
 from bilingual_core.storage import RESULTS_ENV
+from contract.queue import JobQueue, JobStatus
+from contract.request import validate_request
 from explorer import auth, jobs_view
-from jobs.queue import JobQueue, JobStatus
-from jobs.request import validate_request
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGE = "pages/recompute.py"

@@ -18,8 +18,8 @@ from bilingual_core.sweep import (
     read_sweep,
     write_sweep,
 )
-from jobs.overrides import parse_layers, sweep_configs, with_overrides
-from jobs.presets import preset
+from contract.overrides import parse_layers, sweep_configs, with_overrides
+from contract.presets import preset
 from precompute.cli import main
 from precompute.testing import tiny_config
 

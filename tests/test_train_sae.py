@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from bilingual_core import Run, list_runs, score_run
-from jobs.config import BUNDLED_CORPUS, REPO_ROOT
+from contract.config import BUNDLED_CORPUS, REPO_ROOT
 from precompute.cli import main
 from precompute.local_models.training_corpus import CORPUS_DIR, build_corpus
 
@@ -92,7 +92,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _residuals(hook: str) -> torch.Tensor:
     """The tiny model's hook activations on every real token of the first 40 bundled pairs."""
-    from jobs.config import TinySpec
+    from contract.config import TinySpec
     from precompute.corpus import read_local_table
     from precompute.extract.activations import hook_activation, pad_batch, real_tokens
     from precompute.extract.tokenization import bos_token_id, tokenize_sentences
@@ -198,7 +198,7 @@ def test_one_forward_pass_caches_every_layer_as_separate_passes_would(trained: P
     gives, in SAE-Lens's cache format (one column named after the hook, token ids)."""
     import datasets
 
-    from jobs.config import TinySpec
+    from contract.config import TinySpec
     from precompute.local_models.tiny import load_tiny
 
     model, _, _ = load_tiny(TinySpec())

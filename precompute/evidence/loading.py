@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bilingual_core import Run
-from jobs.config import (
+from contract.config import (
     BUNDLED_CORPUS,
     REPO_ROOT,
     CorpusSource,

@@ -26,7 +26,7 @@ from bilingual_core import Manifest, RunExistsError
 from bilingual_core.manifest import check_run_id
 from bilingual_core.progress import bar as progress_bar
 from bilingual_core.storage import is_local, join, open_root
-from jobs.config import ExtractionConfig, RunConfig
+from contract.config import ExtractionConfig, RunConfig
 from precompute.corpus import ParallelCorpus, load_corpus
 from precompute.errors import PrecomputeError
 from precompute.extract.chunks import chunk_layout, chunk_stats, chunk_tables
@@ -289,7 +289,7 @@ def _settings(
 ) -> dict[str, Any]:
     """The manifest's record of how the extraction ran (counters are added at the merge);
     ``hooks``: every hook read from the same forward passes (more than one in a sweep)."""
-    from jobs.overrides import changed_from_preset
+    from contract.overrides import changed_from_preset
     from precompute.devices import device_description
     from precompute.extract.activations import sweep_stop_layer
 

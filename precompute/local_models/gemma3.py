@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from jobs.config import BUNDLED_CORPUS
-from jobs.presets import GEMMA3_MODEL, gemma3_directory
+from contract.config import BUNDLED_CORPUS
+from contract.presets import GEMMA3_MODEL, gemma3_directory
 from precompute.cli import Handler, command
 from precompute.errors import PrecomputeError
 
@@ -157,7 +157,7 @@ def sae_directory(
 def _write_sae(checkpoint: Path, spec: SaeSpec, directory: Path) -> None:
     import torch
 
-    from jobs.config import ModelSource
+    from contract.config import ModelSource
     from precompute.corpus import read_local_table
     from precompute.extract.activations import hook_activation, pad_batch, real_tokens
     from precompute.extract.tokenization import tokenize_sentences

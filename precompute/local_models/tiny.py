@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jobs.config import TINY_CONTEXT, TinySpec, cache_root
+from contract.config import TINY_CONTEXT, TinySpec, cache_root
 from precompute.corpus import file_sha256, read_local_table
 from precompute.extract.activations import hook_activation, pad_batch, real_tokens
 from precompute.extract.tokenization import tokenize_sentences

@@ -131,12 +131,12 @@ def load_language_model(name: str, path: str | None, device: str = "cpu"):
     import torch
 
     if name == "tiny":
-        from jobs.config import TinySpec
+        from contract.config import TinySpec
         from precompute.local_models.tiny import load_tiny
 
         model, _, _ = load_tiny(TinySpec(), device)
         return model
-    from jobs.config import ModelSource
+    from contract.config import ModelSource
     from precompute.models import load_model
 
     if path is None and name == GEMMA_MODEL:
@@ -178,7 +178,7 @@ def corpus_texts(
             if h
             for t in row
         ]
-        from jobs.config import display_path
+        from contract.config import display_path
 
         return (
             train,
@@ -192,7 +192,7 @@ def corpus_texts(
         )
     directory = Path(corpus_dir) if corpus_dir else CORPUS_DIR
     train, test = load_training_sentences(directory), load_heldout_sentences(directory)
-    from jobs.config import display_path
+    from contract.config import display_path
 
     info = {
         "directory": display_path(directory),
@@ -802,7 +802,7 @@ def train_sae(
 
 
 def _layer_list(text: str) -> tuple[int, ...]:
-    from jobs.overrides import parse_layers
+    from contract.overrides import parse_layers
 
     try:
         return tuple(parse_layers(text))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs.config import REPO_ROOT
+from contract.config import REPO_ROOT
 
 CORPUS_DIR = REPO_ROOT / "data" / "tatoeba"
 HELDOUT_SHARE = 0.15

@@ -7,7 +7,7 @@ gemma3-checkpoint`` on the CPU; ``gemma-scope-2-270m`` the same model (by name f
 hub, or ``--model-path``) with Google's Gemma Scope 2 residual SAEs, any
 layer, width and L0 of the two SAE-Lens releases (``gemma_scope_2_sae``);
 ``tiny`` runs the same pipeline offline on an in-process model in seconds. Overrides on top of a preset:
-``jobs.overrides.with_overrides``.
+``contract.overrides.with_overrides``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from jobs.config import (
+from contract.config import (
     BUNDLED_CORPUS,
     REPO_ROOT,
     TINY,

@@ -33,7 +33,7 @@ from typing import Any, get_args
 import fsspec
 
 from bilingual_core.storage import is_local, join, open_root
-from jobs.files import (
+from contract.files import (
     MAX_JOB_FILE_BYTES,
     CancelFile,
     ClaimFile,
@@ -44,7 +44,7 @@ from jobs.files import (
     parse,
     read_local,
 )
-from jobs.request import JOB_ID_PATTERN, JobRequest, validate_request
+from contract.request import JOB_ID_PATTERN, JobRequest, validate_request
 
 JOBS_DIR = "_jobs"
 WORKERS_DIR = "_workers"
@@ -296,7 +296,7 @@ class JobQueue:
     def get(self, job_id: str) -> Job | None:
         """The job with its current state; None when it has no request (yet).
 
-        Every file is checked against its schema (``jobs.files``). A job with a
+        Every file is checked against its schema (``contract.files``). A job with a
         malformed file, or whose request names another job id than its folder,
         comes back ``failed`` with the reason in ``problem`` and
         ``status.error`` (the worker records that and never runs it).

@@ -6,9 +6,9 @@ and its label on the ``/recompute`` form. Four readers derive what they need
 from :data:`SETTINGS` and nothing else:
 
 * ``precompute.commands`` builds the ``run`` command's argparse options;
-* ``jobs.request`` validates a job request and turns it into ``--flag=value``
+* ``contract.request`` validates a job request and turns it into ``--flag=value``
   arguments of the run command;
-* ``jobs.overrides.with_overrides`` knows which names override a preset;
+* ``contract.overrides.with_overrides`` knows which names override a preset;
 * ``explorer.jobs_view`` draws the job form.
 
 So adding a setting is one entry here (plus, for a preset override, the line
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bilingual_core.manifest import LANG_PATTERN, check_run_id
-from jobs.config import DEVICES, DTYPES
-from jobs.presets import GS2_L0S, GS2_WIDTHS, PRESETS
+from contract.config import DEVICES, DTYPES
+from contract.presets import GS2_L0S, GS2_WIDTHS, PRESETS
 
 Group = Literal["run", "executor", "model", "sae", "corpus", "extraction"]
 Kind = Literal["text", "int", "float", "choice", "flag", "multi"]

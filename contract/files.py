@@ -6,7 +6,7 @@ store without atomic writes can leave them half written. So each file is
 parsed into one of the models below (``strict``: a number is not a time, a
 string is not a progress record), and a file that does not fit is a
 :class:`JobFileError` whose message names the field and the problem, never
-the value (the message is shown on ``/recompute``). ``jobs.queue`` turns such
+the value (the message is shown on ``/recompute``). ``contract.queue`` turns such
 a job into a failed one with that reason, so one bad file never stops the
 queue or a page.
 """

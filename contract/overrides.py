@@ -1,6 +1,6 @@
 """Flat overrides (the run command's options, a job's fields) applied to a preset's config.
 
-Which names are overrides is declared once, in ``jobs.settings``; this module
+Which names are overrides is declared once, in ``contract.settings``; this module
 says where each value goes in the nested config.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from jobs.config import CorpusSource, ModelSource, RunConfig, SaeSource
-from jobs.presets import GS2_DEFAULT, PRESETS, gemma_scope_2_sae, parse_gemma_scope_2_id
-from jobs.settings import OVERRIDES
+from contract.config import CorpusSource, ModelSource, RunConfig, SaeSource
+from contract.presets import GS2_DEFAULT, PRESETS, gemma_scope_2_sae, parse_gemma_scope_2_id
+from contract.settings import OVERRIDES
 
 
 def parse_sample_size(text: str | int | None) -> int | None:

@@ -2,7 +2,7 @@
 
 A request is a small JSON document written by the app's ``/recompute`` page
 (or ``python -m precompute jobs submit``) and read by the worker. Every field
-is a run setting declared in ``jobs.settings`` with a validator (a type and a
+is a run setting declared in ``contract.settings`` with a validator (a type and a
 range or pattern, checked on the whole value), and the worker turns the
 request into the argument list of ``python -m precompute run`` (or, for a
 job of kind ``sweep``, ``python -m precompute sweep``) with
@@ -12,7 +12,7 @@ as an option). The page and the worker validate with the same function,
 
 Paths (``model_path``, ``sae_path``, ``corpus_file``) are paths on the worker's
 host. Building the request also builds the run config with
-``jobs.overrides.with_overrides`` (no I/O), so combinations the run command would
+``contract.overrides.with_overrides`` (no I/O), so combinations the run command would
 refuse (the tiny model with a pretrained SAE, ...) are refused at submission.
 """
 
@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobs import settings
-from jobs.overrides import parse_layers, sweep_configs, with_overrides
-from jobs.presets import preset
-from jobs.settings import JOB_OVERRIDES, RequestError
+from contract import settings
+from contract.overrides import parse_layers, sweep_configs, with_overrides
+from contract.presets import preset
+from contract.settings import JOB_OVERRIDES, RequestError
 
 JOB_ID_PATTERN = re.compile(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{4}")
 """A job id (match it with ``fullmatch``)."""
@@ -53,7 +53,7 @@ class JobRequest:
     run_id: str
     """Directory name of the run the job writes."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Validated overrides of the preset (names of ``jobs.settings.JOB_OVERRIDES``)."""
+    """Validated overrides of the preset (names of ``contract.settings.JOB_OVERRIDES``)."""
     overwrite: bool = False
     """Replace an existing run of the same id (it stays in place until the new one is complete)."""
     resume: bool = True
