@@ -47,7 +47,7 @@ def main() -> None:
 
     import torch
 
-    from precompute.local_models.train_sae import (
+    from precompute.train.train_sae import (
         GEMMA_MODEL,
         TrainSpec,
         corpus_texts,

@@ -161,7 +161,7 @@ def main() -> None:
         )
         print("\n".join(lines), flush=True)
         if not args.no_gemma3:
-            from precompute.local_models.gemma3 import (
+            from precompute.models.gemma3 import (
                 MODEL_NAME,
                 checkpoint_directory,
                 sae_directory,

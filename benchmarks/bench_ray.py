@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
 def warm_rows(args: argparse.Namespace, tmp_path: Path) -> list[tuple[str, list[float]]]:
     import ray
 
+    from precompute.cluster.ray_executor import RayOptions, run_with_ray, stop_warm_workers
     from precompute.extract.pipeline import run_extraction
-    from precompute.models import load_models
-    from precompute.ray_executor import RayOptions, run_with_ray, stop_warm_workers
+    from precompute.models.loading import load_models
 
     cfg = config(args.chunk_pairs)
     t0 = time.perf_counter()

@@ -7,14 +7,14 @@ Each measurement runs in its own subprocess (so its peak memory is its own), on 
 pairs of the bundled corpus, the offline Gemma 3 270M checkpoint
 (``python -m precompute gemma3-checkpoint``) and the same SAEs:
 
-* *sweep*: ``precompute.sweep.run_sweep``, one forward pass per batch up to the deepest
+* *sweep*: ``precompute.sweep.layers.run_sweep``, one forward pass per batch up to the deepest
   layer, every SAE encoding its own hook, one committed (merged, scored) run per layer;
 * *separate*: ``run_extraction`` once per layer, each in a fresh process (the model is
   loaded and run once per layer, as four ``python -m precompute run`` would).
 
 SAEs: the SAEs this project trains (``saes/gemma3-270m-l{layer}-topk48-4096``) when all of
 them exist, else random JumpReLU SAEs calibrated on each layer
-(``precompute.local_models.gemma3.sae_directory``, 4,096 features, L0 50; built once into
+(``precompute.models.gemma3.sae_directory``, 4,096 features, L0 50; built once into
 the checkpoint's cache, outside the timed processes). Timings: loading (model + SAEs) and
 extraction to committed runs, separately; memory: the process's peak resident set
 (``ru_maxrss``, loading included). Prints a Markdown table, then the tokens/s of the sweep
@@ -44,7 +44,7 @@ def sae_paths(layers: list[int]) -> tuple[list[str], str]:
     trained = [ROOT / TRAINED.format(layer=layer) for layer in layers]
     if all((p / "cfg.json").exists() for p in trained):
         return [str(p) for p in trained], "trained TopK SAEs (k=48, 4,096 latents)"
-    from precompute.local_models.gemma3 import SaeSpec, checkpoint_directory, sae_directory
+    from precompute.models.gemma3 import SaeSpec, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()
     paths = [str(sae_directory(checkpoint, SaeSpec(layer=layer))) for layer in layers]
@@ -54,7 +54,7 @@ def sae_paths(layers: list[int]) -> tuple[list[str], str]:
 def base_config(pairs_file: Path, batch_size: int):
     from contract.overrides import with_overrides
     from contract.presets import preset
-    from precompute.local_models.gemma3 import checkpoint_directory
+    from precompute.models.gemma3 import checkpoint_directory
 
     return with_overrides(
         preset("gemma-3-270m"),
@@ -73,8 +73,8 @@ def worker(mode: str, layers: list[int], paths: list[str], pairs_file: Path, bat
 
     from contract.overrides import sweep_configs
     from precompute.extract.pipeline import run_extraction
-    from precompute.models import load_models
-    from precompute.sweep import load_sweep_models, run_sweep
+    from precompute.models.loading import load_models
+    from precompute.sweep.layers import load_sweep_models, run_sweep
 
     config = base_config(pairs_file, batch)
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as out:
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench_extraction import bench_pairs
 
-    from precompute.testing import write_corpus
+    from precompute.common.testing import write_corpus
 
     paths, saes = sae_paths(layers)  # built once, outside the timed subprocesses
     loads = []

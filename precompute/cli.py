@@ -122,13 +122,13 @@ def _load_plugins() -> None:
 
     for module in (
         "precompute.commands",
-        "precompute.importer",
-        "precompute.worker_commands",
-        "precompute.local_models.gemma3",
-        "precompute.local_models.train_sae",
+        "precompute.publishing.importer",
+        "precompute.serve.worker_commands",
+        "precompute.models.gemma3",
+        "precompute.train.train_sae",
         "precompute.evidence.commands",
-        "precompute.sweep",
-        "precompute.sweep_compare",
+        "precompute.sweep.layers",
+        "precompute.sweep.compare",
     ):
         try:
             importlib.import_module(module)

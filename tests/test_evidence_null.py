@@ -19,8 +19,8 @@ from bilingual_core.evidence import (
 )
 from bilingual_core.schema import ACTIVATIONS, FEATURES, TOKENS
 from precompute.cli import main
+from precompute.common.testing import tiny_config
 from precompute.extract.pipeline import run_extraction
-from precompute.testing import tiny_config
 
 
 @pytest.fixture(scope="module", autouse=True)

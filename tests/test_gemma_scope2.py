@@ -27,9 +27,9 @@ from contract.presets import (
     preset,
 )
 from precompute.cli import main
-from precompute.errors import ModelAccessError
-from precompute.gemma_scope2 import gemma_scope_2_loader, locate
-from precompute.models import check_sae_access, load_sae
+from precompute.common.errors import ModelAccessError
+from precompute.models.gemma_scope2 import gemma_scope_2_loader, locate
+from precompute.models.loading import check_sae_access, load_sae
 
 D_IN, D_SAE = 640, 24
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"

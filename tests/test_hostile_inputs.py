@@ -24,9 +24,9 @@ from contract.queue import JobQueue, JobStatus
 from contract.request import validate_request
 from contract.settings import RequestError
 from explorer import jobs_view
-from precompute.corpus import load_corpus
-from precompute.errors import CorpusError
-from precompute.worker import Worker, WorkerConfig
+from precompute.common.corpus import load_corpus
+from precompute.common.errors import CorpusError
+from precompute.serve.worker import Worker, WorkerConfig
 
 
 def _corpus(name: str, content: str) -> Callable[[Path], object]:

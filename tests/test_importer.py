@@ -21,7 +21,7 @@ from bilingual_core import RunExistsError, ScoreConfig, score_run
 from bilingual_core.run import Run
 from bilingual_core.schema import ACTIVATIONS, PAD_ACTIVATIONS, PAIRS, TOKENS
 from precompute.cli import main
-from precompute.importer import (
+from precompute.publishing.importer import (
     POST_TOP_FEATURES,
     PUBLISHED_DATASET,
     PublishedFormatError,

@@ -20,7 +20,7 @@ import pytest
 from bilingual_core import Run, SyntheticConfig, list_runs, write_synthetic_run
 from contract.queue import JobQueue, JobStatus
 from contract.request import validate_request
-from precompute.worker import Worker, WorkerConfig
+from precompute.serve.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

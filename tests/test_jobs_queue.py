@@ -17,7 +17,7 @@ from bilingual_core import list_runs
 from bilingual_core.progress import bar, stream_to
 from contract.queue import JobQueue, JobStatus
 from contract.request import validate_request
-from precompute.progress_log import LogBuffer, ProgressFile, is_bar_line
+from precompute.common.progress_log import LogBuffer, ProgressFile, is_bar_line
 
 
 class PlainMemory(MemoryFileSystem):

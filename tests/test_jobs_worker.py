@@ -24,7 +24,7 @@ import pytest
 from bilingual_core import Run, SyntheticConfig, list_runs, write_synthetic_run
 from contract.queue import Job, JobQueue, JobStatus
 from contract.request import validate_request
-from precompute.worker import Worker, WorkerConfig
+from precompute.serve.worker import Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -303,7 +303,7 @@ def test_a_killed_worker_takes_its_run_command_along(tmp_path: Path):
     """The run command gets SIGTERM when the worker dies (no orphan keeps writing)."""
     code = textwrap.dedent("""
         import sys, time
-        from precompute.worker import _Subprocess
+        from precompute.serve.worker import _Subprocess
         child = _Subprocess([sys.executable, "-c", "import time; time.sleep(60)"], 10)
         print(child.proc.pid, flush=True)
         time.sleep(60)

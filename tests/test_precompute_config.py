@@ -15,9 +15,9 @@ import pytest
 from contract.config import CorpusSource, ExtractionConfig, RunConfig, SaeSource
 from contract.overrides import with_overrides
 from contract.presets import GEMMA_NEURONPEDIA, gemma_2_2b, preset, tiny
-from precompute.checks import offline_plan, pretrained_sae_metadata
-from precompute.errors import IncompatibleSaeError
-from precompute.extract.activations import stop_layer
+from precompute.common.activations import stop_layer
+from precompute.common.errors import IncompatibleSaeError
+from precompute.models.checks import offline_plan, pretrained_sae_metadata
 
 
 def test_gemma_preset_is_the_posts_setup() -> None:
@@ -178,7 +178,7 @@ def test_gemma3_preset_points_at_the_offline_checkpoint(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     from contract.presets import GEMMA3_SAE
-    from precompute.local_models.gemma3 import cache_directory
+    from precompute.models.gemma3 import cache_directory
 
     monkeypatch.setenv("BILINGUAL_CACHE_DIR", str(tmp_path))
     cfg = preset("gemma-3-270m")

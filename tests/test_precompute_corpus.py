@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from contract.config import BUNDLED_CORPUS, CorpusSource
-from precompute.corpus import load_corpus, read_local_table
-from precompute.errors import CorpusError
-from precompute.testing import write_corpus
+from precompute.common.corpus import load_corpus, read_local_table
+from precompute.common.errors import CorpusError
+from precompute.common.testing import write_corpus
 
 PAIRS = [
     (f"Sentence number {i}, with a comma.", f"Frase número {i}, con una coma.") for i in range(12)

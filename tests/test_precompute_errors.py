@@ -10,11 +10,17 @@ from bilingual_core import list_runs
 from contract.config import ModelSource
 from contract.overrides import with_overrides
 from contract.presets import gemma_2_2b
-from precompute import devices, models
 from precompute.cli import main
-from precompute.errors import CorpusError, DeviceError, IncompatibleSaeError, ModelAccessError
+from precompute.common import devices
+from precompute.common.errors import (
+    CorpusError,
+    DeviceError,
+    IncompatibleSaeError,
+    ModelAccessError,
+)
+from precompute.common.testing import tiny_config, write_corpus
 from precompute.extract.pipeline import run_extraction
-from precompute.testing import tiny_config, write_corpus
+from precompute.models import loading as models
 
 
 @pytest.fixture(scope="module", autouse=True)

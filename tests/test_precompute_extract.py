@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from precompute.extract.activations import length_batches, real_tokens, stop_layer
-from precompute.extract.tokenization import tokenize_sentences
-from precompute.local_models.calibrate import firing_rates, quantile_thresholds
+from precompute.common.activations import length_batches, real_tokens, stop_layer
+from precompute.common.tokenization import tokenize_sentences
+from precompute.models.calibrate import firing_rates, quantile_thresholds
 
 BOS, PAD = 2, 0
 

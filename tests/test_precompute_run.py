@@ -19,11 +19,11 @@ import pytest
 from bilingual_core import Run, RunExistsError, list_runs
 from bilingual_core.schema import ACTIVATIONS, FEATURES, PAIRS, TOKENS
 from precompute.cli import main
-from precompute.errors import StagingError
+from precompute.common.errors import StagingError
+from precompute.common.testing import tiny_config
 from precompute.extract.merge import finalize
 from precompute.extract.pipeline import run_extraction
 from precompute.extract.staging import shard_dir_name, staging_root
-from precompute.testing import tiny_config
 
 KEYS = ["pair_id", "lang", "position", "feature"]
 
@@ -261,7 +261,7 @@ def test_resume_after_a_failed_merge_only_merges(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import precompute.extract.merge
-    import precompute.models
+    import precompute.models.loading
 
     cfg = tiny_config(sample_size=10)
     real_finalize = precompute.extract.merge.finalize
@@ -275,7 +275,7 @@ def test_resume_after_a_failed_merge_only_merges(
     assert list_runs(tmp_path) == []
     monkeypatch.setattr(precompute.extract.merge, "finalize", real_finalize)
     monkeypatch.setattr(
-        precompute.models, "load_models", lambda *a, **k: pytest.fail("reloaded the model")
+        precompute.models.loading, "load_models", lambda *a, **k: pytest.fail("reloaded the model")
     )
     manifest = run_extraction(cfg, tmp_path, "r", progress=False, resume=True)
     assert manifest.n_pairs == 10 and Run.open(tmp_path, "r").is_complete
@@ -285,7 +285,7 @@ def test_three_languages(tmp_path: Path) -> None:
     from dataclasses import replace
 
     from contract.config import BUNDLED_CORPUS
-    from precompute.corpus import read_local_table
+    from precompute.common.corpus import read_local_table
 
     frame = read_local_table(BUNDLED_CORPUS).head(12)
     frame["pt"] = frame["es"].str.replace("ción", "ção")

@@ -15,8 +15,8 @@ import pytest
 from bilingual_core import Run, RunExistsError, SyntheticConfig, list_runs, write_synthetic_run
 from bilingual_core.schema import MANIFEST
 from bilingual_core.storage import open_root
-from precompute import publish
-from precompute.publish import hf_operations, publish_run, run_files
+from precompute.publishing import publish
+from precompute.publishing.publish import hf_operations, publish_run, run_files
 
 REPO = Path(__file__).resolve().parents[1]
 

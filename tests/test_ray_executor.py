@@ -30,12 +30,8 @@ from bilingual_core.progress import stream_to  # noqa: E402
 from contract.presets import preset  # noqa: E402
 from contract.queue import JobQueue  # noqa: E402
 from contract.request import validate_request  # noqa: E402
-from precompute.commands import add_settings  # noqa: E402
-from precompute.errors import PrecomputeError, StagingError  # noqa: E402
-from precompute.executor_args import executor_run_args  # noqa: E402
-from precompute.extract.pipeline import run_extraction  # noqa: E402
-from precompute.progress_log import LogBuffer, ProgressFile  # noqa: E402
-from precompute.ray_executor import (  # noqa: E402
+from precompute.cluster.executor_args import executor_run_args  # noqa: E402
+from precompute.cluster.ray_executor import (  # noqa: E402
     ACTOR_PREFIX,
     FAULT_ENV,
     RayOptions,
@@ -47,7 +43,11 @@ from precompute.ray_executor import (  # noqa: E402
     run_with_ray,
     stop_warm_workers,
 )
-from precompute.worker import Worker, WorkerConfig  # noqa: E402
+from precompute.commands import add_settings  # noqa: E402
+from precompute.common.errors import PrecomputeError, StagingError  # noqa: E402
+from precompute.common.progress_log import LogBuffer, ProgressFile  # noqa: E402
+from precompute.extract.pipeline import run_extraction  # noqa: E402
+from precompute.serve.worker import Worker, WorkerConfig  # noqa: E402
 
 CHUNK_PAIRS = 32  # 421 bundled pairs -> 14 chunks, so shards hold several chunks
 TABLES = (
@@ -226,7 +226,7 @@ def test_only_the_ray_executor_imports_ray() -> None:
         for f in files
         if re.search(r"^\s*(import ray\b|from ray\b)", f.read_text(encoding="utf-8"), re.MULTILINE)
     ]
-    assert importing == ["precompute/ray_executor.py"]
+    assert importing == ["precompute/cluster/ray_executor.py"]
 
 
 # ------------------------------------------------------------ end to end ---

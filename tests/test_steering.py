@@ -22,7 +22,7 @@ from bilingual_core.evidence import (
 from bilingual_core.manifest import MANIFEST
 from bilingual_core.schema import FEATURES
 from precompute.cli import main
-from precompute.errors import PrecomputeError
+from precompute.common.errors import PrecomputeError
 from precompute.evidence.config import SteeringConfig
 from precompute.evidence.steering import (
     Steerer,

@@ -21,7 +21,7 @@ from bilingual_core.sweep import (
 from contract.overrides import parse_layers, sweep_configs, with_overrides
 from contract.presets import preset
 from precompute.cli import main
-from precompute.testing import tiny_config
+from precompute.common.testing import tiny_config
 
 LAYERS = [0, 2]
 
@@ -30,7 +30,7 @@ LAYERS = [0, 2]
 def swept(tmp_path_factory: pytest.TempPathFactory, tiny_cache: None) -> tuple[Path, Path]:
     """A two-hook sweep of the tiny preset, and the two separate runs it must equal."""
     from precompute.extract.pipeline import run_extraction
-    from precompute.sweep import run_sweep
+    from precompute.sweep.layers import run_sweep
 
     config = tiny_config(sample_size=20, chunk_pairs=8)
     sweep_root = tmp_path_factory.mktemp("sweep")

@@ -13,7 +13,7 @@ import pytest
 from bilingual_core import SyntheticConfig, score_run, write_synthetic_run
 from bilingual_core.sweep import COMPARE_COLUMNS, COMPARE_FILE, SWEEPS_DIR, new_sweep, write_sweep
 from precompute.cli import main
-from precompute.sweep_compare import BLOCK, MATCH_COSINE, best_matches, compare_layers
+from precompute.sweep.compare import BLOCK, MATCH_COSINE, best_matches, compare_layers
 
 D = 8
 
@@ -67,7 +67,7 @@ def test_compare_both_directions_with_the_threshold() -> None:
 
 
 def test_no_translation_features_is_an_empty_table_and_bad_threshold_an_error() -> None:
-    from precompute.errors import PrecomputeError
+    from precompute.common.errors import PrecomputeError
 
     empty = compare_layers(decoders(), {3: np.array([], dtype=int)})
     assert empty.empty and list(empty.columns) == list(COMPARE_COLUMNS)

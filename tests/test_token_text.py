@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from explorer import render
-from precompute.extract.tokenization import (
+from precompute.common.tokenization import (
     TokenizedSentences,
     byte_value,
     token_strings,
@@ -148,7 +148,7 @@ def test_heatmap_pieces_touch_and_words_are_spaced() -> None:
 def test_gemma3_tatoeba_sentences_render_as_themselves(lang: str) -> None:
     """Every Tatoeba sentence of a non-Latin language, through Gemma 3's own
     tokenizer, the stored token texts and the heatmap, reads as the sentence."""
-    from precompute.local_models.gemma3 import checkpoint_directory
+    from precompute.models.gemma3 import checkpoint_directory
 
     checkpoint = checkpoint_directory()
     if not (checkpoint / "tokenizer.json").exists():

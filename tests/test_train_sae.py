@@ -22,7 +22,7 @@ import torch
 from bilingual_core import Run, list_runs, score_run
 from contract.config import BUNDLED_CORPUS, REPO_ROOT
 from precompute.cli import main
-from precompute.local_models.training_corpus import CORPUS_DIR, build_corpus
+from precompute.train.training_corpus import CORPUS_DIR, build_corpus
 
 SHIPPED_LAYERS = (3, 6, 9, 12)
 SHIPPED_SAES = {
@@ -93,10 +93,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _residuals(hook: str) -> torch.Tensor:
     """The tiny model's hook activations on every real token of the first 40 bundled pairs."""
     from contract.config import TinySpec
-    from precompute.corpus import read_local_table
-    from precompute.extract.activations import hook_activation, pad_batch, real_tokens
-    from precompute.extract.tokenization import bos_token_id, tokenize_sentences
-    from precompute.local_models.tiny import load_tiny
+    from precompute.common.activations import hook_activation, pad_batch, real_tokens
+    from precompute.common.corpus import read_local_table
+    from precompute.common.tokenization import bos_token_id, tokenize_sentences
+    from precompute.models.tiny import load_tiny
 
     model, _, tokenizer = load_tiny(TinySpec())
     frame = read_local_table(BUNDLED_CORPUS).head(40)
@@ -199,7 +199,7 @@ def test_one_forward_pass_caches_every_layer_as_separate_passes_would(trained: P
     import datasets
 
     from contract.config import TinySpec
-    from precompute.local_models.tiny import load_tiny
+    from precompute.models.tiny import load_tiny
 
     model, _, _ = load_tiny(TinySpec())
     part = trained / "work" / "cache" / "part_00001"
@@ -218,8 +218,8 @@ def test_one_forward_pass_caches_every_layer_as_separate_passes_would(trained: P
 
 
 def test_several_layers_need_a_layer_placeholder_in_out(tmp_path: Path) -> None:
-    from precompute.errors import PrecomputeError
-    from precompute.local_models.train_sae import sae_out_dir
+    from precompute.common.errors import PrecomputeError
+    from precompute.train.train_sae import sae_out_dir
 
     assert sae_out_dir(tmp_path / "s-l{layer}", 6, 4) == tmp_path / "s-l6"
     assert sae_out_dir(tmp_path / "s", 6, 1) == tmp_path / "s"
@@ -236,7 +236,7 @@ def test_corpus_rebuilds_to_the_committed_bytes(tmp_path: Path) -> None:
 
 
 def test_heldout_sentences_are_never_trained_on() -> None:
-    from precompute.local_models.training_corpus import (
+    from precompute.train.training_corpus import (
         load_heldout_sentences,
         load_training_sentences,
         read_tsv,

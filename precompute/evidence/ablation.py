@@ -106,7 +106,7 @@ class Ablator:
     def losses(self, rows: list[np.ndarray], features: list[int]) -> list[np.ndarray]:
         """For each sentence (real token ids) with its feature to ablate (CLEAN: none):
         the cross-entropy of predicting token ``p + 1`` at positions ``p = 1 .. L-1``."""
-        from precompute.extract.activations import pad_batch, real_tokens
+        from precompute.common.activations import pad_batch, real_tokens
 
         ids, mask = pad_batch(self.tokenizer, rows, self.bos_id, self.device)
         real, position = real_tokens(ids, mask, self.bos_id)
@@ -142,7 +142,7 @@ class Ablator:
 
 
 def _batches(lengths: np.ndarray, batch_size: int, batch_tokens: int) -> list[np.ndarray]:
-    from precompute.extract.activations import length_batches
+    from precompute.common.activations import length_batches
 
     return length_batches(lengths, batch_size, batch_tokens)
 
@@ -259,7 +259,7 @@ def compute_ablation(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The ablation table of the run's top candidates, and a record for the manifest."""
     cfg = cfg or AblationConfig()
-    from precompute.extract.tokenization import bos_token_id
+    from precompute.common.tokenization import bos_token_id
 
     t0 = time.perf_counter()
     languages = run.languages

@@ -223,7 +223,7 @@ def _steer_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--seed", type=int, default=0)
 
     def run(args: argparse.Namespace) -> int:
-        from precompute.errors import PrecomputeError
+        from precompute.common.errors import PrecomputeError
         from precompute.evidence.steering import load_prompts, parse_strengths, steer_run
 
         try:

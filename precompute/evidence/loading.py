@@ -16,7 +16,7 @@ from contract.config import (
     SaeSource,
     TinySpec,
 )
-from precompute.errors import PrecomputeError
+from precompute.common.errors import PrecomputeError
 
 
 def config_from_manifest(
@@ -80,7 +80,7 @@ def describe_needs(config: RunConfig) -> str:
 def load_run_models(run: Run, device: str, **overrides: Any):
     """``LoadedModels`` for ``run`` on ``device``, checked against the manifest's
     ``d_sae``; any failure to load becomes one PrecomputeError naming what is needed."""
-    from precompute.models import load_models
+    from precompute.models.loading import load_models
 
     config = config_from_manifest(run, **overrides)
     try:
@@ -101,8 +101,8 @@ def load_run_models(run: Run, device: str, **overrides: Any):
 
 def pick_device(requested: str = "auto") -> str:
     """``auto``: CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU is an error."""
-    from precompute.devices import cuda_available
-    from precompute.errors import DeviceError
+    from precompute.common.devices import cuda_available
+    from precompute.common.errors import DeviceError
 
     if requested == "auto":
         return "cuda" if cuda_available() else "cpu"

@@ -194,7 +194,7 @@ def compute_logit_evidence(
     """Logit effects (tagged with the run's token languages) and neighbours of every feature.
 
     ``tokens``: the run's ``tokens.parquet`` (``lang``, ``position``, ``token_id``)."""
-    from precompute.extract.tokenization import token_strings
+    from precompute.common.tokenization import token_strings
 
     t0 = time.perf_counter()
     top_ids, top_values, bottom_ids, bottom_values = top_logits(model, sae, k, block_size, progress)
@@ -289,7 +289,7 @@ def add_logit_evidence(
 
 def check_residual(models) -> None:
     """Logit effects and ablations need decoder directions in the residual stream."""
-    from precompute.errors import IncompatibleSaeError
+    from precompute.common.errors import IncompatibleSaeError
 
     if int(models.sae.cfg.d_in) != int(models.model.cfg.d_model) or "resid" not in models.hook_name:
         raise IncompatibleSaeError(

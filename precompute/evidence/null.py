@@ -49,7 +49,7 @@ from precompute.evidence.config import NullConfig
 
 def run_sentences(run: Run, n_pairs: int):
     """The run's real tokens as ``TokenizedSentences`` in (pair, language) order."""
-    from precompute.extract.tokenization import TokenizedSentences
+    from precompute.common.tokenization import TokenizedSentences
 
     frame = run.read(
         TOKENS,
@@ -72,8 +72,8 @@ def run_sentences(run: Run, n_pairs: int):
 @torch.no_grad()
 def calibration_residuals(models, tokens, n_tokens: int, device: str) -> torch.Tensor:
     """Hook activations of the first sentences' real tokens, at least ``n_tokens`` of them."""
-    from precompute.extract.activations import hook_activation, pad_batch, real_tokens
-    from precompute.extract.tokenization import bos_token_id
+    from precompute.common.activations import hook_activation, pad_batch, real_tokens
+    from precompute.common.tokenization import bos_token_id
 
     bos = bos_token_id(models.tokenizer)
     out, have, i = [], 0, 0
@@ -97,7 +97,7 @@ def calibration_residuals(models, tokens, n_tokens: int, device: str) -> torch.T
 @torch.no_grad()
 def null_sae(resid: torch.Tensor, hook_name: str, rates: np.ndarray, seed: int):
     """A random JumpReLU SAE whose feature ``i`` fires on a fraction ``rates[i]`` of ``resid``."""
-    from precompute.local_models.calibrate import quantile_thresholds, random_jumprelu_sae
+    from precompute.models.calibrate import quantile_thresholds, random_jumprelu_sae
 
     d_sae = len(rates)
     target_l0 = float(np.clip(rates.sum(), 1e-3, 0.49 * d_sae))
@@ -122,8 +122,8 @@ def extract_null(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The null's activations of every sentence as columns (``lang`` as the index of
     the run's language), and the order that sorts them as ``activations.parquet`` requires."""
-    from precompute.extract.activations import Extractor, extract_chunk
-    from precompute.extract.tokenization import bos_token_id
+    from precompute.common.activations import Extractor, extract_chunk
+    from precompute.common.tokenization import bos_token_id
 
     extractor = Extractor(
         models.model,

@@ -67,7 +67,7 @@ from bilingual_core.evidence import (
 )
 from bilingual_core.progress import bar
 from bilingual_core.schema import ACTIVATIONS, FEATURES, SENTENCE_MAX, TOKENS
-from precompute.errors import PrecomputeError
+from precompute.common.errors import PrecomputeError
 from precompute.evidence.config import SteeringConfig
 
 DEFAULT_PROMPTS: dict[str, tuple[str, ...]] = {
@@ -357,7 +357,7 @@ def compute_steering(
     strengths = check_strengths(cfg.strengths)
     if cfg.n_tokens < 1:
         raise PrecomputeError(f"--tokens must be at least 1, got {cfg.n_tokens}")
-    from precompute.extract.tokenization import bos_token_id, token_strings
+    from precompute.common.tokenization import bos_token_id, token_strings
 
     t0 = time.perf_counter()
     languages = run.languages

@@ -1,1 +1,1 @@
-"""Extraction: tokenise, run the model and SAE, stage chunks, merge into a run."""
+"""Extraction: run the model and SAE over a corpus in chunks, stage them, merge them into a run."""

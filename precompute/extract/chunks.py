@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from precompute.extract.activations import ChunkActivations
+from precompute.common.activations import ChunkActivations
+from precompute.common.tokenization import TokenizedSentences
 from precompute.extract.staging import CHUNK_ACTS_SCHEMA, CHUNK_PAIRS_SCHEMA, CHUNK_TOKENS_SCHEMA
-from precompute.extract.tokenization import TokenizedSentences
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from bilingual_core.storage import (
     join,
     open_root,
 )
-from precompute.errors import StagingError
+from precompute.common.errors import StagingError
 from precompute.extract.staging import ShardStaging, load_shard
 
 BLOCK_ROWS = 1 << 23

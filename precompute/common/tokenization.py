@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from precompute.errors import PrecomputeError
+from precompute.common.errors import PrecomputeError
 
 
 @dataclass(frozen=True)

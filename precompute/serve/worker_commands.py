@@ -1,11 +1,11 @@
 """The ``worker``, ``jobs`` and ``publish`` subcommands (none imports torch).
 
 * ``python -m precompute worker --root ROOT``: serve the recompute queue of a
-  results root (see ``precompute.worker``).
+  results root (see ``precompute.serve.worker``).
 * ``python -m precompute jobs list|submit|cancel|log --root ROOT``: the same
   queue from a shell (``submit`` validates exactly like the app's form).
 * ``python -m precompute publish --run DIR --to URL``: copy a finished run to
-  another results root (see ``precompute.publish``).
+  another results root (see ``precompute.publishing.publish``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import sys
 
 from contract.settings import JOB_OVERRIDES, setting
 from precompute.cli import Handler, command
+from precompute.cluster.executor_args import executor_run_args
 from precompute.commands import add_settings
-from precompute.executor_args import executor_run_args
 
 PRESET = setting("preset")
 
@@ -79,7 +79,7 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
 
     def run(args: argparse.Namespace) -> int:
         from contract.queue import JobQueue
-        from precompute.worker import Worker, WorkerConfig
+        from precompute.serve.worker import Worker, WorkerConfig
 
         config = WorkerConfig(
             poll_seconds=args.poll_seconds,
@@ -195,7 +195,7 @@ def _publish_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--overwrite", action="store_true", help="replace the run there if it exists")
 
     def run(args: argparse.Namespace) -> int:
-        from precompute.publish import publish_run
+        from precompute.publishing.publish import publish_run
 
         print(f"published to {publish_run(args.run, args.to, overwrite=args.overwrite)}")
         return 0

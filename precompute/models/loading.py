@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import ModelSource, RunConfig, SaeSource, display_path
-from precompute.checks import check_hook, check_sae_width, pretrained_sae_metadata
-from precompute.errors import ModelAccessError
+from precompute.common.errors import ModelAccessError
+from precompute.models.checks import check_hook, check_sae_width, pretrained_sae_metadata
 
 GATED_PREFIXES = ("google/gemma", "meta-llama/", "mistralai/")
 
@@ -96,7 +96,7 @@ def check_sae_access(source: SaeSource) -> None:
     downloadable (``HF_HUB_OFFLINE=1``): the error names the download command."""
     if source.kind != "pretrained":
         return
-    from precompute.gemma_scope2 import check_cached, is_gemma_scope_2
+    from precompute.models.gemma_scope2 import check_cached, is_gemma_scope_2
 
     if is_gemma_scope_2(source.release):
         check_cached(source.release, source.sae_id)
@@ -134,7 +134,7 @@ def load_sae(source: SaeSource, device: str):
             raise ModelAccessError(f"no SAE-Lens directory at {source.path}{_BUILD_HINT}")
         return SAE.load_from_disk(source.path, device=device, dtype=source.dtype).eval()
     pretrained_sae_metadata(source.release, source.sae_id)  # clear error for unknown release/id
-    from precompute.gemma_scope2 import is_gemma_scope_2, load_gemma_scope_2
+    from precompute.models.gemma_scope2 import is_gemma_scope_2, load_gemma_scope_2
 
     if is_gemma_scope_2(source.release):  # also offline, from the Hugging Face cache
         return load_gemma_scope_2(source.release, source.sae_id, device, source.dtype).eval()
@@ -146,7 +146,7 @@ def load_sae(source: SaeSource, device: str):
 def load_models(config: RunConfig, device: str) -> LoadedModels:
     """Model, SAE and tokenizer for ``config`` on ``device``, checked to fit together."""
     if config.model.is_tiny:
-        from precompute.local_models.tiny import load_tiny
+        from precompute.models.tiny import load_tiny
 
         model, sae, tokenizer = load_tiny(config.tiny, device, config.model.dtype, config.sae.dtype)
         if config.sae.kind == "local":
@@ -179,7 +179,7 @@ def model_info(config: RunConfig, model) -> dict[str, Any]:
     if config.model.path is not None:
         info["path"] = config.model.path
     if config.model.is_tiny:
-        info["loader"] = "precompute.local_models.tiny (built in-process)"
+        info["loader"] = "precompute.models.tiny (built in-process)"
         info["tiny"] = {
             **asdict(config.tiny),
             "tokenizer_corpus": display_path(config.tiny.tokenizer_corpus),

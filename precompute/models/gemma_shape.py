@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from precompute.extract.activations import hook_activation, pad_batch, real_tokens
-from precompute.extract.tokenization import tokenize_sentences
-from precompute.local_models import calibrate
-from precompute.models import LoadedModels
+from precompute.common.activations import hook_activation, pad_batch, real_tokens
+from precompute.common.tokenization import tokenize_sentences
+from precompute.models import calibrate
+from precompute.models.loading import LoadedModels
 
 GEMMA_HOOK_LAYER = 20
 GEMMA_SCOPE_L0 = 71.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contract.config import RunConfig
-from precompute.errors import DeviceError
+from precompute.common.errors import DeviceError
 
 
 def cuda_available() -> bool:

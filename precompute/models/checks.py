@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from contract.config import RunConfig
-from precompute.errors import IncompatibleSaeError
+from precompute.common.errors import IncompatibleSaeError
 
 _L0_IN_PATH = re.compile(r"average_l0_(\d+)")
 
@@ -35,7 +35,7 @@ def hook_width(model, hook: str) -> int:
     """Width of the activation at ``hook`` (trailing dimensions multiplied)."""
     import torch
 
-    from precompute.extract.activations import hook_activation
+    from precompute.common.activations import hook_activation
 
     bos = model.tokenizer.bos_token_id if model.tokenizer is not None else 0
     device = next(model.parameters()).device

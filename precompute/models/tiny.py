@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from contract.config import TINY_CONTEXT, TinySpec, cache_root
-from precompute.corpus import file_sha256, read_local_table
-from precompute.extract.activations import hook_activation, pad_batch, real_tokens
-from precompute.extract.tokenization import tokenize_sentences
-from precompute.local_models import calibrate
-from precompute.local_models.tiny_alignment import AlignedVocab, align_tokens, aligned_embeddings
-from precompute.local_models.tiny_tokenizer import BOS_ID, load_tokenizer, train_tokenizer
+from precompute.common.activations import hook_activation, pad_batch, real_tokens
+from precompute.common.corpus import file_sha256, read_local_table
+from precompute.common.tokenization import tokenize_sentences
+from precompute.models import calibrate
+from precompute.models.tiny_alignment import AlignedVocab, align_tokens, aligned_embeddings
+from precompute.models.tiny_tokenizer import BOS_ID, load_tokenizer, train_tokenizer
 
 BUILD_VERSION = 4
 EMBED_NORM = 1.0

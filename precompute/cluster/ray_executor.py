@@ -11,7 +11,7 @@ The driver (the ``run`` command; it imports neither torch nor a model)
    the CPUs); each loads the corpus, the model and the SAE once and extracts
    the shards it is handed with the loop ``--shard i --num-shards n`` runs
    (``pipeline.stage_pair_range``), into a staging location every worker
-   reaches (``precompute.staging_location``);
+   reaches (``precompute.cluster.staging_location``);
 3. hands out the shards, polls the actors for progress (one tqdm bar over all
    of them, one log line per staged chunk) and handles faults: a worker that
    dies is replaced and its shard resumes after the last chunk it staged; a
@@ -41,9 +41,9 @@ from typing import Any
 from bilingual_core import Manifest
 from bilingual_core.manifest import check_run_id
 from contract.config import RunConfig
-from precompute.errors import PrecomputeError, StagingError
+from precompute.cluster.staging_location import StagingLocation, is_url
+from precompute.common.errors import PrecomputeError, StagingError
 from precompute.extract.staging import shard_dir_name
-from precompute.staging_location import StagingLocation, is_url
 
 FAULT_ENV = "BILINGUAL_RAY_FAULT"
 """Fault injection for tests: ``exit:S[:K]`` makes the worker process exit during its
@@ -180,9 +180,9 @@ class ShardWorker:
     def _setup(self) -> None:
         if self.loaded is not None:
             return
-        from precompute.corpus import load_corpus
-        from precompute.devices import device_description, resolve_device
-        from precompute.models import check_access, load_models
+        from precompute.common.corpus import load_corpus
+        from precompute.common.devices import device_description, resolve_device
+        from precompute.models.loading import check_access, load_models
 
         t0 = time.perf_counter()
         self.device = resolve_device(self.config)
@@ -195,8 +195,8 @@ class ShardWorker:
 
     def run_shard(self, job: RunJob, spec: ShardSpec, attempt: int) -> dict[str, Any]:
         """Stage shard ``spec`` of ``job`` (resuming after its staged chunks); a summary."""
+        from precompute.common.tokenization import tokenize_sentences
         from precompute.extract.pipeline import shard_texts, stage_pair_range
-        from precompute.extract.tokenization import tokenize_sentences
 
         self.progress = {}
         kind, after = parse_faults(job.faults).get(spec.index, (None, 0))
@@ -634,7 +634,7 @@ def run_with_ray(
     progress: bool = True,
 ) -> Manifest:
     """Extract run ``run_id`` on a Ray cluster, then merge, score and commit it under ``out``."""
-    from precompute.corpus import load_corpus
+    from precompute.common.corpus import load_corpus
     from precompute.extract.merge import finalize
     from precompute.extract.pipeline import check_can_write
 

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from contract.presets import GS2_REPO, GS2_RES, GS2_RES_ALL
-from precompute.errors import ModelAccessError
+from precompute.common.errors import ModelAccessError
 
 PARAMS = "params.safetensors"
 CONFIG = "config.json"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from precompute.extract.tokenization import TokenizedSentences
+from precompute.common.tokenization import TokenizedSentences
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 _BEFORE_BLOCKS = {"hook_embed", "hook_pos_embed", "hook_tokens"}

@@ -570,7 +570,7 @@ def build_manifest(
         sae=dict(REFERENCE_SETUP["sae"]),
         corpus=corpus,
         extraction={
-            "importer": "precompute.importer",
+            "importer": "precompute.publishing.importer",
             "published_dataset": PUBLISHED_DATASET,
             "dtype": state.dtype,
             "batch_size": None,

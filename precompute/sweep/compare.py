@@ -30,7 +30,7 @@ import pandas as pd
 
 from bilingual_core.sweep import COMPARE_COLUMNS, COMPARE_FILE, SweepManifest, sweep_dir
 from precompute.cli import Handler, command
-from precompute.errors import PrecomputeError
+from precompute.common.errors import PrecomputeError
 
 MATCH_COSINE = 0.7
 """Default: a decoder cosine of at least this is a match (see the module's docstring)."""
@@ -195,7 +195,7 @@ def load_decoders(out: str, sweep: SweepManifest, device: str = "cpu") -> dict[i
     from bilingual_core.storage import join, open_root
     from contract.config import SaeSource
     from precompute.evidence.loading import config_from_manifest
-    from precompute.models import load_sae
+    from precompute.models.loading import load_sae
 
     _, root = open_root(out)
     decoders = {}
@@ -208,7 +208,7 @@ def load_decoders(out: str, sweep: SweepManifest, device: str = "cpu") -> dict[i
             source = config.sae
         try:
             if config is not None and config.model.is_tiny and source.kind != "local":
-                from precompute.local_models.tiny import load_tiny
+                from precompute.models.tiny import load_tiny
 
                 sae = load_tiny(config.tiny, device)[1]
             else:

@@ -20,8 +20,8 @@ from bilingual_core.sweep import SweepManifest, new_sweep, write_sweep
 from contract.config import RunConfig
 from contract.overrides import parse_layers, sweep_configs
 from precompute.cli import Handler, command
-from precompute.errors import IncompatibleSaeError, PrecomputeError
-from precompute.sweep_compare import MATCH_COSINE, decoder_of, summary, write_comparison
+from precompute.common.errors import IncompatibleSaeError, PrecomputeError
+from precompute.sweep.compare import MATCH_COSINE, decoder_of, summary, write_comparison
 
 
 def layer_run_id(sweep_id: str, layer: int) -> str:
@@ -31,15 +31,15 @@ def layer_run_id(sweep_id: str, layer: int) -> str:
 def load_sweep_models(configs: list[tuple[int, RunConfig]], device: str) -> list[Any]:
     """The model and tokenizer once (from the first config), and each layer's SAE, checked
     to read that layer's hook and to fit it."""
-    from precompute.checks import check_hook, check_sae_width
-    from precompute.extract.activations import stop_layer
-    from precompute.models import LoadedModels, load_models, load_sae, model_info, sae_info
+    from precompute.common.activations import stop_layer
+    from precompute.models.checks import check_hook, check_sae_width
+    from precompute.models.loading import LoadedModels, load_models, load_sae, model_info, sae_info
 
     first = load_models(configs[0][1], device)
     loaded = [first]
     for _, cfg in configs[1:]:
         if cfg.sae.kind == "tiny":
-            from precompute.local_models.tiny import load_tiny
+            from precompute.models.tiny import load_tiny
 
             sae = load_tiny(cfg.tiny, device, cfg.model.dtype, cfg.sae.dtype)[1]
         else:
@@ -81,11 +81,11 @@ def run_sweep(
 
     ``models``: already loaded (one ``LoadedModels`` per layer sharing the model), e.g. in a
     benchmark; by default loaded from ``configs``. ``compare_threshold``: then compare the
-    layers' translation features by decoder direction (``precompute.sweep_compare``) with
+    layers' translation features by decoder direction (``precompute.sweep.compare``) with
     this cosine threshold and print a summary; None skips that."""
     from bilingual_core.manifest import check_run_id
-    from precompute.corpus import load_corpus
-    from precompute.devices import resolve_device
+    from precompute.common.corpus import load_corpus
+    from precompute.common.devices import resolve_device
     from precompute.extract.merge import finalize
     from precompute.extract.pipeline import (
         _remove_staging,
@@ -103,7 +103,7 @@ def run_sweep(
     config = configs[0][1]
     device = resolve_device(config)
     if models is None:
-        from precompute.models import check_access, check_sae_access
+        from precompute.models.loading import check_access, check_sae_access
 
         for _, cfg in configs:
             check_sae_access(cfg.sae)
@@ -179,7 +179,7 @@ def publish_sweep_files(local_root: str, sweep_id: str, dest_root: str) -> str:
     results root to another one (after its runs were published); the folder there."""
     from bilingual_core.storage import join, open_root
     from bilingual_core.sweep import COMPARE_FILE, SWEEP_FILE, sweep_dir
-    from precompute.publish import _copy
+    from precompute.publishing.publish import _copy
 
     src_fs, src_root = open_root(local_root)
     dst_fs, dst_root = open_root(dest_root)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import CorpusSource, display_path
-from precompute.errors import CorpusError
+from precompute.common.errors import CorpusError
 
 LOCAL_FORMATS = {
     ".tsv": "tsv",

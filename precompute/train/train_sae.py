@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from precompute.cli import Handler, command
-from precompute.errors import PrecomputeError
+from precompute.common.errors import PrecomputeError
 
 GEMMA_MODEL = "google/gemma-3-270m"
 DENSE_RATE = 0.1
@@ -132,15 +132,15 @@ def load_language_model(name: str, path: str | None, device: str = "cpu"):
 
     if name == "tiny":
         from contract.config import TinySpec
-        from precompute.local_models.tiny import load_tiny
+        from precompute.models.tiny import load_tiny
 
         model, _, _ = load_tiny(TinySpec(), device)
         return model
     from contract.config import ModelSource
-    from precompute.models import load_model
+    from precompute.models.loading import load_model
 
     if path is None and name == GEMMA_MODEL:
-        from precompute.local_models.gemma3 import checkpoint_directory
+        from precompute.models.gemma3 import checkpoint_directory
 
         path = str(checkpoint_directory())
     with torch.no_grad():
@@ -152,8 +152,8 @@ def corpus_texts(
 ) -> tuple[list[str], list[str], dict[str, Any]]:
     """``(train, heldout, info)`` sentences: the Tatoeba directory's ``train``/``heldout`` files,
     or every cell of a local table, rows split by a seeded hash (``heldout_share`` held back)."""
-    from precompute.corpus import file_sha256, read_local_table
-    from precompute.local_models.training_corpus import (
+    from precompute.common.corpus import file_sha256, read_local_table
+    from precompute.train.training_corpus import (
         CORPUS_DIR,
         _unit_hash,
         load_heldout_sentences,
@@ -211,7 +211,7 @@ def pack_rows(tokenizer, texts: list[str], context_size: int, max_rows: int, see
     import torch
     from sae_lens.tokenization_and_batching import concat_and_batch_sequences
 
-    from precompute.extract.tokenization import bos_token_id, tokenize_sentences
+    from precompute.common.tokenization import bos_token_id, tokenize_sentences
 
     order = np.random.default_rng(seed).permutation(len(texts))
     bos = bos_token_id(tokenizer)
@@ -636,12 +636,12 @@ def _versions() -> dict[str, str]:
 
 
 def _write_notices(out: Path, model_name: str) -> None:
-    from precompute.local_models.training_corpus import CORPUS_DIR
+    from precompute.train.training_corpus import CORPUS_DIR
 
     if (CORPUS_DIR / "ATTRIBUTION").exists():
         shutil.copy(CORPUS_DIR / "ATTRIBUTION", out / "ATTRIBUTION")
     if model_name.startswith("google/gemma"):
-        from precompute.local_models.gemma3 import NOTICE, PACKAGE
+        from precompute.models.gemma3 import NOTICE, PACKAGE
 
         (out / "NOTICE").write_text(
             NOTICE
@@ -944,7 +944,7 @@ def _corpus_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--out", help="output directory (default data/tatoeba)")
 
     def run(args: argparse.Namespace) -> int:
-        from precompute.local_models.training_corpus import CORPUS_DIR, build_corpus
+        from precompute.train.training_corpus import CORPUS_DIR, build_corpus
 
         written = build_corpus(args.out or CORPUS_DIR, args.source)
         print(", ".join(f"{name}: {n:,} rows" for name, n in written.items()))

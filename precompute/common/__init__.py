@@ -1,0 +1,1 @@
+"""Shared primitives: errors, corpus loading, tokenisation, the model + SAE forward pass, progress logs."""

@@ -1,1 +1,0 @@
-"""Models built or assembled on this machine: the tiny preset, Gemma 3 270M, calibrated SAEs."""

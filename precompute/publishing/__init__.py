@@ -1,0 +1,1 @@
+"""Publishing runs (``publish``) and importing the post's published activations (``import-published``)."""

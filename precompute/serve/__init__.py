@@ -1,0 +1,1 @@
+"""Serving queued jobs: the worker and its ``worker`` / ``jobs`` commands."""
