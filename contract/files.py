@@ -18,7 +18,14 @@ import stat
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 M = TypeVar("M", bound=BaseModel)
@@ -46,8 +53,11 @@ class _File(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
-class ProgressFile(_File):
-    """``status.json``'s ``progress``: the run command's progress bar, parsed."""
+class StatusProgress(_File):
+    """The schema of ``status.json``'s ``progress``: the latest progress records of the
+    run command, condensed by the worker (``precompute.common.progress_log.ProgressFile``
+    follows the command's progress file and makes this; it is the reader of a file,
+    this the shape of one field, hence two names)."""
 
     stage: Text | None = None
     unit: Text | None = None
@@ -64,22 +74,62 @@ class ProgressFile(_File):
     updated_at: Time | None = None
 
 
-class StatusFile(_File):
-    """``status.json``: what the worker running a job says about it."""
+def _progress(value: Any) -> dict[str, Any]:
+    """``progress`` checked against :class:`StatusProgress`, kept as a plain dict."""
+    try:
+        return StatusProgress.model_validate(value).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        err = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"{where}: {err['msg']}" if where else err["msg"]) from None
+
+
+class JobStatus(BaseModel):
+    """``status.json``: what the worker running a job says about it (the one model the
+    worker writes, the queue reads and the page shows; mutable: the worker updates it)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
 
     state: State = "queued"
     worker: Text | None = None
+    """Id of the worker that claimed the job."""
     host: Text | None = None
     claimed_at: Time | None = None
     started_at: Time | None = None
     finished_at: Time | None = None
     heartbeat_at: Time | None = None
+    """Last time the worker said it was alive (every few seconds while running)."""
     heartbeat_seconds: Number | None = None
-    progress: ProgressFile = ProgressFile()
+    """How often that worker renews ``heartbeat_at`` (readers judge silence by it)."""
+    progress: Annotated[dict[str, Any], BeforeValidator(_progress)] = {}
+    """The run command's progress (:class:`StatusProgress`): stage, done, total, unit,
+    tokens_done, tokens_per_s, tokens_eta_s (see ``precompute.common.progress_log``)."""
     error: Annotated[str, Field(max_length=20_000)] | None = None
+    """Why the job failed or was cancelled, in one or a few lines."""
     returncode: int | None = None
     run_location: Text | None = None
+    """Where the finished run is (path or URL)."""
     published: list[Text] = []
+    """Results roots the finished run was published to."""
+
+    def __init__(self, state: State = "queued", /, **data: Any) -> None:
+        super().__init__(state=data.pop("state", state), **data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobStatus:
+        """A status from parsed JSON, checked field by field (JobFileError when malformed)."""
+        return parse(cls, data, "status.json")
+
+    @classmethod
+    def malformed(cls, reason: str) -> JobStatus:
+        """The status of a job whose files cannot be read: failed, saying why."""
+        from datetime import UTC
+
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls("failed", error=f"{reason}; the job was not run", finished_at=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
 class ClaimFile(_File):
@@ -150,7 +200,8 @@ def parse(model: type[M], data: Any, file: str) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or '(the file)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(the file)'}: "
+            + err["msg"].removeprefix("Value error, ")
             for err in exc.errors(include_input=False, include_url=False)[:3]
         ]
         raise JobFileError(f"{file} is malformed ({'; '.join(problems)})") from None

@@ -1,7 +1,10 @@
-"""Flat overrides (the run command's options, a job's fields) applied to a preset's config.
+"""Preset overrides (the run command's options, a job's fields) applied to a preset's config.
 
-Which names are overrides is declared once, in ``contract.settings``; this module
-says where each value goes in the nested config.
+Each override is a field of ``contract.settings.PresetOverrides`` whose ``target``
+names the config field it replaces; :func:`with_overrides` sets every given one
+there. The few rules that touch several fields (a corpus file drops the
+dataset, a local SAE drops the release, ``--layer/--width/--l0`` pick a Gemma
+Scope 2 SAE) are the small functions below.
 """
 
 from __future__ import annotations
@@ -9,9 +12,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from contract.config import CorpusSource, ModelSource, RunConfig, SaeSource
+from contract.config import CorpusSource, RunConfig, SaeSource
+from contract.fields import options
 from contract.presets import GS2_DEFAULT, PRESETS, gemma_scope_2_sae, parse_gemma_scope_2_id
-from contract.settings import OVERRIDES
+from contract.settings import PresetOverrides, validate
+
+TARGETS: dict[str, str] = {
+    name: meta.target for name, _, meta in options(PresetOverrides) if meta.target is not None
+}
+"""Override name -> dotted config path it replaces (read from the fields' ``target``)."""
 
 
 def parse_sample_size(text: str | int | None) -> int | None:
@@ -24,104 +33,96 @@ def parse_sample_size(text: str | int | None) -> int | None:
     return value
 
 
-def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
-    """Apply flat overrides (the CLI's options; None means 'keep the preset's').
+def to_config_value(name: str, value: Any) -> Any:
+    """An override's value as its config field holds it (``'all'`` pairs -> None, a list of
+    languages -> a tuple, ``--field ''`` -> None)."""
+    if name == "sample_size":
+        return parse_sample_size(value)
+    if name == "field" and value == "":
+        return None
+    return tuple(value) if isinstance(value, list) else value
 
+
+def with_overrides(
+    config: RunConfig, overrides: PresetOverrides | None = None, /, **flat: Any
+) -> RunConfig:
+    """``config`` with every given override set at its ``target`` (None keeps the preset's).
+
+    ``overrides``: validated settings (any model deriving from PresetOverrides), or
+    ``flat`` name=value pairs, validated here (TypeError for an unknown name).
     Naming a corpus file drops the preset's dataset and vice versa; naming a
     local SAE directory drops the release/id (and the preset's hook and
     Neuronpedia id, which then come from the SAE itself).
     """
-    o = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(o) - set(OVERRIDES)
-    if unknown:
-        raise TypeError(f"unknown override(s): {sorted(unknown)}")
+    if overrides is None:
+        unknown = set(flat) - set(PresetOverrides.model_fields)
+        if unknown:
+            raise TypeError(f"unknown override(s): {sorted(unknown)}")
+        overrides = validate(PresetOverrides, {k: v for k, v in flat.items() if v is not None})
+    o = {k: v for k, v in overrides.given().items() if k in PresetOverrides.model_fields}
+    config = replace(
+        config, sae=_sae_source(config.sae, o), corpus=_corpus_source(config.corpus, o)
+    )
+    sections: dict[str, dict[str, Any]] = {}
+    for name, value in o.items():
+        if name in TARGETS:
+            section, key = TARGETS[name].split(".")
+            sections.setdefault(section, {})[key] = to_config_value(name, value)
     return replace(
         config,
-        model=_model(config.model, o),
-        sae=_sae(config.sae, o),
-        corpus=_corpus(config.corpus, o),
-        extraction=replace(config.extraction, **{k: o[k] for k in _EXTRACTION if k in o}),
+        **{section: replace(getattr(config, section), **kw) for section, kw in sections.items()},
     )
 
 
-_EXTRACTION = tuple(s.name for s in OVERRIDES.values() if s.group == "extraction")
-
-
-def _model(model: ModelSource, o: dict[str, Any]) -> ModelSource:
-    return replace(
-        model,
-        name=o.get("model", model.name),
-        path=o.get("model_path", model.path),
-        dtype=o.get("dtype", model.dtype),
-    )
-
-
-def _sae(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
+def _sae_source(sae: SaeSource, o: dict[str, Any]) -> SaeSource:
+    """The SAE the overrides start from: a Gemma Scope 2 pick, a local directory (without
+    the preset's hook and Neuronpedia id), or another release (the id is kept only
+    within the same release)."""
     if {"layer", "width", "l0"} & set(o):
         sae = _gemma_scope_2(sae, o)
     if "sae_path" in o:
-        sae = SaeSource(path=o["sae_path"], dtype=sae.dtype)
-    elif "sae_release" in o or "sae_id" in o:
+        return SaeSource(path=o["sae_path"], dtype=sae.dtype)
+    if "sae_release" in o or "sae_id" in o:
         release = o.get("sae_release", sae.release)
-        sae = SaeSource(
+        return SaeSource(
             release=release,
             sae_id=o.get("sae_id", sae.sae_id if release == sae.release else None),
             dtype=sae.dtype,
         )
-    return replace(
-        sae,
-        hook_name=o.get("hook", sae.hook_name),
-        neuronpedia_id=o.get("neuronpedia_id", sae.neuronpedia_id),
-        dtype=o.get("sae_dtype", sae.dtype),
-    )
+    return sae
 
 
-def _corpus(corpus: CorpusSource, o: dict[str, Any]) -> CorpusSource:
+def _corpus_source(corpus: CorpusSource, o: dict[str, Any]) -> CorpusSource:
+    """A corpus file drops the preset's dataset (and its config and field); a dataset drops
+    the preset's file (and config)."""
     if "corpus_file" in o:
-        corpus = replace(corpus, path=str(o["corpus_file"]), dataset=None, config=None, field=None)
-    elif "dataset" in o:
-        corpus = replace(corpus, dataset=o["dataset"], path=None, config=None)
-    languages = o.get("languages", corpus.languages)
-    if isinstance(languages, str):
-        languages = tuple(x.strip() for x in languages.split(",") if x.strip())
-    return replace(
-        corpus,
-        config=o.get("dataset_config", corpus.config),
-        split=o.get("split", corpus.split),
-        field=(None if o.get("field") == "" else o.get("field", corpus.field)),
-        languages=tuple(languages),
-        sample_size=parse_sample_size(o["sample_size"])
-        if "sample_size" in o
-        else corpus.sample_size,
-        seed=o.get("seed", corpus.seed),
-    )
+        return replace(corpus, path=str(o["corpus_file"]), dataset=None, config=None, field=None)
+    if "dataset" in o:
+        return replace(corpus, dataset=o["dataset"], path=None, config=None)
+    return corpus
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "sample_size" and value is None:
+        return "all"
+    if value is None:
+        return ""
+    return ",".join(value) if isinstance(value, tuple | list) else str(value)
 
 
 def preset_values(config: RunConfig) -> dict[str, str]:
-    """What each override keeps when left empty: ``config``'s value as the
-    form shows it (``''`` where the config has none), keyed by override name."""
-    m, s, c, e = config.model, config.sae, config.corpus, config.extraction
-    values: dict[str, Any] = {
-        "model": m.name,
-        "model_path": m.path,
-        "dtype": m.dtype,
-        "sae_release": s.release,
-        "sae_id": s.sae_id,
-        "sae_path": s.path,
-        "hook": s.hook_name,
-        "neuronpedia_id": s.neuronpedia_id,
-        "sae_dtype": s.dtype,
-        "dataset": c.dataset,
-        "dataset_config": c.config,
-        "split": c.split,
-        "field": c.field,
-        "corpus_file": c.path,
-        "languages": ",".join(c.languages),
-        "sample_size": "all" if c.sample_size is None else c.sample_size,
-        "seed": c.seed,
-        **{k: getattr(e, k) for k in _EXTRACTION},
-    }
-    return {k: "" if values.get(k) is None else str(values[k]) for k in OVERRIDES}
+    """What each override keeps when left empty: ``config``'s value at the override's
+    ``target`` as the form shows it (``''`` where the config has none, or for an
+    override without a single target), keyed by override name."""
+    values = {}
+    for name in PresetOverrides.model_fields:
+        target = TARGETS.get(name)
+        if target is None:
+            values[name] = ""
+            continue
+        section, key = target.split(".")
+        values[name] = _shown(name, getattr(getattr(config, section), key))
+    return values
 
 
 def changed_from_preset(config: RunConfig) -> dict[str, str]:

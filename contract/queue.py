@@ -26,7 +26,7 @@ import posixpath
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
@@ -38,8 +38,8 @@ from contract.files import (
     CancelFile,
     ClaimFile,
     JobFileError,
+    JobStatus,
     State,
-    StatusFile,
     WorkerFile,
     parse,
     read_local,
@@ -88,46 +88,6 @@ def age_seconds(stamp: str | None, now: float | None = None) -> float | None:
     except ValueError:
         return None
     return (time.time() if now is None else now) - then
-
-
-@dataclass
-class JobStatus:
-    """``status.json``: what the worker running a job says about it."""
-
-    state: State = "queued"
-    worker: str | None = None
-    """Id of the worker that claimed the job."""
-    host: str | None = None
-    claimed_at: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    heartbeat_at: str | None = None
-    """Last time the worker said it was alive (every few seconds while running)."""
-    heartbeat_seconds: float | None = None
-    """How often that worker renews ``heartbeat_at`` (readers judge silence by it)."""
-    progress: dict[str, Any] = field(default_factory=dict)
-    """Parsed from the run command's progress bar: stage, done, total, unit,
-    tokens_done, tokens_per_s, eta_s (see ``progress_log``)."""
-    error: str | None = None
-    """Why the job failed or was cancelled, in one or a few lines."""
-    returncode: int | None = None
-    run_location: str | None = None
-    """Where the finished run is (path or URL)."""
-    published: list[str] = field(default_factory=list)
-    """Results roots the finished run was published to."""
-
-    @classmethod
-    def from_dict(cls, data: Any) -> JobStatus:
-        """A status from parsed JSON, checked field by field (JobFileError when malformed)."""
-        parsed = parse(StatusFile, data, STATUS)
-        fields = parsed.model_dump()
-        fields["progress"] = parsed.progress.model_dump(exclude_none=True)
-        return cls(**fields)
-
-    @classmethod
-    def malformed(cls, reason: str) -> JobStatus:
-        """The status of a job whose files cannot be read: failed, saying why."""
-        return cls("failed", error=f"{reason}; the job was not run", finished_at=utc_now())
 
 
 @dataclass
@@ -446,7 +406,7 @@ class JobQueue:
             return JobStatus.malformed(str(exc))
 
     def write_status(self, job_id: str, status: JobStatus) -> None:
-        self._write_json(self.path(job_id, STATUS), asdict(status))
+        self._write_json(self.path(job_id, STATUS), status.to_dict())
 
     def record_problem(self, job: Job) -> bool:
         """Write a malformed job's failed status (once); True when it was written now."""

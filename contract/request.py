@@ -1,14 +1,14 @@
 """A recompute job request: what a maintainer may ask the GPU worker to run.
 
 A request is a small JSON document written by the app's ``/recompute`` page
-(or ``python -m precompute jobs submit``) and read by the worker. Every field
-is a run setting declared in ``contract.settings`` with a validator (a type and a
-range or pattern, checked on the whole value), and the worker turns the
-request into the argument list of ``python -m precompute run`` (or, for a
-job of kind ``sweep``, ``python -m precompute sweep``) with
-``--flag=value`` items only (never a shell, never a value that could be read
-as an option). The page and the worker validate with the same function,
-:func:`validate_request`.
+(or ``python -m precompute jobs submit``) and read by the worker. A job may
+set exactly the run settings declared with ``job=True`` in
+``contract.settings`` (:data:`contract.settings.JobSettings`), validated by
+their pydantic types. The worker hands the validated settings as they are
+(:meth:`JobRequest.settings`, a JSON file) to ``python -m precompute run
+--config`` (or, for a job of kind ``sweep``, ``sweep --config``), which reads
+them with the same model. The page and the worker validate with the same
+function, :func:`validate_request`.
 
 Paths (``model_path``, ``sae_path``, ``corpus_file``) are paths on the worker's
 host. Building the request also builds the run config with
@@ -26,10 +26,24 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contract import settings
+from pydantic import TypeAdapter, ValidationError
+
 from contract.overrides import parse_layers, sweep_configs, with_overrides
 from contract.presets import preset
-from contract.settings import JOB_OVERRIDES, RequestError
+from contract.settings import (
+    JOB_OVERRIDES,
+    HostPath,
+    JobSettings,
+    Person,
+    PresetOverrides,
+    RequestError,
+    RunSettings,
+    StrictBool,
+    SweepSettings,
+    check_value,
+    error_text,
+    validate,
+)
 
 JOB_ID_PATTERN = re.compile(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{4}")
 """A job id (match it with ``fullmatch``)."""
@@ -53,7 +67,8 @@ class JobRequest:
     run_id: str
     """Directory name of the run the job writes."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Validated overrides of the preset (names of ``contract.settings.JOB_OVERRIDES``)."""
+    """Validated overrides of the preset (``contract.settings.PresetOverrides`` fields with
+    ``job=True``: ``contract.settings.JOB_OVERRIDES``)."""
     overwrite: bool = False
     """Replace an existing run of the same id (it stays in place until the new one is complete)."""
     resume: bool = True
@@ -82,28 +97,31 @@ class JobRequest:
             return [f"{self.run_id}-l{layer}" for layer in self.layers]
         return [self.run_id]
 
-    def run_args(self) -> list[str]:
-        """Arguments after ``python -m precompute run`` (or ``sweep``): ``--flag=value``
-        items only."""
+    def settings(self, **worker: Any) -> dict[str, Any]:
+        """The settings of the job's command (``contract.settings.RunSettings``, or
+        ``SweepSettings`` for a sweep), validated, as JSON-ready values without the
+        defaults: what the worker writes to the ``--config`` file. ``worker``: the
+        fields the worker decides (``out``, executor settings)."""
         if self.kind == "sweep":
-            args = [
-                f"--preset={self.preset}",
-                f"--sweep-id={self.run_id}",
-                f"--layers={','.join(map(str, self.layers))}",
-            ]
+            model: type[RunSettings | SweepSettings] = SweepSettings
+            data: dict[str, Any] = {
+                "sweep_id": self.run_id,
+                "layers": ",".join(map(str, self.layers)),
+            }
             if self.sae_pattern:
-                args.append(f"--sae-pattern={self.sae_pattern}")
+                data["sae_pattern"] = self.sae_pattern
         else:
-            args = [f"--preset={self.preset}", f"--run-id={self.run_id}"]
-        for name, value in self.overrides.items():
-            flag = JOB_OVERRIDES[name].flag
-            text = ",".join(value) if isinstance(value, list) else str(value)
-            args.append(f"{flag}={text}")
-        if self.overwrite:
-            args.append("--overwrite")
-        if self.resume:
-            args.append("--resume")
-        return args
+            model, data = RunSettings, {"run_id": self.run_id}
+        data = {
+            "preset": self.preset,
+            **data,
+            **self.overrides,
+            "overwrite": self.overwrite,
+            "resume": self.resume,
+            **worker,
+        }
+        settings = validate(model, data, RequestError)
+        return settings.model_dump(mode="json", exclude_defaults=True) | {"preset": self.preset}
 
     def describe(self) -> str:
         """One line for tables: preset, a sweep's layers, and overrides."""
@@ -136,20 +154,24 @@ def new_job_id(now: datetime | None = None) -> str:
 
 
 def validate_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every override against its whitelist entry; empty values mean 'keep the preset's'."""
+    """The job-settable overrides, validated by their declared types; empty values
+    mean 'keep the preset's' and are dropped."""
     unknown = sorted(set(overrides) - set(JOB_OVERRIDES))
     if unknown:
         raise RequestError(
             f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(JOB_OVERRIDES)}"
         )
-    clean: dict[str, Any] = {}
-    for name, value in overrides.items():
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        check = JOB_OVERRIDES[name].check
-        assert check is not None
-        clean[name] = check(name, value.strip() if isinstance(value, str) else value)
-    return clean
+    given = {
+        name: value.strip() if isinstance(value, str) else value
+        for name, value in overrides.items()
+        if value is not None and not (isinstance(value, str) and not value.strip())
+    }
+    clean = validate(PresetOverrides, given, RequestError)
+    return {name: _json(getattr(clean, name)) for name in given}
+
+
+def _json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def validate_request(data: Mapping[str, Any]) -> JobRequest:
@@ -159,6 +181,8 @@ def validate_request(data: Mapping[str, Any]) -> JobRequest:
     (filled in when absent), ``run_id`` (default ``<preset>-<job id>``; a sweep's id),
     ``overrides``, ``overwrite``, ``resume``, ``publish``, ``kind`` (``run`` or
     ``sweep``); a sweep also takes ``layers`` (required) and ``sae_pattern``.
+    The run settings among them (preset, run_id, overwrite, resume, overrides) are
+    checked by :data:`contract.settings.JobSettings`: exactly the ``job=True`` fields.
     """
     if not isinstance(data, Mapping):
         raise RequestError("a job request must be a JSON object")
@@ -166,24 +190,33 @@ def validate_request(data: Mapping[str, Any]) -> JobRequest:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise RequestError(f"unknown field(s): {', '.join(unknown)}")
-    name = _check("preset", data.get("preset"))
+    name = check_value(JobSettings, "preset", data.get("preset"))
     job_id = data.get("id") or new_job_id()
     if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
-        raise RequestError(f"id: {job_id!r} is not a job id")
+        raise RequestError("id: not a job id")
     created_at = data.get("created_at") or datetime.now(UTC).replace(microsecond=0).isoformat()
     if not isinstance(created_at, str):
         raise RequestError("created_at: not a string")
     try:
         datetime.fromisoformat(created_at)
     except ValueError:
-        raise RequestError(f"created_at: {created_at!r} is not an ISO 8601 time") from None
-    requested_by = settings.text(settings.PERSON, "name or email")(
-        "requested_by", data.get("requested_by") or "unknown"
-    )
-    run_id = _check("run_id", data.get("run_id") or f"{name}-{job_id}")
+        raise RequestError("created_at: not an ISO 8601 time") from None
+    requested_by = _check(Person, "requested_by", data.get("requested_by") or "unknown")
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, Mapping):
         raise RequestError("overrides: must be an object of field: value")
+    clean = validate_overrides(overrides)
+    job = validate(
+        JobSettings,
+        {
+            "preset": name,
+            "run_id": data.get("run_id") or f"{name}-{job_id}",
+            "overwrite": data.get("overwrite", False),
+            "resume": data.get("resume", True),
+            **clean,
+        },
+        RequestError,
+    )
     kind = data.get("kind") or "run"
     if kind not in JOB_KINDS:
         raise RequestError(f"kind: {kind!r} is not one of {list(JOB_KINDS)}")
@@ -193,11 +226,11 @@ def validate_request(data: Mapping[str, Any]) -> JobRequest:
         created_at=created_at,
         requested_by=requested_by,
         preset=name,
-        run_id=run_id,
-        overrides=validate_overrides(overrides),
-        overwrite=_check("overwrite", data.get("overwrite", False)),
-        resume=_check("resume", data.get("resume", True)),
-        publish=settings.boolean("publish", data.get("publish", True)),
+        run_id=job.run_id,
+        overrides=clean,
+        overwrite=job.overwrite,
+        resume=job.resume,
+        publish=_check(StrictBool, "publish", data.get("publish", True)),
         kind=kind,
         layers=layers,
         sae_pattern=pattern,
@@ -206,7 +239,7 @@ def validate_request(data: Mapping[str, Any]) -> JobRequest:
         if "layer" in request.overrides:
             raise RequestError("layer: a sweep takes layers (several), not layer")
         for layer_run in request.run_ids:
-            _check("run_id", layer_run)
+            check_value(JobSettings, "run_id", layer_run)
     check_config(request)
     return request
 
@@ -238,26 +271,22 @@ def _sweep_fields(kind: str, layers: Any, pattern: Any) -> tuple[list[int], str 
             f"sae_pattern: {pattern!r} needs '{{layer}}' once, e.g. _models/sae-l{{layer}}"
         )
     pattern = pattern.strip()
-    settings.path("sae_pattern", pattern.replace("{layer}", "0"))
+    _check(HostPath, "sae_pattern", pattern.replace("{layer}", "0"))
     return clean, pattern
 
 
-def _check(name: str, value: Any) -> Any:
-    """A request field that is a run setting, checked by its declared validator."""
-    check = settings.setting(name).check
-    assert check is not None, f"{name} is not settable by a job"
-    return check(name, value)
+def _check(kind: Any, name: str, value: Any) -> Any:
+    """A request field that is not a run setting, checked by its pydantic type."""
+    try:
+        return TypeAdapter(kind).validate_python(value)
+    except ValidationError as exc:
+        raise RequestError(f"{name}: {error_text(exc).lstrip(': ')}") from None
 
 
 def check_config(request: JobRequest) -> None:
     """Build the run config the request describes (no I/O) and surface its errors."""
-    flat = dict(request.overrides)
-    if "languages" in flat:
-        flat["languages"] = ",".join(flat["languages"])
-    if "sample_size" in flat:
-        flat["sample_size"] = str(flat["sample_size"])
     try:
-        config = with_overrides(preset(request.preset), **flat)
+        config = with_overrides(preset(request.preset), **request.overrides)
         if request.kind == "sweep":
             sweep_configs(config, request.layers, sae_pattern=request.sae_pattern)
     except (ValueError, TypeError) as exc:

@@ -1,531 +1,743 @@
-"""Every setting of ``python -m precompute run``, declared once.
+"""The settings of ``python -m precompute run`` and ``sweep``, declared once, as pydantic models.
 
-One :class:`Setting` per knob: its name, kind, help text, the group it belongs
-to, how a queued job's value is checked (or that a queued job may not set it),
-and its label on the ``/recompute`` form. Four readers derive what they need
-from :data:`SETTINGS` and nothing else:
+Each setting is one field declared with :func:`contract.fields.option`: its
+type (bounds, pattern and choices included), its help text, its help section
+(``group``), whether a queued job may set it (``job``), where the
+``/recompute`` form shows it (``form``/``label``/``example``), and, for a
+preset override, the dotted path of the config field it replaces
+(``target``). Everything else is derived from these models:
 
-* ``precompute.commands`` builds the ``run`` command's argparse options;
-* ``contract.request`` validates a job request and turns it into ``--flag=value``
-  arguments of the run command;
-* ``contract.overrides.with_overrides`` knows which names override a preset;
-* ``explorer.jobs_view`` draws the job form.
+* the command-line options (``precompute.commands.add_settings``);
+* job validation (``contract.request``: the job-settable view, :data:`JobSettings`);
+* applying overrides to a preset (``contract.overrides.with_overrides`` sets each
+  given field at its ``target``);
+* the ``/recompute`` form (``explorer.jobs_view``);
+* the docs' option tables (:func:`options_markdown`).
 
-So adding a setting is one entry here (plus, for a preset override, the line
-in ``with_overrides`` that puts its value into the config). The validators
-below take ``(name, value)`` and return the clean value or raise
-:class:`RequestError`; they treat every value as untrusted (it may come from
-a browser).
+Validation is pydantic's, on every path (flags, ``--config`` files, jobs): a
+bad value is a :class:`SettingsError` whose message names the field and the
+problem, never the value (it may come from a browser, and be long).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+import types
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from bilingual_core.manifest import LANG_PATTERN, check_run_id
-from contract.config import DEVICES, DTYPES
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+
+from bilingual_core.manifest import LANG_PATTERN, RUN_ID_PATTERN
+from contract.fields import option, options
 from contract.presets import GS2_L0S, GS2_WIDTHS, PRESETS
 
 Group = Literal["run", "executor", "model", "sae", "corpus", "extraction"]
-Kind = Literal["text", "int", "float", "choice", "flag", "multi"]
-OVERRIDE_GROUPS: tuple[Group, ...] = ("model", "sae", "corpus", "extraction")
-EXECUTORS = ("local", "ray")
-FormPlace = Literal["main", "more"]
-Validator = Callable[[str, Any], Any]
-
-MAX_LANGUAGES = 8
-MAX_SAMPLE_SIZE = 10_000_000
-
-
-class RequestError(ValueError):
-    """A job request that fails validation; the message names the field."""
-
-
-# ----------------------------------------------------------- validators ---
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-"""A model name, SAE release, dataset config: no slashes."""
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
-"""A Hugging Face id: ``name`` or ``owner/name``."""
-_SAE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
-_HOOK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{0,127}")
-_SPLIT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:%\[\]+-]{0,63}")
-_PATH = re.compile(r"[A-Za-z0-9_./~][A-Za-z0-9_./~+@=,-]{0,1023}")
-PERSON = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
-
-
-def text(pattern: re.Pattern[str], what: str) -> Validator:
-    """A string matching ``pattern`` as a whole."""
-
-    def check(name: str, value: Any) -> str:
-        if not isinstance(value, str) or not pattern.fullmatch(value):
-            raise RequestError(f"{name}: {value!r} is not a valid {what}")
-        return value
-
-    return check
-
-
-def path(name: str, value: Any) -> str:
-    """A path on the worker host: plain characters, no ``..`` component."""
-    value = text(_PATH, "path on the worker host (letters, digits, . _ / ~ + @ = , -)")(name, value)
-    if ".." in value.split("/"):
-        raise RequestError(f"{name}: '..' is not allowed in paths")
-    return value
-
-
-def integer(lo: int, hi: int) -> Validator:
-    """An integer in ``lo..hi`` (a string of digits is accepted: form fields are text)."""
-
-    def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and re.fullmatch(r"\d{1,12}", value.strip()):
-                value = int(value)
-            else:
-                raise RequestError(f"{name}: {value!r} is not an integer")
-        if not lo <= value <= hi:
-            raise RequestError(f"{name}: {value} is outside {lo}..{hi}")
-        return value
-
-    return check
-
-
-def choice(options: Iterable[str]) -> Validator:
-    options = tuple(options)
-
-    def check(name: str, value: Any) -> str:
-        if value not in options:
-            raise RequestError(f"{name}: {value!r} is not one of {list(options)}")
-        return value
-
-    return check
-
-
-def boolean(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise RequestError(f"{name}: {value!r} is not true or false")
-    return value
-
-
-def sample_size(name: str, value: Any) -> int | str:
-    if isinstance(value, str) and value.strip().lower() == "all":
-        return "all"
-    return integer(1, MAX_SAMPLE_SIZE)(name, value)
-
-
-def languages(name: str, value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [x.strip() for x in value.split(",") if x.strip()]
-    if not isinstance(value, list | tuple) or not 2 <= len(value) <= MAX_LANGUAGES:
-        raise RequestError(f"{name}: give 2 to {MAX_LANGUAGES} language codes, got {value!r}")
-    for code in value:
-        if not isinstance(code, str) or not LANG_PATTERN.fullmatch(code) or code == "global":
-            raise RequestError(f"{name}: {code!r} is not a language code such as 'en' or 'es'")
-    if len(set(value)) != len(value):
-        raise RequestError(f"{name}: languages repeat in {value!r}")
-    return list(value)
-
-
-def run_id(name: str, value: Any) -> str:
-    try:
-        return check_run_id(value)
-    except ValueError as exc:
-        raise RequestError(f"{name}: {exc}") from None
-
-
-# ---------------------------------------------------------- declaration ---
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting of the run command."""
-
-    name: str
-    """Python name: the argparse destination, the job request key, the override name."""
-    help: str
-    """One line for ``--help`` and the form's tooltip."""
-    group: Group
-    """``run``: how the command runs; ``executor``: where the extraction runs (also options of
-    ``python -m precompute worker``, which passes them on); the others: overrides of the
-    preset's config."""
-    kind: Kind = "text"
-    """``flag``: a switch; ``multi``: repeatable; ``choice``: one of ``choices``."""
-    choices: tuple[str, ...] = ()
-    check: Validator | None = None
-    """Validates a queued job's value; None: a queued job may not set this (the worker decides)."""
-    label: str | None = None
-    """Label on the ``/recompute`` form; None: not on the form."""
-    form: FormPlace = "main"
-    """Where the form shows it: the main grid or the "More options" expander."""
-    example: str = ""
-    """Short hint after the help text on the form."""
-    default: Any = None
-    """The command's default; None for overrides ("keep the preset's")."""
-    required: bool = False
-    metavar: str | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def override(self) -> bool:
-        """Overrides a field of the preset's config (and None keeps the preset's value)."""
-        return self.group in OVERRIDE_GROUPS
-
-    @property
-    def queueable(self) -> bool:
-        """A queued job may set it."""
-        return self.check is not None
-
-
-_S = Setting
-SETTINGS: tuple[Setting, ...] = (
-    # -- how the command runs
-    _S(
-        "preset",
-        "starting config: gemma-2-2b is the post's setup (GPU), gemma-3-270m the offline "
-        "Gemma 3 checkpoint, gemma-scope-2-270m Gemma 3 270M with Gemma Scope 2 SAEs, tiny an "
-        "offline CPU model in seconds",
-        "run",
-        "choice",
-        tuple(sorted(PRESETS)),
-        check=choice(sorted(PRESETS)),
-        label="Preset",
-        required=True,
-    ),
-    _S("out", "results root (default: $BILINGUAL_RESULTS_DIR or results/)", "run"),
-    _S(
-        "run_id",
-        "run directory name (default: the preset's name)",
-        "run",
-        check=run_id,
-        label="Run id",
-        example="<preset>-<job id>",
-    ),
-    _S(
-        "overwrite",
-        "replace an existing run (and discard its staging)",
-        "run",
-        "flag",
-        check=boolean,
-        label="Replace an existing run of this id",
-        default=False,
-    ),
-    _S(
-        "resume",
-        "continue a killed run from its last finished chunk",
-        "run",
-        "flag",
-        check=boolean,
-        label="Resume a staged, unfinished run",
-        default=False,
-    ),
-    _S("shard", "this host's shard index (0-based)", "run", "int", default=0),
-    _S("num_shards", "number of shards the corpus is split into", "run", "int", default=1),
-    _S("staging", "local directory for staged chunks (default: <out>/.<run id>.staging)", "run"),
-    _S(
-        "dry_run",
-        "print the resolved config and offline checks, run nothing",
-        "run",
-        "flag",
-        default=False,
-    ),
-    _S("quiet", "no progress bars", "run", "flag", default=False),
-    _S(
-        "no_logits",
-        "skip the logit effects and decoder neighbours computed after the run (docs/evidence.md)",
-        "run",
-        "flag",
-        default=False,
-    ),
-    _S(
-        "progress_jsonl",
-        "also append machine-readable progress, one JSON object per line, to this file",
-        "run",
-        metavar="PATH",
-    ),
-    _S(
-        "push_to",
-        "then publish the finished run to this results root, e.g. hf://datasets/<user>/<repo> "
-        "(repeatable)",
-        "run",
-        "multi",
-        metavar="URL",
-        default=(),
-    ),
-    # -- where the extraction runs (the worker passes these on to every run it starts)
-    _S(
-        "executor",
-        "local: this process (default); ray: shards on the actors of a Ray cluster "
-        "(docs/cluster.md)",
-        "executor",
-        "choice",
-        EXECUTORS,
-        default="local",
-    ),
-    _S(
-        "ray_address",
-        "Ray cluster to use (e.g. auto, or ray://head:10001); default: start a local one",
-        "executor",
-        metavar="ADDRESS",
-    ),
-    _S(
-        "workers",
-        "Ray actors extracting at once, each loading the model once (default 1)",
-        "executor",
-        "int",
-        metavar="N",
-    ),
-    _S(
-        "gpus_per_worker",
-        "GPUs each Ray actor reserves (default: 1 when the cluster has GPUs and --device "
-        "is not cpu, else 0; with 0 the actors reserve CPUs)",
-        "executor",
-        "float",
-        metavar="G",
-    ),
-    # -- the model
-    _S(
-        "model",
-        "TransformerLens model name (architecture when --model-path is given)",
-        "model",
-        check=text(_REPO_ID, "model name"),
-        label="Model",
-        example="gemma-2-2b",
-    ),
-    _S(
-        "model_path",
-        "local Hugging Face checkpoint directory (weights + tokenizer)",
-        "model",
-        check=path,
-        label="Model path",
-        form="more",
-        example="on the worker host, in <results root>/_models/ or another --model-dir of the worker",
-    ),
-    _S(
-        "dtype",
-        "model dtype (gemma-2-2b: bfloat16)",
-        "model",
-        "choice",
-        DTYPES,
-        check=choice(DTYPES),
-        label="Model dtype",
-    ),
-    # -- the SAE
-    _S(
-        "sae_release",
-        "SAE-Lens release",
-        "sae",
-        check=text(_NAME, "SAE-Lens release"),
-        label="SAE release",
-        example="gemma-scope-2b-pt-res-canonical",
-    ),
-    _S(
-        "sae_id",
-        "SAE id in the release",
-        "sae",
-        check=text(_SAE_ID, "SAE id"),
-        label="SAE id",
-        example="layer_20/width_16k/canonical",
-    ),
-    _S(
-        "sae_path",
-        "local SAE-Lens directory (SAE.save_model output)",
-        "sae",
-        check=path,
-        label="SAE path",
-        form="more",
-        example="on the worker host, in <results root>/_models/ or another --model-dir of the worker",
-    ),
-    _S(
-        "layer",
-        "gemma-scope-2-270m: the block whose residual-stream SAE to use (default 12)",
-        "sae",
-        "int",
-        check=integer(0, 255),
-        label="SAE layer (Gemma Scope 2)",
-        form="more",
-        metavar="N",
-    ),
-    _S(
-        "width",
-        "gemma-scope-2-270m: SAE width (default 16k)",
-        "sae",
-        "choice",
-        GS2_WIDTHS,
-        check=choice(GS2_WIDTHS),
-        label="SAE width (Gemma Scope 2)",
-        form="more",
-    ),
-    _S(
-        "l0",
-        "gemma-scope-2-270m: SAE sparsity, small/medium/big L0 (default medium)",
-        "sae",
-        "choice",
-        GS2_L0S,
-        check=choice(GS2_L0S),
-        label="SAE L0 (Gemma Scope 2)",
-        form="more",
-    ),
-    _S(
-        "hook",
-        "hook the SAE reads (default: the SAE's own metadata)",
-        "sae",
-        check=text(_HOOK, "hook name"),
-        label="Hook",
-        form="more",
-    ),
-    _S(
-        "neuronpedia_id",
-        "Neuronpedia model/SAE id for feature links",
-        "sae",
-        check=text(_SAE_ID, "Neuronpedia model/SAE id"),
-        label="Neuronpedia id",
-        form="more",
-    ),
-    _S(
-        "sae_dtype",
-        "SAE dtype (default float32)",
-        "sae",
-        "choice",
-        DTYPES,
-        check=choice(DTYPES),
-        label="SAE dtype",
-    ),
-    # -- the corpus
-    _S(
-        "dataset",
-        "Hugging Face dataset id",
-        "corpus",
-        check=text(_REPO_ID, "Hugging Face dataset id"),
-        label="Dataset",
-        example="Helsinki-NLP/opus_books",
-    ),
-    _S(
-        "dataset_config",
-        "dataset configuration",
-        "corpus",
-        check=text(_NAME, "dataset configuration"),
-        label="Dataset config",
-        example="en-es",
-    ),
-    _S(
-        "split",
-        "dataset split (default train)",
-        "corpus",
-        check=text(_SPLIT, "dataset split"),
-        label="Split",
-        example="train",
-    ),
-    _S(
-        "field",
-        "dataset column holding {lang: text} dicts; '' for one column per language",
-        "corpus",
-        check=text(_NAME, "column name"),
-        label="Dataset field",
-        form="more",
-        example="translation",
-    ),
-    _S(
-        "corpus_file",
-        "local TSV/CSV/JSONL/Parquet file with one column per language",
-        "corpus",
-        check=path,
-        label="Corpus file",
-        example="on the worker host, in <results root>/_corpora/ or another --corpus-dir of the worker",
-    ),
-    _S(
-        "languages",
-        "comma-separated language codes in run order",
-        "corpus",
-        check=languages,
-        label="Languages",
-        example="en,es",
-    ),
-    _S(
-        "sample_size",
-        "pairs to sample (shuffle(seed).select(range(n))), or 'all'",
-        "corpus",
-        check=sample_size,
-        label="Sample size",
-        example="a number, or all",
-    ),
-    _S(
-        "seed",
-        "sampling seed (the post: 42)",
-        "corpus",
-        "int",
-        check=integer(0, 2**32 - 1),
-        label="Seed",
-    ),
-    # -- the extraction
-    _S(
-        "max_tokens",
-        "real tokens kept per sentence (longer: truncated, counted)",
-        "extraction",
-        "int",
-        check=integer(1, 8192),
-        label="Max tokens",
-    ),
-    _S(
-        "batch_size",
-        "sentences per forward pass",
-        "extraction",
-        "int",
-        check=integer(1, 4096),
-        label="Batch size",
-    ),
-    _S(
-        "batch_tokens",
-        "padded tokens per forward pass, at most",
-        "extraction",
-        "int",
-        check=integer(1, 10_000_000),
-        label="Batch tokens",
-        form="more",
-    ),
-    _S(
-        "chunk_pairs",
-        "pairs per staged chunk (the unit of --resume)",
-        "extraction",
-        "int",
-        check=integer(1, 1_000_000),
-        label="Chunk pairs",
-        form="more",
-    ),
-    _S(
-        "device",
-        "auto (default) picks CUDA when present",
-        "extraction",
-        "choice",
-        DEVICES,
-        check=choice(DEVICES),
-        label="Device",
-    ),
-)
-
-BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-OVERRIDES: dict[str, Setting] = {s.name: s for s in SETTINGS if s.override}
-"""Settings that override a field of the preset's config."""
-JOB_OVERRIDES: dict[str, Setting] = {s.name: s for s in OVERRIDES.values() if s.queueable}
-"""The overrides a queued job may carry."""
-GROUP_TITLES: dict[Group, str] = {
+GROUP_TITLES: dict[str, str] = {
     "run": "how the command runs",
+    "sweep": "the sweep",
     "executor": "where the extraction runs",
     "model": "model (overrides the preset)",
     "sae": "SAE (overrides the preset)",
     "corpus": "corpus (overrides the preset)",
     "extraction": "extraction (overrides the preset)",
 }
+"""Help sections, in the order ``--help`` lists them (a field's ``group``)."""
+MAX_LANGUAGES = 8
+MAX_SAMPLE_SIZE = 10_000_000
+M = TypeVar("M", bound=BaseModel)
 
 
-def setting(name: str) -> Setting:
-    return BY_NAME[name]
+class SettingsError(ValueError):
+    """Settings that fail validation; the message names the field, never the value."""
 
 
-def form_settings(place: FormPlace) -> list[Setting]:
-    """The job overrides the ``/recompute`` form shows at ``place``, in declaration order."""
-    return [s for s in JOB_OVERRIDES.values() if s.label and s.form == place]
+class RequestError(SettingsError):
+    """A job request that fails validation; the message names the field."""
+
+
+# ------------------------------------------------------------- types ---
+
+
+def _matching(pattern: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"not a valid {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _no_parent(value: str) -> str:
+    if ".." in value.split("/"):
+        raise ValueError("'..' is not allowed in paths")
+    return value
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    return value
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+Name = Annotated[str, _matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "name (no slashes)")]
+"""A model name, SAE release, dataset config, column name."""
+RepoId = Annotated[
+    str,
+    _matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?", "repo id"),
+]
+"""A Hugging Face id: ``name`` or ``owner/name``."""
+SaeId = Annotated[str, _matching(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}", "SAE id")]
+Hook = Annotated[str, _matching(r"[A-Za-z0-9_][A-Za-z0-9_.]{0,127}", "hook name")]
+Split = Annotated[str, _matching(r"[A-Za-z0-9_][A-Za-z0-9_.:%\[\]+-]{0,63}", "dataset split")]
+HostPath = Annotated[
+    str,
+    _matching(
+        r"[A-Za-z0-9_./~][A-Za-z0-9_./~+@=,-]{0,1023}",
+        "path on the worker host (letters, digits, . _ / ~ + @ = , -)",
+    ),
+    AfterValidator(_no_parent),
+]
+"""A path on the worker host: plain characters, no ``..`` component."""
+Int = Annotated[int, BeforeValidator(_not_bool), BeforeValidator(_strip)]
+"""An integer (a string of digits too: form fields are text), never a boolean."""
+Float = Annotated[float, BeforeValidator(_not_bool)]
+RunId = Annotated[str, _matching(RUN_ID_PATTERN.pattern, "run id (letters, digits, . _ -)")]
+Person = Annotated[str, _matching(r"[^\x00-\x1f\x7f]{1,200}", "name or email")]
+DType = Literal["float32", "bfloat16", "float16", "float64"]
+Device = Literal["auto", "cpu", "cuda"]
+PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
+
+
+def _languages(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [x.strip() for x in value.split(",") if x.strip()]
+    if not isinstance(value, list | tuple) or not 2 <= len(value) <= MAX_LANGUAGES:
+        raise ValueError(f"give 2 to {MAX_LANGUAGES} language codes")
+    for code in value:
+        if not isinstance(code, str) or not LANG_PATTERN.fullmatch(code) or code == "global":
+            raise ValueError("give language codes such as 'en' or 'es'")
+    if len(set(value)) != len(value):
+        raise ValueError("languages repeat")
+    return list(value)
+
+
+def _sample_size(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,12}\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("give a number of pairs, or 'all'")
+    if not 1 <= value <= MAX_SAMPLE_SIZE:
+        raise ValueError(f"give 1..{MAX_SAMPLE_SIZE} pairs, or 'all'")
+    return value
+
+
+Languages = Annotated[list[str], BeforeValidator(_languages)]
+SampleSize = Annotated[int | str, BeforeValidator(_sample_size)]
+
+
+# ------------------------------------------------------------ models ---
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+GS2 = "gemma-scope-2-270m: "
+FORM_PATH = "on the worker host, in <results root>/_models/ or another --model-dir of the worker"
+
+
+class PresetOverrides(_Settings):
+    """Overrides of a preset's config; ``None`` keeps the preset's value. ``target``: the
+    config field each replaces (``contract.overrides.with_overrides`` sets it there)."""
+
+    # -- the model
+    model: RepoId | None = option(
+        None,
+        "TransformerLens model name (architecture when --model-path is given)",
+        group="model",
+        job=True,
+        form="main",
+        label="Model",
+        example="gemma-2-2b",
+        target="model.name",
+    )
+    model_path: HostPath | None = option(
+        None,
+        "local Hugging Face checkpoint directory (weights + tokenizer)",
+        group="model",
+        job=True,
+        form="more",
+        label="Model path",
+        example=FORM_PATH,
+        target="model.path",
+    )
+    dtype: DType | None = option(
+        None,
+        "model dtype (gemma-2-2b: bfloat16)",
+        group="model",
+        job=True,
+        form="main",
+        label="Model dtype",
+        target="model.dtype",
+    )
+    # -- the SAE
+    sae_release: Name | None = option(
+        None,
+        "SAE-Lens release",
+        group="sae",
+        job=True,
+        form="main",
+        label="SAE release",
+        example="gemma-scope-2b-pt-res-canonical",
+        target="sae.release",
+    )
+    sae_id: SaeId | None = option(
+        None,
+        "SAE id in the release",
+        group="sae",
+        job=True,
+        form="main",
+        label="SAE id",
+        example="layer_20/width_16k/canonical",
+        target="sae.sae_id",
+    )
+    sae_path: HostPath | None = option(
+        None,
+        "local SAE-Lens directory (SAE.save_model output)",
+        group="sae",
+        job=True,
+        form="more",
+        label="SAE path",
+        example=FORM_PATH,
+        target="sae.path",
+    )
+    layer: Int | None = option(
+        None,
+        GS2 + "the block whose residual-stream SAE to use (default 12)",
+        group="sae",
+        job=True,
+        form="more",
+        label="SAE layer (Gemma Scope 2)",
+        metavar="N",
+        ge=0,
+        le=255,
+    )
+    width: Literal[GS2_WIDTHS] | None = option(  # type: ignore[valid-type]
+        None,
+        GS2 + "SAE width (default 16k)",
+        group="sae",
+        job=True,
+        form="more",
+        label="SAE width (Gemma Scope 2)",
+    )
+    l0: Literal[GS2_L0S] | None = option(  # type: ignore[valid-type]
+        None,
+        GS2 + "SAE sparsity, small/medium/big L0 (default medium)",
+        group="sae",
+        job=True,
+        form="more",
+        label="SAE L0 (Gemma Scope 2)",
+    )
+    hook: Hook | None = option(
+        None,
+        "hook the SAE reads (default: the SAE's own metadata)",
+        group="sae",
+        job=True,
+        form="more",
+        label="Hook",
+        target="sae.hook_name",
+    )
+    neuronpedia_id: SaeId | None = option(
+        None,
+        "Neuronpedia model/SAE id for feature links",
+        group="sae",
+        job=True,
+        form="more",
+        label="Neuronpedia id",
+        target="sae.neuronpedia_id",
+    )
+    sae_dtype: DType | None = option(
+        None,
+        "SAE dtype (default float32)",
+        group="sae",
+        job=True,
+        form="main",
+        label="SAE dtype",
+        target="sae.dtype",
+    )
+    # -- the corpus
+    dataset: RepoId | None = option(
+        None,
+        "Hugging Face dataset id",
+        group="corpus",
+        job=True,
+        form="main",
+        label="Dataset",
+        example="Helsinki-NLP/opus_books",
+        target="corpus.dataset",
+    )
+    dataset_config: Name | None = option(
+        None,
+        "dataset configuration",
+        group="corpus",
+        job=True,
+        form="main",
+        label="Dataset config",
+        example="en-es",
+        target="corpus.config",
+    )
+    split: Split | None = option(
+        None,
+        "dataset split (default train)",
+        group="corpus",
+        job=True,
+        form="main",
+        label="Split",
+        example="train",
+        target="corpus.split",
+    )
+    field: Annotated[str, _matching(r"|[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "column name")] | None = (
+        option(
+            None,
+            "dataset column holding {lang: text} dicts; '' for one column per language",
+            group="corpus",
+            job=True,
+            form="more",
+            label="Dataset field",
+            example="translation",
+            target="corpus.field",
+        )
+    )
+    corpus_file: HostPath | None = option(
+        None,
+        "local TSV/CSV/JSONL/Parquet file with one column per language",
+        group="corpus",
+        job=True,
+        form="main",
+        label="Corpus file",
+        example="on the worker host, in <results root>/_corpora/ or another --corpus-dir of the worker",
+        target="corpus.path",
+    )
+    languages: Languages | None = option(
+        None,
+        "comma-separated language codes in run order",
+        group="corpus",
+        job=True,
+        form="main",
+        label="Languages",
+        example="en,es",
+        target="corpus.languages",
+    )
+    sample_size: SampleSize | None = option(
+        None,
+        "pairs to sample (shuffle(seed).select(range(n))), or 'all'",
+        group="corpus",
+        job=True,
+        form="main",
+        label="Sample size",
+        example="a number, or all",
+        target="corpus.sample_size",
+    )
+    seed: Int | None = option(
+        None,
+        "sampling seed (the post: 42)",
+        group="corpus",
+        job=True,
+        form="main",
+        label="Seed",
+        target="corpus.seed",
+        ge=0,
+        le=2**32 - 1,
+    )
+    # -- the extraction
+    max_tokens: Int | None = option(
+        None,
+        "real tokens kept per sentence (longer: truncated, counted)",
+        group="extraction",
+        job=True,
+        form="main",
+        label="Max tokens",
+        target="extraction.max_tokens",
+        ge=1,
+        le=8192,
+    )
+    batch_size: Int | None = option(
+        None,
+        "sentences per forward pass",
+        group="extraction",
+        job=True,
+        form="main",
+        label="Batch size",
+        target="extraction.batch_size",
+        ge=1,
+        le=4096,
+    )
+    batch_tokens: Int | None = option(
+        None,
+        "padded tokens per forward pass, at most",
+        group="extraction",
+        job=True,
+        form="more",
+        label="Batch tokens",
+        target="extraction.batch_tokens",
+        ge=1,
+        le=10_000_000,
+    )
+    chunk_pairs: Int | None = option(
+        None,
+        "pairs per staged chunk (the unit of --resume)",
+        group="extraction",
+        job=True,
+        form="more",
+        label="Chunk pairs",
+        target="extraction.chunk_pairs",
+        ge=1,
+        le=1_000_000,
+    )
+    device: Device | None = option(
+        None,
+        "auto (default) picks CUDA when present",
+        group="extraction",
+        job=True,
+        form="main",
+        label="Device",
+        target="extraction.device",
+    )
+
+    def given(self) -> dict[str, Any]:
+        """The overrides that are set (not None), by name."""
+        return {
+            name: getattr(self, name)
+            for name in PresetOverrides.model_fields
+            if getattr(self, name) is not None
+        }
+
+
+class ExecutorSettings(_Settings):
+    """Where the extraction runs (``python -m precompute worker`` takes these too and passes
+    them on to every run it starts)."""
+
+    executor: Literal["local", "ray"] = option(
+        "local",
+        "local: this process (default); ray: shards on the actors of a Ray cluster "
+        "(docs/cluster.md)",
+        group="executor",
+    )
+    ray_address: str | None = option(
+        None,
+        "Ray cluster to use (e.g. auto, or ray://head:10001); default: start a local one",
+        group="executor",
+        metavar="ADDRESS",
+    )
+    workers: Int | None = option(
+        None,
+        "Ray actors extracting at once, each loading the model once (default 1)",
+        group="executor",
+        metavar="N",
+        ge=1,
+    )
+    gpus_per_worker: Float | None = option(
+        None,
+        "GPUs each Ray actor reserves (default: 1 when the cluster has GPUs and --device "
+        "is not cpu, else 0; with 0 the actors reserve CPUs)",
+        group="executor",
+        metavar="G",
+        ge=0,
+    )
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> ExecutorSettings:
+        ray_flags = [
+            flag
+            for name, flag in (
+                ("ray_address", "--ray-address"),
+                ("workers", "--workers"),
+                ("gpus_per_worker", "--gpus-per-worker"),
+            )
+            if getattr(self, name) is not None
+        ]
+        if self.executor != "ray" and ray_flags:
+            raise ValueError(f"{', '.join(ray_flags)} only apply with --executor ray")
+        return self
+
+    def executor_values(self) -> dict[str, Any]:
+        """The executor settings that differ from the defaults (what a worker passes on)."""
+        return self.model_dump(include=set(ExecutorSettings.model_fields), exclude_defaults=True)
+
+
+PRESET_HELP = (
+    "starting config: gemma-2-2b is the post's setup (GPU), gemma-3-270m the offline "
+    "Gemma 3 checkpoint, gemma-scope-2-270m Gemma 3 270M with Gemma Scope 2 SAEs, tiny an "
+    "offline CPU model in seconds"
+)
+PROGRESS_HELP = "also append machine-readable progress, one JSON object per line, to this file"
+
+
+class RunSettings(PresetOverrides, ExecutorSettings):
+    """Every setting of ``python -m precompute run``."""
+
+    preset: PresetName = option(..., PRESET_HELP, group="run", job=True, label="Preset")
+    out: str | None = option(
+        None, "results root (default: $BILINGUAL_RESULTS_DIR or results/)", group="run"
+    )
+    run_id: RunId | None = option(
+        None,
+        "run directory name (default: the preset's name)",
+        group="run",
+        job=True,
+        label="Run id",
+        example="<preset>-<job id>",
+    )
+    overwrite: StrictBool = option(
+        False,
+        "replace an existing run (and discard its staging)",
+        group="run",
+        job=True,
+        label="Replace an existing run of this id",
+    )
+    resume: StrictBool = option(
+        False,
+        "continue a killed run from its last finished chunk",
+        group="run",
+        job=True,
+        label="Resume a staged, unfinished run",
+    )
+    shard: Int = option(0, "this host's shard index (0-based)", group="run", ge=0)
+    num_shards: Int = option(1, "number of shards the corpus is split into", group="run", ge=1)
+    staging: str | None = option(
+        None, "local directory for staged chunks (default: <out>/.<run id>.staging)", group="run"
+    )
+    dry_run: StrictBool = option(
+        False, "print the resolved config and offline checks, run nothing", group="run"
+    )
+    quiet: StrictBool = option(False, "no progress bars", group="run")
+    no_logits: StrictBool = option(
+        False,
+        "skip the logit effects and decoder neighbours computed after the run (docs/evidence.md)",
+        group="run",
+    )
+    progress_jsonl: str | None = option(None, PROGRESS_HELP, group="run", metavar="PATH")
+    push_to: list[str] = option(
+        default_factory=list,
+        help="then publish the finished run to this results root, e.g. "
+        "hf://datasets/<user>/<repo> (repeatable)",
+        group="run",
+        metavar="URL",
+    )
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> RunSettings:
+        if self.shard >= self.num_shards:
+            raise ValueError(f"--shard must be in 0..{self.num_shards - 1}")
+        return self
+
+
+class SweepSettings(PresetOverrides):
+    """Every setting of ``python -m precompute sweep`` (one run per layer)."""
+
+    preset: PresetName = option(..., PRESET_HELP, group="run", job=True)
+    layers: str | list[int] = option(
+        ..., "comma-separated layers, e.g. 3,6,9,12 (one run each)", group="sweep", job=True
+    )
+    sweep_id: RunId | None = option(
+        None, "sweep name (default: <preset>-sweep); runs <id>-l<N>", group="sweep", job=True
+    )
+    sae_paths: str | None = option(
+        None,
+        "local SAE directories, one per layer in the order of --layers (comma-separated)",
+        group="sweep",
+    )
+    sae_pattern: str | None = option(
+        None,
+        "local SAE directory with {layer} in it, e.g. 'saes/gemma3-270m-l{layer}-topk48-4096'",
+        group="sweep",
+        job=True,
+    )
+    compare_threshold: Float = option(
+        0.7,
+        "decoder cosine that counts as the same direction in the cross-layer comparison "
+        "written at the end (default 0.7; docs/sweep.md)",
+        group="sweep",
+        ge=-1,
+        le=1,
+    )
+    out: str | None = option(
+        None, "results root (default: $BILINGUAL_RESULTS_DIR or results/)", group="run"
+    )
+    overwrite: StrictBool = option(
+        False, "replace existing runs of the sweep", group="run", job=True
+    )
+    resume: StrictBool = option(False, "continue a killed sweep", group="run", job=True)
+    quiet: StrictBool = option(False, "no progress bars", group="run")
+    progress_jsonl: str | None = option(None, PROGRESS_HELP, group="run", metavar="PATH")
+
+    @model_validator(mode="after")
+    def _no_single_layer(self) -> SweepSettings:
+        if self.layer is not None:
+            raise ValueError("a sweep takes --layers (several), not --layer")
+        return self
+
+
+def job_view(model: type[M]) -> type[M]:
+    """The fields of ``model`` a queued job may set (``job=True``), as a model that
+    refuses every other field."""
+    fields = {
+        name: (info.annotation, info)
+        for name, info, meta in options(model)
+        if meta.job and name in model.model_fields
+    }
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"Job{model.__name__}",
+        __config__=ConfigDict(extra="forbid", frozen=True, protected_namespaces=()),
+        **fields,
+    )
+
+
+JobSettings = job_view(RunSettings)
+"""What a queued run job may set: :class:`RunSettings`' fields with ``job=True``."""
+JOB_OVERRIDES: tuple[str, ...] = tuple(
+    name for name, _, meta in options(PresetOverrides) if meta.job
+)
+"""Names of the overrides a queued job may carry (derived from the fields)."""
+
+
+# ------------------------------------------------------- validation ---
+
+
+def error_text(exc: ValidationError, limit: int = 3) -> str:
+    """``field: problem; ...`` for a pydantic error, without the values."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False)[:limit]:
+        name = next((str(p) for p in err["loc"] if isinstance(p, str)), "")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required"
+        problems.append(f"{name}: {msg[:200]}" if name else msg[:200])
+    return "; ".join(problems)
+
+
+def validate(
+    model: type[M], data: Mapping[str, Any], error: type[SettingsError] = SettingsError
+) -> M:
+    """``data`` as ``model`` or ``error`` naming the fields that are wrong."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise error(error_text(exc)) from None
+
+
+def check_value(model: type[BaseModel], name: str, value: Any) -> Any:
+    """One field's value, validated by its declared type (RequestError naming it)."""
+    info = model.model_fields[name]
+    probe = create_model("Probe", **{name: (info.annotation, info)})
+    try:
+        return getattr(probe.model_validate({name: value}), name)
+    except ValidationError as exc:
+        raise RequestError(error_text(exc)) from None
+
+
+# --------------------------------------------------------- docs table ---
+
+
+def _base(annotation: Any) -> Any:
+    """``X | None`` -> ``X``; ``Annotated[X, ...]`` -> ``X``."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def choices(annotation: Any) -> tuple[Any, ...] | None:
+    """The choices of a ``Literal`` field (None for other types)."""
+    base = _base(annotation)
+    return get_args(base) if get_origin(base) is Literal else None
+
+
+def is_flag(annotation: Any) -> bool:
+    """A switch (``--quiet``): a boolean field."""
+    return _base(annotation) is bool
+
+
+def is_multi(annotation: Any) -> bool:
+    """Repeatable (``--push-to a --push-to b``): a plain list field (a list parsed from one
+    text, such as ``languages``, is ``Annotated``)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else annotation
+    return get_origin(annotation) is list
+
+
+def type_text(annotation: Any, info: Any) -> str:
+    """A short description of a field's type and bounds for the docs."""
+    found = choices(annotation)
+    if found is not None:
+        return " \\| ".join(f"`{c}`" for c in found)
+    base = _base(annotation)
+    name = {int: "integer", float: "number", bool: "switch", str: "text"}.get(base, "")
+    if not name:
+        name = "list" if get_origin(base) is list else "text"
+    lo = hi = None
+    for item in info.metadata:
+        lo = getattr(item, "ge", lo)
+        hi = getattr(item, "le", hi)
+    if lo is not None or hi is not None:
+        name += f" {'' if lo is None else lo}..{'' if hi is None else hi}"
+    return name
+
+
+def grouped_options(model: type[BaseModel]) -> list[tuple[str, Any, Any]]:
+    """``model``'s options ordered by help section (:data:`GROUP_TITLES`), then declaration."""
+    order = list(GROUP_TITLES)
+    return sorted(
+        options(model), key=lambda o: order.index(o[2].group) if o[2].group in order else -1
+    )
+
+
+def options_markdown(model: type[BaseModel]) -> str:
+    """A markdown table of ``model``'s options: flag, type, default, job-settable, help."""
+    rows = [
+        "| option | type | default | job | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, info, meta in grouped_options(model):
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = "none"
+        elif info.default is None:
+            default = "preset's" if meta.target or name in ("layer", "width", "l0") else "none"
+        else:
+            default = f"`{info.default}`"
+        help_text = (info.description or "").replace("|", "\\|")
+        rows.append(
+            f"| `{meta.flag}` | {type_text(info.annotation, info)} | {default} | "
+            f"{'yes' if meta.job else ''} | {help_text} |"
+        )
+    return "\n".join(rows) + "\n"

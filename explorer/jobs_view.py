@@ -4,8 +4,9 @@ Reads go through ``contract.queue.JobQueue`` (torch-free) and are cached
 for a couple of seconds, shared by every browser session watching the page,
 so many viewers cost one read of the queue per refresh. The job form returns
 plain values; ``contract.request.validate_request`` (the same function
-the worker uses) decides what is accepted. The form's fields are the job
-overrides that ``contract.settings`` gives a label.
+the worker uses) decides what is accepted. The form's fields are the
+job-settable preset overrides that ``contract.settings`` gives a form place
+(``form="main"``: the grid, ``"more"``: the "More options" expander).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from contract.fields import OptionMeta, options
 from contract.overrides import preset_values
 from contract.presets import preset as preset_config
 from contract.queue import Job, JobQueue, age_seconds
 from contract.request import JOB_KINDS
-from contract.settings import Setting, form_settings, setting
+from contract.settings import PresetOverrides, RunSettings, choices
 from explorer.safe_text import hide_paths, md
 
 REFRESH_S = 3
@@ -182,8 +184,20 @@ def heartbeat_note(job: Job, now: float | None = None) -> str | None:
 # ----------------------------------------------------------------- form ---
 
 
-def _help(s: Setting) -> str:
-    return f"{s.help} ({s.example})" if s.example else s.help
+FormField = tuple[str, Any, OptionMeta]
+"""``(name, pydantic field, option metadata)`` of one form field."""
+
+
+def form_fields(place: str) -> list[FormField]:
+    """The job overrides the form shows at ``place`` (``main`` or ``more``), in declaration
+    order."""
+    return [o for o in options(PresetOverrides) if o[2].job and o[2].form == place]
+
+
+def _help(field: FormField) -> str:
+    _, info, meta = field
+    text = info.description or ""
+    return f"{text} ({meta.example})" if meta.example else text
 
 
 def _keep(value: str) -> str:
@@ -191,30 +205,39 @@ def _keep(value: str) -> str:
     return f"{hide_paths(value)} (preset's)" if value else "(preset's: none)"
 
 
-def _field_ui(container, s: Setting, prefix: str, values: Mapping[str, str]) -> None:
+def _field_ui(container, field: FormField, prefix: str, values: Mapping[str, str]) -> None:
     """One override's widget: a selectbox for a choice, else a text input (validation
     decides). Left empty, it keeps the preset's value, which it shows."""
-    keep = _keep(values.get(s.name, ""))
-    if s.kind == "choice":
+    name, info, meta = field
+    keep = _keep(values.get(name, ""))
+    found = choices(info.annotation)
+    if found is not None:
         container.selectbox(
-            s.label,
-            [PRESET_DEFAULT, *s.choices],
-            key=f"{prefix}_{s.name}",
-            help=s.help,
+            meta.label,
+            [PRESET_DEFAULT, *found],
+            key=f"{prefix}_{name}",
+            help=info.description,
             format_func=lambda v: keep if v == PRESET_DEFAULT else v,
         )
     else:
-        container.text_input(s.label, key=f"{prefix}_{s.name}", placeholder=keep, help=_help(s))
+        container.text_input(
+            meta.label, key=f"{prefix}_{name}", placeholder=keep, help=_help(field)
+        )
+
+
+def _run_field(name: str) -> tuple[Any, OptionMeta]:
+    found = {n: (info, meta) for n, info, meta in options(RunSettings)}
+    return found[name]
 
 
 def preset_ui(prefix: str = "recompute_form") -> str:
     """The preset picker, outside the form so that the fields show the chosen preset's values."""
-    preset = setting("preset")
-    choices = list(preset.choices)
+    info, meta = _run_field("preset")
+    names = list(choices(info.annotation) or ())
     key = f"{prefix}_preset"
-    if st.session_state.get(key) not in choices:
-        st.session_state[key] = DEFAULT_PRESET if DEFAULT_PRESET in choices else choices[0]
-    return str(st.selectbox(preset.label, choices, key=key, help=preset.help))
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = DEFAULT_PRESET if DEFAULT_PRESET in names else names[0]
+    return str(st.selectbox(meta.label, names, key=key, help=info.description))
 
 
 def job_form_ui(
@@ -228,12 +251,12 @@ def job_form_ui(
     """
     values = preset_values(preset_config(preset_ui(prefix)))
     with st.form(prefix):
-        run_id = setting("run_id")
+        info, meta = _run_field("run_id")
         st.text_input(
-            run_id.label,
+            meta.label,
             key=f"{prefix}_run_id",
-            placeholder=run_id.example,
-            help=run_id.help + "; a sweep's id (its runs are <id>-l<layer>)",
+            placeholder=meta.example,
+            help=f"{info.description}; a sweep's id (its runs are <id>-l<layer>)",
         )
         c1, c2, c3 = st.columns(3)
         c1.selectbox(
@@ -258,15 +281,15 @@ def job_form_ui(
             "_models/gemma3-270m-l{layer}-topk48-4096",
         )
         cols = st.columns(3)
-        for i, s in enumerate(form_settings("main")):
-            _field_ui(cols[i % 3], s, prefix, values)
+        for i, field in enumerate(form_fields("main")):
+            _field_ui(cols[i % 3], field, prefix, values)
         with st.expander("More options"):
             cols = st.columns(3)
-            for i, s in enumerate(form_settings("more")):
-                _field_ui(cols[i % 3], s, prefix, values)
+            for i, field in enumerate(form_fields("more")):
+                _field_ui(cols[i % 3], field, prefix, values)
         c1, c2, c3 = st.columns(3)
-        c1.checkbox(setting("overwrite").label, key=f"{prefix}_overwrite")
-        c2.checkbox(setting("resume").label, value=True, key=f"{prefix}_resume")
+        c1.checkbox(_run_field("overwrite")[1].label, key=f"{prefix}_overwrite")
+        c2.checkbox(_run_field("resume")[1].label, value=True, key=f"{prefix}_resume")
         c3.checkbox("Publish to the worker's --push-to roots", value=True, key=f"{prefix}_publish")
         st.form_submit_button(
             "Queue the job",
@@ -279,7 +302,7 @@ def job_form_ui(
 def form_request(state: Mapping[str, Any], prefix: str = "recompute_form") -> dict[str, Any]:
     """The raw request the form's widgets (in ``state``) describe."""
     overrides = {}
-    for name in (s.name for s in [*form_settings("main"), *form_settings("more")]):
+    for name, _, _ in [*form_fields("main"), *form_fields("more")]:
         value = state.get(f"{prefix}_{name}")
         if value in (None, "", PRESET_DEFAULT):
             continue

@@ -7,114 +7,141 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from contract.fields import options
 from contract.overrides import with_overrides
 from contract.presets import preset
-from contract.settings import GROUP_TITLES, OVERRIDES, SETTINGS
+from contract.settings import (
+    GROUP_TITLES,
+    RunSettings,
+    SettingsError,
+    choices,
+    grouped_options,
+    is_flag,
+    is_multi,
+    validate,
+)
 from precompute.cli import Handler, command
-from precompute.cluster.executor_args import check_executor_args
+
+CONFIG_HELP = (
+    "read the settings from this JSON file (an object of setting: value, as the worker "
+    "writes it); flags given as well replace its values"
+)
 
 
-def add_settings(p: argparse.ArgumentParser, groups: tuple[str, ...] | None = None) -> None:
-    """Options for the entries of ``contract.settings.SETTINGS`` (those of ``groups``, or all:
-    the run command's options)."""
-    targets = {
-        group: (p if group == "run" else p.add_argument_group(title))
-        for group, title in GROUP_TITLES.items()
-        if groups is None or group in groups
-    }
-    for s in SETTINGS:
-        if s.group not in targets:
+def add_settings(
+    p: argparse.ArgumentParser, model: type[BaseModel], groups: tuple[str, ...] | None = None
+) -> None:
+    """One option per field of ``model`` (those of ``groups``, or all), under its help section.
+
+    Options default to absent (``argparse.SUPPRESS``) and take text: the model's
+    pydantic validation (:func:`settings_from_args`) checks and converts every value."""
+    sections: dict[str | None, argparse._ActionsContainer] = {None: p, "run": p}
+    for name, info, meta in grouped_options(model):
+        if groups is not None and meta.group not in groups:
             continue
-        target = targets[s.group]
-        if s.kind == "flag":
-            target.add_argument(s.flag, dest=s.name, action="store_true", help=s.help)
+        if meta.group not in sections:
+            sections[meta.group] = p.add_argument_group(GROUP_TITLES.get(meta.group, meta.group))
+        target = sections[meta.group]
+        kwargs: dict = {"dest": name, "default": argparse.SUPPRESS, "help": info.description}
+        if is_flag(info.annotation):
+            target.add_argument(meta.flag, action="store_true", **kwargs)
             continue
-        if s.kind == "multi":
-            target.add_argument(
-                s.flag,
-                dest=s.name,
-                action="append",
-                default=list(s.default),
-                metavar=s.metavar,
-                help=s.help,
-            )
-            continue
-        kwargs = (
-            {"type": {"int": int, "float": float}[s.kind]} if s.kind in ("int", "float") else {}
-        )
-        if s.kind == "choice":
-            kwargs["choices"] = s.choices
-        target.add_argument(
-            s.flag,
-            dest=s.name,
-            default=s.default,
-            required=s.required,
-            metavar=s.metavar,
-            help=s.help,
-            **kwargs,
-        )
+        found = choices(info.annotation)
+        metavar = meta.metavar or ("{" + ",".join(map(str, found)) + "}" if found else None)
+        if is_multi(info.annotation):
+            kwargs["action"] = "append"
+        target.add_argument(meta.flag, metavar=metavar, **kwargs)
 
 
-def config_from_args(args: argparse.Namespace):
-    """The preset named by ``--preset`` with every override the command line gave."""
-    return with_overrides(preset(args.preset), **{name: getattr(args, name) for name in OVERRIDES})
+def add_config_option(p: argparse.ArgumentParser) -> None:
+    # TODO(18b): --config becomes a generic option of every command in precompute/cli.py.
+    p.add_argument("--config", metavar="FILE", default=None, help=CONFIG_HELP)
+
+
+def read_config(path: str) -> dict:
+    """The settings object of a ``--config`` JSON file (SettingsError when it is not one)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"--config: no such file {path}") from None
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"--config: {path} is not a JSON file ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"--config: {path} must hold a JSON object of setting: value")
+    return data
+
+
+def settings_from_args(model: type[BaseModel], args: argparse.Namespace) -> BaseModel:
+    """``model`` from the ``--config`` file (if any) and the flags given, validated once."""
+    data = read_config(args.config) if getattr(args, "config", None) else {}
+    given = {name: getattr(args, name) for name, _, _ in options(model) if hasattr(args, name)}
+    return validate(model, {**data, **given})
+
+
+def config_from_settings(settings: RunSettings):
+    """The preset that ``settings`` names with every override it gives."""
+    return with_overrides(preset(settings.preset), settings)
 
 
 @command("run", "extract SAE activations over a parallel corpus into a scored run directory")
 def _run_args(p: argparse.ArgumentParser) -> Handler:
-    add_settings(p)
+    add_config_option(p)
+    add_settings(p, RunSettings)
+    return lambda args: run(settings_from_args(RunSettings, args))  # type: ignore[arg-type]
 
-    def run(args: argparse.Namespace) -> int:
-        from bilingual_core import results_root_from_env
 
-        check_executor_args(args)
-        config = config_from_args(args)
-        out = args.out or results_root_from_env()
-        run_id = args.run_id or config.preset or "run"
-        if args.dry_run:
-            return _dry_run(config, out, run_id)
-        from bilingual_core.progress import stream_to
+def run(settings: RunSettings) -> int:
+    """``python -m precompute run`` with validated settings."""
+    from bilingual_core import results_root_from_env
 
-        with stream_to(args.progress_jsonl):
-            if args.executor == "ray":
-                from precompute.cluster.ray_executor import run_from_args
+    config = config_from_settings(settings)
+    out = settings.out or results_root_from_env()
+    run_id = settings.run_id or config.preset or "run"
+    if settings.dry_run:
+        return _dry_run(config, out, run_id)
+    from bilingual_core.progress import stream_to
 
-                result = run_from_args(config, out, run_id, args)
-            else:
-                from precompute.extract.pipeline import run_extraction
+    with stream_to(settings.progress_jsonl):
+        if settings.executor == "ray":
+            from precompute.cluster.ray_executor import run_from_args
 
-                result = run_extraction(
-                    config,
-                    out,
-                    run_id,
-                    overwrite=args.overwrite,
-                    resume=args.resume,
-                    shard=args.shard,
-                    num_shards=args.num_shards,
-                    staging=args.staging,
-                    progress=not args.quiet,
-                )
-        if args.num_shards > 1:
-            print(
-                f"shard {args.shard} of {args.num_shards} staged in {result.directory}; when every shard "
-                f"is done: python -m precompute merge --shards <each shard dir> --out {out} --run-id {run_id}"
+            result = run_from_args(config, out, run_id, settings)
+        else:
+            from precompute.extract.pipeline import run_extraction
+
+            result = run_extraction(
+                config,
+                out,
+                run_id,
+                overwrite=settings.overwrite,
+                resume=settings.resume,
+                shard=settings.shard,
+                num_shards=settings.num_shards,
+                staging=settings.staging,
+                progress=not settings.quiet,
             )
-            return 0
-        _print_summary(result, out)
-        if not args.no_logits:  # logit effects + decoder neighbours (precompute/evidence)
-            from precompute.evidence.commands import logits_after_run
-
-            logits_after_run(f"{str(out).rstrip('/')}/{run_id}", progress=not args.quiet)
-        for url in args.push_to:
-            from precompute.publishing.publish import publish_run
-
-            location = publish_run(
-                f"{str(out).rstrip('/')}/{run_id}", url, overwrite=args.overwrite
-            )
-            print(f"published to {location}")
+    if settings.num_shards > 1:
+        print(
+            f"shard {settings.shard} of {settings.num_shards} staged in {result.directory}; when "
+            f"every shard is done: python -m precompute merge --shards <each shard dir> --out {out} "
+            f"--run-id {run_id}"
+        )
         return 0
+    _print_summary(result, out)
+    if not settings.no_logits:  # logit effects + decoder neighbours (precompute/evidence)
+        from precompute.evidence.commands import logits_after_run
 
-    return run
+        logits_after_run(f"{str(out).rstrip('/')}/{run_id}", progress=not settings.quiet)
+    for url in settings.push_to:
+        from precompute.publishing.publish import publish_run
+
+        location = publish_run(
+            f"{str(out).rstrip('/')}/{run_id}", url, overwrite=settings.overwrite
+        )
+        print(f"published to {location}")
+    return 0
 
 
 @command("merge", "join the staged shards of a sharded run into one scored run directory")

@@ -28,13 +28,18 @@ from precompute.serve.worker import Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Stands in for `python -m precompute run`: the run id's prefix picks the behaviour.
+# Stands in for `python -m precompute run --config FILE`: reads the settings file with the
+# real models; the run id's prefix picks the behaviour.
 FAKE_RUN = textwrap.dedent("""
-    import os, sys, time
+    import json, os, sys, time
+    from contract.settings import RunSettings, SweepSettings
     command, argv = sys.argv[1], sys.argv[2:]
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    out = opts["--out"]
-    run_id = opts["--sweep-id"] if command == "sweep" else opts["--run-id"]
+    assert argv[0] == "--config" and len(argv) == 2, argv
+    model = SweepSettings if command == "sweep" else RunSettings
+    settings = model.model_validate(json.load(open(argv[1])))
+    opts = settings.model_dump()
+    out = opts["out"]
+    run_id = opts["sweep_id"] if command == "sweep" else opts["run_id"]
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "_calls.txt"), "a") as f:
         f.write(run_id + "\\n")
@@ -45,7 +50,7 @@ FAKE_RUN = textwrap.dedent("""
         sys.exit(2)
     steps = 600 if mode == "slow" else 4
     from bilingual_core.progress import bar, stream_to
-    with stream_to(opts.get("--progress-jsonl")):  # the real progress channel, real bars on stderr
+    with stream_to(opts.get("progress_jsonl")):  # the real progress channel, real bars on stderr
         b = bar(100 * steps, f"extracting {run_id} (shard 0)", "tok", show=True)
         for i in range(steps):
             time.sleep(0.05)
@@ -54,12 +59,11 @@ FAKE_RUN = textwrap.dedent("""
     from bilingual_core import SyntheticConfig, write_synthetic_run
     run_ids = [run_id]
     if command == "sweep":  # one run per layer and the sweep manifest
-        layers = [int(x) for x in opts["--layers"].split(",")]
+        layers = [int(x) for x in opts["layers"].split(",")]
         run_ids = [f"{run_id}-l{layer}" for layer in layers]
-        print("argv: " + " ".join(argv))
     for one in run_ids:
         write_synthetic_run(out, SyntheticConfig(n_pairs=40, d_sae=64, mean_tokens=8.0, run_id=one),
-                            overwrite="--overwrite" in argv)
+                            overwrite=settings.overwrite)
     if command == "sweep":
         from bilingual_core.sweep import new_sweep, write_sweep
         entries = [{"layer": x, "run_id": r, "hook_name": "h"} for x, r in zip(layers, run_ids)]
@@ -376,13 +380,14 @@ def test_sweep_job_runs_the_sweep_command_and_publishes_every_layer(
     root: str, fake_program: tuple[str, ...], tmp_path: Path
 ):
     job = submit(root, "ok-sw", kind="sweep", layers=[2, 0])
-    worker = build_worker(root, fake_program, tmp_path, run_args=("--executor=ray",))
+    worker = build_worker(root, fake_program, tmp_path, executor={"executor": "ray"})
     assert worker.run_once()
     done = JobQueue(root).get(job.id)
     assert done.state == "succeeded", done.status.error
     log = JobQueue(root).log_tail(job.id)
-    assert "precompute.py sweep --preset=tiny --sweep-id=ok-sw --layers=0,2" in log
-    assert "--executor" not in log  # the worker's executor options are for run jobs
+    assert "precompute.py sweep --config request.json" in log
+    assert '"sweep_id": "ok-sw"' in log and '"layers": "0,2"' in log
+    assert "executor" not in log  # the worker's executor settings are for run jobs
     assert [r.run_id for r in list_runs(root) if r.ok] == ["ok-sw-l0", "ok-sw-l2"]
     from bilingual_core.sweep import read_sweep
 

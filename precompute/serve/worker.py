@@ -8,9 +8,12 @@ app reads. Each pass it
    (their run was never committed: the run command writes atomically);
 3. claims the oldest queued job (an exclusive claim file: two workers never
    run the same job) and runs it as a subprocess,
-   ``[python, -m, precompute, run, --flag=value, ...]`` (``sweep`` instead of
-   ``run`` for a job of kind ``sweep``: one run per layer, in this process, so
-   the worker's ``--executor`` options do not apply to it), no shell;
+   ``[python, -m, precompute, run, --config, <tmp>/request.json]``, no shell:
+   the file is the job's validated settings (``contract.settings.RunSettings``)
+   with the fields the worker decides added (``out``, ``progress_jsonl``, the
+   worker's executor settings), read back by the same model (``sweep`` instead
+   of ``run`` for a job of kind ``sweep``: one run per layer, in this process, so
+   the worker's executor settings do not apply to it);
 4. while it runs: streams the output to ``log.txt``, follows the command's
    machine-readable progress (``--progress-jsonl``, a temporary file) into
    ``status.json`` (stage, tokens done, tokens/s, ETA) with a heartbeat, and
@@ -30,6 +33,7 @@ is unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -78,8 +82,9 @@ class WorkerConfig:
     """Command that is ``python -m precompute`` (tests substitute a stand-in)."""
     log_lines: int = 2000
     """Lines of output kept in log.txt (the last ones)."""
-    run_args: tuple[str, ...] = ()
-    """Extra ``--flag=value`` items for every run command (``--executor=ray --workers=4``)."""
+    executor: dict[str, Any] = field(default_factory=dict)
+    """Executor settings added to every run job's settings (``{"executor": "ray",
+    "workers": 4}``; ``contract.settings.ExecutorSettings``)."""
     corpus_dirs: tuple[str, ...] | None = None
     """Directories a job's ``corpus_file`` may be in (None: the results root's ``_corpora``
     folder and the bundled ``data/``)."""
@@ -259,7 +264,11 @@ class Worker:
             if problem:
                 return self._finish(job.id, status, "failed", problem)
             self._before = self.run_stamp(job.request.run_id)
-            runner = _Subprocess(self._argv(job.request), self.config.log_lines)
+            runner = _Subprocess(
+                [*self.config.program, job.request.command],
+                self.run_settings(job.request),
+                self.config.log_lines,
+            )
             self.process = runner.proc
             outcome = self._watch(job, status, runner)
             if outcome is not None:
@@ -294,14 +303,12 @@ class Worker:
             self.current = None
             self.process = None
 
-    def _argv(self, request: JobRequest) -> list[str]:
-        return [
-            *self.config.program,
-            request.command,
-            *request.run_args(),
-            f"--out={self.out_root()}",
-            *(self.config.run_args if request.kind == "run" else ()),
-        ]
+    def run_settings(self, request: JobRequest) -> dict[str, Any]:
+        """The settings the job's command runs with (its ``--config`` file, less
+        ``progress_jsonl`` which the runner adds): the request's, validated, with the
+        results root and, for a run, this worker's executor settings."""
+        executor = self.config.executor if request.kind == "run" else {}
+        return request.settings(out=self.out_root(), **executor)
 
     def out_root(self) -> str:
         """The local results root the run command writes into."""
@@ -547,20 +554,39 @@ def _die_with_parent() -> None:
         pass
 
 
-class _Subprocess:
-    """The run command, its output collected by a reader thread."""
+SETTINGS_FILE = "request.json"
+"""Name of the settings file the worker hands the command (``--config``)."""
 
-    def __init__(self, argv: list[str], log_lines: int) -> None:
+
+class _Subprocess:
+    """The run command, its output collected by a reader thread.
+
+    ``command``: ``[python, -m, precompute, run]`` (or ``sweep``); ``settings``: the
+    validated settings, written to a private temporary ``request.json`` that the
+    command reads with ``--config`` (with ``progress_jsonl`` added: progress comes
+    from the command's JSON lines, not from its rendered bars)."""
+
+    def __init__(self, command: list[str], settings: dict[str, Any], log_lines: int) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "1"}
         self.log = LogBuffer(max_lines=log_lines)
-        shown = ["python", *argv[1:]] if argv[0] == sys.executable else argv
-        # The log is public: name the results root, not where it is on this host.
-        shown = ["--out=<results root>" if a.startswith("--out=") else a for a in shown]
-        self.log.feed(f"$ {' '.join(shown)}\n")
-        # Progress comes from the command's JSON lines, not from its rendered bars.
         self.progress_dir = tempfile.mkdtemp(prefix="bilingual-job-progress-")
         self.progress_file = ProgressFile(os.path.join(self.progress_dir, "progress.jsonl"))
-        argv = [*argv, f"--progress-jsonl={self.progress_file.path}"]
+        self.settings_path = os.path.join(self.progress_dir, SETTINGS_FILE)
+        settings = {**settings, "progress_jsonl": str(self.progress_file.path)}
+        with open(self.settings_path, "w", encoding="utf-8") as handle:
+            json.dump(settings, handle, indent=1)
+        shown = ["python", *command[1:]] if command[0] == sys.executable else command
+        # The log is public: name the results root, not where it is on this host.
+        public = {
+            k: "<results root>" if k == "out" else v
+            for k, v in settings.items()
+            if k != "progress_jsonl"
+        }
+        self.log.feed(
+            f"$ {' '.join(shown)} --config {SETTINGS_FILE}\n"
+            f"{SETTINGS_FILE}: {json.dumps(public, separators=(', ', ': '))}\n"
+        )
+        argv = [*command, "--config", self.settings_path]
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(
             argv,

@@ -15,12 +15,12 @@ import json
 import signal
 import sys
 
-from contract.settings import JOB_OVERRIDES, setting
+from contract.settings import JOB_OVERRIDES, ExecutorSettings, RunSettings, choices
 from precompute.cli import Handler, command
-from precompute.cluster.executor_args import executor_run_args
+from precompute.cluster.executor_args import executor_values
 from precompute.commands import add_settings
 
-PRESET = setting("preset")
+PRESET = RunSettings.model_fields["preset"]
 
 _ROOT_HELP = "results root holding the _jobs queue (path or fsspec URL; default $BILINGUAL_RESULTS_DIR or results/)"
 
@@ -75,7 +75,7 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
         "the results root's _models/ folder and the cache of built local models)",
     )
 
-    add_settings(p, groups=("executor",))  # passed on to every run command
+    add_settings(p, ExecutorSettings)  # passed on to every run command
 
     def run(args: argparse.Namespace) -> int:
         from contract.queue import JobQueue
@@ -89,7 +89,7 @@ def _worker_args(p: argparse.ArgumentParser) -> Handler:
             work_dir=args.work_dir,
             corpus_dirs=tuple(args.corpus_dir) if args.corpus_dir else None,
             model_dirs=tuple(args.model_dir) if args.model_dir else None,
-            run_args=tuple(executor_run_args(args)),
+            executor=executor_values(args),
         )
         worker = Worker(JobQueue(_root(args)), config)
         if _root(args).startswith("hf://") and args.heartbeat_seconds < 30:
@@ -121,7 +121,9 @@ def _jobs_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("action", choices=["list", "submit", "cancel", "log"])
     p.add_argument("job_id", nargs="?", help="job id (cancel, log)")
     p.add_argument("--root", help=_ROOT_HELP)
-    p.add_argument("--preset", choices=PRESET.choices, help=f"submit: {PRESET.help}")
+    p.add_argument(
+        "--preset", choices=choices(PRESET.annotation), help=f"submit: {PRESET.description}"
+    )
     p.add_argument("--run-id", help="submit: run directory name (default <preset>-<job id>)")
     p.add_argument(
         "--set",

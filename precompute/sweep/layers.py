@@ -20,7 +20,7 @@ from bilingual_core.sweep import SweepManifest, new_sweep, write_sweep
 from contract.config import RunConfig
 from contract.overrides import parse_layers, sweep_configs
 from precompute.cli import Handler, command
-from precompute.common.errors import IncompatibleSaeError, PrecomputeError
+from precompute.common.errors import IncompatibleSaeError
 from precompute.sweep.compare import MATCH_COSINE, decoder_of, summary, write_comparison
 
 
@@ -195,78 +195,41 @@ def publish_sweep_files(local_root: str, sweep_id: str, dest_root: str) -> str:
     "extract one run per layer (one SAE per layer) from shared forward passes, plus a sweep manifest",
 )
 def _sweep_args(p: argparse.ArgumentParser) -> Handler:
-    from precompute.commands import add_settings
+    from contract.settings import SweepSettings
+    from precompute.commands import add_config_option, add_settings, settings_from_args
 
-    p.add_argument(
-        "--layers", required=True, help="comma-separated layers, e.g. 3,6,9,12 (one run each)"
-    )
-    p.add_argument(
-        "--sweep-id", default=None, help="sweep name (default: <preset>-sweep); runs <id>-l<N>"
-    )
-    p.add_argument(
-        "--sae-paths",
-        default=None,
-        help="local SAE directories, one per layer in the order of --layers (comma-separated)",
-    )
-    p.add_argument(
-        "--sae-pattern",
-        default=None,
-        help="local SAE directory with {layer} in it, e.g. 'saes/gemma3-270m-l{layer}-topk48-4096'",
-    )
-    add_settings(p, groups=("model", "sae", "corpus", "extraction"))
-    p.add_argument("--preset", required=True, help="starting config (as for run)")
-    p.add_argument("--out", default=None, help="results root (default: $BILINGUAL_RESULTS_DIR)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing runs of the sweep")
-    p.add_argument("--resume", action="store_true", help="continue a killed sweep")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--progress-jsonl",
-        metavar="PATH",
-        help="also append machine-readable progress, one JSON object per line, to this file",
-    )
-    p.add_argument(
-        "--compare-threshold",
-        type=float,
-        default=MATCH_COSINE,
-        help="decoder cosine that counts as the same direction in the cross-layer comparison "
-        f"written at the end (default {MATCH_COSINE}; docs/sweep.md)",
-    )
+    add_config_option(p)
+    add_settings(p, SweepSettings)
+    return lambda args: sweep(settings_from_args(SweepSettings, args))  # type: ignore[arg-type]
 
-    def run(args: argparse.Namespace) -> int:
-        from bilingual_core import results_root_from_env
-        from contract.presets import PRESETS
-        from precompute.commands import config_from_args
 
-        if args.preset not in PRESETS:
-            raise PrecomputeError(
-                f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}"
-            )
-        if args.layer is not None:
-            raise PrecomputeError("a sweep takes --layers (several), not --layer")
-        layers = parse_layers(args.layers)
-        config = config_from_args(args)
-        paths = [x.strip() for x in args.sae_paths.split(",")] if args.sae_paths else None
-        configs = sweep_configs(config, layers, sae_paths=paths, sae_pattern=args.sae_pattern)
-        out = args.out or results_root_from_env()
-        sweep_id = args.sweep_id or f"{config.preset or 'run'}-sweep"
-        from bilingual_core.progress import stream_to
+def sweep(settings: Any) -> int:
+    """``python -m precompute sweep`` with validated settings (``contract.settings.SweepSettings``)."""
+    from bilingual_core import results_root_from_env
+    from precompute.commands import config_from_settings
 
-        with stream_to(args.progress_jsonl):
-            sweep = run_sweep(
-                configs,
-                out,
-                sweep_id,
-                overwrite=args.overwrite,
-                resume=args.resume,
-                progress=not args.quiet,
-                compare_threshold=args.compare_threshold,
-            )
-        ex = sweep.extraction
-        print(
-            f"wrote sweep {sweep_id!r} under {out}: runs {', '.join(sweep.run_ids)} "
-            f"({sweep.n_pairs} pairs, one pass per batch up to layer {ex['stop_at_layer']}, "
-            f"{ex['extract_seconds']:.1f}s extracting)"
+    layers = parse_layers(settings.layers)
+    config = config_from_settings(settings)
+    paths = [x.strip() for x in settings.sae_paths.split(",")] if settings.sae_paths else None
+    configs = sweep_configs(config, layers, sae_paths=paths, sae_pattern=settings.sae_pattern)
+    out = settings.out or results_root_from_env()
+    sweep_id = settings.sweep_id or f"{config.preset or 'run'}-sweep"
+    from bilingual_core.progress import stream_to
+
+    with stream_to(settings.progress_jsonl):
+        manifest = run_sweep(
+            configs,
+            out,
+            sweep_id,
+            overwrite=settings.overwrite,
+            resume=settings.resume,
+            progress=not settings.quiet,
+            compare_threshold=settings.compare_threshold,
         )
-        return 0
-
-    return run
+    ex = manifest.extraction
+    print(
+        f"wrote sweep {sweep_id!r} under {out}: runs {', '.join(manifest.run_ids)} "
+        f"({manifest.n_pairs} pairs, one pass per batch up to layer {ex['stop_at_layer']}, "
+        f"{ex['extract_seconds']:.1f}s extracting)"
+    )
+    return 0
