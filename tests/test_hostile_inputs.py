@@ -555,7 +555,7 @@ def test_the_worker_log_names_no_output_path(tmp_path: Path) -> None:
     program = (sys.executable, "-c", "raise SystemExit(1)")
     Worker(queue, WorkerConfig(program=program, heartbeat_seconds=0.1)).run_once()
     log = queue.log_tail(GOOD_ID)
-    assert "--out=<results root>" in log and str(tmp_path) not in log
+    assert '"out": "<results root>"' in log and str(tmp_path) not in log
 
 
 # ------------------------------------------------------------- sign-in ---
@@ -1051,7 +1051,7 @@ def test_replacing_a_run_leaves_one_complete_run(tmp_path: Path) -> None:
 WRITES_THEN_WAITS = (
     "import json, sys, time\n"
     "from bilingual_core import SyntheticConfig, write_synthetic_run\n"
-    "out = [a for a in sys.argv if a.startswith('--out=')][0][6:]\n"
+    "out = json.load(open(sys.argv[sys.argv.index('--config') + 1]))['out']\n"
     "write_synthetic_run(out, SyntheticConfig(n_pairs=12, d_sae=64, mean_tokens=3.0,"
     " run_id='x'), overwrite=True)\n"
     "print('committed; now the logits pass', flush=True)\n"

@@ -199,3 +199,19 @@ def test_error_summary_from_a_traceback():
         'Traceback (most recent call last):\n  File "x.py", line 1\n    boom()\nOSError: [Errno 28] No space left on device\n'
     )
     assert log.error_summary() == "OSError: [Errno 28] No space left on device"
+
+
+def test_one_status_model_is_written_read_and_checked() -> None:
+    """status.json has one model: what the worker writes is what the queue parses."""
+    import contract.files as files
+    from contract.files import JobFileError
+
+    assert files.JobStatus is JobStatus and not hasattr(files, "StatusFile")
+    status = JobStatus("running", worker="w1", progress={"tokens_done": 5, "stage": "extract"})
+    status.state = "succeeded"  # the worker updates it in place
+    again = JobStatus.from_dict(json.loads(json.dumps(status.to_dict())))
+    assert again == status and again.progress == {"tokens_done": 5, "stage": "extract"}
+    with pytest.raises(JobFileError, match="tokens_done"):
+        JobStatus.from_dict({"state": "running", "progress": {"tokens_done": "many"}})
+    with pytest.raises(JobFileError, match="heartbeat_at"):
+        JobStatus.from_dict({"state": "running", "heartbeat_at": 12345})

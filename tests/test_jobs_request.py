@@ -1,11 +1,23 @@
-"""Job requests: every field whitelisted, the run command's argv built from them."""
+"""Job requests: exactly the job fields of the settings models, handed to the command as
+a settings file that the same model reads back."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from contract.fields import options
 from contract.request import RequestError, validate_request
-from contract.settings import JOB_OVERRIDES, SETTINGS
+from contract.settings import (
+    JOB_OVERRIDES,
+    JobSettings,
+    RunSettings,
+    SweepSettings,
+    choices,
+    is_flag,
+    is_multi,
+)
 
 
 def build_request_data(**overrides: object) -> dict:
@@ -24,12 +36,12 @@ def test_valid_request_fills_id_time_and_run_id():
     assert request.run_id == f"tiny-{request.id}"
     assert request.created_at.endswith("+00:00")
     assert request.overrides == {"sample_size": 20}
-    assert request.run_args() == [
-        "--preset=tiny",
-        f"--run-id={request.run_id}",
-        "--sample-size=20",
-        "--resume",
-    ]
+    assert request.settings() == {
+        "preset": "tiny",
+        "run_id": request.run_id,
+        "sample_size": 20,
+        "resume": True,
+    }
 
 
 def test_every_override_maps_to_a_flag_and_strings_are_typed():
@@ -52,16 +64,10 @@ def test_every_override_maps_to_a_flag_and_strings_are_typed():
     )
     assert request.overrides["languages"] == ["en", "es", "fr"]
     assert request.overrides["seed"] == 7
-    args = request.run_args()
-    assert "--languages=en,es,fr" in args and "--sample-size=all" in args and "--overwrite" in args
-    assert "--resume" not in args
-    assert all(a.startswith("--") for a in args)
-    assert {s.flag for s in JOB_OVERRIDES.values()} >= {
-        "--model",
-        "--sae-id",
-        "--corpus-file",
-        "--batch-size",
-    }
+    settings = request.settings()
+    assert settings["languages"] == ["en", "es", "fr"] and settings["sample_size"] == "all"
+    assert settings["overwrite"] is True and "resume" not in settings  # False is the default
+    assert set(JOB_OVERRIDES) >= {"model", "sae_id", "corpus_file", "batch_size"}
 
 
 @pytest.mark.parametrize(
@@ -139,43 +145,69 @@ def test_round_trip_through_json_is_stable():
 
 
 def test_every_declared_setting_is_an_option_of_the_run_command():
-    """The run command's parser is built from contract.settings: each setting's flag
-    parses into its name (checked through the public parse_args)."""
+    """The run command's parser is built from RunSettings: each field's flag parses into
+    its name and the model validates it (checked through the public parse_args)."""
     from precompute.cli import build_parser
+    from precompute.commands import settings_from_args
 
     parser = build_parser()
-    argv = ["run"]
-    expected = {}
-    for s in SETTINGS:
-        if s.kind == "flag":
-            argv.append(s.flag)
-            expected[s.name] = True
-        elif s.kind == "choice":
-            argv.append(f"{s.flag}={s.choices[0]}")
-            expected[s.name] = s.choices[0]
-        elif s.kind == "int":
-            argv.append(f"{s.flag}=3")
-            expected[s.name] = 3
-        elif s.kind == "float":
-            argv.append(f"{s.flag}=1.5")
-            expected[s.name] = 1.5
-        elif s.kind == "multi":
-            argv += [f"{s.flag}=a", f"{s.flag}=b"]
-            expected[s.name] = ["a", "b"]
+    argv = ["run", "--executor=ray"]
+    expected: dict = {"executor": "ray"}
+    values = {"languages": "en,es", "sample_size": "all", "run_id": "r1", "shard": "0"}
+    for name, info, meta in options(RunSettings):
+        if name in expected or name in ("layer", "width", "l0"):  # l0 & co: tested below
+            continue
+        found = choices(info.annotation)
+        if is_flag(info.annotation):
+            argv.append(meta.flag)
+            expected[name] = True
+        elif found:
+            argv.append(f"{meta.flag}={found[0]}")
+            expected[name] = found[0]
+        elif is_multi(info.annotation):
+            argv += [f"{meta.flag}=a", f"{meta.flag}=b"]
+            expected[name] = ["a", "b"]
         else:
-            argv.append(f"{s.flag}=x{s.name}")
-            expected[s.name] = f"x{s.name}"
-    args = vars(parser.parse_args(argv))
-    assert {name: args[name] for name in expected} == expected
+            argv.append(f"{meta.flag}={values.get(name, '3')}")
+            expected[name] = values.get(name, "3")
+    args = parser.parse_args(argv)
+    assert {name: getattr(args, name) for name in expected} == expected
+    settings = settings_from_args(RunSettings, args)
+    assert settings.batch_size == 3 and settings.gpus_per_worker == 3.0
+    assert settings.languages == ["en", "es"] and settings.push_to == ["a", "b"]
 
 
-def test_a_queued_job_can_set_exactly_the_declared_queueable_overrides():
+def test_a_queued_job_can_set_exactly_the_job_fields():
     request = validate_request(
         {"preset": "gemma-2-2b", "overrides": {"field": "translation", "dataset": "a/b"}}
     )
-    assert "--field=translation" in request.run_args()
+    assert request.settings()["field"] == "translation"
     with pytest.raises(RequestError, match="unknown field"):
         validate_request({"preset": "tiny", "overrides": {"staging": "/tmp/x"}})
+    job_fields = {name for name, _, meta in options(RunSettings) if meta.job}
+    assert set(JobSettings.model_fields) == job_fields
+    for name in set(RunSettings.model_fields) - job_fields:  # every non-job field is refused
+        with pytest.raises(RequestError, match="unknown field"):
+            validate_request({"preset": "tiny", "overrides": {name: "x"}})
+
+
+def test_the_settings_file_round_trips_through_json_and_the_model():
+    """What the worker writes to request.json is what the command reads back."""
+    request = validate_request(
+        build_request_data(
+            overrides={"languages": "en,es", "sample_size": "all", "batch_size": "8"},
+            run_id="rt",
+            overwrite=True,
+        )
+    )
+    written = request.settings(out="/results", executor="ray", workers=2)
+    read = RunSettings.model_validate(json.loads(json.dumps(written)))
+    assert read.model_dump(mode="json", exclude_defaults=True) | {"preset": "tiny"} == written
+    assert (read.run_id, read.batch_size, read.sample_size) == ("rt", 8, "all")
+    assert (read.executor, read.workers, read.out, read.overwrite) == ("ray", 2, "/results", True)
+    sweep = validate_request(build_request_data(kind="sweep", layers=[0, 2], run_id="sw"))
+    again = SweepSettings.model_validate(json.loads(json.dumps(sweep.settings(out="/r"))))
+    assert (again.sweep_id, again.layers, again.sample_size) == ("sw", "0,2", 20)
 
 
 # ---------------------------------------------------------------- sweeps ---
@@ -187,13 +219,13 @@ def test_sweep_request_builds_the_sweep_command():
     )
     assert (request.kind, request.layers, request.command) == ("sweep", [0, 2], "sweep")
     assert request.run_ids == ["tw-l0", "tw-l2"]
-    assert request.run_args() == [
-        "--preset=tiny",
-        "--sweep-id=tw",
-        "--layers=0,2",
-        "--sample-size=8",
-        "--resume",
-    ]
+    assert request.settings() == {
+        "preset": "tiny",
+        "sweep_id": "tw",
+        "layers": "0,2",
+        "sample_size": 8,
+        "resume": True,
+    }
     assert request.describe() == "tiny sweep layers=0,2 sample_size=8"
     assert validate_request(request.to_json_dict()) == request  # as stored in request.json
     pattern = validate_request(
@@ -205,12 +237,13 @@ def test_sweep_request_builds_the_sweep_command():
             "sae_pattern": "_models/gemma3-270m-l{layer}-topk48-4096",
         }
     )
-    assert pattern.run_args()[:4] == [
-        "--preset=gemma-3-270m",
-        "--sweep-id=own",
-        "--layers=3,6",
-        "--sae-pattern=_models/gemma3-270m-l{layer}-topk48-4096",
-    ]
+    assert pattern.settings() == {
+        "preset": "gemma-3-270m",
+        "sweep_id": "own",
+        "layers": "3,6",
+        "sae_pattern": "_models/gemma3-270m-l{layer}-topk48-4096",
+        "resume": True,
+    }
     gs2 = validate_request(
         {
             "preset": "gemma-scope-2-270m",

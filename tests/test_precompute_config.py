@@ -192,3 +192,52 @@ def test_gemma3_preset_points_at_the_offline_checkpoint(
     assert cfg.extraction.device == "cpu"
     overridden = with_overrides(cfg, sae_path="/elsewhere", batch_size=8)
     assert overridden.sae.path == "/elsewhere" and overridden.extraction.batch_size == 8
+
+
+def _value_for(name: str, info, current: object) -> object:
+    """A valid value of override ``name`` that differs from ``current`` (from its type)."""
+    from contract.settings import choices
+
+    found = choices(info.annotation)
+    if found is not None:
+        return next(c for c in found if c != current)
+    if name == "languages":
+        return "fr,de"
+    if name == "sample_size":
+        return 7
+    lows = [getattr(m, "ge", None) for m in info.metadata]
+    low = next((x for x in lows if x is not None), None)
+    return "x1" if low is None else low + 2
+
+
+def test_every_override_lands_at_its_target_path() -> None:
+    """Each PresetOverrides field with a ``target`` (read from the model) sets that config
+    field and no other section's."""
+    from contract.fields import options
+    from contract.overrides import TARGETS, to_config_value
+    from contract.settings import PresetOverrides
+
+    base = gemma_2_2b()
+    declared = {name: meta.target for name, _, meta in options(PresetOverrides) if meta.target}
+    assert declared == TARGETS and len(declared) >= 20
+    companions = {"sae_release": {"sae_id": "x/y"}}  # another release needs its id
+    for name, info, meta in options(PresetOverrides):
+        if meta.target is None:
+            continue
+        section, key = meta.target.split(".")
+        value = _value_for(name, info, getattr(getattr(base, section), key))
+        cfg = with_overrides(base, **{name: value, **companions.get(name, {})})
+        typed = getattr(PresetOverrides.model_validate({name: value}), name)
+        assert getattr(getattr(cfg, section), key) == to_config_value(name, typed), name
+        assert getattr(getattr(cfg, section), key) != getattr(getattr(base, section), key), name
+        untouched = {"model", "sae", "corpus", "extraction"} - {section}
+        assert all(getattr(cfg, s) == getattr(base, s) for s in untouched), name
+
+
+def test_overrides_are_validated_by_the_model() -> None:
+    from contract.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="batch_size"):
+        with_overrides(tiny(), batch_size=0)
+    with pytest.raises(SettingsError, match="device"):
+        with_overrides(tiny(), device="tpu")

@@ -30,7 +30,8 @@ from bilingual_core.progress import stream_to  # noqa: E402
 from contract.presets import preset  # noqa: E402
 from contract.queue import JobQueue  # noqa: E402
 from contract.request import validate_request  # noqa: E402
-from precompute.cluster.executor_args import executor_run_args  # noqa: E402
+from contract.settings import ExecutorSettings  # noqa: E402
+from precompute.cluster.executor_args import executor_values  # noqa: E402
 from precompute.cluster.ray_executor import (  # noqa: E402
     ACTOR_PREFIX,
     FAULT_ENV,
@@ -163,25 +164,26 @@ def test_shards_are_whole_chunks_covering_every_pair_once() -> None:
 
 def test_executor_flags_pass_through_to_the_run_command() -> None:
     p = argparse.ArgumentParser()
-    add_settings(p, groups=("executor",))
+    add_settings(p, ExecutorSettings)
     args = p.parse_args(
         ["--executor", "ray", "--ray-address", "auto", "--workers", "4", "--gpus-per-worker", "1"]
     )
-    assert executor_run_args(args) == [
-        "--executor=ray",
-        "--ray-address=auto",
-        "--workers=4",
-        "--gpus-per-worker=1.0",
-    ]
-    assert executor_run_args(p.parse_args([])) == []
+    assert executor_values(args) == {
+        "executor": "ray",
+        "ray_address": "auto",
+        "workers": 4,
+        "gpus_per_worker": 1.0,
+    }
+    assert executor_values(p.parse_args([])) == {}
     with pytest.raises(ValueError, match="only apply with --executor ray"):
-        executor_run_args(p.parse_args(["--workers", "2"]))
+        executor_values(p.parse_args(["--workers", "2"]))
     worker = Worker(
         JobQueue("memory://ray-flags"),
-        WorkerConfig(run_args=("--executor=ray", "--workers=2"), work_dir="/tmp/unused"),
+        WorkerConfig(executor={"executor": "ray", "workers": 2}, work_dir="/tmp/unused"),
     )
     request = validate_request({"preset": "tiny", "run_id": "r", "requested_by": "test"})
-    assert worker._argv(request)[-2:] == ["--executor=ray", "--workers=2"]
+    settings = worker.run_settings(request)
+    assert (settings["executor"], settings["workers"], settings["run_id"]) == ("ray", 2, "r")
 
 
 def test_the_one_bar_reaches_the_job_workers_progress_stream(
@@ -362,7 +364,7 @@ def test_cancel_from_the_queue_stops_the_ray_workers(ray_cluster: str, tmp_path:
             poll_seconds=0.2,
             heartbeat_seconds=0.3,
             stop_grace_seconds=30,
-            run_args=("--executor=ray", f"--ray-address={ray_cluster}", "--workers=1"),
+            executor={"executor": "ray", "ray_address": ray_cluster, "workers": 1},
         ),
     )
     thread = threading.Thread(target=worker.run_once, daemon=True)
