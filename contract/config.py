@@ -1,6 +1,9 @@
 """What one extraction run uses: model, SAE, corpus sample and extraction knobs.
 
-Plain frozen dataclasses, nested by concern. Building one does no I/O and no
+Plain frozen dataclasses, nested by concern. What each overridable field means
+is declared once, as the help text of the setting that overrides it
+(``contract.settings.PresetOverrides``, whose ``target`` names the field here);
+the docstrings below only add what the help does not say. Building one does no I/O and no
 device checks (``device="auto"`` is resolved when the run starts, datasets are
 loaded then too), so every config, the real Gemma one included, can be built
 and checked offline.
@@ -92,12 +95,11 @@ class ModelSource:
     """The language model."""
 
     name: str
-    """TransformerLens model name (``gemma-2-2b``), or ``tiny`` for the in-process model."""
+    """``--model`` (``tiny``: the in-process model)."""
     path: str | None = None
-    """Local Hugging Face checkpoint directory with weights and tokenizer; ``name``
-    then only picks the architecture."""
+    """``--model-path``."""
     dtype: DType = "float32"
-    """Dtype of the model weights and activations."""
+    """``--dtype``."""
 
     @property
     def is_tiny(self) -> bool:
@@ -109,17 +111,17 @@ class SaeSource:
     """The sparse autoencoder: an SAE-Lens release + id, or a local SAE-Lens directory."""
 
     release: str | None = None
-    """SAE-Lens release (``gemma-scope-2b-pt-res-canonical``); ``tiny`` for the in-process SAE."""
+    """``--sae-release`` (``tiny``: the in-process SAE)."""
     sae_id: str | None = None
-    """SAE id inside the release (``layer_20/width_16k/canonical``)."""
+    """``--sae-id``."""
     path: str | None = None
-    """Local directory written by ``SAE.save_model`` (loaded with ``SAE.load_from_disk``)."""
+    """``--sae-path`` (loaded with ``SAE.load_from_disk``)."""
     hook_name: str | None = None
-    """Hook the SAE reads; ``None`` takes it from the SAE's own metadata."""
+    """``--hook``."""
     neuronpedia_id: str | None = None
-    """Neuronpedia model/SAE id; ``None`` takes it from the SAE-Lens directory when known."""
+    """``--neuronpedia-id``; ``None`` takes it from the SAE-Lens directory when known."""
     dtype: DType = "float32"
-    """Dtype the SAE encodes in (activations are stored as float32 either way)."""
+    """``--sae-dtype`` (activations are stored as float32 either way)."""
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.release is None):
@@ -139,21 +141,21 @@ class CorpusSource:
     """Aligned sentences: a Hugging Face dataset or a local file, and the sample taken."""
 
     dataset: str | None = None
-    """Hugging Face dataset id (``Helsinki-NLP/opus_books``)."""
+    """``--dataset``."""
     config: str | None = None
-    """Dataset configuration (``en-es``)."""
+    """``--dataset-config``."""
     split: str = "train"
-    """Dataset split."""
+    """``--split``."""
     field: str | None = "translation"
-    """Column holding ``{lang: text}`` dicts; ``None``: one column per language."""
+    """``--field`` (``None``: one column per language)."""
     path: str | None = None
-    """Local TSV/CSV/JSONL/Parquet file with one column per language code."""
+    """``--corpus-file``."""
     languages: tuple[str, ...] = ("en", "es")
-    """Language codes in run order (two or more)."""
+    """``--languages``."""
     sample_size: int | None = 500
-    """Pairs taken with ``shuffle(seed).select(range(n))``; ``None``: all, in file order."""
+    """``--sample-size`` (``None``: all, in file order)."""
     seed: int = 42
-    """Shuffle seed of the sample."""
+    """``--seed``."""
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.dataset is None):
@@ -175,17 +177,16 @@ class ExtractionConfig:
     """How the activations are computed and staged."""
 
     max_tokens: int = 128
-    """Real tokens kept per sentence (BOS not counted); longer sentences are
-    truncated and counted in the manifest."""
+    """``--max-tokens`` (BOS not counted)."""
     batch_size: int = 64
-    """Sentences per forward pass (sorted by length to limit padding)."""
+    """``--batch-size`` (sentences are sorted by length to limit padding)."""
     batch_tokens: int = 32768
-    """At most this many padded tokens per forward pass: batches of long sentences
-    shrink, so one long outlier cannot exhaust device memory."""
+    """``--batch-tokens``: batches of long sentences shrink, so one long outlier
+    cannot exhaust device memory."""
     chunk_pairs: int = 1024
-    """Pairs per staged chunk: the unit of ``--resume`` and of streaming to disk."""
+    """``--chunk-pairs`` (also the unit of streaming to disk)."""
     device: Device = "auto"
-    """``auto`` picks CUDA when present; ``cpu``/``cuda`` force one."""
+    """``--device``."""
     needs_gpu: bool = False
     """With ``device=auto`` and no GPU, fail instead of silently running on the CPU."""
 

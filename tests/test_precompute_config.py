@@ -241,3 +241,19 @@ def test_overrides_are_validated_by_the_model() -> None:
         with_overrides(tiny(), batch_size=0)
     with pytest.raises(SettingsError, match="device"):
         with_overrides(tiny(), device="tpu")
+
+
+def test_the_docs_option_table_is_the_generated_one() -> None:
+    """docs/precompute.md's option table is options_markdown(RunSettings), so it cannot drift."""
+    from pathlib import Path
+
+    from contract.settings import RunSettings, options_markdown
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "precompute.md").read_text()
+    start = text.index("\n", text.index("<!-- options:run")) + 1
+    table = text[start : text.index("<!-- /options:run -->")]
+    assert table == options_markdown(RunSettings)
+    assert (
+        "| `--batch-size` | integer 1..4096 | preset's | yes | sentences per forward pass |"
+        in table
+    )
