@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bilingual_core.sweep import SweepManifest, new_sweep, write_sweep
 from contract.config import RunConfig
 from contract.overrides import parse_layers, sweep_configs
-from precompute.cli import Handler, command
 from precompute.common.errors import IncompatibleSaeError, PrecomputeError
 from precompute.sweep.compare import MATCH_COSINE, decoder_of, summary, write_comparison
 
@@ -190,11 +190,7 @@ def publish_sweep_files(local_root: str, sweep_id: str, dest_root: str) -> str:
     return dst
 
 
-@command(
-    "sweep",
-    "extract one run per layer (one SAE per layer) from shared forward passes, plus a sweep manifest",
-)
-def _sweep_args(p: argparse.ArgumentParser) -> Handler:
+def _sweep_args(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:  # TODO(18a)
     from precompute.commands import add_settings
 
     p.add_argument(
