@@ -293,9 +293,12 @@ class ModelRunSettings(CommandSettings):
 
 
 def _feature_ids(cls: type, value: Any) -> Any:
+    """Feature ids from ``"1,2"``, ``["1", "2"]`` (the command line) or ``[1, 2]`` (a file)."""
     parts = _split(value)
-    if isinstance(parts, list) and not all(p.lstrip("-").isdigit() for p in parts):
-        raise ValueError(f"{value!r} is not a comma-separated list of feature ids")
+    strings = isinstance(parts, list) and all(isinstance(p, str) for p in parts)
+    if strings and not all(p.lstrip("-").isdigit() for p in parts):
+        shown = ",".join(value) if isinstance(value, list | tuple) else value
+        raise ValueError(f"{shown!r} is not a comma-separated list of feature ids")
     return parts
 
 
