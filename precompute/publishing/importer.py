@@ -41,7 +41,6 @@ times larger would need an external (chunked) sort instead.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import posixpath
@@ -72,9 +71,8 @@ from bilingual_core.schema import (
     TOKENS_SCHEMA,
 )
 from bilingual_core.storage import TMP_MARK, RunWriter, activation_writer, join, open_root
-from precompute.cli import Handler, command
+from contract.commands import PUBLISHED_DATASET, ImportPublishedSettings
 
-PUBLISHED_DATASET = "diegomezp/gemmascope_bilingual_activations"
 # The post's top features by its notebook's score, in order (docs/scores.md, notebook variant).
 POST_TOP_FEATURES = (6530, 2009, 7502, 4275, 2760, 10194, 13963, 2054, 4762, 14036, 12412)
 LANGUAGES = ("en", "es")
@@ -672,80 +670,39 @@ def import_published(
 # --------------------------------------------------------------------------- CLI
 
 
-@command(
-    "import-published",
-    "convert the post's published activations (hub dataset or local Parquet) into a scored run",
-)
-def _import_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument(
-        "--source",
-        default=PUBLISHED_DATASET,
-        help=f"Hugging Face dataset id (default {PUBLISHED_DATASET}; needs the network) "
-        "or a local Parquet file or directory in the same schema",
-    )
-    p.add_argument(
-        "--out", default=None, help="results root (default: $BILINGUAL_RESULTS_DIR or results/)"
-    )
-    p.add_argument("--run-id", default="published", help="run directory name (default: published)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run of that id")
-    p.add_argument("--limit", type=int, default=None, help="import only the first N pairs")
-    p.add_argument("--split", default="train", help="dataset split (default: train)")
-    p.add_argument("--revision", default=None, help="hub dataset revision (branch, tag or commit)")
-    p.add_argument(
-        "--streaming",
-        action="store_true",
-        help="stream the hub dataset instead of caching it on disk first",
-    )
-    p.add_argument(
-        "--batch-rows",
-        type=int,
-        default=DEFAULT_BATCH_ROWS,
-        help=f"rows read at once (default {DEFAULT_BATCH_ROWS}; one row is 2 x L x d_sae floats)",
-    )
-    p.add_argument(
-        "--k", type=int, default=300, help="jsd order statistic that sets beta (default 300)"
-    )
-    p.add_argument(
-        "--check-post",
-        action="store_true",
-        help="exit with status 1 unless the notebook top features equal the post's",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+def import_command(settings: ImportPublishedSettings) -> int:
+    """``python -m precompute import-published``."""
+    from bilingual_core import results_root_from_env
 
-    def run(args: argparse.Namespace) -> int:
-        from bilingual_core import results_root_from_env
-
-        result = import_published(
-            args.source,
-            args.out or results_root_from_env(),
-            args.run_id,
-            overwrite=args.overwrite,
-            limit=args.limit,
-            split=args.split,
-            batch_rows=args.batch_rows,
-            streaming=args.streaming,
-            revision=args.revision,
-            k=args.k,
-            progress=not args.quiet,
-        )
-        man = result.manifest
+    result = import_published(
+        settings.source,
+        settings.out or results_root_from_env(),
+        settings.run_id,
+        overwrite=settings.overwrite,
+        limit=settings.limit,
+        split=settings.split,
+        batch_rows=settings.batch_rows,
+        streaming=settings.streaming,
+        revision=settings.revision,
+        k=settings.k,
+        progress=not settings.quiet,
+    )
+    man = result.manifest
+    print(
+        f"imported {man.n_pairs} pairs into {result.path}: d_sae {man.d_sae}, "
+        f"{result.n_activations:,} activations, {result.n_pad_activations:,} at pad positions "
+        f"({result.seconds:.1f}s)"
+    )
+    top = result.notebook_top()
+    print("top features (notebook variant):", ", ".join(str(f) for f in top))
+    if settings.check_post:
+        if top == list(POST_TOP_FEATURES):
+            print("matches the post's published top features")
+            return 0
         print(
-            f"imported {man.n_pairs} pairs into {result.path}: d_sae {man.d_sae}, "
-            f"{result.n_activations:,} activations, {result.n_pad_activations:,} at pad positions "
-            f"({result.seconds:.1f}s)"
+            "error: differs from the post's top features: "
+            + ", ".join(str(f) for f in POST_TOP_FEATURES),
+            file=sys.stderr,
         )
-        top = result.notebook_top()
-        print("top features (notebook variant):", ", ".join(str(f) for f in top))
-        if args.check_post:
-            if top == list(POST_TOP_FEATURES):
-                print("matches the post's published top features")
-                return 0
-            print(
-                "error: differs from the post's top features: "
-                + ", ".join(str(f) for f in POST_TOP_FEATURES),
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-
-    return run
+        return 1
+    return 0

@@ -30,6 +30,7 @@ import fsspec
 from bilingual_core import Run, RunExistsError, RunWriter
 from bilingual_core.schema import MANIFEST
 from bilingual_core.storage import is_local, join, open_root
+from contract.commands import PublishSettings
 
 COPY_BUFFER = 8 << 20
 
@@ -165,3 +166,9 @@ def _publish_hf(
     )
     dst_fs.invalidate_cache(final)
     return dst_fs.unstrip_protocol(final)
+
+
+def publish_command(settings: PublishSettings) -> int:
+    """``python -m precompute publish --run DIR --to URL``."""
+    print(f"published to {publish_run(settings.run, settings.to, overwrite=settings.overwrite)}")
+    return 0

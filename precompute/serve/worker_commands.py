@@ -1,11 +1,9 @@
-"""The ``worker``, ``jobs`` and ``publish`` subcommands (none imports torch).
+"""The ``worker`` and ``jobs`` subcommands (neither imports torch).
 
 * ``python -m precompute worker --root ROOT``: serve the recompute queue of a
   results root (see ``precompute.serve.worker``).
 * ``python -m precompute jobs list|submit|cancel|log --root ROOT``: the same
   queue from a shell (``submit`` validates exactly like the app's form).
-* ``python -m precompute publish --run DIR --to URL``: copy a finished run to
-  another results root (see ``precompute.publishing.publish``).
 """
 
 from __future__ import annotations
@@ -14,13 +12,14 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable
 
 from contract.settings import JOB_OVERRIDES, ExecutorSettings, RunSettings, choices
-from precompute.cli import Handler, command
 from precompute.cluster.executor_args import executor_values
 from precompute.commands import add_settings
 
 PRESET = RunSettings.model_fields["preset"]
+Handler = Callable[[argparse.Namespace], int]  # TODO(18a): the legacy builders' handlers
 
 _ROOT_HELP = "results root holding the _jobs queue (path or fsspec URL; default $BILINGUAL_RESULTS_DIR or results/)"
 
@@ -31,7 +30,6 @@ def _root(args: argparse.Namespace) -> str:
     return args.root or results_root_from_env()
 
 
-@command("worker", "run queued recompute jobs of a results root, one at a time (on the GPU host)")
 def _worker_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--root", help=_ROOT_HELP)
     p.add_argument("--once", action="store_true", help="run the jobs queued now, then exit")
@@ -116,7 +114,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-@command("jobs", "list, submit or cancel recompute jobs of a results root")
 def _jobs_args(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("action", choices=["list", "submit", "cancel", "log"])
     p.add_argument("job_id", nargs="?", help="job id (cancel, log)")
@@ -182,24 +179,6 @@ def _jobs_args(p: argparse.ArgumentParser) -> Handler:
             print(f"{job.id}: {job.state} (cancel requested)")
             return 0
         print(queue.log_tail(args.job_id, max_lines=200))
-        return 0
-
-    return run
-
-
-@command(
-    "publish",
-    "copy a finished run directory to a results root (manifest last; hf:// in one commit)",
-)
-def _publish_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--run", required=True, help="the finished run directory (path or URL)")
-    p.add_argument("--to", required=True, metavar="URL", help="results root to publish to")
-    p.add_argument("--overwrite", action="store_true", help="replace the run there if it exists")
-
-    def run(args: argparse.Namespace) -> int:
-        from precompute.publishing.publish import publish_run
-
-        print(f"published to {publish_run(args.run, args.to, overwrite=args.overwrite)}")
         return 0
 
     return run

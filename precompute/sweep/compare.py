@@ -22,18 +22,15 @@ each from where its run's manifest says).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from bilingual_core.sweep import COMPARE_COLUMNS, COMPARE_FILE, SweepManifest, sweep_dir
-from precompute.cli import Handler, command
+from contract.commands import MATCH_COSINE, SweepCompareSettings
 from precompute.common.errors import PrecomputeError
 
-MATCH_COSINE = 0.7
-"""Default: a decoder cosine of at least this is a match (see the module's docstring)."""
 BLOCK = 4096
 """Features of layer b per block of the cosine matrix."""
 
@@ -222,29 +219,14 @@ def load_decoders(out: str, sweep: SweepManifest, device: str = "cpu") -> dict[i
     return decoders
 
 
-@command(
-    "sweep-compare",
-    "for each pair of a sweep's layers, the best decoder match of every translation feature",
-)
-def _compare_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--sweep", required=True, help="sweep id (its manifest: _sweeps/<id>/)")
-    p.add_argument("--out", default=None, help="results root (default: $BILINGUAL_RESULTS_DIR)")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=MATCH_COSINE,
-        help=f"decoder cosine that counts as a match (default {MATCH_COSINE})",
-    )
+def compare_command(settings: SweepCompareSettings) -> int:
+    """``python -m precompute sweep-compare``."""
+    from bilingual_core import results_root_from_env
+    from bilingual_core.sweep import read_sweep
 
-    def run(args: argparse.Namespace) -> int:
-        from bilingual_core import results_root_from_env
-        from bilingual_core.sweep import read_sweep
-
-        out = args.out or results_root_from_env()
-        sweep = read_sweep(out, args.sweep)
-        decoders = load_decoders(out, sweep)
-        path, table, stale = write_comparison(out, sweep, decoders, args.threshold)
-        print(f"wrote {path} ({len(table)} rows)\n{summary(table, stale, args.threshold)}")
-        return 0
-
-    return run
+    out = settings.out or results_root_from_env()
+    sweep = read_sweep(out, settings.sweep)
+    decoders = load_decoders(out, sweep)
+    path, table, stale = write_comparison(out, sweep, decoders, settings.threshold)
+    print(f"wrote {path} ({len(table)} rows)\n{summary(table, stale, settings.threshold)}")
+    return 0

@@ -11,7 +11,6 @@ runs and layers; the app's ``/layers`` page reads it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from bilingual_core.sweep import SweepManifest, new_sweep, write_sweep
 from contract.config import RunConfig
 from contract.overrides import parse_layers, sweep_configs
-from precompute.cli import Handler, command
+from contract.settings import SweepSettings
 from precompute.common.errors import IncompatibleSaeError
 from precompute.sweep.compare import MATCH_COSINE, decoder_of, summary, write_comparison
 
@@ -190,21 +189,9 @@ def publish_sweep_files(local_root: str, sweep_id: str, dest_root: str) -> str:
     return dst
 
 
-@command(
-    "sweep",
-    "extract one run per layer (one SAE per layer) from shared forward passes, plus a sweep manifest",
-)
-def _sweep_args(p: argparse.ArgumentParser) -> Handler:
-    from contract.settings import SweepSettings
-    from precompute.commands import add_config_option, add_settings, settings_from_args
-
-    add_config_option(p)
-    add_settings(p, SweepSettings)
-    return lambda args: sweep(settings_from_args(SweepSettings, args))  # type: ignore[arg-type]
-
-
-def sweep(settings: Any) -> int:
-    """``python -m precompute sweep`` with validated settings (``contract.settings.SweepSettings``)."""
+def sweep(settings: SweepSettings) -> int:
+    """``python -m precompute sweep`` with validated settings (``contract.settings.SweepSettings``;
+    ``precompute.cli`` calls it)."""
     from bilingual_core import results_root_from_env
     from precompute.commands import config_from_settings
 

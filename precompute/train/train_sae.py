@@ -36,7 +36,6 @@ docs/training.md explains the defaults.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import shutil
@@ -46,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from precompute.cli import Handler, command
+from contract.commands import TrainSaeSettings
 from precompute.common.errors import PrecomputeError
 
 GEMMA_MODEL = "google/gemma-3-270m"
@@ -801,153 +800,37 @@ def train_sae(
     return records
 
 
-def _layer_list(text: str) -> tuple[int, ...]:
-    from contract.overrides import parse_layers
-
-    try:
-        return tuple(parse_layers(text))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-@command(
-    "train-sae",
-    "train TopK SAEs at one or more layers with SAE-Lens (one activation cache, then one SAE per layer)",
-)
-def _train_args(p: argparse.ArgumentParser) -> Handler:
-    d = TrainSpec()
-    p.add_argument(
-        "--out",
-        required=True,
-        help="SAE-Lens directory to write (loaded by run --sae-path); with several layers it "
-        "must contain {layer}, e.g. saes/gemma3-270m-l{layer}-topk48-4096",
+def train_command(settings: TrainSaeSettings) -> int:
+    """``python -m precompute train-sae``."""
+    spec = TrainSpec(
+        layers=settings.layers,
+        d_sae=settings.d_sae,
+        k=settings.k,
+        context_size=settings.context_size,
+        cache_tokens=settings.cache_tokens,
+        cache_dtype=settings.cache_dtype,
+        epochs=settings.epochs,
+        lr=settings.lr,
+        train_batch_tokens=settings.train_batch_tokens,
+        model_batch_size=settings.model_batch_size,
+        part_rows=settings.part_rows,
+        eval_rows=settings.eval_rows,
+        eval_ce_batches=settings.eval_ce_batches,
+        eval_batch_size=settings.eval_batch_size,
+        seed=settings.seed,
+        device=settings.device,
     )
-    p.add_argument(
-        "--work-dir",
-        required=True,
-        help="tokens, activation cache and trainer output (reused on restart)",
+    records = train_sae(
+        spec,
+        settings.out,
+        settings.work_dir,
+        settings.model,
+        settings.model_path,
+        settings.corpus_dir,
+        settings.corpus_file,
+        settings.save_dtype,
+        settings.stop_after,
     )
-    p.add_argument(
-        "--model",
-        default=GEMMA_MODEL,
-        help=f"TransformerLens model name, or tiny (default {GEMMA_MODEL})",
-    )
-    p.add_argument(
-        "--model-path",
-        help="local Hugging Face checkpoint (default for Gemma 3 270M: the gemma3-checkpoint build)",
-    )
-    p.add_argument(
-        "--corpus-dir", help="directory with train.tsv.gz / heldout.tsv.gz (default data/tatoeba)"
-    )
-    p.add_argument(
-        "--corpus-file",
-        help="instead: a local table; every cell is a sentence, 10%% of rows held back",
-    )
-    p.add_argument(
-        "--layers",
-        type=_layer_list,
-        default=d.layers,
-        help="comma-separated blocks whose hook_resid_post an SAE reads, one SAE each, all fed "
-        f"by one forward pass (default {','.join(map(str, d.layers))})",
-    )
-    p.add_argument("--d-sae", type=int, default=d.d_sae)
-    p.add_argument("--k", type=int, default=d.k, help="TopK latents per token")
-    p.add_argument("--context-size", type=int, default=d.context_size)
-    p.add_argument(
-        "--cache-tokens", type=int, default=d.cache_tokens, help="tokens to cache (BOS included)"
-    )
-    p.add_argument(
-        "--cache-dtype",
-        choices=["float32", "bfloat16"],
-        default=d.cache_dtype,
-        help="model dtype of the caching forward pass (activations are stored in float32; "
-        "bfloat16 is faster only on CPUs with native bf16, e.g. AVX512-BF16)",
-    )
-    p.add_argument("--epochs", type=float, default=d.epochs)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--train-batch-tokens", type=int, default=d.train_batch_tokens)
-    p.add_argument("--model-batch-size", type=int, default=d.model_batch_size)
-    p.add_argument(
-        "--part-rows",
-        type=int,
-        default=d.part_rows,
-        help="rows per cache part (unit of resumption)",
-    )
-    p.add_argument("--eval-rows", type=int, default=d.eval_rows)
-    p.add_argument(
-        "--eval-ce-batches",
-        type=int,
-        default=d.eval_ce_batches,
-        help="batches of --eval-batch-size held-back rows for the next-token loss",
-    )
-    p.add_argument(
-        "--eval-batch-size",
-        type=int,
-        default=d.eval_batch_size,
-        help="rows per full-model pass when evaluating (memory grows with the vocabulary)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
-    p.add_argument(
-        "--save-dtype",
-        choices=["float32", "bfloat16"],
-        default="float32",
-        help="dtype of the saved weights (the SAE is trained and evaluated in float32)",
-    )
-    p.add_argument("--stop-after", choices=["cache"], help="stop once the activations are cached")
-
-    def run(args: argparse.Namespace) -> int:
-        spec = TrainSpec(
-            layers=args.layers,
-            d_sae=args.d_sae,
-            k=args.k,
-            context_size=args.context_size,
-            cache_tokens=args.cache_tokens,
-            cache_dtype=args.cache_dtype,
-            epochs=args.epochs,
-            lr=args.lr,
-            train_batch_tokens=args.train_batch_tokens,
-            model_batch_size=args.model_batch_size,
-            part_rows=args.part_rows,
-            eval_rows=args.eval_rows,
-            eval_ce_batches=args.eval_ce_batches,
-            eval_batch_size=args.eval_batch_size,
-            seed=args.seed,
-            device=args.device,
-        )
-        records = train_sae(
-            spec,
-            args.out,
-            args.work_dir,
-            args.model,
-            args.model_path,
-            args.corpus_dir,
-            args.corpus_file,
-            args.save_dtype,
-            args.stop_after,
-        )
-        if args.stop_after:
-            print(f"cached: {records[0]['cache']}")
-        return 0
-
-    return run
-
-
-@command(
-    "build-training-corpus",
-    "write data/tatoeba's training and held-back files (from its source copy)",
-)
-def _corpus_args(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument(
-        "--source", help="a LASER-layout Tatoeba directory (default: data/tatoeba/source.tsv.gz)"
-    )
-    p.add_argument("--out", help="output directory (default data/tatoeba)")
-
-    def run(args: argparse.Namespace) -> int:
-        from precompute.train.training_corpus import CORPUS_DIR, build_corpus
-
-        written = build_corpus(args.out or CORPUS_DIR, args.source)
-        print(", ".join(f"{name}: {n:,} rows" for name, n in written.items()))
-        return 0
-
-    return run
+    if settings.stop_after:
+        print(f"cached: {records[0]['cache']}")
+    return 0

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract.commands import TrainingCorpusSettings
 from contract.config import REPO_ROOT
 
 CORPUS_DIR = REPO_ROOT / "data" / "tatoeba"
@@ -179,3 +180,10 @@ def load_heldout_sentences(directory: str | Path = CORPUS_DIR) -> pd.DataFrame:
         ]
     ).drop_duplicates("text")
     return sides.sort_values(["lang", "text"], kind="stable").reset_index(drop=True)
+
+
+def corpus_command(settings: TrainingCorpusSettings) -> int:
+    """``python -m precompute build-training-corpus``."""
+    written = build_corpus(settings.out or CORPUS_DIR, settings.source)
+    print(", ".join(f"{name}: {n:,} rows" for name, n in written.items()))
+    return 0
