@@ -58,7 +58,10 @@ class ProgressTracker:
 
 class ProgressFile:
     """Follows a growing ``--progress-jsonl`` file: each :meth:`read` feeds the new
-    complete lines to the tracker (a torn last line waits for the next read)."""
+    complete lines to the tracker (a torn last line waits for the next read).
+
+    A reader of a file, not a schema: what :meth:`read` returns becomes
+    ``status.json``'s ``progress``, whose shape is ``contract.files.StatusProgress``."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
