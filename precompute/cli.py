@@ -309,7 +309,8 @@ def explain(model: type[BaseModel], exc: ValidationError, source: str = "") -> s
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else ""
         if error["type"] == "extra_forbidden":
-            lines.append(f"{source or 'settings'}: unknown setting {name!r}")
+            known = ", ".join(model.model_fields)
+            lines.append(f"{source or 'settings'}: unknown setting {name!r} (known: {known})")
             continue
         flag = flag_of(model, name)
         message = _message(error)
