@@ -38,12 +38,7 @@ def load_sweep_models(configs: list[tuple[int, RunConfig]], device: str) -> list
     first = load_models(configs[0][1], device)
     loaded = [first]
     for _, cfg in configs[1:]:
-        if cfg.sae.kind == "tiny":
-            from precompute.models.tiny import load_tiny
-
-            sae = load_tiny(cfg.tiny, device, cfg.model.dtype, cfg.sae.dtype)[1]
-        else:
-            sae = load_sae(cfg.sae, device)
+        sae = load_sae(cfg.sae, device, cfg.tiny)
         hook = cfg.sae.hook_name or sae.cfg.metadata.hook_name
         check_hook(first.model, hook, cfg.model.name)
         check_sae_width(first.model, sae, hook, cfg.model.name)
