@@ -102,3 +102,19 @@ def test_the_registry_imports_no_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 0
+
+
+def test_the_tiny_preset_loads_through_the_registry(tiny_cache: None) -> None:
+    """``load_models`` and the SAE loader alone give the same SAE; the manifest record
+    ``model_info`` writes gives the tiny spec back."""
+    import torch
+
+    from precompute.common.testing import tiny_config
+
+    config = tiny_config()
+    loaded = loading.load_models(config, "cpu")
+    assert loaded.tokenizer is loaded.model.tokenizer
+    assert model_loader(config.model).restore(loaded.model_info) == {"tiny": config.tiny}
+    assert (loaded.sae_info["release"], loaded.sae_info["id"]) == ("tiny", config.sae.sae_id)
+    sae = loading.load_sae(config.sae, "cpu", config.tiny)
+    assert torch.equal(sae.W_dec, loaded.sae.W_dec)
