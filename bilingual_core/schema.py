@@ -108,8 +108,6 @@ PAIRS_SCHEMA = _schema(PAIRS_COLUMNS)
 TOKENS_SCHEMA = _schema(TOKENS_COLUMNS)
 ACTIVATIONS_SCHEMA = _schema(ACTIVATIONS_COLUMNS)
 SENTENCE_MAX_SCHEMA = _schema(SENTENCE_MAX_COLUMNS + SENTENCE_MAX_PEAK_COLUMNS)
-THRESHOLDS_SCHEMA = _schema(THRESHOLDS_COLUMNS)
-CURVES_SCHEMA = _schema(CURVES_COLUMNS)
 
 # features.parquet: the per-feature quantities the scorer writes before the
 # scores; ``{lang}`` stands for each language of the run. The scores and their
@@ -192,10 +190,8 @@ REQUIRED_COLUMNS: dict[str, list[Column]] = {
     FEATURES: _feature_required(),
 }
 
-# Files a run needs before it can be scored, and the ones scoring produces.
-INPUT_FILES = (PAIRS, TOKENS, ACTIVATIONS)
+# The files scoring writes (a rescore replaces them).
 SCORE_FILES = (FEATURES, THRESHOLDS, CURVES, SENTENCE_MAX, COACTIVATION)
-REQUIRED_FILES = (PAIRS, TOKENS, ACTIVATIONS, FEATURES, THRESHOLDS, CURVES)
 
 # Activation rows are written in row groups of this many rows, sorted by
 # feature, so a reader filtering on one feature touches one or two groups.

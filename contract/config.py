@@ -105,6 +105,14 @@ class ModelSource:
     def is_tiny(self) -> bool:
         return self.name == TINY
 
+    @property
+    def kind(self) -> Literal["tiny", "pretrained", "local"]:
+        """Which loader takes it (``precompute.models.registry``): the in-process model, a
+        TransformerLens model by name, or a local Hugging Face checkpoint."""
+        if self.is_tiny:
+            return "tiny"
+        return "pretrained" if self.path is None else "local"
+
 
 @dataclass(frozen=True)
 class SaeSource:

@@ -14,8 +14,14 @@ from typing import Any
 
 from contract.config import CorpusSource, RunConfig, SaeSource
 from contract.fields import options
-from contract.presets import GS2_DEFAULT, PRESETS, gemma_scope_2_sae, parse_gemma_scope_2_id
-from contract.settings import PresetOverrides, validate
+from contract.presets import (
+    GS2_DEFAULT,
+    PRESETS,
+    gemma_scope_2_sae,
+    parse_gemma_scope_2_id,
+    preset,
+)
+from contract.settings import PresetOverrides, RunSettings, SweepSettings, validate
 
 TARGETS: dict[str, str] = {
     name: meta.target for name, _, meta in options(PresetOverrides) if meta.target is not None
@@ -72,6 +78,11 @@ def with_overrides(
         config,
         **{section: replace(getattr(config, section), **kw) for section, kw in sections.items()},
     )
+
+
+def config_from_settings(settings: RunSettings | SweepSettings) -> RunConfig:
+    """The preset that ``settings`` names with every override it gives."""
+    return with_overrides(preset(settings.preset), settings)
 
 
 def _sae_source(sae: SaeSource, o: dict[str, Any]) -> SaeSource:

@@ -18,8 +18,7 @@ from contract.commands import (
     SortActivationsSettings,
     SyntheticSettings,
 )
-from contract.overrides import with_overrides
-from contract.presets import preset
+from contract.overrides import config_from_settings
 from contract.settings import (
     GROUP_TITLES,
     RunSettings,
@@ -55,11 +54,6 @@ def add_settings(
         if is_multi(info.annotation):
             kwargs["action"] = "append"
         target.add_argument(meta.flag, metavar=metavar, **kwargs)
-
-
-def config_from_settings(settings: RunSettings):
-    """The preset that ``settings`` names with every override it gives."""
-    return with_overrides(preset(settings.preset), settings)
 
 
 def run(settings: RunSettings) -> int:

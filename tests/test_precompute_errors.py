@@ -21,6 +21,7 @@ from precompute.common.errors import (
 from precompute.common.testing import tiny_config, write_corpus
 from precompute.extract.pipeline import run_extraction
 from precompute.models import loading as models
+from precompute.models import pretrained
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,8 +72,8 @@ def test_gated_model_without_token_fails_before_downloading(
         run_extraction(with_overrides(gemma_2_2b(), device="cpu"), tmp_path, "g", progress=False)
     assert not any(tmp_path.iterdir())
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_dummy")
-    assert not models.gated_without_token("google/gemma-2-2b")
-    assert not models.gated_without_token("gpt2")
+    assert not pretrained.gated_without_token("google/gemma-2-2b")
+    assert not pretrained.gated_without_token("gpt2")
 
 
 def test_unknown_model_name(monkeypatch: pytest.MonkeyPatch) -> None:

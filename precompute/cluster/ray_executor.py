@@ -182,11 +182,12 @@ class ShardWorker:
             return
         from precompute.common.corpus import load_corpus
         from precompute.common.devices import device_description, resolve_device
-        from precompute.models.loading import check_access, load_models
+        from precompute.models.loading import check_access, check_sae_access, load_models
 
         t0 = time.perf_counter()
         self.device = resolve_device(self.config)
         if self.models_factory is None:
+            check_sae_access(self.config.sae)
             check_access(self.config.model)
         self.corpus = load_corpus(self.config.corpus)
         self.loaded = (self.models_factory or load_models)(self.config, self.device)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 from bilingual_core import Run
-from contract.config import (
-    BUNDLED_CORPUS,
-    REPO_ROOT,
-    CorpusSource,
-    ModelSource,
-    RunConfig,
-    SaeSource,
-    TinySpec,
-)
+from contract.config import BUNDLED_CORPUS, CorpusSource, ModelSource, RunConfig, SaeSource
 from precompute.common.errors import PrecomputeError
+from precompute.models.registry import model_loader
 
 
 def config_from_manifest(
@@ -55,18 +46,11 @@ def config_from_manifest(
             f"run {run.run_id!r}: its manifest names no SAE (release + id, or path); "
             "pass --sae-path"
         )
-    tiny = TinySpec()
-    if source.is_tiny and isinstance(model.get("tiny"), dict):
-        known = {f.name for f in fields(TinySpec)}
-        spec = {k: v for k, v in model["tiny"].items() if k in known}
-        corpus = Path(spec.get("tokenizer_corpus") or BUNDLED_CORPUS)
-        spec["tokenizer_corpus"] = str(corpus if corpus.is_absolute() else REPO_ROOT / corpus)
-        tiny = TinySpec(**spec)
     return RunConfig(
         model=source,
         sae=sae_source,
         corpus=CorpusSource(path=str(BUNDLED_CORPUS), field=None),
-        tiny=tiny,
+        **model_loader(source).restore(model),
     )
 
 

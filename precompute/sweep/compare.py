@@ -198,18 +198,12 @@ def load_decoders(out: str, sweep: SweepManifest, device: str = "cpu") -> dict[i
     decoders = {}
     for entry in sweep.layers:
         if entry.sae and Path(entry.sae).is_dir():
-            source = SaeSource(path=entry.sae)
-            config = None
+            source, tiny = SaeSource(path=entry.sae), None
         else:
             config = config_from_manifest(Run.open(join(root, entry.run_id)))
-            source = config.sae
+            source, tiny = config.sae, config.tiny
         try:
-            if config is not None and config.model.is_tiny and source.kind != "local":
-                from precompute.models.tiny import load_tiny
-
-                sae = load_tiny(config.tiny, device)[1]
-            else:
-                sae = load_sae(source, device)
+            sae = load_sae(source, device, tiny)
         except Exception as exc:
             raise PrecomputeError(
                 f"cannot load the SAE of layer {entry.layer} ({entry.sae or entry.run_id}): "

@@ -37,12 +37,7 @@ def load_sweep_models(configs: list[tuple[int, RunConfig]], device: str) -> list
     first = load_models(configs[0][1], device)
     loaded = [first]
     for _, cfg in configs[1:]:
-        if cfg.sae.kind == "tiny":
-            from precompute.models.tiny import load_tiny
-
-            sae = load_tiny(cfg.tiny, device, cfg.model.dtype, cfg.sae.dtype)[1]
-        else:
-            sae = load_sae(cfg.sae, device)
+        sae = load_sae(cfg.sae, device, cfg.tiny)
         hook = cfg.sae.hook_name or sae.cfg.metadata.hook_name
         check_hook(first.model, hook, cfg.model.name)
         check_sae_width(first.model, sae, hook, cfg.model.name)
@@ -193,7 +188,7 @@ def sweep(settings: SweepSettings) -> int:
     """``python -m precompute sweep`` with validated settings (``contract.settings.SweepSettings``;
     ``precompute.cli`` calls it)."""
     from bilingual_core import results_root_from_env
-    from precompute.commands import config_from_settings
+    from contract.overrides import config_from_settings
 
     layers = parse_layers(settings.layers)
     config = config_from_settings(settings)

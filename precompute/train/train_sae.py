@@ -126,15 +126,10 @@ def hook_name(layer: int) -> str:
 
 
 def load_language_model(name: str, path: str | None, device: str = "cpu"):
-    """The TransformerLens model: ``tiny`` (built in-process) or a real one through ``--model-path``."""
+    """The TransformerLens model: ``tiny`` (built in-process) or a real one through ``--model-path``
+    (the Gemma 3 270M checkpoint by default for that model)."""
     import torch
 
-    if name == "tiny":
-        from contract.config import TinySpec
-        from precompute.models.tiny import load_tiny
-
-        model, _, _ = load_tiny(TinySpec(), device)
-        return model
     from contract.config import ModelSource
     from precompute.models.loading import load_model
 
