@@ -48,7 +48,7 @@ def _captions(at: AppTest) -> str:
 def test_features_page_ranks_by_translation_first(
     runs: AppRuns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = _page(runs, monkeypatch, "pages/features.py")
+    at = _page(runs, monkeypatch, "views/features.py")
     menu = at.selectbox(key="features_score")
     assert menu.options[0].startswith("translation") and menu.value == "translation"
     shown = _frame(at, "features_table")
@@ -68,7 +68,7 @@ def test_search_matches_labels(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -
     feats = pd.read_parquet(runs.run / "features.parquet")
     best = feats.sort_values("translation_rank").iloc[0]
     word = best["label"].split(" · ")[0].split("/")[1]  # the Spanish side of its top pair
-    at = _page(runs, monkeypatch, "pages/features.py", tok=word)
+    at = _page(runs, monkeypatch, "views/features.py", tok=word)
     shown = _frame(at, "features_table")
     assert int(best["feature"]) in shown["feature"].tolist()
 
@@ -76,7 +76,7 @@ def test_search_matches_labels(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -
 def test_features_page_evidence_is_one_click_away(
     runs: AppRuns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = _page(runs, monkeypatch, "pages/features.py", score="evidence", hideshared="0", group="0")
+    at = _page(runs, monkeypatch, "views/features.py", score="evidence", hideshared="0", group="0")
     shown = _frame(at, "features_table")
     assert shown["rank"].head(10).tolist() == list(range(1, 11))
     assert shown["evidence"].head(10).is_monotonic_decreasing
@@ -95,7 +95,7 @@ def test_features_page_evidence_is_one_click_away(
 def test_blog_score_is_one_click_away_with_its_note(
     runs: AppRuns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = _page(runs, monkeypatch, "pages/features.py")
+    at = _page(runs, monkeypatch, "views/features.py")
     at.selectbox(key="features_score").set_value("bi").run()
     assert at.query_params["score"] == "bi"
     assert "favours rare features" in _captions(at)
@@ -142,13 +142,13 @@ def test_an_old_run_says_what_it_lacks(
     ]  # fmt: skip
     old.drop(columns=drop).to_parquet(path)
     monkeypatch.setenv(RESULTS_ENV, str(root))
-    for page in (None, "pages/features.py", "pages/feature.py", "pages/pairs.py"):
+    for page in (None, "views/features.py", "views/feature.py", "views/pairs.py"):
         at = open_app(page)
         assert not at.exception
-        if page in (None, "pages/features.py"):
+        if page in (None, "views/features.py"):
             notes = "\n".join(str(i.value) for i in at.info)
             assert "python -m precompute score --run" in notes, notes
-    at = open_app("pages/features.py")
+    at = open_app("views/features.py")
     assert at.selectbox(key="features_score").value == "evidence"
 
 
@@ -161,7 +161,7 @@ def test_feature_page_shows_label_family_and_labelled_neighbours(monkeypatch) ->
     feats = pd.read_parquet(root / ui.DEFAULT_RUN / "features.parquet")
     fam = feats[feats["family_size"] > 1].sort_values("translation_rank").iloc[0]
     monkeypatch.setenv(RESULTS_ENV, str(root))
-    at = open_app("pages/feature.py", run=ui.DEFAULT_RUN, feature=str(int(fam["feature"])))
+    at = open_app("views/feature.py", run=ui.DEFAULT_RUN, feature=str(int(fam["feature"])))
     assert fam["label"] in at.title[0].value
     assert any("Family of" in str(m.value) for m in at.markdown)
     links = [link.label for link in at.get("page_link")]

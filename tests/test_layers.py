@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("bilingual_core", "contract", "precompute", "explorer", "pages")
+PACKAGES = ("bilingual_core", "contract", "precompute", "explorer", "views")
 LINT = shutil.which("lint-imports")
 pytestmark = pytest.mark.skipif(
     LINT is None, reason="import-linter is not installed (requirements-dev.txt)"
@@ -47,7 +47,7 @@ def test_the_repository_keeps_its_contracts():
         ("explorer/_probe.py", "import precompute.extract.pipeline\n", "layers"),
         ("bilingual_core/_probe.py", "import contract.settings\n", "layers"),
         ("contract/_probe.py", "def f():\n    import torch\n", "app-torch-free"),
-        ("pages/_probe.py", "from sae_lens import SAE\n", "app-torch-free"),
+        ("views/_probe.py", "from sae_lens import SAE\n", "app-torch-free"),
         ("bilingual_core/_probe.py", "import streamlit\n", "core-headless"),
     ],
 )
