@@ -36,8 +36,8 @@ from bilingual_core.evidence import (
     evidence_stamp,
     null_comparison,
     null_percentile,
-    score_direction,
 )
+from bilingual_core.score_registry import stored_rankings
 from explorer import data, render, ui
 from explorer.data import RunRef
 
@@ -112,11 +112,8 @@ def null_rows(feats: pd.DataFrame, null: pd.DataFrame, feature: int) -> pd.DataF
     row = feats.loc[feats["feature"] == feature].iloc[0]
     null_alive = null[null["alive"]]
     rows = []
-    for rank in (c for c in feats.columns if c.endswith("_rank") and c in null.columns):
-        score = rank.removesuffix("_rank")
-        if score not in feats.columns or score not in null.columns:
-            continue
-        higher = score_direction(feats, score, rank)
+    for spec in stored_rankings(feats.columns, null.columns):
+        score, higher = spec.column, spec.higher_is_better
         values = null_alive[score].dropna().to_numpy(np.float64)
         best = np.sort(values)[::-1][:3] if higher else np.sort(values)[:3]
         value = float(row[score]) if pd.notna(row[score]) else np.nan
@@ -190,7 +187,8 @@ def baseline_features_table(rows: pd.DataFrame, feats: pd.DataFrame | None) -> p
 def add_table_columns(ref: RunRef, scored: pd.DataFrame) -> pd.DataFrame:
     """``scored`` with the evidence columns the run supports: ``output_languages``
     (and ``out_<l>``), ``hurts_both`` and ``delta_loss_<l>`` (ablated features only),
-    ``purity``/``n_cofiring``, and ``beats_null`` (per score key, ``null_pct_<score>``)."""
+    ``purity``/``n_cofiring``, and ``null_pct_<score column>`` per stored ranking of the
+    score registry that the null table also has."""
     out = scored
     langs = ref.languages
     outl = load(ref, OUTPUT_LANGUAGES)
@@ -213,16 +211,15 @@ def add_table_columns(ref: RunRef, scored: pd.DataFrame) -> pd.DataFrame:
         out = out.merge(pur[["feature", "purity", "n_cofiring"]], on="feature", how="left")
     null = load(ref, NULL_SCORES)
     if null is not None:
-        feats = scored
         null_alive = null[null["alive"]]
-        for rank in (c for c in feats.columns if c.endswith("_rank") and c in null.columns):
-            score = rank.removesuffix("_rank")
-            if score in feats.columns and score in null.columns:
-                higher = score_direction(feats, score, rank)
-                pct = null_percentile(
-                    out[score].to_numpy(np.float64), null_alive[score].to_numpy(np.float64), higher
-                )
-                out[f"null_pct_{score}"] = np.where(out["alive"].astype(bool), pct, np.nan)
+        for spec in stored_rankings(scored.columns, null.columns):
+            score = spec.column
+            pct = null_percentile(
+                out[score].to_numpy(np.float64),
+                null_alive[score].to_numpy(np.float64),
+                spec.higher_is_better,
+            )
+            out[f"null_pct_{score}"] = np.where(out["alive"].astype(bool), pct, np.nan)
     return out
 
 

@@ -171,3 +171,69 @@ def test_feature_page_shows_label_family_and_labelled_neighbours(monkeypatch) ->
         frame = next(f for f in frames if marker in f.columns)
         assert {"label", "its translation", "its rank"} <= set(frame.columns), frame.columns
         assert frame["label"].str.len().gt(0).any()
+
+
+FAKE_LABEL = "fake: a score declared by this test (higher = better)"
+
+
+@pytest.fixture
+def fake_score(runs: AppRuns, monkeypatch: pytest.MonkeyPatch, tmp_path) -> pd.DataFrame:
+    """One score added to the registry, nothing else changed, and a copy of the
+    run whose features.parquet has its columns (value = feature id / 1000)."""
+    import shutil
+
+    from bilingual_core import score_registry
+    from bilingual_core.score_registry import ScoreSpec
+
+    fake = ScoreSpec(
+        "fake", FAKE_LABEL, "fake_score", "higher", "the feature id, scaled",
+        run=lambda q: None, rank_column="fake_rank",
+    )  # fmt: skip
+    monkeypatch.setattr(score_registry, "SCORES", (*score_registry.SCORES, fake))
+    root = tmp_path / "results"
+    shutil.copytree(runs.run, root / runs.run.name)
+    path = root / runs.run.name / "features.parquet"
+    feats = pd.read_parquet(path)
+    feats["fake_score"] = feats["feature"] / 1000.0
+    feats["fake_rank"] = feats["fake_score"].rank(ascending=False, method="first").astype("int32")
+    feats.to_parquet(path)
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    return feats
+
+
+def test_a_score_added_to_the_registry_reaches_the_feature_table(
+    fake_score: pd.DataFrame,
+) -> None:
+    """The new score is in the ranking menu, the table's columns, the sort menu,
+    and the score filter narrows the table on it."""
+    at = open_app("views/features.py", score="fake", smin="0.1")
+    menu = at.selectbox(key="features_score")
+    assert menu.value == "fake" and FAKE_LABEL in menu.options
+    shown = _frame(at, "features_table")
+    assert "fake_score" in shown.columns and len(shown)
+    assert shown["fake_score"].ge(0.1).all()
+    assert len(shown) < int(fake_score["alive"].sum())  # the filter narrowed the table
+    assert "fake_score" in at.selectbox(key="features_sort").options
+
+
+def test_a_score_added_to_the_registry_reaches_the_feature_and_pair_pages(
+    fake_score: pd.DataFrame,
+) -> None:
+    """The feature page's ranking menu and score list, the pair table, and the
+    commands' candidate rankings take the new score too."""
+    from bilingual_core.evidence import ranking_column
+
+    assert ranking_column(fake_score.columns, "fake") == "fake_rank"
+    feature = int(fake_score.loc[fake_score["alive"], "feature"].max())
+    at = open_app("views/feature.py", feature=str(feature), score="fake")
+    assert at.selectbox(key="feature_score").value == "fake"
+    scores = next(d.value for d in at.dataframe if {"score", "value", "rank"} <= set(d.value))
+    row = scores.set_index("score").loc["fake"]
+    assert row["value"] == pytest.approx(feature / 1000.0) and row["rank"] == 1
+    firing = table.pair_feature_table(
+        pd.DataFrame({"pair_id": [0, 0], "lang": ["en", "es"], "feature": [feature] * 2,
+                      "max_activation": [1.0, 1.0]}),
+        ["en", "es"],
+        fake_score,
+    )  # fmt: skip
+    assert {"fake_score", "fake_rank"} <= set(firing.columns)

@@ -225,3 +225,28 @@ def test_runs_without_evidence_say_how_to_add_it(
     assert not at.exception
     shown = _texts(at)
     assert "python -m precompute logits --run" in shown and "validate --null random" in shown
+
+
+def test_null_columns_cover_every_stored_ranking_of_the_registry() -> None:
+    """The null comparison iterates the score registry: ``notebook_bi`` (rank column
+    ``notebook_rank``, not ``notebook_bi_rank``) is compared too, in the registry's
+    direction, and the candidate rankings put the post's own last."""
+    from bilingual_core.evidence import DEFAULT_RANKINGS
+    from explorer import evidence
+
+    feats = pd.DataFrame(
+        {
+            "feature": [0, 1, 2],
+            "alive": [True, True, True],
+            "notebook_bi": [0.1, 0.5, 0.9],
+            "notebook_rank": [1, 2, 3],
+            "jaccard": [0.9, 0.5, 0.1],
+            "jaccard_rank": [1, 2, 3],
+        }
+    )
+    null = feats.assign(notebook_bi=[0.3, 0.6, 0.7], jaccard=[0.2, 0.4, 0.6])
+    rows = evidence.null_rows(feats, null, 0).set_index("score")
+    assert list(rows.index) == ["notebook_bi", "jaccard"]
+    assert rows["beats the null's best"].all()  # 0.1 < 0.3 (lower is better), 0.9 > 0.6
+    assert DEFAULT_RANKINGS[0] == "translation_rank"
+    assert DEFAULT_RANKINGS[-2:] == ("bi_rank", "notebook_rank")
