@@ -608,3 +608,55 @@ def test_pages_folder_is_not_streamlits_legacy_directory(
     assert at.info and "streamlit run app.py" in at.info[0].value
     assert not at.title  # nothing of the page was drawn
     assert PagesManager.uses_pages_directory is not True
+
+
+def test_every_section_module_is_listed_once() -> None:
+    """Each module of explorer/sections/ declares one SECTION and the page list holds it."""
+    import importlib
+    import pkgutil
+
+    from explorer import sections
+
+    listed = [s.name for s in sections.FEATURE_SECTIONS]
+    assert len(listed) == len(set(listed))
+    modules = [m.name for m in pkgutil.iter_modules(sections.__path__) if m.name != "base"]
+    for name in modules:
+        section = importlib.import_module(f"explorer.sections.{name}").SECTION
+        assert section.name == name and section in sections.FEATURE_SECTIONS, name
+    assert sorted(modules) == sorted(listed)
+
+
+def test_a_new_section_is_one_declaration(
+    app, runs: AppRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A section added to the list is drawn with its title when the run has its data;
+    one whose file the run lacks says so in one line naming the command; one that
+    needs activations is left out for a feature that never fires."""
+    import streamlit as st
+
+    from explorer import sections
+    from explorer.sections.base import Section
+
+    def draw(ctx) -> None:
+        st.markdown(f"probe drew feature {ctx.feature} of {len(ctx.scored)}")
+
+    added = [
+        Section("probe", draw, title="Probe section", needs=("pairs.parquet",)),
+        Section("absent", draw, title="Absent section", needs=("nope.parquet",),
+                compute="nope --run {run}"),
+        Section("quiet", draw, title="Quiet section", needs=("nope.parquet",)),
+        Section("firing", draw, title="Firing section", fires=True),
+    ]  # fmt: skip
+    monkeypatch.setattr(sections, "FEATURE_SECTIONS", [*sections.FEATURE_SECTIONS, *added])
+    alive = int(runs.truth.features_of("bilingual")[0])
+    shown = texts(app("views/feature.py", feature=str(alive)))
+    assert (
+        "Probe section" in shown and f"probe drew feature {alive} of {runs.config.d_sae}" in shown
+    )
+    assert "Absent section" in shown
+    assert "Not computed for this run: `python -m precompute nope --run <results>/" in shown
+    assert "Quiet section" not in shown
+    assert "Firing section" in shown
+    dead = int(runs.truth.features_of("dead")[0])
+    shown = texts(app("views/feature.py", feature=str(dead)))
+    assert "Firing section" not in shown and "never fires" in shown
