@@ -15,7 +15,7 @@ def draw(ctx: FeatureContext) -> None:
     """Title, badges, and the row of links: previous / next, Neuronpedia, the feature table."""
     ref, scored, feature, score = ctx.ref, ctx.scored, ctx.feature, ctx.score
     rank, prev_f, next_f = table.neighbours(scored, score, feature)
-    row = scored.loc[scored["feature"] == feature].iloc[0]
+    row = ctx.row
     labels = table.feature_labels(scored)
     label = str(row.get("label") or "")
     st.title(f"Feature {feature}" + (f" · {md(label)}" if label else ""))

@@ -51,8 +51,7 @@ def language_rows(scored: pd.DataFrame, languages: list[str], feature: int) -> p
 
 
 def draw(ctx: FeatureContext) -> None:
-    ref, scored, scores, feature = ctx.ref, ctx.scored, ctx.scores, ctx.feature
-    row = scored.loc[scored["feature"] == feature].iloc[0]
+    ref, scored, scores, feature, row = ctx.ref, ctx.scored, ctx.scores, ctx.feature, ctx.row
     st.dataframe(
         score_rows(scored, scores, feature),
         hide_index=True,
@@ -71,7 +70,7 @@ def draw(ctx: FeatureContext) -> None:
             lang: st.column_config.NumberColumn(format="%.5g") for lang in ref.languages
         },
     )
-    extra = {
+    extra = {  # the blog score's terms (bi = jsd + beta x idaf) and the p-value
         "jsd": row.get("jsd"),
         "idaf": row.get("idaf"),
         "bi": row.get("bi"),
