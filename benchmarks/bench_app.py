@@ -266,7 +266,7 @@ def feature_page_timings(
     at.query_params["run"] = run_id
     at.run()
     t = time.perf_counter()
-    at.switch_page("pages/feature.py")
+    at.switch_page("views/feature.py")
     at.query_params.update({"run": run_id, "feature": str(feature)})
     at.run()
     first = time.perf_counter() - t
@@ -291,7 +291,7 @@ def features_rerun(root: Path, run_id: str, repeats: int) -> tuple[float, float]
     at.query_params["run"] = run_id
     at.run()
     t = time.perf_counter()
-    at.switch_page("pages/features.py").run()
+    at.switch_page("views/features.py").run()
     first = time.perf_counter() - t
     if at.exception:
         raise RuntimeError(at.exception)

@@ -35,10 +35,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import score_registry
 from .manifest import utc_now
 from .run import Run, rewrite_run
 from .schema import ACTIVATIONS, TOKENS
-from .score_registry import SCORES
+from .score_registry import candidate_rankings, stored_rankings
 from .storage import open_root
 
 LOGITS = "logits.parquet"
@@ -56,13 +57,10 @@ TAG_SHARE = 0.8
 """A token is tagged with a language when at least this share of its occurrences is in it."""
 PURITY_TOP = 3
 """Purity counts the share of a feature's co-firing pairs taken by this many commonest token pairs."""
-DEFAULT_RANKINGS = tuple(
-    dict.fromkeys(
-        (SCORES[0].rank_column, "evidence_rank", "jaccard_rank", "mass_jsd_rank", "bi_rank")
-    )
-)
-"""Ranking columns tried in order when no score is named: the app's default (the registry's
-first score), then, for runs scored before it existed, the scale-free scores before the blog bi."""
+DEFAULT_RANKINGS = candidate_rankings()
+"""Ranking columns tried in order when no score is named: the registry's stored rankings,
+the default (its first score) first and the post's ``bi`` rankings last, so runs scored
+before a newer score existed fall back to the scale-free scores before the blog bi."""
 
 NEIGHBOURS_SCHEMA = pa.schema(
     [
@@ -235,23 +233,25 @@ def bootstrap_ratio_ci(
 
 def ranking_column(columns: Iterable[str], key: str | None = None) -> str:
     """The rank column to take candidates from: ``key`` (a score name such as
-    ``jaccard`` or its rank column ``jaccard_rank``), else the first of
-    ``DEFAULT_RANKINGS`` present. ValueError naming the choices otherwise."""
+    ``jaccard``, its column or its rank column ``jaccard_rank``), else the first of
+    ``DEFAULT_RANKINGS`` present (read off the registry at each call). ValueError naming the choices otherwise."""
     columns = list(columns)
-    ranks = [c for c in columns if c.endswith("_rank")]
+    ranks = [c for c in candidate_rankings() if c in columns]
     if key is None:
-        for name in DEFAULT_RANKINGS:
-            if name in columns:
-                return name
         if ranks:
             return ranks[0]
     else:
-        for name in (key, f"{key}_rank"):
-            if name in ranks:
-                return name
+        try:
+            spec = score_registry.score_by_key(key)
+        except KeyError:
+            spec = next(
+                (s for s in score_registry.SCORES if key in (s.column, s.rank_column)), None
+            )
+        if spec is not None and spec.rank_column in ranks:
+            return spec.rank_column
+    names = [s.key for s in score_registry.SCORES if s.rank_column in ranks]
     raise ValueError(
-        f"no ranking {key!r} in features.parquet; choose one of "
-        f"{', '.join(r.removesuffix('_rank') for r in ranks) or '(none)'}"
+        f"no ranking {key!r} in features.parquet; choose one of {', '.join(names) or '(none)'}"
     )
 
 
@@ -303,10 +303,8 @@ def null_comparison(features: pd.DataFrame, null: pd.DataFrame) -> pd.DataFrame:
     best value, and how many alive features beat it (``n_beat_null`` of ``n_alive``)."""
     rows = []
     alive, null_alive = features[features["alive"]], null[null["alive"]]
-    for rank in (c for c in features.columns if c.endswith("_rank") and c in null.columns):
-        score = rank.removesuffix("_rank")
-        if score not in features.columns or score not in null.columns:
-            continue
+    for spec in stored_rankings(features.columns, null.columns):
+        score, rank = spec.column, spec.rank_column
         higher = score_direction(features, score, rank)
         values = null_alive[score].to_numpy(np.float64)
         best = np.nanmax(values) if higher else np.nanmin(values) if len(values) else np.nan

@@ -12,7 +12,7 @@ The first entry is the default ranking everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -260,6 +260,28 @@ def score_by_key(key: str) -> ScoreSpec:
 
 def rank_columns() -> list[str]:
     return [spec.rank_column for spec in SCORES if spec.rank_column is not None]
+
+
+def stored_rankings(*tables: Iterable[str]) -> list[ScoreSpec]:
+    """The scores stored as a ranking (``column`` and ``rank_column``) in every one
+    of ``tables`` (column names), in registry order."""
+    sets = [set(cols) for cols in tables]
+    return [
+        spec
+        for spec in SCORES
+        if spec.rank_column is not None
+        and all(spec.column in cols and spec.rank_column in cols for cols in sets)
+    ]
+
+
+def candidate_rankings() -> tuple[str, ...]:
+    """Every stored rank column, in the order a command picks the features to study
+    when no score is named: registry order (the default first), the post's own
+    rankings (ties by feature id: ``bi``, ``notebook``) last, since they favour
+    features seen on one or two pairs."""
+    ranked = [spec for spec in SCORES if spec.rank_column is not None]
+    ordered = sorted(ranked, key=lambda spec: spec.ties == "feature")  # stable: registry order
+    return tuple(spec.rank_column for spec in ordered if spec.rank_column is not None)
 
 
 def compute_block_scores(block: SentenceMax) -> dict[str, np.ndarray]:

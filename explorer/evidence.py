@@ -8,7 +8,8 @@ stamp, so adding a table to a run refreshes them.
 
 Pages call:
 
-* ``feature_sections(ref, feature)`` on the feature page;
+* ``token_list``, ``ablation_figure``, ``baseline_features_table``, ``null_rows``
+  in the feature page's evidence sections (``explorer/sections/``);
 * ``add_table_columns``, ``table_filters_ui``, ``filter_table`` and
   ``display_columns`` on the feature table (``URL_PARAMS`` are its URL keys);
 * ``overview_section(ref)`` on the overview.
@@ -27,18 +28,15 @@ from bilingual_core import Run
 from bilingual_core.evidence import (
     ABLATION,
     EVIDENCE_FILES,
-    LOGITS,
     NULL_SCORES,
     OUTPUT_LANGUAGES,
-    PROMOTED,
     PURITY,
-    SUPPRESSED,
     evidence_stamp,
     null_comparison,
     null_percentile,
-    score_direction,
 )
-from explorer import data, render, ui
+from bilingual_core.score_registry import stored_rankings
+from explorer import render, ui
 from explorer.data import RunRef
 
 URL_PARAMS = ("outlang", "hurts", "beatnull")
@@ -112,11 +110,8 @@ def null_rows(feats: pd.DataFrame, null: pd.DataFrame, feature: int) -> pd.DataF
     row = feats.loc[feats["feature"] == feature].iloc[0]
     null_alive = null[null["alive"]]
     rows = []
-    for rank in (c for c in feats.columns if c.endswith("_rank") and c in null.columns):
-        score = rank.removesuffix("_rank")
-        if score not in feats.columns or score not in null.columns:
-            continue
-        higher = score_direction(feats, score, rank)
+    for spec in stored_rankings(feats.columns, null.columns):
+        score, higher = spec.column, spec.higher_is_better
         values = null_alive[score].dropna().to_numpy(np.float64)
         best = np.sort(values)[::-1][:3] if higher else np.sort(values)[:3]
         value = float(row[score]) if pd.notna(row[score]) else np.nan
@@ -190,7 +185,8 @@ def baseline_features_table(rows: pd.DataFrame, feats: pd.DataFrame | None) -> p
 def add_table_columns(ref: RunRef, scored: pd.DataFrame) -> pd.DataFrame:
     """``scored`` with the evidence columns the run supports: ``output_languages``
     (and ``out_<l>``), ``hurts_both`` and ``delta_loss_<l>`` (ablated features only),
-    ``purity``/``n_cofiring``, and ``beats_null`` (per score key, ``null_pct_<score>``)."""
+    ``purity``/``n_cofiring``, and ``null_pct_<score column>`` per stored ranking of the
+    score registry that the null table also has."""
     out = scored
     langs = ref.languages
     outl = load(ref, OUTPUT_LANGUAGES)
@@ -213,16 +209,15 @@ def add_table_columns(ref: RunRef, scored: pd.DataFrame) -> pd.DataFrame:
         out = out.merge(pur[["feature", "purity", "n_cofiring"]], on="feature", how="left")
     null = load(ref, NULL_SCORES)
     if null is not None:
-        feats = scored
         null_alive = null[null["alive"]]
-        for rank in (c for c in feats.columns if c.endswith("_rank") and c in null.columns):
-            score = rank.removesuffix("_rank")
-            if score in feats.columns and score in null.columns:
-                higher = score_direction(feats, score, rank)
-                pct = null_percentile(
-                    out[score].to_numpy(np.float64), null_alive[score].to_numpy(np.float64), higher
-                )
-                out[f"null_pct_{score}"] = np.where(out["alive"].astype(bool), pct, np.nan)
+        for spec in stored_rankings(scored.columns, null.columns):
+            score = spec.column
+            pct = null_percentile(
+                out[score].to_numpy(np.float64),
+                null_alive[score].to_numpy(np.float64),
+                spec.higher_is_better,
+            )
+            out[f"null_pct_{score}"] = np.where(out["alive"].astype(bool), pct, np.nan)
     return out
 
 
@@ -316,139 +311,6 @@ def table_filters_ui(ref: RunRef, frame: pd.DataFrame) -> EvidenceFilters:
             )
             ui.url_publish("beatnull", beat, "")
     return EvidenceFilters(outlang, hurts, beat or None)
-
-
-def _how_to(ref: RunRef, command: str) -> None:
-    st.caption(
-        f"Not computed for this run: `python -m precompute {command} --run <results>/{ref.run_id}`."
-    )
-
-
-def logits_section(ref: RunRef, feature: int) -> None:
-    st.subheader("Output side: tokens its decoder direction promotes")
-    logits = load(ref, LOGITS)
-    if logits is None:
-        _how_to(ref, "logits")
-        return
-    outl = load(ref, OUTPUT_LANGUAGES)
-    if outl is not None:
-        row = outl[outl["feature"] == feature]
-        if len(row):
-            st.caption(
-                f"Output languages of its top promoted tokens: **{row['output_languages'].iloc[0]}** "
-                "(a token's language: where it occurs in this run's corpus; unknown = never occurs)."
-            )
-    left, right = st.columns(2)
-    config = {
-        "logit": st.column_config.NumberColumn(format="%.3g", width="small"),
-        "language": st.column_config.TextColumn(width="small"),
-    }
-    left.markdown("**Promoted**")
-    left.dataframe(
-        token_list(logits, feature, PROMOTED),
-        hide_index=True,
-        key="feature_ev_promoted",
-        column_config=config,
-    )
-    right.markdown("**Suppressed**")
-    right.dataframe(
-        token_list(logits, feature, SUPPRESSED),
-        hide_index=True,
-        key="feature_ev_suppressed",
-        column_config=config,
-    )
-    st.caption(
-        "Direct logit effect: the decoder direction through the final norm's weights and the "
-        "unembedding; later layers are ignored."
-    )
-
-
-def ablation_section(ref: RunRef, feature: int) -> None:
-    st.subheader("Causal: ablating it where it fires")
-    abl = load(ref, ABLATION)
-    if abl is None:
-        _how_to(ref, "validate --top 20")
-        return
-    rows = abl[abl["feature"] == feature]
-    if rows.empty:
-        st.caption(
-            "This feature was not among the ablated candidates "
-            f"({abl['feature'].nunique()} features by `{abl['rank_by'].iloc[0] if len(abl) else '?'}`)."
-        )
-        return
-    st.plotly_chart(ablation_figure(rows), key="feature_ev_ablation")
-    parts = [
-        f"{r.lang}: {r.n_sentences} sentences, {r.n_tokens} tokens, "
-        f"{'hurts' if r.hurts else 'no clear effect'}"
-        for r in rows.itertuples()
-    ]
-    st.caption(" · ".join(parts))
-    baseline = baseline_features_table(rows, data.features(ref.location, ref.token))
-    if len(baseline):
-        # labels are token text (untrusted): a dataframe shows them as plain text
-        st.dataframe(
-            baseline,
-            hide_index=True,
-            key="feature_ev_baseline",
-            column_config={
-                "feature": st.column_config.NumberColumn("random baseline feature", format="%d")
-            },
-        )
-        st.caption(
-            "The random baseline: features of similar firing frequency, ablated on the same "
-            "sentences; their labels say what they fire on."
-        )
-
-
-def null_section(ref: RunRef, feature: int) -> None:
-    st.subheader("Against a null: a random dictionary of the same shape and sparsity")
-    null = load(ref, NULL_SCORES)
-    pur = load(ref, PURITY)
-    if null is None:
-        _how_to(ref, "validate --null random")
-    else:
-        feats = data.features(ref.location, ref.token)
-        st.dataframe(
-            null_rows(feats, null, feature),
-            hide_index=True,
-            key="feature_ev_null",
-            column_config={
-                "value": st.column_config.NumberColumn(format="%.5g"),
-                "percentile vs null": st.column_config.NumberColumn(format="%.1f"),
-            },
-        )
-    if pur is not None:
-        row = pur[pur["feature"] == feature]
-        if len(row):
-            r = row.iloc[0]
-            shown = {
-                "purity": r["purity"],
-                "co-firing pairs": int(r["n_cofiring"]),
-                "commonest token pairs (count)": str(r["top_pairs"]),
-            }
-            if null is not None and "purity" in null:
-                shown["null's median purity"] = null["purity"].median()
-            # token text is untrusted: a dataframe shows it as plain text, never as markdown or HTML
-            st.dataframe(
-                pd.DataFrame([shown]),
-                hide_index=True,
-                key="feature_ev_purity",
-                column_config={
-                    "purity": st.column_config.NumberColumn(format="%.2f"),
-                    "null's median purity": st.column_config.NumberColumn(format="%.2f"),
-                },
-            )
-            st.caption(
-                "Purity: share of its co-firing pairs whose tokens at each language's maximum are one of "
-                "its 3 commonest token pairs (1 with 3 or fewer co-firing pairs)."
-            )
-
-
-def feature_sections(ref: RunRef, feature: int) -> None:
-    """Every evidence section of the feature page, in order."""
-    logits_section(ref, feature)
-    ablation_section(ref, feature)
-    null_section(ref, feature)
 
 
 def overview_lines(ref: RunRef, feats: pd.DataFrame) -> list[str]:

@@ -2,7 +2,7 @@
 (the strongest, then samples from activation quantile bins), whether a feature
 has too little support to judge, and the co-firing neighbours' table.
 
-Nothing here draws a widget or reads a file; ``pages/feature.py`` passes in
+Nothing here draws a widget or reads a file; ``views/feature.py`` passes in
 what ``explorer.data`` loaded.
 """
 

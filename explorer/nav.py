@@ -1,7 +1,7 @@
 """The app's pages: file, title, URL path. ``app.py`` builds ``st.navigation``
 from ``PAGES``; pages link to each other through these constants.
 
-Adding a page is one line in ``PAGES`` (and its file under ``pages/``).
+Adding a page is one line in ``PAGES`` (and its file under ``views/``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ class PageSpec:
     icon: str
 
 
-OVERVIEW = "pages/overview.py"
-CURVES = "pages/curves.py"
-FEATURES = "pages/features.py"
-FEATURE = "pages/feature.py"
-PAIRS = "pages/pairs.py"
-RECOMPUTE = "pages/recompute.py"
-LAYERS = "pages/layers.py"
+OVERVIEW = "views/overview.py"
+CURVES = "views/curves.py"
+FEATURES = "views/features.py"
+FEATURE = "views/feature.py"
+PAIRS = "views/pairs.py"
+RECOMPUTE = "views/recompute.py"
+LAYERS = "views/layers.py"
 
 TABLE_PARAMS = (
     "tok",

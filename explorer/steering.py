@@ -1,18 +1,19 @@
-"""Steering in the app: the feature-page section and the table filter.
+"""Steering in the app: the table filter, and the parts the feature-page section
+(``explorer/sections/steering.py``) draws with.
 
 ``steering.parquet`` (``python -m precompute steer``) holds, per candidate and
 its random baseline features, the greedy continuation of neutral prompts in
 each language at a few strengths. Here:
 
-* ``section(ref, feature)``: the continuations per language and strength, the
-  steered text marked (the prompt plain, the continuation shaded; the
-  feature's peak tokens bold; tokens of another language struck through,
-  unknown ones dotted), and the concept gain per language against the random
-  features;
+* ``continuations_html``, ``gain_figure``, ``summary_rows``: the section's
+  continuations per language and strength, the steered text marked (the
+  prompt plain, the continuation shaded; the feature's peak tokens bold;
+  tokens of another language struck through, unknown ones dotted), and the
+  concept gain per language against the random features;
 * ``add_table_columns``, ``table_filter_ui`` and ``filter_table`` for the
   feature table's filter "writes its concept in every language".
 
-Works on runs without the table (a caption says how to add it).
+Works on runs without the table.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from bilingual_core.evidence import (
-    CANDIDATE,
-    LANG_KEPT_MIN,
     MIXED,
     STEERING,
     UNKNOWN,
@@ -32,7 +31,7 @@ from bilingual_core.evidence import (
 )
 from explorer import evidence, render, ui
 from explorer.data import RunRef
-from explorer.safe_text import md, plotly_text
+from explorer.safe_text import plotly_text
 
 URL_PARAMS = ("writes",)
 COLUMNS = ("writes_every_language", "writes_in")
@@ -204,77 +203,10 @@ def table_filter_ui(frame: pd.DataFrame) -> bool:
     return on
 
 
-def section(ref: RunRef, feature: int) -> None:
-    st.subheader("Steering: does it write its concept in each language?")
-    frame = evidence.load(ref, STEERING)
-    if frame is None:
-        st.caption(
-            f"Not computed for this run: `python -m precompute steer --run <results>/{ref.run_id} --top 10`."
-        )
-        return
-    mine = frame[(frame["candidate"] == feature) & (frame["role"] == CANDIDATE)]
-    if mine.empty:
-        n = frame["candidate"].nunique()
-        st.caption(f"This feature was not among the {n} steered candidates.")
-        return
-    languages = ref.languages
-    rows = verdict(frame[frame["candidate"] == feature])
-    every = writes_every_language(rows, languages).iloc[0]
-    st.markdown(
-        "**Writes its concept in every language**"
-        + (f" from α = {every['writes_at']:g}" if every["writes_every_language"] else ": no")
-        + (
-            f" (in {md(every['writes_in'])} only)"
-            if every["writes_in"] and not every["writes_every_language"]
-            else ""
-        )
-    )
-    left, right = st.columns([3, 2])
-    left.plotly_chart(gain_figure(rows, languages), key="feature_steer_gain")
-    right.dataframe(
-        summary_rows(rows),
-        hide_index=True,
-        key="feature_steer_summary",
-        column_config={
-            c: st.column_config.NumberColumn(format="%.2f")
-            for c in (
-                "concept gain",
-                "random features' gain (mean)",
-                "random features' gain (max)",
-                "continuations with a peak token",
-                "language kept",
-                "unknown tokens",
-            )
-        },
-    )
-    scale = float(mine["scale"].iloc[0])
-    st.caption(
-        f"Added at the SAE's hook: α × {scale:.3g} (its typical maximum activation) × its decoder "
-        "direction, at the prompt's last token and every generated token; greedy. "
-        f"Writes its concept: some continuation holds a peak token, the gain is above every "
-        f"random feature's, and at least {LANG_KEPT_MIN:.0%} of the language-tagged tokens are in "
-        "the prompt's language."
-    )
-    tabs = st.tabs([f"{lang} prompts" for lang in languages])
-    for tab, lang in zip(tabs, languages, strict=True):
-        part = mine[mine["lang"] == lang]
-        with tab:
-            if part.empty:
-                st.caption("No continuations in this language.")
-                continue
-            st.caption("Peak tokens followed: " + md(str(part["concept_tokens"].iloc[0])))
-            st.html(continuations_html(part, lang))
-    st.caption(
-        "Shaded: the generated (steered) text; **bold underlined**: a peak token; struck through: "
-        "a token of another language; dotted: a token never seen in this run (language unknown)."
-    )
-
-
 __all__ = [
     "URL_PARAMS",
     "add_table_columns",
     "continuation_html",
     "filter_table",
-    "section",
     "table_filter_ui",
 ]

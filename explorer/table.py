@@ -29,38 +29,60 @@ threshold) is marked "low support" wherever it is listed."""
 
 @dataclass(frozen=True)
 class Score:
-    """One way to rank features, as the app offers it (built from the score registry)."""
+    """One way to rank features, as the app offers it: a score of the registry
+    (``bilingual_core.score_registry.SCORES``), for one language when the score
+    is per language. Everything else is read off the registry's declaration."""
 
-    key: str
-    """Stable id used in URLs (``?score=bi``)."""
-    label: str
-    column: str
-    """Column of the features table (after ``score_table``) holding the value."""
-    ascending: bool
-    """True when lower is better (``bi``, JSDs); ranks count from the best."""
-    help: str
-    coactivation: bool = False
-    """Comes from coactivation.parquet at the chosen threshold."""
-    note: str = ""
-    """What the ranking favours (shown when it is selected)."""
-    support_ties: bool = True
-    """Equal values are ordered by support (else by feature id alone)."""
+    spec: ScoreSpec
+    lang: str | None = None
+    """The language of a per-language score (``mono_{lang}``), else None."""
 
+    def _fill(self, text: str) -> str:
+        return text if self.lang is None else text.format(lang=self.lang)
 
-def _menu_entry(spec: ScoreSpec, lang: str | None = None) -> Score:
-    def fill(text: str) -> str:
-        return text if lang is None else text.format(lang=lang)
+    @property
+    def key(self) -> str:
+        """Stable id used in URLs (``?score=bi``)."""
+        return self._fill(self.spec.key)
 
-    return Score(
-        fill(spec.key),
-        fill(spec.label),
-        fill(spec.threshold_column or spec.column),
-        not spec.higher_is_better,
-        fill(spec.formula),
-        coactivation=spec.coactivation is not None,
-        note=fill(spec.note),
-        support_ties=spec.ties == "support",
-    )
+    @property
+    def label(self) -> str:
+        return self._fill(self.spec.label)
+
+    @property
+    def column(self) -> str:
+        """Column of the features table (after ``score_table``) holding the value:
+        the value at the chosen threshold for a co-activation score."""
+        return self._fill(self.spec.threshold_column or self.spec.column)
+
+    @property
+    def stored(self) -> str:
+        """Its column of features.parquet."""
+        return self._fill(self.spec.column)
+
+    @property
+    def ascending(self) -> bool:
+        """True when lower is better (``bi``, JSDs); ranks count from the best."""
+        return not self.spec.higher_is_better
+
+    @property
+    def help(self) -> str:
+        return self._fill(self.spec.formula)
+
+    @property
+    def coactivation(self) -> bool:
+        """Comes from coactivation.parquet at the chosen threshold."""
+        return self.spec.coactivation is not None
+
+    @property
+    def note(self) -> str:
+        """What the ranking favours (shown when it is selected)."""
+        return self._fill(self.spec.note)
+
+    @property
+    def support_ties(self) -> bool:
+        """Equal values are ordered by support (else by feature id alone)."""
+        return self.spec.ties == "support"
 
 
 def available_scores(columns: list[str] | pd.Index, languages: list[str]) -> list[Score]:
@@ -70,9 +92,9 @@ def available_scores(columns: list[str] | pd.Index, languages: list[str]) -> lis
     out = []
     for spec in score_registry.SCORES:
         for lang in languages if spec.per_language else [None]:
-            stored = spec.column if lang is None else spec.column.format(lang=lang)
-            if spec.always_offered or stored in cols:
-                out.append(_menu_entry(spec, lang))
+            score = Score(spec, lang)
+            if spec.always_offered or score.stored in cols:
+                out.append(score)
     return out
 
 
@@ -265,6 +287,34 @@ def apply_filters(
     return table[keep]
 
 
+INPUT_COLUMNS = (
+    "n_cross",
+    "n_shared",
+    "cross_share",
+    "cross_log10p",
+    "family",
+    "family_size",
+    "idaf",
+    "coact_both",
+)
+"""What the scores are built from, shown after them: peak-token counts, families,
+bi's frequency term, support at the threshold."""
+
+
+def score_columns(languages: list[str]) -> list[str]:
+    """Every score's column as the table shows it, in registry order: the value (at the
+    chosen threshold for a co-activation score; one per language for a per-language
+    score), then the stored rank of the post's own rankings (ties by feature id, to
+    compare with its published table; the app's ``rank`` column ranks the others)."""
+    cols: list[str] = []
+    for spec in score_registry.SCORES:
+        for lang in languages if spec.per_language else [None]:
+            cols.append(Score(spec, lang).column)
+        if spec.rank_column is not None and spec.ties == "feature":
+            cols.append(spec.rank_column)
+    return cols
+
+
 def display_columns(table: pd.DataFrame, score: Score, languages: list[str]) -> list[str]:
     """The columns the feature table shows, in order."""
     cols = [
@@ -281,28 +331,10 @@ def display_columns(table: pd.DataFrame, score: Score, languages: list[str]) -> 
         "planted",
     ]
     extra = [f"n_fire_{lang}" for lang in languages]
-    extra += [
-        "translation",
-        "n_cross",
-        "n_shared",
-        "cross_share",
-        "cross_log10p",
-        "family",
-        "family_size",
-        "evidence",
-        "bi",
-        "bi_rank",
-        "jsd",
-        "idaf",
-        "notebook_bi",
-        "notebook_rank",
-        "mass_jsd",
-        "coact_jaccard",
-        "coact_both",
-        "coact_log10p",
-    ]
+    extra += score_columns(languages)
+    extra += INPUT_COLUMNS
     for lang in languages:
-        extra += [f"max_act_{lang}", f"mono_{lang}", f"share_{lang}"]
+        extra += [f"max_act_{lang}", f"share_{lang}"]
     extra += ["alive"]
     cols = [c for c in cols if c in table]
     for c in extra:
@@ -388,8 +420,9 @@ def pair_feature_table(
     both_only: bool = True,
 ) -> pd.DataFrame:
     """One row per feature firing on a pair: ``max_<lang>`` per language and
-    ``min_max`` (the smallest of them), sorted by it; with the support
-    (``n_both``), evidence, bi and their ranks when ``features`` is given. ``both_only`` keeps features firing in every language."""
+    ``min_max`` (the smallest of them), sorted by it; with the label, the support
+    (``n_both``) and every stored ranking of the registry (value and rank) when
+    ``features`` is given. ``both_only`` keeps features firing in every language."""
     if pair_features.empty:
         return pd.DataFrame(columns=["feature", *[f"max_{lang}" for lang in languages], "min_max"])
     wide = pair_features.pivot_table(
@@ -405,17 +438,9 @@ def pair_feature_table(
         ["min_max", "feature"], ascending=[False, True], ignore_index=True
     )
     if features is not None:
-        keep = (
-            "label",
-            "n_both",
-            "translation",
-            "translation_rank",
-            "evidence",
-            "evidence_rank",
-            "bi",
-            "bi_rank",
-            "jaccard",
-        )
+        keep = ["label", "n_both"]
+        for spec in score_registry.stored_rankings(features.columns):
+            keep += [spec.column, spec.rank_column]
         extra = features.set_index("feature")[[c for c in keep if c in features]]
         out = out.join(extra, on="feature")
     return out

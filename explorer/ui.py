@@ -65,18 +65,15 @@ def require_entry() -> None:
     """Every page calls this first: make sure ``app.py`` (sidebar, run picker,
     ``st.navigation``) is running it.
 
-    Streamlit decides once per process whether an app uses its legacy
-    ``pages/`` directory mode, and picks that mode until ``st.navigation`` is
-    first called; so the first browser session after a start that opens a
-    page URL directly (a shared link) would run the page file alone. Turn the
-    legacy mode off and rerun, which goes through ``app.py``.
+    Every page URL goes through ``app.py`` (the pages live in ``views/``, a
+    folder Streamlit gives no meaning, so it never runs a page file alone);
+    a page started directly (``streamlit run views/feature.py``) says how to
+    open the app instead of drawing half a page.
     """
     if getattr(_entry, "active", False):
         return
-    from streamlit.runtime.pages_manager import PagesManager
-
-    PagesManager.uses_pages_directory = False
-    st.rerun()
+    st.info("This is one page of the explorer: start the app with `streamlit run app.py`.")
+    st.stop()
 
 
 # ------------------------------------------------------------ URL state ---

@@ -17,7 +17,7 @@ from bilingual_core.evidence import NULL_SCORES
 from bilingual_core.sweep import COMPARE_FILE, SWEEPS_DIR, new_sweep, write_sweep
 from explorer.layers import Counts, count_flags, layer_row, unmatched
 
-PAGE = "pages/layers.py"
+PAGE = "views/layers.py"
 LAYERS = (3, 6, 9)
 
 

@@ -61,7 +61,7 @@ def test_pair_defaults_are_the_best_ranked_specific_features_firing_in_both() ->
 
 
 def test_pair_page_opens_on_the_pairs_most_specific_features(app, runs: AppRuns) -> None:
-    at = app("pages/pairs.py", pair="5")
+    at = app("views/pairs.py", pair="5")
     chosen = at.multiselect(key="pairs_features").value
     firing = next(d.value for d in at.dataframe if {"feature", "min_max"} <= set(d.value.columns))
     assert 0 < len(chosen) <= 3
@@ -92,7 +92,7 @@ def test_recompute_form_starts_on_a_runnable_preset_and_shows_its_values(
     at = AppTest.from_file(str(APP), default_timeout=30)
     at.secrets["recompute"] = {"password": "pw"}
     at.run()
-    at.switch_page("pages/recompute.py").run()
+    at.switch_page("views/recompute.py").run()
     at.text_input(key="recompute_password").input("pw")
     next(b for b in at.button if b.label == "Unlock").click().run()
     assert not at.exception

@@ -113,7 +113,7 @@ def test_unknown_run_in_link_warns_and_falls_back(app) -> None:
 
 
 def test_curves_draw_one_line_per_threshold_with_values(app, runs: AppRuns) -> None:
-    at = app("pages/curves.py")
+    at = app("views/curves.py")
     charts = at.get("plotly_chart")
     assert len(charts) == 3  # en, es, global
     spec = json.loads(charts[0].proto.spec)
@@ -132,7 +132,7 @@ def test_curves_draw_one_line_per_threshold_with_values(app, runs: AppRuns) -> N
 
 
 def test_feature_table_ranks_planted_bilingual_first_by_jaccard(app, runs: AppRuns) -> None:
-    at = app("pages/features.py", score="jaccard", minpairs="3", spec="bilingual")
+    at = app("views/features.py", score="jaccard", minpairs="3", spec="bilingual")
     table = frames(at, "features_table")
     bilingual = set(runs.truth.features_of("bilingual"))
     top = table["feature"].head(3).tolist()
@@ -145,7 +145,7 @@ def test_feature_table_ranks_planted_bilingual_first_by_jaccard(app, runs: AppRu
 
 
 def test_feature_table_widgets_drive_filters_and_url(app, runs: AppRuns) -> None:
-    at = app("pages/features.py")
+    at = app("views/features.py")
     n_all = len(frames(at, "features_table"))
     at.selectbox(key="features_score").set_value("mono_en").run()
     at.number_input(key="features_minpairs").set_value(5).run()
@@ -170,7 +170,7 @@ def test_feature_table_token_search(app, runs: AppRuns) -> None:
     feature = runs.truth.features_of("bilingual")[2]
     index = data.top_tokens(str(runs.run), "test")
     word = index[index["feature"] == feature]["token"].iloc[0]
-    at = app("pages/features.py")
+    at = app("views/features.py")
     at.text_input(key="features_tokens").input(word).run()
     table = frames(at, "features_table")
     assert feature in set(table["feature"])
@@ -180,14 +180,14 @@ def test_feature_table_token_search(app, runs: AppRuns) -> None:
 
 
 def test_feature_table_score_range_and_csv(app) -> None:
-    at = app("pages/features.py", score="bi", smax="0")
+    at = app("views/features.py", score="bi", smax="0")
     table = frames(at, "features_table")
     assert (table["bi"] <= 0).all() and len(table) > 0
     assert [b for b in at.get("download_button") if getattr(b, "key", None) == "features_csv"]
 
 
 def test_selecting_a_row_opens_its_feature_page(app) -> None:
-    at = app("pages/features.py", score="jaccard")
+    at = app("views/features.py", score="jaccard")
     table = frames(at, "features_table")
     target = int(table["feature"].iloc[1])
     at.session_state["features_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
@@ -203,7 +203,7 @@ def test_selecting_a_row_opens_its_feature_page(app) -> None:
 
 def test_feature_page_scores_heatmaps_and_links(app, runs: AppRuns) -> None:
     feature = runs.truth.features_of("bilingual")[2]
-    at = app("pages/feature.py", feature=str(feature))
+    at = app("views/feature.py", feature=str(feature))
     assert _title_id(at) == f"Feature {feature}"
     shown = texts(at)
     assert "planted: bilingual" in shown
@@ -231,7 +231,7 @@ def test_feature_page_scores_heatmaps_and_links(app, runs: AppRuns) -> None:
 
 def test_feature_page_top_pairs_by_language(app, runs: AppRuns) -> None:
     feature = runs.truth.features_of("leaning")[0]
-    at = app("pages/feature.py", feature=str(feature))
+    at = app("views/feature.py", feature=str(feature))
     at.radio(key="feature_by").set_value("es").run()
     at.slider(key="feature_n").set_value(3).run()
     at.slider(key="feature_per_bin").set_value(0).run()
@@ -251,7 +251,7 @@ def test_feature_page_previous_next_follow_ranking(app, runs: AppRuns) -> None:
     feats = pd.read_parquet(runs.run / "features.parquet")
     order = feats[feats["alive"]].sort_values(["mass_jsd", "feature"])["feature"].tolist()
     first, second, third = order[:3]
-    at = app("pages/feature.py", feature=str(second), score="mass_jsd")
+    at = app("views/feature.py", feature=str(second), score="mass_jsd")
     assert "rank 2 by `mass_jsd`" in texts(at)
     links = _links(at)
     assert f"feature={first}" in links[f"Previous: feature {first}"]
@@ -263,7 +263,7 @@ def test_feature_page_density_and_firing_rate(app, runs: AppRuns) -> None:
     import pandas as pd
 
     feature = runs.truth.features_of("bilingual")[2]
-    at = app("pages/feature.py", feature=str(feature))
+    at = app("views/feature.py", feature=str(feature))
     charts = {
         c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart") if getattr(c, "key", None)
     }
@@ -284,7 +284,7 @@ def test_feature_page_density_and_firing_rate(app, runs: AppRuns) -> None:
 
 def test_feature_page_examples_hold_pairs_where_every_language_fires(app, runs: AppRuns) -> None:
     feature = runs.truth.features_of("independent")[0]
-    at = app("pages/feature.py", feature=str(feature), n="50", nq="0")
+    at = app("views/feature.py", feature=str(feature), n="50", nq="0")
     heatmaps = "".join(h.value for h in at.get("html") if 'class="pair"' in h.value)
     assert heatmaps and "silent" not in heatmaps
     n_both = heatmaps.count('class="pair"')
@@ -300,7 +300,7 @@ def test_feature_page_cofiring_neighbours_are_jaccard_over_pairs(app, runs: AppR
     import pandas as pd
 
     feature = runs.truth.features_of("bilingual")[2]
-    at = app("pages/feature.py", feature=str(feature))
+    at = app("views/feature.py", feature=str(feature))
     shown = table_with(at, "feature", "jaccard", "shared pairs")
     sm = pd.read_parquet(runs.run / "sentence_max.parquet")
     pairs = sm.groupby("feature")["pair_id"].agg(lambda p: set(p.tolist()))
@@ -329,10 +329,10 @@ def test_feature_page_low_support_badge(app, runs: AppRuns) -> None:
     thin = feats[feats["alive"] & ((feats["n_fire_en"] < 3) | (feats["n_fire_es"] < 3))][
         "feature"
     ].iloc[0]
-    at = app("pages/feature.py", feature=str(thin))
+    at = app("views/feature.py", feature=str(thin))
     assert "low support" in texts(at)
     busy = runs.truth.features_of("ubiquitous")[0]
-    assert "low support" not in texts(app("pages/feature.py", feature=str(busy)))
+    assert "low support" not in texts(app("views/feature.py", feature=str(busy)))
 
 
 def test_feature_page_decoder_neighbours_when_stored(
@@ -354,7 +354,7 @@ def test_feature_page_decoder_neighbours_when_stored(
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.query_params.update({"run": RUN_ID, "feature": "44"})
     at.run()
-    at.switch_page("pages/feature.py")
+    at.switch_page("views/feature.py")
     at.query_params.update({"run": RUN_ID, "feature": "44"})
     at.run()
     assert not at.exception, at.exception
@@ -372,7 +372,7 @@ def test_previous_next_moves_the_url(app, runs: AppRuns) -> None:
 
     feats = pd.read_parquet(runs.run / "features.parquet")
     order = feats[feats["alive"]].sort_values(["mass_jsd", "feature"])["feature"].tolist()
-    at = app("pages/feature.py", feature=str(order[1]), score="mass_jsd")
+    at = app("views/feature.py", feature=str(order[1]), score="mass_jsd")
     links = _links(at)
     query = dict(part.split("=") for part in links[f"Next: feature {order[2]}"].split("&"))
     at.query_params.clear()
@@ -385,7 +385,7 @@ def test_previous_next_moves_the_url(app, runs: AppRuns) -> None:
 
 
 def test_feature_table_link_restores_the_table(app) -> None:
-    at = app("pages/features.py", score="jaccard", minpairs="3", spec="bilingual", desc="1")
+    at = app("views/features.py", score="jaccard", minpairs="3", spec="bilingual", desc="1")
     n_filtered = len(frames(at, "features_table"))
     at.session_state["features_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     at.run()
@@ -404,7 +404,7 @@ def test_feature_table_link_restores_the_table(app) -> None:
         "spec": "bilingual",
         "desc": "1",
     }
-    at.switch_page("pages/features.py")
+    at.switch_page("views/features.py")
     at.query_params.clear()
     at.query_params.update(query)
     at.run()
@@ -420,20 +420,20 @@ def _main_warnings(at) -> list[str]:
 
 
 def test_invalid_link_values_are_named_in_the_main_area(app) -> None:
-    at = app("pages/feature.py", feature="abc")
+    at = app("views/feature.py", feature="abc")
     main = _main_warnings(at)
     assert any("`feature` value abc is not valid" in w and "showing feature" in w for w in main), (
         main
     )
     assert not at.sidebar.warning
-    at = app("pages/feature.py", feature="99999")  # a number out of range is clamped, and said so
+    at = app("views/feature.py", feature="99999")  # a number out of range is clamped, and said so
     assert any(
         "`feature` value 99999 is outside 0..255; showing 255" in w for w in _main_warnings(at)
     )
 
 
 def test_link_to_a_missing_run_says_it_does_not_exist(app) -> None:
-    at = app("pages/feature.py", run="no-such-run", feature="3")
+    at = app("views/feature.py", run="no-such-run", feature="3")
     main = _main_warnings(at)
     assert any(
         "run 'no-such-run' does not exist" in w and f"showing run `{RUN_ID}` instead" in w
@@ -443,12 +443,12 @@ def test_link_to_a_missing_run_says_it_does_not_exist(app) -> None:
 
 def test_feature_page_for_a_dead_feature(app, runs: AppRuns) -> None:
     dead = runs.truth.features_of("dead")[0]
-    at = app("pages/feature.py", feature=str(dead))
+    at = app("views/feature.py", feature=str(dead))
     assert "never fires" in texts(at)
 
 
 def test_feature_page_rejects_out_of_range_feature(app) -> None:
-    at = app("pages/feature.py", feature="99999")
+    at = app("views/feature.py", feature="99999")
     assert any("feature" in w.value for w in at.warning)
 
 
@@ -456,7 +456,7 @@ def test_feature_page_rejects_out_of_range_feature(app) -> None:
 
 
 def test_pairs_page_escapes_hostile_tokens_and_text(app) -> None:
-    at = app("pages/pairs.py", pair="0")
+    at = app("views/pairs.py", pair="0")
     # every HTML element but the app's own history script (explorer/history.py)
     html = "\n".join(h.value for h in at.get("html") if h.value != history.SCRIPT)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -468,7 +468,7 @@ def test_pairs_page_escapes_hostile_tokens_and_text(app) -> None:
 
 
 def test_pairs_page_features_heatmaps_and_search(app, runs: AppRuns) -> None:
-    at = app("pages/pairs.py", pair="5")
+    at = app("views/pairs.py", pair="5")
     assert at.header[0].value == "Pair 5"
     firing = table_with(at, "feature", "min_max")
     assert len(firing) > 0 and (firing[["max_en", "max_es"]] > 0).all().all()
@@ -485,7 +485,7 @@ def test_pairs_page_features_heatmaps_and_search(app, runs: AppRuns) -> None:
 
 
 def test_pairs_page_follows_the_url(app) -> None:
-    at = app("pages/pairs.py", pair="7", feats="1,2")
+    at = app("views/pairs.py", pair="7", feats="1,2")
     assert at.header[0].value == "Pair 7"
     assert at.multiselect(key="pairs_features").value == [1, 2]
 
@@ -523,11 +523,11 @@ def test_missing_table_names_the_file_on_every_page(
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.query_params["run"] = "no-features"
     at.run()
-    for page in ("pages/overview.py", "pages/features.py", "pages/feature.py", "pages/pairs.py"):
+    for page in ("views/overview.py", "views/features.py", "views/feature.py", "views/pairs.py"):
         at.switch_page(page).run()
         assert not at.exception, page
         assert at.error and "features.parquet" in at.error[0].value, page
-    at.switch_page("pages/curves.py").run()  # needs curves and thresholds only
+    at.switch_page("views/curves.py").run()  # needs curves and thresholds only
     assert not at.exception and not at.error
 
 
@@ -536,7 +536,7 @@ def test_empty_results_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception
     assert at.info and "No runs under the results root" in at.info[0].value
-    at.switch_page("pages/features.py").run()
+    at.switch_page("views/features.py").run()
     assert not at.exception and at.info
 
 
@@ -550,14 +550,14 @@ def test_runs_under_an_fsspec_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(RESULTS_ENV, "memory://apptest/results")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception and {m.label: m.value for m in at.metric}["Sentence pairs"] == "120"
-    at.switch_page("pages/feature.py").run()
+    at.switch_page("views/feature.py").run()
     assert not at.exception and at.title[0].value.startswith("Feature ")
     at.radio(key="feature_by").set_value("en").run()  # the default feature may never fire in both
     assert [h for h in at.get("html") if 'class="pair"' in h.value]
     assert (
         table_with(at, "feature", "jaccard", "shared pairs") is not None
     )  # sentence_max over fsspec
-    at.switch_page("pages/pairs.py").run()
+    at.switch_page("views/pairs.py").run()
     assert not at.exception and len(table_with(at, "feature", "min_max")) > 0
     fs.rm("/apptest", recursive=True)
 
@@ -590,3 +590,73 @@ def _links(at) -> dict[str, str]:
 def _title_id(at) -> str:
     """The feature page title without the feature's label."""
     return at.title[0].value.split(" · ")[0]
+
+
+def test_pages_folder_is_not_streamlits_legacy_directory(
+    runs: AppRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pages live in ``views/``: Streamlit's legacy ``pages/`` mode never
+    starts, so no private flag is patched; a page file run alone says how to
+    open the app instead of drawing half a page."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    assert not (APP.parent / "pages").exists()
+    monkeypatch.setenv(RESULTS_ENV, str(runs.root))
+    at = AppTest.from_file(str(APP.parent / "views" / "feature.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert at.info and "streamlit run app.py" in at.info[0].value
+    assert not at.title  # nothing of the page was drawn
+    assert PagesManager.uses_pages_directory is not True
+
+
+def test_every_section_module_is_listed_once() -> None:
+    """Each module of explorer/sections/ declares one SECTION and the page list holds it."""
+    import importlib
+    import pkgutil
+
+    from explorer import sections
+
+    listed = [s.name for s in sections.FEATURE_SECTIONS]
+    assert len(listed) == len(set(listed))
+    modules = [m.name for m in pkgutil.iter_modules(sections.__path__) if m.name != "base"]
+    for name in modules:
+        section = importlib.import_module(f"explorer.sections.{name}").SECTION
+        assert section.name == name and section in sections.FEATURE_SECTIONS, name
+    assert sorted(modules) == sorted(listed)
+
+
+def test_a_new_section_is_one_declaration(
+    app, runs: AppRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A section added to the list is drawn with its title when the run has its data;
+    one whose file the run lacks says so in one line naming the command; one that
+    needs activations is left out for a feature that never fires."""
+    import streamlit as st
+
+    from explorer import sections
+    from explorer.sections.base import Section
+
+    def draw(ctx) -> None:
+        st.markdown(f"probe drew feature {ctx.feature} of {len(ctx.scored)}")
+
+    added = [
+        Section("probe", draw, title="Probe section", needs=("pairs.parquet",)),
+        Section("absent", draw, title="Absent section", needs=("nope.parquet",),
+                compute="nope --run {run}"),
+        Section("quiet", draw, title="Quiet section", needs=("nope.parquet",)),
+        Section("firing", draw, title="Firing section", fires=True),
+    ]  # fmt: skip
+    monkeypatch.setattr(sections, "FEATURE_SECTIONS", [*sections.FEATURE_SECTIONS, *added])
+    alive = int(runs.truth.features_of("bilingual")[0])
+    shown = texts(app("views/feature.py", feature=str(alive)))
+    assert (
+        "Probe section" in shown and f"probe drew feature {alive} of {runs.config.d_sae}" in shown
+    )
+    assert "Absent section" in shown
+    assert "Not computed for this run: `python -m precompute nope --run <results>/" in shown
+    assert "Quiet section" not in shown
+    assert "Firing section" in shown
+    dead = int(runs.truth.features_of("dead")[0])
+    shown = texts(app("views/feature.py", feature=str(dead)))
+    assert "Firing section" not in shown and "never fires" in shown

@@ -48,7 +48,7 @@ def _captions(at: AppTest) -> str:
 def test_features_page_ranks_by_translation_first(
     runs: AppRuns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = _page(runs, monkeypatch, "pages/features.py")
+    at = _page(runs, monkeypatch, "views/features.py")
     menu = at.selectbox(key="features_score")
     assert menu.options[0].startswith("translation") and menu.value == "translation"
     shown = _frame(at, "features_table")
@@ -68,7 +68,7 @@ def test_search_matches_labels(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -
     feats = pd.read_parquet(runs.run / "features.parquet")
     best = feats.sort_values("translation_rank").iloc[0]
     word = best["label"].split(" · ")[0].split("/")[1]  # the Spanish side of its top pair
-    at = _page(runs, monkeypatch, "pages/features.py", tok=word)
+    at = _page(runs, monkeypatch, "views/features.py", tok=word)
     shown = _frame(at, "features_table")
     assert int(best["feature"]) in shown["feature"].tolist()
 
@@ -76,7 +76,7 @@ def test_search_matches_labels(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -
 def test_features_page_evidence_is_one_click_away(
     runs: AppRuns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = _page(runs, monkeypatch, "pages/features.py", score="evidence", hideshared="0", group="0")
+    at = _page(runs, monkeypatch, "views/features.py", score="evidence", hideshared="0", group="0")
     shown = _frame(at, "features_table")
     assert shown["rank"].head(10).tolist() == list(range(1, 11))
     assert shown["evidence"].head(10).is_monotonic_decreasing
@@ -95,7 +95,7 @@ def test_features_page_evidence_is_one_click_away(
 def test_blog_score_is_one_click_away_with_its_note(
     runs: AppRuns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = _page(runs, monkeypatch, "pages/features.py")
+    at = _page(runs, monkeypatch, "views/features.py")
     at.selectbox(key="features_score").set_value("bi").run()
     assert at.query_params["score"] == "bi"
     assert "favours rare features" in _captions(at)
@@ -142,13 +142,13 @@ def test_an_old_run_says_what_it_lacks(
     ]  # fmt: skip
     old.drop(columns=drop).to_parquet(path)
     monkeypatch.setenv(RESULTS_ENV, str(root))
-    for page in (None, "pages/features.py", "pages/feature.py", "pages/pairs.py"):
+    for page in (None, "views/features.py", "views/feature.py", "views/pairs.py"):
         at = open_app(page)
         assert not at.exception
-        if page in (None, "pages/features.py"):
+        if page in (None, "views/features.py"):
             notes = "\n".join(str(i.value) for i in at.info)
             assert "python -m precompute score --run" in notes, notes
-    at = open_app("pages/features.py")
+    at = open_app("views/features.py")
     assert at.selectbox(key="features_score").value == "evidence"
 
 
@@ -161,7 +161,7 @@ def test_feature_page_shows_label_family_and_labelled_neighbours(monkeypatch) ->
     feats = pd.read_parquet(root / ui.DEFAULT_RUN / "features.parquet")
     fam = feats[feats["family_size"] > 1].sort_values("translation_rank").iloc[0]
     monkeypatch.setenv(RESULTS_ENV, str(root))
-    at = open_app("pages/feature.py", run=ui.DEFAULT_RUN, feature=str(int(fam["feature"])))
+    at = open_app("views/feature.py", run=ui.DEFAULT_RUN, feature=str(int(fam["feature"])))
     assert fam["label"] in at.title[0].value
     assert any("Family of" in str(m.value) for m in at.markdown)
     links = [link.label for link in at.get("page_link")]
@@ -171,3 +171,69 @@ def test_feature_page_shows_label_family_and_labelled_neighbours(monkeypatch) ->
         frame = next(f for f in frames if marker in f.columns)
         assert {"label", "its translation", "its rank"} <= set(frame.columns), frame.columns
         assert frame["label"].str.len().gt(0).any()
+
+
+FAKE_LABEL = "fake: a score declared by this test (higher = better)"
+
+
+@pytest.fixture
+def fake_score(runs: AppRuns, monkeypatch: pytest.MonkeyPatch, tmp_path) -> pd.DataFrame:
+    """One score added to the registry, nothing else changed, and a copy of the
+    run whose features.parquet has its columns (value = feature id / 1000)."""
+    import shutil
+
+    from bilingual_core import score_registry
+    from bilingual_core.score_registry import ScoreSpec
+
+    fake = ScoreSpec(
+        "fake", FAKE_LABEL, "fake_score", "higher", "the feature id, scaled",
+        run=lambda q: None, rank_column="fake_rank",
+    )  # fmt: skip
+    monkeypatch.setattr(score_registry, "SCORES", (*score_registry.SCORES, fake))
+    root = tmp_path / "results"
+    shutil.copytree(runs.run, root / runs.run.name)
+    path = root / runs.run.name / "features.parquet"
+    feats = pd.read_parquet(path)
+    feats["fake_score"] = feats["feature"] / 1000.0
+    feats["fake_rank"] = feats["fake_score"].rank(ascending=False, method="first").astype("int32")
+    feats.to_parquet(path)
+    monkeypatch.setenv(RESULTS_ENV, str(root))
+    return feats
+
+
+def test_a_score_added_to_the_registry_reaches_the_feature_table(
+    fake_score: pd.DataFrame,
+) -> None:
+    """The new score is in the ranking menu, the table's columns, the sort menu,
+    and the score filter narrows the table on it."""
+    at = open_app("views/features.py", score="fake", smin="0.1")
+    menu = at.selectbox(key="features_score")
+    assert menu.value == "fake" and FAKE_LABEL in menu.options
+    shown = _frame(at, "features_table")
+    assert "fake_score" in shown.columns and len(shown)
+    assert shown["fake_score"].ge(0.1).all()
+    assert len(shown) < int(fake_score["alive"].sum())  # the filter narrowed the table
+    assert "fake_score" in at.selectbox(key="features_sort").options
+
+
+def test_a_score_added_to_the_registry_reaches_the_feature_and_pair_pages(
+    fake_score: pd.DataFrame,
+) -> None:
+    """The feature page's ranking menu and score list, the pair table, and the
+    commands' candidate rankings take the new score too."""
+    from bilingual_core.evidence import ranking_column
+
+    assert ranking_column(fake_score.columns, "fake") == "fake_rank"
+    feature = int(fake_score.loc[fake_score["alive"], "feature"].max())
+    at = open_app("views/feature.py", feature=str(feature), score="fake")
+    assert at.selectbox(key="feature_score").value == "fake"
+    scores = next(d.value for d in at.dataframe if {"score", "value", "rank"} <= set(d.value))
+    row = scores.set_index("score").loc["fake"]
+    assert row["value"] == pytest.approx(feature / 1000.0) and row["rank"] == 1
+    firing = table.pair_feature_table(
+        pd.DataFrame({"pair_id": [0, 0], "lang": ["en", "es"], "feature": [feature] * 2,
+                      "max_activation": [1.0, 1.0]}),
+        ["en", "es"],
+        fake_score,
+    )  # fmt: skip
+    assert {"fake_score", "fake_rank"} <= set(firing.columns)

@@ -139,7 +139,7 @@ def _table_with(at: AppTest, *columns: str) -> pd.DataFrame:
 @pytest.mark.slow
 def test_feature_page_shows_logits_ablation_and_null(app, evidence_run) -> None:
     _, alive = evidence_run
-    at = app("pages/feature.py", run="synthetic", feature=str(alive[0]))
+    at = app("views/feature.py", run="synthetic", feature=str(alive[0]))
     shown = _texts(at)
     assert "Output side" in shown and "Causal" in shown and "Against a null" in shown
     assert "Output languages of its top promoted tokens: **es 1.0**" in shown
@@ -181,33 +181,33 @@ def test_baseline_features_table_shows_labels_when_the_run_has_them() -> None:
 @pytest.mark.slow
 def test_feature_page_without_ablation_of_this_feature(app, evidence_run) -> None:
     _, alive = evidence_run
-    at = app("pages/feature.py", run="synthetic", feature=str(alive[3]))
+    at = app("views/feature.py", run="synthetic", feature=str(alive[3]))
     assert "was not among the ablated candidates" in _texts(at)
 
 
 @pytest.mark.slow
 def test_feature_table_gets_evidence_columns_and_filters(app, evidence_run) -> None:
     _, alive = evidence_run
-    at = app("pages/features.py", run="synthetic", score="jaccard")
+    at = app("views/features.py", run="synthetic", score="jaccard")
     table = next(d.value for d in at.dataframe if d.key == "features_table")
     assert {"output_languages", "hurts_both", "delta_loss_en", "purity", "null_pct_jaccard"} <= set(
         table.columns
     )
-    at = app("pages/features.py", run="synthetic", score="jaccard", hurts="1")
+    at = app("views/features.py", run="synthetic", score="jaccard", hurts="1")
     assert next(d.value for d in at.dataframe if d.key == "features_table")["feature"].tolist() == [
         alive[0]
     ]
-    at = app("pages/features.py", run="synthetic", score="jaccard", outlang="es")
+    at = app("views/features.py", run="synthetic", score="jaccard", outlang="es")
     assert next(d.value for d in at.dataframe if d.key == "features_table")["feature"].tolist() == [
         alive[0]
     ]
-    at = app("pages/features.py", run="synthetic", score="jaccard", beatnull="jaccard")
+    at = app("views/features.py", run="synthetic", score="jaccard", beatnull="jaccard")
     beat = next(d.value for d in at.dataframe if d.key == "features_table")
     assert len(beat) and (beat["null_pct_jaccard"] >= 100).all()
 
 
 def test_overview_counts_features_beating_the_null(app) -> None:
-    at = app("pages/overview.py", run="synthetic")
+    at = app("views/overview.py", run="synthetic")
     shown = _texts(at)
     assert "beat the best of a random dictionary" in shown
     assert "**1** of 3 candidates raise the loss" in shown
@@ -220,8 +220,33 @@ def test_runs_without_evidence_say_how_to_add_it(
     monkeypatch.setenv(RESULTS_ENV, str(runs.root))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
-    at.switch_page("pages/feature.py")
+    at.switch_page("views/feature.py")
     at.run()
     assert not at.exception
     shown = _texts(at)
     assert "python -m precompute logits --run" in shown and "validate --null random" in shown
+
+
+def test_null_columns_cover_every_stored_ranking_of_the_registry() -> None:
+    """The null comparison iterates the score registry: ``notebook_bi`` (rank column
+    ``notebook_rank``, not ``notebook_bi_rank``) is compared too, in the registry's
+    direction, and the candidate rankings put the post's own last."""
+    from bilingual_core.evidence import DEFAULT_RANKINGS
+    from explorer import evidence
+
+    feats = pd.DataFrame(
+        {
+            "feature": [0, 1, 2],
+            "alive": [True, True, True],
+            "notebook_bi": [0.1, 0.5, 0.9],
+            "notebook_rank": [1, 2, 3],
+            "jaccard": [0.9, 0.5, 0.1],
+            "jaccard_rank": [1, 2, 3],
+        }
+    )
+    null = feats.assign(notebook_bi=[0.3, 0.6, 0.7], jaccard=[0.2, 0.4, 0.6])
+    rows = evidence.null_rows(feats, null, 0).set_index("score")
+    assert list(rows.index) == ["notebook_bi", "jaccard"]
+    assert rows["beats the null's best"].all()  # 0.1 < 0.3 (lower is better), 0.9 > 0.6
+    assert DEFAULT_RANKINGS[0] == "translation_rank"
+    assert DEFAULT_RANKINGS[-2:] == ("bi_rank", "notebook_rank")

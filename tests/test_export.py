@@ -75,10 +75,10 @@ def test_neuronpedia_list_format() -> None:
 
 def test_export_buttons_on_the_pages(runs: AppRuns, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(RESULTS_ENV, str(runs.root))
-    at = open_app("pages/feature.py", feature=str(_busy_feature(Run.open(runs.run))))
+    at = open_app("views/feature.py", feature=str(_busy_feature(Run.open(runs.run))))
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Export JSON" in labels
-    at = open_app("pages/features.py")
+    at = open_app("views/features.py")
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Neuronpedia list (JSON)" in labels and any("CSV" in label for label in labels)
 

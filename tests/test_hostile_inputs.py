@@ -166,32 +166,32 @@ def _number(key: str, value: int) -> Callable[[AppTest], None]:
 
 
 LINKS: list[Link] = [
-    Link("Markdown in the feature number", "pages/feature.py", {"feature": PHISH}, ("not valid",)),
-    Link("Markdown in the pair search", "pages/pairs.py", {"q": PHISH}),
-    Link("Markdown in the run name", "pages/overview.py", {"run": PHISH}, ("not valid",)),
+    Link("Markdown in the feature number", "views/feature.py", {"feature": PHISH}, ("not valid",)),
+    Link("Markdown in the pair search", "views/pairs.py", {"q": PHISH}),
+    Link("Markdown in the run name", "views/overview.py", {"run": PHISH}, ("not valid",)),
     Link(
         "share cut above the slider's maximum",
-        "pages/features.py",
+        "views/features.py",
         {"cut": "5"},
         ("outside",),
         _slider("features_cut", 1.0),
     ),
     Link(
         "share cut below the slider's minimum",
-        "pages/features.py",
+        "views/features.py",
         {"cut": "-3"},
         check=_slider("features_cut", 0.5),
     ),
     Link(
         "pair number past the last pair",
-        "pages/pairs.py",
+        "views/pairs.py",
         {"pair": "10000000"},
         check=_number("pairs_id", 119),
     ),
-    Link("huge integer", "pages/features.py", {"minpairs": "9" * 400}, ("not valid",)),
+    Link("huge integer", "views/features.py", {"minpairs": "9" * 400}, ("not valid",)),
     Link(
         "pair count above the slider's maximum",
-        "pages/feature.py",
+        "views/feature.py",
         {"n": "500"},
         check=_slider("feature_n", 50),
     ),
@@ -541,7 +541,7 @@ def test_server_paths_stay_on_the_server(
     )
     monkeypatch.setenv(RESULTS_ENV, str(root))
     at = AppTest.from_file(str(APP), default_timeout=30).run()
-    for page in ("pages/overview.py", "pages/features.py", "pages/recompute.py"):
+    for page in ("views/overview.py", "views/features.py", "views/recompute.py"):
         at.switch_page(page).run()
         assert not at.exception, at.exception
         shown = _shown(at)
@@ -602,7 +602,7 @@ def test_unverified_address_on_the_page_only_watches(
     at.secrets["recompute"] = {"maintainer_emails": ALLOWED}
     at.user = {"is_logged_in": True, "email": "ana@example.org", "email_verified": False}
     at.run()
-    at.switch_page("pages/recompute.py").run()
+    at.switch_page("views/recompute.py").run()
     assert not at.exception, at.exception
     assert "Queue the job" not in [b.label for b in at.button]
     assert any("not say this address is verified" in w.value for w in at.warning)
@@ -661,7 +661,7 @@ def test_a_new_browser_session_does_not_reset_wrong_passwords(
         at = AppTest.from_file(str(APP), default_timeout=30)
         at.secrets["recompute"] = {"password": "s3cret"}
         at.run()
-        at.switch_page("pages/recompute.py").run()
+        at.switch_page("views/recompute.py").run()
         at.text_input(key="recompute_password").input(password)
         (button,) = [b for b in at.button if b.label == "Unlock"]
         button.click()
@@ -844,7 +844,7 @@ def test_markup_in_run_files_is_shown_as_text(
     assert not at.exception, at.exception
     tables = "\n".join(t.value.to_csv() for t in at.get("table"))
     assert "Sign in again" in tables and "](http" not in tables
-    at.switch_page("pages/curves.py").run()
+    at.switch_page("views/curves.py").run()
     assert not at.exception, at.exception
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     names = [t.get("name", "") for spec in specs for t in spec["data"]]
@@ -941,7 +941,7 @@ def test_bidi_controls_in_corpus_and_manifest_are_removed_on_the_pages(
         assert not frame.astype(str).map(safe_text_bidi).any().any(), frame
     monkeypatch.setenv(RESULTS_ENV, str(root))
     at = AppTest.from_file(str(APP), default_timeout=30).run()
-    at.switch_page("pages/pairs.py").run()
+    at.switch_page("views/pairs.py").run()
     assert not at.exception, at.exception
     shown = _shown(at) + "".join(h.proto.body for h in at.get("html"))
     assert "exe.gnp" in shown and not safe_text_bidi(shown)
@@ -1173,7 +1173,7 @@ def test_server_paths_in_the_manifest_and_a_missing_run_stay_on_the_server(
         at = AppTest.from_file(str(APP), default_timeout=30)
         at.query_params.update(params)
         at.run()
-        at.switch_page("pages/overview.py")
+        at.switch_page("views/overview.py")
         at.query_params.update(params)
         at.run()
         assert not at.exception, at.exception
@@ -1253,28 +1253,28 @@ CRAFTED: list[tuple[str, Callable[[Path], dict[str, str]], str, str]] = [
     (
         "2 M constant rows in features.parquet",
         _constant_features,
-        "pages/features.py",
+        "views/features.py",
         "2,000,000 rows",
     ),
     (
         "feature column of strings",
         _rewrite("features.parquet", _set("feature", _strings)),
-        "pages/features.py",
+        "views/features.py",
         "column 'feature'",
     ),
     (
         "negative pair ids",
         _rewrite("activations.parquet", _set("pair_id", _ints(-5, None))),
-        "pages/feature.py",
+        "views/feature.py",
         "ids outside",
     ),
     (
         "infinite activations",
         _rewrite("activations.parquet", _set("activation", _ints(float("inf"), None))),
-        "pages/feature.py",
+        "views/feature.py",
         "infinite",
     ),
-    ("NaN activations", _nan_feature, "pages/feature.py", "NaN"),
+    ("NaN activations", _nan_feature, "views/feature.py", "NaN"),
 ]
 
 

@@ -1,7 +1,7 @@
 """The README's install lines: the app's list is enough for the app and stays torch-free.
 
 Offline: every third-party module that the app's code imports (``app.py``,
-``pages/``, ``explorer/``, ``contract/``, ``bilingual_core/``, imports inside
+``views/``, ``explorer/``, ``contract/``, ``bilingual_core/``, imports inside
 functions included) must come from a distribution named in
 ``requirements-app.txt``; ``requirements.txt`` stays the complete list; the
 README's commands and ``.ci/run`` agree.
@@ -16,8 +16,8 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_CODE = ["app.py", "pages", "explorer", "contract", "bilingual_core"]
-OURS = {"pages", "explorer", "contract", "bilingual_core", "precompute", "app"}
+APP_CODE = ["app.py", "views", "explorer", "contract", "bilingual_core"]
+OURS = {"views", "explorer", "contract", "bilingual_core", "precompute", "app"}
 HEAVY = {"torch", "transformer-lens", "sae-lens", "datasets", "wandb", "ray", "transformers"}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("bilingual_core", "contract", "precompute", "explorer", "pages")
+PACKAGES = ("bilingual_core", "contract", "precompute", "explorer", "views")
 LINT = shutil.which("lint-imports")
 pytestmark = pytest.mark.skipif(
     LINT is None, reason="import-linter is not installed (requirements-dev.txt)"
@@ -50,7 +50,7 @@ def test_the_repository_keeps_its_contracts():
         ("explorer/_probe.py", "import precompute.extract.pipeline\n", "layers", "_probe"),
         ("bilingual_core/_probe.py", "import contract.settings\n", "layers", "_probe"),
         ("contract/_probe.py", "def f():\n    import torch\n", "app-torch-free", "_probe"),
-        ("pages/_probe.py", "from sae_lens import SAE\n", "app-torch-free", "_probe"),
+        ("views/_probe.py", "from sae_lens import SAE\n", "app-torch-free", "_probe"),
         ("bilingual_core/_probe.py", "import streamlit\n", "core-headless", "_probe"),
         (
             "precompute/common/_probe.py",

@@ -218,7 +218,7 @@ def test_only_the_ray_executor_imports_ray() -> None:
     repo = Path(__file__).resolve().parents[1]
     files = [
         repo / "app.py",
-        *(repo / "pages").rglob("*.py"),
+        *(repo / "views").rglob("*.py"),
         *(repo / "explorer").rglob("*.py"),
         *(repo / "bilingual_core").rglob("*.py"),
         *(repo / "precompute").rglob("*.py"),

@@ -19,7 +19,7 @@ from contract.request import validate_request
 from explorer import auth, jobs_view
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
-PAGE = "pages/recompute.py"
+PAGE = "views/recompute.py"
 TIMEOUT = 30
 AUTH = {
     "redirect_uri": "http://localhost:8501/oauth2callback",

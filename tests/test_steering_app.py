@@ -120,7 +120,7 @@ def test_continuations_are_escaped_and_marked() -> None:
 @pytest.mark.slow
 def test_feature_page_shows_the_steering_section(app, steering_run) -> None:
     _, alive = steering_run
-    at = app("pages/feature.py", run="synthetic", feature=str(alive[0]))
+    at = app("views/feature.py", run="synthetic", feature=str(alive[0]))
     shown = "\n".join(str(el.value) for kind in ("subheader", "markdown") for el in at.get(kind))
     assert "Steering: does it write its concept" in shown
     assert "**Writes its concept in every language** from α = 2" in shown
@@ -134,17 +134,17 @@ def test_feature_page_shows_the_steering_section(app, steering_run) -> None:
     ]
     html = "".join(str(h.proto.body) for h in at.get("html"))
     assert 'class="steered"' in html and "<img src=x" not in html
-    at = app("pages/feature.py", run="synthetic", feature=str(alive[2]))
+    at = app("views/feature.py", run="synthetic", feature=str(alive[2]))
     assert any("not among the 2 steered candidates" in str(c.value) for c in at.caption)
 
 
 @pytest.mark.slow
 def test_feature_table_filters_features_that_write_in_every_language(app, steering_run) -> None:
     _, alive = steering_run
-    at = app("pages/features.py", run="synthetic", score="jaccard")
+    at = app("views/features.py", run="synthetic", score="jaccard")
     table = next(d.value for d in at.dataframe if d.key == "features_table")
     assert {"writes_every_language", "writes_in"} <= set(table.columns)
-    at = app("pages/features.py", run="synthetic", score="jaccard", writes="1")
+    at = app("views/features.py", run="synthetic", score="jaccard", writes="1")
     table = next(d.value for d in at.dataframe if d.key == "features_table")
     assert table["feature"].tolist() == [alive[0]]
 
@@ -155,7 +155,7 @@ def test_a_run_without_steering_says_how_to_add_it(
 ) -> None:
     runs = build_app_runs(tmp_path / "results")
     monkeypatch.setenv(RESULTS_ENV, str(runs.root))
-    at = open_app("pages/feature.py", run="synthetic")
+    at = open_app("views/feature.py", run="synthetic")
     assert any("python -m precompute steer --run" in str(c.value) for c in at.caption)
-    at = open_app("pages/features.py", run="synthetic")
+    at = open_app("views/features.py", run="synthetic")
     assert not [t for t in at.toggle if t.key == "features_writes"]

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from bilingual_core.schema import ACTIVATIONS, FEATURES, PAIRS, SENTENCE_MAX, TOKENS
+from bilingual_core.score_registry import rank_columns
 from explorer import data, nav, render, table, ui
 from explorer.data import RunRef
 from explorer.safe_text import md
@@ -135,8 +136,7 @@ st.dataframe(
     column_config={
         "feature": st.column_config.NumberColumn(format="%d"),
         "label": st.column_config.TextColumn(width="medium"),
-        "bi_rank": st.column_config.NumberColumn(format="%d"),
-        "translation_rank": st.column_config.NumberColumn(format="%d"),
+        **{rank: st.column_config.NumberColumn(format="%d") for rank in rank_columns()},
     },
 )
 

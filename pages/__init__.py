@@ -1,1 +1,0 @@
-"""Streamlit pages (one file per page; app.py lists them with st.navigation)."""
