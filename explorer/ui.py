@@ -54,8 +54,8 @@ PAGE_CSS = """<style>
 /* Less empty space above and around each page's title (Streamlit leaves 6rem
    above the page and 1.25rem above its title); the title stays below the
    3.75rem header. */
-[data-testid="stMainBlockContainer"] { padding-top: 3.5rem; }
-[data-testid="stMainBlockContainer"] h1 { padding-top: 0.25rem; padding-bottom: 0.5rem; }
+[data-testid="stMainBlockContainer"] { padding-top: 3.75rem; }
+[data-testid="stMainBlockContainer"] h1 { padding-top: 0; padding-bottom: 0.5rem; }
 /* On a narrow window (a 1024 px laptop, the sidebar open) the side margins
    give their room to the content. */
 @media (max-width: 1200px) {

@@ -510,3 +510,120 @@ def test_curves_controls_are_whole_at_1024_px(server, browser, tmp_path: Path) -
         assert chip.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), f"{name!r} is cut"
 
     page.close()
+
+
+TABLE_HEADER_PX = 38
+TABLE_ROW_PX = 35
+"""Streamlit's dataframe header and row heights (as pages/features.py sizes the table)."""
+
+
+def _rows_above_the_fold(page) -> int:
+    """How many rows of the feature table have their top edge inside the window."""
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    box = grid.bounding_box()
+    fold = page.viewport_size["height"]
+    shown_rows = int((box["height"] - TABLE_HEADER_PX) // TABLE_ROW_PX)
+    tops = [box["y"] + TABLE_HEADER_PX + i * TABLE_ROW_PX for i in range(shown_rows)]
+    return sum(top < fold for top in tops)
+
+
+@pytest.mark.parametrize("which", ["synthetic", "real"])
+def test_the_feature_table_starts_within_the_first_screen_at_1024_px(
+    which, request, browser, tmp_path: Path
+) -> None:
+    """At 1024x768 the controls leave room for at least five rows of the table,
+    and every control is still there (the rarely used ones in expanders)."""
+    if which == "real":
+        base, run = request.getfixturevalue("real_server"), REAL_RUN
+    else:
+        base, run = request.getfixturevalue("server")[0], RUN_ID
+    page = open_fresh(browser, f"{base}/features?run={run}", width=1024, height=768)
+    shoot(page, f"features-1024-{which}", tmp_path)
+    assert _rows_above_the_fold(page) >= 5
+    main = page.locator('[data-testid="stMain"]')
+    for label in ("Rank by", "Co-activation threshold", "Search features by label"):
+        assert main.get_by_text(label).first.is_visible(), label
+    for expander in ("ranks features", "Filters and sort"):
+        assert main.locator('[data-testid="stExpander"]', has_text=expander).count() == 1
+    # The title is whole below the app's header bar.
+    header = page.locator('[data-testid="stHeader"]').bounding_box()
+    title = main.locator("h1").first.bounding_box()
+    assert title["y"] >= header["y"] + header["height"] - 1, (title, header)
+    # The sort (in the expander) still works and the count line says it.
+    main.locator('[data-testid="stExpander"]', has_text="Filters and sort").first.click()
+    page.locator(
+        '[data-testid="stToggle"], [data-testid="stCheckbox"]', has_text="Descending"
+    ).first.click()
+    settle(page)
+    assert "desc=1" in page.url and "descending" in main.inner_text()
+    page.close()
+
+
+def _logit_table(page, side: str):
+    column = page.locator('[data-testid="stColumn"]', has=page.get_by_text(side, exact=True)).last
+    return column.locator('[data-testid="stDataFrame"]').first
+
+
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_logit_tables_fit_the_window_without_empty_cells(real_server, browser, width) -> None:
+    import pandas as pd
+
+    feature = int(pd.read_parquet(REAL_ROOT / REAL_RUN / "logits.parquet")["feature"].iloc[0])
+    page = open_fresh(browser, f"{real_server}/feature?run={REAL_RUN}&feature={feature}", width)
+    main = page.locator('[data-testid="stMain"]').bounding_box()
+    right = min(width, main["x"] + main["width"])
+    for side in ("Promoted", "Suppressed"):
+        grid = _logit_table(page, side)
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        assert main["x"] <= box["x"] and box["x"] + box["width"] <= right, (side, box)
+        # every column inside the table's box (no horizontal scrolling)
+        assert grid.evaluate(
+            "e => { const s = e.querySelector('.dvn-scroller');"
+            " return s !== null && s.scrollWidth <= s.clientWidth + 1 }"
+        ), side
+        headers = grid.locator('[role="columnheader"]').all_inner_texts()
+        assert headers == ["token", "language", "logit", "in corpus"], headers
+        cells = [c.strip() for c in grid.locator('[role="gridcell"]').all_inner_texts()]
+        assert cells and len(cells) % 4 == 0, side
+        assert not [c for c in cells if c in ("", "None", "nan", "<NA>")], (side, cells)
+    page.close()
+
+
+HOVERED = """([chart, curve, k]) => {
+  const gd = document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')[chart];
+  const fl = gd._fullLayout, cd = gd.calcdata[curve][k], r = gd.getBoundingClientRect();
+  return {x: r.left + fl._size.l + fl.xaxis.c2p(cd.x), y: r.top + fl._size.t + fl.yaxis.c2p(cd.y)};
+}"""
+"""Where, on the page, point ``k`` of line ``curve`` of the ``chart``-th plot is drawn."""
+
+
+def test_clicking_a_curve_point_opens_that_feature(server, browser) -> None:
+    url, _ = server
+    page = open_fresh(browser, f"{url}/curves?run={RUN_ID}", width=1280, height=900)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.scroll_into_view_if_needed()
+    n = page.evaluate(
+        "() => document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')"
+        ".calcdata[0].length"
+    )
+    point = page.evaluate(HOVERED, [0, 0, n // 2])
+    page.mouse.move(point["x"], point["y"])
+    page.wait_for_timeout(300)
+    hovered = page.evaluate(
+        "() => (document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')"
+        "._hoverdata || []).map(p => p.customdata && p.customdata[0])"
+    )
+    assert hovered and hovered[0] is not None, "no curve point under the mouse"
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_url("**/feature?**", timeout=PAGE_TIMEOUT_MS)
+    settle(page)
+    assert f"feature={hovered[0]}" in page.url and f"run={RUN_ID}" in page.url
+    assert _title(page, f"Feature {hovered[0]}")
+    # Back returns to the curves, and stays there (no selection left behind).
+    page.go_back()
+    settle(page)
+    page.wait_for_timeout(1000)
+    settle(page)
+    assert "/curves?" in page.url and _heading(page) == "Activation-frequency curves"
+    page.close()
