@@ -181,10 +181,12 @@ def settle(page) -> None:
             raise AssertionError(f"{page.url} still running after {PAGE_TIMEOUT_MS} ms")
 
 
-def shoot(page, name: str, tmp_path: Path) -> None:
+def shoot(page, name: str, tmp_path: Path, docs: bool = True) -> None:
+    """A full-page screenshot under ``tmp_path``; also under ``$APP_SCREENSHOTS_DIR``
+    when set and ``docs`` (one picture per page there, as the README shows them)."""
     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
     target = os.environ.get("APP_SCREENSHOTS_DIR")
-    if target:
+    if target and docs:
         Path(target).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
@@ -217,6 +219,7 @@ def test_every_page_renders_in_chromium(server, browser, tmp_path: Path) -> None
         ("pairs", "pairs?pair=5", ["Pair 5", "Features firing on this pair"]),
         # no sweep under this root: the chosen run is one point, with its counts
         ("layers", "layers", ["Layers", "one point", "translation features"]),
+        ("recompute", "recompute", ["Recompute", "Jobs queued here"]),
     ]
     dialogs: list[str] = []
     page = browser.new_page()
@@ -338,7 +341,7 @@ def test_previous_next_change_the_url_and_history(server, browser, tmp_path: Pat
     main_box = page.locator('[data-testid="stMain"]').bounding_box()
     languages = page.locator('[data-testid="stDataFrame"]').nth(1).bounding_box()
     assert languages["x"] + languages["width"] <= main_box["x"] + main_box["width"]
-    shoot(page, "feature-1024", tmp_path)
+    shoot(page, "feature-1024", tmp_path, docs=False)
 
     page.locator('[data-testid="stPageLink"]', has_text=f"Next: feature {order[2]}").first.click()
     settle(page)
@@ -493,7 +496,7 @@ def test_curves_controls_are_whole_at_1024_px(server, browser, tmp_path: Path) -
     url, runs = server
     names = set(pd.read_parquet(runs.run / "curves.parquet", columns=["threshold"])["threshold"])
     page = open_fresh(browser, f"{url}/curves?run={RUN_ID}", width=1024, height=768)
-    shoot(page, "curves-1024", tmp_path)
+    shoot(page, "curves-1024", tmp_path, docs=False)
     for label in ("Log y axis", "Firing features only"):
         toggle = page.locator('[data-testid="stCheckbox"]', has_text=label).first
         assert toggle.is_visible() and toggle.evaluate(CUT_FREE), f"{label!r} is cut"
@@ -538,7 +541,7 @@ def test_the_feature_table_starts_within_the_first_screen_at_1024_px(
     else:
         base, run = request.getfixturevalue("server")[0], RUN_ID
     page = open_fresh(browser, f"{base}/features?run={run}", width=1024, height=768)
-    shoot(page, f"features-1024-{which}", tmp_path)
+    shoot(page, f"features-1024-{which}", tmp_path, docs=False)
     assert _rows_above_the_fold(page) >= 5
     main = page.locator('[data-testid="stMain"]')
     for label in ("Rank by", "Co-activation threshold", "Search features by label"):
