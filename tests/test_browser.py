@@ -571,26 +571,41 @@ def _logit_table(page, side: str):
 def test_logit_tables_fit_the_window_without_empty_cells(real_server, browser, width) -> None:
     import pandas as pd
 
-    feature = int(pd.read_parquet(REAL_ROOT / REAL_RUN / "logits.parquet")["feature"].iloc[0])
-    page = open_fresh(browser, f"{real_server}/feature?run={REAL_RUN}&feature={feature}", width)
+    logits = pd.read_parquet(REAL_ROOT / REAL_RUN / "logits.parquet")
+    shares = [c for c in logits.columns if c.startswith("share_")]
+    mixed = logits[(logits[shares] > 0).sum(axis=1) > 1]  # "en 40% · es 60%" cells
+    features = {
+        int(logits["feature"].iloc[0]),
+        int(logits.loc[logits["token"].str.len().idxmax(), "feature"]),  # the longest token
+        int(mixed["feature"].value_counts().index[0]) if len(mixed) else None,
+    } - {None}
+    page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    for feature in sorted(features):
+        page.goto(f"{real_server}/feature?run={REAL_RUN}&feature={feature}")
+        settle(page)
+        _check_logit_tables(page, width, feature)
+    page.close()
+
+
+def _check_logit_tables(page, width: int, feature: int) -> None:
     main = page.locator('[data-testid="stMain"]').bounding_box()
     right = min(width, main["x"] + main["width"])
     for side in ("Promoted", "Suppressed"):
         grid = _logit_table(page, side)
         grid.scroll_into_view_if_needed()
         box = grid.bounding_box()
-        assert main["x"] <= box["x"] and box["x"] + box["width"] <= right, (side, box)
+        assert main["x"] <= box["x"] and box["x"] + box["width"] <= right, (feature, side, box)
         # every column inside the table's box (no horizontal scrolling)
         assert grid.evaluate(
             "e => { const s = e.querySelector('.dvn-scroller');"
             " return s !== null && s.scrollWidth <= s.clientWidth + 1 }"
-        ), side
+        ), (feature, side)
         headers = grid.locator('[role="columnheader"]').all_inner_texts()
         assert headers == ["token", "language", "logit", "in corpus"], headers
         cells = [c.strip() for c in grid.locator('[role="gridcell"]').all_inner_texts()]
         assert cells and len(cells) % 4 == 0, side
-        assert not [c for c in cells if c in ("", "None", "nan", "<NA>")], (side, cells)
-    page.close()
+        assert not [c for c in cells if c in ("", "None", "nan", "<NA>")], (feature, side, cells)
 
 
 HOVERED = """([chart, curve, k]) => {
