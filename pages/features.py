@@ -92,50 +92,53 @@ def families_ui(has_families: bool) -> bool:
 def filters_ui(languages: list[str]) -> Filters:
     """Filter widgets (the caller puts them in its "Filters and sort" expander);
     returns plain values."""
-    c1, c2, c3, c4 = st.columns(4)
-    ui.url_seed("features_alive", "alive", ui.parse_bool, True)
-    alive = c1.toggle(
-        "Alive only",
-        key="features_alive",
-        help="Alive: fires in at least one sentence of every language",
-    )
-    ui.url_publish("alive", alive, True, ui.encode_bool)
-    ui.url_seed("features_min", "smin", ui.parse_float, None)
-    smin = c2.number_input("Score at least", value=None, key="features_min", format="%.6g")
-    ui.url_publish("smin", smin, None, lambda v: f"{v:.6g}")
-    ui.url_seed("features_max", "smax", ui.parse_float, None)
-    smax = c3.number_input("Score at most", value=None, key="features_max", format="%.6g")
-    ui.url_publish("smax", smax, None, lambda v: f"{v:.6g}")
-    ui.url_seed("features_minpairs", "minpairs", ui.parse_int(0), 0)
-    min_pairs = c4.number_input(
-        "Min. firing pairs per language", min_value=0, step=1, key="features_minpairs"
-    )
-    ui.url_publish("minpairs", min_pairs, 0)
+    with st.container():
+        c1, c2, c3, c4 = st.columns(4)
+        ui.url_seed("features_alive", "alive", ui.parse_bool, True)
+        alive = c1.toggle(
+            "Alive only",
+            key="features_alive",
+            help="Alive: fires in at least one sentence of every language",
+        )
+        ui.url_publish("alive", alive, True, ui.encode_bool)
+        ui.url_seed("features_min", "smin", ui.parse_float, None)
+        smin = c2.number_input("Score at least", value=None, key="features_min", format="%.6g")
+        ui.url_publish("smin", smin, None, lambda v: f"{v:.6g}")
+        ui.url_seed("features_max", "smax", ui.parse_float, None)
+        smax = c3.number_input("Score at most", value=None, key="features_max", format="%.6g")
+        ui.url_publish("smax", smax, None, lambda v: f"{v:.6g}")
+        ui.url_seed("features_minpairs", "minpairs", ui.parse_int(0), 0)
+        min_pairs = c4.number_input(
+            "Min. firing pairs per language", min_value=0, step=1, key="features_minpairs"
+        )
+        ui.url_publish("minpairs", min_pairs, 0)
 
-    c5, c6, c7 = st.columns([1, 1, 2])
-    ui.url_seed("features_minboth", "minboth", ui.parse_int(0), 0)
-    min_both = c5.number_input(
-        "Min. pairs firing in both (at threshold)", min_value=0, step=1, key="features_minboth"
-    )
-    ui.url_publish("minboth", min_both, 0)
-    options = [ANY, "bilingual", *[f"only:{lang}" for lang in languages]]
-    names = {
-        ANY: "any",
-        "bilingual": "bilingual (no language dominates)",
-        **{f"only:{lang}": f"{lang}-specific" for lang in languages},
-    }
-    ui.url_seed("features_spec", "spec", ui.parse_choice(options), ANY)
-    spec = c6.selectbox("Language specificity", options, key="features_spec", format_func=names.get)
-    ui.url_publish("spec", spec, ANY)
-    ui.url_seed("features_cut", "cut", ui.parse_float_range(0.5, 1.0), 0.8)
-    cut = c7.slider(
-        "Specific when a language holds at least this share of the firing sentences",
-        0.5,
-        1.0,
-        step=0.05,
-        key="features_cut",
-    )
-    ui.url_publish("cut", cut, 0.8, lambda v: f"{v:.2f}")
+        c5, c6, c7 = st.columns([1, 1, 2])
+        ui.url_seed("features_minboth", "minboth", ui.parse_int(0), 0)
+        min_both = c5.number_input(
+            "Min. pairs firing in both (at threshold)", min_value=0, step=1, key="features_minboth"
+        )
+        ui.url_publish("minboth", min_both, 0)
+        options = [ANY, "bilingual", *[f"only:{lang}" for lang in languages]]
+        names = {
+            ANY: "any",
+            "bilingual": "bilingual (no language dominates)",
+            **{f"only:{lang}": f"{lang}-specific" for lang in languages},
+        }
+        ui.url_seed("features_spec", "spec", ui.parse_choice(options), ANY)
+        spec = c6.selectbox(
+            "Language specificity", options, key="features_spec", format_func=names.get
+        )
+        ui.url_publish("spec", spec, ANY)
+        ui.url_seed("features_cut", "cut", ui.parse_float_range(0.5, 1.0), 0.8)
+        cut = c7.slider(
+            "Specific when a language holds at least this share of the firing sentences",
+            0.5,
+            1.0,
+            step=0.05,
+            key="features_cut",
+        )
+        ui.url_publish("cut", cut, 0.8, lambda v: f"{v:.2f}")
     return Filters(
         alive_only=alive,
         score_min=smin,
@@ -284,66 +287,60 @@ shown = shown[columns].reset_index(drop=True)
 carry = nav.carried(st.query_params.to_dict())
 shown.insert(1, "open", feature_urls(ref, shown["feature"], score, threshold, carry))
 
-with head:
-    active = table.describe_filters(filters)
-    n_low = int(shown["low_support"].sum()) if "low_support" in shown else 0
-    sorted_by = (
-        f" · sorted by `{sort_column}`" + (" descending" if descending else "")
-        if sort_column != "rank" or descending
-        else ""
-    )
-    st.markdown(
-        f"**{len(shown):,}** of {len(scored):,} features · ranked by `{score.key}`"
-        + (f" at threshold `{threshold}`" if score.coactivation else "")
-        + sorted_by
-        + (f" · {active}" if active else "")
-        + (" · writes its concept in every language" if writes else "")
-        + (f" · {n_low:,} with low support" if n_low else "")
-    )
-    event = st.dataframe(
-        shown,
-        key="features_table",
-        hide_index=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        height=table_height(len(shown)),
-        column_config={
-            "feature": st.column_config.NumberColumn("feature", format="%d", pinned=True),
-            "open": st.column_config.LinkColumn(
-                "open",
-                display_text="open ↗",
-                width="small",
-                help="Open the feature page in a new tab",
-            ),
-            "rank": st.column_config.NumberColumn("rank", format="%d"),
-            score.column: st.column_config.NumberColumn(score.column, format="%.5g"),
-            "support": st.column_config.NumberColumn(
-                "support",
-                format="%d",
-                help="Pairs where the feature fires in every language, at the co-activation threshold",
-            ),
-            "low_support": st.column_config.CheckboxColumn(
-                "low support",
-                help=f"Fires in every language on fewer than {table.LOW_SUPPORT_PAIRS} pairs",
-            ),
-            "top_tokens": st.column_config.TextColumn("top tokens", width="medium"),
-            "label": st.column_config.TextColumn(
-                "label",
-                width="medium",
-                help="Built from the feature's peak tokens (docs/scores.md)",
-            ),
-            "similar": st.column_config.TextColumn(
-                "family", help="Other near-duplicate latents of its family in this table"
-            ),
-            "tag": st.column_config.TextColumn(
-                "tag",
-                help="translation: co-firing mostly cross-token and significant; shared token: "
-                "co-firing mostly on the same token",
-            ),
-            "token_pairs": st.column_config.TextColumn("token pairs", width="medium"),
-        },
-    )
-    st.caption("Select a row to open its feature page; `open ↗` opens it in a new tab.")
+active = table.describe_filters(filters)
+n_low = int(shown["low_support"].sum()) if "low_support" in shown else 0
+sorted_by = (
+    f" · sorted by `{sort_column}`" + (" descending" if descending else "")
+    if sort_column != "rank" or descending
+    else ""
+)
+head.markdown(
+    f"**{len(shown):,}** of {len(scored):,} features · ranked by `{score.key}`"
+    + (f" at threshold `{threshold}`" if score.coactivation else "")
+    + sorted_by
+    + (f" · {active}" if active else "")
+    + (" · writes its concept in every language" if writes else "")
+    + (f" · {n_low:,} with low support" if n_low else "")
+)
+event = head.dataframe(
+    shown,
+    key="features_table",
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="single-row",
+    height=table_height(len(shown)),
+    column_config={
+        "feature": st.column_config.NumberColumn("feature", format="%d", pinned=True),
+        "open": st.column_config.LinkColumn(
+            "open", display_text="open ↗", width="small", help="Open the feature page in a new tab"
+        ),
+        "rank": st.column_config.NumberColumn("rank", format="%d"),
+        score.column: st.column_config.NumberColumn(score.column, format="%.5g"),
+        "support": st.column_config.NumberColumn(
+            "support",
+            format="%d",
+            help="Pairs where the feature fires in every language, at the co-activation threshold",
+        ),
+        "low_support": st.column_config.CheckboxColumn(
+            "low support",
+            help=f"Fires in every language on fewer than {table.LOW_SUPPORT_PAIRS} pairs",
+        ),
+        "top_tokens": st.column_config.TextColumn("top tokens", width="medium"),
+        "label": st.column_config.TextColumn(
+            "label", width="medium", help="Built from the feature's peak tokens (docs/scores.md)"
+        ),
+        "similar": st.column_config.TextColumn(
+            "family", help="Other near-duplicate latents of its family in this table"
+        ),
+        "tag": st.column_config.TextColumn(
+            "tag",
+            help="translation: co-firing mostly cross-token and significant; shared token: "
+            "co-firing mostly on the same token",
+        ),
+        "token_pairs": st.column_config.TextColumn("token pairs", width="medium"),
+    },
+)
+head.caption("Select a row to open its feature page; `open ↗` opens it in a new tab.")
 rows = event.selection.rows if event is not None else []
 if rows:
     chosen = int(shown["feature"].iloc[rows[0]])

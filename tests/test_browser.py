@@ -554,9 +554,10 @@ def test_the_feature_table_starts_within_the_first_screen_at_1024_px(
     assert title["y"] >= header["y"] + header["height"] - 1, (title, header)
     # The sort (in the expander) still works and the count line says it.
     main.locator('[data-testid="stExpander"]', has_text="Filters and sort").first.click()
-    page.locator(
-        '[data-testid="stToggle"], [data-testid="stCheckbox"]', has_text="Descending"
-    ).first.click()
+    toggle = main.get_by_text("Descending", exact=True).first
+    toggle.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
+    toggle.click()
+    page.wait_for_url("**desc=1**", timeout=PAGE_TIMEOUT_MS)
     settle(page)
     assert "desc=1" in page.url and "descending" in main.inner_text()
     page.close()
