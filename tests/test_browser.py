@@ -542,7 +542,8 @@ def test_the_feature_table_starts_within_the_first_screen_at_1024_px(
         base, run = request.getfixturevalue("server")[0], RUN_ID
     page = open_fresh(browser, f"{base}/features?run={run}", width=1024, height=768)
     shoot(page, f"features-1024-{which}", tmp_path, docs=False)
-    assert _rows_above_the_fold(page) >= 5
+    rows = _rows_above_the_fold(page)
+    assert rows >= 5, (rows, page.locator('[data-testid="stDataFrame"]').first.bounding_box())
     main = page.locator('[data-testid="stMain"]')
     for label in ("Rank by", "Co-activation threshold", "Search features by label"):
         assert main.get_by_text(label).first.is_visible(), label
@@ -559,7 +560,7 @@ def test_the_feature_table_starts_within_the_first_screen_at_1024_px(
     toggle.click()
     page.wait_for_url("**desc=1**", timeout=PAGE_TIMEOUT_MS)
     settle(page)
-    assert "desc=1" in page.url and "descending" in main.inner_text()
+    assert "descending" in main.inner_text(), page.url
     page.close()
 
 
