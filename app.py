@@ -23,6 +23,7 @@ refuse_client_cache_clear()  # a browser may not clear the caches every visitor 
 # A bundled icon: a Material or emoji icon would make every visitor's browser
 # fetch it from an outside font host (and fail on an offline host).
 st.set_page_config(page_title="Bilingual SAE features", page_icon=str(ui.PAGE_ICON), layout="wide")
+ui.page_style()
 
 page = st.navigation(
     [

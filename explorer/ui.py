@@ -50,6 +50,25 @@ _entry = threading.local()
 PAGE_ICON = Path(__file__).resolve().parent / "static" / "icon.png"
 """The browser tab's icon, served by the app itself (no outside font host)."""
 
+PAGE_CSS = """<style>
+/* Less empty space above and around each page's title (Streamlit leaves 6rem
+   above the page and 1.25rem above its title); the title stays below the
+   3.75rem header. */
+[data-testid="stMainBlockContainer"] { padding-top: 3.75rem; }
+[data-testid="stMainBlockContainer"] h1 { padding-top: 0; padding-bottom: 0.5rem; }
+/* On a narrow window (a 1024 px laptop, the sidebar open) the side margins
+   give their room to the content. */
+@media (max-width: 1200px) {
+  [data-testid="stMainBlockContainer"] { padding-left: 1.5rem; padding-right: 1.5rem; }
+}
+</style>"""
+"""The app's few layout rules (only ``<style>``: ``st.html`` draws it in no space)."""
+
+
+def page_style() -> None:
+    """``app.py`` calls this once per run: ``PAGE_CSS``."""
+    st.html(PAGE_CSS)
+
 
 @contextmanager
 def app_entry() -> Iterator[None]:

@@ -181,10 +181,12 @@ def settle(page) -> None:
             raise AssertionError(f"{page.url} still running after {PAGE_TIMEOUT_MS} ms")
 
 
-def shoot(page, name: str, tmp_path: Path) -> None:
+def shoot(page, name: str, tmp_path: Path, docs: bool = True) -> None:
+    """A full-page screenshot under ``tmp_path``; also under ``$APP_SCREENSHOTS_DIR``
+    when set and ``docs`` (one picture per page there, as the README shows them)."""
     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
     target = os.environ.get("APP_SCREENSHOTS_DIR")
-    if target:
+    if target and docs:
         Path(target).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
@@ -217,6 +219,7 @@ def test_every_page_renders_in_chromium(server, browser, tmp_path: Path) -> None
         ("pairs", "pairs?pair=5", ["Pair 5", "Features firing on this pair"]),
         # no sweep under this root: the chosen run is one point, with its counts
         ("layers", "layers", ["Layers", "one point", "translation features"]),
+        ("recompute", "recompute", ["Recompute", "Jobs queued here"]),
     ]
     dialogs: list[str] = []
     page = browser.new_page()
@@ -338,7 +341,7 @@ def test_previous_next_change_the_url_and_history(server, browser, tmp_path: Pat
     main_box = page.locator('[data-testid="stMain"]').bounding_box()
     languages = page.locator('[data-testid="stDataFrame"]').nth(1).bounding_box()
     assert languages["x"] + languages["width"] <= main_box["x"] + main_box["width"]
-    shoot(page, "feature-1024", tmp_path)
+    shoot(page, "feature-1024", tmp_path, docs=False)
 
     page.locator('[data-testid="stPageLink"]', has_text=f"Next: feature {order[2]}").first.click()
     settle(page)
@@ -493,7 +496,7 @@ def test_curves_controls_are_whole_at_1024_px(server, browser, tmp_path: Path) -
     url, runs = server
     names = set(pd.read_parquet(runs.run / "curves.parquet", columns=["threshold"])["threshold"])
     page = open_fresh(browser, f"{url}/curves?run={RUN_ID}", width=1024, height=768)
-    shoot(page, "curves-1024", tmp_path)
+    shoot(page, "curves-1024", tmp_path, docs=False)
     for label in ("Log y axis", "Firing features only"):
         toggle = page.locator('[data-testid="stCheckbox"]', has_text=label).first
         assert toggle.is_visible() and toggle.evaluate(CUT_FREE), f"{label!r} is cut"
@@ -509,4 +512,138 @@ def test_curves_controls_are_whole_at_1024_px(server, browser, tmp_path: Path) -
         assert box["y"] <= c["y"] and c["y"] + c["height"] <= box["y"] + box["height"], name
         assert chip.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), f"{name!r} is cut"
 
+    page.close()
+
+
+TABLE_HEADER_PX = 38
+TABLE_ROW_PX = 35
+"""Streamlit's dataframe header and row heights (as pages/features.py sizes the table)."""
+
+
+def _rows_above_the_fold(page) -> int:
+    """How many rows of the feature table have their top edge inside the window."""
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    box = grid.bounding_box()
+    fold = page.viewport_size["height"]
+    shown_rows = int((box["height"] - TABLE_HEADER_PX) // TABLE_ROW_PX)
+    tops = [box["y"] + TABLE_HEADER_PX + i * TABLE_ROW_PX for i in range(shown_rows)]
+    return sum(top < fold for top in tops)
+
+
+@pytest.mark.parametrize("which", ["synthetic", "real"])
+def test_the_feature_table_starts_within_the_first_screen_at_1024_px(
+    which, request, browser, tmp_path: Path
+) -> None:
+    """At 1024x768 the controls leave room for at least five rows of the table,
+    and every control is still there (the rarely used ones in expanders)."""
+    if which == "real":
+        base, run = request.getfixturevalue("real_server"), REAL_RUN
+    else:
+        base, run = request.getfixturevalue("server")[0], RUN_ID
+    page = open_fresh(browser, f"{base}/features?run={run}", width=1024, height=768)
+    shoot(page, f"features-1024-{which}", tmp_path, docs=False)
+    rows = _rows_above_the_fold(page)
+    assert rows >= 5, (rows, page.locator('[data-testid="stDataFrame"]').first.bounding_box())
+    main = page.locator('[data-testid="stMain"]')
+    for label in ("Rank by", "Co-activation threshold", "Search features by label"):
+        assert main.get_by_text(label).first.is_visible(), label
+    for expander in ("ranks features", "Filters and sort"):
+        assert main.locator('[data-testid="stExpander"]', has_text=expander).count() == 1
+    # The title is whole below the app's header bar.
+    header = page.locator('[data-testid="stHeader"]').bounding_box()
+    title = main.locator("h1").first.bounding_box()
+    assert title["y"] >= header["y"] + header["height"] - 1, (title, header)
+    # The sort (in the expander) still works and the count line says it.
+    main.locator('[data-testid="stExpander"]', has_text="Filters and sort").first.click()
+    toggle = main.get_by_text("Descending", exact=True).first
+    toggle.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
+    toggle.click()
+    page.wait_for_url("**desc=1**", timeout=PAGE_TIMEOUT_MS)
+    settle(page)
+    assert "descending" in main.inner_text(), page.url
+    page.close()
+
+
+def _logit_table(page, side: str):
+    column = page.locator('[data-testid="stColumn"]', has=page.get_by_text(side, exact=True)).last
+    return column.locator('[data-testid="stDataFrame"]').first
+
+
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_logit_tables_fit_the_window_without_empty_cells(real_server, browser, width) -> None:
+    import pandas as pd
+
+    logits = pd.read_parquet(REAL_ROOT / REAL_RUN / "logits.parquet")
+    shares = [c for c in logits.columns if c.startswith("share_")]
+    mixed = logits[(logits[shares] > 0).sum(axis=1) > 1]  # "en 40% · es 60%" cells
+    features = {
+        int(logits["feature"].iloc[0]),
+        int(logits.loc[logits["token"].str.len().idxmax(), "feature"]),  # the longest token
+        int(mixed["feature"].value_counts().index[0]) if len(mixed) else None,
+    } - {None}
+    page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    for feature in sorted(features):
+        page.goto(f"{real_server}/feature?run={REAL_RUN}&feature={feature}")
+        settle(page)
+        _check_logit_tables(page, width, feature)
+    page.close()
+
+
+def _check_logit_tables(page, width: int, feature: int) -> None:
+    main = page.locator('[data-testid="stMain"]').bounding_box()
+    right = min(width, main["x"] + main["width"])
+    for side in ("Promoted", "Suppressed"):
+        grid = _logit_table(page, side)
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        assert main["x"] <= box["x"] and box["x"] + box["width"] <= right, (feature, side, box)
+        # every column inside the table's box (no horizontal scrolling)
+        assert grid.evaluate(
+            "e => { const s = e.querySelector('.dvn-scroller');"
+            " return s !== null && s.scrollWidth <= s.clientWidth + 1 }"
+        ), (feature, side)
+        headers = grid.locator('[role="columnheader"]').all_inner_texts()
+        assert headers == ["token", "language", "logit", "in corpus"], headers
+        cells = [c.strip() for c in grid.locator('[role="gridcell"]').all_inner_texts()]
+        assert cells and len(cells) % 4 == 0, side
+        assert not [c for c in cells if c in ("", "None", "nan", "<NA>")], (feature, side, cells)
+
+
+HOVERED = """([chart, curve, k]) => {
+  const gd = document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')[chart];
+  const fl = gd._fullLayout, cd = gd.calcdata[curve][k], r = gd.getBoundingClientRect();
+  return {x: r.left + fl._size.l + fl.xaxis.c2p(cd.x), y: r.top + fl._size.t + fl.yaxis.c2p(cd.y)};
+}"""
+"""Where, on the page, point ``k`` of line ``curve`` of the ``chart``-th plot is drawn."""
+
+
+def test_clicking_a_curve_point_opens_that_feature(server, browser) -> None:
+    url, _ = server
+    page = open_fresh(browser, f"{url}/curves?run={RUN_ID}", width=1280, height=900)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.scroll_into_view_if_needed()
+    n = page.evaluate(
+        "() => document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')"
+        ".calcdata[0].length"
+    )
+    point = page.evaluate(HOVERED, [0, 0, n // 2])
+    page.mouse.move(point["x"], point["y"])
+    page.wait_for_timeout(300)
+    hovered = page.evaluate(
+        "() => (document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')"
+        "._hoverdata || []).map(p => p.customdata && p.customdata[0])"
+    )
+    assert hovered and hovered[0] is not None, "no curve point under the mouse"
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_url("**/feature?**", timeout=PAGE_TIMEOUT_MS)
+    settle(page)
+    assert f"feature={hovered[0]}" in page.url and f"run={RUN_ID}" in page.url
+    assert _title(page, f"Feature {hovered[0]}")
+    # Back returns to the curves, and stays there (no selection left behind).
+    page.go_back()
+    settle(page)
+    page.wait_for_timeout(1000)
+    settle(page)
+    assert "/curves?" in page.url and _heading(page) == "Activation-frequency curves"
     page.close()

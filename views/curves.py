@@ -79,7 +79,10 @@ def curve_figure(
             go.Scatter(
                 x=line["rank"],
                 y=line["fraction"],
-                mode="lines",
+                # Invisible markers: plotly selects (and Streamlit reports) a
+                # clicked point only on a trace with markers, never on a bare line.
+                mode="lines+markers",
+                marker={"size": 6, "opacity": 0},
                 name=label,
                 customdata=custom,
                 hovertemplate=(

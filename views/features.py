@@ -32,7 +32,7 @@ def score_ui(scores: list[Score], thresholds: list[str]) -> tuple[Score, str]:
     """The score to rank by and the co-activation threshold."""
     keys = [s.key for s in scores]
     labels = {s.key: s.label for s in scores}
-    c1, c2 = st.columns([3, 1])
+    c1, c2 = st.columns([2, 1])
     ui.url_seed("features_score", "score", ui.parse_choice(keys), keys[0])
     key = c1.selectbox(
         "Rank by",
@@ -64,6 +64,7 @@ def shared_ui(has_tags: bool) -> bool:
     hide = st.toggle(
         "Hide shared-token features",
         key="features_hide_shared",
+        width="content",
         help="Features that co-fire mostly on the same token in every language (?/?, Tom/Tom): "
         "any model that has seen both scripts does that. Untick to show them, tagged "
         "'shared token'.",
@@ -80,6 +81,7 @@ def families_ui(has_families: bool) -> bool:
     group = st.toggle(
         "One row per family",
         key="features_group",
+        width="content",
         help="Near-duplicate latents (their peak tokens nearly coincide, docs/scores.md) "
         "are shown as their best-ranked member with '+N similar'; expand a family below.",
     )
@@ -88,8 +90,9 @@ def families_ui(has_families: bool) -> bool:
 
 
 def filters_ui(languages: list[str]) -> Filters:
-    """Filter widgets; returns plain values."""
-    with st.expander("Filters", expanded=False):
+    """Filter widgets (the caller puts them in its "Filters and sort" expander);
+    returns plain values."""
+    with st.container():
         c1, c2, c3, c4 = st.columns(4)
         ui.url_seed("features_alive", "alive", ui.parse_bool, True)
         alive = c1.toggle(
@@ -213,18 +216,24 @@ st.title("Ranked features")
 thresholds = ui.coactivation_thresholds(ref)
 feats = data.features(ref.location, ref.token)
 scores = table.available_scores(list(feats.columns), ref.languages)
-score, threshold = score_ui(scores, thresholds)
-st.caption(score.help + (f" — {score.note}" if score.note else ""))
-old_run = table.missing_peak_evidence(feats.columns, ref.location)
-if old_run:
-    st.info(old_run)
-text = token_search_ui()
-c_shared, c_group = st.columns(2)
-with c_shared:
-    hide_shared = shared_ui("is_shared_surface" in feats)
-with c_group:
-    group = families_ui("family" in feats)
-filters = Filters(**{**filters_ui(ref.languages).__dict__, "hide_shared": hide_shared})
+# The controls sit close together, and the rarely changed ones (filters, sort)
+# in expanders, so that the table starts within the first screen at 1024x768.
+with st.container(key="features_controls", gap="xsmall"):
+    score, threshold = score_ui(scores, thresholds)
+    with st.expander(f"How `{score.key}` ranks features", expanded=False):
+        st.caption(score.help + (f" — {score.note}" if score.note else ""))
+    old_run = table.missing_peak_evidence(feats.columns, ref.location)
+    if old_run:
+        st.info(old_run)
+    text = token_search_ui()
+    with st.container(horizontal=True, gap="medium", key="features_toggles"):
+        hide_shared = shared_ui("is_shared_surface" in feats)
+        group = families_ui("family" in feats)
+    with st.expander("Filters and sort", expanded=False):
+        filters = Filters(**{**filters_ui(ref.languages).__dict__, "hide_shared": hide_shared})
+        steering_slot = st.container()
+        sort_slot = st.container()
+    evidence_slot = st.container()
 
 scored = ui.scored_features(ref, threshold)
 scored["rank"] = table.ranks(scored, score)
@@ -247,13 +256,20 @@ scored = evidence.add_table_columns(
 )  # evidence columns + filters (explorer/evidence.py)
 scored = steering.add_table_columns(ref, scored)
 shown = table.apply_filters(scored, score, filters, ref.languages)
-shown = evidence.filter_table(shown, evidence.table_filters_ui(ref, scored), ref.languages)
-shown = steering.filter_table(shown, steering.table_filter_ui(scored))  # explorer/steering.py
+with evidence_slot:
+    evidence_filters = evidence.table_filters_ui(ref, scored)
+shown = evidence.filter_table(shown, evidence_filters, ref.languages)
+with steering_slot:
+    writes = steering.table_filter_ui(scored)
+shown = steering.filter_table(shown, writes)  # explorer/steering.py
 columns = table.display_columns(shown, score, ref.languages)
 columns += [c for c in evidence.display_columns(shown, ref.languages) if c not in columns]
 columns += [c for c in steering.COLUMNS if c in shown and c not in columns]
-sort_column, descending = sort_ui(columns)
+with sort_slot:
+    sort_column, descending = sort_ui(columns)
 shown = table.sort_table(shown, sort_column, descending)
+# The count line and the table come first; the rarely used family picker below them.
+head = st.container()
 if group:
     multi = shown["family"][shown["family"].duplicated(keep=False)].astype(int).unique().tolist()
     expand = st.multiselect(
@@ -273,13 +289,20 @@ shown.insert(1, "open", feature_urls(ref, shown["feature"], score, threshold, ca
 
 active = table.describe_filters(filters)
 n_low = int(shown["low_support"].sum()) if "low_support" in shown else 0
-st.markdown(
+sorted_by = (
+    f" · sorted by `{sort_column}`" + (" descending" if descending else "")
+    if sort_column != "rank" or descending
+    else ""
+)
+head.markdown(
     f"**{len(shown):,}** of {len(scored):,} features · ranked by `{score.key}`"
     + (f" at threshold `{threshold}`" if score.coactivation else "")
+    + sorted_by
     + (f" · {active}" if active else "")
+    + (" · writes its concept in every language" if writes else "")
     + (f" · {n_low:,} with low support" if n_low else "")
 )
-event = st.dataframe(
+event = head.dataframe(
     shown,
     key="features_table",
     hide_index=True,
@@ -317,7 +340,7 @@ event = st.dataframe(
         "token_pairs": st.column_config.TextColumn("token pairs", width="medium"),
     },
 )
-st.caption("Select a row to open its feature page; `open ↗` opens it in a new tab.")
+head.caption("Select a row to open its feature page; `open ↗` opens it in a new tab.")
 rows = event.selection.rows if event is not None else []
 if rows:
     chosen = int(shown["feature"].iloc[rows[0]])
