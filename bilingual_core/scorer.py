@@ -237,6 +237,7 @@ def _block_pass(
         sums=sums,
         progress=bar,
         sentence_len=None if plan.tokens is None else plan.tokens.sentence_len,
+        token_at=None if plan.tokens is None else (plan.tokens.offset, plan.tokens.token_at),
     )
     # numpy releases the GIL: blocks are scored in worker threads while the
     # main thread reduces the next batches (and a third decodes Parquet).
@@ -250,8 +251,6 @@ def _block_pass(
     ):
         for block in blocks:
             n_groups += len(block)
-            if plan.tokens is not None:
-                block.peak_token = plan.tokens.peak_tokens(block)
             if sentence_max_sink is not None:
                 writes.append(write_pool.submit(sentence_max_sink, block))
             pad_block = next(pad_blocks) if pad_blocks is not None else None
