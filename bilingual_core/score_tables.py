@@ -50,6 +50,8 @@ class SentenceMaxWriter:
                 "feature": "DELTA_BINARY_PACKED",
                 "pair_id": "DELTA_BINARY_PACKED",
                 "max_activation": "BYTE_STREAM_SPLIT",
+                "n_tokens": "DELTA_BINARY_PACKED",
+                "peak_position": "DELTA_BINARY_PACKED",
             },
         )
         self.lang_dict = pa.array(languages, pa.string())

@@ -105,21 +105,24 @@ class SentenceMax:
         """Split into blocks of at most ``block_features`` consecutive features."""
         for start in range(0, self.n_features, block_features):
             count = min(block_features, self.n_features - start)
-            lo_f = self.feature_offset + start
-            lo, hi = np.searchsorted(self.feature, [lo_f, lo_f + count])
-            yield SentenceMax(
-                self.feature[lo:hi],
-                self.pair[lo:hi],
-                self.lang[lo:hi],
-                self.value[lo:hi],
-                self.n_tokens[lo:hi],
-                self.n_pairs,
-                self.languages,
-                lo_f,
-                count,
-                None if self.peak_position is None else self.peak_position[lo:hi],
-                None if self.peak_token is None else self.peak_token[lo:hi],
-            )
+            yield self.features(self.feature_offset + start, count)
+
+    def features(self, first: int, count: int) -> SentenceMax:
+        """The entries of global features ``first .. first + count - 1`` (views)."""
+        lo, hi = np.searchsorted(self.feature, [first, first + count])
+        return SentenceMax(
+            self.feature[lo:hi],
+            self.pair[lo:hi],
+            self.lang[lo:hi],
+            self.value[lo:hi],
+            self.n_tokens[lo:hi],
+            self.n_pairs,
+            self.languages,
+            first,
+            count,
+            None if self.peak_position is None else self.peak_position[lo:hi],
+            None if self.peak_token is None else self.peak_token[lo:hi],
+        )
 
     def scaled(self, factor_per_lang: np.ndarray) -> SentenceMax:
         """A copy with each language's values multiplied by its factor."""
