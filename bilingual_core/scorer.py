@@ -50,6 +50,8 @@ from .validate import check_pairs, real_token_counts
 Variant = Literal["blog", "notebook"]
 NOTEBOOK_MIN_FIRING = 10
 NOTEBOOK_SCALE = 100.0
+QUEUED_WHILE_PLANNING = 6
+"""Blocks read ahead, beyond ``threads``, while the thresholds pass is still running."""
 
 
 @dataclass(frozen=True)
@@ -281,13 +283,16 @@ def _block_pass(
             if sentence_max_sink is not None:
                 writes.append(write_pool.submit(sentence_max_sink, block))
             results.append(pool.submit(_score_planned, block, planned, tokens))
-            # Bound memory: at most `threads` blocks in flight (being scored or written).
+            # Bound memory: at most `threads` blocks in flight (being scored or
+            # written), a few more while the thresholds pass still runs (the
+            # reading goes on meanwhile; a block of ~2M activations is ~20 MB).
             while True:
                 busy = [
                     [f for f in (r, w) if f is not None and not f.done()]
                     for r, w in zip(results, writes or [None] * len(results), strict=True)
                 ]
-                if sum(bool(b) for b in busy) <= config.threads:
+                limit = config.threads + (0 if planned.done() else QUEUED_WHILE_PLANNING)
+                if sum(bool(b) for b in busy) <= limit:
                     break
                 next(b for b in busy if b)[0].result()
         parts = [r.result() for r in results]

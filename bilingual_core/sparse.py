@@ -56,11 +56,22 @@ class SentenceMax:
         """Feature ids relative to this block (0 .. n_features - 1), int64."""
         return self.feature.astype(np.int64) - self.feature_offset
 
+    @cached_property
+    def group(self) -> np.ndarray:
+        """Each entry's (feature, language) cell, ``local_feature * m + lang``, int64
+        (computed once per block: every per-(feature, language) sum uses it)."""
+        out = self.local_feature
+        out *= self.m
+        out += self.lang
+        return out
+
     def per_feature_lang(
         self, weights: np.ndarray | None = None, mask: np.ndarray | None = None
     ) -> np.ndarray:
         """Sum ``weights`` (default 1) per (feature, language): shape (n_features, m)."""
-        idx = self.local_feature * self.m + self.lang
+        if weights is None and mask is None:
+            return self._counts.copy()
+        idx = self.group
         w = weights
         if mask is not None:
             idx = idx[mask]
@@ -68,10 +79,20 @@ class SentenceMax:
         counts = np.bincount(idx, weights=w, minlength=self.n_features * self.m)
         return counts.reshape(self.n_features, self.m)
 
+    @cached_property
+    def _counts(self) -> np.ndarray:
+        return np.bincount(self.group, minlength=self.n_features * self.m).reshape(
+            self.n_features, self.m
+        )
+
     def max_per_feature_lang(self) -> np.ndarray:
         """``max_k q_i,l[k]`` (0 where the feature never fires): shape (n_features, m)."""
+        return self._max.copy()
+
+    @cached_property
+    def _max(self) -> np.ndarray:
         out = np.zeros(self.n_features * self.m, dtype=np.float64)
-        np.maximum.at(out, self.local_feature * self.m + self.lang, self.value.astype(np.float64))
+        np.maximum.at(out, self.group, self.value.astype(np.float64))
         return out.reshape(self.n_features, self.m)
 
     def lang_max(self) -> np.ndarray:
