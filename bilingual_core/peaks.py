@@ -207,9 +207,8 @@ def peak_evidence(block: SentenceMax, norm_of_id: np.ndarray) -> PeakEvidence:
     f, m, n = block.n_features, block.m, block.n_pairs
     assert block.peak_token is not None
     cls = norm_of_id[block.peak_token]
-    row_feature, row_of_entry, _ = block.union
-    codes = np.full((m, len(row_feature)), -1, dtype=np.int32)
-    codes[block.lang, row_of_entry] = cls
+    row_feature = block.union[0]
+    codes = block.scatter_rows(cls, -1, np.int32)
     counts = block.per_feature_lang()
     pairs = language_pairs(m)
     n_cross = np.zeros((f, len(pairs)), dtype=np.int64)

@@ -215,9 +215,8 @@ def threshold_counts(block: SentenceMax, cuts: np.ndarray) -> ThresholdCounts:
     sorted32 = _float32_floor(cuts[order])
     t = len(cuts)
     level = np.searchsorted(sorted32, block.value, side="left").astype(np.int64)
-    row_feature, row_of_entry, _ = block.union
-    levels = np.zeros((m, len(row_feature)), dtype=np.int64)
-    levels[block.lang, row_of_entry] = level
+    row_feature = block.union[0]
+    levels = block.scatter_rows(level, 0, np.int64)
     inverse = np.empty(t, dtype=np.int64)
     inverse[order] = np.arange(t)
 

@@ -10,7 +10,7 @@ proportional to the number of non-zeros.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -43,6 +43,9 @@ class SentenceMax:
     None when the producer did not track it."""
     peak_token: np.ndarray | None = None
     """int32: token id at ``peak_position`` (filled in by the scorer from tokens.parquet)."""
+    union_slot: np.ndarray = field(init=False, repr=False, compare=False)
+    """Each entry's flat index ``lang * rows + row`` into (m, union rows) matrices
+    (set with :attr:`union`)."""
 
     @property
     def m(self) -> int:
@@ -117,10 +120,23 @@ class SentenceMax:
         new[1:] = (self.feature[1:] != self.feature[:-1]) | (self.pair[1:] != self.pair[:-1])
         row_of_entry = np.cumsum(new) - 1
         n_rows = int(row_of_entry[-1]) + 1
+        self.union_slot = self.lang.astype(np.int64)
+        self.union_slot *= n_rows
+        self.union_slot += row_of_entry
         dense = np.zeros((self.m, n_rows), dtype=np.float64)
-        dense[self.lang, row_of_entry] = self.value
-        row_feature = self.local_feature[new]
+        dense.reshape(-1)[self.union_slot] = self.value
+        row_feature = self.feature[new].astype(np.int64)
+        row_feature -= self.feature_offset
         return row_feature, row_of_entry, dense
+
+    def scatter_rows(self, values: np.ndarray, fill: object, dtype: type) -> np.ndarray:
+        """An (m, union rows) matrix holding each entry's ``values`` at its
+        (language, union row), ``fill`` elsewhere."""
+        row_feature = self.union[0]
+        out = np.full((self.m, len(row_feature)), fill, dtype=dtype)
+        if len(self):
+            out.reshape(-1)[self.union_slot] = values
+        return out
 
     def blocks(self, block_features: int) -> Iterator[SentenceMax]:
         """Split into blocks of at most ``block_features`` consecutive features."""
