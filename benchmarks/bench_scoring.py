@@ -154,7 +154,8 @@ def main() -> None:
     parser.add_argument(
         "--duckdb",
         action="store_true",
-        help="also time a plain DuckDB query (2 threads) on each run, one after the other, and print the ratio",
+        help="also time a plain DuckDB query (2 threads) on each run, alternating with the "
+        "scorer repeat by repeat, and print the ratio",
     )
     parser.add_argument(
         "--compare",
@@ -178,10 +179,16 @@ def main() -> None:
         n_act = manifest.extraction["n_activations"]
         size = (run / "activations.parquet").stat().st_size
         results, others = [], {c: [] for c in args.compare}
+        db: list[dict] = []
+        loads = [os.getloadavg()[0]]
+        # Alternate repeat by repeat, so a change in the machine's load hits all alike.
         for _ in range(args.repeats):
             results.append(score_once(run))
             for code in args.compare:
                 others[code].append(score_once(run, code))
+            if args.duckdb:
+                db.append(duckdb_once(run))
+            loads.append(os.getloadavg()[0])
         if args.compare:
             score_once(run)  # leave the run scored by this checkout
         for code, rs in [(ROOT, results), *others.items()]:
@@ -198,8 +205,12 @@ def main() -> None:
         pass_s = statistics.median(r["thresholds"] for r in results)
         rss = max(r["maxrss_kb"] for r in results) / 2**20
         rows.append((n, n_tokens, n_act, secs, pass_s, rss, size, size / n_tokens))
+        print(
+            f"{n:,} pairs: 1-minute load average {min(loads):.1f}-{max(loads):.1f} "
+            "(before and after each repeat)",
+            file=sys.stderr,
+        )
         if args.duckdb:
-            db = [duckdb_once(run) for _ in range(args.repeats)]
             duck.append(
                 (
                     n,

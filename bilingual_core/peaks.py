@@ -207,9 +207,8 @@ def peak_evidence(block: SentenceMax, norm_of_id: np.ndarray) -> PeakEvidence:
     f, m, n = block.n_features, block.m, block.n_pairs
     assert block.peak_token is not None
     cls = norm_of_id[block.peak_token]
-    row_feature, row_of_entry, _ = block.union
-    codes = np.full((m, len(row_feature)), -1, dtype=np.int32)
-    codes[block.lang, row_of_entry] = cls
+    row_feature = block.union[0]
+    codes = block.scatter_rows(cls, -1, np.int32)
     counts = block.per_feature_lang()
     pairs = language_pairs(m)
     n_cross = np.zeros((f, len(pairs)), dtype=np.int64)
@@ -357,10 +356,6 @@ def summarise(
     )
 
 
-def _tuple_text(classes: np.ndarray, display: list[str]) -> str:
-    return "/".join(display[int(c)] for c in classes)
-
-
 def labels(
     ev: PeakEvidence,
     summary: CrossSummary,
@@ -377,27 +372,36 @@ def labels(
     * others: each language's commonest peak token, ``en: night · es: noche``.
     """
     m = len(languages)
-    tuples: list[list[tuple[np.ndarray, int]]] = [[] for _ in range(n_features)]
-    for feat, classes, count in zip(
-        ev.top_feature.tolist(), ev.top_classes, ev.top_count.tolist(), strict=True
+    # Per kept tuple, once: its text and whether its strings are all equal.
+    texts = ["/".join(display[c] for c in row) for row in ev.top_classes.tolist()]
+    all_same = (ev.top_classes == ev.top_classes[:, :1]).all(axis=1).tolist()
+    tuples: list[list[tuple[str, bool, int, int]]] = [[] for _ in range(n_features)]
+    for feat, text, same_tuple, first, count in zip(
+        ev.top_feature.tolist(),
+        texts,
+        all_same,
+        ev.top_classes[:, 0].tolist(),
+        ev.top_count.tolist(),
+        strict=True,
     ):
-        tuples[feat].append((classes, count))
+        tuples[feat].append((text, same_tuple, first, count))
     per_lang: list[dict[int, int]] = [{} for _ in range(n_features)]
     for feat, li, c in zip(
         ev.lang_feature.tolist(), ev.lang_index.tolist(), ev.lang_class.tolist(), strict=True
     ):
         per_lang[feat][li] = c
-    co = summary.n_cross + summary.n_shared
+    co = (summary.n_cross + summary.n_shared).tolist()
+    shared_surface = summary.is_shared_surface.tolist()
     out_label, out_pairs = [], []
     for i in range(n_features):
         rows = tuples[i]
-        out_pairs.append(" · ".join(f"{_tuple_text(c, display)} ×{k}" for c, k in rows))
-        same = [c for c, _ in rows if (c == c[0]).all()]
-        cross = [c for c, _ in rows if not (c == c[0]).all()]
-        if summary.is_shared_surface[i] and same:
-            out_label.append(f"{display[int(same[0][0])]} (same token)")
+        out_pairs.append(" · ".join(f"{text} ×{k}" for text, _, _, k in rows))
+        same = [first for _, is_same, first, _ in rows if is_same]
+        cross = [text for text, is_same, _, _ in rows if not is_same]
+        if shared_surface[i] and same:
+            out_label.append(f"{display[same[0]]} (same token)")
         elif co[i] >= MIN_COFIRING and cross:
-            out_label.append(" · ".join(_tuple_text(c, display) for c in cross[:2]))
+            out_label.append(" · ".join(cross[:2]))
         elif per_lang[i]:
             out_label.append(
                 " · ".join(

@@ -99,6 +99,7 @@ def sentence_max_blocks(
     sums: BlockSums | None = None,
     progress: object | None = None,
     sentence_len: np.ndarray | None = None,
+    token_at: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[SentenceMax]:
     """Yield a SentenceMax for every block of ``block_features`` features, in order.
 
@@ -108,10 +109,14 @@ def sentence_max_blocks(
     ``peak_position``, the position of the token holding each maximum.
     ``sentence_len`` (per ``pair_id * m + lang``: tokens.parquet's positions
     per sentence, BOS included) makes every row's position be checked against
-    its sentence.
+    its sentence. ``token_at`` (a ``TokenIndex``'s ``(offset, token_at)``) fills
+    each block's ``peak_token``, the token id at each peak position, in the
+    same pass.
     """
     check_schema(pf, file)
     m = len(languages)
+    if token_at is not None and sentence_len is None:
+        sentence_len = np.diff(token_at[0])  # a peak must lie inside its own sentence
     if d_sae >= 1 << 24:
         raise RunFormatError(
             file, "feature", f"d_sae {d_sae} is larger than this scorer supports (2^24)"
@@ -145,21 +150,28 @@ def sentence_max_blocks(
         dpos = np.diff(pos)
         if not np.all(new_group | (dpos > 0)):
             _order_error(file, duplicate=not np.any(~new_group & (dpos < 0)))
+        ends = np.flatnonzero(new_group)
+        starts = np.empty(len(ends) + 1, dtype=np.int64)
+        starts[0] = 0
+        np.add(ends, 1, out=starts[1:])
+        gkey = key[starts]
+        sentence = None
+        if sentence_len is not None or token_at is not None:
+            sentence = (gkey >> 8) & 0x7FFFFFFF
+            sentence *= m
+            sentence += gkey & 0xFF
         if sentence_len is not None:
             # Sorted: positions rise within a group, so each group's last row
             # holds its largest and checking those checks every row (the full
             # check then names the rows at fault).
-            last = np.append(np.flatnonzero(new_group), len(key) - 1)
-            sentence = ((key[last] >> 8) & 0x7FFFFFFF) * m + (key[last] & 0xFF)
+            last = np.append(ends, len(key) - 1)
             if (pos[last] >= sentence_len[sentence]).any():
                 _check_positions((key >> 8) & 0x7FFFFFFF, li, pos, m, sentence_len, languages, file)
-        starts = np.flatnonzero(new_group)
-        starts += 1
-        starts = np.concatenate([[0], starts])
-        gmax = np.maximum.reduceat(a, starts)
+        gmax, gpeak = _max_and_peak(a, pos, starts)
         gcount = np.diff(np.append(starts, len(a))).astype(np.int32)
-        gpeak = _peak_positions(a, pos, gmax, new_group)
-        gkey = key[starts]
+        gtoken = None
+        if token_at is not None:
+            gtoken = _peak_token_ids(token_at, sentence, gpeak, gkey, languages, file)
         if sums is not None:
             gsum = np.add.reduceat(a, starts)
             sums.token_sum += np.bincount(
@@ -167,7 +179,12 @@ def sentence_max_blocks(
             ).reshape(d_sae, m)
             sums.n_rows += batch.num_rows
         pending.add(
-            gkey, gmax, gcount, gpeak, continues=prev_key is not None and gkey[0] == prev_key
+            gkey,
+            gmax,
+            gcount,
+            gpeak,
+            gtoken,
+            continues=prev_key is not None and gkey[0] == prev_key,
         )
         prev_key, prev_pos = int(key[-1]), int(pos[-1])
         # Every feature below the batch's last one is complete.
@@ -191,19 +208,59 @@ def sentence_max_blocks(
         next_block += 1
 
 
-def _peak_positions(
-    a: np.ndarray, pos: np.ndarray, gmax: np.ndarray, new_group: np.ndarray
+def _max_and_peak(
+    a: np.ndarray, pos: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group of consecutive rows (from ``starts``), its maximum and the
+    position of its first row holding it, in one ``reduceat``: a positive
+    float32's bits order as the float does, so the int64 ``bits << 32 |
+    (2^31 - 1 - position)`` is largest at the maximum with the lowest position."""
+    packed = a.view(np.int32).astype(np.int64)
+    packed <<= 32
+    packed |= np.int32(0x7FFFFFFF) - pos
+    top = np.maximum.reduceat(packed, starts)
+    peak = (np.int64(0x7FFFFFFF) - (top & 0xFFFFFFFF)).astype(np.int32)
+    top >>= 32
+    return top.astype(np.int32).view(np.float32), peak
+
+
+def _peak_token_ids(
+    token_at: tuple[np.ndarray, np.ndarray],
+    sentence: np.ndarray,
+    peak: np.ndarray,
+    gkey: np.ndarray,
+    languages: list[str],
+    file: str,
 ) -> np.ndarray:
-    """Per group of consecutive rows, the position of its first row holding the maximum."""
-    gid = np.empty(len(a), dtype=np.int64)
-    gid[0] = 0
-    np.cumsum(new_group, out=gid[1:])
-    hits = np.flatnonzero(a == gmax[gid])
-    hit_group = gid[hits]
-    first = np.empty(len(hits), dtype=bool)
-    first[0] = True
-    np.not_equal(hit_group[1:], hit_group[:-1], out=first[1:])
-    return pos[hits[first]].astype(np.int32)
+    """The token id at each group's peak position (``token_at`` as in
+    :func:`sentence_max_blocks`); refuses a position tokens.parquet lacks."""
+    offset, ids = token_at
+    slot = offset[sentence]
+    slot += peak
+    if len(slot) and int(slot.max()) >= len(ids):
+        bad_rows = np.flatnonzero(slot >= len(ids))
+        _missing_token(gkey, peak, bad_rows, languages, file)
+    out = ids[slot]
+    bad = np.flatnonzero(out < 0)
+    if len(bad):
+        _missing_token(gkey, peak, bad, languages, file)
+    return out
+
+
+def _missing_token(
+    gkey: np.ndarray, peak: np.ndarray, bad: np.ndarray, languages: list[str], file: str
+) -> None:
+    features = gkey[bad] >> 39
+    i = int(bad[0])
+    raise RunFormatError(
+        file,
+        "position",
+        f"{len(bad):,} per-sentence peak(s) of features "
+        f"{int(features.min())}..{int(features.max())} sit on "
+        f"positions tokens.parquet lacks (first: feature {int(gkey[i] >> 39)}, "
+        f"pair_id {int((gkey[i] >> 8) & 0x7FFFFFFF)}, lang {languages[int(gkey[i] & 0xFF)]!r}, "
+        f"position {int(peak[i])}): the tokens table does not match the activations",
+    )
 
 
 class _Groups:
@@ -214,6 +271,7 @@ class _Groups:
         self.maxima: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
         self.peaks: list[np.ndarray] = []
+        self.tokens: list[np.ndarray] | None = []
 
     def add(
         self,
@@ -221,9 +279,12 @@ class _Groups:
         gmax: np.ndarray,
         count: np.ndarray,
         peak: np.ndarray,
+        token: np.ndarray | None,
         *,
         continues: bool,
     ) -> None:
+        if token is None:
+            self.tokens = None
         if continues:
             # The first group continues the last pending group (a sentence's
             # rows may span several batches); the earlier peak wins a tie.
@@ -231,13 +292,18 @@ class _Groups:
             if gmax[0] > self.maxima[last][-1]:
                 self.maxima[last][-1] = gmax[0]
                 self.peaks[last][-1] = peak[0]
+                if self.tokens is not None and token is not None:
+                    self.tokens[last][-1] = token[0]
             self.counts[last][-1] += count[0]
             key, gmax, count, peak = key[1:], gmax[1:], count[1:], peak[1:]
+            token = None if token is None else token[1:]
         if len(key):
             self.keys.append(key)
             self.maxima.append(gmax)
             self.counts.append(count)
             self.peaks.append(peak)
+            if self.tokens is not None and token is not None:
+                self.tokens.append(token)
 
     def take_below(
         self,
@@ -254,9 +320,12 @@ class _Groups:
             _cat(self.counts, np.int32),
             _cat(self.peaks, np.int32),
         )
+        token = None if self.tokens is None else _cat(self.tokens, np.int32)
         cut = int(np.searchsorted(key, np.int64(limit) << 39))
         self.keys, self.maxima, self.counts = [key[cut:]], [gmax[cut:]], [count[cut:]]
         self.peaks = [peak[cut:]]
+        if token is not None:
+            self.tokens = [token[cut:]]
         key = key[:cut]
         start = block * block_features
         return SentenceMax(
@@ -270,6 +339,7 @@ class _Groups:
             start,
             min(block_features, d_sae - start),
             peak[:cut],
+            None if token is None else token[:cut],
         )
 
 

@@ -12,6 +12,7 @@ feature ``i`` over the real tokens of pair ``k`` in language ``l``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -21,16 +22,15 @@ from . import hypergeom
 from .ranking import rank_features
 from .sparse import SentenceMax
 
+CHUNK_ROWS = 1 << 15
+"""Rows per chunk of the JSD sums: the temporaries of a chunk stay in cache."""
 
-def _jsd_terms(
-    row_feature: np.ndarray,
-    p: np.ndarray,
-    log_p: np.ndarray,
-    n_features: int,
-    *,
-    positive: bool = False,
-) -> np.ndarray:
-    """Per feature, ``sum_rows sum_l P_l log(P_l / M)`` over the given rows; ``p``, ``log_p`` are (m, rows).
+RowMaker = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+"""``(lo, hi) -> (P, log P)``, each (m, hi - lo), for rows ``lo .. hi - 1``."""
+
+
+def _row_terms(p: np.ndarray, log_p: np.ndarray, *, positive: bool) -> np.ndarray:
+    """Per row, ``sum_l P_l log(P_l / M)``; ``p``, ``log_p`` are (m, rows).
 
     ``positive``: every ``P`` is > 0 (softmax), so no ``0 log 0`` guard is needed.
     """
@@ -44,13 +44,40 @@ def _jsd_terms(
             if not positive:
                 term[p[lang] == 0] = 0.0
             total += term
+    return total
+
+
+def _jsd_terms(
+    row_feature: np.ndarray,
+    p: np.ndarray,
+    log_p: np.ndarray,
+    n_features: int,
+    *,
+    positive: bool = False,
+) -> np.ndarray:
+    """Per feature, ``sum_rows sum_l P_l log(P_l / M)`` over the given rows; ``p``, ``log_p`` are (m, rows)."""
+    return np.bincount(
+        row_feature, weights=_row_terms(p, log_p, positive=positive), minlength=n_features
+    )
+
+
+def _chunked_jsd_terms(
+    row_feature: np.ndarray, rows: RowMaker, n_features: int, *, positive: bool
+) -> np.ndarray:
+    """:func:`_jsd_terms` with the rows made and summed ``CHUNK_ROWS`` at a time
+    (the same operations per row, so the same result)."""
+    n_rows = len(row_feature)
+    total = np.empty(n_rows)
+    for lo in range(0, n_rows, CHUNK_ROWS):
+        hi = min(lo + CHUNK_ROWS, n_rows)
+        total[lo:hi] = _row_terms(*rows(lo, hi), positive=positive)
     return np.bincount(row_feature, weights=total, minlength=n_features)
 
 
 def _jsd(
     row_feature: np.ndarray,
-    p_rows: np.ndarray,
-    log_p_rows: np.ndarray,
+    rows: RowMaker,
+    m: int,
     p_silent: np.ndarray,
     log_p_silent: np.ndarray,
     n_silent: np.ndarray,
@@ -60,17 +87,17 @@ def _jsd(
 ) -> np.ndarray:
     """``JSD = (1/m) sum_l sum_k P_l[k] log(P_l[k] / M[k])`` with ``M`` the mean of the ``P_l``.
 
-    ``p_rows`` / ``log_p_rows`` (m, rows): probabilities on the pairs where some
-    language fires; ``p_silent`` / ``log_p_silent`` (m, features): what each
+    ``rows`` makes the probabilities on the pairs where some language fires
+    (rows of ``row_feature``), a chunk at a time; ``p_silent`` /
+    ``log_p_silent`` (m, features): what each
     language gives a pair where no language fires, and ``n_silent`` the number
     of such pairs per feature. Natural logarithm. This equals
     ``H(M) - mean_l H(P_l)``; the KL form is used because its terms vanish when
     the distributions agree, which keeps precision near 0.
     """
-    m = p_rows.shape[0]
-    total = _jsd_terms(row_feature, p_rows, log_p_rows, n_features, positive=positive_hint)
+    total = _chunked_jsd_terms(row_feature, rows, n_features, positive=positive_hint)
     if positive_hint and np.isnan(total).any():  # a probability underflowed to 0
-        total = _jsd_terms(row_feature, p_rows, log_p_rows, n_features)
+        total = _chunked_jsd_terms(row_feature, rows, n_features, positive=False)
     silent = _jsd_terms(np.arange(n_features), p_silent, log_p_silent, n_features) * n_silent
     return np.maximum((total + np.where(n_silent > 0, silent, 0.0)) / m, 0.0)
 
@@ -88,18 +115,22 @@ def softmax_jsd(block: SentenceMax) -> np.ndarray:
     row_feature, _, dense = block.union
     qmax = block.max_per_feature_lang()  # (f, m); 0 where never fires, still >= every q
     counts = block.per_feature_lang()
-    group = block.local_feature * block.m + block.lang
-    shifted = np.exp(block.value - qmax.reshape(-1)[group])
+    shifted = np.exp(block.value - qmax.reshape(-1)[block.group])
     fired_sum = block.per_feature_lang(shifted)
     log_z = (qmax + np.log(fired_sum + (n - counts) * np.exp(-qmax))).T  # (m, f)
-    log_p_rows = np.empty_like(dense)
-    for lang in range(block.m):
-        np.subtract(dense[lang], log_z[lang][row_feature], out=log_p_rows[lang])
+
+    def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        rf = row_feature[lo:hi]
+        log_p = np.empty((block.m, hi - lo))
+        for lang in range(block.m):
+            np.subtract(dense[lang, lo:hi], log_z[lang][rf], out=log_p[lang])
+        return np.exp(log_p), log_p
+
     n_silent = n - np.bincount(row_feature, minlength=f)
     return _jsd(
         row_feature,
-        np.exp(log_p_rows),
-        log_p_rows,
+        rows,
+        block.m,
         np.exp(-log_z),
         -log_z,
         n_silent,
@@ -117,13 +148,17 @@ def mass_jsd(block: SentenceMax) -> np.ndarray:
     f, m = block.n_features, block.m
     row_feature, _, dense = block.union
     totals = block.per_feature_lang(block.value).T  # (m, f)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_rows = np.empty_like(dense)
-        for lang in range(m):
-            np.divide(dense[lang], totals[lang][row_feature], out=p_rows[lang])
-        log_p_rows = np.log(p_rows)
+
+    def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        rf = row_feature[lo:hi]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.empty((m, hi - lo))
+            for lang in range(m):
+                np.divide(dense[lang, lo:hi], totals[lang][rf], out=p[lang])
+            return p, np.log(p)
+
     zeros = np.zeros((m, f))
-    out = _jsd(row_feature, p_rows, log_p_rows, zeros, zeros, np.zeros(f), f)
+    out = _jsd(row_feature, rows, m, zeros, zeros, np.zeros(f), f)
     return np.where((totals > 0).all(axis=0), out, np.nan)
 
 
@@ -180,16 +215,15 @@ def threshold_counts(block: SentenceMax, cuts: np.ndarray) -> ThresholdCounts:
     sorted32 = _float32_floor(cuts[order])
     t = len(cuts)
     level = np.searchsorted(sorted32, block.value, side="left").astype(np.int64)
-    row_feature, row_of_entry, _ = block.union
-    levels = np.zeros((m, len(row_feature)), dtype=np.int64)
-    levels[block.lang, row_of_entry] = level
+    row_feature = block.union[0]
+    levels = block.scatter_rows(level, 0, np.int64)
     inverse = np.empty(t, dtype=np.int64)
     inverse[order] = np.arange(t)
 
     def unsort(a: np.ndarray) -> np.ndarray:
         return a[..., inverse]
 
-    sizes = _above(block.local_feature * m + block.lang, f * m, level, t).reshape(f, m, t)
+    sizes = _above(block.group, f * m, level, t).reshape(f, m, t)
     inter = _above(row_feature, f, levels.min(axis=0), t)
     union = _above(row_feature, f, levels.max(axis=0), t)
     overlap = {

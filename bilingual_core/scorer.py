@@ -50,6 +50,8 @@ from .validate import check_pairs, real_token_counts
 Variant = Literal["blog", "notebook"]
 NOTEBOOK_MIN_FIRING = 10
 NOTEBOOK_SCALE = 100.0
+QUEUED_WHILE_PLANNING = 6
+"""Blocks read ahead, beyond ``threads``, while the thresholds pass is still running."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class ScoreConfig:
     """The jsd order statistic (0-indexed) that sets the idaf weight beta."""
     block_features: int | None = None
     """Features scored at once; bounds the memory of the per-block arrays.
-    None: about 25 million activations per block (all features of a small run)."""
+    None: about 2 million activations per block (small blocks keep the temporaries
+    in cache and let worker threads score while the next block is read)."""
     threads: int = 2
     """Worker threads scoring blocks while the main thread reads the next ones."""
 
@@ -148,6 +151,14 @@ def _thresholds_pass(
     return thresholds, _Plan(langs, n, coact_cuts, curve_keys, curve_cut_values, scale), pad
 
 
+def _timed_thresholds_pass(
+    run: Run, activations: pq.ParquetFile, config: ScoreConfig
+) -> tuple[pd.DataFrame, _Plan, SentenceMax | None, float]:
+    """:func:`_thresholds_pass` and its seconds."""
+    t = time.perf_counter()
+    return (*_thresholds_pass(run, activations, config), time.perf_counter() - t)
+
+
 def _coactivation_frames(
     feature_ids: np.ndarray, plan: _Plan, coacts: list[scores.Coactivation]
 ) -> list[pd.DataFrame]:
@@ -168,6 +179,22 @@ def _coactivation_frames(
             frame[f"n_fire_{lang}"] = c.sizes[:, li].astype(np.int32)
         frames.append(pd.DataFrame(frame))
     return frames
+
+
+def _pad_slice(pad: SentenceMax | None, block: SentenceMax) -> SentenceMax | None:
+    """The pad-position maxima of ``block``'s features."""
+    if pad is None:
+        return None
+    return pad.features(block.feature_offset, block.n_features)
+
+
+def _score_planned(
+    block: SentenceMax, planned: Future, tokens: TokenIndex | None
+) -> dict[str, object]:
+    """:func:`_score_block` once the thresholds pass (``planned``) is done."""
+    _, plan, pad, _ = planned.result()
+    plan = dataclasses.replace(plan, tokens=tokens)
+    return _score_block(block, _pad_slice(pad, block), plan)
 
 
 def _score_block(
@@ -209,34 +236,37 @@ def _score_block(
 
 def _block_pass(
     activations: pq.ParquetFile,
-    d_sae: int,
-    plan: _Plan,
-    pad: SentenceMax | None,
+    run: Run,
+    tokens: TokenIndex | None,
+    planned: Future,
     config: ScoreConfig,
     block_features: int,
     sentence_max_sink: SentenceMaxSink | None,
     progress: bool,
 ) -> tuple[list[dict[str, object]], BlockSums, int]:
     """Pass 2: score each block of features as soon as it is complete, in worker
-    threads, handing its per-sentence maxima to ``sentence_max_sink``.
+    threads, handing its per-sentence maxima to ``sentence_max_sink``. The
+    reading starts while the thresholds pass (``planned``, whose cuts the
+    scoring needs) still runs in a thread of its own.
 
     Returns the per-block results in feature order, the per-language token
     sums and the number of per-sentence maxima.
     """
-    sums = BlockSums(np.zeros((d_sae, len(plan.languages))))
+    languages, d_sae = run.languages, run.manifest.d_sae
+    sums = BlockSums(np.zeros((d_sae, len(languages))))
     bar = progress_bar(activations.metadata.num_rows, "scoring", "row", show=progress)
-    pad_blocks = pad.blocks(block_features) if pad is not None else None
     n_groups = 0
     blocks = sentence_max_blocks(
         activations,
-        languages=plan.languages,
-        n_pairs=plan.n_pairs,
+        languages=languages,
+        n_pairs=run.manifest.n_pairs,
         d_sae=d_sae,
         file=ACTIVATIONS,
         block_features=block_features,
         sums=sums,
         progress=bar,
-        sentence_len=None if plan.tokens is None else plan.tokens.sentence_len,
+        sentence_len=None if tokens is None else tokens.sentence_len,
+        token_at=None if tokens is None else (tokens.offset, tokens.token_at),
     )
     # numpy releases the GIL: blocks are scored in worker threads while the
     # main thread reduces the next batches (and a third decodes Parquet).
@@ -250,19 +280,19 @@ def _block_pass(
     ):
         for block in blocks:
             n_groups += len(block)
-            if plan.tokens is not None:
-                block.peak_token = plan.tokens.peak_tokens(block)
             if sentence_max_sink is not None:
                 writes.append(write_pool.submit(sentence_max_sink, block))
-            pad_block = next(pad_blocks) if pad_blocks is not None else None
-            results.append(pool.submit(_score_block, block, pad_block, plan))
-            # Bound memory: at most `threads` blocks in flight (being scored or written).
+            results.append(pool.submit(_score_planned, block, planned, tokens))
+            # Bound memory: at most `threads` blocks in flight (being scored or
+            # written), a few more while the thresholds pass still runs (the
+            # reading goes on meanwhile; a block of ~2M activations is ~20 MB).
             while True:
                 busy = [
                     [f for f in (r, w) if f is not None and not f.done()]
                     for r, w in zip(results, writes or [None] * len(results), strict=True)
                 ]
-                if sum(bool(b) for b in busy) <= config.threads:
+                limit = config.threads + (0 if planned.done() else QUEUED_WHILE_PLANNING)
+                if sum(bool(b) for b in busy) <= limit:
                     break
                 next(b for b in busy if b)[0].result()
         parts = [r.result() for r in results]
@@ -422,19 +452,34 @@ def compute_scores(
     t0 = time.perf_counter()
     check_pairs(run)
     n_real = real_token_counts(run)
-    token_index = TokenIndex.from_run(run)
-    activations = run.parquet(ACTIVATIONS)  # one handle (and footer read) for every pass
+    activations = run.parquet(ACTIVATIONS)
     n_rows = activations.metadata.num_rows
     if n_rows == 0:
         raise RunFormatError(ACTIVATIONS, None, "has no rows: no feature ever fires (an empty run)")
     d_sae = run.manifest.d_sae
     block_features = config.block_features or _auto_block(d_sae, n_rows)
-    thresholds, plan, pad = _thresholds_pass(run, activations, config)
+    # The thresholds pass runs in a thread of its own (with its own file
+    # handle) while the main thread reads tokens.parquet and then reduces the
+    # activations; only the scoring of the blocks waits for its cuts.
+    with ThreadPoolExecutor(max_workers=1) as side:
+        planned = side.submit(_timed_thresholds_pass, run, run.parquet(ACTIVATIONS), config)
+        try:
+            token_index = TokenIndex.from_run(run)
+            parts, sums, n_groups = _block_pass(
+                activations,
+                run,
+                token_index,
+                planned,
+                config,
+                block_features,
+                sentence_max_sink,
+                progress,
+            )
+        finally:
+            if not planned.done():
+                planned.cancel()
+    thresholds, plan, pad, t_thresholds = planned.result()
     plan = dataclasses.replace(plan, tokens=token_index)
-    t_thresholds = time.perf_counter() - t0
-    parts, sums, n_groups = _block_pass(
-        activations, d_sae, plan, pad, config, block_features, sentence_max_sink, progress
-    )
     q = _quantities(parts, sums, n_real, plan, config)
     feats = _features_frame(parts, q, plan)
     curves = activation_frequency_curves(
@@ -442,7 +487,11 @@ def compute_scores(
         plan.n_pairs,
         len(plan.languages),
     )
-    coactivation = pd.concat([f for p in parts for f in p["coact_frames"]], ignore_index=True)
+    # Threshold-major, then feature order, whatever the block size.
+    coactivation = pd.concat(
+        [p["coact_frames"][j] for j in range(len(COACTIVATION_THRESHOLDS)) for p in parts],
+        ignore_index=True,
+    )
     scoring = _scoring_record(q, plan, sums, n_real, n_groups, pad, config)
     scoring["seconds"] = round(time.perf_counter() - t0, 3)
     scoring["seconds_thresholds"] = round(t_thresholds, 3)
@@ -480,7 +529,7 @@ def score_run(
     return result
 
 
-def _auto_block(d_sae: int, n_rows: int, rows_per_block: int = 25_000_000) -> int:
+def _auto_block(d_sae: int, n_rows: int, rows_per_block: int = 2_000_000) -> int:
     """Features per block so that a block holds about ``rows_per_block`` activations."""
     per_feature = max(n_rows / d_sae, 1.0)
     return int(min(d_sae, max(64, rows_per_block // per_feature)))

@@ -10,7 +10,7 @@ proportional to the number of non-zeros.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -43,6 +43,9 @@ class SentenceMax:
     None when the producer did not track it."""
     peak_token: np.ndarray | None = None
     """int32: token id at ``peak_position`` (filled in by the scorer from tokens.parquet)."""
+    union_slot: np.ndarray = field(init=False, repr=False, compare=False)
+    """Each entry's flat index ``lang * rows + row`` into (m, union rows) matrices
+    (set with :attr:`union`)."""
 
     @property
     def m(self) -> int:
@@ -56,11 +59,22 @@ class SentenceMax:
         """Feature ids relative to this block (0 .. n_features - 1), int64."""
         return self.feature.astype(np.int64) - self.feature_offset
 
+    @cached_property
+    def group(self) -> np.ndarray:
+        """Each entry's (feature, language) cell, ``local_feature * m + lang``, int64
+        (computed once per block: every per-(feature, language) sum uses it)."""
+        out = self.local_feature
+        out *= self.m
+        out += self.lang
+        return out
+
     def per_feature_lang(
         self, weights: np.ndarray | None = None, mask: np.ndarray | None = None
     ) -> np.ndarray:
         """Sum ``weights`` (default 1) per (feature, language): shape (n_features, m)."""
-        idx = self.local_feature * self.m + self.lang
+        if weights is None and mask is None:
+            return self._counts.copy()
+        idx = self.group
         w = weights
         if mask is not None:
             idx = idx[mask]
@@ -68,10 +82,20 @@ class SentenceMax:
         counts = np.bincount(idx, weights=w, minlength=self.n_features * self.m)
         return counts.reshape(self.n_features, self.m)
 
+    @cached_property
+    def _counts(self) -> np.ndarray:
+        return np.bincount(self.group, minlength=self.n_features * self.m).reshape(
+            self.n_features, self.m
+        )
+
     def max_per_feature_lang(self) -> np.ndarray:
         """``max_k q_i,l[k]`` (0 where the feature never fires): shape (n_features, m)."""
+        return self._max.copy()
+
+    @cached_property
+    def _max(self) -> np.ndarray:
         out = np.zeros(self.n_features * self.m, dtype=np.float64)
-        np.maximum.at(out, self.local_feature * self.m + self.lang, self.value.astype(np.float64))
+        np.maximum.at(out, self.group, self.value.astype(np.float64))
         return out.reshape(self.n_features, self.m)
 
     def lang_max(self) -> np.ndarray:
@@ -96,30 +120,46 @@ class SentenceMax:
         new[1:] = (self.feature[1:] != self.feature[:-1]) | (self.pair[1:] != self.pair[:-1])
         row_of_entry = np.cumsum(new) - 1
         n_rows = int(row_of_entry[-1]) + 1
+        self.union_slot = self.lang.astype(np.int64)
+        self.union_slot *= n_rows
+        self.union_slot += row_of_entry
         dense = np.zeros((self.m, n_rows), dtype=np.float64)
-        dense[self.lang, row_of_entry] = self.value
-        row_feature = self.local_feature[new]
+        dense.reshape(-1)[self.union_slot] = self.value
+        row_feature = self.feature[new].astype(np.int64)
+        row_feature -= self.feature_offset
         return row_feature, row_of_entry, dense
+
+    def scatter_rows(self, values: np.ndarray, fill: object, dtype: type) -> np.ndarray:
+        """An (m, union rows) matrix holding each entry's ``values`` at its
+        (language, union row), ``fill`` elsewhere."""
+        row_feature = self.union[0]
+        out = np.full((self.m, len(row_feature)), fill, dtype=dtype)
+        if len(self):
+            out.reshape(-1)[self.union_slot] = values
+        return out
 
     def blocks(self, block_features: int) -> Iterator[SentenceMax]:
         """Split into blocks of at most ``block_features`` consecutive features."""
         for start in range(0, self.n_features, block_features):
             count = min(block_features, self.n_features - start)
-            lo_f = self.feature_offset + start
-            lo, hi = np.searchsorted(self.feature, [lo_f, lo_f + count])
-            yield SentenceMax(
-                self.feature[lo:hi],
-                self.pair[lo:hi],
-                self.lang[lo:hi],
-                self.value[lo:hi],
-                self.n_tokens[lo:hi],
-                self.n_pairs,
-                self.languages,
-                lo_f,
-                count,
-                None if self.peak_position is None else self.peak_position[lo:hi],
-                None if self.peak_token is None else self.peak_token[lo:hi],
-            )
+            yield self.features(self.feature_offset + start, count)
+
+    def features(self, first: int, count: int) -> SentenceMax:
+        """The entries of global features ``first .. first + count - 1`` (views)."""
+        lo, hi = np.searchsorted(self.feature, [first, first + count])
+        return SentenceMax(
+            self.feature[lo:hi],
+            self.pair[lo:hi],
+            self.lang[lo:hi],
+            self.value[lo:hi],
+            self.n_tokens[lo:hi],
+            self.n_pairs,
+            self.languages,
+            first,
+            count,
+            None if self.peak_position is None else self.peak_position[lo:hi],
+            None if self.peak_token is None else self.peak_token[lo:hi],
+        )
 
     def scaled(self, factor_per_lang: np.ndarray) -> SentenceMax:
         """A copy with each language's values multiplied by its factor."""

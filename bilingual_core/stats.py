@@ -22,7 +22,8 @@ from .sparse import SentenceMax
 
 _BUCKET_SHIFT = 16
 _N_BUCKETS = 1 << (32 - _BUCKET_SHIFT)
-# Below this many values per scope, keep them in memory and skip the second pass.
+# Below this many values per scope, keep them in memory and skip the second pass
+# (5 bytes a value: at most 100 MB).
 IN_MEMORY_LIMIT = 20_000_000
 
 
@@ -87,10 +88,6 @@ class ExactQuantiles:
         return self.hist.sum(axis=0) if s == len(self.languages) else self.hist[s]
 
     @staticmethod
-    def _scope_values(s: int, m: int, lang: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return values if s == m else values[lang == s]
-
-    @staticmethod
     def _targets(n: int) -> dict[str, tuple[int, int, float]]:
         out = {}
         for name, q in THRESHOLD_QUANTILES.items():
@@ -115,30 +112,29 @@ class ExactQuantiles:
             )
             for c, tg in zip(cum_before, targets, strict=True)
         ]
-        chunks = self._kept if self._kept is not None else None
-        if chunks is None:
-            if rescan is None:
-                raise ValueError("too many values to keep in memory: a rescan callable is needed")
-            # One lookup over the union of every scope's needed buckets; the
-            # (few) collected values are split by scope afterwards.
-            lookup = np.zeros(_N_BUCKETS, dtype=bool)
-            for buckets in needed:
-                lookup[buckets] = True
-            got_lang, got_values = [], []
-            for lang, values in rescan():
-                keep = lookup[_bucket(values)]
-                got_lang.append(lang[keep])
-                got_values.append(values[keep])
-            all_lang = np.concatenate(got_lang) if got_lang else np.zeros(0, np.int8)
-            all_values = np.concatenate(got_values) if got_values else np.zeros(0, np.float32)
-            parts = []
-            for s in range(m + 1):
-                in_scope = all_values if s == m else all_values[all_lang == s]
-                parts.append([in_scope[np.isin(_bucket(in_scope), needed[s])]])
-        else:
-            parts = [
-                [self._scope_values(s, m, lang, v) for lang, v in chunks] for s in range(m + 1)
-            ]
+        kept = self._kept
+        if kept is None and rescan is None:
+            raise ValueError("too many values to keep in memory: a rescan callable is needed")
+        # The values kept in memory, or a second pass over the file: either
+        # way only those in the buckets holding a wanted order statistic are
+        # collected and sorted (sorting every value took seconds at 20 M).
+        source = rescan if kept is None else lambda: iter(kept)
+        # One lookup over the union of every scope's needed buckets; the
+        # (few) collected values are split by scope afterwards.
+        lookup = np.zeros(_N_BUCKETS, dtype=bool)
+        for buckets in needed:
+            lookup[buckets] = True
+        got_lang, got_values = [], []
+        for lang, values in source():
+            keep = lookup[_bucket(values)]
+            got_lang.append(lang[keep])
+            got_values.append(values[keep])
+        all_lang = np.concatenate(got_lang) if got_lang else np.zeros(0, np.int8)
+        all_values = np.concatenate(got_values) if got_values else np.zeros(0, np.float32)
+        parts = []
+        for s in range(m + 1):
+            in_scope = all_values if s == m else all_values[all_lang == s]
+            parts.append([in_scope[np.isin(_bucket(in_scope), needed[s])]])
         rows = []
         for s, scope in enumerate(self.scopes):
             n = counts[s]
@@ -147,10 +143,10 @@ class ExactQuantiles:
                 rows.extend((name, scope, np.nan, 0) for name in THRESHOLD_QUANTILES)
                 continue
             values = np.sort(np.concatenate(parts[s])) if parts[s] else np.zeros(0, np.float32)
-            offset = self._offsets(hists[s], cum_before[s], needed[s]) if chunks is None else None
+            offset = self._offsets(hists[s], cum_before[s], needed[s])
             for name, (lo, hi, frac) in targets[s].items():
-                v_lo = values[lo if offset is None else offset(lo)]
-                v_hi = values[hi if offset is None else offset(hi)]
+                v_lo = values[offset(lo)]
+                v_hi = values[offset(hi)]
                 rows.append((name, scope, float(v_lo) + (float(v_hi) - float(v_lo)) * frac, n))
         return pd.DataFrame(rows, columns=["threshold", "scope", "value", "n_activations"])
 

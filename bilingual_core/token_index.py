@@ -64,7 +64,7 @@ class TokenIndex:
         slot = offset[sentence] + pos
         token_at = np.full(int(offset[-1]), -1, dtype=np.int32)
         token_at[slot] = tid
-        if len(np.unique(slot)) != len(slot):
+        if len(slot) and np.bincount(slot, minlength=len(token_at)).max() > 1:
             raise RunFormatError(TOKENS, None, "duplicate (pair_id, lang, position) rows")
         ids, first = np.unique(tid, return_index=True)
         text = table.column("token").take(first).to_pylist()

@@ -1,0 +1,72 @@
+"""The scorer's speed-ups keep its results exact: block size, chunked JSD sums,
+the packed max/peak reduction, peak tokens looked up during the reduction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from test_core_peaks import HAND, write_hand_run
+
+from bilingual_core import RunFormatError, ScoreConfig, compute_scores, score_run
+from bilingual_core import score_kernels as kernels
+from bilingual_core.reduce import _max_and_peak
+from bilingual_core.run import Run
+from bilingual_core.schema import TOKENS
+from bilingual_core.sparse import sentence_max_from_dense
+
+
+def test_block_size_does_not_change_any_table(make_synthetic_run):
+    synth = make_synthetic_run(n_pairs=60, d_sae=64)
+    run = Run.open(synth.root / synth.config.run_id)
+    whole = compute_scores(run, ScoreConfig(block_features=64))
+    split = compute_scores(run, ScoreConfig(block_features=7))  # 10 blocks, the last short
+    pd.testing.assert_frame_equal(whole.features, split.features, check_exact=True)
+    pd.testing.assert_frame_equal(whole.coactivation, split.coactivation, check_exact=True)
+    pd.testing.assert_frame_equal(whole.curves, split.curves, check_exact=True)
+    pd.testing.assert_frame_equal(whole.thresholds, split.thresholds, check_exact=True)
+    # Threshold-major, then feature order, whatever the blocks.
+    first = split.coactivation.groupby("threshold", sort=False).feature
+    assert all(np.array_equal(g.to_numpy(), np.arange(64)) for _, g in first)
+
+
+def test_jsd_sums_in_chunks_equal_one_pass(monkeypatch):
+    rng = np.random.default_rng(3)
+    q = rng.exponential(1.0, (50, 3, 40)) * (rng.random((50, 3, 40)) < 0.3)
+    block = sentence_max_from_dense(q, ["en", "es", "fr"])
+    soft, mass = kernels.softmax_jsd(block), kernels.mass_jsd(block)
+    monkeypatch.setattr(kernels, "CHUNK_ROWS", 7)
+    fresh = sentence_max_from_dense(q, ["en", "es", "fr"])
+    np.testing.assert_array_equal(kernels.softmax_jsd(fresh), soft)
+    np.testing.assert_array_equal(kernels.mass_jsd(fresh), mass)
+    assert np.isfinite(soft).any()
+
+
+def test_packed_max_and_peak_match_a_loop():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 6, 300)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    # Few distinct values, so ties (first position wins) are common.
+    a = rng.choice(np.array([0.5, 1.0, 2.0, 1e-30, 3e38], dtype=np.float32), sizes.sum())
+    pos = np.concatenate([np.sort(rng.choice(np.arange(1, 40), s, replace=False)) for s in sizes])
+    gmax, peak = _max_and_peak(a, pos.astype(np.int32), starts)
+    for g, (lo, n) in enumerate(zip(starts, sizes, strict=True)):
+        seg = a[lo : lo + n]
+        assert gmax[g] == seg.max()
+        assert peak[g] == pos[lo + int(np.argmax(seg))]
+
+
+def test_a_peak_on_a_position_missing_from_tokens_is_refused(tmp_path):
+    run = write_hand_run(tmp_path, HAND)
+    tokens = pq.read_table(run / TOKENS).to_pandas()
+    # Feature 0 peaks on pair 0's English position 2; position 3 stays, so the
+    # sentence keeps its length and only the lookup can notice the hole.
+    hole = (tokens.pair_id == 0) & (tokens.lang == "en") & (tokens.position == 2)
+    assert hole.sum() == 1
+    kept = pq.read_table(run / TOKENS).filter(pd.Series(~hole).to_numpy())
+    pq.write_table(kept, run / TOKENS)
+    with pytest.raises(RunFormatError) as err:
+        score_run(run)
+    text = str(err.value)
+    assert "tokens.parquet lacks" in text and "pair_id 0" in text and "position 2" in text
