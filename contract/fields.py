@@ -6,6 +6,8 @@ its type, default, bounds and help text (the field's ``description``):
 
 * ``flag``: its command-line option (default ``--`` + the name, ``_`` -> ``-``);
 * ``group``: the help section it is listed under;
+* ``positional``: given without a flag (``jobs submit``: ``action``), in declaration
+  order; ``--config`` may set it too;
 * ``job``: whether a queued job may set it (a browser may send it);
 * ``form``/``label``/``example``: where and how the ``/recompute`` form shows it;
 * ``target``: for a preset override, the dotted path of the config field it
@@ -41,6 +43,7 @@ class OptionMeta:
     example: str = ""
     metavar: str | None = None
     target: str | None = None
+    positional: bool = False
 
 
 def option(
@@ -55,6 +58,7 @@ def option(
     example: str = "",
     metavar: str | None = None,
     target: str | None = None,
+    positional: bool = False,
     **constraints: Any,
 ) -> Any:
     """A pydantic ``Field`` for one setting (``constraints``: ``ge``, ``le``, ``pattern``,
@@ -72,6 +76,7 @@ def option(
         "example": example,
         "metavar": metavar,
         "target": target,
+        "positional": positional,
     }
     if "default_factory" in constraints:
         return Field(description=help, json_schema_extra={_KEY: meta}, **constraints)
@@ -82,7 +87,9 @@ def meta(name: str, info: FieldInfo) -> OptionMeta:
     """The option metadata of field ``name`` (defaults for a plain pydantic field)."""
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     raw = dict(extra.get(_KEY) or {})
-    raw["flag"] = raw.get("flag") or "--" + name.replace("_", "-")
+    raw["flag"] = raw.get("flag") or (
+        name if raw.get("positional") else "--" + name.replace("_", "-")
+    )
     return OptionMeta(**raw)
 
 

@@ -33,9 +33,9 @@ from contract.presets import preset
 from contract.settings import (
     JOB_OVERRIDES,
     HostPath,
+    JobOverrides,
     JobSettings,
     Person,
-    PresetOverrides,
     RequestError,
     RunSettings,
     StrictBool,
@@ -166,7 +166,7 @@ def validate_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         for name, value in overrides.items()
         if value is not None and not (isinstance(value, str) and not value.strip())
     }
-    clean = validate(PresetOverrides, given, RequestError)
+    clean = validate(JobOverrides, given, RequestError)
     return {name: _json(getattr(clean, name)) for name in given}
 
 

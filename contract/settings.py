@@ -7,7 +7,7 @@ type (bounds, pattern and choices included), its help text, its help section
 preset override, the dotted path of the config field it replaces
 (``target``). Everything else is derived from these models:
 
-* the command-line options (``precompute.commands.add_settings``);
+* the command-line options (``precompute.cli.add_options``);
 * job validation (``contract.request``: the job-settable view, :data:`JobSettings`);
 * applying overrides to a preset (``contract.overrides.with_overrides`` sets each
   given field at its ``target``);
@@ -115,6 +115,11 @@ HostPath = Annotated[
     AfterValidator(_no_parent),
 ]
 """A path on the worker host: plain characters, no ``..`` component."""
+JOB_PATH = "host path"
+"""Marks a path field (:data:`LocalPath`) that a queued job must give as a :data:`HostPath`."""
+LocalPath = Annotated[str, JOB_PATH]
+"""A local path: any text on the command line; :func:`job_view` makes it a strict
+:data:`HostPath` (a browser may send it)."""
 Int = Annotated[int, BeforeValidator(_not_bool), BeforeValidator(_strip)]
 """An integer (a string of digits too: form fields are text), never a boolean."""
 Float = Annotated[float, BeforeValidator(_not_bool)]
@@ -180,7 +185,7 @@ class PresetOverrides(_Settings):
         example="gemma-2-2b",
         target="model.name",
     )
-    model_path: HostPath | None = option(
+    model_path: LocalPath | None = option(
         None,
         "local Hugging Face checkpoint directory (weights + tokenizer)",
         group="model",
@@ -220,7 +225,7 @@ class PresetOverrides(_Settings):
         example="layer_20/width_16k/canonical",
         target="sae.sae_id",
     )
-    sae_path: HostPath | None = option(
+    sae_path: LocalPath | None = option(
         None,
         "local SAE-Lens directory (SAE.save_model output)",
         group="sae",
@@ -327,7 +332,7 @@ class PresetOverrides(_Settings):
             target="corpus.field",
         )
     )
-    corpus_file: HostPath | None = option(
+    corpus_file: LocalPath | None = option(
         None,
         "local TSV/CSV/JSONL/Parquet file with one column per language",
         group="corpus",
@@ -597,11 +602,101 @@ class SweepSettings(PresetOverrides):
         return self
 
 
+def _strict(annotation: Any) -> Any:
+    """``annotation`` with every :data:`LocalPath` made a :data:`HostPath`."""
+    if annotation == LocalPath:
+        return HostPath
+    if get_origin(annotation) in (Union, types.UnionType):
+        return Union[tuple(_strict(a) for a in get_args(annotation))]  # noqa: UP007
+    return annotation
+
+
+JOB_OVERRIDES: tuple[str, ...] = tuple(
+    name for name, _, meta in options(PresetOverrides) if meta.job
+)
+"""Names of the overrides a queued job may carry (derived from the fields)."""
+ROOT_HELP = (
+    "results root holding the _jobs queue (path or fsspec URL; default $BILINGUAL_RESULTS_DIR "
+    "or results/)"
+)
+
+
+class WorkerSettings(ExecutorSettings):
+    """``worker``: serve the recompute queue of a results root. The executor settings it
+    inherits are passed on to every run it starts."""
+
+    root: str | None = option(None, ROOT_HELP)
+    once: StrictBool = option(False, "run the jobs queued now, then exit")
+    poll_seconds: Float = option(10.0, "pause between looks at an empty queue", ge=0)
+    heartbeat_seconds: Float = option(
+        2.0, "how often progress, log and cancel requests are synced while a job runs", gt=0
+    )
+    stale_after: Float = option(
+        120.0,
+        "seconds without a heartbeat after which another worker's running job is marked failed",
+        gt=0,
+    )
+    push_to: list[str] = option(
+        default_factory=list,
+        help="also publish every finished run here (repeatable; e.g. hf://datasets/<user>/<repo>)",
+        metavar="URL",
+    )
+    work_dir: str | None = option(
+        None, "local directory runs are computed in when --root is not local"
+    )
+    corpus_dir: list[str] | None = option(
+        None,
+        "a directory jobs may read corpus_file from (repeatable; default: the results "
+        "root's _corpora/ folder and the bundled data/)",
+        metavar="DIR",
+    )
+    model_dir: list[str] | None = option(
+        None,
+        "a directory jobs may read model_path and sae_path from (repeatable; default: "
+        "the results root's _models/ folder and the cache of built local models)",
+        metavar="DIR",
+    )
+
+
+JobAction = Literal["list", "submit", "cancel", "log"]
+
+
+class JobsSettings(_Settings):
+    """``jobs``: list, submit, cancel or show the log of the jobs of a results root."""
+
+    action: JobAction = option(..., "what to do", positional=True)
+    job_id: str | None = option(None, "job id (cancel, log)", positional=True)
+    root: str | None = option(None, ROOT_HELP)
+    preset: PresetName | None = option(None, "submit: " + PRESET_HELP)
+    run_id: str | None = option(None, "submit: run directory name (default <preset>-<job id>)")
+    overrides: list[str] = option(
+        default_factory=list,
+        help="submit: an override, e.g. sample_size=200 or languages=en,es (repeatable; "
+        f"one of: {', '.join(JOB_OVERRIDES)})",
+        flag="--set",
+        metavar="FIELD=VALUE",
+    )
+    overwrite: StrictBool = option(False, "submit: replace an existing run")
+    no_publish: StrictBool = option(False, "submit: do not push to the worker's --push-to roots")
+    by: Person = option("command line", "who is asking (recorded in the job)")
+
+    def override_values(self) -> dict[str, str]:
+        """``--set FIELD=VALUE`` items as ``{field: value}`` (ValueError for an item
+        without ``=``)."""
+        values = {}
+        for item in self.overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
+            values[key.strip()] = value
+        return values
+
+
 def job_view(model: type[M]) -> type[M]:
     """The fields of ``model`` a queued job may set (``job=True``), as a model that
-    refuses every other field."""
+    refuses every other field; its local paths are strict :data:`HostPath` s."""
     fields = {
-        name: (info.annotation, info)
+        name: (_strict(info.annotation), info)
         for name, info, meta in options(model)
         if meta.job and name in model.model_fields
     }
@@ -614,10 +709,8 @@ def job_view(model: type[M]) -> type[M]:
 
 JobSettings = job_view(RunSettings)
 """What a queued run job may set: :class:`RunSettings`' fields with ``job=True``."""
-JOB_OVERRIDES: tuple[str, ...] = tuple(
-    name for name, _, meta in options(PresetOverrides) if meta.job
-)
-"""Names of the overrides a queued job may carry (derived from the fields)."""
+JobOverrides = job_view(PresetOverrides)
+"""The preset overrides a queued job may carry, with their job types (strict paths)."""
 
 
 # ------------------------------------------------------- validation ---

@@ -28,7 +28,7 @@ from pydantic_core import PydanticUndefined
 
 from contract import commands as c
 from contract.fields import OptionMeta, options
-from contract.settings import RunSettings, SweepSettings
+from contract.settings import GROUP_TITLES, JobsSettings, RunSettings, SweepSettings, WorkerSettings
 
 PROG = "python -m precompute"
 
@@ -44,17 +44,7 @@ class Command:
     handler: str
 
 
-# TODO(18a): remove once worker and jobs have settings models: until then their
-# argparse builders (``"module:function"``, adding the options and returning a handler of the
-# parsed namespace) are kept as they were.
-@dataclass(frozen=True)
-class LegacyCommand:
-    name: str
-    help: str
-    builder: str
-
-
-COMMANDS: tuple[Command | LegacyCommand, ...] = (
+COMMANDS: tuple[Command, ...] = (
     Command(
         "run",
         "extract SAE activations over a parallel corpus into a scored run directory",
@@ -104,15 +94,17 @@ COMMANDS: tuple[Command | LegacyCommand, ...] = (
         c.ImportPublishedSettings,
         "precompute.publishing.importer:import_command",
     ),
-    LegacyCommand(  # TODO(18a)
+    Command(
         "worker",
         "run queued recompute jobs of a results root, one at a time (on the GPU host)",
-        "precompute.serve.worker_commands:_worker_args",
+        WorkerSettings,
+        "precompute.serve.worker_commands:worker_command",
     ),
-    LegacyCommand(  # TODO(18a)
+    Command(
         "jobs",
         "list, submit or cancel recompute jobs of a results root",
-        "precompute.serve.worker_commands:_jobs_args",
+        JobsSettings,
+        "precompute.serve.worker_commands:jobs_command",
     ),
     Command(
         "sweep",
@@ -213,17 +205,19 @@ def add_options(
 ) -> None:
     """One option per field of ``model``: bool -> switch, ``Literal`` -> choices, list or tuple
     -> one or more values (repeatable), a field without default -> required (unless
-    ``required`` is False: its value may come from ``--config``). Values stay strings: the
-    model converts and checks them. Options of a ``group`` are listed under it."""
+    ``required`` is False: its value may come from ``--config``), a ``positional`` field -> an
+    argument without a flag (optional when it has a default or ``required`` is False). Values
+    stay strings: the model converts and checks them. Options of a ``group`` are listed under
+    its title (``GROUP_TITLES``)."""
     groups: dict[str, Any] = {}
     for name, info, meta in options(model):
         target = parser
         if meta.group:
-            target = groups.setdefault(meta.group, parser.add_argument_group(meta.group))
+            title = GROUP_TITLES.get(meta.group, meta.group)
+            target = groups.setdefault(meta.group, parser.add_argument_group(title))
         kind, choices = _kind(info.annotation)
         help_text = (info.description or "") + _default_text(info)
         kwargs: dict[str, Any] = {
-            "dest": name,
             "default": argparse.SUPPRESS,  # absent flags do not override --config
             "help": help_text.replace("%", "%%"),
         }
@@ -237,9 +231,16 @@ def add_options(
             )
             if kind == "list":
                 kwargs.update(action="extend", nargs="+")
-            if required and info.is_required():
-                kwargs["required"] = True
-        target.add_argument(meta.flag, **kwargs)
+        if meta.positional:
+            if kind == "bool":
+                raise TypeError(f"{model.__name__}.{name}: a switch cannot be positional")
+            if not (required and info.is_required()):
+                kwargs.setdefault("nargs", "?")
+            target.add_argument(name, **kwargs)
+            continue
+        if kind != "bool" and required and info.is_required():
+            kwargs["required"] = True
+        target.add_argument(meta.flag, dest=name, **kwargs)
 
 
 def _metavar(meta: OptionMeta) -> str:
@@ -247,7 +248,7 @@ def _metavar(meta: OptionMeta) -> str:
 
 
 def build_parser(*, config_given: bool = False) -> argparse.ArgumentParser:
-    """The parser of every command (no command module is imported but the legacy ones')."""
+    """The parser of every command (no command module is imported)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Extract, score, check and publish runs (COMMAND --help: its options).",
@@ -255,9 +256,6 @@ def build_parser(*, config_given: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
-        if isinstance(command, LegacyCommand):  # TODO(18a)
-            p.set_defaults(legacy_handler=resolve(command.builder)(p))
-            continue
         add_options(p, command.settings, required=not config_given)
         p.add_argument(
             "--config",
@@ -366,8 +364,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bilingual_core import RunExistsError, RunFormatError
 
     try:
-        if hasattr(args, "legacy_handler"):  # TODO(18a)
-            return args.legacy_handler(args)
         command: Command = args.settings_command
         settings = settings_from(command, args)
         return resolve(command.handler)(settings)

@@ -4,12 +4,9 @@ with the validated settings)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
-
-from pydantic import BaseModel
 
 from contract.commands import (
     ExportFeatureSettings,
@@ -20,40 +17,8 @@ from contract.commands import (
 )
 from contract.overrides import config_from_settings
 from contract.settings import (
-    GROUP_TITLES,
     RunSettings,
-    choices,
-    grouped_options,
-    is_flag,
-    is_multi,
 )
-
-
-def add_settings(
-    p: argparse.ArgumentParser, model: type[BaseModel], groups: tuple[str, ...] | None = None
-) -> None:
-    """One option per field of ``model`` (those of ``groups``, or all), under its help section.
-
-    Options default to absent (``argparse.SUPPRESS``) and take text: the model's
-    pydantic validation checks and converts every value. For the options of a command
-    that ``precompute.cli`` does not build from a model yet (``worker``'s executor
-    settings)."""
-    sections: dict[str | None, argparse._ActionsContainer] = {None: p, "run": p}
-    for name, info, meta in grouped_options(model):
-        if groups is not None and meta.group not in groups:
-            continue
-        if meta.group not in sections:
-            sections[meta.group] = p.add_argument_group(GROUP_TITLES.get(meta.group, meta.group))
-        target = sections[meta.group]
-        kwargs: dict = {"dest": name, "default": argparse.SUPPRESS, "help": info.description}
-        if is_flag(info.annotation):
-            target.add_argument(meta.flag, action="store_true", **kwargs)
-            continue
-        found = choices(info.annotation)
-        metavar = meta.metavar or ("{" + ",".join(map(str, found)) + "}" if found else None)
-        if is_multi(info.annotation):
-            kwargs["action"] = "append"
-        target.add_argument(meta.flag, metavar=metavar, **kwargs)
 
 
 def run(settings: RunSettings) -> int:

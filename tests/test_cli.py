@@ -40,7 +40,7 @@ def _parser(model: type[BaseModel] = Toy) -> argparse.ArgumentParser:
 def handled(monkeypatch: pytest.MonkeyPatch) -> list[BaseModel]:
     """Replace every settings command's handler by one that records its settings."""
     seen: list[BaseModel] = []
-    handlers = {cmd.handler for cmd in cli.COMMANDS if isinstance(cmd, cli.Command)}
+    handlers = {cmd.handler for cmd in cli.COMMANDS}
     real = cli.resolve
 
     def resolve(target: str):
@@ -70,6 +70,95 @@ def test_options_are_built_from_the_model_fields() -> None:
     with pytest.raises(SystemExit) as exc:
         parser.parse_args([])  # --run has no default: required
     assert exc.value.code == 2
+
+
+class Queue(c.CommandSettings):
+    action: Literal["list", "cancel"] = option(..., "what to do", positional=True)
+    job_id: str | None = option(None, "a job", positional=True)
+    root: str | None = option(None, "where")
+
+
+def test_positional_fields_are_arguments_without_a_flag() -> None:
+    parser = _parser(Queue)
+    assert vars(parser.parse_args(["cancel", "J1", "--root", "r"])) == {
+        "action": "cancel",
+        "job_id": "J1",
+        "root": "r",
+    }
+    assert vars(parser.parse_args(["list"])) == {"action": "list"}  # absent, not None
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # a positional without default is required
+    optional = argparse.ArgumentParser()
+    cli.add_options(optional, Queue, required=False)  # --config may give it
+    assert vars(optional.parse_args([])) == {}
+    text = parser.format_help()
+    assert "{list,cancel}" in text and "JOB_ID" in text and "--job-id" not in text
+
+
+def test_jobs_takes_its_action_from_the_command_line_or_config(handled, tmp_path) -> None:
+    from contract.settings import JobsSettings
+
+    assert cli.main(["jobs", "cancel", "J1", "--root", "r", "--by", "me"]) == 0
+    config = tmp_path / "jobs.json"
+    config.write_text(json.dumps({"action": "log", "job_id": "J2", "root": "q"}))
+    assert cli.main(["jobs", "--config", str(config)]) == 0
+    assert cli.main(["jobs", "list", "--config", str(config)]) == 0  # the command line wins
+    args = ["jobs", "submit", "--preset", "tiny", "--set", "sample_size=5", "languages=en,es"]
+    assert cli.main([*args, "--set", "seed=1"]) == 0
+    cancel, log, listed, submit = handled
+    assert all(isinstance(s, JobsSettings) for s in handled)
+    assert (cancel.action, cancel.job_id, cancel.root, cancel.by) == ("cancel", "J1", "r", "me")
+    assert (log.action, log.job_id, log.root) == ("log", "J2", "q")
+    assert (listed.action, listed.job_id) == ("list", "J2")
+    assert submit.override_values() == {"sample_size": "5", "languages": "en,es", "seed": "1"}
+    with pytest.raises(ValueError, match="expected FIELD=VALUE"):
+        JobsSettings(action="submit", overrides=["sample_size"]).override_values()
+
+
+def test_jobs_errors_exit_2(handled, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["jobs"])  # no action
+    assert exc.value.code == 2
+    assert cli.main(["jobs", "stop"]) == 2  # the model, not argparse, checks the choice
+    assert "action: 'stop' is not one of" in capsys.readouterr().err
+    assert handled == []
+
+
+def test_a_local_path_may_hold_any_character_but_a_job_path_may_not(handled) -> None:
+    from contract.request import validate_request
+    from contract.settings import JobSettings, RequestError, RunSettings
+
+    spaced = "/tmp/my file.tsv"
+    argv = ["run", "--preset", "tiny", "--corpus-file", spaced, "--model-path", "a b/../m"]
+    assert cli.main([*argv, "--sae-path", "s&ae"]) == 0
+    (run,) = handled
+    assert isinstance(run, RunSettings)
+    assert (run.corpus_file, run.model_path, run.sae_path) == (spaced, "a b/../m", "s&ae")
+    for name, value in (
+        ("corpus_file", spaced),
+        ("model_path", "_models/../x"),
+        ("sae_path", "s&"),
+    ):
+        with pytest.raises(RequestError, match=name):
+            validate_request({"preset": "tiny", "overrides": {name: value}})
+        with pytest.raises(ValueError, match=name):
+            JobSettings.model_validate({"preset": "tiny", name: value})
+    ok = validate_request({"preset": "tiny", "overrides": {"corpus_file": "_corpora/a.tsv"}})
+    assert ok.overrides == {"corpus_file": "_corpora/a.tsv"}
+
+
+def test_help_sections_carry_their_titles() -> None:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    run_help = sub.choices["run"].format_help()
+    for title in (
+        "extraction (overrides the preset):",
+        "model (overrides the preset):",
+        "where the extraction runs:",
+    ):
+        assert title in run_help, title
+    assert "\nextraction:\n" not in run_help and "\nsae:\n" not in run_help
+    assert "where the extraction runs:" in sub.choices["worker"].format_help()
 
 
 def test_a_bad_value_names_its_flag_and_exits_2(handled, capsys) -> None:
@@ -134,15 +223,14 @@ def test_every_command_resolves_its_model_and_handler() -> None:
     names = [cmd.name for cmd in cli.COMMANDS]
     assert len(names) == len(set(names)) >= 18
     for cmd in cli.COMMANDS:
-        if isinstance(cmd, cli.LegacyCommand):  # TODO(18a)
-            assert callable(cli.resolve(cmd.builder))
-            continue
         assert issubclass(cmd.settings, c.CommandSettings), cmd.name
         handler = cli.resolve(cmd.handler)
         hints = typing.get_type_hints(handler)
         assert hints["settings"] is cmd.settings and hints["return"] is int, cmd.name
         _parser(cmd.settings)  # its options build
-        flags = [a.option_strings[0] for a in _parser(cmd.settings)._actions[1:]]
+        flags = [
+            a.option_strings[0] for a in _parser(cmd.settings)._actions[1:] if a.option_strings
+        ]
         assert all(f.startswith("--") and "_" not in f for f in flags), (cmd.name, flags)
 
 

@@ -308,7 +308,7 @@ def test_a_killed_worker_takes_its_run_command_along(tmp_path: Path):
     code = textwrap.dedent("""
         import sys, time
         from precompute.serve.worker import _Subprocess
-        child = _Subprocess([sys.executable, "-c", "import time; time.sleep(60)"], 10)
+        child = _Subprocess([sys.executable, "-c", "import time; time.sleep(60)"], {}, 10)
         print(child.proc.pid, flush=True)
         time.sleep(60)
     """)

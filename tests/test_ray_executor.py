@@ -9,7 +9,6 @@ must be *identical* to the single-process run's (float32, no tolerance).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import re
@@ -30,8 +29,7 @@ from bilingual_core.progress import stream_to  # noqa: E402
 from contract.presets import preset  # noqa: E402
 from contract.queue import JobQueue  # noqa: E402
 from contract.request import validate_request  # noqa: E402
-from contract.settings import ExecutorSettings  # noqa: E402
-from precompute.cluster.executor_args import executor_values  # noqa: E402
+from precompute import cli  # noqa: E402
 from precompute.cluster.ray_executor import (  # noqa: E402
     ACTOR_PREFIX,
     FAULT_ENV,
@@ -44,7 +42,6 @@ from precompute.cluster.ray_executor import (  # noqa: E402
     run_with_ray,
     stop_warm_workers,
 )
-from precompute.commands import add_settings  # noqa: E402
 from precompute.common.errors import PrecomputeError, StagingError  # noqa: E402
 from precompute.common.progress_log import LogBuffer, ProgressFile  # noqa: E402
 from precompute.extract.pipeline import run_extraction  # noqa: E402
@@ -163,20 +160,23 @@ def test_shards_are_whole_chunks_covering_every_pair_once() -> None:
 
 
 def test_executor_flags_pass_through_to_the_run_command() -> None:
-    p = argparse.ArgumentParser()
-    add_settings(p, ExecutorSettings)
-    args = p.parse_args(
-        ["--executor", "ray", "--ray-address", "auto", "--workers", "4", "--gpus-per-worker", "1"]
-    )
-    assert executor_values(args) == {
+    (command,) = [c for c in cli.COMMANDS if c.name == "worker"]
+
+    def executor_values(*argv: str) -> dict[str, object]:
+        args = cli.build_parser().parse_args(["worker", *argv])
+        return cli.settings_from(command, args).executor_values()  # type: ignore[attr-defined]
+
+    assert executor_values(
+        "--executor", "ray", "--ray-address", "auto", "--workers", "4", "--gpus-per-worker", "1"
+    ) == {
         "executor": "ray",
         "ray_address": "auto",
         "workers": 4,
         "gpus_per_worker": 1.0,
     }
-    assert executor_values(p.parse_args([])) == {}
-    with pytest.raises(ValueError, match="only apply with --executor ray"):
-        executor_values(p.parse_args(["--workers", "2"]))
+    assert executor_values() == {}
+    with pytest.raises(cli.CommandError, match="only apply with --executor ray"):
+        executor_values("--workers", "2")
     worker = Worker(
         JobQueue("memory://ray-flags"),
         WorkerConfig(executor={"executor": "ray", "workers": 2}, work_dir="/tmp/unused"),
