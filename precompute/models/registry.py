@@ -186,19 +186,19 @@ SAE_LOADERS: tuple[SaeLoader, ...] = (
 """SAE loaders, tried in order."""
 
 
-def model_loader(source: ModelSource) -> ModelLoader:
-    """The loader that takes ``source`` (ModelAccessError when none does)."""
-    for loader in MODEL_LOADERS:
+def _pick(loaders, source, what: str):
+    for loader in loaders:
         if loader.takes(source):
             return loader
-    kinds = ", ".join(loader.kind for loader in MODEL_LOADERS)
-    raise ModelAccessError(f"no loader takes the model {source} (loaders: {kinds})")
+    kinds = ", ".join(loader.kind for loader in loaders)
+    raise ModelAccessError(f"no loader takes the {what} {source} (loaders: {kinds})")
+
+
+def model_loader(source: ModelSource) -> ModelLoader:
+    """The loader that takes ``source`` (ModelAccessError when none does)."""
+    return _pick(MODEL_LOADERS, source, "model")
 
 
 def sae_loader(source: SaeSource) -> SaeLoader:
     """The loader that takes ``source`` (ModelAccessError when none does)."""
-    for loader in SAE_LOADERS:
-        if loader.takes(source):
-            return loader
-    kinds = ", ".join(loader.kind for loader in SAE_LOADERS)
-    raise ModelAccessError(f"no loader takes the SAE {source} (loaders: {kinds})")
+    return _pick(SAE_LOADERS, source, "SAE")
