@@ -517,7 +517,7 @@ def test_curves_controls_are_whole_at_1024_px(server, browser, tmp_path: Path) -
 
 TABLE_HEADER_PX = 38
 TABLE_ROW_PX = 35
-"""Streamlit's dataframe header and row heights (as pages/features.py sizes the table)."""
+"""Streamlit's dataframe header and row heights (as views/features.py sizes the table)."""
 
 
 def _rows_above_the_fold(page) -> int:
