@@ -290,14 +290,15 @@ def table_filters_ui(ref: RunRef, frame: pd.DataFrame) -> EvidenceFilters:
             ui.url_publish("outlang", outlang, ANY)
         hurts = False
         if has_abl:
-            ui.url_seed("features_ev_hurts", "hurts", ui.parse_bool, False)
-            hurts = c2.toggle(
+            hurts = ui.url_toggle(
                 "Hurts both languages",
-                key="features_ev_hurts",
+                "features_ev_hurts",
+                "hurts",
+                False,
+                where=c2,
                 help="Ablating it raises the next-token loss in every language, "
                 "CI above 0 and above the random baseline's CI (ablated candidates only)",
             )
-            ui.url_publish("hurts", hurts, False, ui.encode_bool)
         beat = None
         if null_scores:
             options = ["", *null_scores]

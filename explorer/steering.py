@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
-import streamlit as st
 
 from bilingual_core.evidence import (
     MIXED,
@@ -191,15 +190,15 @@ def table_filter_ui(frame: pd.DataFrame) -> bool:
     """A toggle "writes its concept in every language" (only for runs with steering)."""
     if "writes_every_language" not in frame:
         return False
-    ui.url_seed("features_writes", "writes", ui.parse_bool, False)
-    on = st.toggle(
+    on = ui.url_toggle(
         "Writes its concept in every language",
-        key="features_writes",
+        "features_writes",
+        "writes",
+        False,
         help="Steered candidates (precompute steer) whose direction, added to a neutral prompt "
         "in each language, makes the model write one of its own peak tokens for that language, "
         "with a concept gain above its random features' and the prompt's language kept",
     )
-    ui.url_publish("writes", on, False, ui.encode_bool)
     return on
 
 

@@ -233,6 +233,18 @@ def parse_choice(options: list[str]) -> Callable[[str], str]:
     return parse
 
 
+def url_toggle(
+    label: str, key: str, param: str, default: bool, *, where: Any = None, **kwargs: Any
+) -> bool:
+    """A toggle kept in the URL parameter ``param`` (absent when it is ``default``):
+    seeded from the URL, drawn in ``where`` (a column or container; the main
+    area by default) with ``kwargs`` (``help``, ``width`` ...), then published."""
+    url_seed(key, param, parse_bool, default)
+    value = bool((where or st).toggle(label, key=key, **kwargs))
+    url_publish(param, value, default, encode_bool)
+    return value
+
+
 def parse_bool(raw: str) -> bool:
     if raw.lower() in ("1", "true", "yes", "on"):
         return True

@@ -32,17 +32,15 @@ def curves_ui(thresholds: list[str]) -> tuple[list[str], bool, bool]:
     chosen = st.multiselect("Thresholds", thresholds, key="curves_thresholds")
     ui.url_publish("thr", chosen, thresholds, ",".join)
     with st.container(horizontal=True, gap="medium", key="curves_toggles"):
-        ui.url_seed("curves_logy", "logy", ui.parse_bool, False)
-        log_y = st.toggle("Log y axis", key="curves_logy", width="content")
-        ui.url_publish("logy", log_y, False, ui.encode_bool)
-        ui.url_seed("curves_nonzero", "nz", ui.parse_bool, True)
-        nonzero = st.toggle(
+        log_y = ui.url_toggle("Log y axis", "curves_logy", "logy", False, width="content")
+        nonzero = ui.url_toggle(
             "Firing features only",
-            key="curves_nonzero",
+            "curves_nonzero",
+            "nz",
+            True,
             width="content",
             help="Stop each line where the fraction reaches 0",
         )
-        ui.url_publish("nz", nonzero, True, ui.encode_bool)
     return chosen, log_y, nonzero
 
 

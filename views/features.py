@@ -60,16 +60,16 @@ def shared_ui(has_tags: bool) -> bool:
     """The one-click toggle hiding shared-token features (on by default)."""
     if not has_tags:
         return False
-    ui.url_seed("features_hide_shared", "hideshared", ui.parse_bool, True)
-    hide = st.toggle(
+    hide = ui.url_toggle(
         "Hide shared-token features",
-        key="features_hide_shared",
+        "features_hide_shared",
+        "hideshared",
+        True,
         width="content",
         help="Features that co-fire mostly on the same token in every language (?/?, Tom/Tom): "
         "any model that has seen both scripts does that. Untick to show them, tagged "
         "'shared token'.",
     )
-    ui.url_publish("hideshared", hide, True, ui.encode_bool)
     return hide
 
 
@@ -77,15 +77,15 @@ def families_ui(has_families: bool) -> bool:
     """One row per family of near-duplicate latents (on by default)."""
     if not has_families:
         return False
-    ui.url_seed("features_group", "group", ui.parse_bool, True)
-    group = st.toggle(
+    group = ui.url_toggle(
         "One row per family",
-        key="features_group",
+        "features_group",
+        "group",
+        True,
         width="content",
         help="Near-duplicate latents (their peak tokens nearly coincide, docs/scores.md) "
         "are shown as their best-ranked member with '+N similar'; expand a family below.",
     )
-    ui.url_publish("group", group, True, ui.encode_bool)
     return group
 
 
@@ -94,13 +94,14 @@ def filters_ui(languages: list[str]) -> Filters:
     returns plain values."""
     with st.container():
         c1, c2, c3, c4 = st.columns(4)
-        ui.url_seed("features_alive", "alive", ui.parse_bool, True)
-        alive = c1.toggle(
+        alive = ui.url_toggle(
             "Alive only",
-            key="features_alive",
+            "features_alive",
+            "alive",
+            True,
+            where=c1,
             help="Alive: fires in at least one sentence of every language",
         )
-        ui.url_publish("alive", alive, True, ui.encode_bool)
         ui.url_seed("features_min", "smin", ui.parse_float, None)
         smin = c2.number_input("Score at least", value=None, key="features_min", format="%.6g")
         ui.url_publish("smin", smin, None, lambda v: f"{v:.6g}")
@@ -168,9 +169,7 @@ def sort_ui(columns: list[str]) -> tuple[str, bool]:
     ui.url_seed("features_sort", "sort", ui.parse_choice(columns), "rank")
     column = c1.selectbox("Sort by", columns, key="features_sort")
     ui.url_publish("sort", column, "rank")
-    ui.url_seed("features_desc", "desc", ui.parse_bool, False)
-    descending = c2.toggle("Descending", key="features_desc")
-    ui.url_publish("desc", descending, False, ui.encode_bool)
+    descending = ui.url_toggle("Descending", "features_desc", "desc", False, where=c2)
     return column, descending
 
 

@@ -116,9 +116,9 @@ for col, lang in zip(cols, ref.languages, strict=True):
             st.dataframe(token_table(tokens, lang), hide_index=True, key=f"pairs_tokens_{lang}")
 
 st.subheader("Features firing on this pair")
-ui.url_seed("pairs_all", "all", ui.parse_bool, False)
-show_all = st.toggle("Include features that fire in only some languages", key="pairs_all")
-ui.url_publish("all", show_all, False, ui.encode_bool)
+show_all = ui.url_toggle(
+    "Include features that fire in only some languages", "pairs_all", "all", False
+)
 feats = data.features(ref.location, ref.token)
 firing = table.pair_feature_table(
     data.pair_features(ref.location, ref.token, pair), ref.languages, feats, both_only=not show_all

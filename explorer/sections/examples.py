@@ -44,13 +44,13 @@ def examples_ui(languages: list[str]) -> tuple[str, int, int, bool]:
     ui.url_publish("nq", per_bin, 2)
     some = False
     if by == BY_BOTH:
-        ui.url_seed("feature_some", "some", ui.parse_bool, False)
-        some = st.toggle(
+        some = ui.url_toggle(
             "Include pairs where only some languages fire",
-            key="feature_some",
+            "feature_some",
+            "some",
+            False,
             help="Off: the list holds only pairs where every language fires",
         )
-        ui.url_publish("some", some, False, ui.encode_bool)
     return by, int(n), int(per_bin), bool(some)
 
 

@@ -46,20 +46,17 @@ def draw(ctx: FeatureContext) -> None:
         st.caption("Commonest peak-token pairs: " + md(str(row["token_pairs"])))
     family(ctx)
     with st.container(horizontal=True, gap="small", key="feature_nav"):
-        if prev_f is not None:
-            st.page_link(
-                nav.FEATURE,
-                label=f"Previous: {md(table.with_label(prev_f, labels))}",
-                icon=":material/arrow_back:",
-                query_params=nav_params(ctx, prev_f),
-            )
-        if next_f is not None:
-            st.page_link(
-                nav.FEATURE,
-                label=f"Next: {md(table.with_label(next_f, labels))}",
-                icon=":material/arrow_forward:",
-                query_params=nav_params(ctx, next_f),
-            )
+        for word, other, icon in (
+            ("Previous", prev_f, "arrow_back"),
+            ("Next", next_f, "arrow_forward"),
+        ):
+            if other is not None:
+                st.page_link(
+                    nav.FEATURE,
+                    label=f"{word}: {md(table.with_label(other, labels))}",
+                    icon=f":material/{icon}:",
+                    query_params=nav_params(ctx, other),
+                )
         st.download_button(
             "Export JSON",
             key="feature_export",
