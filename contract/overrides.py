@@ -29,21 +29,11 @@ TARGETS: dict[str, str] = {
 """Override name -> dotted config path it replaces (read from the fields' ``target``)."""
 
 
-def parse_sample_size(text: str | int | None) -> int | None:
-    """``'all'`` (or None) -> None, else a positive integer."""
-    if text is None or (isinstance(text, str) and text.lower() == "all"):
-        return None
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"sample size must be >= 1 or 'all', got {value}")
-    return value
-
-
 def to_config_value(name: str, value: Any) -> Any:
     """An override's value as its config field holds it (``'all'`` pairs -> None, a list of
     languages -> a tuple, ``--field ''`` -> None)."""
-    if name == "sample_size":
-        return parse_sample_size(value)
+    if name == "sample_size":  # validated by the model: a positive number or 'all'
+        return None if value == "all" else int(value)
     if name == "field" and value == "":
         return None
     return tuple(value) if isinstance(value, list) else value
