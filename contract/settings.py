@@ -780,12 +780,23 @@ def is_flag(annotation: Any) -> bool:
 
 
 def is_multi(annotation: Any) -> bool:
-    """Repeatable (``--push-to a --push-to b``): a plain list field (a list parsed from one
-    text, such as ``languages``, is ``Annotated``)."""
+    """Repeatable (``--push-to a --push-to b``): a plain list or tuple field (a list parsed
+    from one text, such as ``languages``, is ``Annotated``)."""
     if get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         annotation = args[0] if len(args) == 1 else annotation
-    return get_origin(annotation) is list
+    return get_origin(annotation) in (list, tuple)
+
+
+def kind(annotation: Any) -> tuple[str, tuple[str, ...]]:
+    """``(kind, choices)`` of a field's type, as the CLI builds its option: ``bool`` (a
+    switch), ``choice`` (with its choices), ``list`` (repeatable) or ``value``."""
+    if is_flag(annotation):
+        return "bool", ()
+    found = choices(annotation)
+    if found is not None:
+        return "choice", tuple(str(c) for c in found)
+    return ("list" if is_multi(annotation) else "value"), ()
 
 
 def type_text(annotation: Any, info: Any) -> str:

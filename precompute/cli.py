@@ -15,12 +15,10 @@ import argparse
 import importlib
 import json
 import sys
-import types
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -28,7 +26,14 @@ from pydantic_core import PydanticUndefined
 
 from contract import commands as c
 from contract.fields import OptionMeta, options
-from contract.settings import GROUP_TITLES, JobsSettings, RunSettings, SweepSettings, WorkerSettings
+from contract.settings import (
+    GROUP_TITLES,
+    JobsSettings,
+    RunSettings,
+    SweepSettings,
+    WorkerSettings,
+)
+from contract.settings import kind as field_kind
 
 PROG = "python -m precompute"
 
@@ -174,23 +179,6 @@ def resolve(target: str) -> Callable[..., Any]:
 # ----------------------------------------------------------------- options ---
 
 
-def _kind(annotation: Any) -> tuple[str, tuple[str, ...]]:
-    """``(kind, choices)`` of a field's type: kind is bool, list, choice or value."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        annotation = args[0]
-    if typing.get_origin(annotation) is typing.Annotated and typing.get_args(annotation)[0] is bool:
-        annotation = bool  # StrictBool
-    origin = typing.get_origin(annotation)
-    if annotation is bool:
-        return "bool", ()
-    if origin is Literal:
-        return "choice", tuple(str(a) for a in typing.get_args(annotation))
-    if origin in (list, tuple):
-        return "list", ()
-    return "value", ()
-
-
 def _default_text(info: FieldInfo) -> str:
     default = info.default
     if default is PydanticUndefined or default is None or default is False or default == ():
@@ -215,7 +203,7 @@ def add_options(
         if meta.group:
             title = GROUP_TITLES.get(meta.group, meta.group)
             target = groups.setdefault(meta.group, parser.add_argument_group(title))
-        kind, choices = _kind(info.annotation)
+        kind, choices = field_kind(info.annotation)
         help_text = (info.description or "") + _default_text(info)
         kwargs: dict[str, Any] = {
             "default": argparse.SUPPRESS,  # absent flags do not override --config
