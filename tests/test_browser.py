@@ -555,13 +555,34 @@ def test_the_feature_table_starts_within_the_first_screen_at_1024_px(
     assert title["y"] >= header["y"] + header["height"] - 1, (title, header)
     # The sort (in the expander) still works and the count line says it.
     main.locator('[data-testid="stExpander"]', has_text="Filters and sort").first.click()
-    toggle = main.get_by_text("Descending", exact=True).first
-    toggle.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
-    toggle.click()
-    page.wait_for_url("**desc=1**", timeout=PAGE_TIMEOUT_MS)
+    _switch_on(page, main.locator('[data-testid="stCheckbox"]', has_text="Descending").first)
+    page.wait_for_function(
+        "() => new URLSearchParams(location.search).get('desc') === '1'", timeout=PAGE_TIMEOUT_MS
+    )
     settle(page)
     assert "descending" in main.inner_text(), page.url
     page.close()
+
+
+def _switch_on(page, toggle, tries: int = 3) -> None:
+    """Click ``toggle`` (a Streamlit toggle's box) until its switch is on.
+
+    A click can be lost while the expander around it is still opening (seen
+    once in CI: the switch stayed off and the URL never changed). The switch's
+    own state tells a lost click, which is clicked again, from a click the app
+    received but did not act on, which the caller's checks still catch."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    switch = toggle.locator('input[type="checkbox"]')
+    toggle.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
+    for _ in range(tries):
+        toggle.get_by_text(toggle.inner_text().strip(), exact=True).first.click()
+        try:
+            page.wait_for_function("e => e.checked", arg=switch.element_handle(), timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            settle(page)
+    raise AssertionError(f"the toggle {toggle.inner_text()!r} stayed off after {tries} clicks")
 
 
 def _logit_table(page, side: str):
