@@ -16,6 +16,8 @@ from scipy.special import gammaln
 
 _LOG10 = np.log(10.0)
 _EPS = 1e-17
+_FIRST_STRETCH, _LONGEST_STRETCH = 4, 256
+"""Terms a walk takes at once: 4 at first, doubling while elements still walk."""
 
 
 def _log_comb(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,21 +66,49 @@ def log10_sf(x: np.ndarray, n: int, k: np.ndarray, d: np.ndarray) -> np.ndarray:
 def _walk(
     start: np.ndarray, k: np.ndarray, d: np.ndarray, n: int, *, up: bool, stop: np.ndarray
 ) -> np.ndarray:
-    """``sum_i pmf(start ± i) / pmf(start)`` until the terms vanish or the support ends."""
+    """``sum_i pmf(start ± i) / pmf(start)`` until the terms vanish or the support ends.
+
+    The walk takes a stretch of terms at a time for every element still walking
+    (4, doubling up to 256: most walks end within a few terms, some take
+    thousands): the ratios of a stretch are one array operation, and the terms and running
+    sums are ``cumprod`` and ``cumsum`` along it, seeded with the current term
+    and sum. Both accumulate left to right, so every term and sum is the same
+    float as a walk of one step at a time; an element stops at the first term
+    that no longer changes its sum (that term included) or at ``stop``.
+    """
     total = np.ones(len(start))
     term = np.ones(len(start))
     j = start.copy()
     active = np.flatnonzero(j != stop)
+    width = _FIRST_STRETCH
     while len(active):
-        ja, ka, da = j[active], k[active], d[active]
-        if up:
-            ratio = (ka - ja) * (da - ja) / ((ja + 1) * (n - ka - da + ja + 1))
-            j[active] = ja + 1
-        else:
-            ratio = ja * (n - ka - da + ja) / ((ka - ja + 1) * (da - ja + 1))
-            j[active] = ja - 1
-        term[active] *= ratio
-        total[active] += term[active]
-        keep = (term[active] > _EPS * total[active]) & (j[active] != stop[active])
-        active = active[keep]
+        step = np.arange(width, dtype=np.float64) if up else -np.arange(width, dtype=np.float64)
+        ja = j[active][:, None] + step  # the j each ratio starts from
+        ka, da = k[active][:, None], d[active][:, None]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            if up:
+                ratio = (ka - ja) * (da - ja) / ((ja + 1) * (n - ka - da + ja + 1))
+                ja += 1
+            else:
+                ratio = ja * (n - ka - da + ja) / ((ka - ja + 1) * (da - ja + 1))
+                ja -= 1
+            terms = np.empty((len(active), width + 1))
+            terms[:, 0] = term[active]
+            terms[:, 1:] = ratio
+            np.multiply.accumulate(terms, axis=1, out=terms)
+            sums = np.empty_like(terms)
+            sums[:, 0] = total[active]
+            sums[:, 1:] = terms[:, 1:]
+            np.add.accumulate(sums, axis=1, out=sums)
+        # ja now holds j after each step; a step whose term vanishes or that
+        # reaches ``stop`` is the element's last.
+        last = ~((terms[:, 1:] > _EPS * sums[:, 1:]) & (ja != stop[active][:, None]))
+        ends = last.any(axis=1)
+        at = np.where(ends, last.argmax(axis=1), width - 1)
+        rows = np.arange(len(active))
+        total[active] = sums[rows, at + 1]
+        term[active] = terms[rows, at + 1]
+        j[active] = ja[rows, at]
+        active = active[~ends]
+        width = min(2 * width, _LONGEST_STRETCH)
     return total

@@ -59,22 +59,27 @@ class SentenceMaxWriter:
         )
         self.lang_dict = pa.array(languages, pa.string())
         self.flush_rows = flush_rows
-        self.pending: list[tuple[np.ndarray, ...]] = []
+        self.pending: list[pa.RecordBatch] = []
         self.n_pending = 0
 
     def __call__(self, sm: SentenceMax) -> None:
         if len(sm) == 0:
             return
         n = len(sm)
+        # The block's arrays as they are (nothing writes to them once yielded):
+        # the flush's gather is the one copy.
         self.pending.append(
-            (
-                sm.pair.astype(np.int32, copy=True),
-                sm.lang.astype(np.int8, copy=True),
-                sm.feature.astype(np.int32, copy=True),
-                sm.value.astype(np.float32, copy=True),
-                sm.n_tokens.astype(np.int32, copy=True),
-                _or_missing(sm.peak_position, n).astype(np.int32, copy=True),
-                _or_missing(sm.peak_token, n).astype(np.int32, copy=True),
+            pa.record_batch(
+                [
+                    pa.array(sm.pair, pa.int32()),
+                    pa.DictionaryArray.from_arrays(pa.array(sm.lang, pa.int8()), self.lang_dict),
+                    pa.array(sm.feature, pa.int32()),
+                    pa.array(sm.value, pa.float32()),
+                    pa.array(sm.n_tokens, pa.int32()),
+                    pa.array(_or_missing(sm.peak_position, n), pa.int32()),
+                    pa.array(_or_missing(sm.peak_token, n), pa.int32()),
+                ],
+                schema=SENTENCE_MAX_SCHEMA,
             )
         )
         self.n_pending += n
@@ -84,31 +89,14 @@ class SentenceMaxWriter:
     def _flush(self) -> None:
         if not self.pending:
             return
-        pair, lang, feature, value, n_tokens, peak_position, peak_token = (
-            np.concatenate(parts) if len(self.pending) > 1 else parts[0]
-            for parts in zip(*self.pending, strict=True)
-        )
+        table = pa.Table.from_batches(self.pending).combine_chunks()
         self.pending, self.n_pending = [], 0
-        bucket = (pair >> PAIR_BLOCK_SHIFT).astype(np.uint16)
+        bucket = (table.column("pair_id").to_numpy() >> PAIR_BLOCK_SHIFT).astype(np.uint16)
         order = np.argsort(bucket, kind="stable")  # stable: feature order within a bucket
+        table = table.take(order)  # one gather of every column (Arrow's, without the GIL)
         edges = np.flatnonzero(np.diff(bucket[order])) + 1
         for lo, hi in itertools.pairwise([0, *edges.tolist(), len(order)]):
-            rows = order[lo:hi]
-            table = pa.table(
-                {
-                    "pair_id": pa.array(pair[rows], pa.int32()),
-                    "lang": pa.DictionaryArray.from_arrays(
-                        pa.array(lang[rows], pa.int8()), self.lang_dict
-                    ),
-                    "feature": pa.array(feature[rows], pa.int32()),
-                    "max_activation": pa.array(value[rows], pa.float32()),
-                    "n_tokens": pa.array(n_tokens[rows], pa.int32()),
-                    "peak_position": pa.array(peak_position[rows], pa.int32()),
-                    "peak_token_id": pa.array(peak_token[rows], pa.int32()),
-                },
-                schema=SENTENCE_MAX_SCHEMA,
-            )
-            self.writer.write_table(table, row_group_size=hi - lo)
+            self.writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
 
     def close(self) -> None:
         self._flush()

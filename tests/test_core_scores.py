@@ -18,6 +18,7 @@ from bilingual_core import (
     Manifest,
     RunWriter,
     SentenceMax,
+    hypergeom,
     score_run,
     sentence_max_from_dense,
 )
@@ -415,6 +416,56 @@ def test_coactivation_pvalue_exact_on_a_grid(n):
             assert 10.0**got == pytest.approx(
                 stats.hypergeom.sf(x - 1, n, a, b), rel=1e-8, abs=1e-300
             )
+
+
+def _one_step_walk(start, k, d, n, up, stop):
+    """The tail walk one term at a time, per element (what hypergeom._walk does
+    in stretches): each element's sum and its number of terms."""
+    sums, lengths = [], []
+    for j, kk, dd, s in zip(start, k, d, stop, strict=True):
+        total = term = 1.0
+        steps = 0
+        while j != s:
+            if up:
+                ratio = (kk - j) * (dd - j) / ((j + 1) * (n - kk - dd + j + 1))
+                j += 1
+            else:
+                ratio = j * (n - kk - dd + j) / ((kk - j + 1) * (dd - j + 1))
+                j -= 1
+            term *= ratio
+            total += term
+            steps += 1
+            if not term > hypergeom._EPS * total:
+                break
+        sums.append(total)
+        lengths.append(steps)
+    return np.array(sums), np.array(lengths)
+
+
+@pytest.mark.parametrize("up", [True, False])
+def test_tail_walk_in_stretches_equals_one_term_at_a_time(up):
+    # Walks of every length in one call, as log10_sf starts them (upwards
+    # above the mode, downwards below it): a few terms in the far tails,
+    # hundreds near the mode of wide distributions, and walks that the
+    # support's end cuts short or leaves no term.
+    n = 93_470
+    rng = np.random.default_rng(7)
+    k = rng.integers(1, 40_000, 400).astype(np.float64)
+    d = rng.integers(1, 40_000, 400).astype(np.float64)
+    mode = np.floor((d + 1) * (k + 1) / (n + 2))
+    lo, hi = np.maximum(0.0, k + d - n), np.minimum(k, d)
+    away = np.round(np.abs(rng.normal(0, 4, 400)) * (np.sqrt(k * d / n) + 1)) + 1
+    if up:
+        start, stop = np.minimum(mode + away, hi), hi
+        start[:20] = np.maximum(hi[:20] - 1, mode[:20] + 1)  # one term before the end
+    else:
+        start, stop = np.maximum(mode - away, lo), lo
+        start[:20] = np.minimum(lo[:20] + 1, mode[:20] - 1)
+    start[20:40] = stop[20:40]  # no term at all
+    got = hypergeom._walk(start, k, d, n, up=up, stop=stop)
+    want, length = _one_step_walk(start.tolist(), k.tolist(), d.tolist(), n, up, stop.tolist())
+    np.testing.assert_array_equal(got, want)  # the same floats, not just close
+    assert length.min() == 0 and length.max() > 300, (length.min(), length.max())
 
 
 def test_coactivation_three_languages():
