@@ -102,3 +102,12 @@ def test_small_blocks_do_not_cut_sentence_max_into_many_row_groups(tmp_path, mak
     stored = pq.ParquetFile(run_dir / SENTENCE_MAX)
     assert stored.metadata.num_row_groups == 3
     pd.testing.assert_frame_equal(stored.read().to_pandas().sort_values(key, ignore_index=True), b)
+    # Each row group names its pair and feature range (readers skip row groups
+    # by them); the other columns carry no statistics.
+    for i in range(stored.metadata.num_row_groups):
+        group = stored.metadata.row_group(i)
+        stats = {group.column(j).path_in_schema: group.column(j) for j in range(group.num_columns)}
+        lo, hi = stats["pair_id"].statistics.min, stats["pair_id"].statistics.max
+        assert lo >> 10 == hi >> 10 == i, (i, lo, hi)  # one bucket of 1024 pairs
+        assert stats["feature"].is_stats_set
+        assert not stats["max_activation"].is_stats_set
