@@ -15,8 +15,9 @@ background thread while numpy reduces the previous one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,12 @@ def lang_indices(column: pa.ChunkedArray | pa.Array, languages: list[str], file:
     mapping = np.array([lookup[d] for d in dictionary] or [0], dtype=np.int8)
     if column.null_count:
         raise RunFormatError(file, "lang", "contains nulls")
-    return mapping[column.indices.to_numpy(zero_copy_only=False)]
+    codes = column.indices.to_numpy(zero_copy_only=False)
+    if (mapping == np.arange(len(mapping))).all():
+        # The file's dictionary lists the languages in the manifest's order
+        # (as every writer here does): its codes are the indices already.
+        return codes.astype(np.int8, copy=False)
+    return mapping[codes]
 
 
 def _iter_batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
@@ -344,15 +350,44 @@ class _Groups:
 
 
 def threshold_pass(
-    pf: pq.ParquetFile, languages: list[str], file: str, *, track_max: bool = False
+    pf: pq.ParquetFile,
+    languages: list[str],
+    file: str,
+    *,
+    track_max: bool = False,
+    threads: int = 2,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Exact thresholds of the file's activations and (with ``track_max``) the
-    largest activation per language."""
+    largest activation per language.
+
+    Each chunk's histogram (and, on the rescan, its selection) is made in one
+    of ``threads`` threads; chunks are added in file order, so the result does
+    not depend on the threads."""
     check_schema(pf, file)
     q = ExactQuantiles(languages, track_max=track_max)
-    for li, a in rescan_values(pf, languages, file):
-        q.add(li, a)
-    return q.result(lambda: rescan_values(pf, languages, file)), q.lang_max
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+
+        def in_threads(fn: Callable, chunks: Iterable) -> Iterator:
+            return _ordered_map(pool, fn, chunks, ahead=2 * threads)
+
+        def summarised(chunk: tuple[np.ndarray, np.ndarray]) -> tuple:
+            return chunk, q.summary(*chunk)
+
+        for (li, a), summary in in_threads(summarised, rescan_values(pf, languages, file)):
+            q.add(li, a, summary)
+        table = q.result(lambda: rescan_values(pf, languages, file), map_chunks=in_threads)
+    return table, q.lang_max
+
+
+def _ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+    """``map(fn, items)`` in ``pool``'s threads, in order, at most ``ahead`` items in flight."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def rescan_values(

@@ -328,6 +328,20 @@ def test_valid_encodings_score_the_same(run_dir):
     pd.testing.assert_frame_equal(scores_of(run_dir), reference)
 
 
+def test_a_language_dictionary_in_another_order_scores_the_same(run_dir):
+    """Dictionary codes are the language indices only when the file's dictionary
+    lists the manifest's languages in order; any other order is mapped."""
+    reference = scores_of(run_dir)
+    t = read(run_dir, ACTIVATIONS)
+    names = pc.cast(t["lang"], pa.string()).combine_chunks()
+    order = sorted(set(names.to_pylist()), reverse=True)  # es before en
+    codes = pa.array([order.index(v) for v in names.to_pylist()], pa.int32())
+    shuffled = pa.DictionaryArray.from_arrays(codes, pa.array(order, pa.string()))
+    write(run_dir, ACTIVATIONS, replace(t, "lang", shuffled))
+    assert read(run_dir, ACTIVATIONS)["lang"].chunk(0).dictionary.to_pylist() == order
+    pd.testing.assert_frame_equal(scores_of(run_dir), reference)
+
+
 @pytest.mark.parametrize("row_group_size", [1, 3, 50])
 def test_row_groups_of_any_size_score_the_same(run_dir, row_group_size):
     """Another tool may write sorted activations in small row groups; a sentence's

@@ -131,12 +131,12 @@ def test_scorer_two_pass_thresholds_equal_numpy(make_synthetic_run, monkeypatch)
     def small_init(self, languages, in_memory_limit=None, **options):
         init(self, languages, 50, **options)
 
-    def counted_result(self, rescan=None):
+    def counted_result(self, rescan=None, **options):
         def wrapped():
             rescans.append(1)
             return rescan()
 
-        return result(self, wrapped if rescan is not None else None)
+        return result(self, wrapped if rescan is not None else None, **options)
 
     monkeypatch.setattr(ExactQuantiles, "__init__", small_init)
     monkeypatch.setattr(ExactQuantiles, "result", counted_result)
@@ -150,3 +150,32 @@ def test_scorer_two_pass_thresholds_equal_numpy(make_synthetic_run, monkeypatch)
         for threshold, value in expected(v).items():
             assert got[(threshold, scope)] == pytest.approx(value, rel=1e-12), (threshold, scope)
     pd.testing.assert_frame_equal(two_pass, in_memory)
+
+
+@pytest.mark.parametrize("limit", [50, 10**9])  # the rescan, and the values kept in memory
+def test_threads_give_the_same_thresholds_as_one(make_synthetic_run, monkeypatch, limit):
+    # Many small chunks, summarised and selected in several threads: the
+    # histogram, the sums (so the mean) and the quantiles are the same floats.
+    from bilingual_core import reduce
+
+    run = Run.open(make_synthetic_run(n_pairs=60).path)
+    monkeypatch.setattr(reduce, "BATCH_ROWS", 37)
+    init = ExactQuantiles.__init__
+
+    def small_init(self, languages, in_memory_limit=None, **options):
+        init(self, languages, limit, **options)
+
+    monkeypatch.setattr(ExactQuantiles, "__init__", small_init)
+    pf = run.parquet("activations.parquet")
+    assert pf.metadata.num_rows > 20 * 37
+    one, max_one = reduce.threshold_pass(pf, run.languages, "a", track_max=True, threads=1)
+    for threads in (2, 5):
+        many, max_many = reduce.threshold_pass(
+            pf, run.languages, "a", track_max=True, threads=threads
+        )
+        pd.testing.assert_frame_equal(many, one, check_exact=True)
+        np.testing.assert_array_equal(max_many, max_one)
+    frame = run.read_pandas("activations.parquet")
+    got = table(one)
+    mean = frame.activation.to_numpy().astype(np.float64).mean()
+    assert got[("mean", "global")] == pytest.approx(mean, rel=1e-12)
