@@ -140,6 +140,12 @@ def sentence_max_blocks(
         a = _column(batch, "activation", np.float32, file)
         li = lang_indices(batch.column("lang"), languages, file)
         _check_ranges(f, p, pos, a, n_pairs, d_sae, file)
+        if sums is not None:
+            # Token sums per (feature, language), every row added in float64.
+            cell = f * m
+            cell += li
+            sums.token_sum += np.bincount(cell, weights=a, minlength=d_sae * m).reshape(d_sae, m)
+            sums.n_rows += batch.num_rows
         f <<= 39
         p <<= 8
         f |= p
@@ -178,12 +184,6 @@ def sentence_max_blocks(
         gtoken = None
         if token_at is not None:
             gtoken = _peak_token_ids(token_at, sentence, gpeak, gkey, languages, file)
-        if sums is not None:
-            gsum = np.add.reduceat(a, starts)
-            sums.token_sum += np.bincount(
-                (gkey >> 39) * m + (gkey & 0xFF), weights=gsum, minlength=d_sae * m
-            ).reshape(d_sae, m)
-            sums.n_rows += batch.num_rows
         pending.add(
             gkey,
             gmax,
