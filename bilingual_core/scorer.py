@@ -67,7 +67,8 @@ class ScoreConfig:
     None: about 2 million activations per block (small blocks keep the temporaries
     in cache and let worker threads score while the next block is read)."""
     threads: int = 2
-    """Worker threads scoring blocks while the main thread reads the next ones."""
+    """Worker threads scoring blocks while the main thread reads the next ones
+    (and summarising chunks in the thresholds pass)."""
 
     def __post_init__(self) -> None:
         if self.variant not in ("blog", "notebook"):
@@ -133,7 +134,9 @@ def _thresholds_pass(
     Also returns the pad-position maxima of the notebook variant, when present."""
     langs, n = run.languages, run.manifest.n_pairs
     notebook = config.variant == "notebook"
-    thresholds, lang_max = threshold_pass(activations, langs, ACTIVATIONS, track_max=notebook)
+    thresholds, lang_max = threshold_pass(
+        activations, langs, ACTIVATIONS, track_max=notebook, threads=config.threads
+    )
     thr = thresholds_table(thresholds)
     coact_cuts = np.array(
         [

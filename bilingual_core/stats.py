@@ -28,9 +28,8 @@ IN_MEMORY_LIMIT = 20_000_000
 
 
 def _bucket(values: np.ndarray) -> np.ndarray:
-    return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> _BUCKET_SHIFT).astype(
-        np.int64
-    )
+    """Each value's histogram bucket (the top 16 bits of its float32 bits), uint32."""
+    return np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> _BUCKET_SHIFT
 
 
 class ExactQuantiles:
@@ -71,7 +70,7 @@ class ExactQuantiles:
         m = len(self.languages)
         # bucket | lang << 16 in uint32: the histogram index, in a quarter of
         # the memory traffic of int64 arithmetic.
-        index = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> _BUCKET_SHIFT
+        index = _bucket(values)
         index |= lang.astype(np.uint32) << (32 - _BUCKET_SHIFT)
         hist = np.bincount(index, minlength=m * _N_BUCKETS).reshape(m, _N_BUCKETS)
         return hist, np.bincount(lang, weights=values, minlength=m)
@@ -149,9 +148,7 @@ class ExactQuantiles:
 
         def select(chunk: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             lang, values = chunk
-            keep = lookup[
-                np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> _BUCKET_SHIFT
-            ]
+            keep = lookup[_bucket(values)]
             return lang[keep], values[keep]
 
         got_lang, got_values = [], []
