@@ -52,6 +52,10 @@ NOTEBOOK_MIN_FIRING = 10
 NOTEBOOK_SCALE = 100.0
 QUEUED_WHILE_PLANNING = 6
 """Blocks read ahead, beyond ``threads``, while the thresholds pass is still running."""
+IN_FLIGHT_SPARE = 4
+"""Blocks in flight (being scored or written), beyond ``threads``, once the
+thresholds are known: enough that the scoring workers and the one writer thread
+rarely wait for each other (at full OPUS size 59 -> 52 s for 0.15 GiB more)."""
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,7 @@ def _block_pass(
     # while the block is scored.
     results: list[Future] = []
     writes: list[Future] = []
+    in_flight: list[list[Future]] = []  # per block not yet scored and written, its futures
     with (
         ThreadPoolExecutor(max_workers=config.threads) as pool,
         ThreadPoolExecutor(max_workers=1) as write_pool,
@@ -286,18 +291,17 @@ def _block_pass(
             if sentence_max_sink is not None:
                 writes.append(write_pool.submit(sentence_max_sink, block))
             results.append(pool.submit(_score_planned, block, planned, tokens))
-            # Bound memory: at most `threads` blocks in flight (being scored or
-            # written), a few more while the thresholds pass still runs (the
-            # reading goes on meanwhile; a block of ~2M activations is ~20 MB).
+            # Bound memory: at most `threads` + IN_FLIGHT_SPARE blocks in flight
+            # (being scored or written), more while the thresholds pass still
+            # runs (the reading goes on meanwhile; a block of ~2M activations is
+            # ~20 MB).
+            in_flight.append([f for f in (results[-1], writes[-1] if writes else None) if f])
             while True:
-                busy = [
-                    [f for f in (r, w) if f is not None and not f.done()]
-                    for r, w in zip(results, writes or [None] * len(results), strict=True)
-                ]
-                limit = config.threads + (0 if planned.done() else QUEUED_WHILE_PLANNING)
-                if sum(bool(b) for b in busy) <= limit:
+                in_flight = [fs for fs in in_flight if not all(f.done() for f in fs)]
+                spare = IN_FLIGHT_SPARE if planned.done() else QUEUED_WHILE_PLANNING
+                if len(in_flight) <= config.threads + spare:
                     break
-                next(b for b in busy if b)[0].result()
+                next(f for f in in_flight[0] if not f.done()).result()
         parts = [r.result() for r in results]
         for w in writes:
             w.result()

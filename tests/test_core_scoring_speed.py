@@ -111,3 +111,39 @@ def test_small_blocks_do_not_cut_sentence_max_into_many_row_groups(tmp_path, mak
         assert lo >> 10 == hi >> 10 == i, (i, lo, hi)  # one bucket of 1024 pairs
         assert stats["feature"].is_stats_set
         assert not stats["max_activation"].is_stats_set
+
+
+def test_blocks_in_flight_stay_bounded_while_the_writer_lags(monkeypatch, make_synthetic_run):
+    """A slow sentence_max sink holds the reading back: never more than
+    ``threads`` + the spare blocks read but not yet written (memory stays bounded)."""
+    import threading
+    import time
+
+    from bilingual_core import scorer
+
+    monkeypatch.setattr(scorer, "IN_FLIGHT_SPARE", 1)
+    monkeypatch.setattr(scorer, "QUEUED_WHILE_PLANNING", 1)
+    synth = make_synthetic_run(n_pairs=60, d_sae=256)
+    run = Run.open(synth.root / synth.run_id)
+    lock = threading.Lock()
+    state = {"read": 0, "written": 0, "most": 0}
+    original = scorer.sentence_max_blocks
+
+    def counted(*args, **kwargs):
+        for block in original(*args, **kwargs):
+            with lock:
+                state["read"] += 1
+                state["most"] = max(state["most"], state["read"] - state["written"])
+            yield block
+
+    def slow_sink(block) -> None:
+        time.sleep(0.01)
+        with lock:
+            state["written"] += 1
+
+    monkeypatch.setattr(scorer, "sentence_max_blocks", counted)
+    config = scorer.ScoreConfig(block_features=8, threads=2)
+    scorer.compute_scores(run, config, sentence_max_sink=slow_sink)
+    assert state["written"] == state["read"] == 256 // 8
+    # threads + spare in flight, and the one just read before the check.
+    assert state["most"] <= 2 + 1 + 1
