@@ -147,3 +147,21 @@ def test_blocks_in_flight_stay_bounded_while_the_writer_lags(monkeypatch, make_s
     assert state["written"] == state["read"] == 256 // 8
     # threads + spare in flight, and the one just read before the check.
     assert state["most"] <= 2 + 1 + 1
+
+
+@pytest.mark.parametrize("extra_cuts", [[], [np.inf, np.nan], [-1.0], [-0.0]])
+def test_levels_by_bucket_table_equal_a_binary_search(extra_cuts):
+    from bilingual_core.score_kernels import _levels
+
+    rng = np.random.default_rng(5)
+    values = rng.lognormal(0, 2, 200_000).astype(np.float32)
+    # Cuts at data values (ties), two cuts inside one 16-bit bucket, 0 and tiny.
+    near = np.nextafter(np.float32(1.5), np.float32(2), dtype=np.float32)
+    cuts = np.concatenate([values[:20], [0.0, 1e-30, 1.5, near, *extra_cuts]])
+    cuts = np.sort(cuts.astype(np.float32))
+    values = np.concatenate([values, cuts[np.isfinite(cuts) & (cuts > 0)], [near, 1.5]])
+    values = values.astype(np.float32)
+    want = np.searchsorted(cuts, values, side="left")
+    got = _levels(values, cuts, np.int8)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, want)
