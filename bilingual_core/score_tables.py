@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,29 +67,33 @@ class SentenceMaxWriter:
         )
         self.lang_dict = pa.array(languages, pa.string())
         self.flush_rows = flush_rows
-        self.pending: list[pa.RecordBatch] = []
+        self.pending: list[tuple[pa.RecordBatch, np.ndarray]] = []
+        """Held blocks in pair-bucket order, with each row's bucket."""
         self.n_pending = 0
 
     def __call__(self, sm: SentenceMax) -> None:
         if len(sm) == 0:
             return
         n = len(sm)
-        # The block's arrays as they are (nothing writes to them once yielded):
-        # the flush's gather is the one copy.
-        self.pending.append(
-            pa.record_batch(
-                [
-                    pa.array(sm.pair, pa.int32()),
-                    pa.DictionaryArray.from_arrays(pa.array(sm.lang, pa.int8()), self.lang_dict),
-                    pa.array(sm.feature, pa.int32()),
-                    pa.array(sm.value, pa.float32()),
-                    pa.array(sm.n_tokens, pa.int32()),
-                    pa.array(_or_missing(sm.peak_position, n), pa.int32()),
-                    pa.array(_or_missing(sm.peak_token, n), pa.int32()),
-                ],
-                schema=SENTENCE_MAX_SCHEMA,
-            )
+        # Each block gathered into pair-bucket order on its own (a stable sort:
+        # feature order within a bucket); the flush writes every bucket's
+        # slices of the held blocks as one row group, with no further copy.
+        bucket = (sm.pair >> PAIR_BLOCK_SHIFT).astype(np.uint16)
+        order = np.argsort(bucket, kind="stable")
+        batch = pa.record_batch(
+            [
+                pa.array(sm.pair, pa.int32()),
+                pa.DictionaryArray.from_arrays(pa.array(sm.lang, pa.int8()), self.lang_dict),
+                pa.array(sm.feature, pa.int32()),
+                pa.array(sm.value, pa.float32()),
+                pa.array(sm.n_tokens, pa.int32()),
+                pa.array(_or_missing(sm.peak_position, n), pa.int32()),
+                pa.array(_or_missing(sm.peak_token, n), pa.int32()),
+            ],
+            schema=SENTENCE_MAX_SCHEMA,
         )
+        # One gather of every column (Arrow's, without the GIL).
+        self.pending.append((batch.take(pa.array(order)), bucket[order]))
         self.n_pending += n
         if self.n_pending >= self.flush_rows:
             self._flush()
@@ -98,14 +101,22 @@ class SentenceMaxWriter:
     def _flush(self) -> None:
         if not self.pending:
             return
-        table = pa.Table.from_batches(self.pending).combine_chunks()
-        self.pending, self.n_pending = [], 0
-        bucket = (table.column("pair_id").to_numpy() >> PAIR_BLOCK_SHIFT).astype(np.uint16)
-        order = np.argsort(bucket, kind="stable")  # stable: feature order within a bucket
-        table = table.take(order)  # one gather of every column (Arrow's, without the GIL)
-        edges = np.flatnonzero(np.diff(bucket[order])) + 1
-        for lo, hi in itertools.pairwise([0, *edges.tolist(), len(order)]):
-            self.writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+        pending, self.pending, self.n_pending = self.pending, [], 0
+        present = np.unique(np.concatenate([bucket for _, bucket in pending]))
+        bounds = [
+            (
+                batch,
+                np.searchsorted(bucket, present, "left"),
+                np.searchsorted(bucket, present, "right"),
+            )
+            for batch, bucket in pending
+        ]
+        for i in range(len(present)):
+            pieces = [
+                batch.slice(lo[i], hi[i] - lo[i]) for batch, lo, hi in bounds if hi[i] > lo[i]
+            ]
+            n = sum(piece.num_rows for piece in pieces)
+            self.writer.write_table(pa.Table.from_batches(pieces), row_group_size=n)
 
     def close(self) -> None:
         self._flush()
