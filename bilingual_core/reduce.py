@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import fused
 from .errors import RunFormatError
 from .schema import check_columns
 from .sparse import SentenceMax
@@ -131,68 +132,47 @@ def sentence_max_blocks(
     next_block = 0
     prev_key: int | None = None
     prev_pos = -1
+    # The compiled kernel (numba, when installed) needs the tokens for its checks.
+    use_kernel = sentence_len is not None and token_at is not None and fused.kernel() is not None
     for batch in _iter_batches(pf, COLUMNS):
         if batch.num_rows == 0:
             continue
-        f = _column(batch, "feature", np.int64, file, writable=True)
-        p = _column(batch, "pair_id", np.int64, file, writable=True)
-        pos = _column(batch, "position", np.int32, file)
-        a = _column(batch, "activation", np.float32, file)
         li = lang_indices(batch.column("lang"), languages, file)
-        _check_ranges(f, p, pos, a, n_pairs, d_sae, file)
-        if sums is not None:
-            # Token sums per (feature, language), every row added in float64.
-            cell = f * m
-            cell += li
-            sums.token_sum += np.bincount(cell, weights=a, minlength=d_sae * m).reshape(d_sae, m)
-            sums.n_rows += batch.num_rows
-        f <<= 39
-        p <<= 8
-        f |= p
-        f |= li
-        key = f
-        if prev_key is not None and (
-            key[0] < prev_key or (key[0] == prev_key and pos[0] <= prev_pos)
-        ):
-            _order_error(file, key[0] == prev_key)
-        dk = np.diff(key)
-        if dk.min(initial=0) < 0:
-            _order_error(file, False)
-        new_group = dk != 0
-        dpos = np.diff(pos)
-        if not np.all(new_group | (dpos > 0)):
-            _order_error(file, duplicate=not np.any(~new_group & (dpos < 0)))
-        ends = np.flatnonzero(new_group)
-        starts = np.empty(len(ends) + 1, dtype=np.int64)
-        starts[0] = 0
-        np.add(ends, 1, out=starts[1:])
-        gkey = key[starts]
-        sentence = None
-        if sentence_len is not None or token_at is not None:
-            sentence = (gkey >> 8) & 0x7FFFFFFF
-            sentence *= m
-            sentence += gkey & 0xFF
-        if sentence_len is not None:
-            # Sorted: positions rise within a group, so each group's last row
-            # holds its largest and checking those checks every row (the full
-            # check then names the rows at fault).
-            last = np.append(ends, len(key) - 1)
-            if (pos[last] >= sentence_len[sentence]).any():
-                _check_positions((key >> 8) & 0x7FFFFFFF, li, pos, m, sentence_len, languages, file)
-        gmax, gpeak = _max_and_peak(a, pos, starts)
-        gcount = np.diff(np.append(starts, len(a))).astype(np.int32)
-        gtoken = None
-        if token_at is not None:
-            gtoken = _peak_token_ids(token_at, sentence, gpeak, gkey, languages, file)
-        pending.add(
-            gkey,
-            gmax,
-            gcount,
-            gpeak,
-            gtoken,
-            continues=prev_key is not None and gkey[0] == prev_key,
-        )
-        prev_key, prev_pos = int(key[-1]), int(pos[-1])
+        reduced = None
+        if use_kernel:
+            reduced = fused.reduce_batch(
+                batch, li, m, d_sae, n_pairs, sentence_len, token_at, prev_key, prev_pos
+            )
+        if reduced is not None:
+            gkey, gmax, gcount, gpeak, gtoken, token_sum = reduced
+            if sums is not None:
+                sums.token_sum += token_sum
+                sums.n_rows += batch.num_rows
+            pending.add(
+                gkey,
+                gmax,
+                gcount,
+                gpeak,
+                gtoken,
+                continues=prev_key is not None and gkey[0] == prev_key,
+            )
+            prev_key = int(gkey[-1])
+            prev_pos = int(batch.column("position")[-1].as_py())
+        else:
+            prev_key, prev_pos = _reduce_numpy(
+                batch,
+                li,
+                pending,
+                prev_key,
+                prev_pos,
+                languages=languages,
+                n_pairs=n_pairs,
+                d_sae=d_sae,
+                file=file,
+                sentence_len=sentence_len,
+                token_at=token_at,
+                sums=sums,
+            )
         # Every feature below the batch's last one is complete.
         last_feature = prev_key >> 39
         while (next_block + 1) * block_features <= last_feature:
@@ -212,6 +192,82 @@ def sentence_max_blocks(
             (next_block + 1) * block_features, next_block, block_features, n_pairs, languages, d_sae
         )
         next_block += 1
+
+
+def _reduce_numpy(
+    batch: pa.RecordBatch,
+    li: np.ndarray,
+    pending: _Groups,
+    prev_key: int | None,
+    prev_pos: int,
+    *,
+    languages: list[str],
+    n_pairs: int,
+    d_sae: int,
+    file: str,
+    sentence_len: np.ndarray | None,
+    token_at: tuple[np.ndarray, np.ndarray] | None,
+    sums: BlockSums | None,
+) -> tuple[int, int]:
+    """One batch's sentence groups into ``pending`` with numpy, checking every
+    row (and naming the rows at fault); returns the last row's key and position."""
+    m = len(languages)
+    f = _column(batch, "feature", np.int64, file, writable=True)
+    p = _column(batch, "pair_id", np.int64, file, writable=True)
+    pos = _column(batch, "position", np.int32, file)
+    a = _column(batch, "activation", np.float32, file)
+    _check_ranges(f, p, pos, a, n_pairs, d_sae, file)
+    if sums is not None:
+        # Token sums per (feature, language), every row added in float64.
+        cell = f * m
+        cell += li
+        sums.token_sum += np.bincount(cell, weights=a, minlength=d_sae * m).reshape(d_sae, m)
+        sums.n_rows += batch.num_rows
+    f <<= 39
+    p <<= 8
+    f |= p
+    f |= li
+    key = f
+    if prev_key is not None and (key[0] < prev_key or (key[0] == prev_key and pos[0] <= prev_pos)):
+        _order_error(file, key[0] == prev_key)
+    dk = np.diff(key)
+    if dk.min(initial=0) < 0:
+        _order_error(file, False)
+    new_group = dk != 0
+    dpos = np.diff(pos)
+    if not np.all(new_group | (dpos > 0)):
+        _order_error(file, duplicate=not np.any(~new_group & (dpos < 0)))
+    ends = np.flatnonzero(new_group)
+    starts = np.empty(len(ends) + 1, dtype=np.int64)
+    starts[0] = 0
+    np.add(ends, 1, out=starts[1:])
+    gkey = key[starts]
+    sentence = None
+    if sentence_len is not None or token_at is not None:
+        sentence = (gkey >> 8) & 0x7FFFFFFF
+        sentence *= m
+        sentence += gkey & 0xFF
+    if sentence_len is not None:
+        # Sorted: positions rise within a group, so each group's last row
+        # holds its largest and checking those checks every row (the full
+        # check then names the rows at fault).
+        last = np.append(ends, len(key) - 1)
+        if (pos[last] >= sentence_len[sentence]).any():
+            _check_positions((key >> 8) & 0x7FFFFFFF, li, pos, m, sentence_len, languages, file)
+    gmax, gpeak = _max_and_peak(a, pos, starts)
+    gcount = np.diff(np.append(starts, len(a))).astype(np.int32)
+    gtoken = None
+    if token_at is not None:
+        gtoken = _peak_token_ids(token_at, sentence, gpeak, gkey, languages, file)
+    pending.add(
+        gkey,
+        gmax,
+        gcount,
+        gpeak,
+        gtoken,
+        continues=prev_key is not None and gkey[0] == prev_key,
+    )
+    return int(key[-1]), int(pos[-1])
 
 
 def _max_and_peak(

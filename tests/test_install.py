@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 APP_CODE = ["app.py", "views", "explorer", "contract", "bilingual_core"]
 OURS = {"views", "explorer", "contract", "bilingual_core", "precompute", "app"}
 HEAVY = {"torch", "transformer-lens", "sae-lens", "datasets", "wandb", "ray", "transformers"}
+# Accelerators the core uses when installed (requirements.txt, the scoring side)
+# and does without otherwise: imported only under ``except ImportError``.
+OPTIONAL = {"numba"}
 
 
 def _name(requirement: str) -> str:
@@ -69,7 +72,7 @@ def third_party(modules: set[str]) -> set[str]:
 def test_app_requirements_cover_every_module_the_app_imports() -> None:
     listed = requirements(ROOT / "requirements-app.txt")
     owners = packages_distributions()
-    modules = third_party(imported_modules(APP_CODE))
+    modules = third_party(imported_modules(APP_CODE)) - OPTIONAL
     assert {
         "streamlit",
         "duckdb",
@@ -83,6 +86,26 @@ def test_app_requirements_cover_every_module_the_app_imports() -> None:
         if not {_name(d) for d in owners.get(m, [m])} & listed
     }
     assert not missing, f"add to requirements-app.txt: {missing}"
+
+
+def test_optional_accelerators_are_guarded_and_listed_for_scoring() -> None:
+    full = requirements(ROOT / "requirements.txt")
+    assert OPTIONAL <= full
+    assert not OPTIONAL & requirements(ROOT / "requirements-app.txt")
+    guarded, anywhere = set(), set()
+    for file in [p for entry in APP_CODE for p in (ROOT / entry).rglob("*.py")]:
+        tree = ast.parse(file.read_text(), str(file))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                anywhere |= {a.name.split(".")[0] for a in node.names} & OPTIONAL
+            if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in node.handlers
+            ):
+                for inner in node.body:
+                    if isinstance(inner, ast.Import):
+                        guarded |= {a.name.split(".")[0] for a in inner.names} & OPTIONAL
+    assert anywhere == OPTIONAL, "the walk sees the optional imports"
+    assert guarded == anywhere, f"import without an ImportError fallback: {anywhere - guarded}"
 
 
 def test_app_requirements_leave_out_the_gpu_half() -> None:

@@ -1,0 +1,178 @@
+"""The compiled reduction kernel (``bilingual_core.fused``, numba) against the numpy path.
+
+The kernel must give the numpy path's numbers bit for bit, and refuse (hand the
+batch to the numpy path, which names the rows at fault) every batch the numpy
+path rejects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from bilingual_core import ScoreConfig, compute_scores, fused, reduce
+from bilingual_core.run import Run
+from bilingual_core.schema import ACTIVATIONS
+from bilingual_core.token_index import TokenIndex
+
+pytest.importorskip("numba")
+
+M, D_SAE, N_PAIRS = 2, 4, 3
+SENTENCE_LEN = np.array([5, 4, 6, 3, 5, 5], np.int64)  # per pair * 2 + lang, BOS included
+OFFSET = np.concatenate([[0], np.cumsum(SENTENCE_LEN)]).astype(np.int64)
+TOKEN_AT = np.arange(OFFSET[-1], dtype=np.int32) + 100
+TOKEN_AT[OFFSET[2] + 3] = -1  # a padded slot: pair 1, en, position 3
+
+
+def _batch(rows: list[tuple[int, int, int, int, float]]) -> tuple[pa.RecordBatch, np.ndarray]:
+    f, p, lang, pos, a = (list(c) for c in zip(*rows, strict=True))
+    batch = pa.record_batch(
+        {
+            "pair_id": pa.array(p, pa.int32()),
+            "position": pa.array(pos, pa.int32()),
+            "feature": pa.array(f, pa.int32()),
+            "activation": pa.array(a, pa.float32()),
+        }
+    )
+    return batch, np.array(lang, np.int8)
+
+
+def _reduce(rows, prev_key=None, prev_pos=-1):
+    batch, lang = _batch(rows)
+    return fused.reduce_batch(
+        batch, lang, M, D_SAE, N_PAIRS, SENTENCE_LEN, (OFFSET, TOKEN_AT), prev_key, prev_pos
+    )
+
+
+GOOD = [
+    (0, 0, 0, 1, 2.0),
+    (0, 0, 0, 3, 5.0),
+    (0, 0, 0, 4, 5.0),  # a tie: the first position holding the maximum is the peak
+    (0, 0, 1, 2, 1.0),
+    (0, 2, 1, 4, 0.5),
+    (3, 1, 1, 1, 7.0),
+]
+
+
+def test_a_hand_batch_reduces_to_its_sentence_groups():
+    key, gmax, count, peak, token, sums = _reduce(GOOD)
+    assert (key >> 39).tolist() == [0, 0, 0, 3]
+    assert ((key >> 8) & 0x7FFFFFFF).tolist() == [0, 0, 2, 1]
+    assert (key & 0xFF).tolist() == [0, 1, 1, 1]
+    assert gmax.tolist() == [5.0, 1.0, 0.5, 7.0]
+    assert peak.tolist() == [3, 2, 4, 1]
+    assert count.tolist() == [3, 1, 1, 1]
+    assert token.tolist() == [
+        100 + OFFSET[0] + 3,
+        100 + OFFSET[1] + 2,
+        100 + OFFSET[5] + 4,
+        100 + OFFSET[3] + 1,
+    ]
+    want = np.zeros((D_SAE, M))
+    want[0, 0], want[0, 1], want[3, 1] = 12.0, 1.5, 7.0
+    np.testing.assert_array_equal(sums, want)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(0, 0, 0, 2, 1.0), (0, 0, 0, 2, 3.0)],  # a duplicate row
+        [(0, 0, 0, 3, 1.0), (0, 0, 0, 2, 3.0)],  # positions out of order
+        [(1, 0, 0, 1, 1.0), (0, 0, 0, 2, 3.0)],  # features out of order
+        [(0, 0, 0, 5, 1.0)],  # past its sentence (5 positions, BOS included)
+        [(0, 0, 0, 0, 1.0)],  # the BOS position
+        [(0, 0, 0, 1, 0.0)],  # not a firing
+        [(0, 0, 0, 1, float("nan"))],
+        [(0, 0, 0, 1, float("inf"))],
+        [(D_SAE, 0, 0, 1, 1.0)],  # feature out of range
+        [(0, N_PAIRS, 0, 1, 1.0)],  # pair out of range
+        [(0, 1, 0, 3, 1.0)],  # the peak sits on a padded slot
+    ],
+    ids=[
+        "duplicate", "positions", "features", "past-sentence", "bos", "zero", "nan", "inf",
+        "feature-range", "pair-range", "padded-slot",
+    ],
+)  # fmt: skip
+def test_the_kernel_refuses_what_the_numpy_path_rejects(rows):
+    assert _reduce(rows) is None
+
+
+def test_a_group_continued_from_the_last_batch_must_keep_rising():
+    first = _reduce(GOOD[:2])
+    assert first is not None
+    last_key = int(first[0][-1])
+    assert _reduce(GOOD[2:], prev_key=last_key, prev_pos=3) is not None
+    assert _reduce(GOOD[2:], prev_key=last_key, prev_pos=4) is None  # position 4 again
+    assert _reduce(GOOD[:1], prev_key=last_key, prev_pos=3) is None  # earlier key
+
+
+def test_nulls_go_to_the_numpy_path():
+    batch, lang = _batch(GOOD)
+    nulls = batch.set_column(3, "activation", pa.array([None, *[1.0] * 5], pa.float32()))
+    got = fused.reduce_batch(
+        nulls, lang, M, D_SAE, N_PAIRS, SENTENCE_LEN, (OFFSET, TOKEN_AT), None, -1
+    )
+    assert got is None
+
+
+@pytest.mark.parametrize("batch_rows", [37, 1 << 21])  # sentences cut across batches, and not
+def test_kernel_and_numpy_paths_score_a_run_alike(make_synthetic_run, monkeypatch, batch_rows):
+    run = Run.open(make_synthetic_run(n_pairs=80, d_sae=96).path)
+    monkeypatch.setattr(reduce, "BATCH_ROWS", batch_rows)
+    kept = {}
+
+    def scored(label):
+        blocks = []
+        result = compute_scores(
+            run, ScoreConfig(block_features=10), sentence_max_sink=blocks.append
+        )
+        kept[label] = blocks
+        return result
+
+    compiled = scored("kernel")
+    monkeypatch.setattr(fused, "kernel", lambda: None)
+    plain = scored("numpy")
+    for name in ("features", "thresholds", "curves", "coactivation"):
+        pd.testing.assert_frame_equal(
+            getattr(compiled, name), getattr(plain, name), check_exact=True
+        )
+    assert len(kept["kernel"]) == len(kept["numpy"])
+    for a, b in zip(kept["kernel"], kept["numpy"], strict=True):
+        for field in (
+            "feature",
+            "pair",
+            "lang",
+            "value",
+            "n_tokens",
+            "peak_position",
+            "peak_token",
+        ):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def test_the_kernel_is_used_when_numba_is_there(make_synthetic_run, monkeypatch):
+    run = Run.open(make_synthetic_run(n_pairs=20, d_sae=64).path)
+    calls = []
+    original = fused.reduce_batch
+
+    def counted(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(fused, "reduce_batch", counted)
+    tokens = TokenIndex.from_run(run)
+    blocks = reduce.sentence_max_blocks(
+        run.parquet(ACTIVATIONS),
+        languages=run.languages,
+        n_pairs=run.manifest.n_pairs,
+        d_sae=run.manifest.d_sae,
+        file=ACTIVATIONS,
+        block_features=8,
+        sentence_len=tokens.sentence_len,
+        token_at=(tokens.offset, tokens.token_at),
+    )
+    assert sum(len(b) for b in blocks) > 0
+    assert calls and all(calls)
