@@ -24,6 +24,10 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+MIN_ROWS = 1 << 26
+"""Files with fewer activation rows (67 M) take the numpy path: importing numba
+(~1 s) would cost about what the kernel saves (~23 ns a row)."""
+
 
 def _reduce(
     f: np.ndarray,

@@ -133,7 +133,12 @@ def sentence_max_blocks(
     prev_key: int | None = None
     prev_pos = -1
     # The compiled kernel (numba, when installed) needs the tokens for its checks.
-    use_kernel = sentence_len is not None and token_at is not None and fused.kernel() is not None
+    use_kernel = (
+        pf.metadata.num_rows >= fused.MIN_ROWS
+        and sentence_len is not None
+        and token_at is not None
+        and fused.kernel() is not None
+    )
     for batch in _iter_batches(pf, COLUMNS):
         if batch.num_rows == 0:
             continue

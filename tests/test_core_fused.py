@@ -19,6 +19,12 @@ from bilingual_core.token_index import TokenIndex
 
 pytest.importorskip("numba")
 
+
+@pytest.fixture(autouse=True)
+def _kernel_on_small_files(monkeypatch):
+    monkeypatch.setattr(fused, "MIN_ROWS", 0)  # the test runs are small
+
+
 M, D_SAE, N_PAIRS = 2, 4, 3
 SENTENCE_LEN = np.array([5, 4, 6, 3, 5, 5], np.int64)  # per pair * 2 + lang, BOS included
 OFFSET = np.concatenate([[0], np.cumsum(SENTENCE_LEN)]).astype(np.int64)
@@ -152,7 +158,9 @@ def test_kernel_and_numpy_paths_score_a_run_alike(make_synthetic_run, monkeypatc
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
 
 
-def test_the_kernel_is_used_when_numba_is_there(make_synthetic_run, monkeypatch):
+def test_the_kernel_is_used_when_numba_is_there_and_the_file_is_large(
+    make_synthetic_run, monkeypatch
+):
     run = Run.open(make_synthetic_run(n_pairs=20, d_sae=64).path)
     calls = []
     original = fused.reduce_batch
@@ -176,3 +184,17 @@ def test_the_kernel_is_used_when_numba_is_there(make_synthetic_run, monkeypatch)
     )
     assert sum(len(b) for b in blocks) > 0
     assert calls and all(calls)
+    calls.clear()
+    monkeypatch.setattr(fused, "MIN_ROWS", run.parquet(ACTIVATIONS).metadata.num_rows + 1)
+    blocks = reduce.sentence_max_blocks(
+        run.parquet(ACTIVATIONS),
+        languages=run.languages,
+        n_pairs=run.manifest.n_pairs,
+        d_sae=run.manifest.d_sae,
+        file=ACTIVATIONS,
+        block_features=8,
+        sentence_len=tokens.sentence_len,
+        token_at=(tokens.offset, tokens.token_at),
+    )
+    assert sum(len(b) for b in blocks) > 0
+    assert not calls  # a small file: numpy, and no numba import
