@@ -153,21 +153,11 @@ def sentence_max_blocks(
             if sums is not None:
                 sums.token_sum += token_sum
                 sums.n_rows += batch.num_rows
-            pending.add(
-                gkey,
-                gmax,
-                gcount,
-                gpeak,
-                gtoken,
-                continues=prev_key is not None and gkey[0] == prev_key,
-            )
-            prev_key = int(gkey[-1])
-            prev_pos = int(batch.column("position")[-1].as_py())
+            last_pos = int(batch.column("position")[-1].as_py())
         else:
-            prev_key, prev_pos = _reduce_numpy(
+            gkey, gmax, gcount, gpeak, gtoken, last_pos = _reduce_numpy(
                 batch,
                 li,
-                pending,
                 prev_key,
                 prev_pos,
                 languages=languages,
@@ -178,6 +168,15 @@ def sentence_max_blocks(
                 token_at=token_at,
                 sums=sums,
             )
+        pending.add(
+            gkey,
+            gmax,
+            gcount,
+            gpeak,
+            gtoken,
+            continues=prev_key is not None and gkey[0] == prev_key,
+        )
+        prev_key, prev_pos = int(gkey[-1]), last_pos
         # Every feature below the batch's last one is complete.
         last_feature = prev_key >> 39
         while (next_block + 1) * block_features <= last_feature:
@@ -202,7 +201,6 @@ def sentence_max_blocks(
 def _reduce_numpy(
     batch: pa.RecordBatch,
     li: np.ndarray,
-    pending: _Groups,
     prev_key: int | None,
     prev_pos: int,
     *,
@@ -213,9 +211,10 @@ def _reduce_numpy(
     sentence_len: np.ndarray | None,
     token_at: tuple[np.ndarray, np.ndarray] | None,
     sums: BlockSums | None,
-) -> tuple[int, int]:
-    """One batch's sentence groups into ``pending`` with numpy, checking every
-    row (and naming the rows at fault); returns the last row's key and position."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """One batch's sentence groups ``(key, max, count, peak position, peak
+    token)`` and its last row's position, with numpy, checking every row (and
+    naming the rows at fault); adds the batch's token sums to ``sums``."""
     m = len(languages)
     f = _column(batch, "feature", np.int64, file, writable=True)
     p = _column(batch, "pair_id", np.int64, file, writable=True)
@@ -264,15 +263,7 @@ def _reduce_numpy(
     gtoken = None
     if token_at is not None:
         gtoken = _peak_token_ids(token_at, sentence, gpeak, gkey, languages, file)
-    pending.add(
-        gkey,
-        gmax,
-        gcount,
-        gpeak,
-        gtoken,
-        continues=prev_key is not None and gkey[0] == prev_key,
-    )
-    return int(key[-1]), int(pos[-1])
+    return gkey, gmax, gcount, gpeak, gtoken, int(pos[-1])
 
 
 def _max_and_peak(

@@ -172,29 +172,23 @@ def test_the_kernel_is_used_when_numba_is_there_and_the_file_is_large(
 
     monkeypatch.setattr(fused, "reduce_batch", counted)
     tokens = TokenIndex.from_run(run)
-    blocks = reduce.sentence_max_blocks(
-        run.parquet(ACTIVATIONS),
-        languages=run.languages,
-        n_pairs=run.manifest.n_pairs,
-        d_sae=run.manifest.d_sae,
-        file=ACTIVATIONS,
-        block_features=8,
-        sentence_len=tokens.sentence_len,
-        token_at=(tokens.offset, tokens.token_at),
-    )
-    assert sum(len(b) for b in blocks) > 0
+
+    def rows_reduced() -> int:
+        blocks = reduce.sentence_max_blocks(
+            run.parquet(ACTIVATIONS),
+            languages=run.languages,
+            n_pairs=run.manifest.n_pairs,
+            d_sae=run.manifest.d_sae,
+            file=ACTIVATIONS,
+            block_features=8,
+            sentence_len=tokens.sentence_len,
+            token_at=(tokens.offset, tokens.token_at),
+        )
+        return sum(len(b) for b in blocks)
+
+    assert rows_reduced() > 0
     assert calls and all(calls)
     calls.clear()
     monkeypatch.setattr(fused, "MIN_ROWS", run.parquet(ACTIVATIONS).metadata.num_rows + 1)
-    blocks = reduce.sentence_max_blocks(
-        run.parquet(ACTIVATIONS),
-        languages=run.languages,
-        n_pairs=run.manifest.n_pairs,
-        d_sae=run.manifest.d_sae,
-        file=ACTIVATIONS,
-        block_features=8,
-        sentence_len=tokens.sentence_len,
-        token_at=(tokens.offset, tokens.token_at),
-    )
-    assert sum(len(b) for b in blocks) > 0
+    assert rows_reduced() > 0
     assert not calls  # a small file: numpy, and no numba import
