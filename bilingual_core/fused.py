@@ -19,6 +19,7 @@ first use (about 1 s), never by the app, and the kernel compiles once (about
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -97,6 +98,10 @@ def _reduce(
     return keys, gmax, gpeak, gcount, gtoken, g + 1, True
 
 
+_disabled: list[Exception] = []
+"""The error that turned the kernel off in this process, if any."""
+
+
 @functools.cache
 def kernel() -> Callable | None:
     """The compiled :func:`_reduce` (compiled on its first call, then cached on
@@ -105,7 +110,10 @@ def kernel() -> Callable | None:
         import numba
     except ImportError:  # the app's install: the numpy path serves
         return None
-    return numba.njit(nogil=True, cache=True)(_reduce)
+    try:
+        return numba.njit(nogil=True, cache=True)(_reduce)
+    except RuntimeError:  # nowhere to write numba's cache: compile in each process
+        return numba.njit(nogil=True)(_reduce)
 
 
 def reduce_batch(
@@ -123,7 +131,7 @@ def reduce_batch(
     one batch (``lang``: its language indices), or None when the kernel is
     missing or refuses the batch (nulls, a value out of range, rows out of
     order, a position past its sentence, a peak on a padded slot)."""
-    compiled = kernel()
+    compiled = None if _disabled else kernel()
     if compiled is None:
         return None
     columns = [batch.column(name) for name in ("feature", "pair_id", "position", "activation")]
@@ -132,10 +140,15 @@ def reduce_batch(
     f, p, pos, a = (c.to_numpy(zero_copy_only=False) for c in columns)
     offset, ids = token_at
     sums = np.zeros(d_sae * m)
-    keys, gmax, gpeak, gcount, gtoken, n_groups, ok = compiled(
-        f, p, pos, a, lang, m, d_sae, n_pairs, sentence_len, offset, ids,
-        -1 if prev_key is None else prev_key, prev_pos, sums,
-    )  # fmt: skip
+    try:
+        keys, gmax, gpeak, gcount, gtoken, n_groups, ok = compiled(
+            f, p, pos, a, lang, m, d_sae, n_pairs, sentence_len, offset, ids,
+            -1 if prev_key is None else prev_key, prev_pos, sums,
+        )  # fmt: skip
+    except Exception as exc:  # a compiler failure never stops the scoring
+        warnings.warn(f"the compiled reduction failed ({exc}); using numpy", stacklevel=2)
+        _disabled.append(exc)
+        return None
     if not ok:
         return None
     k = n_groups

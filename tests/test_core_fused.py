@@ -192,3 +192,18 @@ def test_the_kernel_is_used_when_numba_is_there_and_the_file_is_large(
     monkeypatch.setattr(fused, "MIN_ROWS", run.parquet(ACTIVATIONS).metadata.num_rows + 1)
     assert rows_reduced() > 0
     assert not calls  # a small file: numpy, and no numba import
+
+
+def test_a_failing_compiler_falls_back_to_numpy(make_synthetic_run, monkeypatch):
+    run = Run.open(make_synthetic_run(n_pairs=30, d_sae=64).path)
+    want = compute_scores(run, ScoreConfig()).features
+
+    def broken(*args):
+        raise RuntimeError("no LLVM here")
+
+    monkeypatch.setattr(fused, "_disabled", [])
+    monkeypatch.setattr(fused, "kernel", lambda: broken)
+    with pytest.warns(UserWarning, match="compiled reduction failed"):
+        got = compute_scores(run, ScoreConfig()).features
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert len(fused._disabled) == 1  # tried once, then numpy for the rest of the process
