@@ -63,6 +63,16 @@ def log10_sf(x: np.ndarray, n: int, k: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.minimum(out, 0.0)
 
 
+def step_ratio(
+    j: float | np.ndarray, k: float | np.ndarray, d: float | np.ndarray, n: int, *, up: bool
+) -> float | np.ndarray:
+    """``pmf(j + 1) / pmf(j)`` (``up``) or ``pmf(j - 1) / pmf(j)`` of the
+    hypergeometric overlap of sets of sizes ``k`` and ``d`` among ``n``."""
+    if up:
+        return (k - j) * (d - j) / ((j + 1) * (n - k - d + j + 1))
+    return j * (n - k - d + j) / ((k - j + 1) * (d - j + 1))
+
+
 def _walk(
     start: np.ndarray, k: np.ndarray, d: np.ndarray, n: int, *, up: bool, stop: np.ndarray
 ) -> np.ndarray:
@@ -86,12 +96,8 @@ def _walk(
         ja = j[active][:, None] + step  # the j each ratio starts from
         ka, da = k[active][:, None], d[active][:, None]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-            if up:
-                ratio = (ka - ja) * (da - ja) / ((ja + 1) * (n - ka - da + ja + 1))
-                ja += 1
-            else:
-                ratio = ja * (n - ka - da + ja) / ((ka - ja + 1) * (da - ja + 1))
-                ja -= 1
+            ratio = step_ratio(ja, ka, da, n, up=up)
+            ja += 1 if up else -1
             terms = np.empty((len(active), width + 1))
             terms[:, 0] = term[active]
             terms[:, 1:] = ratio

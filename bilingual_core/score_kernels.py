@@ -177,6 +177,15 @@ def _float32_floor(cuts: np.ndarray) -> np.ndarray:
     return c32
 
 
+FLOAT_BUCKET_SHIFT = 16
+
+
+def float_bucket(values: np.ndarray) -> np.ndarray:
+    """Each value's bucket: the top 16 bits of its float32 bits (uint32), which
+    rise with the value for non-negative floats."""
+    return np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> FLOAT_BUCKET_SHIFT
+
+
 def _levels(values: np.ndarray, sorted32: np.ndarray, dtype: type) -> np.ndarray:
     """``searchsorted(sorted32, values, "left")`` (how many cuts lie below each
     value) for positive float32 values (a SentenceMax's), as ``dtype``.
@@ -189,11 +198,12 @@ def _levels(values: np.ndarray, sorted32: np.ndarray, dtype: type) -> np.ndarray
     """
     if np.signbit(sorted32).any():  # a negative cut (never a threshold): bits fall with it
         return np.searchsorted(sorted32, values, side="left").astype(dtype)
-    cut_bucket = sorted32.view(np.uint32) >> 16
-    table = np.searchsorted(cut_bucket, np.arange(1 << 16, dtype=np.uint32), side="left")
+    cut_bucket = float_bucket(sorted32)
+    n_buckets = 1 << (32 - FLOAT_BUCKET_SHIFT)
+    table = np.searchsorted(cut_bucket, np.arange(n_buckets, dtype=np.uint32), side="left")
     table = table.astype(dtype)
     table[cut_bucket] = -1  # buckets holding a cut: searched value by value
-    level = table[values.view(np.uint32) >> 16]
+    level = table[float_bucket(values)]
     unsure = np.flatnonzero(level < 0)
     level[unsure] = np.searchsorted(sorted32, values[unsure], side="left")
     return level

@@ -17,19 +17,14 @@ import numpy as np
 import pandas as pd
 
 from .schema import GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHOLD_QUANTILES
-from .score_kernels import threshold_counts
+from .score_kernels import FLOAT_BUCKET_SHIFT, float_bucket, threshold_counts
 from .sparse import SentenceMax
 
-_BUCKET_SHIFT = 16
+_BUCKET_SHIFT = FLOAT_BUCKET_SHIFT
 _N_BUCKETS = 1 << (32 - _BUCKET_SHIFT)
 # Below this many values per scope, keep them in memory and skip the second pass
 # (5 bytes a value: at most 100 MB).
 IN_MEMORY_LIMIT = 20_000_000
-
-
-def _bucket(values: np.ndarray) -> np.ndarray:
-    """Each value's histogram bucket (the top 16 bits of its float32 bits), uint32."""
-    return np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> _BUCKET_SHIFT
 
 
 class ExactQuantiles:
@@ -70,7 +65,7 @@ class ExactQuantiles:
         m = len(self.languages)
         # bucket | lang << 16 in uint32: the histogram index, in a quarter of
         # the memory traffic of int64 arithmetic.
-        index = _bucket(values)
+        index = float_bucket(values)
         index |= lang.astype(np.uint32) << (32 - _BUCKET_SHIFT)
         hist = np.bincount(index, minlength=m * _N_BUCKETS).reshape(m, _N_BUCKETS)
         return hist, np.bincount(lang, weights=values, minlength=m)
@@ -148,7 +143,7 @@ class ExactQuantiles:
 
         def select(chunk: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             lang, values = chunk
-            keep = lookup[_bucket(values)]
+            keep = lookup[float_bucket(values)]
             return lang[keep], values[keep]
 
         got_lang, got_values = [], []
@@ -160,7 +155,7 @@ class ExactQuantiles:
         parts = []
         for s in range(m + 1):
             in_scope = all_values if s == m else all_values[all_lang == s]
-            parts.append([in_scope[np.isin(_bucket(in_scope), needed[s])]])
+            parts.append([in_scope[np.isin(float_bucket(in_scope), needed[s])]])
         rows = []
         for s, scope in enumerate(self.scopes):
             n = counts[s]

@@ -426,12 +426,8 @@ def _one_step_walk(start, k, d, n, up, stop):
         total = term = 1.0
         steps = 0
         while j != s:
-            if up:
-                ratio = (kk - j) * (dd - j) / ((j + 1) * (n - kk - dd + j + 1))
-                j += 1
-            else:
-                ratio = j * (n - kk - dd + j) / ((kk - j + 1) * (dd - j + 1))
-                j -= 1
+            ratio = hypergeom.step_ratio(j, kk, dd, n, up=up)
+            j += 1 if up else -1
             term *= ratio
             total += term
             steps += 1
