@@ -64,7 +64,7 @@ def lang_indices(column: pa.ChunkedArray | pa.Array, languages: list[str], file:
 def _iter_batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """Batches of the file, the next one decoded in a thread while the caller works."""
     it = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns, use_threads=True)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
         future = pool.submit(next, it, None)
         while True:
             batch = future.result()
@@ -419,7 +419,7 @@ def threshold_pass(
     not depend on the threads."""
     check_schema(pf, file)
     q = ExactQuantiles(languages, track_max=track_max)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="thr-hist") as pool:
 
         def in_threads(fn: Callable, chunks: Iterable) -> Iterator:
             return _ordered_map(pool, fn, chunks, ahead=2 * threads)

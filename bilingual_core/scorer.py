@@ -284,8 +284,8 @@ def _block_pass(
     writes: list[Future] = []
     in_flight: list[list[Future]] = []  # per block not yet scored and written, its futures
     with (
-        ThreadPoolExecutor(max_workers=config.threads) as pool,
-        ThreadPoolExecutor(max_workers=1) as write_pool,
+        ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="score") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as write_pool,
     ):
         for block in blocks:
             n_groups += len(block)
@@ -469,7 +469,7 @@ def compute_scores(
     # The thresholds pass runs in a thread of its own (with its own file
     # handle) while the main thread reads tokens.parquet and then reduces the
     # activations; only the scoring of the blocks waits for its cuts.
-    with ThreadPoolExecutor(max_workers=1) as side:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="thresholds") as side:
         planned = side.submit(_timed_thresholds_pass, run, run.parquet(ACTIVATIONS), config)
         try:
             token_index = TokenIndex.from_run(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from test_core_peaks import HAND, write_hand_run
@@ -96,8 +97,21 @@ def test_small_blocks_do_not_cut_sentence_max_into_many_row_groups(tmp_path, mak
     a = many.read().to_pandas().sort_values(key, ignore_index=True)
     b = few.read().to_pandas().sort_values(key, ignore_index=True)
     pd.testing.assert_frame_equal(a, b)
-    # Within a bucket, rows stay in feature order; score_run writes the same rows.
-    assert (np.diff(few.read_row_group(0).column("feature").to_numpy()) >= 0).all()
+    # Each block's rows of a bucket run by language, then feature (long runs of
+    # one language: cheap to encode); a buffered bucket is the blocks' runs in
+    # block order. score_run writes the same rows.
+    both_languages = 0
+    for i in range(many.metadata.num_row_groups):
+        group = many.read_row_group(i).to_pandas()
+        lang = group["lang"].cat.codes.to_numpy()
+        assert (np.diff(lang) >= 0).all()
+        both_languages += group["lang"].nunique() == 2
+        for _, run_of_lang in group.groupby("lang", observed=True):
+            assert run_of_lang["feature"].is_monotonic_increasing
+    assert both_languages > 30
+    for bucket in range(3):
+        pieces = [many.read_row_group(3 * block + bucket) for block in range(16)]
+        assert few.read_row_group(bucket).equals(pa.concat_tables(pieces))
     score_run(run_dir, config=ScoreConfig(block_features=4))
     stored = pq.ParquetFile(run_dir / SENTENCE_MAX)
     assert stored.metadata.num_row_groups == 3
