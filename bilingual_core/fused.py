@@ -1,19 +1,28 @@
-"""An optional compiled kernel for the scorer's reduction (numba).
+"""Optional compiled kernels for the scorer (numba).
 
 With numba installed (``requirements.txt``, the scoring side; the app's install
-leaves it out, and the app never scores), :func:`reduce_batch` does in one pass
-over a batch of ``activations.parquet`` what ``reduce.sentence_max_blocks``
-otherwise does in a dozen numpy passes: the range and order checks, the token
-sums per (feature, language), and per sentence group its key, maximum, first
-peak position, row count and peak token id. The results are the same, bit for
-bit (``tests/test_core_fused.py``): the token sums are a batch's own sums in row
-order, added to the running total, as the numpy path's ``bincount`` does.
+leaves it out, and the app never scores), runs of ``MIN_ROWS`` activations or
+more take three loops compiled here in place of numpy passes:
 
-The kernel only says *whether* a batch is well formed; any batch it refuses
-goes to the numpy path, which names the rows at fault. Without numba,
-:func:`kernel` is None and the numpy path does everything. numba is imported on
-first use (about 1 s), never by the app, and the kernel compiles once (about
-1 s) into numba's on-disk cache.
+* :func:`reduce_batch` does in one pass over a batch of ``activations.parquet``
+  what ``reduce.sentence_max_blocks`` otherwise does in a dozen numpy passes:
+  the range and order checks, the token sums per (feature, language), and per
+  sentence group its key, maximum, first peak position, row count and peak
+  token id;
+* :func:`level_histograms` counts a block's sentences and pairs per threshold
+  level (``score_kernels.threshold_counts``) without the per-row temporaries;
+* :func:`minhash` fills a block's MinHash sketches (``peaks``) in one loop
+  where numpy's ``minimum.at`` takes 30 ns a row.
+
+The results are the same, bit for bit (``tests/test_core_fused.py``): the
+kernels do integer work and comparisons only, and the token sums are a batch's
+own sums in row order, added to the running total, as the numpy path's
+``bincount`` does. The reduction only says *whether* a batch is well formed;
+any batch it refuses goes to the numpy path, which names the rows at fault.
+Without numba, or after a compiler failure (warned once), every wrapper
+returns None and numpy does the work. numba is imported on first use (about
+1 s), never by the app, and each kernel compiles once (about 1 s) into numba's
+on-disk cache.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+
+from .sparse import SentenceMax
 
 MIN_ROWS = 1 << 26
 """Files with fewer activation rows (67 M) take the numpy path: importing numba
@@ -98,22 +109,176 @@ def _reduce(
     return keys, gmax, gpeak, gcount, gtoken, g + 1, True
 
 
+def _level_histograms(
+    feature: np.ndarray,
+    pair: np.ndarray,
+    lang: np.ndarray,
+    value: np.ndarray,
+    bits: np.ndarray,
+    offset: int,
+    m: int,
+    table: np.ndarray,
+    sorted32: np.ndarray,
+    n_levels: int,
+    sizes: np.ndarray,
+    inter: np.ndarray,
+    union: np.ndarray,
+    overlap: np.ndarray,
+) -> bool:
+    """Level histograms of a block whose entries are sorted by (feature, pair):
+    ``sizes[(feature * m + lang) * n_levels + level]`` per entry, and per pair
+    (a run of entries) the minimum level over all languages (0 when one is
+    silent) in ``inter``, the maximum in ``union`` and, when ``m > 2``, the
+    minimum of each language pair in ``overlap[pair index]``. A level is the
+    number of ``sorted32`` cuts below the value: ``table`` by the top 16 bits
+    (``bits``), a binary search where the table holds -1."""
+    n = len(feature)
+    levels = np.zeros(m, np.int64)
+    f = np.int64(-1)
+    p = np.int64(-1)
+    seen = 0
+    for i in range(n + 1):
+        if i == n or np.int64(feature[i]) - offset != f or np.int64(pair[i]) != p:
+            if f >= 0:  # close the previous pair
+                low = levels[0] if seen == m else 0
+                high = levels[0]
+                for li in range(1, m):
+                    low = min(low, levels[li])
+                    high = max(high, levels[li])
+                inter[f * n_levels + low] += 1
+                union[f * n_levels + high] += 1
+                if m > 2:
+                    j = 0
+                    for a in range(m):
+                        for b in range(a + 1, m):
+                            overlap[j, f * n_levels + min(levels[a], levels[b])] += 1
+                            j += 1
+            if i == n:
+                break
+            f = np.int64(feature[i]) - offset
+            p = np.int64(pair[i])
+            seen = 0
+            for li in range(m):
+                levels[li] = 0
+        level = np.int64(table[bits[i] >> 16])
+        if level < 0:
+            lo = 0
+            hi = len(sorted32)
+            while lo < hi:  # searchsorted(sorted32, value, "left")
+                mid = (lo + hi) >> 1
+                if sorted32[mid] < value[i]:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            level = np.int64(lo)
+        li = np.int64(lang[i])
+        sizes[(f * m + li) * n_levels + level] += 1
+        levels[li] = level
+        seen += 1
+    return True
+
+
+def _minhash(
+    feature: np.ndarray,
+    pair: np.ndarray,
+    lang: np.ndarray,
+    position: np.ndarray,
+    offset: int,
+    m: int,
+    bins: int,
+    position_bits: int,
+    sketch: np.ndarray,
+) -> bool:
+    """``peaks._minhash``'s sketch, one entry at a time (uint64 wrapping arithmetic)."""
+    shift = np.uint64(position_bits)
+    for i in range(len(feature)):
+        h = np.uint64(pair[i]) * np.uint64(m) + np.uint64(lang[i])
+        h = (h << shift) | np.uint64(position[i])
+        h = h * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(29)
+        h = h * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(32)
+        slot = (np.int64(feature[i]) - offset) * bins + np.int64(h & np.uint64(bins - 1))
+        h >>= np.uint64(5)
+        if h < sketch[slot]:
+            sketch[slot] = h
+    return True
+
+
 _disabled: list[Exception] = []
-"""The error that turned the kernel off in this process, if any."""
+"""The error that turned the kernels off in this process, if any."""
 
 
 @functools.cache
-def kernel() -> Callable | None:
-    """The compiled :func:`_reduce` (compiled on its first call, then cached on
-    disk), or None without numba."""
+def kernel(fn: Callable = _reduce) -> Callable | None:
+    """The compiled ``fn`` (by default :func:`_reduce`; compiled on its first
+    call, then cached on disk), or None without numba."""
     try:
         import numba
     except ImportError:  # the app's install: the numpy path serves
         return None
     try:
-        return numba.njit(nogil=True, cache=True)(_reduce)
+        return numba.njit(nogil=True, cache=True)(fn)
     except RuntimeError:  # nowhere to write numba's cache: compile in each process
-        return numba.njit(nogil=True)(_reduce)
+        return numba.njit(nogil=True)(fn)
+
+
+def enabled(n_rows: int) -> bool:
+    """Whether a file of ``n_rows`` activations is scored with the compiled kernels."""
+    return n_rows >= MIN_ROWS and not _disabled and kernel() is not None
+
+
+def _run(fn: Callable, *args: object) -> object | None:
+    """``fn`` compiled and called, or None (no numba, or the kernels turned off;
+    a compiler failure warns once and turns them off for the process)."""
+    compiled = None if _disabled else kernel(fn)
+    if compiled is None:
+        return None
+    try:
+        return compiled(*args)
+    except Exception as exc:  # a compiler failure never stops the scoring
+        warnings.warn(f"the compiled kernels failed ({exc}); using numpy", stacklevel=3)
+        _disabled.append(exc)
+        return None
+
+
+def level_histograms(
+    block: SentenceMax, table: np.ndarray, sorted32: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per-level counts of a block (``score_kernels.threshold_counts``): ``sizes``
+    (f * m, levels), ``inter`` and ``union`` (f, levels) and ``overlap`` (language
+    pairs, f, levels; empty for two languages, where it is ``inter``), or None
+    (numpy's turn). ``table``: each 16-bit bucket's level, -1 where a cut lies."""
+    f, m, n_levels = block.n_features, block.m, len(sorted32) + 1
+    value = np.ascontiguousarray(block.value, dtype=np.float32)
+    sizes = np.zeros(f * m * n_levels, np.int64)
+    inter, union = np.zeros(f * n_levels, np.int64), np.zeros(f * n_levels, np.int64)
+    overlap = np.zeros((m * (m - 1) // 2 if m > 2 else 0, f * n_levels), np.int64)
+    done = _run(
+        _level_histograms, block.feature, block.pair, block.lang, value, value.view(np.uint32),
+        block.feature_offset, m, table.astype(np.int32, copy=False), sorted32, n_levels,
+        sizes, inter, union, overlap,
+    )  # fmt: skip
+    if done is None:
+        return None
+    return (
+        sizes.reshape(f * m, n_levels),
+        inter.reshape(f, n_levels),
+        union.reshape(f, n_levels),
+        overlap.reshape(-1, f, n_levels),
+    )
+
+
+def minhash(block: SentenceMax, bins: int, position_bits: int, empty: int) -> np.ndarray | None:
+    """``peaks._minhash`` of a block, (f, bins) uint64, or None (numpy's turn)."""
+    sketch = np.full(block.n_features * bins, empty, dtype=np.uint64)
+    done = _run(
+        _minhash, block.feature, block.pair, block.lang, block.peak_position,
+        block.feature_offset, block.m, bins, position_bits, sketch,
+    )  # fmt: skip
+    if done is None:
+        return None
+    return sketch.reshape(block.n_features, bins)
 
 
 def reduce_batch(
@@ -131,8 +296,7 @@ def reduce_batch(
     one batch (``lang``: its language indices), or None when the kernel is
     missing or refuses the batch (nulls, a value out of range, rows out of
     order, a position past its sentence, a peak on a padded slot)."""
-    compiled = None if _disabled else kernel()
-    if compiled is None:
+    if _disabled or kernel() is None:
         return None
     columns = [batch.column(name) for name in ("feature", "pair_id", "position", "activation")]
     if any(c.null_count for c in columns):
@@ -140,15 +304,13 @@ def reduce_batch(
     f, p, pos, a = (c.to_numpy(zero_copy_only=False) for c in columns)
     offset, ids = token_at
     sums = np.zeros(d_sae * m)
-    try:
-        keys, gmax, gpeak, gcount, gtoken, n_groups, ok = compiled(
-            f, p, pos, a, lang, m, d_sae, n_pairs, sentence_len, offset, ids,
-            -1 if prev_key is None else prev_key, prev_pos, sums,
-        )  # fmt: skip
-    except Exception as exc:  # a compiler failure never stops the scoring
-        warnings.warn(f"the compiled reduction failed ({exc}); using numpy", stacklevel=2)
-        _disabled.append(exc)
+    reduced = _run(
+        _reduce, f, p, pos, a, lang, m, d_sae, n_pairs, sentence_len, offset, ids,
+        -1 if prev_key is None else prev_key, prev_pos, sums,
+    )  # fmt: skip
+    if reduced is None:
         return None
+    keys, gmax, gpeak, gcount, gtoken, n_groups, ok = reduced
     if not ok:
         return None
     k = n_groups

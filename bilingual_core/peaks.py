@@ -22,7 +22,7 @@ from itertools import combinations
 
 import numpy as np
 
-from . import hypergeom
+from . import fused, hypergeom
 from .sparse import SentenceMax
 
 TOP_TUPLES = 5
@@ -177,9 +177,14 @@ def _mode_per_group(group: np.ndarray, count: np.ndarray) -> np.ndarray:
     return hits[first]
 
 
-def _minhash(block: SentenceMax) -> np.ndarray:
+def _minhash(block: SentenceMax, compiled: bool = False) -> np.ndarray:
     """One-permutation MinHash with ``MINHASH_BINS`` bins of each feature's
-    (pair, lang, peak position) keys (in-place arithmetic: one temporary)."""
+    (pair, lang, peak position) keys (in-place arithmetic: one temporary).
+    ``compiled``: by the compiled kernel (``fused``, the same sketch) when numba is there."""
+    if compiled and len(block):
+        sketch = fused.minhash(block, MINHASH_BINS, _POSITION_BITS, _EMPTY)
+        if sketch is not None:
+            return sketch
     f = block.n_features
     sketch = np.full(f * MINHASH_BINS, _EMPTY, dtype=np.uint64)
     if len(block):
@@ -202,8 +207,11 @@ def _minhash(block: SentenceMax) -> np.ndarray:
     return sketch.reshape(f, MINHASH_BINS)
 
 
-def peak_evidence(block: SentenceMax, norm_of_id: np.ndarray) -> PeakEvidence:
-    """The peak-token evidence of every feature of a block (needs ``peak_token``)."""
+def peak_evidence(
+    block: SentenceMax, norm_of_id: np.ndarray, *, compiled: bool = False
+) -> PeakEvidence:
+    """The peak-token evidence of every feature of a block (needs ``peak_token``);
+    ``compiled``: its MinHash sketches by the compiled kernel when numba is there."""
     f, m, n = block.n_features, block.m, block.n_pairs
     assert block.peak_token is not None
     cls = norm_of_id[block.peak_token]
@@ -260,7 +268,7 @@ def peak_evidence(block: SentenceMax, norm_of_id: np.ndarray) -> PeakEvidence:
         (group // m + block.feature_offset).astype(np.int32),
         (group % m).astype(np.int8),
         (lk[best] % n_cls).astype(np.int32),
-        _minhash(block),
+        _minhash(block, compiled),
         n_repeated.astype(np.int64),
         n_every_cross.astype(np.int64),
     )

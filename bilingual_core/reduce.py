@@ -136,10 +136,7 @@ def sentence_max_blocks(
     prev_pos = -1
     # The compiled kernel (numba, when installed) needs the tokens for its checks.
     use_kernel = (
-        pf.metadata.num_rows >= fused.MIN_ROWS
-        and sentence_len is not None
-        and token_at is not None
-        and fused.kernel() is not None
+        sentence_len is not None and token_at is not None and fused.enabled(pf.metadata.num_rows)
     )
     for batch in _iter_batches(pf, COLUMNS):
         if batch.num_rows == 0:

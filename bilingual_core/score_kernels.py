@@ -18,7 +18,7 @@ from itertools import combinations
 
 import numpy as np
 
-from . import hypergeom
+from . import fused, hypergeom
 from .ranking import rank_features
 from .sparse import SentenceMax
 
@@ -186,6 +186,20 @@ def float_bucket(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> FLOAT_BUCKET_SHIFT
 
 
+def _level_table(sorted32: np.ndarray) -> np.ndarray:
+    """Per 16-bit bucket (:func:`float_bucket`), the level of every value in it
+    (how many cuts lie below), int32; -1 where a cut shares the bucket, and
+    everywhere when a cut is negative (the bits fall with negative floats)."""
+    n_buckets = 1 << (32 - FLOAT_BUCKET_SHIFT)
+    if np.signbit(sorted32).any():
+        return np.full(n_buckets, -1, np.int32)
+    cut_bucket = float_bucket(sorted32)
+    table = np.searchsorted(cut_bucket, np.arange(n_buckets, dtype=np.uint32), side="left")
+    table = table.astype(np.int32)
+    table[cut_bucket] = -1  # buckets holding a cut: searched value by value
+    return table
+
+
 def _levels(values: np.ndarray, sorted32: np.ndarray, dtype: type) -> np.ndarray:
     """``searchsorted(sorted32, values, "left")`` (how many cuts lie below each
     value) for positive float32 values (a SentenceMax's), as ``dtype``.
@@ -196,26 +210,25 @@ def _levels(values: np.ndarray, sorted32: np.ndarray, dtype: type) -> np.ndarray
     for the few values sharing a bucket with a cut (6x faster than searching
     every value).
     """
-    if np.signbit(sorted32).any():  # a negative cut (never a threshold): bits fall with it
+    if np.signbit(sorted32).any():
         return np.searchsorted(sorted32, values, side="left").astype(dtype)
-    cut_bucket = float_bucket(sorted32)
-    n_buckets = 1 << (32 - FLOAT_BUCKET_SHIFT)
-    table = np.searchsorted(cut_bucket, np.arange(n_buckets, dtype=np.uint32), side="left")
-    table = table.astype(dtype)
-    table[cut_bucket] = -1  # buckets holding a cut: searched value by value
-    level = table[float_bucket(values)]
+    level = _level_table(sorted32).astype(dtype)[float_bucket(values)]
     unsure = np.flatnonzero(level < 0)
     level[unsure] = np.searchsorted(sorted32, values[unsure], side="left")
     return level
 
 
-def _above(group: np.ndarray, n_groups: int, level: np.ndarray, n_cuts: int) -> np.ndarray:
-    """(n_groups, n_cuts): per group, how many levels exceed each cut index (``level > j``)."""
-    n_levels = n_cuts + 1
-    hist = np.bincount(group * n_levels + level, minlength=n_groups * n_levels).reshape(
+def _level_hist(group: np.ndarray, n_groups: int, level: np.ndarray, n_levels: int) -> np.ndarray:
+    """(n_groups, n_levels): per group, how many of its levels equal each level."""
+    return np.bincount(group * n_levels + level, minlength=n_groups * n_levels).reshape(
         n_groups, n_levels
     )
-    return np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+
+
+def _from_top(hist: np.ndarray) -> np.ndarray:
+    """Level histograms (..., n_cuts + 1) -> counts above each cut index
+    (``level > j``), (..., n_cuts)."""
+    return np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1][..., 1:]
 
 
 @dataclass(frozen=True)
@@ -232,41 +245,55 @@ class ThresholdCounts:
     """(f, T) per pair of languages: pairs where both exceed t."""
 
 
-def threshold_counts(block: SentenceMax, cuts: np.ndarray) -> ThresholdCounts:
+def threshold_counts(
+    block: SentenceMax, cuts: np.ndarray, *, compiled: bool = False
+) -> ThresholdCounts:
     """Count, for all thresholds at once, which sentences and pairs exceed them.
 
     Each value gets a level, the number of thresholds below it (one binary
     search per value); ``q > t_j`` iff its level exceeds ``j``'s rank. A pair is
     above ``t`` in every language iff the minimum of its levels is, in some
     language iff the maximum is. Per-group level histograms summed from the top
-    give every count.
+    give every count. ``compiled``: the histograms by the compiled kernel
+    (``fused``, the same counts) when numba is there.
     """
     f, m = block.n_features, block.m
     cuts = np.asarray(cuts, dtype=np.float64)
     order = np.argsort(cuts, kind="stable")
     sorted32 = _float32_floor(cuts[order])
     t = len(cuts)
-    # Levels are small integers: int8 (most runs have ~30 cuts) keeps the
-    # per-row matrices an eighth of the int64 size.
-    small = np.int8 if t < np.iinfo(np.int8).max else np.int64
-    level = _levels(np.asarray(block.value, dtype=np.float32), sorted32, small)
-    row_feature = block.union[0]
-    levels = block.scatter_rows(level, 0, small)
+    pairs = list(combinations(range(m), 2))
+    hists = fused.level_histograms(block, _level_table(sorted32), sorted32) if compiled else None
+    if hists is not None:
+        sizes, inter, union, per_pair = hists
+        overlap = {ab: inter if m == 2 else per_pair[j] for j, ab in enumerate(pairs)}
+    else:
+        # Levels are small integers: int8 (most runs have ~30 cuts) keeps the
+        # per-row matrices an eighth of the int64 size.
+        small = np.int8 if t < np.iinfo(np.int8).max else np.int64
+        level = _levels(np.asarray(block.value, dtype=np.float32), sorted32, small)
+        row_feature = block.union[0]
+        levels = block.scatter_rows(level, 0, small)
+        sizes = _level_hist(block.group, f * m, level, t + 1)
+        inter = _level_hist(row_feature, f, levels.min(axis=0), t + 1)
+        union = _level_hist(row_feature, f, levels.max(axis=0), t + 1)
+        overlap = {
+            (a, b): inter
+            if m == 2
+            else _level_hist(row_feature, f, np.minimum(levels[a], levels[b]), t + 1)
+            for a, b in pairs
+        }
     inverse = np.empty(t, dtype=np.int64)
     inverse[order] = np.arange(t)
 
-    def unsort(a: np.ndarray) -> np.ndarray:
-        return a[..., inverse]
+    def counts(hist: np.ndarray) -> np.ndarray:
+        return _from_top(hist)[..., inverse]
 
-    sizes = _above(block.group, f * m, level, t).reshape(f, m, t)
-    inter = _above(row_feature, f, levels.min(axis=0), t)
-    union = _above(row_feature, f, levels.max(axis=0), t)
-    overlap = {
-        (a, b): inter if m == 2 else _above(row_feature, f, np.minimum(levels[a], levels[b]), t)
-        for a, b in combinations(range(m), 2)
-    }
     return ThresholdCounts(
-        unsort(sizes), unsort(inter), unsort(union), {k: unsort(v) for k, v in overlap.items()}
+        counts(sizes).reshape(f, m, t),
+        counts(inter),
+        counts(union),
+        {k: counts(v) for k, v in overlap.items()},
     )
 
 

@@ -138,7 +138,7 @@ def test_kernel_and_numpy_paths_score_a_run_alike(make_synthetic_run, monkeypatc
         return result
 
     compiled = scored("kernel")
-    monkeypatch.setattr(fused, "kernel", lambda: None)
+    monkeypatch.setattr(fused, "kernel", lambda fn=None: None)
     plain = scored("numpy")
     for name in ("features", "thresholds", "curves", "coactivation"):
         pd.testing.assert_frame_equal(
@@ -202,8 +202,121 @@ def test_a_failing_compiler_falls_back_to_numpy(make_synthetic_run, monkeypatch)
         raise RuntimeError("no LLVM here")
 
     monkeypatch.setattr(fused, "_disabled", [])
-    monkeypatch.setattr(fused, "kernel", lambda: broken)
-    with pytest.warns(UserWarning, match="compiled reduction failed"):
+    monkeypatch.setattr(fused, "kernel", lambda fn=None: broken)
+    with pytest.warns(UserWarning, match="compiled kernels failed"):
         got = compute_scores(run, ScoreConfig()).features
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     assert len(fused._disabled) == 1  # tried once, then numpy for the rest of the process
+
+
+# --- the block kernels: level histograms and MinHash sketches -------------
+
+
+def _run_blocks(make_synthetic_run, languages, block_features=16):
+    """The per-sentence maxima blocks of a small synthetic run (peaks included)."""
+    run = Run.open(make_synthetic_run(n_pairs=90, d_sae=64, languages=languages).path)
+    blocks = []
+    compute_scores(run, ScoreConfig(block_features=block_features), sentence_max_sink=blocks.append)
+    return [b for b in blocks if len(b)]
+
+
+@pytest.mark.parametrize("languages", [("en", "es"), ("en", "fr", "de")])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],  # cuts at data values (ties) and inside one 16-bit bucket
+        [np.inf, np.nan],  # unknown thresholds
+        [-0.5],  # a negative cut: every value searched
+        list(np.linspace(0.01, 3.0, 140)),  # more cuts than int8 levels hold
+    ],
+)
+def test_compiled_threshold_counts_equal_numpy(make_synthetic_run, languages, extra):
+    from bilingual_core.score_kernels import threshold_counts
+
+    blocks = _run_blocks(make_synthetic_run, languages)
+    values = np.concatenate([b.value for b in blocks])
+    near = np.nextafter(np.float32(1.5), np.float32(2), dtype=np.float32)
+    cuts = np.array([*values[::97][:12], 0.0, 1.5, float(near), *extra], dtype=np.float64)
+    cuts = np.random.default_rng(1).permutation(cuts)  # the counts come back in cut order
+    pairs_seen = 0
+    for block in blocks:
+        plain = threshold_counts(block, cuts)
+        fast = threshold_counts(block, cuts, compiled=True)
+        for name in ("sizes", "intersection", "union"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(plain, name), name)
+        assert fast.pair_overlap.keys() == plain.pair_overlap.keys()
+        for key, counts in plain.pair_overlap.items():
+            np.testing.assert_array_equal(fast.pair_overlap[key], counts, str(key))
+        pairs_seen += int(plain.union[:, 0].sum())
+    assert pairs_seen > 100  # the comparison saw real blocks
+    assert not fused._disabled  # ... and the compiled kernel ran (no numpy fallback)
+
+
+def test_compiled_threshold_counts_are_the_hand_counts():
+    from bilingual_core.score_kernels import threshold_counts
+    from bilingual_core.sparse import SentenceMax
+
+    # Feature 5: pair 0 fires in en (0.5) and es (2.0), pair 2 in es only (1.0);
+    # feature 6: pair 1 in both (3.0, 3.0). Cuts 1.0 and 0.1 (out of order).
+    block = SentenceMax(
+        np.array([5, 5, 5, 6, 6], np.int32),
+        np.array([0, 0, 2, 1, 1], np.int32),
+        np.array([0, 1, 1, 0, 1], np.int8),
+        np.array([0.5, 2.0, 1.0, 3.0, 3.0], np.float32),
+        np.ones(5, np.int32),
+        3,
+        ["en", "es"],
+        5,
+        2,
+    )
+    got = threshold_counts(block, np.array([1.0, 0.1]), compiled=True)
+    # sizes (feature, lang, cut): q > 1.0 / q > 0.1
+    np.testing.assert_array_equal(got.sizes, [[[0, 1], [1, 2]], [[1, 1], [1, 1]]])
+    np.testing.assert_array_equal(got.intersection, [[0, 1], [1, 1]])
+    np.testing.assert_array_equal(got.union, [[1, 2], [1, 1]])
+    assert not fused._disabled
+
+
+@pytest.mark.parametrize("languages", [("en", "es"), ("en", "fr", "de")])
+def test_compiled_minhash_equals_numpy(make_synthetic_run, languages):
+    from bilingual_core.peaks import _minhash
+
+    blocks = _run_blocks(make_synthetic_run, languages)
+    filled = 0
+    for block in blocks:
+        plain, fast = _minhash(block), _minhash(block, compiled=True)
+        assert fast.dtype == np.uint64 and fast.shape == plain.shape
+        np.testing.assert_array_equal(fast, plain)
+        filled += int((plain != np.iinfo(np.uint64).max).sum())
+    assert filled > 100
+    assert fused.minhash(blocks[0], 32, 16, 0) is not None and not fused._disabled
+
+
+def test_three_language_runs_score_alike_compiled_and_not(make_synthetic_run, monkeypatch):
+    run = Run.open(make_synthetic_run(n_pairs=70, d_sae=64, languages=("en", "fr", "de")).path)
+    compiled = compute_scores(run, ScoreConfig(block_features=12))
+    monkeypatch.setattr(fused, "kernel", lambda fn=None: None)
+    plain = compute_scores(run, ScoreConfig(block_features=12))
+    for name in ("features", "thresholds", "curves", "coactivation"):
+        pd.testing.assert_frame_equal(
+            getattr(compiled, name), getattr(plain, name), check_exact=True
+        )
+
+
+def test_the_block_kernels_are_used_for_large_files_only(make_synthetic_run, monkeypatch):
+    run = Run.open(make_synthetic_run(n_pairs=20, d_sae=64).path)
+    calls = []
+    for name in ("level_histograms", "minhash"):
+        original = getattr(fused, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(fused, name, counted)
+    compute_scores(run, ScoreConfig(block_features=16))
+    assert {"level_histograms", "minhash"} <= set(calls)
+    calls.clear()
+    monkeypatch.setattr(fused, "MIN_ROWS", run.parquet(ACTIVATIONS).metadata.num_rows + 1)
+    compute_scores(run, ScoreConfig(block_features=16))
+    assert not calls
