@@ -2,7 +2,7 @@
 
 With numba installed (``requirements.txt``, the scoring side; the app's install
 leaves it out, and the app never scores), runs of ``MIN_ROWS`` activations or
-more take three loops compiled here in place of numpy passes:
+more take loops compiled here in place of numpy passes:
 
 * :func:`reduce_batch` does in one pass over a batch of ``activations.parquet``
   what ``reduce.sentence_max_blocks`` otherwise does in a dozen numpy passes:
@@ -12,7 +12,10 @@ more take three loops compiled here in place of numpy passes:
 * :func:`level_histograms` counts a block's sentences and pairs per threshold
   level (``score_kernels.threshold_counts``) without the per-row temporaries;
 * :func:`minhash` fills a block's MinHash sketches (``peaks``) in one loop
-  where numpy's ``minimum.at`` takes 30 ns a row.
+  where numpy's ``minimum.at`` takes 30 ns a row;
+* :func:`bucket_histogram` and :func:`select_buckets` do the thresholds pass's
+  per-chunk work (``stats.ExactQuantiles``): the top-bits histogram with the
+  per-language sums, and the rescan's selection of the wanted buckets.
 
 The results are the same, bit for bit (``tests/test_core_fused.py``): the
 kernels do integer work and comparisons only, and the token sums are a batch's
@@ -205,6 +208,43 @@ def _minhash(
     return True
 
 
+def _bucket_histogram(
+    lang: np.ndarray,
+    bits: np.ndarray,
+    values: np.ndarray,
+    shift: int,
+    hist: np.ndarray,
+    sums: np.ndarray,
+) -> bool:
+    """``hist[lang << (32 - shift) | bits >> shift] += 1`` and ``sums[lang] += value``
+    (float64, in row order: ``bincount``'s additions) for every row."""
+    for i in range(len(bits)):
+        li = np.int64(lang[i])
+        hist[(li << (32 - shift)) | np.int64(bits[i] >> shift)] += 1
+        sums[li] += np.float64(values[i])
+    return True
+
+
+def _select_buckets(
+    lang: np.ndarray,
+    bits: np.ndarray,
+    values: np.ndarray,
+    shift: int,
+    wanted: np.ndarray,
+    out_lang: np.ndarray,
+    out_values: np.ndarray,
+) -> int:
+    """Copy the rows whose bucket (``bits >> shift``) is ``wanted``, in order;
+    returns how many."""
+    k = 0
+    for i in range(len(bits)):
+        if wanted[bits[i] >> shift]:
+            out_lang[k] = lang[i]
+            out_values[k] = values[i]
+            k += 1
+    return k
+
+
 _disabled: list[Exception] = []
 """The error that turned the kernels off in this process, if any."""
 
@@ -315,3 +355,30 @@ def reduce_batch(
         return None
     k = n_groups
     return keys[:k], gmax[:k], gcount[:k], gpeak[:k], gtoken[:k], sums.reshape(d_sae, m)
+
+
+def bucket_histogram(
+    lang: np.ndarray, values: np.ndarray, m: int, shift: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``stats.ExactQuantiles.summary`` of a chunk: the (m, 2^(32 - shift)) histogram
+    of the values' top bits per language and the per-language sums, or None."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    n_buckets = 1 << (32 - shift)
+    hist, sums = np.zeros(m * n_buckets, np.int64), np.zeros(m)
+    if _run(_bucket_histogram, lang, values.view(np.uint32), values, shift, hist, sums) is None:
+        return None
+    return hist.reshape(m, n_buckets), sums
+
+
+def select_buckets(
+    lang: np.ndarray, values: np.ndarray, shift: int, wanted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows (language indices, values) whose top-bits bucket is ``wanted``, or None."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    out_lang, out_values = np.empty(len(values), lang.dtype), np.empty(len(values), np.float32)
+    k = _run(
+        _select_buckets, lang, values.view(np.uint32), values, shift, wanted, out_lang, out_values
+    )
+    if k is None:
+        return None
+    return out_lang[:k].copy(), out_values[:k].copy()

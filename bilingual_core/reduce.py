@@ -415,7 +415,7 @@ def threshold_pass(
     of ``threads`` threads; chunks are added in file order, so the result does
     not depend on the threads."""
     check_schema(pf, file)
-    q = ExactQuantiles(languages, track_max=track_max)
+    q = ExactQuantiles(languages, track_max=track_max, compiled=fused.enabled(pf.metadata.num_rows))
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="thr-hist") as pool:
 
         def in_threads(fn: Callable, chunks: Iterable) -> Iterator:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from . import fused
 from .schema import GLOBAL_SCOPE, THRESHOLD_NAMES, THRESHOLD_QUANTILES
 from .score_kernels import FLOAT_BUCKET_SHIFT, float_bucket, threshold_counts
 from .sparse import SentenceMax
@@ -43,8 +44,11 @@ class ExactQuantiles:
         in_memory_limit: int = IN_MEMORY_LIMIT,
         *,
         track_max: bool = False,
+        compiled: bool = False,
     ) -> None:
         self.languages = list(languages)
+        self.compiled = compiled
+        """Per-chunk work by the compiled kernels (``fused``, the same numbers) when numba is there."""
         m = len(languages)
         self.hist = np.zeros((m, _N_BUCKETS), dtype=np.int64)
         self.total = np.zeros(m, dtype=np.float64)
@@ -63,6 +67,10 @@ class ExactQuantiles:
         """One chunk's histogram (m, buckets) and per-language sums, without
         touching this object (so chunks can be summarised in threads)."""
         m = len(self.languages)
+        if self.compiled:
+            made = fused.bucket_histogram(lang, values, m, _BUCKET_SHIFT)
+            if made is not None:
+                return made
         # bucket | lang << 16 in uint32: the histogram index, in a quarter of
         # the memory traffic of int64 arithmetic.
         index = float_bucket(values)
@@ -143,6 +151,10 @@ class ExactQuantiles:
 
         def select(chunk: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             lang, values = chunk
+            if self.compiled:
+                made = fused.select_buckets(lang, values, _BUCKET_SHIFT, lookup)
+                if made is not None:
+                    return made
             keep = lookup[float_bucket(values)]
             return lang[keep], values[keep]
 

@@ -320,3 +320,39 @@ def test_the_block_kernels_are_used_for_large_files_only(make_synthetic_run, mon
     monkeypatch.setattr(fused, "MIN_ROWS", run.parquet(ACTIVATIONS).metadata.num_rows + 1)
     compute_scores(run, ScoreConfig(block_features=16))
     assert not calls
+
+
+@pytest.mark.parametrize("limit", [0, 10**9], ids=["two-pass", "in-memory"])
+def test_compiled_thresholds_pass_equals_numpy(limit):
+    from bilingual_core.stats import ExactQuantiles
+
+    rng = np.random.default_rng(3)
+    data = [
+        rng.integers(1, 6, size=5000).astype(np.float32),  # ties
+        (10.0 ** rng.uniform(-30, 30, 4000)).astype(np.float32),  # 60 orders of magnitude
+        rng.uniform(1.0, 1.001, 3000).astype(np.float32),  # one 16-bit bucket
+        np.array([1e-44, 3e-42, 1e-39], np.float32),  # subnormals
+    ]
+    lang = np.concatenate([np.full(len(v), i, np.int8) for i, v in enumerate(data)])
+    values = np.concatenate(data)
+    order = rng.permutation(len(values))
+    chunks = np.array_split(order, 7)
+
+    def stream():
+        return ((lang[c], values[c]) for c in chunks)
+
+    made = {}
+    for compiled in (False, True):
+        q = ExactQuantiles(["a", "b", "c", "d"], in_memory_limit=limit, compiled=compiled)
+        for li, v in stream():
+            q.add(li, v)
+        made[compiled] = (q.hist.copy(), q.total.copy(), q.result(stream))
+    np.testing.assert_array_equal(made[True][0], made[False][0])
+    np.testing.assert_array_equal(made[True][1], made[False][1])  # the same sums, bit for bit
+    pd.testing.assert_frame_equal(made[True][2], made[False][2], check_exact=True)
+    assert made[True][0].sum() == len(values)
+    picked = fused.select_buckets(lang, values, 16, np.arange(1 << 16) % 3 == 0)
+    want = (values.view(np.uint32) >> 16) % 3 == 0
+    np.testing.assert_array_equal(picked[0], lang[want])
+    np.testing.assert_array_equal(picked[1], values[want])
+    assert not fused._disabled
