@@ -11,6 +11,11 @@ more take loops compiled here in place of numpy passes:
   token id;
 * :func:`level_histograms` counts a block's sentences and pairs per threshold
   level (``score_kernels.threshold_counts``) without the per-row temporaries;
+* :func:`union_rows` builds a block's union rows (``SentenceMax.union``:
+  each (feature, pair) where some language fires, and the dense matrix of
+  its maxima) in one pass;
+* :func:`gather_by_key` puts a block's rows of ``sentence_max.parquet`` into
+  (pair bucket, language) order by one counting sort;
 * :func:`minhash` fills a block's MinHash sketches (``peaks``) in one loop
   where numpy's ``minimum.at`` takes 30 ns a row;
 * :func:`bucket_histogram` and :func:`select_buckets` do the thresholds pass's
@@ -33,11 +38,13 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from .sparse import SentenceMax
+if TYPE_CHECKING:
+    from .sparse import SentenceMax
 
 MIN_ROWS = 1 << 26
 """Files with fewer activation rows (67 M) take the numpy path: importing numba
@@ -245,6 +252,67 @@ def _select_buckets(
     return k
 
 
+def _union_rows(
+    feature: np.ndarray, pair: np.ndarray, lang: np.ndarray, value: np.ndarray, offset: int, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``SentenceMax.union`` (and its ``union_slot``) of a non-empty block
+    sorted by (feature, pair): a row per (feature, pair) run of entries."""
+    n = len(feature)
+    row_of_entry = np.empty(n, np.int64)
+    row_feature = np.empty(n, np.int64)
+    row = -1
+    for i in range(n):
+        if i == 0 or feature[i] != feature[i - 1] or pair[i] != pair[i - 1]:
+            row += 1
+            row_feature[row] = np.int64(feature[i]) - offset
+        row_of_entry[i] = row
+    n_rows = row + 1
+    union_slot = np.empty(n, np.int64)
+    dense = np.zeros((m, n_rows), np.float64)
+    flat = dense.reshape(-1)
+    for i in range(n):
+        slot = np.int64(lang[i]) * n_rows + row_of_entry[i]
+        union_slot[i] = slot
+        flat[slot] = np.float64(value[i])
+    return row_feature[:n_rows].copy(), row_of_entry, union_slot, dense
+
+
+def _gather_by_key(
+    key: np.ndarray,
+    n_keys: int,
+    pair: np.ndarray,
+    lang: np.ndarray,
+    feature: np.ndarray,
+    value: np.ndarray,
+    n_tokens: np.ndarray,
+    position: np.ndarray,
+    token: np.ndarray,
+    out: tuple,
+) -> bool:
+    """The rows of a sentence_max block and their keys in ``key`` order, by a
+    stable counting sort (``take(argsort(key, kind="stable"))``) into ``out``
+    (key, pair, lang, feature, value, n_tokens, position, token)."""
+    start = np.zeros(n_keys + 1, np.int64)
+    for i in range(len(key)):
+        start[np.int64(key[i]) + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    o_key, o_pair, o_lang, o_feature, o_value, o_tokens, o_position, o_token = out
+    for i in range(len(key)):
+        k = np.int64(key[i])
+        j = start[k]
+        start[k] = j + 1
+        o_key[j] = key[i]
+        o_pair[j] = pair[i]
+        o_lang[j] = lang[i]
+        o_feature[j] = feature[i]
+        o_value[j] = value[i]
+        o_tokens[j] = n_tokens[i]
+        o_position[j] = position[i]
+        o_token[j] = token[i]
+    return True
+
+
 _disabled: list[Exception] = []
 """The error that turned the kernels off in this process, if any."""
 
@@ -382,3 +450,31 @@ def select_buckets(
     if k is None:
         return None
     return out_lang[:k].copy(), out_values[:k].copy()
+
+
+def union_rows(
+    block: SentenceMax,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(row_feature, row_of_entry, union_slot, dense)`` of a non-empty block
+    (``SentenceMax.union``), or None."""
+    return _run(
+        _union_rows,
+        block.feature,
+        block.pair,
+        block.lang,
+        block.value,
+        block.feature_offset,
+        block.m,
+    )  # type: ignore[return-value]
+
+
+def gather_by_key(
+    key: np.ndarray, n_keys: int, columns: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """``(key, columns)`` reordered by ``key`` (0 .. n_keys - 1; stable), or None.
+    ``columns``: a sentence_max block's pair, lang, feature, value, n_tokens,
+    peak position and peak token arrays."""
+    out = tuple(np.empty_like(a) for a in [key, *columns])
+    if _run(_gather_by_key, key, n_keys, *columns, out) is None:
+        return None
+    return out[0], list(out[1:])

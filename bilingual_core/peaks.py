@@ -177,11 +177,11 @@ def _mode_per_group(group: np.ndarray, count: np.ndarray) -> np.ndarray:
     return hits[first]
 
 
-def _minhash(block: SentenceMax, compiled: bool = False) -> np.ndarray:
+def _minhash(block: SentenceMax) -> np.ndarray:
     """One-permutation MinHash with ``MINHASH_BINS`` bins of each feature's
-    (pair, lang, peak position) keys (in-place arithmetic: one temporary).
-    ``compiled``: by the compiled kernel (``fused``, the same sketch) when numba is there."""
-    if compiled and len(block):
+    (pair, lang, peak position) keys (in-place arithmetic: one temporary); for a
+    ``compiled`` block by the compiled kernel (``fused``, the same sketch)."""
+    if block.compiled and len(block):
         sketch = fused.minhash(block, MINHASH_BINS, _POSITION_BITS, _EMPTY)
         if sketch is not None:
             return sketch
@@ -207,11 +207,8 @@ def _minhash(block: SentenceMax, compiled: bool = False) -> np.ndarray:
     return sketch.reshape(f, MINHASH_BINS)
 
 
-def peak_evidence(
-    block: SentenceMax, norm_of_id: np.ndarray, *, compiled: bool = False
-) -> PeakEvidence:
-    """The peak-token evidence of every feature of a block (needs ``peak_token``);
-    ``compiled``: its MinHash sketches by the compiled kernel when numba is there."""
+def peak_evidence(block: SentenceMax, norm_of_id: np.ndarray) -> PeakEvidence:
+    """The peak-token evidence of every feature of a block (needs ``peak_token``)."""
     f, m, n = block.n_features, block.m, block.n_pairs
     assert block.peak_token is not None
     cls = norm_of_id[block.peak_token]
@@ -268,7 +265,7 @@ def peak_evidence(
         (group // m + block.feature_offset).astype(np.int32),
         (group % m).astype(np.int8),
         (lk[best] % n_cls).astype(np.int32),
-        _minhash(block, compiled),
+        _minhash(block),
         n_repeated.astype(np.int64),
         n_every_cross.astype(np.int64),
     )

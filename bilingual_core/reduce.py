@@ -186,13 +186,20 @@ def sentence_max_blocks(
                 n_pairs,
                 languages,
                 d_sae,
+                compiled=use_kernel,
             )
             next_block += 1
         if progress is not None:
             progress.update(batch.num_rows)  # type: ignore[attr-defined]
     while next_block * block_features < d_sae:
         yield pending.take_below(
-            (next_block + 1) * block_features, next_block, block_features, n_pairs, languages, d_sae
+            (next_block + 1) * block_features,
+            next_block,
+            block_features,
+            n_pairs,
+            languages,
+            d_sae,
+            compiled=use_kernel,
         )
         next_block += 1
 
@@ -370,6 +377,8 @@ class _Groups:
         n_pairs: int,
         languages: list[str],
         d_sae: int,
+        *,
+        compiled: bool = False,
     ) -> SentenceMax:
         key, gmax, count, peak = (
             _cat(self.keys, np.int64),
@@ -397,6 +406,7 @@ class _Groups:
             min(block_features, d_sae - start),
             peak[:cut],
             None if token is None else token[:cut],
+            compiled=compiled,
         )
 
 

@@ -245,17 +245,15 @@ class ThresholdCounts:
     """(f, T) per pair of languages: pairs where both exceed t."""
 
 
-def threshold_counts(
-    block: SentenceMax, cuts: np.ndarray, *, compiled: bool = False
-) -> ThresholdCounts:
+def threshold_counts(block: SentenceMax, cuts: np.ndarray) -> ThresholdCounts:
     """Count, for all thresholds at once, which sentences and pairs exceed them.
 
     Each value gets a level, the number of thresholds below it (one binary
     search per value); ``q > t_j`` iff its level exceeds ``j``'s rank. A pair is
     above ``t`` in every language iff the minimum of its levels is, in some
     language iff the maximum is. Per-group level histograms summed from the top
-    give every count. ``compiled``: the histograms by the compiled kernel
-    (``fused``, the same counts) when numba is there.
+    give every count. For a ``compiled`` block the histograms come from the
+    compiled kernel (``fused``, the same counts) when numba is there.
     """
     f, m = block.n_features, block.m
     cuts = np.asarray(cuts, dtype=np.float64)
@@ -263,7 +261,9 @@ def threshold_counts(
     sorted32 = _float32_floor(cuts[order])
     t = len(cuts)
     pairs = list(combinations(range(m), 2))
-    hists = fused.level_histograms(block, _level_table(sorted32), sorted32) if compiled else None
+    hists = (
+        fused.level_histograms(block, _level_table(sorted32), sorted32) if block.compiled else None
+    )
     if hists is not None:
         sizes, inter, union, per_pair = hists
         overlap = {ab: inter if m == 2 else per_pair[j] for j, ab in enumerate(pairs)}

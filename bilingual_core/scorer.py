@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from . import fused, peaks
+from . import peaks
 from . import score_kernels as scores
 from . import score_registry as registry
 from .errors import RunFormatError
@@ -107,8 +107,6 @@ class _Plan:
     """Per-language factor of the notebook variant; None for the blog variant."""
     tokens: TokenIndex | None = None
     """tokens.parquet as lookup arrays (peak tokens and their string classes)."""
-    compiled: bool = False
-    """Whether blocks are scored with the compiled kernels (``fused``; the same numbers)."""
 
     @property
     def all_cuts(self) -> np.ndarray:
@@ -199,11 +197,11 @@ def _pad_slice(pad: SentenceMax | None, block: SentenceMax) -> SentenceMax | Non
 
 
 def _score_planned(
-    block: SentenceMax, planned: Future, tokens: TokenIndex | None, compiled: bool
+    block: SentenceMax, planned: Future, tokens: TokenIndex | None
 ) -> dict[str, object]:
     """:func:`_score_block` once the thresholds pass (``planned``) is done."""
     _, plan, pad, _ = planned.result()
-    plan = dataclasses.replace(plan, tokens=tokens, compiled=compiled)
+    plan = dataclasses.replace(plan, tokens=tokens)
     return _score_block(block, _pad_slice(pad, block), plan)
 
 
@@ -212,7 +210,7 @@ def _score_block(
 ) -> dict[str, object]:
     """Every per-feature quantity of one block (runs in a worker thread)."""
     n_curve = len(plan.curve_keys)
-    tc = scores.threshold_counts(block, plan.all_cuts, compiled=plan.compiled)
+    tc = scores.threshold_counts(block, plan.all_cuts)
     coacts = scores.coactivation_from_counts(
         scores.ThresholdCounts(
             tc.sizes[:, :, n_curve:],
@@ -235,7 +233,7 @@ def _score_block(
         "curves": curve_counts_from(plan.curve_keys, tc.sizes[:, :, :n_curve], plan.languages),
     }
     if plan.tokens is not None:
-        out["peaks"] = peaks.peak_evidence(block, plan.tokens.norm_of_id, compiled=plan.compiled)
+        out["peaks"] = peaks.peak_evidence(block, plan.tokens.norm_of_id)
     if plan.notebook_scale is not None:
         nb_block = block if pad_block is None else merge_sentence_max(block, pad_block)
         nb_block = nb_block.scaled(plan.notebook_scale)
@@ -263,8 +261,6 @@ def _block_pass(
     sums and the number of per-sentence maxima.
     """
     languages, d_sae = run.languages, run.manifest.d_sae
-    # Large runs: the compiled kernels (numba, when installed) for the integer work.
-    compiled = fused.enabled(activations.metadata.num_rows)
     sums = BlockSums(np.zeros((d_sae, len(languages))))
     bar = progress_bar(activations.metadata.num_rows, "scoring", "row", show=progress)
     n_groups = 0
@@ -295,7 +291,7 @@ def _block_pass(
             n_groups += len(block)
             if sentence_max_sink is not None:
                 writes.append(write_pool.submit(sentence_max_sink, block))
-            results.append(pool.submit(_score_planned, block, planned, tokens, compiled))
+            results.append(pool.submit(_score_planned, block, planned, tokens))
             # Bound memory: at most `threads` + IN_FLIGHT_SPARE blocks in flight
             # (being scored or written), more while the thresholds pass still
             # runs (the reading goes on meanwhile; a block of ~2M activations is

@@ -15,6 +15,8 @@ from functools import cached_property
 
 import numpy as np
 
+from . import fused
+
 
 @dataclass
 class SentenceMax:
@@ -43,6 +45,9 @@ class SentenceMax:
     None when the producer did not track it."""
     peak_token: np.ndarray | None = None
     """int32: token id at ``peak_position`` (filled in by the scorer from tokens.parquet)."""
+    compiled: bool = field(default=False, compare=False)
+    """Whether the per-block work may use the compiled kernels (``fused``: the
+    same numbers; set by the reading for runs large enough to import numba)."""
     union_slot: np.ndarray = field(init=False, repr=False, compare=False)
     """Each entry's flat index ``lang * rows + row`` into (m, union rows) matrices
     (set with :attr:`union`)."""
@@ -115,6 +120,10 @@ class SentenceMax:
         n = len(self)
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((self.m, 0))
+        made = fused.union_rows(self) if self.compiled else None
+        if made is not None:
+            row_feature, row_of_entry, self.union_slot, dense = made
+            return row_feature, row_of_entry, dense
         new = np.empty(n, dtype=bool)
         new[0] = True
         new[1:] = (self.feature[1:] != self.feature[:-1]) | (self.pair[1:] != self.pair[:-1])

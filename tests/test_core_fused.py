@@ -7,6 +7,8 @@ path rejects.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -240,8 +242,8 @@ def test_compiled_threshold_counts_equal_numpy(make_synthetic_run, languages, ex
     cuts = np.random.default_rng(1).permutation(cuts)  # the counts come back in cut order
     pairs_seen = 0
     for block in blocks:
-        plain = threshold_counts(block, cuts)
-        fast = threshold_counts(block, cuts, compiled=True)
+        plain = threshold_counts(dataclasses.replace(block, compiled=False), cuts)
+        fast = threshold_counts(dataclasses.replace(block, compiled=True), cuts)
         for name in ("sizes", "intersection", "union"):
             np.testing.assert_array_equal(getattr(fast, name), getattr(plain, name), name)
         assert fast.pair_overlap.keys() == plain.pair_overlap.keys()
@@ -268,8 +270,9 @@ def test_compiled_threshold_counts_are_the_hand_counts():
         ["en", "es"],
         5,
         2,
+        compiled=True,
     )
-    got = threshold_counts(block, np.array([1.0, 0.1]), compiled=True)
+    got = threshold_counts(block, np.array([1.0, 0.1]))
     # sizes (feature, lang, cut): q > 1.0 / q > 0.1
     np.testing.assert_array_equal(got.sizes, [[[0, 1], [1, 2]], [[1, 1], [1, 1]]])
     np.testing.assert_array_equal(got.intersection, [[0, 1], [1, 1]])
@@ -284,7 +287,8 @@ def test_compiled_minhash_equals_numpy(make_synthetic_run, languages):
     blocks = _run_blocks(make_synthetic_run, languages)
     filled = 0
     for block in blocks:
-        plain, fast = _minhash(block), _minhash(block, compiled=True)
+        plain = _minhash(dataclasses.replace(block, compiled=False))
+        fast = _minhash(dataclasses.replace(block, compiled=True))
         assert fast.dtype == np.uint64 and fast.shape == plain.shape
         np.testing.assert_array_equal(fast, plain)
         filled += int((plain != np.iinfo(np.uint64).max).sum())
@@ -355,4 +359,41 @@ def test_compiled_thresholds_pass_equals_numpy(limit):
     want = (values.view(np.uint32) >> 16) % 3 == 0
     np.testing.assert_array_equal(picked[0], lang[want])
     np.testing.assert_array_equal(picked[1], values[want])
+    assert not fused._disabled
+
+
+@pytest.mark.parametrize("languages", [("en", "es"), ("en", "fr", "de")])
+def test_compiled_union_rows_equal_numpy(make_synthetic_run, languages):
+    blocks = _run_blocks(make_synthetic_run, languages)
+    rows = 0
+    for block in blocks:
+        plain = dataclasses.replace(block, compiled=False)
+        fast = dataclasses.replace(block, compiled=True)
+        for a, b in zip(fast.union, plain.union, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(fast.union_slot, plain.union_slot)
+        rows += len(plain.union[0])
+    assert rows > 100 and not fused._disabled
+
+
+def test_compiled_sentence_max_writer_writes_the_same_file(make_synthetic_run, tmp_path):
+    import pyarrow.parquet as pq
+
+    from bilingual_core.score_tables import SentenceMaxWriter
+
+    blocks = _run_blocks(make_synthetic_run, ("en", "fr", "de"), block_features=8)
+    files = {}
+    for compiled in (False, True):
+        path = tmp_path / f"compiled-{compiled}.parquet"
+        with open(path, "wb") as handle:
+            writer = SentenceMaxWriter(handle, ["en", "fr", "de"], flush_rows=300)
+            for block in blocks:
+                writer(dataclasses.replace(block, compiled=compiled))
+            writer.close()
+        files[compiled] = pq.ParquetFile(path)
+    assert files[True].metadata.num_row_groups == files[False].metadata.num_row_groups > 3
+    for i in range(files[True].metadata.num_row_groups):
+        assert files[True].read_row_group(i).equals(files[False].read_row_group(i)), i
+    assert files[True].metadata.num_rows == sum(len(b) for b in blocks)
     assert not fused._disabled
