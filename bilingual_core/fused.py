@@ -11,9 +11,10 @@ more take loops compiled here in place of numpy passes:
   token id;
 * :func:`level_histograms` counts a block's sentences and pairs per threshold
   level (``score_kernels.threshold_counts``) without the per-row temporaries;
-* :func:`union_rows` builds a block's union rows (``SentenceMax.union``:
-  each (feature, pair) where some language fires, and the dense matrix of
-  its maxima) in one pass;
+* :func:`block_arrays` makes in one pass the arrays every score of a block
+  shares (``SentenceMax.prepare``: the union rows, each (feature, pair) where
+  some language fires with the dense matrix of its maxima, and the per
+  (feature, language) counts, maxima and sums);
 * :func:`gather_by_key` puts a block's rows of ``sentence_max.parquet`` into
   (pair bucket, language) order by one counting sort;
 * :func:`minhash` fills a block's MinHash sketches (``peaks``) in one loop
@@ -252,20 +253,42 @@ def _select_buckets(
     return k
 
 
-def _union_rows(
-    feature: np.ndarray, pair: np.ndarray, lang: np.ndarray, value: np.ndarray, offset: int, m: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``SentenceMax.union`` (and its ``union_slot``) of a non-empty block
-    sorted by (feature, pair): a row per (feature, pair) run of entries."""
+def _block_arrays(
+    feature: np.ndarray,
+    pair: np.ndarray,
+    lang: np.ndarray,
+    value: np.ndarray,
+    n_tokens: np.ndarray,
+    offset: int,
+    n_features: int,
+    m: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A non-empty block's shared arrays (``SentenceMax.prepare``), entries
+    sorted by (feature, pair): the union rows (a row per (feature, pair) run of
+    entries) with ``row_feature``, ``row_of_entry``, ``union_slot`` and the dense
+    (m, rows) maxima; each entry's ``group``; and per (feature, language) cell
+    the entry count, the largest value, and the sums of ``n_tokens`` and of the
+    values (float64, in entry order: ``bincount``'s additions)."""
     n = len(feature)
     row_of_entry = np.empty(n, np.int64)
     row_feature = np.empty(n, np.int64)
+    group = np.empty(n, np.int64)
+    cells = np.zeros((4, n_features * m), np.float64)
     row = -1
     for i in range(n):
+        local = np.int64(feature[i]) - offset
         if i == 0 or feature[i] != feature[i - 1] or pair[i] != pair[i - 1]:
             row += 1
-            row_feature[row] = np.int64(feature[i]) - offset
+            row_feature[row] = local
         row_of_entry[i] = row
+        g = local * m + np.int64(lang[i])
+        group[i] = g
+        v = np.float64(value[i])
+        cells[0, g] += 1.0
+        if v > cells[1, g]:
+            cells[1, g] = v
+        cells[2, g] += np.float64(n_tokens[i])
+        cells[3, g] += v
     n_rows = row + 1
     union_slot = np.empty(n, np.int64)
     dense = np.zeros((m, n_rows), np.float64)
@@ -274,7 +297,7 @@ def _union_rows(
         slot = np.int64(lang[i]) * n_rows + row_of_entry[i]
         union_slot[i] = slot
         flat[slot] = np.float64(value[i])
-    return row_feature[:n_rows].copy(), row_of_entry, union_slot, dense
+    return row_feature[:n_rows].copy(), row_of_entry, union_slot, dense, group, cells
 
 
 def _gather_by_key(
@@ -452,18 +475,19 @@ def select_buckets(
     return out_lang[:k].copy(), out_values[:k].copy()
 
 
-def union_rows(
-    block: SentenceMax,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(row_feature, row_of_entry, union_slot, dense)`` of a non-empty block
-    (``SentenceMax.union``), or None."""
+def block_arrays(block: SentenceMax) -> tuple[np.ndarray, ...] | None:
+    """``(row_feature, row_of_entry, union_slot, dense, group, cells)`` of a
+    non-empty block (``SentenceMax.prepare``; ``cells``: (4, f * m) counts,
+    maxima, token sums and value sums), or None."""
     return _run(
-        _union_rows,
+        _block_arrays,
         block.feature,
         block.pair,
         block.lang,
         block.value,
+        block.n_tokens,
         block.feature_offset,
+        block.n_features,
         block.m,
     )  # type: ignore[return-value]
 

@@ -147,7 +147,7 @@ def mass_jsd(block: SentenceMax) -> np.ndarray:
     """
     f, m = block.n_features, block.m
     row_feature, _, dense = block.union
-    totals = block.per_feature_lang(block.value).T  # (m, f)
+    totals = block.value_sums().T  # (m, f)
 
     def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         rf = row_feature[lo:hi]

@@ -209,6 +209,7 @@ def _score_block(
     block: SentenceMax, pad_block: SentenceMax | None, plan: _Plan
 ) -> dict[str, object]:
     """Every per-feature quantity of one block (runs in a worker thread)."""
+    block.prepare()
     n_curve = len(plan.curve_keys)
     tc = scores.threshold_counts(block, plan.all_cuts)
     coacts = scores.coactivation_from_counts(
@@ -225,7 +226,7 @@ def _score_block(
     )
     out: dict[str, object] = {
         "counts": scores.firing_counts(block),
-        "n_tok": block.per_feature_lang(block.n_tokens.astype(np.float64)),
+        "n_tok": block.token_counts(),
         "qmax": block.max_per_feature_lang(),
         "scores": registry.compute_block_scores(block),
         "coact": coacts[COACTIVATION_THRESHOLDS.index("any")],

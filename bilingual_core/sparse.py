@@ -103,6 +103,43 @@ class SentenceMax:
         np.maximum.at(out, self.group, self.value.astype(np.float64))
         return out.reshape(self.n_features, self.m)
 
+    def token_counts(self) -> np.ndarray:
+        """``n_tokens`` summed per (feature, language), float64: shape (n_features, m)."""
+        return self._token_counts.copy()
+
+    @cached_property
+    def _token_counts(self) -> np.ndarray:
+        return self.per_feature_lang(self.n_tokens.astype(np.float64))
+
+    def value_sums(self) -> np.ndarray:
+        """The values summed per (feature, language), float64: shape (n_features, m)."""
+        return self._value_sums.copy()
+
+    @cached_property
+    def _value_sums(self) -> np.ndarray:
+        return self.per_feature_lang(self.value)
+
+    def prepare(self) -> None:
+        """Make the arrays every score of the block shares (:attr:`union`,
+        :attr:`group`, the per-(feature, language) counts, maxima and sums) now,
+        in one compiled pass when the block is ``compiled`` (the same arrays);
+        otherwise each is made by numpy on first use."""
+        if not self.compiled or not len(self) or "union" in self.__dict__:
+            return
+        made = fused.block_arrays(self)
+        if made is None:
+            return
+        row_feature, row_of_entry, self.union_slot, dense, group, cells = made
+        shape = (self.n_features, self.m)
+        self.__dict__.update(
+            union=(row_feature, row_of_entry, dense),
+            group=group,
+            _counts=cells[0].astype(np.int64).reshape(shape),
+            _max=cells[1].reshape(shape),
+            _token_counts=cells[2].reshape(shape),
+            _value_sums=cells[3].reshape(shape),
+        )
+
     def lang_max(self) -> np.ndarray:
         """(m,): the largest value of each language over all features and pairs."""
         out = np.zeros(self.m, dtype=np.float64)
@@ -120,10 +157,6 @@ class SentenceMax:
         n = len(self)
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((self.m, 0))
-        made = fused.union_rows(self) if self.compiled else None
-        if made is not None:
-            row_feature, row_of_entry, self.union_slot, dense = made
-            return row_feature, row_of_entry, dense
         new = np.empty(n, dtype=bool)
         new[0] = True
         new[1:] = (self.feature[1:] != self.feature[:-1]) | (self.pair[1:] != self.pair[:-1])

@@ -363,16 +363,25 @@ def test_compiled_thresholds_pass_equals_numpy(limit):
 
 
 @pytest.mark.parametrize("languages", [("en", "es"), ("en", "fr", "de")])
-def test_compiled_union_rows_equal_numpy(make_synthetic_run, languages):
+def test_prepared_block_arrays_equal_numpy(make_synthetic_run, languages):
     blocks = _run_blocks(make_synthetic_run, languages)
     rows = 0
     for block in blocks:
         plain = dataclasses.replace(block, compiled=False)
         fast = dataclasses.replace(block, compiled=True)
+        plain.prepare()  # numpy: nothing made ahead
+        assert "union" not in plain.__dict__
+        fast.prepare()
+        assert "union" in fast.__dict__
         for a, b in zip(fast.union, plain.union, strict=True):
             assert a.dtype == b.dtype
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(fast.union_slot, plain.union_slot)
+        np.testing.assert_array_equal(fast.group, plain.group)
+        for name in ("per_feature_lang", "max_per_feature_lang", "token_counts", "value_sums"):
+            a, b = getattr(fast, name)(), getattr(plain, name)()
+            assert a.dtype == b.dtype and a.shape == b.shape == (block.n_features, block.m)
+            np.testing.assert_array_equal(a, b, err_msg=name)
         rows += len(plain.union[0])
     assert rows > 100 and not fused._disabled
 
