@@ -18,15 +18,15 @@ more take loops compiled here in place of numpy passes:
 * :func:`gather_by_key` puts a block's rows of ``sentence_max.parquet`` into
   (pair bucket, language) order by one counting sort;
 * :func:`minhash` fills a block's MinHash sketches (``peaks``) in one loop
-  where numpy's ``minimum.at`` takes 30 ns a row;
+  where numpy's ``minimum.at`` takes 10-30 ns a row;
 * :func:`bucket_histogram` and :func:`select_buckets` do the thresholds pass's
   per-chunk work (``stats.ExactQuantiles``): the top-bits histogram with the
   per-language sums, and the rescan's selection of the wanted buckets.
 
 The results are the same, bit for bit (``tests/test_core_fused.py``): the
-kernels do integer work and comparisons only, and the token sums are a batch's
-own sums in row order, added to the running total, as the numpy path's
-``bincount`` does. The reduction only says *whether* a batch is well formed;
+kernels do integer work, comparisons and copies, and every float sum is made
+in row order, from zero, in float64, as the numpy path's ``bincount`` makes it
+(a batch's token sums are then added to the running total, as there). The reduction only says *whether* a batch is well formed;
 any batch it refuses goes to the numpy path, which names the rows at fault.
 Without numba, or after a compiler failure (warned once), every wrapper
 returns None and numpy does the work. numba is imported on first use (about

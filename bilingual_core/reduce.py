@@ -138,6 +138,19 @@ def sentence_max_blocks(
     use_kernel = (
         sentence_len is not None and token_at is not None and fused.enabled(pf.metadata.num_rows)
     )
+
+    def take(block: int) -> SentenceMax:
+        """Block ``block``'s features, complete, out of the pending groups."""
+        return pending.take_below(
+            (block + 1) * block_features,
+            block,
+            block_features,
+            n_pairs,
+            languages,
+            d_sae,
+            compiled=use_kernel,
+        )
+
     for batch in _iter_batches(pf, COLUMNS):
         if batch.num_rows == 0:
             continue
@@ -179,28 +192,12 @@ def sentence_max_blocks(
         # Every feature below the batch's last one is complete.
         last_feature = prev_key >> 39
         while (next_block + 1) * block_features <= last_feature:
-            yield pending.take_below(
-                (next_block + 1) * block_features,
-                next_block,
-                block_features,
-                n_pairs,
-                languages,
-                d_sae,
-                compiled=use_kernel,
-            )
+            yield take(next_block)
             next_block += 1
         if progress is not None:
             progress.update(batch.num_rows)  # type: ignore[attr-defined]
     while next_block * block_features < d_sae:
-        yield pending.take_below(
-            (next_block + 1) * block_features,
-            next_block,
-            block_features,
-            n_pairs,
-            languages,
-            d_sae,
-            compiled=use_kernel,
-        )
+        yield take(next_block)
         next_block += 1
 
 
