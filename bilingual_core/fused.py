@@ -129,6 +129,7 @@ def _level_histograms(
     offset: int,
     m: int,
     table: np.ndarray,
+    shift: int,
     sorted32: np.ndarray,
     n_levels: int,
     sizes: np.ndarray,
@@ -141,8 +142,8 @@ def _level_histograms(
     (a run of entries) the minimum level over all languages (0 when one is
     silent) in ``inter``, the maximum in ``union`` and, when ``m > 2``, the
     minimum of each language pair in ``overlap[pair index]``. A level is the
-    number of ``sorted32`` cuts below the value: ``table`` by the top 16 bits
-    (``bits``), a binary search where the table holds -1."""
+    number of ``sorted32`` cuts below the value: ``table`` by its bucket
+    (``bits >> shift``), a binary search where the table holds -1."""
     n = len(feature)
     levels = np.zeros(m, np.int64)
     f = np.int64(-1)
@@ -171,7 +172,7 @@ def _level_histograms(
             seen = 0
             for li in range(m):
                 levels[li] = 0
-        level = np.int64(table[bits[i] >> 16])
+        level = np.int64(table[bits[i] >> shift])
         if level < 0:
             lo = 0
             hi = len(sorted32)
@@ -374,12 +375,13 @@ def _run(fn: Callable, *args: object) -> object | None:
 
 
 def level_histograms(
-    block: SentenceMax, table: np.ndarray, sorted32: np.ndarray
+    block: SentenceMax, table: np.ndarray, shift: int, sorted32: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Per-level counts of a block (``score_kernels.threshold_counts``): ``sizes``
     (f * m, levels), ``inter`` and ``union`` (f, levels) and ``overlap`` (language
     pairs, f, levels; empty for two languages, where it is ``inter``), or None
-    (numpy's turn). ``table``: each 16-bit bucket's level, -1 where a cut lies."""
+    (numpy's turn). ``table``: each bucket's level (the values' float32 bits
+    ``>> shift``), -1 where a cut lies."""
     f, m, n_levels = block.n_features, block.m, len(sorted32) + 1
     value = np.ascontiguousarray(block.value, dtype=np.float32)
     sizes = np.zeros(f * m * n_levels, np.int64)
@@ -387,7 +389,7 @@ def level_histograms(
     overlap = np.zeros((m * (m - 1) // 2 if m > 2 else 0, f * n_levels), np.int64)
     done = _run(
         _level_histograms, block.feature, block.pair, block.lang, value, value.view(np.uint32),
-        block.feature_offset, m, table.astype(np.int32, copy=False), sorted32, n_levels,
+        block.feature_offset, m, table.astype(np.int32, copy=False), shift, sorted32, n_levels,
         sizes, inter, union, overlap,
     )  # fmt: skip
     if done is None:

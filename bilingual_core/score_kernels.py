@@ -261,9 +261,10 @@ def threshold_counts(block: SentenceMax, cuts: np.ndarray) -> ThresholdCounts:
     sorted32 = _float32_floor(cuts[order])
     t = len(cuts)
     pairs = list(combinations(range(m), 2))
-    hists = (
-        fused.level_histograms(block, _level_table(sorted32), sorted32) if block.compiled else None
-    )
+    hists = None
+    if block.compiled:
+        table = _level_table(sorted32)
+        hists = fused.level_histograms(block, table, FLOAT_BUCKET_SHIFT, sorted32)
     if hists is not None:
         sizes, inter, union, per_pair = hists
         overlap = {ab: inter if m == 2 else per_pair[j] for j, ab in enumerate(pairs)}
